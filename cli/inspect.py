@@ -1,0 +1,139 @@
+"""Commands that read a store: ``runs``, ``show``, ``query``, ``export``."""
+
+from __future__ import annotations
+
+import enum
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli.options import JsonOption, StoreOption
+from cli.render import cell, note, print_csv, print_json, print_table
+
+RUN_KEYS = ("run_id", "created", "source_run", "model", "prompts", "sessions", "events", "status")
+TIMELINE = ("seq", "kind", "actor", "pattern", "name", "status", "step", "payload")
+
+
+class ExportFormat(enum.StrEnum):
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
+def runs(store: StoreOption = None, json: JsonOption = False) -> None:
+    """List the runs in the store, oldest first.
+
+    Example: sdbctl runs --json | jq '.[] | select(.status == "partial") | .run_id'
+    """
+    from sdb.store import Store
+
+    manifests = Store.open(store).manifests()
+    rows = [{k: getattr(m, k) for k in RUN_KEYS} for m in manifests]
+    if json:
+        print_json(rows)
+        return
+    if not rows:
+        note(f"no runs in store {Store.open(store).root}")
+        return
+    print_table(
+        ["run id", "created", "source run", "model", "prompts", "sessions", "events", "status"],
+        [[r[k] if k != "created" else r[k][:19].replace("T", " ") for k in RUN_KEYS] for r in rows],
+        styles={"run id": "cyan", "status": "bold"},
+    )
+
+
+def show(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id (see `sdbctl runs`).")],
+    session: Annotated[str | None, typer.Option("--session", "-s", help="Only this session.")] = None,
+    kind: Annotated[
+        str | None, typer.Option("--kind", "-k", help="Only this kind: input, llm, action, gate, ...")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Rows to print in the table; 0 for all.")] = 200,
+    width: Annotated[int, typer.Option("--width", help="Characters of payload to show.")] = 60,
+    store: StoreOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Show a run's timeline: seq, kind, actor, pattern, name, status, step and a short payload.
+
+    Example: sdbctl show 20261126-004112-a1b2c3 --session contract-42 --kind action
+    """
+    from sdb.store import Store
+    from sdb.store.read import event_dicts, run_events
+
+    table = run_events(Store.open(store), run_id, session=session, kind=kind)
+    if json:
+        print_json(list(event_dicts(table)))
+        return
+    sessions = table.column("session_id").unique().to_pylist() if table.num_rows else []
+    columns = (["session"] if len(sessions) > 1 else []) + list(TIMELINE)
+    shown = table if limit <= 0 else table.slice(0, limit)
+    rows: list[list[Any]] = []
+    for ev in shown.to_pylist():
+        row = [ev["session_id"]] if len(sessions) > 1 else []
+        row += [ev[c] for c in TIMELINE]
+        rows.append(row)
+    title = f"run {run_id}" + (f" · session {sessions[0]}" if len(sessions) == 1 else f" · {len(sessions)} sessions")
+    print_table(columns, rows, title=title, widths={"payload": width}, styles={"kind": "magenta", "name": "cyan"})
+    if shown.num_rows < table.num_rows:
+        note(f"{table.num_rows - shown.num_rows} more events; use --limit 0 to show all, or --json")
+
+
+def query(
+    sql: Annotated[str, typer.Argument(metavar="SQL", help="A DuckDB SQL query over the views.")],
+    run_id: Annotated[str | None, typer.Option("--run", "-r", help="Lay `events` over this run only (faster).")] = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Rows to print in the table; 0 for all.")] = 1000,
+    store: StoreOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Run SQL with DuckDB over the views `events` (one row per event) and `runs` (one per run).
+
+    Example: sdbctl query "SELECT run_id, kind, count(*) AS n FROM events GROUP BY ALL ORDER BY n DESC"
+    """
+    from sdb.store import Store
+    from sdb.store.views import connect, run_query
+
+    con = connect(Store.open(store), run_id)
+    columns, rows = run_query(con, sql)
+    if json:
+        print_json([dict(zip(columns, r, strict=True)) for r in rows])
+    elif as_csv:
+        print_csv(columns, rows)
+    else:
+        shown = rows if limit <= 0 else rows[:limit]
+        print_table(columns, shown, widths={c: 80 for c in columns})
+        if len(shown) < len(rows):
+            note(f"{len(rows) - len(shown)} more rows; use --limit 0, --json or --csv")
+
+
+def export(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id to export.")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="jsonl or parquet.")] = ExportFormat.jsonl,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output file; JSONL goes to stdout when omitted.")
+    ] = None,
+    store: StoreOption = None,
+) -> None:
+    """Export every event of a run to one JSONL or Parquet file (Parquet keeps the event schema).
+
+    Example: sdbctl export RUN --format parquet --out run.parquet
+    """
+    from sdb.store import Store
+    from sdb.store.read import export_run
+
+    target: Any = out if out is not None else sys.stdout.buffer
+    n = export_run(Store.open(store), run_id, fmt.value, target)
+    if out is not None:
+        note(f"wrote {n} events to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+    app.command()(runs)
+    app.command()(show)
+    app.command()(query)
+    app.command()(export)
+
+
+__all__ = ["cell", "register"]

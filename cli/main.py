@@ -1,0 +1,64 @@
+"""The ``sdbctl`` entry point: the typer app, ``--version``, and the one place errors become exit 2."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from cli import inspect
+from sdb import __version__
+from sdb.errors import SdbError
+
+app = typer.Typer(
+    name="sdbctl",
+    help=(
+        "Replay and divergence auditor for LLM agents.\n\n"
+        "Records what crosses the agent's stochastic-deterministic boundary (model output turned into "
+        "an action) to Parquet, so that runs can be listed, inspected and queried with SQL.\n\n"
+        "Example:  sdbctl runs  ·  sdbctl show RUN --session contract-42  ·  "
+        'sdbctl query "SELECT kind, count(*) FROM events GROUP BY kind"'
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sdbctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Replay and divergence auditor for LLM agents."""
+
+
+inspect.register(app)
+
+
+def run() -> None:
+    """Console-script entry: run the app; an :class:`SdbError` is one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=True)
+    except SdbError as exc:
+        if os.environ.get("SDB_DEBUG") == "1":
+            raise
+        sys.stderr.write(f"sdbctl: error: {exc}\n")
+        sys.exit(2)
+    except BrokenPipeError:  # `sdbctl query ... | head`
+        sys.stderr.close()
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,457 @@
+"""The in-process recorder: cheap for the caller, durable in the background.
+
+A call such as ``session.action(...)`` serialises its payload to canonical JSON, takes the session's
+next ``seq`` and appends one row to a lock-free queue; that is all the caller pays for. A background
+writer drains the queue into Arrow record batches and publishes them as Parquet parts when the queue
+reaches ``flush_events`` rows or every ``flush_interval`` seconds, whichever comes first. Leaving the
+context, normal interpreter exit, SIGINT and SIGTERM flush what is buffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import datetime as dt
+import itertools
+import os
+import secrets
+import signal
+import threading
+import time
+import types
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import orjson
+
+from sdb.errors import PayloadError, SdbError
+from sdb.events.canonical import canonical_bytes, digest
+from sdb.events.kinds import STATUSES
+from sdb.events.schema import batch_from_columns
+from sdb.store.layout import Store, check_run_id
+from sdb.store.writer import RunWriter
+
+# A row is every event column but run_id, in schema order; run_id is added per batch.
+Row = tuple[Any, ...]
+_STATUSES: Final = frozenset(STATUSES)
+_ALLOW: Final = frozenset({"allow", "allowed", "approve", "approved", "pass", "passed", "ok", "accept"})
+_MANIFEST_KEYS: Final = ("source_run", "model", "prompts", "mode", "agent", "git_commit")
+_SignalHandler = Callable[[int, types.FrameType | None], Any] | int | None
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC time plus 6 random hex digits."""
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def _usage(response: Any) -> tuple[int | None, int | None]:
+    """Token counts from an OpenAI (``prompt_tokens``) or Anthropic (``input_tokens``) usage block."""
+    if not isinstance(response, Mapping):
+        return None, None
+    usage = response.get("usage")
+    if not isinstance(usage, Mapping):
+        return None, None
+    tin = usage.get("prompt_tokens", usage.get("input_tokens"))
+    tout = usage.get("completion_tokens", usage.get("output_tokens"))
+    return (tin if isinstance(tin, int) else None, tout if isinstance(tout, int) else None)
+
+
+def _gate_status(decision: Any) -> str:
+    """``ok`` for an allowing decision (True, "allow", "approved", ...), else ``gated``."""
+    if decision is True:
+        return "ok"
+    if isinstance(decision, str) and decision.strip().lower() in _ALLOW:
+        return "ok"
+    return "gated"
+
+
+class Session:
+    """One agent episode inside a run. Every method records one event and returns its ``seq``.
+
+    ``seq`` is gap-free and 0-based per session, also when several threads record into one session.
+    """
+
+    __slots__ = ("_append", "_next_seq", "actor", "pattern", "recorder", "session_id")
+
+    def __init__(self, recorder: Recorder, session_id: str, actor: str, pattern: str) -> None:
+        self.recorder = recorder
+        self.session_id = session_id
+        self.actor = actor
+        self.pattern = pattern
+        self._next_seq = recorder._counter(session_id)
+        self._append = recorder._append
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def _emit(
+        self,
+        kind: str,
+        name: str,
+        payload: bytes,
+        dig: int,
+        *,
+        step: str | None,
+        parent: int | None,
+        status: str,
+        actor: str | None,
+        pattern: str | None,
+        model: str | None = None,
+        prompt: str | None = None,
+        latency_ms: float | None = None,
+        tokens_in: int | None = None,
+        tokens_out: int | None = None,
+    ) -> int:
+        if status not in _STATUSES:
+            raise PayloadError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        seq = self._next_seq()
+        self._append(
+            (
+                self.session_id,
+                seq,
+                step,
+                parent,
+                time.time_ns() // 1000,
+                kind,
+                actor or self.actor,
+                pattern or self.pattern,
+                name,
+                model,
+                prompt,
+                payload.decode(),
+                dig,
+                status,
+                latency_ms,
+                tokens_in,
+                tokens_out,
+            )
+        )
+        return seq
+
+    def input(
+        self,
+        name: str,
+        payload: Any,
+        *,
+        step: str | None = None,
+        actor: str | None = None,
+        pattern: str | None = None,
+    ) -> int:
+        """An input to the episode: a contract, a user message, a human decision."""
+        body = canonical_bytes(payload)
+        return self._emit(
+            "input", name, body, digest(name, body),
+            step=step, parent=None, status="ok", actor=actor, pattern=pattern,
+        )  # fmt: skip
+
+    def llm(
+        self,
+        request: Any,
+        response: Any,
+        *,
+        model: str,
+        prompt: str | None = None,
+        step: str | None = None,
+        variables: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        latency_ms: float | None = None,
+        tokens_in: int | None = None,
+        tokens_out: int | None = None,
+        parent: int | None = None,
+        actor: str | None = None,
+        pattern: str | None = None,
+    ) -> int:
+        """A model call: the whole request, the raw response, and the prompt ``name@version``.
+
+        ``variables`` are the prompt template's variables, kept so that a replay can re-render the
+        prompt under another version. Token counts default to the response's ``usage`` block. The
+        digest is of the request: two runs asked the same question when their llm digests agree.
+        """
+        if prompt is not None and "@" not in prompt:
+            raise PayloadError(f"prompt {prompt!r} must be NAME@VERSION, e.g. offer@v3")
+        req = canonical_bytes(request)
+        parts = [b'{"request":', req, b',"response":', canonical_bytes(response)]
+        if variables is not None:
+            parts += [b',"variables":', canonical_bytes(variables)]
+        parts.append(b"}")
+        if tokens_in is None or tokens_out is None:
+            uin, uout = _usage(response)
+            tokens_in = uin if tokens_in is None else tokens_in
+            tokens_out = uout if tokens_out is None else tokens_out
+        label = name or (prompt.split("@", 1)[0] if prompt else "chat")
+        return self._emit(
+            "llm", label, b"".join(parts), digest(label, req),
+            step=step, parent=parent, status="ok", actor=actor, pattern=pattern,
+            model=model, prompt=prompt, latency_ms=latency_ms,
+            tokens_in=tokens_in, tokens_out=tokens_out,
+        )  # fmt: skip
+
+    def action(
+        self,
+        name: str,
+        args: Any,
+        *,
+        step: str | None = None,
+        status: str = "ok",
+        parent: int | None = None,
+        call_id: str | None = None,
+        actor: str | None = None,
+        pattern: str | None = None,
+    ) -> int:
+        """An action the model proposed (a tool call); its digest is of ``name`` + canonical ``args``."""
+        body = canonical_bytes(args)
+        payload = b'{"args":' + body + b"}"
+        if call_id is not None:
+            payload = payload[:-1] + b',"call_id":' + orjson.dumps(call_id) + b"}"
+        return self._emit(
+            "action", name, payload, digest(name, body),
+            step=step, parent=parent, status=status, actor=actor, pattern=pattern,
+        )  # fmt: skip
+
+    def gate(
+        self,
+        name: str,
+        decision: Any,
+        reason: str | None = None,
+        *,
+        parent: int | None = None,
+        step: str | None = None,
+        status: str | None = None,
+        actor: str | None = None,
+        pattern: str | None = None,
+    ) -> int:
+        """A guard's decision on an action. ``status`` is ``ok`` when the decision allows, else ``gated``."""
+        body = canonical_bytes(decision)
+        payload = b'{"decision":' + body + b',"reason":' + canonical_bytes(reason) + b"}"
+        return self._emit(
+            "gate", name, payload, digest(name, body),
+            step=step, parent=parent, status=status or _gate_status(decision),
+            actor=actor, pattern=pattern,
+        )  # fmt: skip
+
+    def effect(
+        self,
+        name: str,
+        result: Any,
+        *,
+        parent: int | None = None,
+        step: str | None = None,
+        status: str = "ok",
+        actor: str | None = None,
+        pattern: str | None = None,
+    ) -> int:
+        """The result of executing an action (the commit): what the handler returned."""
+        body = canonical_bytes(result)
+        return self._emit(
+            "effect", name, b'{"result":' + body + b"}", digest(name, body),
+            step=step, parent=parent, status=status, actor=actor, pattern=pattern,
+        )  # fmt: skip
+
+    def state(
+        self,
+        name: str,
+        payload: Any,
+        *,
+        step: str | None = None,
+        parent: int | None = None,
+        actor: str | None = None,
+        pattern: str | None = None,
+    ) -> int:
+        """A state the episode moved to (``name``) and its data."""
+        body = canonical_bytes(payload)
+        return self._emit(
+            "state", name, body, digest(name, body),
+            step=step, parent=parent, status="ok", actor=actor, pattern=pattern,
+        )  # fmt: skip
+
+    def error(
+        self,
+        name: str,
+        message: str,
+        *,
+        detail: Any = None,
+        step: str | None = None,
+        parent: int | None = None,
+        actor: str | None = None,
+        pattern: str | None = None,
+    ) -> int:
+        """An error at ``name`` (a provider failure, a handler exception); counted apart from divergence."""
+        body = canonical_bytes({"detail": detail, "message": message})
+        return self._emit(
+            "error", name, body, digest(name, canonical_bytes(message)),
+            step=step, parent=parent, status="error", actor=actor, pattern=pattern,
+        )  # fmt: skip
+
+
+class Recorder:
+    """Records agent episodes into a run of a store.
+
+    ``meta`` keys ``model``, ``prompts``, ``mode``, ``agent``, ``source_run`` and ``git_commit`` go
+    into the run manifest as such; every other key is kept under the manifest's ``meta``.
+    """
+
+    def __init__(
+        self,
+        store: str | os.PathLike[str] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        flush_events: int = 65_536,
+        flush_interval: float = 1.0,
+        handle_signals: bool = True,
+        actor: str = "agent",
+        pattern: str = "",
+    ) -> None:
+        if flush_events < 1 or flush_interval <= 0:
+            raise SdbError("flush_events must be >= 1 and flush_interval > 0")
+        meta = dict(meta or {})
+        fields = {k: meta.pop(k) for k in _MANIFEST_KEYS if k in meta}
+        if isinstance(fields.get("prompts"), str):
+            fields["prompts"] = [fields["prompts"]]
+        self.store = Store.open(store, must_exist=False)
+        self.run_id = check_run_id(run_id) if run_id else new_run_id()
+        self.actor = actor
+        self.pattern = pattern
+        self.flush_events = flush_events
+        self.flush_interval = flush_interval
+        self._writer = RunWriter.create(self.store, self.run_id, recorder="sdk", meta=meta, **fields)
+        self._queue: collections.deque[Row] = collections.deque()
+        self._counters: dict[str, Callable[[], int]] = {}
+        self._counters_lock = threading.Lock()
+        self._flush_lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._failure: BaseException | None = None
+        self._closed = False
+        self._interrupted: str | None = None
+        self._previous: dict[int, _SignalHandler] = {}
+        self._thread = threading.Thread(target=self._background, name=f"sdb-writer-{self.run_id}", daemon=True)
+        self._thread.start()
+        atexit.register(self._at_exit)
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+
+    # -- recording -----------------------------------------------------------------------------
+
+    def session(self, session_id: str, *, actor: str | None = None, pattern: str | None = None) -> Session:
+        """The session ``session_id`` of this run; asking again continues its ``seq``."""
+        if self._closed:
+            raise SdbError(f"run {self.run_id}: recorder is closed")
+        return Session(self, str(session_id), actor or self.actor, self.pattern if pattern is None else pattern)
+
+    def _counter(self, session_id: str) -> Callable[[], int]:
+        with self._counters_lock:
+            counter = self._counters.get(session_id)
+            if counter is None:
+                counter = self._counters[session_id] = itertools.count().__next__
+            return counter
+
+    def _append(self, row: Row) -> None:
+        queue = self._queue
+        queue.append(row)
+        if len(queue) >= self.flush_events:
+            self._wake.set()
+
+    # -- flushing ------------------------------------------------------------------------------
+
+    def flush(self) -> int:
+        """Write what is buffered now, as one part; returns the number of events written."""
+        with self._flush_lock:
+            queue = self._queue
+            rows = [queue.popleft() for _ in range(len(queue))]
+            if not rows:
+                return 0
+            columns: list[Any] = list(zip(*rows, strict=True))
+            columns.insert(0, [self.run_id] * len(rows))
+            try:
+                self._writer.write(batch_from_columns(columns))
+            except BaseException:
+                queue.extendleft(reversed(rows))  # keep them for the next attempt
+                raise
+            return len(rows)
+
+    def _background(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except BaseException as exc:  # kept and raised to the caller at close
+                self._failure = exc
+                return
+
+    def close(self, status: str = "complete", *, interrupted: str | None = None) -> None:
+        """Flush everything and close the run. ``partial`` marks a run that did not finish."""
+        with self._flush_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        self._wake.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+        self._restore_signals()
+        atexit.unregister(self._at_exit)
+        self.flush()
+        self._writer.close("complete" if status == "complete" else "partial", interrupted=interrupted)
+        if self._failure is not None:
+            raise SdbError(f"run {self.run_id}: background writer failed: {self._failure}") from self._failure
+
+    @property
+    def events_written(self) -> int:
+        return self._writer.manifest.events
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.close("partial", interrupted=exc_type.__name__)
+
+    async def __aenter__(self) -> Recorder:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        await asyncio.to_thread(self.__exit__, exc_type, exc, tb)
+
+    def _at_exit(self) -> None:
+        if self._interrupted:
+            self.close("partial", interrupted=self._interrupted)
+        else:
+            self.close()
+
+    def _restore_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum, previous in self._previous.items():
+            if signal.getsignal(signum) == self._on_signal:
+                signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    def _on_signal(self, signum: int, frame: types.FrameType | None) -> None:
+        previous = self._previous.get(signum, signal.SIG_DFL)
+        if signum == signal.SIGINT:
+            self._interrupted = "SIGINT"
+            self.flush()  # KeyboardInterrupt follows; leaving the context closes the run as partial
+        else:
+            self.close("partial", interrupted=signal.Signals(signum).name)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)

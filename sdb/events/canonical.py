@@ -1,0 +1,97 @@
+"""Canonical JSON and digests: the text two runs must agree on for an action to count as identical.
+
+Canonical JSON is compact, UTF-8 (no ``\\u`` escapes), has sorted keys, and writes a number the same
+way whatever its Python type: an integral float (``1.0``) is written as the integer (``1``), so that
+``{"n": 1}`` and ``{"n": 1.0}`` give one text and one digest. NaN and infinities become ``null``.
+
+The digest of an event is xxh3-64 of ``name``, a NUL byte, and the canonical JSON of the event's
+deterministic part (an action's arguments). It is the equality fast path of the differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import decimal
+import enum
+import pathlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import xxhash
+
+from sdb.errors import PayloadError
+
+_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+# An integral float as orjson writes it: "1.0", "-0.0", "1e+16". Text inside strings may match too;
+# that only sends the value down the (correct) slow path.
+_MAYBE_INTEGRAL_FLOAT = re.compile(rb"\d\.0(?:[,}\]]|$)|\de\+")
+_INT64 = 2**63
+_xxh3 = xxhash.xxh3_64_intdigest
+
+
+def _default(value: Any) -> Any:
+    """Turn the non-JSON types an agent commonly hands us into JSON values."""
+    model_dump = getattr(value, "model_dump", None)
+    if callable(model_dump):  # pydantic v2 models
+        return model_dump(mode="json")
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=lambda v: orjson.dumps(v, default=_default, option=_OPTIONS))
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", errors="backslashreplace")
+    if isinstance(value, pathlib.PurePath):
+        return str(value)
+    if hasattr(value, "tolist") and hasattr(value, "dtype"):  # numpy arrays and scalars
+        return value.tolist()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _normalise(value: Any) -> Any:
+    """Replace integral floats by ints, recursively (the slow path, taken only when one may exist)."""
+    if isinstance(value, float):
+        if value.is_integer() and -_INT64 <= value < _INT64:
+            return int(value)
+        return float(value)
+    if isinstance(value, str | int | None):
+        return value
+    if isinstance(value, Mapping):
+        return {k: _normalise(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_normalise(v) for v in value]
+    try:
+        return _normalise(_default(value))
+    except TypeError:
+        return value  # orjson will name the type in its error
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """Canonical JSON of ``value`` as UTF-8 bytes. Raises :class:`PayloadError` if it is not JSON."""
+    try:
+        out = orjson.dumps(value, default=_default, option=_OPTIONS)
+        if _MAYBE_INTEGRAL_FLOAT.search(out) is None:
+            return out
+        return orjson.dumps(_normalise(value), default=_default, option=_OPTIONS)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise PayloadError(f"payload is not JSON-serialisable: {exc}") from None
+
+
+def canonical_json(value: Any) -> str:
+    """Canonical JSON of ``value`` as text: sorted keys, compact, UTF-8, ``1.0`` written as ``1``."""
+    return canonical_bytes(value).decode()
+
+
+def digest(name: str, body: bytes) -> int:
+    """xxh3-64 of ``name``, a NUL byte and an already canonical JSON ``body``, as an unsigned int."""
+    return _xxh3(name.encode() + b"\x00" + body)
+
+
+def action_digest(name: str, args: Any) -> int:
+    """The digest of an action: its name plus its canonical arguments."""
+    return digest(name, canonical_bytes(args))

@@ -1,0 +1,99 @@
+"""The Arrow schema of an event file, its version, and the checks a reader makes before trusting one.
+
+The version is written into the Parquet key-value metadata under ``sdb.schema_version``. A reader
+refuses a file of another version, a file with no version (not ours), and a file missing a column,
+each with one line naming the file: such a file is never misread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sdb.errors import SchemaError
+
+SCHEMA_VERSION: Final = "1"
+VERSION_KEY: Final = b"sdb.schema_version"
+KIND_TYPE: Final = pa.dictionary(pa.int8(), pa.string())
+
+_FIELDS: Final[list[pa.Field[Any]]] = [
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("session_id", pa.string(), nullable=False),
+    pa.field("seq", pa.int64(), nullable=False),
+    pa.field("step", pa.string()),
+    pa.field("parent", pa.int64()),
+    pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("kind", KIND_TYPE, nullable=False),
+    pa.field("actor", pa.string(), nullable=False),
+    pa.field("pattern", pa.string(), nullable=False),
+    pa.field("name", pa.string(), nullable=False),
+    pa.field("model", pa.string()),
+    pa.field("prompt", pa.string()),
+    pa.field("payload", pa.string(), nullable=False),
+    pa.field("digest", pa.uint64(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("latency_ms", pa.float64()),
+    pa.field("tokens_in", pa.int64()),
+    pa.field("tokens_out", pa.int64()),
+]
+EVENT_SCHEMA: Final = pa.schema(_FIELDS, metadata={VERSION_KEY: SCHEMA_VERSION.encode()})
+
+COLUMNS: Final[tuple[str, ...]] = tuple(EVENT_SCHEMA.names)
+
+
+def batch_from_columns(columns: Sequence[Sequence[Any]]) -> pa.RecordBatch:
+    """Build a record batch from one Python sequence per column, in :data:`COLUMNS` order.
+
+    ``ts`` is given as integer microseconds since the epoch (UTC).
+    """
+    arrays = [pa.array(col, type=field.type) for col, field in zip(columns, EVENT_SCHEMA, strict=True)]
+    return pa.RecordBatch.from_arrays(arrays, schema=EVENT_SCHEMA)
+
+
+def check_schema(schema: pa.Schema, source: str) -> None:
+    """Raise :class:`SchemaError` unless ``schema`` is an event schema of the version we read."""
+    meta = schema.metadata or {}
+    version = meta.get(VERSION_KEY)
+    if version is None:
+        raise SchemaError(f"{source}: not an sdbctl event file (no {VERSION_KEY.decode()} in its metadata)")
+    if version.decode() != SCHEMA_VERSION:
+        raise SchemaError(
+            f"{source}: event schema version {version.decode()!r} is not supported "
+            f"(this sdbctl reads version {SCHEMA_VERSION!r}); upgrade sdbctl to read it"
+        )
+    missing = [name for name in COLUMNS if name not in schema.names]
+    if missing:
+        raise SchemaError(f"{source}: missing event column(s) {', '.join(missing)}")
+
+
+def read_file_schema(path: Path | str) -> pa.Schema:
+    """Read and check the schema in a Parquet footer; a corrupt file is a :class:`SchemaError`."""
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise SchemaError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+    check_schema(schema, str(path))
+    return schema
+
+
+def read_events(paths: Iterable[Path | str]) -> pa.Table:
+    """Read event files into one table after checking each; an empty list gives an empty table."""
+    tables = []
+    for path in paths:
+        read_file_schema(path)
+        try:
+            tables.append(pq.read_table(path, columns=list(COLUMNS)))
+        except (pa.ArrowException, OSError) as exc:
+            raise SchemaError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+    if not tables:
+        return EVENT_SCHEMA.empty_table()
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,88 @@
+"""DuckDB over the store: views ``events`` and ``runs`` laid over the files on demand.
+
+``events`` reads the Parquet parts directly (``read_parquet``), after each part's footer has been
+checked against the event schema; ``runs`` is the manifests as an Arrow table. No second copy of the
+events is made: the Parquet files are the truth.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from sdb.errors import QueryError
+from sdb.events.schema import EVENT_SCHEMA, read_file_schema
+from sdb.store.layout import Store
+
+RUNS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("created", pa.string()),
+        ("source_run", pa.string()),
+        ("model", pa.string()),
+        ("prompts", pa.list_(pa.string())),
+        ("mode", pa.string()),
+        ("agent", pa.string()),
+        ("sdbctl_version", pa.string()),
+        ("git_commit", pa.string()),
+        ("sessions", pa.int64()),
+        ("events", pa.int64()),
+        ("parts", pa.int64()),
+        ("status", pa.string()),
+        ("finished", pa.string()),
+        ("recorder", pa.string()),
+    ]
+)
+
+
+def _sql_list(paths: list[Path]) -> str:
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+
+
+def connect(store: Store, run_id: str | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with ``events`` and ``runs`` views over ``store``.
+
+    With ``run_id``, ``events`` holds that run only.
+    """
+    parts = store.part_paths(run_id)
+    for part in parts:
+        read_file_schema(part)
+    con = duckdb.connect(":memory:")
+    if parts:
+        columns = ", ".join(EVENT_SCHEMA.names)
+        con.execute(f"CREATE VIEW events AS SELECT {columns} FROM read_parquet({_sql_list(parts)})")
+    else:
+        con.register("_empty_events", EVENT_SCHEMA.empty_table())
+        con.execute("CREATE VIEW events AS SELECT * FROM _empty_events")
+    manifests = store.manifests() if run_id is None else [store.manifest(run_id)]
+    rows = [m.model_dump(include=set(RUNS_SCHEMA.names)) for m in manifests]
+    con.register("_runs", pa.Table.from_pylist(rows, schema=RUNS_SCHEMA))
+    con.execute("CREATE VIEW runs AS SELECT * FROM _runs")
+    return con
+
+
+def run_query(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run ``sql``; return column names and rows. DuckDB's refusal becomes a one-line QueryError."""
+    try:
+        rel = con.execute(sql)
+        columns = [d[0] for d in rel.description] if rel.description else []
+        rows = rel.fetchall() if rel.description else []
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise QueryError(f"query failed: {first}") from None
+    return columns, rows
+
+
+def query_arrow(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
+    """Run ``sql`` and return an Arrow table (for JSON/CSV output and export)."""
+    try:
+        rel = con.sql(sql)
+        result = rel.to_arrow_table() if rel is not None else pa.table({})
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise QueryError(f"query failed: {first}") from None
+    assert isinstance(result, pa.Table)
+    return result

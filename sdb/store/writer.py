@@ -1,0 +1,154 @@
+"""Writing one run: Parquet parts published atomically, and the manifest kept in step with them.
+
+Each part is written under a hidden temporary name, fsynced, and renamed into place, so a reader only
+ever sees whole parts. The manifest is rewritten after each part with the counts so far; closing the
+run sets ``status: complete``. Recorders and the replay engine both write through :class:`RunWriter`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Final
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import sdb
+from sdb.errors import SdbError
+from sdb.events.schema import EVENT_SCHEMA, SCHEMA_VERSION
+from sdb.store.layout import MANIFEST_NAME, Store, part_name
+from sdb.store.manifest import RunManifest, RunStatus, write_manifest
+
+COMPRESSION: Final = "zstd"
+
+
+class RunExists(SdbError):
+    """A run with that id is already in the store."""
+
+
+def utc_now() -> str:
+    """The current time as an ISO-8601 UTC string with microseconds."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """The commit of the git checkout around ``cwd``, or None when there is none."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=2,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and commit else None
+
+
+class RunWriter:
+    """Creates a run in a store and appends record batches to it as Parquet parts.
+
+    Thread-safe: parts are numbered and published under a lock.
+    """
+
+    def __init__(self, store: Store, manifest: RunManifest) -> None:
+        self.store = store
+        self.manifest = manifest
+        self.dir: Path = store.run_dir(manifest.run_id)
+        self._lock = threading.RLock()
+        self._sessions: set[str] = set()
+        self._prompts: set[str] = set(manifest.prompts)
+        self._models: set[str] = set()
+        self._closed = False
+        self.store.runs_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir()
+        except FileExistsError:
+            raise RunExists(f"run {manifest.run_id!r} already exists in store {store.root}") from None
+        self._write_manifest()
+
+    @classmethod
+    def create(
+        cls,
+        store: Store,
+        run_id: str,
+        *,
+        recorder: str,
+        meta: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> RunWriter:
+        """Start a new run ``run_id`` with manifest ``fields`` (model, prompts, mode, agent, ...)."""
+        fields.setdefault("git_commit", git_commit())
+        manifest = RunManifest(
+            run_id=run_id,
+            created=utc_now(),
+            sdbctl_version=sdb.__version__,
+            recorder=recorder,
+            schema_version=SCHEMA_VERSION,
+            meta=meta or {},
+            **fields,
+        )
+        return cls(store, manifest)
+
+    @property
+    def run_id(self) -> str:
+        return self.manifest.run_id
+
+    def write(self, batch: pa.RecordBatch | pa.Table) -> Path | None:
+        """Publish ``batch`` as the next part; returns its path (None for an empty batch)."""
+        if batch.num_rows == 0:
+            return None
+        table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+        table = table.replace_schema_metadata(EVENT_SCHEMA.metadata)
+        with self._lock:
+            if self._closed:
+                raise SdbError(f"run {self.run_id}: already closed, cannot write more events")
+            path = self.dir / part_name(self.manifest.parts)
+            tmp = self.dir / f".{path.name}.tmp"
+            pq.write_table(table, tmp, compression=COMPRESSION, row_group_size=max(table.num_rows, 1))
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+            self._note_vocabulary(table)
+            self.manifest.parts += 1
+            self.manifest.events += table.num_rows
+            self.manifest.sessions = len(self._sessions)
+            self._write_manifest()
+            return path
+
+    def write_many(self, batches: Iterable[pa.RecordBatch]) -> None:
+        for batch in batches:
+            self.write(batch)
+
+    def close(self, status: RunStatus = "complete", *, interrupted: str | None = None) -> RunManifest:
+        """Mark the run finished (``complete``) or cut short (``partial``). Idempotent."""
+        with self._lock:
+            if self._closed:
+                return self.manifest
+            self._closed = True
+            self.manifest.status = status
+            self.manifest.finished = utc_now()
+            self.manifest.interrupted = interrupted
+            self._write_manifest()
+            return self.manifest
+
+    def _note_vocabulary(self, table: pa.Table) -> None:
+        """Keep the manifest's session count, prompt versions and models in step with the parts."""
+        self._sessions.update(str(s) for s in table.column("session_id").unique().to_pylist())
+        self._prompts.update(p for p in table.column("prompt").unique().to_pylist() if p)
+        self.manifest.prompts = sorted(self._prompts)
+        if self.manifest.model is None or self._models:
+            self._models.update(m for m in table.column("model").unique().to_pylist() if m)
+            if self._models:
+                self.manifest.model = ",".join(sorted(self._models))
+
+    def _write_manifest(self) -> None:
+        write_manifest(self.dir / MANIFEST_NAME, self.manifest)

@@ -1,0 +1,56 @@
+"""Shared fixtures: a temporary store, and the real ``sdbctl`` console script run as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fixtures.sample_run import record_sample
+
+SDBCTL = Path(sys.executable).with_name("sdbctl")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("SDB_STORE", "SDB_DEBUG")}
+    env["COLUMNS"] = "200"
+    env.update(extra or {})
+    return env
+
+
+CLI = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def sdbctl(tmp_path: Path) -> CLI:
+    """Run the installed ``sdbctl`` script in ``tmp_path``; returns the completed process."""
+    assert SDBCTL.exists(), f"console script not installed at {SDBCTL}; run pip install -e '.[dev]'"
+
+    def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(SDBCTL), *args],
+            cwd=cwd or tmp_path,
+            env=_cli_env(env),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    return run
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    return tmp_path / ".sdb"
+
+
+@pytest.fixture
+def sample_run(store: Path) -> str:
+    """A recorded sample run of 10 Telco customers in ``store``."""
+    return record_sample(str(store), 10, run_id="sample")

@@ -1,0 +1,74 @@
+"""Canonical JSON and digests: the equality the differ relies on."""
+
+from __future__ import annotations
+
+import decimal
+import json
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sdb.errors import PayloadError
+from sdb.events import action_digest, canonical_json
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=20,
+)
+
+
+def test_integral_float_is_written_as_the_integer() -> None:
+    assert canonical_json({"n": 1.0}) == canonical_json({"n": 1}) == '{"n":1}'
+    assert canonical_json([2.5, -0.0, 1e16]) == "[2.5,0,10000000000000000]"
+
+
+def test_keys_sorted_compact_and_utf8() -> None:
+    assert canonical_json({"b": [1, 2], "a": "é"}) == '{"a":"é","b":[1,2]}'
+
+
+def test_decimal_and_set_are_normalised() -> None:
+    assert canonical_json({"d": decimal.Decimal("3.0"), "s": {3, 1}}) == '{"d":3,"s":[1,3]}'
+
+
+def test_string_that_looks_like_a_float_is_left_alone() -> None:
+    assert canonical_json({"text": "1.0, then 2e+5"}) == '{"text":"1.0, then 2e+5"}'
+
+
+def test_action_digest_ignores_key_order_and_int_float_spelling() -> None:
+    assert action_digest("offer", {"a": 1, "b": 2.0}) == action_digest("offer", {"b": 2, "a": 1.0})
+    assert action_digest("offer", {"a": 1}) != action_digest("offer", {"a": 2})
+    assert action_digest("offer", {"a": 1}) != action_digest("offer2", {"a": 1})
+
+
+def test_unserialisable_payload_is_a_payload_error() -> None:
+    with pytest.raises(PayloadError, match="not JSON-serialisable"):
+        canonical_json({"x": object()})
+
+
+@given(json_values)
+def test_canonical_json_is_a_fixed_point(value: Any) -> None:
+    text = canonical_json(value)
+    assert canonical_json(json.loads(text)) == text
+
+
+@given(json_values)
+def test_canonical_json_preserves_the_value(value: Any) -> None:
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(a, float) and not isinstance(a, bool):
+            return (math.isinf(a) and b is None) or a == b
+        if isinstance(a, dict):
+            return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        if isinstance(a, list):
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+        return bool(a == b)
+
+    assert same(value, json.loads(canonical_json(value)))
+
+
+@given(st.integers(-(2**53), 2**53))
+def test_int_and_float_of_same_number_share_a_digest(n: int) -> None:
+    assert action_digest("a", {"n": n}) == action_digest("a", {"n": float(n)})

@@ -1,0 +1,147 @@
+"""End to end through the installed ``sdbctl`` script: output shapes, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sdb.events.schema import read_events
+from tests.conftest import CLI
+
+RUN_KEYS = {"run_id", "created", "source_run", "model", "prompts", "sessions", "events", "status"}
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
+    }
+
+
+def test_runs_json_shape(sdbctl: CLI, sample_run: str, store: Path) -> None:
+    out = sdbctl("runs", "--json")
+    assert out.returncode == 0, out.stderr
+    runs = json.loads(out.stdout)
+    assert isinstance(runs, list) and len(runs) == 1
+    assert set(runs[0]) == RUN_KEYS
+    run = runs[0]
+    assert run["run_id"] == "sample" and run["status"] == "complete" and run["sessions"] == 10
+    assert run["prompts"] == ["offer@v1"] and run["model"] == "sim:offer-v1" and run["source_run"] is None
+    assert run["events"] == read_events(sorted((store / "runs" / "sample").glob("*.parquet"))).num_rows
+
+
+def test_runs_table_lists_the_run(sdbctl: CLI, sample_run: str) -> None:
+    out = sdbctl("runs")
+    assert out.returncode == 0 and "sample" in out.stdout and "complete" in out.stdout and "offer@v1" in out.stdout
+
+
+def test_show_timeline_and_json(sdbctl: CLI, sample_run: str) -> None:
+    table = sdbctl("show", "sample", "--session", "7590-VHVEG")
+    assert table.returncode == 0, table.stderr
+    for word in ("input", "llm", "action", "propose_offer", "day-030/offer", "contract"):
+        assert word in table.stdout
+    events = json.loads(sdbctl("show", "@latest", "--session", "7590-VHVEG", "--json").stdout)
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    action = next(e for e in events if e["kind"] == "action")
+    assert action["payload"]["args"]["customer_id"] == "7590-VHVEG"
+    assert action["parent"] == next(e["seq"] for e in events if e["kind"] == "llm")
+    only_actions = json.loads(sdbctl("show", "sample", "--kind", "action", "--json").stdout)
+    assert len(only_actions) == 10 and {e["kind"] for e in only_actions} == {"action"}
+
+
+def test_query_table_json_and_csv(sdbctl: CLI, sample_run: str) -> None:
+    sql = "SELECT kind, count(*) AS n FROM events GROUP BY kind ORDER BY kind"
+    rows = json.loads(sdbctl("query", sql, "--json").stdout)
+    assert {r["kind"]: r["n"] for r in rows}["action"] == 10 and set(rows[0]) == {"kind", "n"}
+    parsed = list(csv.DictReader(io.StringIO(sdbctl("query", sql, "--csv").stdout)))
+    assert parsed == [{"kind": r["kind"], "n": str(r["n"])} for r in rows]
+    table = sdbctl("query", sql)
+    assert table.returncode == 0 and "action" in table.stdout
+    joined = json.loads(
+        sdbctl(
+            "query", "SELECT r.status, count(*) AS n FROM events e JOIN runs r USING (run_id) GROUP BY 1", "--json"
+        ).stdout
+    )
+    assert joined == [{"status": "complete", "n": sum(r["n"] for r in rows)}]
+
+
+def test_export_jsonl_and_parquet(sdbctl: CLI, sample_run: str, tmp_path: Path) -> None:
+    assert sdbctl("export", "sample", "--format", "jsonl", "--out", "run.jsonl").returncode == 0
+    lines = (tmp_path / "run.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    assert first["kind"] == "input" and isinstance(first["payload"], dict)
+    assert sdbctl("export", "sample", "--format", "parquet", "--out", "run.parquet").returncode == 0
+    table = read_events([tmp_path / "run.parquet"])
+    assert table.num_rows == len(lines)
+    stdout = sdbctl("export", "sample")
+    assert stdout.stdout.splitlines() == lines
+
+
+def test_version_and_help_with_examples(sdbctl: CLI) -> None:
+    version = sdbctl("--version")
+    assert version.returncode == 0 and version.stdout.startswith("sdbctl ")
+    for command in ("runs", "show", "query", "export"):
+        out = sdbctl(command, "--help")
+        assert out.returncode == 0 and "Example" in out.stdout, command
+
+
+def test_cli_import_does_not_load_heavy_libraries() -> None:
+    code = "import cli.main, sys; print(sorted(m for m in ('duckdb', 'pyarrow', 'deepdiff') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def _assert_one_line_error(out: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_missing_store_is_exit_2(sdbctl: CLI) -> None:
+    _assert_one_line_error(sdbctl("runs", "--store", "nowhere"), "store nowhere", "no such directory")
+    _assert_one_line_error(sdbctl("runs", env={"SDB_STORE": "elsewhere"}), "store elsewhere")
+
+
+def test_unknown_run_is_exit_2(sdbctl: CLI, sample_run: str) -> None:
+    _assert_one_line_error(sdbctl("show", "nope"), "run 'nope' not found", "sample")
+    _assert_one_line_error(sdbctl("show", "sample", "--session", "nobody"), "no session 'nobody'")
+    _assert_one_line_error(sdbctl("export", "../etc"), "run id '../etc' is not valid")
+
+
+def test_sql_error_is_exit_2(sdbctl: CLI, sample_run: str) -> None:
+    _assert_one_line_error(sdbctl("query", "SELEC 1"), "query failed", "syntax error")
+    _assert_one_line_error(sdbctl("query", "SELECT nope FROM events"), "query failed", "nope")
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "foreign", "future"])
+def test_bad_parquet_is_exit_2_and_nothing_is_touched(sdbctl: CLI, sample_run: str, store: Path, damage: str) -> None:
+    bad = store / "runs" / "sample" / "events-00099.parquet"
+    if damage == "corrupt":
+        bad.write_bytes(b"PAR1 this is not parquet")
+    elif damage == "foreign":
+        pq.write_table(pa.table({"x": [1, 2]}), bad)
+    else:
+        first = store / "runs" / "sample" / "events-00000.parquet"
+        table = pq.read_table(first)
+        pq.write_table(table.replace_schema_metadata({b"sdb.schema_version": b"2"}), bad)
+    before = _tree_digest(store)
+    for args in (("query", "SELECT count(*) FROM events"), ("show", "sample"), ("export", "sample", "-o", "x.jsonl")):
+        _assert_one_line_error(sdbctl(*args), "events-00099.parquet")
+    assert _tree_digest(store) == before
+    assert not (store.parent / "x.jsonl").exists()
+
+
+def test_debug_shows_the_traceback(sdbctl: CLI) -> None:
+    out = sdbctl("runs", "--store", "nowhere", env={"SDB_DEBUG": "1"})
+    assert out.returncode != 0 and "Traceback" in out.stderr and "StoreNotFound" in out.stderr

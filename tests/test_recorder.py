@@ -1,0 +1,119 @@
+"""The in-process recorder: nothing lost, seq gap-free, threads and asyncio, flushing by size and time."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from recorders.sdk import Recorder
+from sdb.errors import PayloadError
+from sdb.events.schema import read_events
+from sdb.store import Store
+from sdb.store.views import connect, run_query
+
+
+def test_eight_threads_lose_no_event_and_seq_is_gap_free(store: Path) -> None:
+    threads, per_thread = 8, 10_000
+    with Recorder(store=store, run_id="mt", flush_events=7_000, flush_interval=0.05) as rec:
+        shared = rec.session("shared")
+
+        def work(i: int) -> None:
+            own = rec.session(f"own-{i}")
+            for n in range(per_thread // 2):
+                shared.action("tick", {"thread": i, "n": n})
+                own.state("s", {"n": n})
+
+        pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+    con = connect(Store.open(store), "mt")
+    _, rows = run_query(
+        con, "SELECT session_id, count(*), min(seq), max(seq), count(DISTINCT seq) FROM events GROUP BY 1"
+    )
+    total = sum(r[1] for r in rows)
+    assert total == threads * per_thread
+    for session_id, n, lo, hi, distinct in rows:
+        assert (lo, hi, distinct) == (0, n - 1, n), session_id
+    _, pairs = run_query(con, "SELECT count(DISTINCT (payload)) FROM events WHERE session_id = 'shared'")
+    assert pairs == [(threads * per_thread // 2,)]
+    assert Store.open(store).manifest("mt").parts > 1
+
+
+def test_usable_from_asyncio(store: Path) -> None:
+    async def episode(rec: Recorder, i: int) -> None:
+        async with rec.session(f"s{i}") as s:
+            for n in range(100):
+                s.action("a", {"n": n})
+                await asyncio.sleep(0)
+
+    async def main() -> None:
+        async with Recorder(store=store, run_id="aio") as rec:
+            await asyncio.gather(*(episode(rec, i) for i in range(20)))
+
+    asyncio.run(main())
+    manifest = Store.open(store).manifest("aio")
+    assert (manifest.events, manifest.sessions, manifest.status) == (2000, 20, "complete")
+
+
+def test_flushes_by_time_while_running(store: Path) -> None:
+    with Recorder(store=store, run_id="timed", flush_interval=0.05) as rec:
+        rec.session("s").input("x", 1)
+        deadline = time.monotonic() + 5
+        while Store.open(store).manifest("timed").events == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert Store.open(store).manifest("timed").events == 1
+        assert Store.open(store).manifest("timed").status == "partial"
+    assert Store.open(store).manifest("timed").status == "complete"
+
+
+def test_flushes_by_size(store: Path) -> None:
+    with Recorder(store=store, run_id="sized", flush_events=100, flush_interval=60) as rec:
+        s = rec.session("s")
+        for n in range(1000):
+            s.state("n", n)
+        deadline = time.monotonic() + 5
+        while Store.open(store).manifest("sized").events < 100 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # flush_interval is 60 s: only the size trigger can have written these before we close
+        assert Store.open(store).manifest("sized").events >= 100
+
+
+def test_bad_payload_raises_and_takes_no_seq(store: Path) -> None:
+    with Recorder(store=store, run_id="bad") as rec:
+        s = rec.session("s")
+        assert s.input("a", 1) == 0
+        with pytest.raises(PayloadError):
+            s.input("b", object())
+        with pytest.raises(PayloadError):
+            s.action("c", {}, status="weird")
+        assert s.input("c", 2) == 1
+    seqs = read_events(Store.open(store).part_paths("bad")).column("seq").to_pylist()
+    assert seqs == [0, 1]
+
+
+def test_session_reopened_continues_its_seq(store: Path) -> None:
+    with Recorder(store=store, run_id="re") as rec:
+        with rec.session("s") as s:
+            assert s.input("a", 1) == 0
+        with rec.session("s") as s:
+            assert s.input("a", 2) == 1
+
+
+def test_exception_leaves_partial_run_with_everything_recorded(store: Path) -> None:
+    with pytest.raises(RuntimeError), Recorder(store=store, run_id="boom") as rec:
+        rec.session("s").input("a", 1)
+        raise RuntimeError("agent crashed")
+    manifest = Store.open(store).manifest("boom")
+    assert (manifest.status, manifest.events, manifest.interrupted) == ("partial", 1, "RuntimeError")
+
+
+def test_run_id_is_given_or_generated(store: Path) -> None:
+    with Recorder(store=store) as rec:
+        generated = rec.run_id
+    assert len(generated) > 10 and Store.open(store).manifest(generated).status == "complete"

@@ -1,0 +1,89 @@
+"""A recording process that dies: SIGTERM and SIGINT lose nothing; SIGKILL loses at most the unflushed tail."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from sdb.events.schema import read_events
+from sdb.store import Store
+
+AGENT = textwrap.dedent(
+    """
+    import sys, time
+    from recorders.sdk import Recorder
+    mode, store, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    rec = Recorder(store=store, run_id="victim", flush_interval=float(sys.argv[4]), flush_events=10**9)
+    s = rec.session("s")
+    if mode == "wait":           # record n events, say so, then idle until a signal arrives
+        for i in range(n):
+            s.action("tick", {"i": i})
+        print("ready", flush=True)
+        while True:
+            time.sleep(0.05)
+    else:                        # record forever, a little at a time
+        i = 0
+        while True:
+            s.action("tick", {"i": i}); i += 1
+            if i % 500 == 0:
+                print(i, flush=True)
+                time.sleep(0.01)
+    """
+)
+
+
+def _start(tmp_path: Path, mode: str, n: int, interval: float) -> subprocess.Popen[str]:
+    script = tmp_path / "agent.py"
+    script.write_text(AGENT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    return subprocess.Popen(
+        [sys.executable, str(script), mode, str(tmp_path / "store"), str(n), str(interval)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _events(tmp_path: Path) -> list[int]:
+    store = Store.open(tmp_path / "store")
+    return read_events(store.part_paths("victim")).column("seq").to_pylist()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_lose_nothing(tmp_path: Path, signum: signal.Signals) -> None:
+    # a flush interval of an hour: only the signal handler can have written the events
+    proc = _start(tmp_path, "wait", 5000, 3600)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signum)
+    proc.wait(timeout=30)
+    assert proc.returncode != 0
+    assert sorted(_events(tmp_path)) == list(range(5000))
+    manifest = Store.open(tmp_path / "store").manifest("victim")
+    assert manifest.status == "partial" and manifest.events == 5000
+    assert manifest.interrupted == signum.name
+
+
+def test_sigkill_leaves_readable_parts_and_a_partial_run(tmp_path: Path) -> None:
+    proc = _start(tmp_path, "loop", 0, 0.05)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if int(proc.stdout.readline()) >= 20_000 and Store.open(tmp_path / "store").manifest("victim").parts >= 3:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    manifest = Store.open(tmp_path / "store").manifest("victim")
+    assert manifest.status == "partial" and manifest.parts >= 3
+    seqs = sorted(_events(tmp_path))
+    # every flushed part is readable, and what was lost is only a tail: the kept seqs are a prefix
+    assert len(seqs) >= manifest.events > 0
+    assert seqs == list(range(len(seqs)))
+    leftovers = [p.name for p in (tmp_path / "store" / "runs" / "victim").iterdir() if p.name.endswith(".tmp")]
+    assert all(name.startswith(".") for name in leftovers)

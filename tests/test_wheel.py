@@ -1,0 +1,47 @@
+"""A built wheel installs on its own and runs: console script, package data, the sample run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+import venv
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_built_wheel_installs_and_runs(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(REPO)],
+        check=True,
+    )
+    (wheel,) = dist.glob("sdbctl-*.whl")
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    # reuse the test environment's dependencies through a .pth line; the .pth files of that directory
+    # (our own editable install among them) are not processed, so sdbctl itself comes from the wheel
+    site = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (Path(site) / "test-deps.pth").write_text("\n".join(sorted(deps)) + "\n")
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    where = subprocess.run(
+        [str(py), "-c", "import cli, fixtures; print(cli.__file__, fixtures.DATA_DIR)"],
+        cwd=work, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert str(env_dir) in where and str(REPO) not in where
+    run = subprocess.run(
+        [str(py), "-m", "fixtures.sample_run", "--customers", "3", "--run-id", "w"], cwd=work, check=True
+    )
+    assert run.returncode == 0
+    out = subprocess.run(
+        [str(env_dir / "bin" / "sdbctl"), "runs", "--json"], cwd=work, capture_output=True, text=True, check=True
+    )
+    assert '"run_id": "w"' in out.stdout and '"sessions": 3' in out.stdout
