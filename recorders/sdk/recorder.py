@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import collections
+import contextlib
 import datetime as dt
 import itertools
 import os
@@ -20,20 +20,30 @@ import signal
 import threading
 import time
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
 
 from sdb.errors import PayloadError, SdbError
-from sdb.events.canonical import canonical_bytes, digest
+from sdb.events.canonical import ORJSON_OPTIONS, canonical_bytes, digest, json_default
 from sdb.events.kinds import STATUSES
-from sdb.events.schema import batch_from_columns
+from sdb.events.schema import COLUMNS, batch_from_columns
 from sdb.store.layout import Store, check_run_id
 from sdb.store.writer import RunWriter
 
-# A row is every event column but run_id, in schema order; run_id is added per batch.
-Row = tuple[Any, ...]
+# The queue is one flat list: each event extends it by ROW_WIDTH values (every column but run_id, in
+# schema order). list.extend of a tuple is atomic under the GIL, so no lock is taken per event, and
+# the writer turns the queue into columns with one slice per column.
+ROW_WIDTH: Final = len(COLUMNS) - 1
+_TS: Final = COLUMNS.index("ts")
+_PAYLOAD: Final = COLUMNS.index("payload")
+_now_ns = time.time_ns  # converted to microseconds per batch, not per event
+_xxh3 = xxhash.xxh3_64_intdigest
+_dumps = orjson.dumps
 _STATUSES: Final = frozenset(STATUSES)
 _ALLOW: Final = frozenset({"allow", "allowed", "approve", "approved", "pass", "passed", "ok", "accept"})
 _MANIFEST_KEYS: Final = ("source_run", "model", "prompts", "mode", "agent", "git_commit")
@@ -72,7 +82,7 @@ class Session:
     ``seq`` is gap-free and 0-based per session, also when several threads record into one session.
     """
 
-    __slots__ = ("_append", "_next_seq", "actor", "pattern", "recorder", "session_id")
+    __slots__ = ("_extend", "_next_seq", "actor", "pattern", "recorder", "session_id")
 
     def __init__(self, recorder: Recorder, session_id: str, actor: str, pattern: str) -> None:
         self.recorder = recorder
@@ -80,7 +90,7 @@ class Session:
         self.actor = actor
         self.pattern = pattern
         self._next_seq = recorder._counter(session_id)
-        self._append = recorder._append
+        self._extend = recorder._extend
 
     def __enter__(self) -> Session:
         return self
@@ -94,13 +104,12 @@ class Session:
     async def __aexit__(self, *exc: object) -> None:
         return None
 
-    def _emit(
+    def _put(
         self,
         kind: str,
         name: str,
         payload: bytes,
         dig: int,
-        *,
         step: str | None,
         parent: int | None,
         status: str,
@@ -112,30 +121,15 @@ class Session:
         tokens_in: int | None = None,
         tokens_out: int | None = None,
     ) -> int:
-        if status not in _STATUSES:
-            raise PayloadError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        """Take the next seq and queue one row (the columns after run_id, in schema order)."""
         seq = self._next_seq()
-        self._append(
+        self._extend(
             (
-                self.session_id,
-                seq,
-                step,
-                parent,
-                time.time_ns() // 1000,
-                kind,
-                actor or self.actor,
-                pattern or self.pattern,
-                name,
-                model,
-                prompt,
-                payload.decode(),
-                dig,
-                status,
-                latency_ms,
-                tokens_in,
-                tokens_out,
+                self.session_id, seq, step, parent, _now_ns(), kind,
+                actor or self.actor, pattern or self.pattern, name, model, prompt,
+                payload, dig, status, latency_ms, tokens_in, tokens_out,
             )
-        )
+        )  # fmt: skip
         return seq
 
     def input(
@@ -149,10 +143,7 @@ class Session:
     ) -> int:
         """An input to the episode: a contract, a user message, a human decision."""
         body = canonical_bytes(payload)
-        return self._emit(
-            "input", name, body, digest(name, body),
-            step=step, parent=None, status="ok", actor=actor, pattern=pattern,
-        )  # fmt: skip
+        return self._put("input", name, body, digest(name, body), step, None, "ok", actor, pattern)
 
     def llm(
         self,
@@ -189,11 +180,9 @@ class Session:
             tokens_in = uin if tokens_in is None else tokens_in
             tokens_out = uout if tokens_out is None else tokens_out
         label = name or (prompt.split("@", 1)[0] if prompt else "chat")
-        return self._emit(
-            "llm", label, b"".join(parts), digest(label, req),
-            step=step, parent=parent, status="ok", actor=actor, pattern=pattern,
-            model=model, prompt=prompt, latency_ms=latency_ms,
-            tokens_in=tokens_in, tokens_out=tokens_out,
+        return self._put(
+            "llm", label, b"".join(parts), digest(label, req), step, parent, "ok", actor, pattern,
+            model, prompt, latency_ms, tokens_in, tokens_out,
         )  # fmt: skip
 
     def action(
@@ -208,15 +197,31 @@ class Session:
         actor: str | None = None,
         pattern: str | None = None,
     ) -> int:
-        """An action the model proposed (a tool call); its digest is of ``name`` + canonical ``args``."""
-        body = canonical_bytes(args)
-        payload = b'{"args":' + body + b"}"
-        if call_id is not None:
-            payload = payload[:-1] + b',"call_id":' + orjson.dumps(call_id) + b"}"
-        return self._emit(
-            "action", name, payload, digest(name, body),
-            step=step, parent=parent, status=status, actor=actor, pattern=pattern,
+        """An action the model proposed (a tool call); its digest is of ``name`` + canonical ``args``.
+
+        The hot path of a recording: :meth:`_put` is inlined here.
+        """
+        try:  # canonical_bytes' fast path, inlined; anything unusual takes the full function
+            body = _dumps(args, default=json_default, option=ORJSON_OPTIONS)
+        except (TypeError, orjson.JSONEncodeError):
+            body = canonical_bytes(args)  # raises PayloadError with the reason
+        if body.find(b".0") >= 0 or body.find(b"e+") >= 0:
+            body = canonical_bytes(args)
+        if call_id is None:
+            payload = b'{"args":' + body + b"}"
+        else:
+            payload = b'{"args":' + body + b',"call_id":' + orjson.dumps(call_id) + b"}"
+        if status != "ok" and status not in _STATUSES:
+            raise PayloadError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        seq = self._next_seq()
+        self._extend(
+            (
+                self.session_id, seq, step, parent, _now_ns(), "action", actor or self.actor,
+                pattern or self.pattern, name, None, None, payload, _xxh3(name.encode() + b"\x00" + body),
+                status, None, None, None,
+            )
         )  # fmt: skip
+        return seq
 
     def gate(
         self,
@@ -233,11 +238,10 @@ class Session:
         """A guard's decision on an action. ``status`` is ``ok`` when the decision allows, else ``gated``."""
         body = canonical_bytes(decision)
         payload = b'{"decision":' + body + b',"reason":' + canonical_bytes(reason) + b"}"
-        return self._emit(
-            "gate", name, payload, digest(name, body),
-            step=step, parent=parent, status=status or _gate_status(decision),
-            actor=actor, pattern=pattern,
-        )  # fmt: skip
+        status = status or _gate_status(decision)
+        if status not in _STATUSES:
+            raise PayloadError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        return self._put("gate", name, payload, digest(name, body), step, parent, status, actor, pattern)
 
     def effect(
         self,
@@ -252,10 +256,10 @@ class Session:
     ) -> int:
         """The result of executing an action (the commit): what the handler returned."""
         body = canonical_bytes(result)
-        return self._emit(
-            "effect", name, b'{"result":' + body + b"}", digest(name, body),
-            step=step, parent=parent, status=status, actor=actor, pattern=pattern,
-        )  # fmt: skip
+        if status not in _STATUSES:
+            raise PayloadError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        payload = b'{"result":' + body + b"}"
+        return self._put("effect", name, payload, digest(name, body), step, parent, status, actor, pattern)
 
     def state(
         self,
@@ -269,10 +273,7 @@ class Session:
     ) -> int:
         """A state the episode moved to (``name``) and its data."""
         body = canonical_bytes(payload)
-        return self._emit(
-            "state", name, body, digest(name, body),
-            step=step, parent=parent, status="ok", actor=actor, pattern=pattern,
-        )  # fmt: skip
+        return self._put("state", name, body, digest(name, body), step, parent, "ok", actor, pattern)
 
     def error(
         self,
@@ -287,10 +288,8 @@ class Session:
     ) -> int:
         """An error at ``name`` (a provider failure, a handler exception); counted apart from divergence."""
         body = canonical_bytes({"detail": detail, "message": message})
-        return self._emit(
-            "error", name, body, digest(name, canonical_bytes(message)),
-            step=step, parent=parent, status="error", actor=actor, pattern=pattern,
-        )  # fmt: skip
+        dig = digest(name, canonical_bytes(message))
+        return self._put("error", name, body, dig, step, parent, "error", actor, pattern)
 
 
 class Recorder:
@@ -324,11 +323,15 @@ class Recorder:
         self.pattern = pattern
         self.flush_events = flush_events
         self.flush_interval = flush_interval
+        self._flush_items = flush_events * ROW_WIDTH
         self._writer = RunWriter.create(self.store, self.run_id, recorder="sdk", meta=meta, **fields)
-        self._queue: collections.deque[Row] = collections.deque()
+        self._queue: list[Any] = []
         self._counters: dict[str, Callable[[], int]] = {}
         self._counters_lock = threading.Lock()
-        self._flush_lock = threading.RLock()
+        self._flush_lock = threading.Lock()
+        self._close_once = threading.Lock()  # acquired once, by the first close(), never released
+        self._local = threading.local()
+        self._deferred_signal: int | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._failure: BaseException | None = None
@@ -357,29 +360,36 @@ class Recorder:
                 counter = self._counters[session_id] = itertools.count().__next__
             return counter
 
-    def _append(self, row: Row) -> None:
+    def _extend(self, row: tuple[Any, ...]) -> None:
         queue = self._queue
-        queue.append(row)
-        if len(queue) >= self.flush_events:
+        queue.extend(row)
+        if len(queue) >= self._flush_items:
             self._wake.set()
 
     # -- flushing ------------------------------------------------------------------------------
 
     def flush(self) -> int:
         """Write what is buffered now, as one part; returns the number of events written."""
-        with self._flush_lock:
-            queue = self._queue
-            rows = [queue.popleft() for _ in range(len(queue))]
-            if not rows:
-                return 0
-            columns: list[Any] = list(zip(*rows, strict=True))
-            columns.insert(0, [self.run_id] * len(rows))
-            try:
-                self._writer.write(batch_from_columns(columns))
-            except BaseException:
-                queue.extendleft(reversed(rows))  # keep them for the next attempt
-                raise
-            return len(rows)
+        with self._busy(), self._flush_lock:
+            return self._flush_locked()
+
+    def _flush_locked(self) -> int:
+        queue = self._queue
+        # Callers only extend the end; only this method (under the lock) cuts the front, and only
+        # after the part is published. Each is one atomic list operation: nothing lost or split.
+        taken = len(queue)
+        if taken == 0:
+            return 0
+        n = taken // ROW_WIDTH
+        columns: list[Any] = [pa.repeat(self.run_id, n)]
+        columns += [queue[i:taken:ROW_WIDTH] for i in range(ROW_WIDTH)]
+        # vectorised where Python conversion would cost: ns -> us, and payload bytes (valid UTF-8
+        # from orjson) taken as binary and viewed as string without a second validation pass
+        columns[_TS] = pc.divide(pa.array(columns[_TS], pa.int64()), 1000)
+        columns[_PAYLOAD] = pa.array(columns[_PAYLOAD], pa.binary()).view(pa.string())
+        self._writer.write(batch_from_columns(columns))
+        del queue[:taken]
+        return n
 
     def _background(self) -> None:
         while not self._stop.is_set():
@@ -392,21 +402,35 @@ class Recorder:
                 return
 
     def close(self, status: str = "complete", *, interrupted: str | None = None) -> None:
-        """Flush everything and close the run. ``partial`` marks a run that did not finish."""
-        with self._flush_lock:
-            if self._closed:
-                return
+        """Flush everything and close the run. ``partial`` marks a run that did not finish. Idempotent."""
+        if not self._close_once.acquire(blocking=False):
+            return
+        with self._busy():
             self._closed = True
-        self._stop.set()
-        self._wake.set()
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
-        self._restore_signals()
-        atexit.unregister(self._at_exit)
-        self.flush()
-        self._writer.close("complete" if status == "complete" else "partial", interrupted=interrupted)
+            self._stop.set()
+            self._wake.set()
+            if threading.current_thread() is not self._thread:
+                self._thread.join()
+            self._restore_signals()
+            atexit.unregister(self._at_exit)
+            self.flush()
+            self._writer.close("complete" if status == "complete" else "partial", interrupted=interrupted)
         if self._failure is not None:
             raise SdbError(f"run {self.run_id}: background writer failed: {self._failure}") from self._failure
+
+    @contextlib.contextmanager
+    def _busy(self) -> Iterator[None]:
+        """Mark this thread as inside flush/close, so a signal arriving now waits until it is done."""
+        outer = not getattr(self._local, "busy", False)
+        self._local.busy = True
+        try:
+            yield
+        finally:
+            if outer:
+                self._local.busy = False
+                signum, self._deferred_signal = self._deferred_signal, None
+                if signum is not None:
+                    self._on_signal(signum, None)
 
     @property
     def events_written(self) -> int:
@@ -444,6 +468,10 @@ class Recorder:
         self._previous.clear()
 
     def _on_signal(self, signum: int, frame: types.FrameType | None) -> None:
+        if getattr(self._local, "busy", False):
+            # the signal interrupted this very thread inside flush() or close(): act when it is done
+            self._deferred_signal = signum
+            return
         previous = self._previous.get(signum, signal.SIG_DFL)
         if signum == signal.SIGINT:
             self._interrupted = "SIGINT"

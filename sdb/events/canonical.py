@@ -16,14 +16,14 @@ import enum
 import pathlib
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import orjson
 import xxhash
 
 from sdb.errors import PayloadError
 
-_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+ORJSON_OPTIONS: Final = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 # An integral float as orjson writes it: "1.0", "-0.0", "1e+16". Text inside strings may match too;
 # that only sends the value down the (correct) slow path.
 _MAYBE_INTEGRAL_FLOAT = re.compile(rb"\d\.0(?:[,}\]]|$)|\de\+")
@@ -31,7 +31,7 @@ _INT64 = 2**63
 _xxh3 = xxhash.xxh3_64_intdigest
 
 
-def _default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     """Turn the non-JSON types an agent commonly hands us into JSON values."""
     model_dump = getattr(value, "model_dump", None)
     if callable(model_dump):  # pydantic v2 models
@@ -39,7 +39,7 @@ def _default(value: Any) -> Any:
     if isinstance(value, decimal.Decimal):
         return float(value)
     if isinstance(value, set | frozenset):
-        return sorted(value, key=lambda v: orjson.dumps(v, default=_default, option=_OPTIONS))
+        return sorted(value, key=lambda v: orjson.dumps(v, default=json_default, option=ORJSON_OPTIONS))
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).decode("utf-8", errors="backslashreplace")
     if isinstance(value, pathlib.PurePath):
@@ -66,7 +66,7 @@ def _normalise(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_normalise(v) for v in value]
     try:
-        return _normalise(_default(value))
+        return _normalise(json_default(value))
     except TypeError:
         return value  # orjson will name the type in its error
 
@@ -74,10 +74,11 @@ def _normalise(value: Any) -> Any:
 def canonical_bytes(value: Any) -> bytes:
     """Canonical JSON of ``value`` as UTF-8 bytes. Raises :class:`PayloadError` if it is not JSON."""
     try:
-        out = orjson.dumps(value, default=_default, option=_OPTIONS)
-        if _MAYBE_INTEGRAL_FLOAT.search(out) is None:
+        out = orjson.dumps(value, default=json_default, option=ORJSON_OPTIONS)
+        # two plain substring scans first: much cheaper than the regex on the common path
+        if (out.find(b".0") < 0 and out.find(b"e+") < 0) or _MAYBE_INTEGRAL_FLOAT.search(out) is None:
             return out
-        return orjson.dumps(_normalise(value), default=_default, option=_OPTIONS)
+        return orjson.dumps(_normalise(value), default=json_default, option=ORJSON_OPTIONS)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise PayloadError(f"payload is not JSON-serialisable: {exc}") from None
 

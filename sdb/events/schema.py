@@ -46,11 +46,14 @@ COLUMNS: Final[tuple[str, ...]] = tuple(EVENT_SCHEMA.names)
 
 
 def batch_from_columns(columns: Sequence[Sequence[Any]]) -> pa.RecordBatch:
-    """Build a record batch from one Python sequence per column, in :data:`COLUMNS` order.
+    """Build a record batch from one Python sequence (or Arrow array) per column, in :data:`COLUMNS` order.
 
-    ``ts`` is given as integer microseconds since the epoch (UTC).
+    ``ts`` is given as integer microseconds since the epoch (UTC) or as datetimes.
     """
-    arrays = [pa.array(col, type=field.type) for col, field in zip(columns, EVENT_SCHEMA, strict=True)]
+    arrays = [
+        col.cast(field.type) if isinstance(col, pa.Array) else pa.array(col, type=field.type)
+        for col, field in zip(columns, EVENT_SCHEMA, strict=True)
+    ]
     return pa.RecordBatch.from_arrays(arrays, schema=EVENT_SCHEMA)
 
 
