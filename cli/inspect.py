@@ -10,7 +10,6 @@ from typing import Annotated, Any
 import typer
 
 from cli.options import JsonOption, StoreOption
-from cli.render import cell, note, print_csv, print_json, print_table
 
 RUN_KEYS = ("run_id", "created", "source_run", "model", "prompts", "sessions", "events", "status")
 TIMELINE = ("seq", "kind", "actor", "pattern", "name", "status", "step", "payload")
@@ -26,6 +25,7 @@ def runs(store: StoreOption = None, json: JsonOption = False) -> None:
 
     Example: sdbctl runs --json | jq '.[] | select(.status == "partial") | .run_id'
     """
+    from cli.render import note, print_json, print_table
     from sdb.store import Store
 
     manifests = Store.open(store).manifests()
@@ -58,6 +58,7 @@ def show(
 
     Example: sdbctl show 20261126-004112-a1b2c3 --session contract-42 --kind action
     """
+    from cli.render import note, print_json, print_table
     from sdb.store import Store
     from sdb.store.read import event_dicts, run_events
 
@@ -91,6 +92,7 @@ def query(
 
     Example: sdbctl query "SELECT run_id, kind, count(*) AS n FROM events GROUP BY ALL ORDER BY n DESC"
     """
+    from cli.render import note, print_csv, print_json, print_table
     from sdb.store import Store
     from sdb.store.views import connect, run_query
 
@@ -119,6 +121,7 @@ def export(
 
     Example: sdbctl export RUN --format parquet --out run.parquet
     """
+    from cli.render import note
     from sdb.store import Store
     from sdb.store.read import export_run
 
@@ -134,6 +137,3 @@ def register(app: typer.Typer) -> None:
     app.command()(show)
     app.command()(query)
     app.command()(export)
-
-
-__all__ = ["cell", "register"]

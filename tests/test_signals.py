@@ -53,7 +53,7 @@ def _start(tmp_path: Path, mode: str, n: int, interval: float) -> subprocess.Pop
 
 def _events(tmp_path: Path) -> list[int]:
     store = Store.open(tmp_path / "store")
-    return read_events(store.part_paths("victim")).column("seq").to_pylist()
+    return [int(s) for s in read_events(store.part_paths("victim")).column("seq").to_pylist() if s is not None]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
