@@ -88,7 +88,8 @@ def test_unknown_schema_version_is_refused(tmp_path: Path) -> None:
 
 
 def test_missing_column_is_refused(tmp_path: Path) -> None:
-    schema = pa.schema([f for f in EVENT_SCHEMA if f.name != "digest"], metadata=EVENT_SCHEMA.metadata)
+    meta: dict[bytes | str, bytes | str] = {VERSION_KEY: b"1"}
+    schema = pa.schema([f for f in EVENT_SCHEMA if f.name != "digest"], metadata=meta)
     pq.write_table(schema.empty_table(), tmp_path / "nodigest.parquet")
     with pytest.raises(SchemaError, match=r"missing event column.*digest"):
         read_events([tmp_path / "nodigest.parquet"])
