@@ -194,10 +194,13 @@ class Session:
         status: str = "ok",
         parent: int | None = None,
         call_id: str | None = None,
+        error: Any = None,
         actor: str | None = None,
         pattern: str | None = None,
     ) -> int:
         """An action the model proposed (a tool call); its digest is of ``name`` + canonical ``args``.
+
+        ``error`` says why a proposal failed (the parse reason, or the field errors of ``invalid``).
 
         The hot path of a recording: :meth:`_put` is inlined here.
         """
@@ -207,10 +210,13 @@ class Session:
             body = canonical_bytes(args)  # raises PayloadError with the reason
         if body.find(b".0") >= 0 or body.find(b"e+") >= 0:
             body = canonical_bytes(args)
-        if call_id is None:
+        if call_id is None and error is None:
             payload = b'{"args":' + body + b"}"
         else:
-            payload = b'{"args":' + body + b',"call_id":' + orjson.dumps(call_id) + b"}"
+            payload = b'{"args":' + body + b',"call_id":' + _dumps(call_id)
+            if error is not None:
+                payload += b',"error":' + canonical_bytes(error)
+            payload += b"}"
         if status != "ok" and status not in _STATUSES:
             raise PayloadError(f"status {status!r} is not one of {', '.join(STATUSES)}")
         seq = self._next_seq()

@@ -53,18 +53,29 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
+_ATOMS: Final = frozenset({str, int, bool, type(None)})
+
+
 def _normalise(value: Any) -> Any:
-    """Replace integral floats by ints, recursively (the slow path, taken only when one may exist)."""
-    if isinstance(value, float):
+    """Replace integral floats by ints, recursively (the slow path, taken only when one may exist).
+
+    Dispatches on the exact type first: the common JSON types cost one set lookup each.
+    """
+    kind = type(value)
+    if kind in _ATOMS:
+        return value
+    if kind is float or isinstance(value, float):
         if value.is_integer() and -_INT64 <= value < _INT64:
             return int(value)
         return float(value)
-    if isinstance(value, str | int | None):
+    if kind is dict or isinstance(value, Mapping):
+        atoms = _ATOMS
+        return {k: v if type(v) in atoms else _normalise(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        atoms = _ATOMS
+        return [v if type(v) in atoms else _normalise(v) for v in value]
+    if isinstance(value, str | int):  # subclasses (str enums, IntEnum) as orjson writes them
         return value
-    if isinstance(value, Mapping):
-        return {k: _normalise(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_normalise(v) for v in value]
     try:
         return _normalise(json_default(value))
     except TypeError:
@@ -75,8 +86,12 @@ def canonical_bytes(value: Any) -> bytes:
     """Canonical JSON of ``value`` as UTF-8 bytes. Raises :class:`PayloadError` if it is not JSON."""
     try:
         out = orjson.dumps(value, default=json_default, option=ORJSON_OPTIONS)
-        # two plain substring scans first: much cheaper than the regex on the common path
-        if (out.find(b".0") < 0 and out.find(b"e+") < 0) or _MAYBE_INTEGRAL_FLOAT.search(out) is None:
+        # Two substring scans decide the common case (no integral float can be in the text). For a
+        # small payload that may hold one, normalising is cheaper than the exact regex; for a large
+        # one the regex first spares a walk when the match was only inside a string.
+        if out.find(b".0") < 0 and out.find(b"e+") < 0:
+            return out
+        if len(out) > 512 and _MAYBE_INTEGRAL_FLOAT.search(out) is None:
             return out
         return orjson.dumps(_normalise(value), default=json_default, option=ORJSON_OPTIONS)
     except (TypeError, orjson.JSONEncodeError) as exc:

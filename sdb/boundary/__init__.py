@@ -1,0 +1,28 @@
+"""The stochastic-deterministic boundary: where a model's output becomes a deterministic action.
+
+Propose (parse the answer) -> verify (schema, then guards) -> normalize (canonical args, digest) ->
+commit (run the handler, record its effect), or reject (a typed rejection handed back to the model).
+"""
+
+from sdb.boundary.actions import ActionSpec, FieldError, InvalidArguments
+from sdb.boundary.boundary import Boundary, Commit, UnknownAction
+from sdb.boundary.crossing import Crossing, Rejection
+from sdb.boundary.guards import Guard, GuardDecision, ValidAction
+from sdb.boundary.proposal import ParseFailure, Proposal, parse_response
+
+__all__ = [
+    "ActionSpec",
+    "Boundary",
+    "Commit",
+    "Crossing",
+    "FieldError",
+    "Guard",
+    "GuardDecision",
+    "InvalidArguments",
+    "ParseFailure",
+    "Proposal",
+    "Rejection",
+    "UnknownAction",
+    "ValidAction",
+    "parse_response",
+]
