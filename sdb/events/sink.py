@@ -114,3 +114,45 @@ class NullSink:
         return seq
 
     input = llm = action = gate = effect = state = error = _next
+
+
+class MemorySink:
+    """A sink that keeps events as dicts in memory (tests, dry runs). Payloads are kept as given."""
+
+    def __init__(self, session_id: str = "memory") -> None:
+        self.session_id = session_id
+        self.events: list[dict[str, Any]] = []
+
+    def _add(self, kind: str, name: str, body: dict[str, Any], kw: dict[str, Any]) -> int:
+        seq = len(self.events)
+        status = kw.pop("status", None) or "ok"
+        self.events.append({"seq": seq, "kind": kind, "name": name, "status": status, **body, **kw})
+        return seq
+
+    def input(self, name: str, payload: Any, **kw: Any) -> int:
+        return self._add("input", name, {"payload": payload}, kw)
+
+    def llm(self, request: Any, response: Any, **kw: Any) -> int:
+        name = kw.pop("name", None) or (str(kw["prompt"]).split("@")[0] if kw.get("prompt") else "chat")
+        return self._add("llm", name, {"request": request, "response": response}, kw)
+
+    def action(self, name: str, args: Any, **kw: Any) -> int:
+        return self._add("action", name, {"args": args}, kw)
+
+    def gate(self, name: str, decision: Any, reason: str | None = None, **kw: Any) -> int:
+        if kw.get("status") is None:
+            kw["status"] = "ok" if decision in (True, "allow", "ok", "approve", "approved") else "gated"
+        return self._add("gate", name, {"decision": decision, "reason": reason}, kw)
+
+    def effect(self, name: str, result: Any, **kw: Any) -> int:
+        return self._add("effect", name, {"result": result}, kw)
+
+    def state(self, name: str, payload: Any, **kw: Any) -> int:
+        return self._add("state", name, {"payload": payload}, kw)
+
+    def error(self, name: str, message: str, **kw: Any) -> int:
+        kw["status"] = "error"
+        return self._add("error", name, {"message": message}, kw)
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["kind"] == kind]
