@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from sdb.boundary import Guard, GuardDecision, ValidAction
+from sdb.boundary import GuardDecision, ValidAction
 from sdb.errors import SdbError
 from sdb.events.sink import EventSink
 
@@ -63,7 +63,7 @@ class PolicyGate:
             return float(overrides[tenant])
         return float(discount.get("max_pct", 0))
 
-    def guard(self, tenant: str | None = None, field: str = "discount_pct") -> Guard:
+    def guard(self, tenant: str | None = None, field: str = "discount_pct") -> Callable[[ValidAction], GuardDecision]:
         """A guard that denies ``field`` over the tenant's cap and warns over ``warn_pct``."""
         cap = self.cap_for(tenant)
         warn = float(self.policy.get("discount", {}).get("warn_pct", cap))

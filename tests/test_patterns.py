@@ -129,7 +129,7 @@ def machine() -> StateMachine:
             ("scored", "escalate"): "human_required",
             ("offer_sent", "expire"): "expired",
             ("human_required", "approve"): "offer_sent",
-        },  # fmt: skip
+        },
         initial="open",
     )
 
