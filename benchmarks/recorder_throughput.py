@@ -56,11 +56,21 @@ def record_jsonl(eps: list[Episode], path: Path) -> float:
             )
             for seq, (kind, name, payload, model, prompt) in enumerate(events):
                 row = {
-                    "run_id": run_id, "session_id": ep.session_id, "seq": seq, "step": "day-030/offer",
-                    "parent": None if seq < 2 else 2, "ts": time.time_ns() // 1000, "kind": kind,
-                    "actor": "agent", "pattern": "", "name": name, "model": model, "prompt": prompt,
-                    "payload": payload, "status": "ok",
-                }  # fmt: skip
+                    "run_id": run_id,
+                    "session_id": ep.session_id,
+                    "seq": seq,
+                    "step": "day-030/offer",
+                    "parent": None if seq < 2 else 2,
+                    "ts": time.time_ns() // 1000,
+                    "kind": kind,
+                    "actor": "agent",
+                    "pattern": "",
+                    "name": name,
+                    "model": model,
+                    "prompt": prompt,
+                    "payload": payload,
+                    "status": "ok",
+                }
                 write(dumps(row, sort_keys=True, separators=(",", ":")) + "\n")
         fh.flush()
         os.fsync(fh.fileno())

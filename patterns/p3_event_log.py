@@ -74,8 +74,15 @@ class LogConsumer:
     def deliver(self, sink: EventSink, event: LogEvent, *, step: str | None = None) -> bool:
         """Handle ``event`` unless its id was handled before; returns whether it was handled."""
         if event.id in self.seen:
-            sink.gate("dedupe", "skip", f"event {event.id} already handled by {self.name}", step=step,
-                      actor=f"consumer:{self.name}", pattern=TAG, status="ok")  # fmt: skip
+            sink.gate(
+                "dedupe",
+                "skip",
+                f"event {event.id} already handled by {self.name}",
+                step=step,
+                actor=f"consumer:{self.name}",
+                pattern=TAG,
+                status="ok",
+            )
             return False
         self.seen.add(event.id)
         self.handler(event)

@@ -74,9 +74,11 @@ class PolicyGate:
                 return GuardDecision.ok(self.name)
             if value > cap:
                 return GuardDecision.deny(
-                    self.name, f"discount {value:g}% over the {cap:g}% cap of policy {self.version}",
-                    cap=cap, tenant=tenant,
-                )  # fmt: skip
+                    self.name,
+                    f"discount {value:g}% over the {cap:g}% cap of policy {self.version}",
+                    cap=cap,
+                    tenant=tenant,
+                )
             if value > warn:
                 return GuardDecision.ok(self.name, f"warn: discount {value:g}% over {warn:g}%, sampled review")
             return GuardDecision.ok(self.name)
@@ -103,9 +105,14 @@ class Supervisor:
                     result = await result
                 return result
             except Exception as exc:
-                sink.error(f"worker:{self.name}", f"{type(exc).__name__}: {exc}", step=step,
-                           detail={"attempt": attempt, "max_restarts": self.max_restarts},
-                           actor="supervisor", pattern=TAG)  # fmt: skip
+                sink.error(
+                    f"worker:{self.name}",
+                    f"{type(exc).__name__}: {exc}",
+                    step=step,
+                    detail={"attempt": attempt, "max_restarts": self.max_restarts},
+                    actor="supervisor",
+                    pattern=TAG,
+                )
                 if attempt >= self.max_restarts:
                     raise
                 attempt += 1

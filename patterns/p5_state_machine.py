@@ -60,8 +60,9 @@ class StateMachine:
         self.initial = initial
         self.rows: dict[str, StateRow] = {}
 
-    def create(self, sink: EventSink, row_id: str, data: Mapping[str, Any] | None = None, *,
-               step: str | None = None) -> StateRow:  # fmt: skip
+    def create(
+        self, sink: EventSink, row_id: str, data: Mapping[str, Any] | None = None, *, step: str | None = None
+    ) -> StateRow:
         """Create a row in the initial state (version 1)."""
         row = StateRow(row_id, self.initial, 1, dict(data or {}))
         self.rows[row_id] = row
@@ -82,20 +83,38 @@ class StateMachine:
         """Apply ``action`` if the row is still at ``expected_version`` and the transition is legal."""
         row = self.rows[row_id]
         if row.version != expected_version:
-            sink.gate("cas", "conflict", f"row {row_id} is at version {row.version}, not {expected_version}",
-                      step=step, actor=actor, pattern=TAG, status="gated")  # fmt: skip
+            sink.gate(
+                "cas",
+                "conflict",
+                f"row {row_id} is at version {row.version}, not {expected_version}",
+                step=step,
+                actor=actor,
+                pattern=TAG,
+                status="gated",
+            )
             raise CasConflict(f"row {row_id}: expected version {expected_version}, found {row.version}")
         nxt = self.transitions.get((row.state, action))
         if nxt is None:
             legal = sorted(a for (s, a) in self.transitions if s == row.state)
-            sink.gate("transition", "deny", f"no transition for ({row.state}, {action}); legal: {legal}",
-                      step=step, actor=actor, pattern=TAG)  # fmt: skip
+            sink.gate(
+                "transition",
+                "deny",
+                f"no transition for ({row.state}, {action}); legal: {legal}",
+                step=step,
+                actor=actor,
+                pattern=TAG,
+            )
             raise IllegalTransition(f"row {row_id}: no transition from {row.state!r} by {action!r}")
         row.state = nxt
         row.version += 1
         row.data.update(data or {})
-        sink.state(nxt, {"row": row_id, "version": row.version, "action": action, "data": dict(data or {})},
-                   step=step, actor=actor, pattern=TAG)  # fmt: skip
+        sink.state(
+            nxt,
+            {"row": row_id, "version": row.version, "action": action, "data": dict(data or {})},
+            step=step,
+            actor=actor,
+            pattern=TAG,
+        )
         return row
 
     def set_timer(self, row_id: str, name: str, action: str, due: int) -> Timer:
@@ -106,7 +125,14 @@ class StateMachine:
         """Fire ``timer``: a no-op once the row moved past the version it was set at."""
         row = self.rows[timer.row_id]
         if row.version != timer.version:
-            sink.gate("timer", "stale", f"timer {timer.name} set at version {timer.version}, row at {row.version}",
-                      step=step, actor="timer", pattern=TAG, status="ok")  # fmt: skip
+            sink.gate(
+                "timer",
+                "stale",
+                f"timer {timer.name} set at version {timer.version}, row at {row.version}",
+                step=step,
+                actor="timer",
+                pattern=TAG,
+                status="ok",
+            )
             return None
         return self.propose(sink, timer.row_id, timer.version, timer.action, step=step, actor="timer")

@@ -36,16 +36,25 @@ class HumanLoop:
         self.decider = decider
         self.name = name
 
-    async def ask(self, sink: EventSink, question: Mapping[str, Any], *, step: str | None = None,
-                  parent: int | None = None) -> Any:  # fmt: skip
+    async def ask(
+        self, sink: EventSink, question: Mapping[str, Any], *, step: str | None = None, parent: int | None = None
+    ) -> Any:
         """Escalate ``question``; returns the human's decision, recorded as an ``input`` event."""
-        sink.gate("escalate", "escalate", str(question.get("reason", "needs a human")), parent=parent, step=step,
-                  pattern=TAG, status="ok")  # fmt: skip
+        sink.gate(
+            "escalate",
+            "escalate",
+            str(question.get("reason", "needs a human")),
+            parent=parent,
+            step=step,
+            pattern=TAG,
+            status="ok",
+        )
         answer = self.decider(question)
         if inspect.isawaitable(answer):
             answer = await answer
-        sink.input("human_decision", {"question": dict(question), "answer": answer}, step=step, actor=self.name,
-                   pattern=TAG)  # fmt: skip
+        sink.input(
+            "human_decision", {"question": dict(question), "answer": answer}, step=step, actor=self.name, pattern=TAG
+        )
         return answer
 
 
@@ -58,8 +67,7 @@ class KillSwitch:
 
     def trip(self, sink: EventSink, principal: str, reason: str) -> None:
         if principal not in self.authorised:
-            sink.gate("kill_switch", "deny", f"{principal} may not trip the kill switch", actor=principal,
-                      pattern=TAG)  # fmt: skip
+            sink.gate("kill_switch", "deny", f"{principal} may not trip the kill switch", actor=principal, pattern=TAG)
             raise Unauthorised(f"{principal} is not authorised to trip the kill switch")
         self.tripped_by = principal
         sink.input("kill_switch", {"principal": principal, "reason": reason}, actor=principal, pattern=TAG)

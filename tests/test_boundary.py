@@ -41,8 +41,18 @@ def make_boundary() -> Boundary:
 
 
 def openai(name: str, arguments: str, call_id: str = "call-1") -> dict[str, Any]:
-    return {"choices": [{"message": {"role": "assistant", "tool_calls": [
-        {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}]}}]}  # fmt: skip
+    return {
+        "choices": [
+            {
+                "message": {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+                    ],
+                }
+            }
+        ]
+    }
 
 
 def cap(limit: float) -> Any:
@@ -129,8 +139,9 @@ def _cross(b: Boundary, store: Path, response: Any, **kw: Any) -> tuple[list[Any
 
 def test_commit_runs_the_handler_and_links_events(store: Path) -> None:
     SENT.clear()
-    (c,), events = _cross(make_boundary(), store, openai("send_offer", '{"customer_id": "C-1", "discount_pct": 10}'),
-                          guards=[cap(30)])  # fmt: skip
+    (c,), events = _cross(
+        make_boundary(), store, openai("send_offer", '{"customer_id": "C-1", "discount_pct": 10}'), guards=[cap(30)]
+    )
     assert c.committed and c.effect == {"sent": True} and SENT == [{"customer_id": "C-1", "discount_pct": 10.0}]
     assert [(e["kind"], e["name"], e["status"], e["parent"]) for e in events] == [
         ("llm", "chat", "ok", None),
@@ -143,8 +154,9 @@ def test_commit_runs_the_handler_and_links_events(store: Path) -> None:
 
 def test_gate_denies_with_reason_and_nothing_is_committed(store: Path) -> None:
     SENT.clear()
-    (c,), events = _cross(make_boundary(), store, openai("send_offer", '{"customer_id": "C-1", "discount_pct": 45}'),
-                          guards=[cap(30)])  # fmt: skip
+    (c,), events = _cross(
+        make_boundary(), store, openai("send_offer", '{"customer_id": "C-1", "discount_pct": 45}'), guards=[cap(30)]
+    )
     assert c.status == "gated" and not c.committed and SENT == []
     assert c.rejection is not None and c.rejection.guard == "policy:v7" and "over the 30" in c.rejection.reason
     message = c.rejection.as_tool_message()
@@ -152,8 +164,12 @@ def test_gate_denies_with_reason_and_nothing_is_committed(store: Path) -> None:
         message["role"] == "tool" and message["tool_call_id"] == "call-1" and "REJECTED (gated)" in message["content"]
     )
     kinds = [(e["kind"], e["name"], e["status"]) for e in events]
-    assert kinds == [("llm", "chat", "ok"), ("action", "send_offer", "gated"), ("gate", "policy:v7", "gated"),
-                     ("gate", "reject", "gated")]  # fmt: skip
+    assert kinds == [
+        ("llm", "chat", "ok"),
+        ("action", "send_offer", "gated"),
+        ("gate", "policy:v7", "gated"),
+        ("gate", "reject", "gated"),
+    ]
     assert not any(e["kind"] == "effect" for e in events)
 
 
@@ -184,6 +200,7 @@ def test_handler_failure_is_an_error_event_not_a_success(store: Path) -> None:
 
 def test_skip_commit_records_no_effect(store: Path) -> None:
     SENT.clear()
-    (c,), events = _cross(make_boundary(), store, openai("send_offer", '{"customer_id": "C-1", "discount_pct": 5}'),
-                          commit="skip")  # fmt: skip
+    (c,), events = _cross(
+        make_boundary(), store, openai("send_offer", '{"customer_id": "C-1", "discount_pct": 5}'), commit="skip"
+    )
     assert c.status == "ok" and SENT == [] and [e["kind"] for e in events] == ["llm", "action"]

@@ -185,8 +185,17 @@ def test_p6_kill_switch_stops_side_effects() -> None:
         sent.append(discount_pct)
         return "sent"
 
-    answer = {"choices": [{"message": {"tool_calls": [
-        {"id": "c1", "function": {"name": "propose_offer", "arguments": '{"discount_pct": 10}'}}]}}]}  # fmt: skip
+    answer = {
+        "choices": [
+            {
+                "message": {
+                    "tool_calls": [
+                        {"id": "c1", "function": {"name": "propose_offer", "arguments": '{"discount_pct": 10}'}}
+                    ]
+                }
+            }
+        ]
+    }
     asyncio.run(boundary.cross(sink, answer, llm_seq=None, guards=[switch.guard]))
     with pytest.raises(Unauthorised):
         switch.trip(sink, "role:intern", "panic")

@@ -26,8 +26,11 @@ def _full_run(store: Path) -> str:
         llm = s.llm(
             {"messages": [{"role": "user", "content": "hi"}]},
             {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3}},
-            model="m-1", prompt="offer@v2", step="day-030/offer", latency_ms=12.5,
-        )  # fmt: skip
+            model="m-1",
+            prompt="offer@v2",
+            step="day-030/offer",
+            latency_ms=12.5,
+        )
         act = s.action("send", {"b": 2.0, "a": "x"}, step="day-030/offer", parent=llm, actor="worker:legal")
         s.gate("policy", "deny", "over cap", parent=act)
         s.effect("send", {"ok": True}, parent=act)
@@ -73,8 +76,20 @@ def test_duckdb_views_read_the_parquet_parts(store: Path) -> None:
 def test_manifest_holds_the_required_keys(store: Path) -> None:
     _full_run(store)
     manifest = json.loads((store / "runs" / "full" / "run.json").read_text())
-    for key in ("run_id", "created", "source_run", "model", "prompts", "mode", "agent",
-                "sdbctl_version", "git_commit", "sessions", "events", "status"):  # fmt: skip
+    for key in (
+        "run_id",
+        "created",
+        "source_run",
+        "model",
+        "prompts",
+        "mode",
+        "agent",
+        "sdbctl_version",
+        "git_commit",
+        "sessions",
+        "events",
+        "status",
+    ):
         assert key in manifest, key
     assert manifest["prompts"] == ["offer@v2"] and manifest["agent"] == "t"
     assert manifest["meta"] == {"team": "x"} and manifest["status"] == "complete"

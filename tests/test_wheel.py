@@ -25,8 +25,10 @@ def test_built_wheel_installs_and_runs(tmp_path: Path) -> None:
     # (our own editable install among them) are not processed, so sdbctl itself comes from the wheel
     site = subprocess.run(
         [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (Path(site) / "test-deps.pth").write_text("\n".join(sorted(deps)) + "\n")
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True)
@@ -34,8 +36,11 @@ def test_built_wheel_installs_and_runs(tmp_path: Path) -> None:
     work.mkdir()
     where = subprocess.run(
         [str(py), "-c", "import cli, fixtures; print(cli.__file__, fixtures.DATA_DIR)"],
-        cwd=work, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert str(env_dir) in where and str(REPO) not in where
     run = subprocess.run(
         [str(py), "-m", "fixtures.sample_run", "--customers", "3", "--run-id", "w"], cwd=work, check=True

@@ -125,11 +125,25 @@ class Session:
         seq = self._next_seq()
         self._extend(
             (
-                self.session_id, seq, step, parent, _now_ns(), kind,
-                actor or self.actor, pattern or self.pattern, name, model, prompt,
-                payload, dig, status, latency_ms, tokens_in, tokens_out,
+                self.session_id,
+                seq,
+                step,
+                parent,
+                _now_ns(),
+                kind,
+                actor or self.actor,
+                pattern or self.pattern,
+                name,
+                model,
+                prompt,
+                payload,
+                dig,
+                status,
+                latency_ms,
+                tokens_in,
+                tokens_out,
             )
-        )  # fmt: skip
+        )
         return seq
 
     def input(
@@ -181,9 +195,21 @@ class Session:
             tokens_out = uout if tokens_out is None else tokens_out
         label = name or (prompt.split("@", 1)[0] if prompt else "chat")
         return self._put(
-            "llm", label, b"".join(parts), digest(label, req), step, parent, "ok", actor, pattern,
-            model, prompt, latency_ms, tokens_in, tokens_out,
-        )  # fmt: skip
+            "llm",
+            label,
+            b"".join(parts),
+            digest(label, req),
+            step,
+            parent,
+            "ok",
+            actor,
+            pattern,
+            model,
+            prompt,
+            latency_ms,
+            tokens_in,
+            tokens_out,
+        )
 
     def action(
         self,
@@ -222,11 +248,25 @@ class Session:
         seq = self._next_seq()
         self._extend(
             (
-                self.session_id, seq, step, parent, _now_ns(), "action", actor or self.actor,
-                pattern or self.pattern, name, None, None, payload, _xxh3(name.encode() + b"\x00" + body),
-                status, None, None, None,
+                self.session_id,
+                seq,
+                step,
+                parent,
+                _now_ns(),
+                "action",
+                actor or self.actor,
+                pattern or self.pattern,
+                name,
+                None,
+                None,
+                payload,
+                _xxh3(name.encode() + b"\x00" + body),
+                status,
+                None,
+                None,
+                None,
             )
-        )  # fmt: skip
+        )
         return seq
 
     def gate(
@@ -334,6 +374,7 @@ class Recorder:
         self._queue: list[Any] = []
         self._counters: dict[str, Callable[[], int]] = {}
         self._counters_lock = threading.Lock()
+        self._side: dict[str, Any] = {}
         self._flush_lock = threading.Lock()
         self._close_once = threading.Lock()  # acquired once, by the first close(), never released
         self._local = threading.local()
@@ -420,6 +461,8 @@ class Recorder:
             self._restore_signals()
             atexit.unregister(self._at_exit)
             self.flush()
+            for fh in self._side.values():
+                fh.close()
             self._writer.close("complete" if status == "complete" else "partial", interrupted=interrupted)
         if self._failure is not None:
             raise SdbError(f"run {self.run_id}: background writer failed: {self._failure}") from self._failure
@@ -437,6 +480,24 @@ class Recorder:
                 signum, self._deferred_signal = self._deferred_signal, None
                 if signum is not None:
                     self._on_signal(signum, None)
+
+    def side_file(self, name: str) -> Callable[[Mapping[str, Any]], None]:
+        """An appender of JSON lines to ``runs/<run_id>/<name>``, beside the events (ground truth,
+        notes): kept out of the event payloads on purpose. Thread-safe; closed with the recorder."""
+        if not name.endswith(".jsonl") or "/" in name or name.startswith("."):
+            raise SdbError(f"side file {name!r}: use a plain NAME.jsonl")
+        with self._counters_lock:
+            if name not in self._side:
+                self._side[name] = open(self._writer.dir / name, "ab")  # noqa: SIM115 - closed in close()
+        fh = self._side[name]
+        lock = self._counters_lock
+
+        def append(record: Mapping[str, Any]) -> None:
+            line = canonical_bytes(record) + b"\n"
+            with lock:
+                fh.write(line)
+
+        return append
 
     @property
     def events_written(self) -> int:

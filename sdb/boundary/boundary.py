@@ -115,9 +115,15 @@ class Boundary:
         where: dict[str, Any] = {"step": step, "actor": actor, "pattern": pattern}
         if request is not None:
             llm_seq = sink.llm(
-                request, response, model=model or "unknown", prompt=prompt, variables=variables,
-                latency_ms=latency_ms, parent=None, **where,
-            )  # fmt: skip
+                request,
+                response,
+                model=model or "unknown",
+                prompt=prompt,
+                variables=variables,
+                latency_ms=latency_ms,
+                parent=None,
+                **where,
+            )
         found = parse_response(response)
         if isinstance(found, ParseFailure):
             seq = sink.action("?", {}, status="parse_failed", parent=llm_seq, error=found.reason, **where)
@@ -142,9 +148,14 @@ class Boundary:
             reason = str(exc) if isinstance(exc, UnknownAction) else f"arguments of {proposal.name!r} are invalid"
             args = proposal.args if isinstance(proposal.args, Mapping) else {"(arguments)": proposal.args}
             seq = sink.action(
-                proposal.name, args, status="invalid", parent=llm_seq, call_id=proposal.call_id,
-                error={"reason": reason, "fields": errors}, **where,
-            )  # fmt: skip
+                proposal.name,
+                args,
+                status="invalid",
+                parent=llm_seq,
+                call_id=proposal.call_id,
+                error={"reason": reason, "fields": errors},
+                **where,
+            )
             rejection = Rejection("invalid", reason, proposal.name, proposal.call_id, errors)
             self._record_rejection(sink, rejection, seq, where)
             return Crossing("invalid", None, seq, llm_seq, rejection=rejection)
@@ -163,8 +174,12 @@ class Boundary:
         seq = sink.action(valid.name, valid.args, status=status, parent=llm_seq, call_id=valid.call_id, **where)
         for decision in decisions:
             sink.gate(
-                decision.name, "allow" if decision.allow else "deny", decision.reason, parent=seq, **where,
-            )  # fmt: skip
+                decision.name,
+                "allow" if decision.allow else "deny",
+                decision.reason,
+                parent=seq,
+                **where,
+            )
         if denied is not None:
             rejection = Rejection("gated", denied.reason or "denied", valid.name, valid.call_id, guard=denied.name)
             self._record_rejection(sink, rejection, seq, where)
@@ -182,8 +197,9 @@ class Boundary:
                 result = await self.spec(valid.name).run(valid.args)
         except Exception as exc:  # a handler failure is recorded, never reported as success
             message = f"{type(exc).__name__}: {exc}"
-            sink.error(valid.name, message, parent=seq, detail={"after_ms": (time.perf_counter() - started) * 1000},
-                       **where)  # fmt: skip
+            sink.error(
+                valid.name, message, parent=seq, detail={"after_ms": (time.perf_counter() - started) * 1000}, **where
+            )
             return Crossing("ok", valid, seq, llm_seq, tuple(decisions), error=message)
         effect_seq = sink.effect(valid.name, result, parent=seq, **where)
         return Crossing("ok", valid, seq, llm_seq, tuple(decisions), effect=result, effect_seq=effect_seq)

@@ -1,0 +1,105 @@
+"""Recording a workload: run its episodes against a model, through the SDK recorder, into a new run.
+
+The run manifest names the agent reference and its arguments (model, sessions, seed, options), so
+that a later session-mode replay can run the same agent again on the same inputs. Simulators'
+ground truth goes to the run's ``truth.jsonl`` side file, never into the events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from recorders.sdk import Recorder
+from sdb.agents import AgentContext, Workload
+from sdb.providers import resolve
+
+
+@dataclass
+class RecordSummary:
+    """What a recording produced."""
+
+    run_id: str
+    sessions: int
+    events: int
+    seconds: float
+    terminal: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "sessions": self.sessions,
+            "events": self.events,
+            "seconds": round(self.seconds, 3),
+            "terminal_states": dict(sorted(self.terminal.items())),
+        }
+
+
+def record_workload(
+    workload: Workload,
+    agent_ref: str,
+    *,
+    model: str | None = None,
+    sessions: int | None = None,
+    seed: int = 0,
+    options: Mapping[str, Any] | None = None,
+    prompts: Mapping[str, str] | None = None,
+    store: str | None = None,
+    run_id: str | None = None,
+    concurrency: int = 16,
+    progress: Callable[[int, int], None] | None = None,
+) -> RecordSummary:
+    """Record ``sessions`` episodes of ``workload`` (all when None); ``progress(done, total)`` per episode."""
+    spec = model or workload.baseline_model
+    provider = resolve(spec)
+    opts = workload.options(dict(options or {}))
+    for name, version in (prompts or {}).items():
+        workload.prompts.check(f"{name}@{version}")
+    items = workload.sessions(sessions, seed, opts)
+    meta = {
+        "agent": agent_ref,
+        "model": spec,
+        "mode": "record",
+        "agent_args": {
+            "model": spec,
+            "sessions": sessions,
+            "seed": seed,
+            "options": opts,
+            "prompts": dict(prompts or {}),
+        },
+        "workload": workload.name,
+    }
+    started = time.perf_counter()
+    terminal: Counter[str] = Counter()
+    with Recorder(store=store, meta=meta, run_id=run_id) as rec:
+        truth = rec.side_file("truth.jsonl")
+
+        async def one(item: Any, gate: asyncio.Semaphore) -> str:
+            async with gate:
+                ctx = AgentContext(
+                    sink=rec.session(item.session_id),
+                    model=provider,
+                    prompts=workload.prompts,
+                    seed=seed,
+                    prompt_versions=dict(prompts or {}),
+                    options=opts,
+                    truth=truth,
+                )
+                return await workload.run_session(ctx, item)
+
+        async def main() -> None:
+            gate = asyncio.Semaphore(max(1, concurrency))
+            tasks = [asyncio.ensure_future(one(item, gate)) for item in items]
+            for done, task in enumerate(asyncio.as_completed(tasks), 1):
+                terminal[await task] += 1
+                if progress is not None:
+                    progress(done, len(items))
+
+        asyncio.run(main())
+        run = rec.run_id
+    manifest_events = rec.events_written
+    return RecordSummary(run, len(items), manifest_events, time.perf_counter() - started, terminal)

@@ -1,0 +1,33 @@
+"""The model interface: one async call from a request to a completion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sdb.errors import SdbError
+
+
+class UnknownModel(SdbError):
+    """A model spec no provider answers to."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A model's answer: the raw response (OpenAI chat-completions shape) and, for simulators only,
+    the ground truth of what the simulated version changed and why — kept outside the response, so
+    the differ never sees it."""
+
+    response: dict[str, Any]
+    latency_ms: float | None = None
+    truth: dict[str, Any] | None = field(default=None)
+
+
+class Provider(Protocol):
+    """Anything that answers a chat-completions request."""
+
+    spec: str
+
+    async def complete(self, request: dict[str, Any], *, seed: int = 0, repeat: int = 0) -> Completion:
+        """Answer ``request``. ``seed`` and ``repeat`` reach simulators; real models ignore them."""
+        ...
