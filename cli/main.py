@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from cli import inspect
+from cli import inspect, patterns_cmd
+from cli.record import record
 from sdb import __version__
 from sdb.errors import SdbError
 
@@ -17,8 +18,10 @@ app = typer.Typer(
     help=(
         "Replay and divergence auditor for LLM agents.\n\n"
         "Records what crosses the agent's stochastic-deterministic boundary (model output turned into "
-        "an action) to Parquet, so that runs can be listed, inspected and queried with SQL.\n\n"
-        "Example:  sdbctl runs  ·  sdbctl show RUN --session contract-42  ·  "
+        "an action) to Parquet, so that runs can be listed, inspected and queried with SQL. The bundled "
+        "workloads run against SIMULATED models (sim:...), so everything works offline.\n\n"
+        "Example:  sdbctl record contract-renewal --sessions 100  ·  sdbctl runs  ·  "
+        "sdbctl show @latest --session 7590-VHVEG  ·  "
         'sdbctl query "SELECT kind, count(*) FROM events GROUP BY kind"'
     ),
     no_args_is_help=True,
@@ -47,6 +50,8 @@ def main(
 
 
 inspect.register(app)
+app.command()(record)
+app.add_typer(patterns_cmd.app, name="patterns")
 
 
 def run() -> None:

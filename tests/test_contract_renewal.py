@@ -1,0 +1,165 @@
+"""The 90-day contract-renewal reference workload and its simulated model versions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import fixtures.workloads
+from recorders.workload import RecordSummary, record_workload
+from sdb.agents import load_agent
+from sdb.providers import UnknownModel, resolve
+from sdb.store import Store
+from sdb.store.views import connect, run_query
+
+fixtures.workloads.register_all()
+
+
+def _record(store: Path, run_id: str, n: int = 100, **kw: Any) -> RecordSummary:
+    return record_workload(
+        load_agent("contract-renewal"), "contract-renewal", sessions=n, store=str(store), run_id=run_id, **kw
+    )
+
+
+def _q(store: Path, sql: str) -> list[tuple[Any, ...]]:
+    return run_query(connect(Store.open(store)), sql)[1]
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    store = tmp_path_factory.mktemp("renewal") / ".sdb"
+    _record(store, "v1", model="sim:renewal@v1")
+    return store
+
+
+def test_hundred_customers_show_every_pattern_a_gated_discount_and_every_terminal_state(baseline: Path) -> None:
+    tags = {r[0] for r in _q(baseline, "SELECT DISTINCT pattern FROM events WHERE run_id = 'v1'")}
+    assert {"P1", "P2", "P3", "P4", "P5", "P6"} <= tags
+    gated = _q(
+        baseline,
+        "SELECT count(*) FROM events WHERE run_id = 'v1' AND kind = 'action' "
+        "AND name = 'propose_offer' AND status = 'gated'",
+    )
+    assert gated[0][0] >= 1
+    reasons = _q(baseline, "SELECT payload FROM events WHERE kind = 'gate' AND name = 'policy:v7' AND status = 'gated'")
+    assert any("over the 30% cap" in r[0] for r in reasons)
+    terminal = {
+        r[0]
+        for r in _q(
+            baseline, "SELECT name FROM events WHERE run_id = 'v1' AND kind = 'state' AND step = 'day-000/terminal'"
+        )
+    }
+    assert terminal == {"renewed", "restructured", "churned"}
+    manifest = Store.open(baseline).manifest("v1")
+    assert manifest.agent == "contract-renewal" and manifest.sessions == 100
+    assert manifest.meta["agent_args"]["options"] == {"spine": "p5"}
+    assert manifest.prompts == ["close@v1", "offer@v1", "score@v1"]
+
+
+def test_every_llm_event_records_template_variables_and_rendered_messages(baseline: Path) -> None:
+    rows = _q(baseline, "SELECT prompt, payload FROM events WHERE run_id = 'v1' AND kind = 'llm' LIMIT 50")
+    for prompt, payload in rows:
+        body = json.loads(payload)
+        assert prompt.count("@") == 1 and body["variables"]["customer_id"]
+        messages = body["request"]["messages"]
+        assert messages[0]["role"] == "system" and body["variables"]["customer_id"] in messages[1]["content"]
+
+
+def test_same_seed_twice_gives_identical_action_digests(baseline: Path) -> None:
+    _record(baseline, "v1-again", model="sim:renewal@v1")
+    sql = (
+        "SELECT session_id, seq, name, digest FROM events WHERE run_id = '{}' AND kind = 'action' "
+        "ORDER BY session_id, seq"
+    )
+    first, second = _q(baseline, sql.format("v1")), _q(baseline, sql.format("v1-again"))
+    assert len(first) > 500 and first == second
+
+
+def test_a_new_version_drifts_and_the_ground_truth_says_how(baseline: Path) -> None:
+    _record(baseline, "v2", model="sim:renewal@v2")
+    sql = (
+        "SELECT a.digest <> b.digest FROM events a JOIN events b USING (session_id, seq) WHERE a.run_id = 'v1' "
+        "AND b.run_id = 'v2' AND a.kind = 'action' AND a.name = 'propose_offer' AND b.name = 'propose_offer'"
+    )
+    changed = [r[0] for r in _q(baseline, sql)]
+    assert any(changed) and not all(changed)
+    truth = [json.loads(line) for line in (baseline / "runs" / "v2" / "truth.jsonl").read_text().splitlines()]
+    rules = Counter(rule for t in truth for rule in t["rules"])
+    assert rules["v2: discount rounded to a multiple of 5"] > 0
+    assert any(c["field"] == "discount_pct" for t in truth for c in t["changes"])
+    assert {"session_id", "step", "llm_seq", "prompt", "model"} <= set(truth[0])
+
+
+def test_prompt_version_changes_what_the_model_offers(tmp_path: Path) -> None:
+    _record(tmp_path, "p2", n=60, prompts={"offer": "v2"})
+    rows = _q(
+        tmp_path,
+        "SELECT prompt, payload FROM events WHERE kind = 'action' AND name = 'propose_offer' AND status = 'ok'",
+    )
+    discounts = [json.loads(p)["args"]["discount_pct"] for _, p in rows]
+    assert discounts and max(discounts) <= 25
+    prompts = {r[0] for r in _q(tmp_path, "SELECT DISTINCT prompt FROM events WHERE kind = 'llm'")}
+    assert "offer@v2" in prompts and "offer@v1" not in prompts
+
+
+def test_both_spines_reach_the_same_terminal_states(tmp_path: Path) -> None:
+    p5 = _record(tmp_path, "p5", n=60, options={"spine": "p5"})
+    p3 = _record(tmp_path, "p3", n=60, options={"spine": "p3"})
+    assert p5.terminal == p3.terminal
+    spine_tags = _q(
+        tmp_path,
+        "SELECT run_id, count(*) FROM events WHERE kind = 'state' AND step = 'day-000/terminal' "
+        "AND pattern = CASE run_id WHEN 'p5' THEN 'P5' ELSE 'P3' END GROUP BY 1 ORDER BY 1",
+    )
+    assert spine_tags == [("p3", 60), ("p5", 60)]
+
+
+def test_v3_sometimes_answers_malformed_and_the_boundary_rejects_it(tmp_path: Path) -> None:
+    _record(tmp_path, "v3", n=300, model="sim:renewal@v3")
+    statuses = dict(
+        _q(tmp_path, "SELECT status, count(*) FROM events WHERE kind = 'action' AND name <> 'dispatch' GROUP BY 1")
+    )
+    assert statuses.get("parse_failed", 0) >= 1 and statuses.get("gated", 0) >= 1
+
+
+def test_noise_makes_a_version_disagree_with_itself_across_repeats() -> None:
+    noisy = resolve("sim:renewal@v1?noise=0.5")
+    request = {
+        "messages": [
+            {"role": "system", "content": "Discount guidance: policy allows at most 30%."},
+            {"role": "user", "content": "customer_id: X\ncontract: Month-to-month\nchurn_risk: 0.5"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "propose_offer"}}],
+    }
+
+    async def answers() -> set[str]:
+        out = set()
+        for repeat in range(12):
+            done = await noisy.complete(request, seed=0, repeat=repeat)
+            out.add(done.response["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"])
+        return out
+
+    assert len(asyncio.run(answers())) > 1
+    quiet = resolve("sim:renewal@v1")
+    assert len({json.dumps(asyncio.run(quiet.complete(request, repeat=r)).response) for r in range(5)}) == 1
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "sim:renewal@v9",
+        "sim:renewal",
+        "sim:nothing@v1",
+        "sim:renewal@v1?noise=2",
+        "sim:renewal@v1?temperature=1",
+        "gpt4",
+    ],
+)
+def test_unknown_model_specs_are_refused(spec: str) -> None:
+    with pytest.raises(UnknownModel):
+        resolve(spec)
