@@ -99,9 +99,7 @@ def record(
         print_json(summary.as_dict())
         return
     typer.echo(summary.run_id)
-    rows = [[state, n] for state, n in sorted(summary.terminal.items())]
-    print_table(
-        ["terminal state", "sessions"],
-        rows,
-        title=f"{summary.sessions} sessions · {summary.events} events · {summary.seconds:.2f} s",
+    err_console.print(
+        f"{summary.sessions} sessions, {summary.events} events in {summary.seconds:.2f} s", highlight=False
     )
+    print_table(["terminal state", "sessions"], [[state, n] for state, n in sorted(summary.terminal.items())])
