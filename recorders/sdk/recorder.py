@@ -31,7 +31,7 @@ import xxhash
 from sdb.errors import PayloadError, SdbError
 from sdb.events.canonical import ORJSON_OPTIONS, canonical_bytes, digest, json_default
 from sdb.events.kinds import STATUSES
-from sdb.events.schema import COLUMNS, batch_from_columns
+from sdb.events.schema import COLUMNS, EVENT_SCHEMA, batch_from_columns
 from sdb.store.layout import Store, check_run_id
 from sdb.store.writer import RunWriter
 
@@ -41,6 +41,28 @@ from sdb.store.writer import RunWriter
 ROW_WIDTH: Final = len(COLUMNS) - 1
 _TS: Final = COLUMNS.index("ts")
 _PAYLOAD: Final = COLUMNS.index("payload")
+_MAYBE_CONSTANT: Final = tuple(
+    COLUMNS.index(c)
+    for c in (
+        "session_id",
+        "step",
+        "parent",
+        "kind",
+        "actor",
+        "pattern",
+        "name",
+        "model",
+        "prompt",
+        "status",
+        "latency_ms",
+        "tokens_in",
+        "tokens_out",
+    )
+)
+_SCALAR_TYPES: Final = {
+    i: (pa.string() if pa.types.is_dictionary(EVENT_SCHEMA.field(i).type) else EVENT_SCHEMA.field(i).type)
+    for i in _MAYBE_CONSTANT
+}
 _now_ns = time.time_ns  # converted to microseconds per batch, not per event
 _xxh3 = xxhash.xxh3_64_intdigest
 _dumps = orjson.dumps
@@ -234,7 +256,7 @@ class Session:
             body = _dumps(args, default=json_default, option=ORJSON_OPTIONS)
         except (TypeError, orjson.JSONEncodeError):
             body = canonical_bytes(args)  # raises PayloadError with the reason
-        if body.find(b".0") >= 0 or body.find(b"e+") >= 0:
+        if body.find(b"+") >= 0 or (body.find(b".") >= 0 and body.find(b".0") >= 0):
             body = canonical_bytes(args)
         if call_id is None and error is None:
             payload = b'{"args":' + body + b"}"
@@ -434,6 +456,13 @@ class Recorder:
         # from orjson) taken as binary and viewed as string without a second validation pass
         columns[_TS] = pc.divide(pa.array(columns[_TS], pa.int64()), 1000)
         columns[_PAYLOAD] = pa.array(columns[_PAYLOAD], pa.binary()).view(pa.string())
+        # A column with one value throughout (one session, one actor, no model...) is common: one
+        # C-level count finds it, and a repeated scalar replaces converting every element.
+        for i in _MAYBE_CONSTANT:
+            values = columns[i]
+            first = values[0]
+            if values.count(first) == n:
+                columns[i] = pa.repeat(pa.scalar(first, _SCALAR_TYPES[i]), n)
         self._writer.write(batch_from_columns(columns))
         del queue[:taken]
         return n
