@@ -72,3 +72,17 @@ def test_canonical_json_preserves_the_value(value: Any) -> None:
 @given(st.integers(-(2**53), 2**53))
 def test_int_and_float_of_same_number_share_a_digest(n: int) -> None:
     assert action_digest("a", {"n": n}) == action_digest("a", {"n": float(n)})
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ([1.0], "[1]"),
+        ({"a": {"b": 3.0}}, '{"a":{"b":3}}'),
+        (4.0, "4"),
+        ({"price": "$20.05, then 7.0}", "n": 7.5}, '{"n":7.5,"price":"$20.05, then 7.0}"}'),
+        ({"phone": "+1 555", "big": 1e16}, '{"big":10000000000000000,"phone":"+1 555"}'),
+    ],
+)
+def test_integral_floats_anywhere_are_normalised_and_strings_untouched(value: Any, text: str) -> None:
+    assert canonical_json(value) == text

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import xxhash
 
 from sdb.errors import PayloadError, SdbError
-from sdb.events.canonical import ORJSON_OPTIONS, canonical_bytes, digest, json_default
+from sdb.events.canonical import ORJSON_OPTIONS, canonical_bytes, digest, json_default, no_integral_float
 from sdb.events.kinds import STATUSES
 from sdb.events.schema import COLUMNS, EVENT_SCHEMA, batch_from_columns
 from sdb.store.layout import Store, check_run_id
@@ -256,7 +256,7 @@ class Session:
             body = _dumps(args, default=json_default, option=ORJSON_OPTIONS)
         except (TypeError, orjson.JSONEncodeError):
             body = canonical_bytes(args)  # raises PayloadError with the reason
-        if body.find(b"+") >= 0 or (body.find(b".") >= 0 and body.find(b".0") >= 0):
+        if not no_integral_float(body):
             body = canonical_bytes(args)
         if call_id is None and error is None:
             payload = b'{"args":' + body + b"}"

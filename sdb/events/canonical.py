@@ -14,7 +14,6 @@ import dataclasses
 import decimal
 import enum
 import pathlib
-import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -24,9 +23,6 @@ import xxhash
 from sdb.errors import PayloadError
 
 ORJSON_OPTIONS: Final = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
-# An integral float as orjson writes it: "1.0", "-0.0", "1e+16". Text inside strings may match too;
-# that only sends the value down the (correct) slow path.
-_MAYBE_INTEGRAL_FLOAT = re.compile(rb"\d\.0(?:[,}\]]|$)|\de\+")
 _INT64 = 2**63
 _xxh3 = xxhash.xxh3_64_intdigest
 
@@ -82,18 +78,26 @@ def _normalise(value: Any) -> Any:
         return value  # orjson will name the type in its error
 
 
+def no_integral_float(out: bytes) -> bool:
+    """True when orjson's text surely holds no integral float, so it is already canonical.
+
+    orjson writes an integral float as ``1.0`` (always followed by ``,``, ``}``, ``]`` or the end)
+    or in exponent form ``1e+16``. Plain substring finds rule both out: a one-byte find for the dot
+    first (most payloads have none), then three three-byte finds. A match inside a string only
+    sends the value down the slow (and correct) path.
+    """
+    if out.find(b"+") >= 0:
+        return False
+    if out.find(b".") < 0:
+        return True
+    return out.find(b".0,") < 0 and out.find(b".0}") < 0 and out.find(b".0]") < 0 and not out.endswith(b".0")
+
+
 def canonical_bytes(value: Any) -> bytes:
     """Canonical JSON of ``value`` as UTF-8 bytes. Raises :class:`PayloadError` if it is not JSON."""
     try:
         out = orjson.dumps(value, default=json_default, option=ORJSON_OPTIONS)
-        # Substring scans decide the common case: with no "+" and no ".0", orjson's text holds no
-        # integral float ("1.0", "1e+16"). One-byte finds (memchr) first, the two-byte one only
-        # when there is a dot at all. For a small payload that may hold one, normalising is cheaper
-        # than the exact regex; for a large one the regex first spares a walk when the match was
-        # only inside a string.
-        if out.find(b"+") < 0 and (out.find(b".") < 0 or out.find(b".0") < 0):
-            return out
-        if len(out) > 512 and _MAYBE_INTEGRAL_FLOAT.search(out) is None:
+        if no_integral_float(out):
             return out
         return orjson.dumps(_normalise(value), default=json_default, option=ORJSON_OPTIONS)
     except (TypeError, orjson.JSONEncodeError) as exc:
