@@ -253,7 +253,7 @@ class Session:
         The hot path of a recording: :meth:`_put` is inlined here.
         """
         try:  # canonical_bytes' fast path, inlined; anything unusual takes the full function
-            body = _dumps(args, default=json_default, option=ORJSON_OPTIONS)
+            body = _dumps(args, json_default, ORJSON_OPTIONS)
         except (TypeError, orjson.JSONEncodeError):
             body = canonical_bytes(args)  # raises PayloadError with the reason
         if not no_integral_float(body):

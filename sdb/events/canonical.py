@@ -25,6 +25,7 @@ from sdb.errors import PayloadError
 ORJSON_OPTIONS: Final = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 _INT64 = 2**63
 _xxh3 = xxhash.xxh3_64_intdigest
+_dumps = orjson.dumps
 
 
 def json_default(value: Any) -> Any:
@@ -96,10 +97,10 @@ def no_integral_float(out: bytes) -> bool:
 def canonical_bytes(value: Any) -> bytes:
     """Canonical JSON of ``value`` as UTF-8 bytes. Raises :class:`PayloadError` if it is not JSON."""
     try:
-        out = orjson.dumps(value, default=json_default, option=ORJSON_OPTIONS)
+        out = _dumps(value, json_default, ORJSON_OPTIONS)  # positional: keywords cost ~0.3 us here
         if no_integral_float(out):
             return out
-        return orjson.dumps(_normalise(value), default=json_default, option=ORJSON_OPTIONS)
+        return _dumps(_normalise(value), json_default, ORJSON_OPTIONS)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise PayloadError(f"payload is not JSON-serialisable: {exc}") from None
 
