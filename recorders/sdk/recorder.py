@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import xxhash
 
 from sdb.errors import PayloadError, SdbError
-from sdb.events.canonical import ORJSON_OPTIONS, canonical_bytes, digest, json_default, no_integral_float
+from sdb.events.canonical import canonical_bytes, digest
 from sdb.events.kinds import STATUSES
 from sdb.events.schema import COLUMNS, EVENT_SCHEMA, batch_from_columns
 from sdb.store.layout import Store, check_run_id
@@ -252,12 +252,7 @@ class Session:
 
         The hot path of a recording: :meth:`_put` is inlined here.
         """
-        try:  # canonical_bytes' fast path, inlined; anything unusual takes the full function
-            body = _dumps(args, json_default, ORJSON_OPTIONS)
-        except (TypeError, orjson.JSONEncodeError):
-            body = canonical_bytes(args)  # raises PayloadError with the reason
-        if not no_integral_float(body):
-            body = canonical_bytes(args)
+        body = canonical_bytes(args)
         if call_id is None and error is None:
             payload = b'{"args":' + body + b"}"
         else:
