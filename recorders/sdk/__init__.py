@@ -10,8 +10,11 @@ Example::
             llm = s.llm(request, response, model="gpt-x", prompt="offer@v3", step="day-030/offer")
             act = s.action("send_offer", {"discount": 0.1}, step="day-030/offer", parent=llm)
             s.effect("send_offer", {"sent": True}, parent=act)
+
+The implementation lives in :mod:`sdb.recording`, because the replay engine writes its runs through
+it too (``sdb`` cannot import ``recorders``); this package is its public face.
 """
 
-from recorders.sdk.recorder import Recorder, Session
+from sdb.recording import Recorder, Session
 
 __all__ = ["Recorder", "Session"]

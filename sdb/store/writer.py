@@ -59,7 +59,7 @@ class RunWriter:
     Thread-safe: parts are numbered and published under a lock.
     """
 
-    def __init__(self, store: Store, manifest: RunManifest) -> None:
+    def __init__(self, store: Store, manifest: RunManifest, *, reopen: bool = False) -> None:
         self.store = store
         self.manifest = manifest
         self.dir: Path = store.run_dir(manifest.run_id)
@@ -68,12 +68,38 @@ class RunWriter:
         self._prompts: set[str] = set(manifest.prompts)
         self._models: set[str] = set()
         self._closed = False
-        self.store.runs_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            self.dir.mkdir()
-        except FileExistsError:
-            raise RunExists(f"run {manifest.run_id!r} already exists in store {store.root}") from None
+        self._next_part = 0
+        if reopen:
+            self._recount()
+        else:
+            self.store.runs_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.dir.mkdir()
+            except FileExistsError:
+                raise RunExists(f"run {manifest.run_id!r} already exists in store {store.root}") from None
         self._write_manifest()
+
+    @classmethod
+    def reopen(cls, store: Store, run_id: str) -> RunWriter:
+        """Continue writing a run that did not finish: counts are taken from the parts on disk (a
+        writer may have died between publishing a part and updating the manifest)."""
+        manifest = store.manifest(run_id)
+        manifest.status = "partial"
+        manifest.finished = None
+        manifest.interrupted = None
+        return cls(store, manifest, reopen=True)
+
+    def _recount(self) -> None:
+        parts = self.store.part_paths(self.manifest.run_id)
+        events = 0
+        for part in parts:
+            table = pq.read_table(part, columns=["session_id"])
+            events += table.num_rows
+            self._sessions.update(str(s) for s in table.column("session_id").unique().to_pylist())
+        self._next_part = max((int(p.stem.split("-")[1]) for p in parts), default=-1) + 1
+        self.manifest.parts = len(parts)
+        self.manifest.events = events
+        self.manifest.sessions = len(self._sessions)
 
     @classmethod
     def create(
@@ -111,13 +137,14 @@ class RunWriter:
         with self._lock:
             if self._closed:
                 raise SdbError(f"run {self.run_id}: already closed, cannot write more events")
-            path = self.dir / part_name(self.manifest.parts)
+            path = self.dir / part_name(self._next_part)
             tmp = self.dir / f".{path.name}.tmp"
             pq.write_table(table, tmp, compression=COMPRESSION, row_group_size=max(table.num_rows, 1))
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
             self._note_vocabulary(table)
+            self._next_part += 1
             self.manifest.parts += 1
             self.manifest.events += table.num_rows
             self.manifest.sessions = len(self._sessions)

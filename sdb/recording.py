@@ -77,6 +77,18 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
+def _resumed_counters(store: Store, run_id: str) -> dict[str, Callable[[], int]]:
+    """Per-session seq counters that continue after the events already in a run."""
+    import pyarrow.parquet as pq
+
+    last: dict[str, int] = {}
+    for part in store.part_paths(run_id):
+        table = pq.read_table(part, columns=["session_id", "seq"])
+        for row in table.group_by("session_id").aggregate([("seq", "max")]).to_pylist():
+            last[row["session_id"]] = max(last.get(row["session_id"], -1), int(row["seq_max"]))
+    return {session: itertools.count(seq + 1).__next__ for session, seq in last.items()}
+
+
 def _usage(response: Any) -> tuple[int | None, int | None]:
     """Token counts from an OpenAI (``prompt_tokens``) or Anthropic (``input_tokens``) usage block."""
     if not isinstance(response, Mapping):
@@ -197,6 +209,7 @@ class Session:
         parent: int | None = None,
         actor: str | None = None,
         pattern: str | None = None,
+        replay: Mapping[str, Any] | None = None,
     ) -> int:
         """A model call: the whole request, the raw response, and the prompt ``name@version``.
 
@@ -207,7 +220,8 @@ class Session:
         if prompt is not None and "@" not in prompt:
             raise PayloadError(f"prompt {prompt!r} must be NAME@VERSION, e.g. offer@v3")
         req = canonical_bytes(request)
-        parts = [b'{"request":', req, b',"response":', canonical_bytes(response)]
+        parts = [b'{"replay":', canonical_bytes(replay)] if replay is not None else [b"{"]
+        parts += [b"," if replay is not None else b"", b'"request":', req, b',"response":', canonical_bytes(response)]
         if variables is not None:
             parts += [b',"variables":', canonical_bytes(variables)]
         parts.append(b"}")
@@ -245,6 +259,7 @@ class Session:
         error: Any = None,
         actor: str | None = None,
         pattern: str | None = None,
+        replay: Mapping[str, Any] | None = None,
     ) -> int:
         """An action the model proposed (a tool call); its digest is of ``name`` + canonical ``args``.
 
@@ -253,12 +268,14 @@ class Session:
         The hot path of a recording: :meth:`_put` is inlined here.
         """
         body = canonical_bytes(args)
-        if call_id is None and error is None:
+        if call_id is None and error is None and replay is None:
             payload = b'{"args":' + body + b"}"
         else:
             payload = b'{"args":' + body + b',"call_id":' + _dumps(call_id)
             if error is not None:
                 payload += b',"error":' + canonical_bytes(error)
+            if replay is not None:
+                payload += b',"replay":' + canonical_bytes(replay)
             payload += b"}"
         if status != "ok" and status not in _STATUSES:
             raise PayloadError(f"status {status!r} is not one of {', '.join(STATUSES)}")
@@ -348,9 +365,13 @@ class Session:
         parent: int | None = None,
         actor: str | None = None,
         pattern: str | None = None,
+        replay: Mapping[str, Any] | None = None,
     ) -> int:
         """An error at ``name`` (a provider failure, a handler exception); counted apart from divergence."""
-        body = canonical_bytes({"detail": detail, "message": message})
+        fields = {"detail": detail, "message": message}
+        if replay is not None:
+            fields["replay"] = replay
+        body = canonical_bytes(fields)
         dig = digest(name, canonical_bytes(message))
         return self._put("error", name, body, dig, step, parent, "error", actor, pattern)
 
@@ -373,6 +394,8 @@ class Recorder:
         handle_signals: bool = True,
         actor: str = "agent",
         pattern: str = "",
+        resume: bool = False,
+        recorder: str = "sdk",
     ) -> None:
         if flush_events < 1 or flush_interval <= 0:
             raise SdbError("flush_events must be >= 1 and flush_interval > 0")
@@ -387,9 +410,15 @@ class Recorder:
         self.flush_events = flush_events
         self.flush_interval = flush_interval
         self._flush_items = flush_events * ROW_WIDTH
-        self._writer = RunWriter.create(self.store, self.run_id, recorder="sdk", meta=meta, **fields)
+        if resume:
+            if not run_id:
+                raise SdbError("resume needs the run id of the run to continue")
+            self._writer = RunWriter.reopen(self.store, self.run_id)
+        else:
+            self._writer = RunWriter.create(self.store, self.run_id, recorder=recorder, meta=meta, **fields)
         self._queue: list[Any] = []
-        self._counters: dict[str, Callable[[], int]] = {}
+        self._counters: dict[str, Callable[[], int]] = _resumed_counters(self.store, self.run_id) if resume else {}
+        self._unit_lock = threading.Lock()
         self._counters_lock = threading.Lock()
         self._side: dict[str, Any] = {}
         self._flush_lock = threading.Lock()
@@ -441,7 +470,8 @@ class Recorder:
         queue = self._queue
         # Callers only extend the end; only this method (under the lock) cuts the front, and only
         # after the part is published. Each is one atomic list operation: nothing lost or split.
-        taken = len(queue)
+        with self._unit_lock:  # never between the events of a unit
+            taken = len(queue)
         if taken == 0:
             return 0
         n = taken // ROW_WIDTH
@@ -504,6 +534,13 @@ class Recorder:
                 signum, self._deferred_signal = self._deferred_signal, None
                 if signum is not None:
                     self._on_signal(signum, None)
+
+    @contextlib.contextmanager
+    def unit(self) -> Iterator[None]:
+        """Events recorded inside this block reach disk together or not at all: no flush splits them
+        (a replay step's llm and action events, so that a resumed replay never sees half a step)."""
+        with self._unit_lock:
+            yield
 
     def side_file(self, name: str) -> Callable[[Mapping[str, Any]], None]:
         """An appender of JSON lines to ``runs/<run_id>/<name>``, beside the events (ground truth,
