@@ -10,6 +10,7 @@ import typer
 
 from cli import inspect, patterns_cmd
 from cli.record import record
+from cli.replay import replay
 from sdb import __version__
 from sdb.errors import SdbError
 
@@ -51,6 +52,7 @@ def main(
 
 inspect.register(app)
 app.command()(record)
+app.command()(replay)
 app.add_typer(patterns_cmd.app, name="patterns")
 
 

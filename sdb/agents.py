@@ -71,6 +71,13 @@ class AgentContext:
     prompt_versions: Mapping[str, str] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
     truth: Callable[[dict[str, Any]], None] | None = None
+    commit: Commit = "execute"  # how crossings commit: run handlers, or (replay) serve recorded effects
+    humans: Callable[[Callable[[Mapping[str, Any]], Any]], Callable[[Mapping[str, Any]], Any]] | None = None
+
+    def human(self, decider: Callable[[Mapping[str, Any]], Any]) -> Callable[[Mapping[str, Any]], Any]:
+        """The human to ask: ``decider`` itself, or in a replay the recorded decisions (identical
+        questions only)."""
+        return self.humans(decider) if self.humans is not None else decider
 
     def prompt_ref(self, ref: str) -> str:
         """``ref`` with its version replaced when a newer one was asked for (``--prompt offer@v2``)."""
@@ -134,10 +141,11 @@ class AgentContext:
         actor: str | None = None,
         pattern: str | None = None,
         guards: Sequence[Guard] = (),
-        commit: Commit = "execute",
+        commit: Commit | None = None,
         retries: int = 1,
     ) -> Crossing:
         """Ask, cross the boundary, and hand a rejection back to the model up to ``retries`` times."""
+        commit = self.commit if commit is None else commit
         history: list[dict[str, Any]] = []
         crossing: Crossing | None = None
         for _ in range(retries + 1):

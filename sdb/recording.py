@@ -68,7 +68,7 @@ _xxh3 = xxhash.xxh3_64_intdigest
 _dumps = orjson.dumps
 _STATUSES: Final = frozenset(STATUSES)
 _ALLOW: Final = frozenset({"allow", "allowed", "approve", "approved", "pass", "passed", "ok", "accept"})
-_MANIFEST_KEYS: Final = ("source_run", "model", "prompts", "mode", "agent", "git_commit")
+_MANIFEST_KEYS: Final = ("source_run", "model", "prompts", "mode", "agent", "git_commit", "repeat")
 _SignalHandler = Callable[[int, types.FrameType | None], Any] | int | None
 
 

@@ -6,11 +6,12 @@ commit (run the handler, record its effect), or reject (a typed rejection handed
 
 from sdb.boundary.actions import ActionSpec, FieldError, InvalidArguments
 from sdb.boundary.boundary import Boundary, Commit, UnknownAction
-from sdb.boundary.crossing import Crossing, Rejection
+from sdb.boundary.crossing import EXECUTE, Crossing, Rejection, StopSession
 from sdb.boundary.guards import Guard, GuardDecision, ValidAction
 from sdb.boundary.proposal import ParseFailure, Proposal, parse_response
 
 __all__ = [
+    "EXECUTE",
     "ActionSpec",
     "Boundary",
     "Commit",
@@ -22,6 +23,7 @@ __all__ = [
     "ParseFailure",
     "Proposal",
     "Rejection",
+    "StopSession",
     "UnknownAction",
     "ValidAction",
     "parse_response",

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
-from sdb.boundary.actions import ActionSpec, Handler, InvalidArguments
-from sdb.boundary.crossing import Crossing, Rejection
+from sdb.boundary.actions import ActionSpec, FieldError, Handler, InvalidArguments
+from sdb.boundary.crossing import EXECUTE, Crossing, Rejection, StopSession
 from sdb.boundary.guards import Guard, GuardDecision, ValidAction
 from sdb.boundary.proposal import ParseFailure, Proposal, parse_response
 from sdb.errors import SdbError
@@ -35,10 +35,13 @@ class UnknownAction(SdbError):
 class Boundary:
     """An agent's action vocabulary and the rules for crossing it."""
 
-    def __init__(self, name: str = "agent", guards: Iterable[Guard] = ()) -> None:
+    def __init__(self, name: str = "agent", guards: Iterable[Guard] = (), *, open_vocabulary: bool = False) -> None:
         self.name = name
         self.actions: dict[str, ActionSpec] = {}
         self.guards: list[Guard] = list(guards)
+        # an open vocabulary accepts any action name with object arguments, unvalidated: for runs
+        # whose agent code is not at hand (recorded by the proxy or an importer)
+        self.open_vocabulary = open_vocabulary
 
     @overload
     def action(self, fn: F) -> F: ...
@@ -84,6 +87,11 @@ class Boundary:
 
     def verify(self, proposal: Proposal) -> ValidAction:
         """Validate and normalise one proposal; raises :class:`InvalidArguments` or :class:`UnknownAction`."""
+        if self.open_vocabulary and proposal.name not in self.actions:
+            if not isinstance(proposal.args, Mapping):
+                raise InvalidArguments([FieldError("(arguments)", "expected an object")])
+            args = dict(proposal.args)
+            return ValidAction(proposal.name, args, action_digest(proposal.name, args), proposal.call_id)
         spec = self.spec(proposal.name)
         args = spec.normalize(spec.validate(proposal.args))
         return ValidAction(
@@ -189,12 +197,15 @@ class Boundary:
             return Crossing("ok", valid, seq, llm_seq, tuple(decisions))
         started = time.perf_counter()
         try:
+            result = EXECUTE
             if callable(commit):
                 result = commit(valid)
                 if inspect.isawaitable(result):
                     result = await result
-            else:
+            if result is EXECUTE:
                 result = await self.spec(valid.name).run(valid.args)
+        except StopSession:
+            raise
         except Exception as exc:  # a handler failure is recorded, never reported as success
             message = f"{type(exc).__name__}: {exc}"
             sink.error(

@@ -12,6 +12,14 @@ from typing import Any
 from sdb.boundary.guards import GuardDecision, ValidAction
 
 
+class StopSession(Exception):
+    """Raised by a commit policy to end the episode here (a closed-loop replay reached an action with no
+    recorded effect); the boundary lets it through instead of recording it as a handler error."""
+
+
+EXECUTE = object()  # returned by a commit callable: run the action's own handler after all
+
+
 @dataclass(frozen=True)
 class Rejection:
     """Why an action was not committed: ``parse_failed``, ``invalid`` or ``gated``, with details."""

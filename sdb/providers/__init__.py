@@ -5,12 +5,13 @@ the workloads), and, as the replay issue adds them, ``recorded``, ``openai:MODEL
 ``anthropic:MODEL`` and ``py:module:function``.
 """
 
-from sdb.providers.base import Completion, Provider, UnknownModel
+from sdb.providers.base import Completion, Provider, ProviderError, UnknownModel
 from sdb.providers.registry import known_specs, register_family, register_simulator, resolve
 
 __all__ = [
     "Completion",
     "Provider",
+    "ProviderError",
     "UnknownModel",
     "known_specs",
     "register_family",

@@ -12,6 +12,19 @@ class UnknownModel(SdbError):
     """A model spec no provider answers to."""
 
 
+class ProviderError(Exception):
+    """A model call that failed. ``retryable`` says whether asking again may help (429, 5xx,
+    timeouts, connection errors); ``retry_after`` is the server's ``Retry-After`` in seconds."""
+
+    def __init__(
+        self, message: str, *, retryable: bool, retry_after: float | None = None, status: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.status = status
+
+
 @dataclass(frozen=True)
 class Completion:
     """A model's answer: the raw response (OpenAI chat-completions shape) and, for simulators only,

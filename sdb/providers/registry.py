@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from urllib.parse import parse_qsl
 
 from sdb.providers.base import Provider, UnknownModel
@@ -24,9 +24,20 @@ def register_simulator(name: str, factory: SimFactory) -> None:
     _SIMULATORS[name] = factory
 
 
+def _load_builtin_families() -> None:
+    """Register openai:, anthropic: and py: on first use (their modules import their SDKs lazily)."""
+    if "openai" not in _FAMILIES:
+        from sdb.providers import openai_compat, python_callable
+
+        register_family("openai", openai_compat.make_openai)
+        register_family("anthropic", openai_compat.make_anthropic)
+        register_family("py", python_callable.make_python)
+
+
 def known_specs() -> list[str]:
     """What ``--model`` accepts, for error messages and ``--help``."""
-    return sorted([*(f"{p}:MODEL" for p in _FAMILIES), *(f"sim:{n}@vN" for n in _SIMULATORS)])
+    _load_builtin_families()
+    return sorted(["recorded", *(f"{p}:MODEL" for p in _FAMILIES), *(f"sim:{n}@vN" for n in _SIMULATORS)])
 
 
 def _split(spec: str) -> tuple[str, dict[str, str]]:
@@ -38,9 +49,14 @@ def _split(spec: str) -> tuple[str, dict[str, str]]:
     return body, params
 
 
-def resolve(spec: str) -> Provider:
-    """The provider for ``spec``; an unknown one is a one-line :class:`UnknownModel`."""
+def resolve(spec: str, options: Mapping[str, str] | None = None) -> Provider:
+    """The provider for ``spec``; an unknown one is a one-line :class:`UnknownModel`.
+
+    ``options`` (``base_url``, ``timeout`` ...) reach the family's factory with the spec's parameters.
+    """
+    _load_builtin_families()
     body, params = _split(spec.strip())
+    params = {**params, **{k: v for k, v in (options or {}).items() if v is not None}}
     family, sep, rest = body.partition(":")
     if family == "sim" and sep:
         name, at, version = rest.partition("@")

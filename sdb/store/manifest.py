@@ -31,6 +31,7 @@ class RunManifest(BaseModel):
     prompts: list[str] = Field(default_factory=list)
     mode: str = "record"
     agent: str | None = None
+    repeat: int | None = None
     sdbctl_version: str
     git_commit: str | None = None
     sessions: int = 0

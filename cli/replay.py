@@ -1,0 +1,139 @@
+"""``sdbctl replay``: ask a recorded run's questions again under another model or prompt version."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cli.options import JsonOption, StoreOption
+
+
+def replay(
+    run_id: Annotated[
+        str | None, typer.Argument(metavar="RUN", help="The run to replay (not needed with --resume).")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="recorded (the recorded answers: zero divergence), sim:NAME@vN[?noise=X] (SIMULATORS), "
+            "openai:MODEL (any OpenAI-compatible server; --base-url, OPENAI_API_KEY), anthropic:MODEL "
+            "(pip install 'sdbctl[anthropic]'), py:MODULE:FUNCTION.",
+        ),
+    ] = None,
+    prompt: Annotated[
+        list[str] | None, typer.Option("--prompt", "-p", help="Re-render this template version, NAME@VERSION.")
+    ] = None,
+    mode: Annotated[
+        str, typer.Option("--mode", help="step (ask each recorded step) or session (closed loop).")
+    ] = "step",
+    repeat: Annotated[int, typer.Option("--repeat", help="Ask every step N times (the noise floor).")] = 1,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Model calls in flight at once.")] = 8,
+    rpm: Annotated[float | None, typer.Option("--rpm", help="At most this many requests per minute.")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds before a model call is given up.")] = 60.0,
+    retries: Annotated[int, typer.Option("--retries", help="Attempts per call (429, 5xx, timeouts).")] = 5,
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="Base URL of an OpenAI-compatible or Anthropic server.")
+    ] = None,
+    on_divergence: Annotated[
+        str, typer.Option("--on-divergence", help="session mode: stop (default) or continue through pure handlers.")
+    ] = "stop",
+    new_run_id: Annotated[str | None, typer.Option("--run-id", help="Id of the new run (default: generated).")] = None,
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="Complete this partial replay run; no finished step is asked again.")
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Ask the model even when the cache has the answer.")
+    ] = False,
+    store: StoreOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Replay a run under another model or prompt version; prints the new run's id.
+
+    Step mode asks every recorded llm step again with its recorded context and records the actions the
+    answers propose (effects are never executed). Session mode runs the agent again, serving recorded
+    effects and human decisions for identical actions.
+
+    Example: sdbctl replay @latest --model sim:renewal@v2 --prompt offer@v2 --concurrency 16
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    import fixtures.workloads
+    from cli.render import err_console, print_json
+    from sdb.errors import UsageError
+    from sdb.replay.engine import ReplayOptions, ReplayProgress
+    from sdb.replay.engine import replay as run_replay
+    from sdb.store import Store
+
+    fixtures.workloads.register_all()
+    if resume is None and (run_id is None or model is None):
+        raise UsageError("replay needs RUN and --model (or --resume RUN_ID)")
+    versions: dict[str, str] = {}
+    for ref in prompt or []:
+        name, at, version = ref.partition("@")
+        if not at or not name or not version:
+            raise UsageError(f"--prompt {ref!r}: use NAME@VERSION, e.g. offer@v2")
+        versions[name] = version
+    opts = ReplayOptions(
+        model=model or "",
+        prompts=versions,
+        mode=mode,
+        repeat=repeat,
+        concurrency=concurrency,
+        rpm=rpm,
+        timeout=timeout,
+        retries=retries,
+        cache=not no_cache,
+        on_divergence=on_divergence,
+        base_url=base_url,
+        run_id=new_run_id,
+    )
+    st = Store.open(store)
+    with Progress(
+        TextColumn("[bold]replay[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]} steps/s"),
+        TimeRemainingColumn(),
+        TimeElapsedColumn(),
+        TextColumn("[yellow]{task.fields[div]} diverged[/] [red]{task.fields[err]} errors[/]"),
+        console=err_console,
+        transient=True,
+        disable=json,
+    ) as bar:
+        task = bar.add_task("replay", total=None, rate="-", div=0, err=0)
+
+        def show(p: ReplayProgress) -> None:
+            speed = bar.tasks[task].speed
+            bar.update(
+                task,
+                total=p.total,
+                completed=p.done,
+                div=p.divergences,
+                err=p.errors,
+                rate=f"{speed:.1f}" if speed else "-",
+            )
+
+        result = run_replay(st, run_id or "", opts, resume=resume, on_progress=show)
+    if json:
+        print_json(result.as_dict())
+        return
+    typer.echo(result.run_id)
+    p = result.progress
+    err_console.print(
+        f"{p.done}/{p.total} steps ({p.skipped} resumed) in {result.seconds:.2f} s · {p.asked} model calls, "
+        f"{p.cached} from cache, {p.retried} retries · {p.divergences} diverged · {p.errors} errors"
+        + (f" · {p.stopped_sessions} sessions stopped" if p.stopped_sessions else ""),
+        highlight=False,
+    )

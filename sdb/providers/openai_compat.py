@@ -1,0 +1,198 @@
+"""Real models: any OpenAI-compatible server through the official ``openai`` SDK, and Anthropic's
+Messages API through the ``anthropic`` SDK (the optional extra ``sdbctl[anthropic]``).
+
+Only standard chat-completions fields are sent, and tool calls, content and usage are read from their
+standard places, so vLLM, Ollama and LiteLLM behave like OpenAI. The SDKs' own retries are off: the
+replay engine retries, honouring ``Retry-After``. The raw JSON the server returned is what is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from sdb.providers.base import Completion, ProviderError, UnknownModel
+
+# The request fields an OpenAI-compatible server is expected to understand.
+STANDARD_FIELDS = (
+    "messages",
+    "tools",
+    "tool_choice",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "seed",
+    "response_format",
+    "n",
+    "presence_penalty",
+    "frequency_penalty",
+    "parallel_tool_calls",
+)
+
+
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    if not headers:
+        return None
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return float(value) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def _timeout(params: Mapping[str, str]) -> float:
+    try:
+        return float(params.get("timeout", "60"))
+    except ValueError:
+        raise UnknownModel(f"timeout must be a number of seconds, not {params.get('timeout')!r}") from None
+
+
+class OpenAICompatible:
+    """``openai:MODEL``: chat completions on any OpenAI-compatible server."""
+
+    def __init__(self, model: str, params: Mapping[str, str]) -> None:
+        try:
+            import openai
+        except ImportError:  # pragma: no cover - openai is a core dependency
+            raise UnknownModel("openai:MODEL needs the openai package") from None
+        self._openai = openai
+        self.model = model
+        self.spec = f"openai:{model}"
+        base_url = params.get("base_url") or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        api_key = os.environ.get("OPENAI_API_KEY") or ("sk-no-key" if "base_url" in params else None)
+        if api_key is None:
+            raise UnknownModel("openai:MODEL needs OPENAI_API_KEY (or --base-url for a local server)")
+        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=_timeout(params))
+
+    async def complete(self, request: dict[str, Any], *, seed: int = 0, repeat: int = 0) -> Completion:
+        body = {k: request[k] for k in STANDARD_FIELDS if k in request}
+        openai = self._openai
+        started = time.perf_counter()
+        try:
+            raw = await self.client.chat.completions.with_raw_response.create(model=self.model, **body)
+            data = json.loads(raw.text)
+        except openai.APIStatusError as exc:
+            status = exc.status_code
+            raise ProviderError(
+                f"{self.spec}: HTTP {status}: {str(exc)[:200]}",
+                retryable=status == 429 or status >= 500,
+                retry_after=_retry_after(exc.response.headers),
+                status=status,
+            ) from None
+        except openai.APITimeoutError:
+            raise ProviderError(f"{self.spec}: timed out", retryable=True) from None
+        except openai.APIConnectionError as exc:
+            raise ProviderError(f"{self.spec}: cannot connect ({exc})", retryable=True) from None
+        except json.JSONDecodeError as exc:
+            raise ProviderError(f"{self.spec}: answer is not JSON ({exc.msg})", retryable=False) from None
+        return Completion(data, latency_ms=(time.perf_counter() - started) * 1000)
+
+
+def _to_anthropic(request: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """An OpenAI-shaped request as a Messages API request."""
+    system = [m["content"] for m in request.get("messages", []) if m.get("role") == "system"]
+    messages: list[dict[str, Any]] = []
+    for m in request.get("messages", []):
+        role = m.get("role")
+        if role == "system":
+            continue
+        if role == "tool":
+            block = {"type": "tool_result", "tool_use_id": m.get("tool_call_id"), "content": str(m.get("content"))}
+            messages.append({"role": "user", "content": [block]})
+        elif role == "assistant" and m.get("tool_calls"):
+            blocks: list[dict[str, Any]] = [{"type": "text", "text": m["content"]}] if m.get("content") else []
+            for call in m["tool_calls"]:
+                args = call["function"].get("arguments") or "{}"
+                try:
+                    parsed = json.loads(args) if isinstance(args, str) else args
+                except json.JSONDecodeError:
+                    parsed = {"_raw": args}
+                blocks.append(
+                    {"type": "tool_use", "id": call.get("id"), "name": call["function"]["name"], "input": parsed}
+                )
+            messages.append({"role": "assistant", "content": blocks})
+        else:
+            messages.append({"role": role, "content": m.get("content") or ""})
+    out: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": request.get("max_tokens", 1024)}
+    if system:
+        out["system"] = "\n\n".join(str(s) for s in system)
+    if request.get("tools"):
+        out["tools"] = [
+            {
+                "name": t["function"]["name"],
+                "description": t["function"].get("description", ""),
+                "input_schema": t["function"].get("parameters", {"type": "object"}),
+            }
+            for t in request["tools"]
+            if "function" in t
+        ]
+    if "temperature" in request:
+        out["temperature"] = request["temperature"]
+    return out
+
+
+class AnthropicMessages:
+    """``anthropic:MODEL``: the Messages API; the raw Messages answer is kept (the boundary reads
+    ``tool_use`` blocks)."""
+
+    def __init__(self, model: str, params: Mapping[str, str]) -> None:
+        try:
+            import anthropic
+        except ImportError:
+            raise UnknownModel("anthropic:MODEL needs the optional extra: pip install 'sdbctl[anthropic]'") from None
+        self._anthropic = anthropic
+        self.model = model
+        self.spec = f"anthropic:{model}"
+        base_url = params.get("base_url") or os.environ.get("ANTHROPIC_BASE_URL")
+        api_key = os.environ.get("ANTHROPIC_API_KEY") or ("no-key" if base_url else None)
+        if api_key is None:
+            raise UnknownModel("anthropic:MODEL needs ANTHROPIC_API_KEY (or --base-url for a local server)")
+        self.client = anthropic.AsyncAnthropic(
+            base_url=base_url, api_key=api_key, max_retries=0, timeout=_timeout(params)
+        )
+
+    async def complete(self, request: dict[str, Any], *, seed: int = 0, repeat: int = 0) -> Completion:
+        anthropic = self._anthropic
+        started = time.perf_counter()
+        try:
+            raw = await self.client.messages.with_raw_response.create(**_to_anthropic(request, self.model))
+            data = json.loads(raw.text)
+        except anthropic.APIStatusError as exc:
+            status = exc.status_code
+            raise ProviderError(
+                f"{self.spec}: HTTP {status}: {str(exc)[:200]}",
+                retryable=status in (429, 529) or status >= 500,
+                retry_after=_retry_after(exc.response.headers),
+                status=status,
+            ) from None
+        except anthropic.APITimeoutError:
+            raise ProviderError(f"{self.spec}: timed out", retryable=True) from None
+        except anthropic.APIConnectionError as exc:
+            raise ProviderError(f"{self.spec}: cannot connect ({exc})", retryable=True) from None
+        return Completion(data, latency_ms=(time.perf_counter() - started) * 1000)
+
+
+def make_openai(model: str, params: dict[str, str]) -> OpenAICompatible:
+    return OpenAICompatible(model, params)
+
+
+def make_anthropic(model: str, params: dict[str, str]) -> AnthropicMessages:
+    return AnthropicMessages(model, params)

@@ -1,0 +1,564 @@
+"""The replay engine: ask recorded questions again under another model or prompt, and record the answers.
+
+Two modes:
+
+- ``step`` (default, needs no agent code): every recorded ``llm`` step is asked again with its
+  recorded context (its prompt re-rendered from the recorded variables where a new version is
+  given); the answer crosses the boundary rules (parse, validate, normalize, digest) and its actions
+  are written with the source's session and step. Effects are never executed.
+- ``session`` (closed loop): the agent named in the source manifest runs again on the recorded
+  inputs; an action identical (same digest) to a recorded one gets the recorded effect, and so does a
+  human question identical to a recorded one; at the first action with no recorded effect the session
+  stops (or, with ``on_divergence="continue"``, goes on through handlers marked ``pure``).
+
+Model calls are paced (concurrency, requests per minute), retried with backoff that honours
+Retry-After, bounded by a timeout, and cached in the store. A provider error after the last retry is
+an ``error`` event for that step, counted apart from divergence. Each step's events are written as
+one unit, so an interrupted replay (``partial``) resumes without asking any finished step again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from sdb.agents import AgentContext, Workload, load_agent
+from sdb.boundary import EXECUTE, Boundary, InvalidArguments, StopSession, UnknownAction, ValidAction
+from sdb.boundary.proposal import ParseFailure, parse_response
+from sdb.errors import SdbError, UsageError
+from sdb.events.canonical import canonical_bytes, digest
+from sdb.providers import Completion, Provider, ProviderError, resolve
+from sdb.recording import Recorder, Session
+from sdb.replay.cache import ResponseCache, cache_key
+from sdb.replay.limits import RateLimiter, RetryPolicy, call_with_retries
+from sdb.replay.source import SourceStep, finished_units, load_steps
+from sdb.store.layout import Store
+from sdb.store.views import connect, query_arrow
+
+RECORDED = "recorded"
+MODES = ("step", "session")
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    """Everything ``sdbctl replay`` can be told; keyword-only on purpose."""
+
+    model: str
+    prompts: Mapping[str, str] = field(default_factory=dict)
+    mode: str = "step"
+    repeat: int = 1
+    concurrency: int = 8
+    rpm: float | None = None
+    timeout: float = 60.0
+    retries: int = 5
+    cache: bool = True
+    on_divergence: str = "stop"
+    base_url: str | None = None
+    run_id: str | None = None
+    seed: int | None = None
+
+
+@dataclass
+class ReplayProgress:
+    """Counters for the progress bar and the final summary."""
+
+    total: int = 0
+    done: int = 0
+    skipped: int = 0
+    asked: int = 0
+    cached: int = 0
+    retried: int = 0
+    errors: int = 0
+    divergences: int = 0
+    stopped_sessions: int = 0
+
+
+@dataclass
+class ReplayResult:
+    run_id: str
+    source_run: str
+    mode: str
+    model: str
+    status: str
+    seconds: float
+    cpu_seconds: float
+    progress: ReplayProgress
+
+    def as_dict(self) -> dict[str, Any]:
+        p = self.progress
+        return {
+            "run_id": self.run_id,
+            "source_run": self.source_run,
+            "mode": self.mode,
+            "model": self.model,
+            "status": self.status,
+            "steps": p.total,
+            "steps_done": p.done,
+            "resumed_steps": p.skipped,
+            "model_calls": p.asked,
+            "cache_hits": p.cached,
+            "retries": p.retried,
+            "errors": p.errors,
+            "divergences": p.divergences,
+            "stopped_sessions": p.stopped_sessions,
+            "seconds": round(self.seconds, 3),
+            "cpu_seconds_per_step": round(self.cpu_seconds / max(p.done, 1), 6),
+        }
+
+
+def _agent(manifest_agent: str | None) -> Workload | None:
+    if not manifest_agent:
+        return None
+    try:
+        return load_agent(manifest_agent)
+    except SdbError:
+        return None
+
+
+class _Caller:
+    """A provider wrapped with the cache, the rate limit, retries, the timeout and the counters."""
+
+    def __init__(
+        self, provider: Provider, opts: ReplayOptions, cache: ResponseCache | None, progress: ReplayProgress
+    ) -> None:
+        self.provider = provider
+        self.opts = opts
+        self.cache = cache
+        self.progress = progress
+        self.limiter = RateLimiter(opts.rpm)
+        self.policy = RetryPolicy(attempts=max(1, opts.retries))
+        self.spec = provider.spec
+
+    async def ask(self, request: dict[str, Any], *, seed: int, repeat: int) -> Completion:
+        key = cache_key(self.spec, request, seed) if self.cache is not None else ""
+        if self.cache is not None and self.opts.repeat == 1:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.progress.cached += 1
+                return Completion(hit)
+
+        def retried(attempt: int, error: ProviderError, pause: float) -> None:
+            self.progress.retried += 1
+
+        async def once() -> Completion:
+            self.progress.asked += 1
+            return await self.provider.complete(request, seed=seed, repeat=repeat)
+
+        done = await call_with_retries(
+            once, policy=self.policy, limiter=self.limiter, timeout=self.opts.timeout, on_retry=retried
+        )
+        if self.cache is not None:
+            self.cache.put(key, done.response)
+        return done
+
+
+def _without_model(request: Mapping[str, Any]) -> bytes:
+    return canonical_bytes({k: v for k, v in request.items() if k != "model"})
+
+
+class Replayer:
+    """One replay of one source run (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        source_run: str,
+        opts: ReplayOptions,
+        *,
+        resume: str | None = None,
+        on_progress: Callable[[ReplayProgress], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.resume = resume
+        self.on_progress = on_progress
+        if resume is not None:
+            partial = store.manifest(resume)
+            if partial.status == "complete":
+                raise UsageError(f"run {resume!r} is complete; there is nothing to resume")
+            saved = partial.meta.get("replay")
+            if not saved or not partial.source_run:
+                raise UsageError(f"run {resume!r} is not a replay run, so it cannot be resumed")
+            opts = ReplayOptions(**{**saved, "prompts": dict(saved.get("prompts") or {}), "run_id": resume})
+            source_run = partial.source_run
+        self.opts = opts
+        self.source = store.manifest(source_run)
+        self.source_run = self.source.run_id
+        if opts.mode not in MODES:
+            raise UsageError(f"--mode must be step or session, not {opts.mode!r}")
+        if opts.repeat < 1 or opts.concurrency < 1:
+            raise UsageError("--repeat and --concurrency must be 1 or more")
+        if opts.on_divergence not in ("stop", "continue"):
+            raise UsageError("--on-divergence must be stop or continue")
+        self.workload = _agent(self.source.agent)
+        agent_args = dict(self.source.meta.get("agent_args") or {})
+        self.seed = opts.seed if opts.seed is not None else int(agent_args.get("seed") or 0)
+        if opts.prompts:
+            if self.workload is None:
+                raise UsageError(
+                    f"--prompt needs the agent's prompt templates, and run {self.source_run!r} names no agent "
+                    f"that can be loaded ({self.source.agent or 'none recorded'})"
+                )
+            for name, version in opts.prompts.items():
+                self.workload.prompts.check(f"{name}@{version}")  # refused before any model call
+        if opts.mode == "session" and self.workload is None:
+            raise UsageError(
+                f"--mode session runs the agent again, and run {self.source_run!r} names no agent "
+                f"that can be loaded ({self.source.agent or 'none recorded'})"
+            )
+        self.recorded = opts.model == RECORDED
+        self.provider = (
+            None if self.recorded else resolve(opts.model, {"base_url": opts.base_url} if opts.base_url else None)
+        )
+        self.progress = ReplayProgress()
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def run(self) -> ReplayResult:
+        started, cpu = time.perf_counter(), time.process_time()
+        opts = self.opts
+        saved: dict[str, Any] = {
+            "model": opts.model,
+            "prompts": dict(opts.prompts),
+            "mode": opts.mode,
+            "repeat": opts.repeat,
+            "concurrency": opts.concurrency,
+            "rpm": opts.rpm,
+            "timeout": opts.timeout,
+            "retries": opts.retries,
+            "cache": opts.cache,
+            "on_divergence": opts.on_divergence,
+            "base_url": opts.base_url,
+            "seed": self.seed,
+        }
+        meta: dict[str, Any] = {
+            "source_run": self.source_run,
+            "model": opts.model,
+            "mode": opts.mode,
+            "repeat": opts.repeat,
+            "agent": self.source.agent,
+            "prompts": [f"{k}@{v}" for k, v in sorted(opts.prompts.items())],
+            "replay": saved,
+        }
+        rec = Recorder(
+            store=self.store.root,
+            meta=meta,
+            run_id=self.resume or opts.run_id,
+            resume=self.resume is not None,
+            recorder="replay",
+        )
+        cache = ResponseCache(self.store.root / "cache") if opts.cache and not self.recorded else None
+        status = "partial"
+        try:
+            with rec:
+                self.truth = rec.side_file("truth.jsonl")
+                if opts.mode == "step":
+                    asyncio.run(self._steps(rec, cache))
+                else:
+                    asyncio.run(self._sessions(rec, cache))
+                status = "complete"
+        finally:
+            if cache is not None:
+                cache.close()
+        return ReplayResult(
+            rec.run_id,
+            self.source_run,
+            opts.mode,
+            opts.model,
+            status,
+            time.perf_counter() - started,
+            time.process_time() - cpu,
+            self.progress,
+        )
+
+    def _tick(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.progress)
+
+    # -- step mode -----------------------------------------------------------------------------
+
+    def _request(self, step: SourceStep) -> tuple[dict[str, Any], str | None]:
+        """The step's request, its prompt re-rendered where a new version was asked for."""
+        request = dict(step.request)
+        prompt = step.prompt
+        if prompt and self.opts.prompts and self.workload is not None:
+            name = prompt.partition("@")[0]
+            version = self.opts.prompts.get(name)
+            if version is not None and prompt != f"{name}@{version}":
+                if step.variables is None:
+                    raise UsageError(f"step {step.session_id}#{step.seq}: no recorded variables to re-render {prompt}")
+                old = self.workload.prompts.render(prompt, step.variables)
+                new = self.workload.prompts.render(f"{name}@{version}", step.variables)
+                request["messages"] = new + list(request.get("messages", []))[len(old) :]
+                prompt = f"{name}@{version}"
+        if self.provider is not None and "model" in request:
+            request["model"] = self.provider.spec
+        return request, prompt
+
+    def _boundary(self) -> Boundary:
+        replay_boundary = getattr(self.workload, "replay_boundary", None)
+        return replay_boundary() if callable(replay_boundary) else Boundary("replay", open_vocabulary=True)
+
+    async def _steps(self, rec: Recorder, cache: ResponseCache | None) -> None:
+        steps = load_steps(self.store, self.source_run)
+        done = finished_units(self.store, rec.run_id) if self.resume else set()
+        units = [(s, r) for s in steps for r in range(self.opts.repeat)]
+        self.progress.total = len(units)
+        todo = [(s, r) for s, r in units if (s.session_id, s.seq, r) not in done]
+        self.progress.skipped = self.progress.done = len(units) - len(todo)
+        self._tick()
+        boundary = self._boundary()
+        caller = _Caller(self.provider, self.opts, cache, self.progress) if self.provider is not None else None
+        gate = asyncio.Semaphore(self.opts.concurrency)
+        sessions: dict[str, Session] = {}
+
+        async def one(step: SourceStep, repeat: int) -> None:
+            async with gate:
+                request, prompt = self._request(step)
+                mark = {"source_seq": step.seq, "repeat": repeat}
+                sink = sessions.setdefault(step.session_id, rec.session(step.session_id))
+                where: dict[str, Any] = {"step": step.step, "actor": step.actor, "pattern": step.pattern}
+                completion: Completion | None = None
+                error: ProviderError | None = None
+                if caller is None:
+                    completion = Completion(
+                        step.response if isinstance(step.response, dict) else {"content": step.response}
+                    )
+                else:
+                    try:
+                        completion = await caller.ask(request, seed=self.seed, repeat=repeat)
+                    except ProviderError as exc:
+                        error = exc
+                with rec.unit():
+                    if completion is None:
+                        assert error is not None
+                        sink.error("provider", str(error), detail={"status": error.status}, replay=mark, **where)
+                        self.progress.errors += 1
+                    else:
+                        model = step.model if caller is None else caller.spec
+                        seq = sink.llm(
+                            request,
+                            completion.response,
+                            model=model or "unknown",
+                            prompt=prompt,
+                            variables=step.variables,
+                            latency_ms=completion.latency_ms,
+                            replay=mark,
+                            **where,
+                        )
+                        digests = self._write_actions(sink, boundary, completion.response, seq, where)
+                        if tuple(digests) != step.actions:
+                            self.progress.divergences += 1
+                        if completion.truth is not None:
+                            self.truth(
+                                {
+                                    "session_id": step.session_id,
+                                    "step": step.step,
+                                    "llm_seq": seq,
+                                    "source_seq": step.seq,
+                                    "repeat": repeat,
+                                    **completion.truth,
+                                }
+                            )
+                self.progress.done += 1
+                self._tick()
+
+        await asyncio.gather(*(one(s, r) for s, r in todo))
+
+    @staticmethod
+    def _write_actions(
+        sink: Session, boundary: Boundary, response: Any, parent: int, where: dict[str, Any]
+    ) -> list[int]:
+        """The boundary's propose/verify/normalize on ``response``, written as action events (no commit)."""
+        found = parse_response(response)
+        if isinstance(found, ParseFailure):
+            sink.action("?", {}, status="parse_failed", parent=parent, error=found.reason, **where)
+            return [digest("?", b"{}")]
+        digests = []
+        for proposal in found:
+            try:
+                valid = boundary.verify(proposal)
+            except (InvalidArguments, UnknownAction) as exc:
+                errors = [e.as_dict() for e in exc.errors] if isinstance(exc, InvalidArguments) else []
+                args = proposal.args if isinstance(proposal.args, Mapping) else {"(arguments)": proposal.args}
+                sink.action(
+                    proposal.name,
+                    args,
+                    status="invalid",
+                    parent=parent,
+                    call_id=proposal.call_id,
+                    error={"reason": str(exc), "fields": errors},
+                    **where,
+                )
+                digests.append(digest(proposal.name, canonical_bytes(args)))
+                continue
+            sink.action(valid.name, valid.args, parent=parent, call_id=valid.call_id, **where)
+            digests.append(valid.digest)
+        return digests
+
+    # -- session mode --------------------------------------------------------------------------
+
+    def _recorded_session(self) -> dict[str, dict[str, Any]]:
+        """Per session: recorded answers by request, effects by action digest, human answers by question."""
+        con = connect(self.store, self.source_run)
+        rows = query_arrow(
+            con,
+            "SELECT session_id, seq, kind, name, parent, digest, payload FROM events "
+            "WHERE kind IN ('llm', 'action', 'effect', 'input') ORDER BY session_id, seq",
+        )
+        book: dict[str, dict[str, Any]] = defaultdict(
+            lambda: {
+                "answers": defaultdict(deque),
+                "effects": defaultdict(deque),
+                "humans": defaultdict(deque),
+                "actions": [],
+                "digest_of": {},
+            }
+        )
+        for row in rows.to_pylist():
+            entry = book[row["session_id"]]
+            body = orjson.loads(row["payload"])
+            if row["kind"] == "llm":
+                entry["answers"][_without_model(body.get("request") or {})].append(body.get("response"))
+            elif row["kind"] == "action":
+                entry["digest_of"][row["seq"]] = int(row["digest"])
+                entry["actions"].append(int(row["digest"]))
+            elif row["kind"] == "effect" and row["parent"] in entry["digest_of"]:
+                entry["effects"][entry["digest_of"][row["parent"]]].append(body.get("result"))
+            elif row["kind"] == "input" and row["name"] == "human_decision":
+                entry["humans"][canonical_bytes(body.get("question"))].append(body.get("answer"))
+        return book
+
+    async def _sessions(self, rec: Recorder, cache: ResponseCache | None) -> None:
+        assert self.workload is not None
+        workload = self.workload
+        args = dict(self.source.meta.get("agent_args") or {})
+        options = workload.options(dict(args.get("options") or {}))
+        prompts = {**dict(args.get("prompts") or {}), **dict(self.opts.prompts)}
+        con = connect(self.store, self.source_run)
+        source_ids = query_arrow(con, "SELECT DISTINCT session_id FROM events").column("session_id").to_pylist()
+        wanted = set(source_ids)
+        items = [i for i in workload.sessions(None, self.seed, options) if i.session_id in wanted]
+        done_sessions: set[str] = set()
+        if self.resume:
+            finished = query_arrow(
+                connect(self.store, rec.run_id),
+                "SELECT DISTINCT session_id FROM events WHERE kind = 'state' AND name = 'replay:finished'",
+            ).to_pylist()
+            done_sessions = {r["session_id"] for r in finished}
+        todo = [i for i in items if i.session_id not in done_sessions]
+        self.progress.total = len(items) * self.opts.repeat
+        self.progress.skipped = self.progress.done = (len(items) - len(todo)) * self.opts.repeat
+        self._tick()
+        book = self._recorded_session()
+        caller = _Caller(self.provider, self.opts, cache, self.progress) if self.provider is not None else None
+        gate = asyncio.Semaphore(self.opts.concurrency)
+
+        async def one(item: Any, repeat: int) -> None:
+            async with gate:
+                entry = book[item.session_id]
+                answers = {k: deque(v) for k, v in entry["answers"].items()}
+                effects = {k: deque(v) for k, v in entry["effects"].items()}
+                humans = {k: deque(v) for k, v in entry["humans"].items()}
+                sink = _Capture(rec.session(item.session_id if repeat == 0 else f"{item.session_id}#r{repeat}"))
+
+                def serve(valid: ValidAction) -> Any:
+                    queue = effects.get(valid.digest)
+                    if queue:
+                        return queue.popleft()
+                    if self.opts.on_divergence == "continue" and valid.pure:
+                        return EXECUTE
+                    raise StopSession(f"no recorded effect for {valid.name} (digest {valid.digest:016x})")
+
+                def humans_for(decider: Callable[[Mapping[str, Any]], Any]) -> Callable[[Mapping[str, Any]], Any]:
+                    def recorded(question: Mapping[str, Any]) -> Any:
+                        queue = humans.get(canonical_bytes(dict(question)))
+                        if queue:
+                            return queue.popleft()
+                        raise StopSession("this question was never put to a human in the recorded run")
+
+                    return recorded
+
+                provider: Provider = _SessionProvider(answers, caller, self.seed, repeat)
+                ctx = AgentContext(
+                    sink=sink,
+                    model=provider,
+                    prompts=workload.prompts,
+                    seed=self.seed,
+                    repeat=repeat,
+                    prompt_versions=prompts,
+                    options=options,
+                    truth=self.truth,
+                    commit=serve,
+                    humans=humans_for,
+                )
+                try:
+                    terminal = await workload.run_session(ctx, item)
+                    sink.state("replay:finished", {"terminal": terminal})
+                except StopSession as stop:
+                    self.progress.stopped_sessions += 1
+                    sink.gate("replay", "stop", str(stop), status="gated")
+                    sink.state("replay:finished", {"terminal": None, "stopped": str(stop)})
+                except ProviderError as exc:
+                    self.progress.errors += 1
+                    sink.error("provider", str(exc), detail={"status": exc.status})
+                    sink.state("replay:finished", {"terminal": None, "error": str(exc)})
+                if sink.digests != entry["actions"]:
+                    self.progress.divergences += 1
+                self.progress.done += 1
+                self._tick()
+
+        await asyncio.gather(*(one(i, r) for i in todo for r in range(self.opts.repeat)))
+
+
+class _Capture:
+    """A session sink that also keeps the digests of the actions written through it."""
+
+    def __init__(self, sink: Session) -> None:
+        self.sink = sink
+        self.session_id = sink.session_id
+        self.digests: list[int] = []
+
+    def action(self, name: str, args: Any, **kw: Any) -> int:
+        self.digests.append(digest(name, canonical_bytes(args)))
+        return self.sink.action(name, args, **kw)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.sink, attr)
+
+
+class _SessionProvider:
+    """The model as one replayed session sees it: the recorded answers (``recorded``), or the real
+    provider through the engine's cache, limits and retries."""
+
+    def __init__(self, answers: dict[bytes, deque[Any]], caller: _Caller | None, seed: int, repeat: int) -> None:
+        self.answers = answers
+        self.caller = caller
+        self.seed = seed
+        self.repeat = repeat
+        self.spec = caller.spec if caller is not None else RECORDED
+
+    async def complete(self, request: dict[str, Any], *, seed: int = 0, repeat: int = 0) -> Completion:
+        if self.caller is not None:
+            return await self.caller.ask(request, seed=self.seed, repeat=self.repeat)
+        queue = self.answers.get(_without_model(request))
+        if not queue:
+            raise StopSession("the agent asked a question the recorded run never asked")
+        return Completion(queue.popleft())
+
+
+def replay(
+    store: Store,
+    source_run: str,
+    opts: ReplayOptions,
+    *,
+    resume: str | None = None,
+    on_progress: Callable[[ReplayProgress], None] | None = None,
+) -> ReplayResult:
+    """Replay ``source_run`` (or resume the partial replay ``resume``) and return the result."""
+    return Replayer(store, source_run, opts, resume=resume, on_progress=on_progress).run()
