@@ -88,7 +88,7 @@ class OpenAICompatible:
         started = time.perf_counter()
         try:
             raw = await self.client.chat.completions.with_raw_response.create(model=self.model, **body)
-            data = json.loads(raw.text)
+            data = json.loads(raw.http_response.text)
         except openai.APIStatusError as exc:
             status = exc.status_code
             raise ProviderError(
@@ -103,6 +103,8 @@ class OpenAICompatible:
             raise ProviderError(f"{self.spec}: cannot connect ({exc})", retryable=True) from None
         except json.JSONDecodeError as exc:
             raise ProviderError(f"{self.spec}: answer is not JSON ({exc.msg})", retryable=False) from None
+        except (TypeError, ValueError) as exc:  # the SDK refusing the request it was given
+            raise ProviderError(f"{self.spec}: request refused by the SDK ({exc})", retryable=False) from None
         return Completion(data, latency_ms=(time.perf_counter() - started) * 1000)
 
 
@@ -144,8 +146,6 @@ def _to_anthropic(request: Mapping[str, Any], model: str) -> dict[str, Any]:
             for t in request["tools"]
             if "function" in t
         ]
-    if "temperature" in request:
-        out["temperature"] = request["temperature"]
     return out
 
 
@@ -174,7 +174,7 @@ class AnthropicMessages:
         started = time.perf_counter()
         try:
             raw = await self.client.messages.with_raw_response.create(**_to_anthropic(request, self.model))
-            data = json.loads(raw.text)
+            data = json.loads(raw.http_response.text)
         except anthropic.APIStatusError as exc:
             status = exc.status_code
             raise ProviderError(
@@ -187,6 +187,8 @@ class AnthropicMessages:
             raise ProviderError(f"{self.spec}: timed out", retryable=True) from None
         except anthropic.APIConnectionError as exc:
             raise ProviderError(f"{self.spec}: cannot connect ({exc})", retryable=True) from None
+        except (TypeError, ValueError) as exc:  # the SDK refusing the request it was given
+            raise ProviderError(f"{self.spec}: request refused by the SDK ({exc})", retryable=False) from None
         return Completion(data, latency_ms=(time.perf_counter() - started) * 1000)
 
 
