@@ -111,6 +111,7 @@ class LLMServer:
                 else:
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
 
+        ThreadingHTTPServer.request_queue_size = 256  # 50+ clients connect at once in the benchmark
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
