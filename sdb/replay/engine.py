@@ -257,10 +257,7 @@ class Replayer:
         try:
             with rec:
                 self.truth = rec.side_file("truth.jsonl")
-                if opts.mode == "step":
-                    asyncio.run(self._steps(rec, cache))
-                else:
-                    asyncio.run(self._sessions(rec, cache))
+                asyncio.run(self._main(rec, cache))
                 status = "complete"
         finally:
             if cache is not None:
@@ -275,6 +272,17 @@ class Replayer:
             time.process_time() - cpu,
             self.progress,
         )
+
+    async def _main(self, rec: Recorder, cache: ResponseCache | None) -> None:
+        try:
+            if self.opts.mode == "step":
+                await self._steps(rec, cache)
+            else:
+                await self._sessions(rec, cache)
+        finally:
+            close = getattr(self.provider, "aclose", None)
+            if close is not None:
+                await close()  # the provider's HTTP client belongs to this event loop
 
     def _tick(self) -> None:
         if self.on_progress is not None:
