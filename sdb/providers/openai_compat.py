@@ -69,6 +69,22 @@ def _http_client(sdk: Any) -> Any:
         return None
 
 
+def _provider_error(spec: str, exc: Exception, *, sdk: Any, busy: tuple[int, ...]) -> ProviderError:
+    """An SDK's error as a :class:`ProviderError`: HTTP statuses ``busy`` and 5xx, timeouts and
+    connection errors are retryable (the two SDKs share these class names)."""
+    if isinstance(exc, sdk.APIStatusError):
+        status = int(exc.status_code)
+        return ProviderError(
+            f"{spec}: HTTP {status}: {str(exc)[:200]}",
+            retryable=status in busy or status >= 500,
+            retry_after=_retry_after(exc.response.headers),
+            status=status,
+        )
+    if isinstance(exc, sdk.APITimeoutError):  # a subclass of APIConnectionError: test it first
+        return ProviderError(f"{spec}: timed out", retryable=True)
+    return ProviderError(f"{spec}: cannot connect ({exc})", retryable=True)
+
+
 def _timeout(params: Mapping[str, str]) -> float:
     try:
         return float(params.get("timeout", "60"))
@@ -111,18 +127,8 @@ class OpenAICompatible:
             # the messages and tools (~1.7 ms of CPU a call, measured): the body is plain JSON already
             text = await self.client.post("/chat/completions", body={"model": self.model, **body}, cast_to=str)
             data = json.loads(text)
-        except openai.APIStatusError as exc:
-            status = exc.status_code
-            raise ProviderError(
-                f"{self.spec}: HTTP {status}: {str(exc)[:200]}",
-                retryable=status == 429 or status >= 500,
-                retry_after=_retry_after(exc.response.headers),
-                status=status,
-            ) from None
-        except openai.APITimeoutError:
-            raise ProviderError(f"{self.spec}: timed out", retryable=True) from None
-        except openai.APIConnectionError as exc:
-            raise ProviderError(f"{self.spec}: cannot connect ({exc})", retryable=True) from None
+        except (openai.APIStatusError, openai.APITimeoutError, openai.APIConnectionError) as exc:
+            raise _provider_error(self.spec, exc, sdk=openai, busy=(429,)) from None
         except json.JSONDecodeError as exc:
             raise ProviderError(f"{self.spec}: answer is not JSON ({exc.msg})", retryable=False) from None
         except (TypeError, ValueError) as exc:  # the SDK refusing the request it was given
@@ -200,18 +206,8 @@ class AnthropicMessages:
         try:
             raw = await self.client.messages.with_raw_response.create(**_to_anthropic(request, self.model))
             data = json.loads(raw.http_response.text)
-        except anthropic.APIStatusError as exc:
-            status = exc.status_code
-            raise ProviderError(
-                f"{self.spec}: HTTP {status}: {str(exc)[:200]}",
-                retryable=status in (429, 529) or status >= 500,
-                retry_after=_retry_after(exc.response.headers),
-                status=status,
-            ) from None
-        except anthropic.APITimeoutError:
-            raise ProviderError(f"{self.spec}: timed out", retryable=True) from None
-        except anthropic.APIConnectionError as exc:
-            raise ProviderError(f"{self.spec}: cannot connect ({exc})", retryable=True) from None
+        except (anthropic.APIStatusError, anthropic.APITimeoutError, anthropic.APIConnectionError) as exc:
+            raise _provider_error(self.spec, exc, sdk=anthropic, busy=(429, 529)) from None
         except (TypeError, ValueError) as exc:  # the SDK refusing the request it was given
             raise ProviderError(f"{self.spec}: request refused by the SDK ({exc})", retryable=False) from None
         return Completion(data, latency_ms=(time.perf_counter() - started) * 1000)
