@@ -68,6 +68,12 @@ def run() -> None:
     except BrokenPipeError:  # `sdbctl query ... | head`
         sys.stderr.close()
         sys.exit(0)
+    except OSError as exc:  # a path the user gave that cannot be read or written
+        if os.environ.get("SDB_DEBUG") == "1":
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        sys.stderr.write(f"sdbctl: error: {where}{exc.strerror or exc}\n")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -145,3 +145,10 @@ def test_bad_parquet_is_exit_2_and_nothing_is_touched(sdbctl: CLI, sample_run: s
 def test_debug_shows_the_traceback(sdbctl: CLI) -> None:
     out = sdbctl("runs", "--store", "nowhere", env={"SDB_DEBUG": "1"})
     assert out.returncode != 0 and "Traceback" in out.stderr and "StoreNotFound" in out.stderr
+
+
+def test_unwritable_export_path_and_damaged_manifest_are_exit_2(sdbctl: CLI, sample_run: str, store: Path) -> None:
+    _assert_one_line_error(sdbctl("export", "sample", "--out", "/nonexistent/dir/x.jsonl"), "No such file")
+    (store / "runs" / "broken").mkdir()
+    (store / "runs" / "broken" / "run.json").write_text("{")
+    _assert_one_line_error(sdbctl("runs"), "broken/run.json: not a valid run manifest")
