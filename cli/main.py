@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from cli import inspect, patterns_cmd
+from cli.diff_cmd import diff
 from cli.record import record
 from cli.replay import replay
 from sdb import __version__
@@ -53,6 +54,7 @@ def main(
 inspect.register(app)
 app.command()(record)
 app.command()(replay)
+app.command()(diff)
 app.add_typer(patterns_cmd.app, name="patterns")
 
 

@@ -23,7 +23,7 @@ def cache_key(provider: str, request: Any, seed: int) -> str:
 
 
 class ResponseCache:
-    """Responses by key, in ``<store>/cache/responses.sqlite``."""
+    """Completions (``{"response", "truth"}``) by key, in ``<store>/cache/responses.sqlite``."""
 
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
@@ -31,16 +31,16 @@ class ResponseCache:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, response BLOB NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, completion BLOB NOT NULL)")
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:
-            row = self._db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
+            row = self._db.execute("SELECT completion FROM completions WHERE key = ?", (key,)).fetchone()
         return orjson.loads(row[0]) if row else None
 
-    def put(self, key: str, response: dict[str, Any]) -> None:
+    def put(self, key: str, completion: dict[str, Any]) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?)", (key, orjson.dumps(response)))
+            self._db.execute("INSERT OR REPLACE INTO completions VALUES (?, ?)", (key, orjson.dumps(completion)))
 
     def close(self) -> None:
         with self._lock:

@@ -141,7 +141,7 @@ class _Caller:
             hit = self.cache.get(key)
             if hit is not None:
                 self.progress.cached += 1
-                return Completion(hit)
+                return Completion(hit["response"], truth=hit.get("truth"))
 
         def retried(attempt: int, error: ProviderError, pause: float) -> None:
             self.progress.retried += 1
@@ -153,8 +153,8 @@ class _Caller:
         done = await call_with_retries(
             once, policy=self.policy, limiter=self.limiter, timeout=self.opts.timeout, on_retry=retried
         )
-        if self.cache is not None:
-            self.cache.put(key, done.response)
+        if self.cache is not None:  # a simulator's ground truth is kept with its answer
+            self.cache.put(key, {"response": done.response, "truth": done.truth})
         return done
 
 

@@ -1,4 +1,4 @@
-"""DuckDB over the store: views ``events`` and ``runs`` laid over the files on demand.
+"""DuckDB over the store: views ``events``, ``runs`` and ``divergences`` laid over the files on demand.
 
 ``events`` reads the Parquet parts directly (``read_parquet``), after each part's footer has been
 checked against the event schema; ``runs`` is the manifests as an Arrow table. No second copy of the
@@ -57,6 +57,14 @@ def connect(store: Store, run_id: str | None = None) -> duckdb.DuckDBPyConnectio
     else:
         con.register("_empty_events", EVENT_SCHEMA.empty_table())
         con.execute("CREATE VIEW events AS SELECT * FROM _empty_events")
+    diffs = sorted(store.root.glob("diffs/*/divergences.parquet"))
+    if diffs:
+        con.execute(f"CREATE VIEW divergences AS SELECT * FROM read_parquet({_sql_list(diffs)})")
+    else:
+        from sdb.diff.differ import DIVERGENCE_SCHEMA
+
+        con.register("_empty_divergences", DIVERGENCE_SCHEMA.empty_table())
+        con.execute("CREATE VIEW divergences AS SELECT * FROM _empty_divergences")
     manifests = store.manifests() if run_id is None else [store.manifest(run_id)]
     rows = [m.model_dump(include=set(RUNS_SCHEMA.names)) for m in manifests]
     con.register("_runs", pa.Table.from_pylist(rows, schema=RUNS_SCHEMA))

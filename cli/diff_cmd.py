@@ -1,0 +1,68 @@
+"""``sdbctl diff``: where two runs' actions diverge, and why."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cli.options import JsonOption, StoreOption
+
+
+def diff(
+    base: Annotated[str, typer.Argument(metavar="BASE", help="The base run (usually the recording).")],
+    candidate: Annotated[str, typer.Argument(metavar="CANDIDATE", help="The run to compare (usually a replay).")],
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Divergences to print in the table; 0 for all.")] = 30,
+    store: StoreOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Compare the model's actions of two runs, step by step, and explain every divergence.
+
+    Reasons: tool_changed, args_changed (with field paths, old -> new), missing, extra, reordered,
+    parse_failed, invalid, gate_changed, state_changed. Provider errors are reported apart. The
+    divergences are stored in the store (view `divergences`); tolerances come from
+    [tool.sdbctl.diff] in pyproject.toml or [diff] in sdbctl.toml.
+
+    Example: sdbctl diff base @latest --json | jq .summary.step_divergence_rate
+    """
+    from cli.render import console, note, print_json, print_table
+    from sdb.diff.config import load_config
+    from sdb.diff.differ import diff_runs
+    from sdb.store import Store
+
+    result = diff_runs(Store.open(store), base, candidate, load_config())
+    if json:
+        print_json(result.as_dict())
+        return
+    s = result.summary
+    console.print(
+        f"[bold]{s['base_run']} -> {s['candidate_run']}[/]: steps {s['steps_diverged']}/{s['steps_compared']} diverged "
+        f"({s['step_divergence_rate']:.1%}), sessions {s['sessions_diverged']}/{s['sessions_compared']} "
+        f"({s['session_divergence_rate']:.1%}), {s['errors']} provider errors",
+        highlight=False,
+    )
+    if s["by_reason"]:
+        console.print("by reason: " + ", ".join(f"{k} {v}" for k, v in s["by_reason"].items()), highlight=False)
+        console.print("by action: " + ", ".join(f"{k} {v}" for k, v in s["by_action"].items()), highlight=False)
+    rows = [
+        [
+            d.session_id,
+            d.step or "",
+            d.repeat,
+            d.base_seq,
+            d.candidate_seq,
+            d.reason,
+            d.base_action if d.base_action == d.candidate_action else f"{d.base_action} -> {d.candidate_action}",
+            "; ".join(f"{f['path']}: {f['old']} -> {f['new']}" for f in d.fields),
+        ]
+        for d in result.divergences
+    ]
+    shown = rows if limit <= 0 else rows[:limit]
+    if shown:
+        print_table(
+            ["session", "step", "rep", "base seq", "cand seq", "reason", "action", "fields"],
+            shown,
+            widths={"fields": 70, "action": 40},
+        )
+    if len(shown) < len(rows):
+        note(f"{len(rows) - len(shown)} more divergences; use --limit 0, --json, or sdbctl query ... FROM divergences")

@@ -1,0 +1,101 @@
+"""Per-action tolerances for the differ, from ``[tool.sdbctl.diff]`` in ``pyproject.toml`` or an
+``sdbctl.toml`` (``[diff]``), in the current directory.
+
+    [tool.sdbctl.diff.actions.propose_offer]
+    ignore = ["channel"]            # fields never compared
+    numeric_tolerance = 0.5         # |old - new| <= 0.5 is equal
+    unordered = ["drivers"]         # list fields compared as multisets
+    text = ["case", "whitespace"]   # text normalisation before comparing
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sdb.errors import SdbError
+
+TEXT_RULES = ("case", "whitespace")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How leniently one action's arguments are compared."""
+
+    ignore: tuple[str, ...] = ()
+    numeric_tolerance: float = 0.0
+    unordered: tuple[str, ...] = ()
+    text: tuple[str, ...] = ()
+
+    @property
+    def strict(self) -> bool:
+        return not (self.ignore or self.numeric_tolerance or self.unordered or self.text)
+
+    def normalise(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """``args`` with ignored fields dropped, text normalised and unordered lists sorted."""
+        out: dict[str, Any] = {}
+        for key, value in args.items():
+            if key in self.ignore:
+                continue
+            if isinstance(value, str) and self.text:
+                if "whitespace" in self.text:
+                    value = " ".join(value.split())
+                if "case" in self.text:
+                    value = value.lower()
+            if key in self.unordered and isinstance(value, list):
+                value = sorted(value, key=repr)
+            out[key] = value
+        return out
+
+
+@dataclass(frozen=True)
+class DiffConfig:
+    actions: Mapping[str, Tolerance] = field(default_factory=dict)
+    source: str | None = None
+
+    def tolerance(self, action: str) -> Tolerance:
+        return self.actions.get(action, self.actions.get("*", Tolerance()))
+
+
+def _tolerance(name: str, table: Mapping[str, Any], where: str) -> Tolerance:
+    known = {"ignore", "numeric_tolerance", "unordered", "text"}
+    unknown = set(table) - known
+    if unknown:
+        raise SdbError(
+            f"{where}: action {name!r}: unknown key(s) {', '.join(sorted(unknown))} ({', '.join(sorted(known))})"
+        )
+    text = tuple(table.get("text", ()))
+    bad = [t for t in text if t not in TEXT_RULES]
+    if bad:
+        raise SdbError(f"{where}: action {name!r}: text rules are {', '.join(TEXT_RULES)}, not {', '.join(bad)}")
+    try:
+        tol = float(table.get("numeric_tolerance", 0.0))
+    except (TypeError, ValueError):
+        raise SdbError(f"{where}: action {name!r}: numeric_tolerance must be a number") from None
+    return Tolerance(tuple(table.get("ignore", ())), tol, tuple(table.get("unordered", ())), text)
+
+
+def load_config(directory: Path | None = None, extra: Mapping[str, Tolerance] | None = None) -> DiffConfig:
+    """Tolerances from ``sdbctl.toml`` ``[diff]`` or ``pyproject.toml`` ``[tool.sdbctl.diff]``; ``extra``
+    (from flags) wins."""
+    root = directory or Path.cwd()
+    table: Mapping[str, Any] = {}
+    source = None
+    for path, keys in ((root / "sdbctl.toml", ("diff",)), (root / "pyproject.toml", ("tool", "sdbctl", "diff"))):
+        if not path.is_file():
+            continue
+        try:
+            data: Any = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise SdbError(f"{path}: not valid TOML ({exc})") from None
+        for key in keys:
+            data = data.get(key, {}) if isinstance(data, Mapping) else {}
+        if data:
+            table, source = data, str(path)
+            break
+    actions = {name: _tolerance(name, t, source or "config") for name, t in (table.get("actions") or {}).items()}
+    actions.update(extra or {})
+    return DiffConfig(actions, source)

@@ -1,0 +1,379 @@
+"""The differ: align each session of two runs, compare digests in DuckDB, explain mismatches with DeepDiff.
+
+What is compared is the *model's* actions: ``action`` events whose parent is an ``llm`` event (the
+proposals that crossed, or failed to cross, the boundary), grouped by (session, step) and, within a
+group, aligned as sequences. A group is a *step*. DuckDB pairs the actions of both runs by their rank
+in the group and flags the groups where any digest, status or count differs; only those groups come
+to Python, where they are aligned, classified and explained. Candidate provider errors are reported
+apart and their steps are not compared. States (``state_changed``) and guard verdicts
+(``gate_changed``) are compared when the candidate ran the agent (a recording or a session-mode
+replay); a step-mode replay evaluates no guards and enters no states.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sdb.diff.align import align, reordered
+from sdb.diff.config import DiffConfig
+from sdb.diff.explain import field_changes
+from sdb.store.layout import Store
+from sdb.store.views import connect
+
+REASONS = (
+    "tool_changed",
+    "args_changed",
+    "missing",
+    "extra",
+    "reordered",
+    "parse_failed",
+    "invalid",
+    "gate_changed",
+    "state_changed",
+)
+_FAILED = ("parse_failed", "invalid")
+_STRING_COLUMNS = ("base_run", "candidate_run", "session_id", "step")
+DIVERGENCE_SCHEMA: pa.Schema = pa.schema(
+    [pa.field(n, pa.string()) for n in _STRING_COLUMNS]
+    + [pa.field(n, pa.int64()) for n in ("repeat", "base_seq", "candidate_seq")]
+    + [pa.field(n, pa.string()) for n in ("reason", "base_action", "candidate_action", "pattern", "fields")]
+)
+
+_ACTIONS = """
+SELECT a.session_id, coalesce(a.step, '') AS step, a.seq, a.name, a.digest, a.status, a.pattern, a.payload,
+       coalesce(try_cast(json_extract(l.payload, '$.replay.repeat') AS BIGINT), 0) AS rep
+FROM events a JOIN events l ON l.run_id = a.run_id AND l.session_id = a.session_id AND l.seq = a.parent
+WHERE a.run_id = ? AND a.kind = 'action' AND l.kind = 'llm'
+"""
+
+
+@dataclass
+class Divergence:
+    session_id: str
+    step: str | None
+    repeat: int
+    base_seq: int | None
+    candidate_seq: int | None
+    reason: str
+    base_action: str | None
+    candidate_action: str | None
+    pattern: str | None
+    fields: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "step": self.step,
+            "repeat": self.repeat,
+            "base_seq": self.base_seq,
+            "candidate_seq": self.candidate_seq,
+            "reason": self.reason,
+            "action": {"base": self.base_action, "candidate": self.candidate_action},
+            "pattern": self.pattern,
+            "fields": self.fields,
+        }
+
+
+@dataclass
+class DiffResult:
+    base_run: str
+    candidate_run: str
+    summary: dict[str, Any]
+    divergences: list[Divergence]
+    errors: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"summary": self.summary, "divergences": [d.as_dict() for d in self.divergences], "errors": self.errors}
+
+
+def _rows(con: Any, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+    cur = con.execute(sql, params)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def diff_runs(
+    store: Store, base: str, candidate: str, config: DiffConfig | None = None, *, save: bool = True
+) -> DiffResult:
+    """Compare ``candidate`` with ``base`` (see the module docstring)."""
+    config = config or DiffConfig()
+    base = store.resolve(base)
+    candidate = store.resolve(candidate)
+    cand_manifest = store.manifest(candidate)
+    closed_loop = cand_manifest.mode != "step"
+    con = connect(store)
+    con.execute(f"CREATE TEMP TABLE b AS {_ACTIONS}", [base])
+    con.execute(f"CREATE TEMP TABLE c AS {_ACTIONS}", [candidate])
+    # candidate errors: reported apart; their steps are not compared
+    errors = _rows(
+        con,
+        "SELECT session_id, coalesce(step, '') AS step, seq, name, payload FROM events "
+        "WHERE run_id = ? AND kind = 'error' AND name = 'provider' ORDER BY session_id, seq",
+        [candidate],
+    )
+    errored = {(e["session_id"], e["step"]) for e in errors}
+    repeats = [r[0] for r in con.execute("SELECT DISTINCT rep FROM c ORDER BY 1").fetchall()] or [0]
+    # digests first, in DuckDB: the groups where anything differs
+    mismatched = con.execute("""
+        WITH rb AS (SELECT *, row_number() OVER (PARTITION BY session_id, step ORDER BY seq) AS k FROM b),
+             rc AS (SELECT *, row_number() OVER (PARTITION BY session_id, step, rep ORDER BY seq) AS k FROM c),
+             reps AS (SELECT DISTINCT rep FROM c),
+             rbr AS (SELECT rb.*, reps.rep AS r FROM rb CROSS JOIN reps)
+        SELECT DISTINCT coalesce(rbr.session_id, rc.session_id), coalesce(rbr.step, rc.step), coalesce(rbr.r, rc.rep)
+        FROM rbr FULL OUTER JOIN rc ON rbr.session_id = rc.session_id AND rbr.step = rc.step AND rbr.r = rc.rep
+             AND rbr.k = rc.k
+        WHERE rbr.digest IS DISTINCT FROM rc.digest OR rbr.status IS DISTINCT FROM rc.status
+    """).fetchall()
+    groups = {(s, st, int(r)) for s, st, r in mismatched}
+    steps_all = {
+        (s, st)
+        for s, st in con.execute(
+            "SELECT DISTINCT session_id, step FROM b UNION SELECT DISTINCT session_id, step FROM c"
+        ).fetchall()
+    }
+    base_rows: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    cand_rows: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
+    if groups:
+        keys = pa.table(
+            {"session_id": [g[0] for g in groups], "step": [g[1] for g in groups], "rep": [g[2] for g in groups]}
+        )
+        con.register("g", keys)
+        for row in _rows(
+            con,
+            "SELECT b.* FROM b JOIN (SELECT DISTINCT session_id, step FROM g) USING (session_id, step) "
+            "ORDER BY session_id, step, seq",
+            [],
+        ):
+            base_rows[(row["session_id"], row["step"])].append(row)
+        for row in _rows(
+            con, "SELECT c.* FROM c JOIN g USING (session_id, step, rep) ORDER BY session_id, step, seq", []
+        ):
+            cand_rows[(row["session_id"], row["step"], row["rep"])].append(row)
+    divergences: list[Divergence] = []
+    for session_id, step, rep in sorted(groups):
+        if (session_id, step) in errored:
+            continue
+        divergences += _classify(
+            session_id,
+            step,
+            rep,
+            base_rows[(session_id, step)],
+            cand_rows[(session_id, step, rep)],
+            config,
+            closed_loop,
+        )
+    if closed_loop:
+        divergences += _states(con, base, candidate)
+    compared = {(s, st) for s, st in steps_all if (s, st) not in errored}
+    summary = _summary(divergences, compared, repeats, errors, con, base, candidate)
+    result = DiffResult(
+        base,
+        candidate,
+        summary,
+        divergences,
+        [
+            {
+                "session_id": e["session_id"],
+                "step": e["step"] or None,
+                "seq": e["seq"],
+                "message": orjson.loads(e["payload"]).get("message"),
+            }
+            for e in errors
+        ],
+    )
+    if save:
+        save_divergences(store, result)
+    return result
+
+
+def _classify(
+    session_id: str,
+    step: str,
+    rep: int,
+    base: list[dict[str, Any]],
+    cand: list[dict[str, Any]],
+    config: DiffConfig,
+    closed_loop: bool,
+) -> list[Divergence]:
+    out: list[Divergence] = []
+
+    def div(
+        reason: str, b: dict[str, Any] | None, c: dict[str, Any] | None, fields: list[dict[str, Any]] | None = None
+    ) -> None:
+        out.append(
+            Divergence(
+                session_id,
+                step or None,
+                rep,
+                b["seq"] if b else None,
+                c["seq"] if c else None,
+                reason,
+                b["name"] if b else None,
+                c["name"] if c else None,
+                (c or b or {}).get("pattern"),
+                fields or [],
+            )
+        )
+
+    bd = [int(r["digest"]) for r in base]
+    cd = [int(r["digest"]) for r in cand]
+    if reordered(bd, cd) and all(r["status"] == "ok" for r in cand):
+        for bb, cc in zip(base, cand, strict=True):
+            if bb["digest"] != cc["digest"]:
+                div("reordered", bb, cc)
+        return out
+    for pair in align(bd, cd):
+        b: dict[str, Any] | None = base[pair.base] if pair.base is not None else None
+        c: dict[str, Any] | None = cand[pair.candidate] if pair.candidate is not None else None
+        failed = [x["status"] for x in (c, b) if x is not None and x["status"] in _FAILED]
+        if b is not None and c is not None and failed and b["status"] != c["status"]:
+            div(failed[0], b, c)  # the side that failed names the reason, whichever side it is
+        elif c is not None and b is None and c["status"] in _FAILED:
+            div("extra", None, c)
+        elif b is not None and c is None:
+            div("missing", b, None)
+        elif c is not None and b is None:
+            div("extra", None, c)
+        elif b is not None and c is not None:
+            if pair.equal or b["digest"] == c["digest"]:
+                if closed_loop and b["status"] != c["status"]:
+                    div("gate_changed", b, c)
+            elif b["name"] != c["name"]:
+                div("tool_changed", b, c)
+            else:
+                tol = config.tolerance(c["name"])
+                old = orjson.loads(b["payload"]).get("args") or {}
+                new = orjson.loads(c["payload"]).get("args") or {}
+                fields = field_changes(old, new, tol)
+                if fields:
+                    div("args_changed", b, c, fields)
+                elif closed_loop and b["status"] != c["status"]:
+                    div("gate_changed", b, c)
+    return out
+
+
+def _states(con: Any, base: str, candidate: str) -> list[Divergence]:
+    """``state_changed``: per (session, step), the states entered differ."""
+    rows = con.execute(
+        """
+        WITH s AS (SELECT run_id, session_id, coalesce(step, '') AS step, list(name ORDER BY seq) AS names,
+                          min(seq) AS seq, any_value(pattern) AS pattern
+                   FROM events WHERE run_id IN (?, ?) AND kind = 'state' AND name NOT LIKE 'replay:%'
+                   GROUP BY ALL)
+        SELECT coalesce(b.session_id, c.session_id), coalesce(b.step, c.step), b.seq, c.seq, b.names, c.names,
+               coalesce(c.pattern, b.pattern)
+        FROM (SELECT * FROM s WHERE run_id = ?) b FULL OUTER JOIN (SELECT * FROM s WHERE run_id = ?) c
+             USING (session_id, step)
+        WHERE b.names IS DISTINCT FROM c.names
+          AND coalesce(b.session_id, c.session_id) IN (SELECT DISTINCT session_id FROM events WHERE run_id = ?)
+    """,
+        [base, candidate, base, candidate, candidate],
+    ).fetchall()
+    out = []
+    for session_id, step, bseq, cseq, bnames, cnames, pattern in rows:
+        out.append(
+            Divergence(
+                session_id,
+                step or None,
+                0,
+                bseq,
+                cseq,
+                "state_changed",
+                ",".join(bnames or []) or None,
+                ",".join(cnames or []) or None,
+                pattern,
+                [{"path": "states", "old": bnames, "new": cnames}],
+            )
+        )
+    return out
+
+
+def _summary(
+    divs: list[Divergence],
+    compared: set[tuple[str, str]],
+    repeats: list[int],
+    errors: list[dict[str, Any]],
+    con: Any,
+    base: str,
+    candidate: str,
+) -> dict[str, Any]:
+    k = max(1, len(repeats))
+    steps_compared = len(compared) * k
+    diverged_steps = {(d.session_id, d.step or "", d.repeat) for d in divs}
+    sessions = {s for s, _ in compared}
+    diverged_sessions = {d.session_id for d in divs}
+    first: dict[str, dict[str, Any]] = {}
+    for d in sorted(divs, key=lambda d: (d.session_id, d.base_seq if d.base_seq is not None else 10**12)):
+        first.setdefault(
+            d.session_id,
+            {
+                "step": d.step,
+                "reason": d.reason,
+                "base_seq": d.base_seq,
+                "candidate_seq": d.candidate_seq,
+                "action": d.candidate_action or d.base_action,
+            },
+        )
+    terminal = con.execute(
+        """
+        WITH t AS (SELECT run_id, session_id, arg_max(name, seq) AS last FROM events
+                   WHERE run_id IN (?, ?) AND kind = 'state' AND name NOT LIKE 'replay:%' GROUP BY ALL)
+        SELECT b.session_id, b.last, c.last FROM (SELECT * FROM t WHERE run_id = ?) b
+        JOIN (SELECT * FROM t WHERE run_id = ?) c USING (session_id) WHERE b.last <> c.last ORDER BY 1
+    """,
+        [base, candidate, base, candidate],
+    ).fetchall()
+    per_session_ok: dict[str, list[bool]] = defaultdict(list)
+    if k > 1:
+        for s in sessions:
+            for r in repeats:
+                per_session_ok[s].append(not any(d.session_id == s and d.repeat == r for d in divs))
+    return {
+        "base_run": base,
+        "candidate_run": candidate,
+        "repeats": k,
+        "steps_compared": steps_compared,
+        "steps_diverged": len(diverged_steps),
+        "step_divergence_rate": len(diverged_steps) / steps_compared if steps_compared else 0.0,
+        "sessions_compared": len(sessions),
+        "sessions_diverged": len(diverged_sessions & sessions) if sessions else len(diverged_sessions),
+        "session_divergence_rate": len(diverged_sessions & sessions) / len(sessions) if sessions else 0.0,
+        "divergences": len(divs),
+        "errors": len(errors),
+        "by_reason": dict(sorted(Counter(d.reason for d in divs).items())),
+        "by_action": dict(sorted(Counter(d.candidate_action or d.base_action or "?" for d in divs).items())),
+        "by_pattern": dict(sorted(Counter(d.pattern or "" for d in divs).items())),
+        "first_divergence": first,
+        "terminal_changes": [{"session_id": s, "base": b, "candidate": c} for s, b, c in terminal],
+        "pass_k": (sum(all(v) for v in per_session_ok.values()) / len(per_session_ok)) if per_session_ok else None,
+    }
+
+
+def save_divergences(store: Store, result: DiffResult) -> None:
+    """Write the divergences as ``diffs/<base>..<candidate>/divergences.parquet`` (the ``divergences`` view)."""
+    folder = store.root / "diffs" / f"{result.base_run}..{result.candidate_run}"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {
+            **{k: v for k, v in d.__dict__.items() if k != "fields"},
+            "fields": json.dumps(d.fields, default=str),
+            "base_run": result.base_run,
+            "candidate_run": result.candidate_run,
+        }
+        for d in result.divergences
+    ]
+    table = pa.Table.from_pylist(rows, schema=DIVERGENCE_SCHEMA) if rows else DIVERGENCE_SCHEMA.empty_table()
+    tmp = folder / ".divergences.parquet.tmp"
+    pq.write_table(table, tmp)
+    tmp.replace(folder / "divergences.parquet")
+    (folder / "summary.json").write_text(json.dumps(result.summary, indent=2, default=str) + "\n")
+
+
+__all__ = ["REASONS", "DiffResult", "Divergence", "diff_runs"]

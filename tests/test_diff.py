@@ -1,0 +1,115 @@
+"""The differ against the simulators' ground truth, its symmetry, alignment properties and tolerances."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fixtures.workloads
+from recorders.workload import record_workload
+from sdb.agents import load_agent
+from sdb.diff.align import align
+from sdb.diff.config import DiffConfig, Tolerance
+from sdb.diff.differ import diff_runs
+from sdb.replay.engine import ReplayOptions, replay
+from sdb.store import Store
+
+fixtures.workloads.register_all()
+
+
+def _truth(store: Path, run_id: str) -> dict[tuple[str, str], set[str]]:
+    """(session, step) -> the reasons the simulator's ground truth implies for that step."""
+    out: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for line in (store / "runs" / run_id / "truth.jsonl").read_text().splitlines():
+        t = json.loads(line)
+        if not t["changes"]:
+            continue
+        fields = {c["field"] for c in t["changes"]}
+        reason = "parse_failed" if "(arguments)" in fields else "tool_changed" if "(tool)" in fields else "args_changed"
+        out[(t["session_id"], t["step"])].add(reason)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("workload", "options", "versions"),
+    [
+        ("contract-renewal", {"spine": "p5"}, ["v2", "v3"]),
+        ("contract-renewal", {"spine": "p3"}, ["v2", "v3"]),
+        ("support-triage", {}, ["v2", "v3"]),
+        ("research", {}, ["v2", "v3"]),
+    ],
+)
+def test_divergences_equal_the_simulators_ground_truth(
+    store: Path, workload: str, options: dict[str, str], versions: list[str]
+) -> None:
+    family = {"contract-renewal": "renewal", "support-triage": "triage", "research": "research"}[workload]
+    record_workload(load_agent(workload), workload, sessions=80, store=str(store), run_id="base", options=options)
+    for version in versions:
+        run = f"cand-{version}"
+        replay(Store.open(store), "base", ReplayOptions(model=f"sim:{family}@{version}", run_id=run))
+        result = diff_runs(Store.open(store), "base", run)
+        found: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for d in result.divergences:
+            found[(d.session_id, d.step or "")].add(d.reason)
+        truth = _truth(store, run)
+        assert truth, f"{version} drifted nowhere: the test would prove nothing"
+        assert set(found) == set(truth), version  # precision and recall 1.0 on the positions
+        assert dict(found) == dict(truth), version  # and on the reasons
+
+
+def test_a_run_against_itself_has_no_divergence(store: Path) -> None:
+    record_workload(load_agent("contract-renewal"), "contract-renewal", sessions=30, store=str(store), run_id="a")
+    result = diff_runs(Store.open(store), "a", "a")
+    assert result.divergences == [] and result.summary["steps_compared"] > 0
+    assert result.summary["step_divergence_rate"] == 0.0
+
+
+def test_diff_is_symmetric_with_missing_and_extra_swapped(store: Path) -> None:
+    record_workload(load_agent("research"), "research", sessions=60, store=str(store), run_id="base")
+    replay(Store.open(store), "base", ReplayOptions(model="sim:research@v2", run_id="b2"))
+    replay(Store.open(store), "base", ReplayOptions(model="sim:research@v3", run_id="b3"))
+    ab = diff_runs(Store.open(store), "b2", "b3").summary
+    ba = diff_runs(Store.open(store), "b3", "b2").summary
+    assert ab["steps_diverged"] == ba["steps_diverged"] and ab["divergences"] == ba["divergences"]
+    swap = {"missing": "extra", "extra": "missing"}
+    assert {swap.get(k, k): v for k, v in ab["by_reason"].items()} == ba["by_reason"]
+
+
+def test_tolerances_hide_what_they_ignore(store: Path) -> None:
+    record_workload(load_agent("contract-renewal"), "contract-renewal", sessions=60, store=str(store), run_id="base")
+    replay(Store.open(store), "base", ReplayOptions(model="sim:renewal@v2", run_id="v2"))
+    strict = diff_runs(Store.open(store), "base", "v2")
+    assert any(f["path"] == "discount_pct" for d in strict.divergences for f in d.fields)
+    lenient = DiffConfig({"propose_offer": Tolerance(ignore=("discount_pct", "plan"))})
+    assert diff_runs(Store.open(store), "base", "v2", lenient).divergences == []
+    within = DiffConfig({"propose_offer": Tolerance(numeric_tolerance=5.0, ignore=("plan",))})
+    assert diff_runs(Store.open(store), "base", "v2", within).divergences == []
+
+
+digests = st.lists(st.integers(0, 6), max_size=12)
+
+
+@given(digests, digests)
+def test_alignment_covers_both_sides_exactly_once(base: list[int], candidate: list[int]) -> None:
+    pairs = align(base, candidate)
+    assert sorted(p.base for p in pairs if p.base is not None) == list(range(len(base)))
+    assert sorted(p.candidate for p in pairs if p.candidate is not None) == list(range(len(candidate)))
+    for p in pairs:
+        if p.equal:
+            assert p.base is not None and p.candidate is not None and base[p.base] == candidate[p.candidate]
+
+
+@given(digests, st.integers(0, 12), st.integers(7, 9))
+def test_one_insertion_is_one_extra_and_one_deletion_one_missing(base: list[int], at: int, new: int) -> None:
+    at = min(at, len(base))
+    inserted = [*base[:at], new, *base[at:]]
+    pairs = align(base, inserted)
+    assert [p for p in pairs if p.base is None] == [p for p in pairs if not p.equal]
+    assert sum(p.base is None for p in pairs) == 1
+    deleted = align(inserted, base)
+    assert sum(p.candidate is None for p in deleted) == 1 and sum(not p.equal for p in deleted) == 1
