@@ -10,6 +10,7 @@ import typer
 
 from cli import inspect, patterns_cmd
 from cli.diff_cmd import diff
+from cli.gate_cmd import gate
 from cli.record import record
 from cli.replay import replay
 from sdb import __version__
@@ -55,6 +56,7 @@ inspect.register(app)
 app.command()(record)
 app.command()(replay)
 app.command()(diff)
+app.command()(gate)
 app.add_typer(patterns_cmd.app, name="patterns")
 
 

@@ -343,6 +343,7 @@ def _summary(
         "steps_diverged": len(diverged_steps),
         "step_divergence_rate": len(diverged_steps) / steps_compared if steps_compared else 0.0,
         "sessions_compared": len(sessions),
+        "session_ids": sorted(sessions),
         "sessions_diverged": len(diverged_sessions & sessions) if sessions else len(diverged_sessions),
         "session_divergence_rate": len(diverged_sessions & sessions) / len(sessions) if sessions else 0.0,
         "divergences": len(divs),

@@ -1,0 +1,76 @@
+"""``sdbctl gate``: exit codes, thresholds from config and flags, JUnit and Markdown outputs."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+import fixtures.workloads
+from recorders.workload import record_workload
+from sdb.agents import load_agent
+from sdb.replay.engine import ReplayOptions, replay
+from sdb.store import Store
+from tests.conftest import CLI
+from tests.test_cli import _assert_one_line_error
+
+fixtures.workloads.register_all()
+
+
+@pytest.fixture
+def runs(store: Path) -> Path:
+    record_workload(load_agent("contract-renewal"), "contract-renewal", sessions=40, store=str(store), run_id="base")
+    replay(Store.open(store), "base", ReplayOptions(model="recorded", run_id="same"))
+    replay(Store.open(store), "base", ReplayOptions(model="sim:renewal@v2", run_id="v2"))
+    return store
+
+
+def test_exit_codes_pass_fail_and_usage(sdbctl: CLI, runs: Path) -> None:
+    assert sdbctl("gate", "same").returncode == 0
+    failed = sdbctl("gate", "v2")
+    assert failed.returncode == 1 and "FAIL" in failed.stdout and "step divergence" in failed.stdout
+    assert sdbctl("gate", "v2", "--max-step-divergence", "0.9", "--max-session-divergence", "0.9").returncode == 0
+    assert sdbctl("gate", "v2", "--max-step-divergence", "100", "--max-session-divergence", "100").returncode == 0
+    _assert_one_line_error(sdbctl("gate", "base"), "no source run")
+    _assert_one_line_error(sdbctl("gate", "nope"), "'nope' not found")
+    _assert_one_line_error(sdbctl("gate", "v2", "--max-step-divergence", "-1"), "must be a number >= 0")
+
+
+def test_critical_action_fails_on_any_divergence(sdbctl: CLI, runs: Path) -> None:
+    out = sdbctl(
+        "gate",
+        "v2",
+        "--max-step-divergence",
+        "0.9",
+        "--max-session-divergence",
+        "0.9",
+        "--critical-actions",
+        "propose_offer,close_renewal",
+    )
+    assert out.returncode == 1 and "critical action propose_offer" in out.stdout
+
+
+def test_thresholds_from_pyproject(sdbctl: CLI, runs: Path, tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.sdbctl.gate]\nmax_step_divergence = 0.99\n")
+    assert sdbctl("gate", "v2").returncode == 0  # the table replaces the shipped defaults
+    (tmp_path / "pyproject.toml").write_text("[tool.sdbctl.gate]\nmax_steps = 1\n")
+    _assert_one_line_error(sdbctl("gate", "v2"), "unknown gate key(s) max_steps")
+
+
+def test_junit_has_one_testcase_per_session_and_markdown_reaches_the_step_summary(
+    sdbctl: CLI, runs: Path, tmp_path: Path
+) -> None:
+    summary = tmp_path / "step_summary.md"
+    out = sdbctl(
+        "gate", "v2", "--junit", "gate.xml", "--markdown", "gate.md", env={"GITHUB_STEP_SUMMARY": str(summary)}
+    )
+    assert out.returncode == 1
+    suite = ET.parse(tmp_path / "gate.xml").getroot()
+    cases = suite.findall("testcase")
+    assert len(cases) == 40 and len({c.get("name") for c in cases}) == 40
+    failed = [c for c in cases if c.find("failure") is not None]
+    assert len(failed) == int(suite.get("failures", "-1")) > 0
+    assert "args_changed" in (failed[0].find("failure").text or "")  # type: ignore[union-attr]
+    text = (tmp_path / "gate.md").read_text()
+    assert text.startswith("## sdbctl gate: FAIL") and summary.read_text() == text
