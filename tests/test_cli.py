@@ -88,8 +88,22 @@ def test_export_jsonl_and_parquet(sdbctl: CLI, sample_run: str, tmp_path: Path) 
 def test_version_and_help_with_examples(sdbctl: CLI) -> None:
     version = sdbctl("--version")
     assert version.returncode == 0 and version.stdout.startswith("sdbctl ")
-    for command in ("runs", "show", "query", "export"):
-        out = sdbctl(command, "--help")
+    commands = [
+        ("runs",),
+        ("show",),
+        ("query",),
+        ("export",),
+        ("record",),
+        ("replay",),
+        ("diff",),
+        ("gate",),
+        ("patterns",),
+        ("patterns", "list"),
+        ("patterns", "show"),
+        ("patterns", "recommend"),
+    ]
+    for command in commands:
+        out = sdbctl(*command, "--help")
         assert out.returncode == 0 and "Example" in out.stdout, command
 
 
