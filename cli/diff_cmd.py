@@ -13,6 +13,11 @@ def diff(
     base: Annotated[str, typer.Argument(metavar="BASE", help="The base run (usually the recording).")],
     candidate: Annotated[str, typer.Argument(metavar="CANDIDATE", help="The run to compare (usually a replay).")],
     limit: Annotated[int, typer.Option("--limit", "-n", help="Divergences to print in the table; 0 for all.")] = 30,
+    noise: Annotated[
+        str | None, typer.Option("--noise", help="A self-replay of the base model: the noise floor.")
+    ] = None,
+    resamples: Annotated[int, typer.Option("--resamples", help="Bootstrap resamples of the sessions.")] = 10_000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
     store: StoreOption = None,
     json: JsonOption = False,
 ) -> None:
@@ -30,7 +35,9 @@ def diff(
     from sdb.diff.differ import diff_runs
     from sdb.store import Store
 
-    result = diff_runs(Store.open(store), base, candidate, load_config())
+    result = diff_runs(
+        Store.open(store), base, candidate, load_config(), noise_run=noise, resamples=resamples, seed=seed
+    )
     if json:
         print_json(result.as_dict())
         return
@@ -41,6 +48,15 @@ def diff(
         f"({s['session_divergence_rate']:.1%}), {s['errors']} provider errors",
         highlight=False,
     )
+    drift = s.get("drift")
+    if drift:
+        lo, hi = drift["ci95"]
+        verdict = "drift above noise" if drift["drift_above_noise"] else "within the noise"
+        console.print(
+            f"noise floor {drift['noise_floor']:.1%} ({drift['source']}), candidate {drift['candidate']:.1%}, "
+            f"difference {drift['difference']:+.1%}, 95% CI [{lo:+.1%}, {hi:+.1%}]: [bold]{verdict}[/]",
+            highlight=False,
+        )
     if s["by_reason"]:
         console.print("by reason: " + ", ".join(f"{k} {v}" for k, v in s["by_reason"].items()), highlight=False)
         console.print("by action: " + ", ".join(f"{k} {v}" for k, v in s["by_action"].items()), highlight=False)

@@ -29,6 +29,13 @@ def gate(
     max_error_rate: Annotated[
         float | None, typer.Option("--max-error-rate", help="A proportion or a count of provider errors.")
     ] = None,
+    noise_aware: Annotated[
+        bool | None,
+        typer.Option("--noise-aware/--no-noise-aware", help="Fail on drift above the noise floor, not on raw rates."),
+    ] = None,
+    noise: Annotated[
+        str | None, typer.Option("--noise", help="A self-replay of the base model: the noise floor.")
+    ] = None,
     junit_file: Annotated[
         Path | None, typer.Option("--junit", help="Write JUnit XML (one testcase per session).")
     ] = None,
@@ -66,9 +73,10 @@ def gate(
             "critical_actions": critical_actions,
             "max_parse_failures": max_parse_failures,
             "max_error_rate": max_error_rate,
+            "noise_aware": noise_aware,
         }
     )
-    result = diff_runs(st, base_run, manifest.run_id, load_config())
+    result = diff_runs(st, base_run, manifest.run_id, load_config(), noise_run=noise)
     verdict = evaluate(result, thresholds)
     if junit_file is not None:
         junit_file.write_text(junit(result, verdict), encoding="utf-8")

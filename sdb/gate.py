@@ -1,6 +1,8 @@
 """The CI gate: thresholds over a diff, a verdict, and the files CI systems read.
 
-Thresholds come from ``[tool.sdbctl.gate]`` in ``pyproject.toml`` (or ``[gate]`` in ``sdbctl.toml``)
+A noise-aware gate (``noise_aware = true``) fails on step divergence only when the candidate's drift
+is above the model's own noise: when the bootstrap 95% interval of (candidate - noise floor) lies
+above zero. Thresholds come from ``[tool.sdbctl.gate]`` in ``pyproject.toml`` (or ``[gate]`` in ``sdbctl.toml``)
 and are overridden by flags. A rate threshold below 1 is a proportion, 1 or more a count.
 """
 
@@ -109,14 +111,28 @@ def _within(limit: float, count: int, total: int) -> tuple[bool, str]:
 
 def evaluate(result: DiffResult, t: Thresholds) -> Verdict:
     """Check ``result`` against every threshold that is set."""
-    if t.noise_aware:
-        raise SdbError("gate: noise_aware is not implemented yet; remove it from the gate thresholds")
     s = result.summary
     checks: list[Check] = []
-    if t.max_step_divergence is not None:
+    if t.noise_aware:
+        drift = s.get("drift")
+        if drift is None:
+            raise SdbError(
+                "the noise-aware gate needs a noise floor: --noise RUN (a self-replay of the base model) "
+                "or a candidate replayed with --repeat"
+            )
+        lo, hi = drift["ci95"]
+        checks.append(
+            Check(
+                "drift above noise",
+                "95% CI of candidate - noise not above 0",
+                f"{drift['difference']:+.2%} [{lo:+.2%}, {hi:+.2%}] ({drift['source']})",
+                not drift["drift_above_noise"],
+            )
+        )
+    if t.max_step_divergence is not None and not t.noise_aware:  # noise-aware: the drift check replaces it
         ok, got = _within(t.max_step_divergence, s["steps_diverged"], s["steps_compared"])
         checks.append(Check("step divergence", f"<= {t.max_step_divergence:g}", got, ok))
-    if t.max_session_divergence is not None:
+    if t.max_session_divergence is not None and not t.noise_aware:
         ok, got = _within(t.max_session_divergence, s["sessions_diverged"], s["sessions_compared"])
         checks.append(Check("session divergence", f"<= {t.max_session_divergence:g}", got, ok))
     if t.max_parse_failures is not None:

@@ -74,3 +74,14 @@ def test_junit_has_one_testcase_per_session_and_markdown_reaches_the_step_summar
     assert "args_changed" in (failed[0].find("failure").text or "")  # type: ignore[union-attr]
     text = (tmp_path / "gate.md").read_text()
     assert text.startswith("## sdbctl gate: FAIL") and summary.read_text() == text
+
+
+def test_noise_aware_gate_needs_a_noise_floor_and_uses_it(sdbctl: CLI, runs: Path) -> None:
+    _assert_one_line_error(sdbctl("gate", "v2", "--noise-aware"), "needs a noise floor")
+    replay(Store.open(runs), "base", ReplayOptions(model="sim:renewal@v1", run_id="self"))
+    out = sdbctl("gate", "v2", "--noise", "self", "--noise-aware", "--json")
+    verdict = __import__("json").loads(out.stdout)["verdict"]
+    names = [c["name"] for c in verdict["checks"]]
+    assert "drift above noise" in names and "step divergence" not in names
+    drift = next(c for c in verdict["checks"] if c["name"] == "drift above noise")
+    assert out.returncode == (0 if verdict["passed"] else 1) and "self-replay self" in drift["measured"]

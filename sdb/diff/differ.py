@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from sdb.diff.align import align, reordered
 from sdb.diff.config import DiffConfig
+from sdb.diff.drift import drift_test
 from sdb.diff.explain import field_changes
 from sdb.store.layout import Store
 from sdb.store.views import connect
@@ -100,9 +101,19 @@ def _rows(con: Any, sql: str, params: list[Any]) -> list[dict[str, Any]]:
 
 
 def diff_runs(
-    store: Store, base: str, candidate: str, config: DiffConfig | None = None, *, save: bool = True
+    store: Store,
+    base: str,
+    candidate: str,
+    config: DiffConfig | None = None,
+    *,
+    save: bool = True,
+    noise_run: str | None = None,
+    resamples: int = 10_000,
+    seed: int = 0,
 ) -> DiffResult:
-    """Compare ``candidate`` with ``base`` (see the module docstring)."""
+    """Compare ``candidate`` with ``base`` (see the module docstring). With ``noise_run`` (a self-replay
+    of the base model) or a candidate replayed with repeats, the summary gets ``drift``: the noise
+    floor, the candidate's divergence and the bootstrap interval of their difference."""
     config = config or DiffConfig()
     base = store.resolve(base)
     candidate = store.resolve(candidate)
@@ -173,6 +184,27 @@ def diff_runs(
         divergences += _states(con, base, candidate)
     compared = {(s, st) for s, st in steps_all if (s, st) not in errored}
     summary = _summary(divergences, compared, repeats, errors, con, base, candidate)
+    cand_rates = _session_rates(divergences, compared, len(repeats))
+    noise_rates: dict[str, float] | None = None
+    source = None
+    if noise_run is not None:
+        noise = diff_runs(store, base, noise_run, config, save=False)
+        noise_rates = _session_rates(noise.divergences, compared, 1)
+        source = f"self-replay {noise.candidate_run}"
+    elif len(repeats) > 1:
+        noise_rates = _repeat_disagreement(con, compared)
+        source = f"{len(repeats)} repeats of the candidate"
+    if noise_rates is not None:
+        sessions = sorted(set(cand_rates) & set(noise_rates))
+        if sessions:
+            drift = drift_test(
+                [cand_rates[x] for x in sessions],
+                [noise_rates[x] for x in sessions],
+                source=source or "noise",
+                resamples=resamples,
+                seed=seed,
+            )
+            summary["drift"] = drift.as_dict()
     result = DiffResult(
         base,
         candidate,
@@ -355,6 +387,27 @@ def _summary(
         "terminal_changes": [{"session_id": s, "base": b, "candidate": c} for s, b, c in terminal],
         "pass_k": (sum(all(v) for v in per_session_ok.values()) / len(per_session_ok)) if per_session_ok else None,
     }
+
+
+def _session_rates(divs: list[Divergence], compared: set[tuple[str, str]], repeats: int) -> dict[str, float]:
+    """Per session: the share of its (step, repeat) pairs with at least one divergence."""
+    steps: Counter[str] = Counter(s for s, _ in compared)
+    diverged: Counter[str] = Counter()
+    for s, _step, _rep in {(d.session_id, d.step or "", d.repeat) for d in divs}:
+        diverged[s] += 1
+    return {s: diverged[s] / (n * repeats) for s, n in steps.items()}
+
+
+def _repeat_disagreement(con: Any, compared: set[tuple[str, str]]) -> dict[str, float]:
+    """The noise floor from repeats: per session, the share of (step, repeat >= 1) whose actions differ
+    from repeat 0's."""
+    rows = con.execute("""
+        WITH g AS (SELECT session_id, step, rep, list(digest ORDER BY seq) AS ds FROM c GROUP BY ALL)
+        SELECT g.session_id, avg(CASE WHEN g.ds IS DISTINCT FROM z.ds THEN 1.0 ELSE 0.0 END)
+        FROM g JOIN (SELECT * FROM g WHERE rep = 0) z USING (session_id, step)
+        WHERE g.rep > 0 GROUP BY 1
+    """).fetchall()
+    return {s: float(r) for s, r in rows}
 
 
 def save_divergences(store: Store, result: DiffResult) -> None:
