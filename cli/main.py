@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from cli import inspect, patterns_cmd
+from cli.diagnose_cmd import diagnose
 from cli.diff_cmd import diff
 from cli.gate_cmd import gate
 from cli.record import record
@@ -57,6 +58,7 @@ app.command()(record)
 app.command()(replay)
 app.command()(diff)
 app.command()(gate)
+app.command()(diagnose)
 app.add_typer(patterns_cmd.app, name="patterns")
 
 

@@ -85,3 +85,13 @@ def test_noise_aware_gate_needs_a_noise_floor_and_uses_it(sdbctl: CLI, runs: Pat
     assert "drift above noise" in names and "step divergence" not in names
     drift = next(c for c in verdict["checks"] if c["name"] == "drift above noise")
     assert out.returncode == (0 if verdict["passed"] else 1) and "self-replay self" in drift["measured"]
+
+
+def test_diagnose_names_the_weak_field_with_advice(sdbctl: CLI, runs: Path) -> None:
+    _assert_one_line_error(sdbctl("diagnose", "v2"), "no stored divergences")
+    assert sdbctl("diff", "base", "v2").returncode == 0
+    report = __import__("json").loads(sdbctl("diagnose", "v2", "--json").stdout)
+    top = report["findings"][0]
+    assert top["where"] == "propose_offer.discount_pct" and "numeric" in top["evidence"]
+    assert "rounding" in top["recommendation"] and "P4" in top["recommendation"]
+    assert report["divergences"] > 0 and report["by_action"] == {"propose_offer": report["divergences"]}

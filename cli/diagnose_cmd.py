@@ -1,0 +1,31 @@
+"""``sdbctl diagnose``: where a run's boundary is weak, and what to do about it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cli.options import JsonOption, StoreOption
+
+
+def diagnose(
+    run: Annotated[str, typer.Argument(metavar="RUN", help="A candidate run that has been diffed.")],
+    store: StoreOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Name where the divergences of a run concentrate (action, field, reason, pattern), with advice.
+
+    Example: sdbctl diff base cand && sdbctl diagnose cand
+    """
+    from cli.render import console, print_json
+    from sdb.diagnose import diagnose as run_diagnose
+    from sdb.store import Store
+
+    report = run_diagnose(Store.open(store), run)
+    if json:
+        print_json(report)
+        return
+    console.print(f"[bold]{report['run']}[/]: {report['divergences']} divergences", highlight=False)
+    for i, f in enumerate(report["findings"], 1):
+        console.print(f"{i}. {f['evidence']}\n   -> {f['recommendation']}", highlight=False)
