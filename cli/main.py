@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from cli import inspect, patterns_cmd
+from cli.demo_cmd import demo
 from cli.diagnose_cmd import diagnose
 from cli.diff_cmd import diff
 from cli.gate_cmd import gate
@@ -59,6 +60,7 @@ app.command()(replay)
 app.command()(diff)
 app.command()(gate)
 app.command()(diagnose)
+app.command()(demo)
 app.add_typer(patterns_cmd.app, name="patterns")
 
 

@@ -95,3 +95,14 @@ def test_diagnose_names_the_weak_field_with_advice(sdbctl: CLI, runs: Path) -> N
     assert top["where"] == "propose_offer.discount_pct" and "numeric" in top["evidence"]
     assert "rounding" in top["recommendation"] and "P4" in top["recommendation"]
     assert report["divergences"] > 0 and report["by_action"] == {"propose_offer": report["divergences"]}
+
+
+def test_demo_runs_the_whole_loop(sdbctl: CLI, tmp_path: Path) -> None:
+    out = sdbctl("demo", "--sessions", "30", "--json")
+    assert out.returncode in (0, 1), out.stderr
+    result = __import__("json").loads(out.stdout)
+    assert out.returncode == (0 if result["verdict"]["passed"] else 1)
+    assert result["summary"]["drift"]["source"].startswith("self-replay")
+    assert (tmp_path / result["report"]).read_text().startswith("## sdbctl gate")
+    runs = __import__("json").loads(sdbctl("runs", "--json").stdout)
+    assert {r["run_id"] for r in runs} == set(result["runs"].values())

@@ -1,0 +1,70 @@
+"""``sdbctl demo``: the whole loop on the reference workload, offline, in well under a minute."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cli.options import JsonOption, StoreOption
+
+
+def demo(
+    sessions: Annotated[int, typer.Option("--sessions", "-n", help="Customers to record.")] = 100,
+    candidate: Annotated[str, typer.Option("--candidate", help="The model version to judge.")] = "sim:renewal@v2",
+    repeat: Annotated[int, typer.Option("--repeat", help="Repeats of the candidate replay.")] = 3,
+    store: StoreOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Record the reference agent, replay it under a new (simulated) model with repeats and a noise
+    replay, diff, gate with the shipped thresholds (noise-aware), and print the verdict.
+
+    Example: sdbctl demo --sessions 100 --candidate sim:renewal@v3
+    """
+    from cli.render import console, err_console, print_json, print_table
+    from fixtures.demo import run_demo
+
+    result = run_demo(
+        str(store) if store else None,
+        sessions,
+        candidate,
+        repeat,
+        say=lambda m: err_console.print(m, style="dim", highlight=False),
+    )
+    s = result.diff.summary
+    if json:
+        print_json(
+            {
+                "verdict": result.verdict.as_dict(),
+                "summary": s,
+                "runs": {"base": result.base, "noise": result.noise, "candidate": result.candidate},
+                "report": str(result.report),
+            }
+        )
+        raise typer.Exit(0 if result.verdict.passed else 1)
+    print_table(
+        ["check", "threshold", "measured", "result"],
+        [[c.name, c.limit, c.measured, "PASS" if c.passed else "FAIL"] for c in result.verdict.checks],
+    )
+    top = result.diff.divergences[:5]
+    if top:
+        print_table(
+            ["session", "step", "reason", "action", "fields"],
+            [
+                [
+                    d.session_id,
+                    d.step,
+                    d.reason,
+                    d.candidate_action or d.base_action,
+                    "; ".join(f"{f['path']}: {f['old']} -> {f['new']}" for f in d.fields),
+                ]
+                for d in top
+            ],
+        )
+    console.print(
+        f"[bold]{'PASS' if result.verdict.passed else 'FAIL'}[/]: {s['steps_diverged']}/{s['steps_compared']} "
+        f"steps diverged; report: {result.report}",
+        highlight=False,
+    )
+    console.print(f"runs: base {result.base}, noise {result.noise}, candidate {result.candidate}", highlight=False)
+    raise typer.Exit(0 if result.verdict.passed else 1)
