@@ -63,7 +63,7 @@ def demo(
         )
     console.print(
         f"[bold]{'PASS' if result.verdict.passed else 'FAIL'}[/]: {s['steps_diverged']}/{s['steps_compared']} "
-        f"steps diverged; report: {result.report}",
+        f"steps diverged; HTML report: {result.report}",
         highlight=False,
     )
     console.print(f"runs: base {result.base}, noise {result.noise}, candidate {result.candidate}", highlight=False)

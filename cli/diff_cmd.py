@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -18,6 +19,7 @@ def diff(
     ] = None,
     resamples: Annotated[int, typer.Option("--resamples", help="Bootstrap resamples of the sessions.")] = 10_000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
+    html_file: Annotated[Path | None, typer.Option("--html", help="Write the self-contained HTML report.")] = None,
     store: StoreOption = None,
     json: JsonOption = False,
 ) -> None:
@@ -35,9 +37,12 @@ def diff(
     from sdb.diff.differ import diff_runs
     from sdb.store import Store
 
-    result = diff_runs(
-        Store.open(store), base, candidate, load_config(), noise_run=noise, resamples=resamples, seed=seed
-    )
+    st = Store.open(store)
+    result = diff_runs(st, base, candidate, load_config(), noise_run=noise, resamples=resamples, seed=seed)
+    if html_file is not None:
+        from sdb.report import render_html
+
+        html_file.write_text(render_html(st, result), encoding="utf-8")
     if json:
         print_json(result.as_dict())
         return

@@ -43,6 +43,7 @@ def gate(
         Path | None,
         typer.Option("--markdown", help="Write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY)."),
     ] = None,
+    html_file: Annotated[Path | None, typer.Option("--html", help="Write the self-contained HTML report.")] = None,
     store: StoreOption = None,
     json: JsonOption = False,
 ) -> None:
@@ -80,6 +81,10 @@ def gate(
     verdict = evaluate(result, thresholds)
     if junit_file is not None:
         junit_file.write_text(junit(result, verdict), encoding="utf-8")
+    if html_file is not None:
+        from sdb.report import render_html
+
+        html_file.write_text(render_html(st, result, verdict), encoding="utf-8")
     if markdown_file is not None or os.environ.get("GITHUB_STEP_SUMMARY"):
         text = markdown(result, verdict)
         if markdown_file is not None:

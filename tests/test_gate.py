@@ -103,6 +103,7 @@ def test_demo_runs_the_whole_loop(sdbctl: CLI, tmp_path: Path) -> None:
     result = __import__("json").loads(out.stdout)
     assert out.returncode == (0 if result["verdict"]["passed"] else 1)
     assert result["summary"]["drift"]["source"].startswith("self-replay")
-    assert (tmp_path / result["report"]).read_text().startswith("## sdbctl gate")
+    report = (tmp_path / result["report"]).read_text()
+    assert report.startswith("<!doctype html>") and "Drift versus noise" in report
     runs = __import__("json").loads(sdbctl("runs", "--json").stdout)
     assert {r["run_id"] for r in runs} == set(result["runs"].values())
