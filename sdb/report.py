@@ -174,8 +174,8 @@ def render_html(store: Store, result: DiffResult, verdict: Verdict | None = None
 {head}<h2>Summary</h2><div class=kpi>{kpis}</div>
 <table><tr><th>reason</th><th>divergences</th></tr>{reasons}</table>
 <h2>Drift versus noise</h2>{_drift(s.get("drift"))}
-<h2>Divergence by step</h2>{_bars(by_step, "by step")}
-<h2>Divergence by action</h2>{_bars(by_action, "by action")}
+<h2>Divergences by step</h2>{_bars(by_step, "by step")}
+<h2>Divergences by action</h2>{_bars(by_action, "by action")}
 <h2>Diverged sessions</h2>{_timelines(store, result, sessions)}
 </body></html>
 """

@@ -22,8 +22,8 @@ def test_report_is_self_contained_and_renders_in_headless_chromium(sdbctl: CLI, 
     page = (tmp_path / "report.html").read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)  # nothing fetched
     assert "<script" not in page
-    for section in ("Summary", "Drift versus noise", "Divergence by step", "Divergence by action", "Diverged sessions"):
-        assert section in page
+    sections = ("Summary", "Drift versus noise", "Divergences by step", "Divergences by action", "Diverged sessions")
+    assert all(section in page for section in sections)
     assert "args_changed" in page and "day-030/offer" in page
     shot = tmp_path / "report.png"
     run = subprocess.run(

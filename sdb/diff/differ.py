@@ -89,6 +89,7 @@ class DiffResult:
     summary: dict[str, Any]
     divergences: list[Divergence]
     errors: list[dict[str, Any]]
+    session_rates: dict[str, float] = field(default_factory=dict)  # per session: share of steps diverged
 
     def as_dict(self) -> dict[str, Any]:
         return {"summary": self.summary, "divergences": [d.as_dict() for d in self.divergences], "errors": self.errors}
@@ -220,6 +221,7 @@ def diff_runs(
             for e in errors
         ],
     )
+    result.session_rates = cand_rates
     if save:
         save_divergences(store, result)
     return result
