@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from sdb.diff.align import align, reordered
 from sdb.diff.config import DiffConfig
 from sdb.diff.drift import drift_test
-from sdb.diff.explain import field_changes
+from sdb.diff.explain import field_changes_many
 from sdb.store.layout import Store
 from sdb.store.views import connect
 
@@ -48,11 +48,14 @@ DIVERGENCE_SCHEMA: pa.Schema = pa.schema(
 )
 
 _ACTIONS = """
-SELECT a.session_id, coalesce(a.step, '') AS step, a.seq, a.name, a.digest, a.status, a.pattern, a.payload,
-       coalesce(try_cast(json_extract(l.payload, '$.replay.repeat') AS BIGINT), 0) AS rep
-FROM events a JOIN events l ON l.run_id = a.run_id AND l.session_id = a.session_id AND l.seq = a.parent
-WHERE a.run_id = ? AND a.kind = 'action' AND l.kind = 'llm'
+SELECT a.session_id, coalesce(a.step, '') AS step, a.seq, a.name, a.digest, a.status, a.pattern,
+       {rep} AS rep
+FROM (SELECT * FROM events WHERE run_id = ? AND kind = 'action' AND parent IS NOT NULL) a
+JOIN (SELECT session_id, seq, payload FROM events WHERE run_id = ? AND kind = 'llm') l
+  ON l.session_id = a.session_id AND l.seq = a.parent
 """
+# the repeat index lives in the llm payload of a replay with --repeat; parse it only there
+_REPEAT = "coalesce(try_cast(json_extract(l.payload, '$.replay.repeat') AS BIGINT), 0)"
 
 
 @dataclass
@@ -121,8 +124,9 @@ def diff_runs(
     cand_manifest = store.manifest(candidate)
     closed_loop = cand_manifest.mode != "step"
     con = connect(store)
-    con.execute(f"CREATE TEMP TABLE b AS {_ACTIONS}", [base])
-    con.execute(f"CREATE TEMP TABLE c AS {_ACTIONS}", [candidate])
+    repeated = (cand_manifest.repeat or 1) > 1
+    con.execute(f"CREATE TEMP TABLE b AS {_ACTIONS.format(rep='0')}", [base, base])
+    con.execute(f"CREATE TEMP TABLE c AS {_ACTIONS.format(rep=_REPEAT if repeated else '0')}", [candidate, candidate])
     # candidate errors: reported apart; their steps are not compared
     errors = _rows(
         con,
@@ -144,12 +148,15 @@ def diff_runs(
         WHERE rbr.digest IS DISTINCT FROM rc.digest OR rbr.status IS DISTINCT FROM rc.status
     """).fetchall()
     groups = {(s, st, int(r)) for s, st, r in mismatched}
-    steps_all = {
-        (s, st)
-        for s, st in con.execute(
-            "SELECT DISTINCT session_id, step FROM b UNION SELECT DISTINCT session_id, step FROM c"
-        ).fetchall()
-    }
+    # steps per session, counted in DuckDB (a million-event run has hundreds of thousands of steps)
+    per_session: Counter[str] = Counter(
+        dict(
+            con.execute(
+                "SELECT session_id, count(*) FROM (SELECT DISTINCT session_id, step FROM b UNION "
+                "SELECT DISTINCT session_id, step FROM c) GROUP BY 1"
+            ).fetchall()
+        )
+    )
     base_rows: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     cand_rows: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
     if groups:
@@ -159,16 +166,22 @@ def diff_runs(
         con.register("g", keys)
         for row in _rows(
             con,
-            "SELECT b.* FROM b JOIN (SELECT DISTINCT session_id, step FROM g) USING (session_id, step) "
+            "SELECT b.*, e.payload FROM b JOIN (SELECT DISTINCT session_id, step FROM g) USING (session_id, step) "
+            "JOIN events e ON e.run_id = '" + base + "' AND e.session_id = b.session_id AND e.seq = b.seq "
             "ORDER BY session_id, step, seq",
             [],
         ):
             base_rows[(row["session_id"], row["step"])].append(row)
         for row in _rows(
-            con, "SELECT c.* FROM c JOIN g USING (session_id, step, rep) ORDER BY session_id, step, seq", []
+            con,
+            "SELECT c.*, e.payload FROM c JOIN g USING (session_id, step, rep) JOIN events e ON e.run_id = '"
+            + candidate
+            + "' AND e.session_id = c.session_id AND e.seq = c.seq ORDER BY session_id, step, seq",
+            [],
         ):
             cand_rows[(row["session_id"], row["step"], row["rep"])].append(row)
     divergences: list[Divergence] = []
+    pending: list[tuple[Divergence, dict[str, Any], dict[str, Any]]] = []
     for session_id, step, rep in sorted(groups):
         if (session_id, step) in errored:
             continue
@@ -180,10 +193,15 @@ def diff_runs(
             cand_rows[(session_id, step, rep)],
             config,
             closed_loop,
+            pending,
         )
+    divergences += _explain(pending, config, closed_loop)
     if closed_loop:
         divergences += _states(con, base, candidate)
-    compared = {(s, st) for s, st in steps_all if (s, st) not in errored}
+    divergences.sort(key=lambda d: (d.session_id, d.step or "", d.repeat, _seq(d.base_seq), _seq(d.candidate_seq)))
+    for session_id, _step in errored:
+        per_session[session_id] -= 1
+    compared = +per_session  # steps compared per session (errored steps left out)
     summary = _summary(divergences, compared, repeats, errors, con, base, candidate)
     cand_rates = _session_rates(divergences, compared, len(repeats))
     noise_rates: dict[str, float] | None = None
@@ -235,7 +253,10 @@ def _classify(
     cand: list[dict[str, Any]],
     config: DiffConfig,
     closed_loop: bool,
+    pending: list[tuple[Divergence, dict[str, Any], dict[str, Any]]],
 ) -> list[Divergence]:
+    """Classify one mismatched step. Same-action pairs whose digests differ go to ``pending``, to be
+    explained by DeepDiff in one batch per action (see :func:`_explain`)."""
     out: list[Divergence] = []
 
     def div(
@@ -282,14 +303,37 @@ def _classify(
             elif b["name"] != c["name"]:
                 div("tool_changed", b, c)
             else:
-                tol = config.tolerance(c["name"])
-                old = orjson.loads(b["payload"]).get("args") or {}
-                new = orjson.loads(c["payload"]).get("args") or {}
-                fields = field_changes(old, new, tol)
-                if fields:
-                    div("args_changed", b, c, fields)
-                elif closed_loop and b["status"] != c["status"]:
-                    div("gate_changed", b, c)
+                div("args_changed", b, c)
+                pending.append((out.pop(), b, c))
+    return out
+
+
+def _seq(seq: int | None) -> int:
+    return -1 if seq is None else seq
+
+
+def _explain(
+    pending: list[tuple[Divergence, dict[str, Any], dict[str, Any]]], config: DiffConfig, closed_loop: bool
+) -> list[Divergence]:
+    """DeepDiff on the pending same-action pairs, one call per action (its tolerance): ``args_changed``
+    with the field paths, or nothing when the tolerances absorb the difference (or ``gate_changed``
+    when only the guard's verdict moved)."""
+    by_action: dict[str, list[tuple[Divergence, dict[str, Any], dict[str, Any]]]] = defaultdict(list)
+    for item in pending:
+        by_action[item[2]["name"]].append(item)
+    out: list[Divergence] = []
+    for action, items in by_action.items():
+        pairs = [
+            (orjson.loads(b["payload"]).get("args") or {}, orjson.loads(c["payload"]).get("args") or {})
+            for _, b, c in items
+        ]
+        for (div, b, c), fields in zip(items, field_changes_many(pairs, config.tolerance(action)), strict=True):
+            if fields:
+                div.fields = fields
+                out.append(div)
+            elif closed_loop and b["status"] != c["status"]:
+                div.reason = "gate_changed"
+                out.append(div)
     return out
 
 
@@ -331,7 +375,7 @@ def _states(con: Any, base: str, candidate: str) -> list[Divergence]:
 
 def _summary(
     divs: list[Divergence],
-    compared: set[tuple[str, str]],
+    compared: Counter[str],
     repeats: list[int],
     errors: list[dict[str, Any]],
     con: Any,
@@ -339,9 +383,9 @@ def _summary(
     candidate: str,
 ) -> dict[str, Any]:
     k = max(1, len(repeats))
-    steps_compared = len(compared) * k
+    steps_compared = sum(compared.values()) * k
     diverged_steps = {(d.session_id, d.step or "", d.repeat) for d in divs}
-    sessions = {s for s, _ in compared}
+    sessions = set(compared)
     diverged_sessions = {d.session_id for d in divs}
     first: dict[str, dict[str, Any]] = {}
     for d in sorted(divs, key=lambda d: (d.session_id, d.base_seq if d.base_seq is not None else 10**12)):
@@ -391,16 +435,15 @@ def _summary(
     }
 
 
-def _session_rates(divs: list[Divergence], compared: set[tuple[str, str]], repeats: int) -> dict[str, float]:
+def _session_rates(divs: list[Divergence], steps: Counter[str], repeats: int) -> dict[str, float]:
     """Per session: the share of its (step, repeat) pairs with at least one divergence."""
-    steps: Counter[str] = Counter(s for s, _ in compared)
     diverged: Counter[str] = Counter()
     for s, _step, _rep in {(d.session_id, d.step or "", d.repeat) for d in divs}:
         diverged[s] += 1
     return {s: diverged[s] / (n * repeats) for s, n in steps.items()}
 
 
-def _repeat_disagreement(con: Any, compared: set[tuple[str, str]]) -> dict[str, float]:
+def _repeat_disagreement(con: Any, compared: Counter[str]) -> dict[str, float]:
     """The noise floor from repeats: per session, the share of (step, repeat >= 1) whose actions differ
     from repeat 0's."""
     rows = con.execute("""

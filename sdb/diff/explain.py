@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,30 +9,31 @@ from deepdiff import DeepDiff
 
 from sdb.diff.config import Tolerance
 
-_ROOT = re.compile(r"^root")
-
-
-def _path(path: str) -> str:
-    """DeepDiff's ``root['a'][0]['b']`` as ``a[0].b``."""
-    out = _ROOT.sub("", path)
-    out = re.sub(r"\['([^']*)'\]", r".\1", out)
-    return out.lstrip(".") or "(arguments)"
-
 
 def field_changes(old: Mapping[str, Any], new: Mapping[str, Any], tolerance: Tolerance) -> list[dict[str, Any]]:
     """The fields of ``new`` that differ from ``old`` under ``tolerance``: ``{path, old, new}`` each."""
-    a, b = tolerance.normalise(old), tolerance.normalise(new)
+    return field_changes_many([(old, new)], tolerance)[0]
+
+
+def field_changes_many(
+    pairs: list[tuple[Mapping[str, Any], Mapping[str, Any]]], tolerance: Tolerance
+) -> list[list[dict[str, Any]]]:
+    """:func:`field_changes` for many pairs under one tolerance, in a single DeepDiff call: the pairs
+    become two dicts keyed by position, and each change is routed back by the first key of its path.
+    DeepDiff's fixed cost per call dominates small argument dicts, so this is several times faster."""
+    if not pairs:
+        return []
+    old = {f"p{i}": tolerance.normalise(a) for i, (a, _) in enumerate(pairs)}
+    new = {f"p{i}": tolerance.normalise(b) for i, (_, b) in enumerate(pairs)}
     diff = DeepDiff(
-        a,
-        b,
-        view="tree",
-        ignore_numeric_type_changes=True,
-        math_epsilon=tolerance.numeric_tolerance or None,
+        old, new, view="tree", ignore_numeric_type_changes=True, math_epsilon=tolerance.numeric_tolerance or None
     )
-    changes = []
+    out: list[list[dict[str, Any]]] = [[] for _ in pairs]
     for items in diff.values():
         for item in items:
+            path = item.path(output_format="list")
             t1 = None if type(item.t1).__name__ == "NotPresent" else item.t1
             t2 = None if type(item.t2).__name__ == "NotPresent" else item.t2
-            changes.append({"path": _path(item.path()), "old": t1, "new": t2})
-    return sorted(changes, key=lambda c: c["path"])
+            rest = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path[1:]).lstrip(".")
+            out[int(str(path[0])[1:])].append({"path": rest or "(arguments)", "old": t1, "new": t2})
+    return [sorted(changes, key=lambda c: c["path"]) for changes in out]
