@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -113,3 +114,25 @@ def test_one_insertion_is_one_extra_and_one_deletion_one_missing(base: list[int]
     assert sum(p.base is None for p in pairs) == 1
     deleted = align(inserted, base)
     assert sum(p.candidate is None for p in deleted) == 1 and sum(not p.equal for p in deleted) == 1
+
+
+@given(
+    st.lists(st.integers(0, 1000), min_size=2, max_size=8, unique=True).flatmap(
+        lambda xs: st.tuples(st.just(xs), st.permutations(xs))
+    )
+)
+def test_a_reordering_is_reported_as_reordered_and_nothing_else(pair: tuple[list[int], list[int]]) -> None:
+    from sdb.diff.differ import _classify
+
+    base, cand = pair
+
+    def rows(ds: list[int]) -> list[dict[str, Any]]:
+        return [
+            {"seq": i, "digest": d, "name": "a", "status": "ok", "pattern": "P1", "payload": "{}"}
+            for i, d in enumerate(ds)
+        ]
+
+    pending: list[Any] = []
+    divs = _classify("s", "step", 0, rows(base), rows(cand), DiffConfig(), False, pending)
+    moved = sum(b != c for b, c in zip(base, cand, strict=True))
+    assert pending == [] and [d.reason for d in divs] == ["reordered"] * moved
