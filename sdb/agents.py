@@ -22,6 +22,7 @@ from sdb.errors import SdbError
 from sdb.events.sink import EventSink
 from sdb.prompts import PromptLibrary
 from sdb.providers import Provider
+from sdb.settings import import_from_cwd
 
 
 class AgentError(SdbError):
@@ -211,10 +212,8 @@ def _import_attr(ref: str) -> Any:
         except Exception as exc:
             raise AgentError(f"agent {ref!r}: {target} failed to import ({type(exc).__name__}: {exc})") from None
     else:
-        if str(Path.cwd()) not in sys.path:
-            sys.path.insert(0, str(Path.cwd()))
         try:
-            module = importlib.import_module(target)
+            module = import_from_cwd(target)
         except ImportError as exc:
             raise AgentError(f"agent {ref!r}: cannot import module {target!r} ({exc})") from None
     try:

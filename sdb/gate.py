@@ -9,7 +9,6 @@ and are overridden by flags. A rate threshold below 1 is a proportion, 1 or more
 from __future__ import annotations
 
 import html
-import tomllib
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 
 from sdb.diff.differ import DiffResult
 from sdb.errors import SdbError
+from sdb.settings import read_table
 
 KEYS = (
     "max_step_divergence",
@@ -49,23 +49,11 @@ class Thresholds:
 
 def load_thresholds(directory: Path | None = None, overrides: Mapping[str, Any] | None = None) -> Thresholds:
     """Thresholds from the config file, then ``overrides`` (flags; None means "not given")."""
-    root = directory or Path.cwd()
-    table: dict[str, Any] = dict(DEFAULTS)  # shipped defaults, replaced by a config table
-    for path, keys in ((root / "sdbctl.toml", ("gate",)), (root / "pyproject.toml", ("tool", "sdbctl", "gate"))):
-        if not path.is_file():
-            continue
-        try:
-            data: Any = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise SdbError(f"{path}: not valid TOML ({exc})") from None
-        for key in keys:
-            data = data.get(key, {}) if isinstance(data, Mapping) else {}
-        if data:
-            unknown = set(data) - set(KEYS)
-            if unknown:
-                raise SdbError(f"{path}: unknown gate key(s) {', '.join(sorted(unknown))} ({', '.join(KEYS)})")
-            table = dict(data)  # a config table replaces the defaults as a whole
-            break
+    found, source = read_table("gate", directory)
+    unknown = set(found) - set(KEYS)
+    if unknown:
+        raise SdbError(f"{source}: unknown gate key(s) {', '.join(sorted(unknown))} ({', '.join(KEYS)})")
+    table: dict[str, Any] = found or dict(DEFAULTS)  # a config table replaces the shipped defaults
     table.update({k: v for k, v in (overrides or {}).items() if v is not None})
     crit = table.get("critical_actions") or ()
     if isinstance(crit, str):

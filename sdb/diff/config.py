@@ -10,13 +10,13 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sdb.errors import SdbError
+from sdb.settings import read_table
 
 TEXT_RULES = ("case", "whitespace")
 
@@ -81,21 +81,7 @@ def _tolerance(name: str, table: Mapping[str, Any], where: str) -> Tolerance:
 def load_config(directory: Path | None = None, extra: Mapping[str, Tolerance] | None = None) -> DiffConfig:
     """Tolerances from ``sdbctl.toml`` ``[diff]`` or ``pyproject.toml`` ``[tool.sdbctl.diff]``; ``extra``
     (from flags) wins."""
-    root = directory or Path.cwd()
-    table: Mapping[str, Any] = {}
-    source = None
-    for path, keys in ((root / "sdbctl.toml", ("diff",)), (root / "pyproject.toml", ("tool", "sdbctl", "diff"))):
-        if not path.is_file():
-            continue
-        try:
-            data: Any = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise SdbError(f"{path}: not valid TOML ({exc})") from None
-        for key in keys:
-            data = data.get(key, {}) if isinstance(data, Mapping) else {}
-        if data:
-            table, source = data, str(path)
-            break
+    table, source = read_table("diff", directory)
     actions = {name: _tolerance(name, t, source or "config") for name, t in (table.get("actions") or {}).items()}
     actions.update(extra or {})
     return DiffConfig(actions, source)

@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import sys
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from sdb.providers.base import Completion, ProviderError, UnknownModel
+from sdb.settings import import_from_cwd
 
 
 class PythonCallable:
@@ -38,10 +36,8 @@ def make_python(target: str, params: dict[str, str]) -> PythonCallable:
     module_name, _, attr = target.rpartition(":")
     if not module_name or not attr:
         raise UnknownModel(f"model spec 'py:{target}': use py:MODULE:FUNCTION")
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
     try:
-        module = importlib.import_module(module_name)
+        module = import_from_cwd(module_name)
     except ImportError as exc:
         raise UnknownModel(f"model spec 'py:{target}': cannot import {module_name!r} ({exc})") from None
     fn = getattr(module, attr, None)
