@@ -20,6 +20,18 @@ def diff(
     resamples: Annotated[int, typer.Option("--resamples", help="Bootstrap resamples of the sessions.")] = 10_000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
     html_file: Annotated[Path | None, typer.Option("--html", help="Write the self-contained HTML report.")] = None,
+    ignore: Annotated[
+        list[str] | None, typer.Option("--ignore", help="ACTION.FIELD never compared (repeatable; * = any action).")
+    ] = None,
+    unordered: Annotated[
+        list[str] | None, typer.Option("--unordered", help="ACTION.FIELD: a list compared as a multiset.")
+    ] = None,
+    numeric_tolerance: Annotated[
+        list[str] | None, typer.Option("--numeric-tolerance", help="ACTION=X: numbers within X are equal.")
+    ] = None,
+    text: Annotated[
+        list[str] | None, typer.Option("--text", help="ACTION=case,whitespace: text normalised before comparing.")
+    ] = None,
     store: StoreOption = None,
     json: JsonOption = False,
 ) -> None:
@@ -33,12 +45,13 @@ def diff(
     Example: sdbctl diff base @latest --json | jq .summary.step_divergence_rate
     """
     from cli.render import console, note, print_json, print_table
-    from sdb.diff.config import load_config
+    from sdb.diff.config import load_config, tolerance_flags
     from sdb.diff.differ import diff_runs
     from sdb.store import Store
 
     st = Store.open(store)
-    result = diff_runs(st, base, candidate, load_config(), noise_run=noise, resamples=resamples, seed=seed)
+    config = tolerance_flags(load_config(), ignore=ignore, unordered=unordered, numeric=numeric_tolerance, text=text)
+    result = diff_runs(st, base, candidate, config, noise_run=noise, resamples=resamples, seed=seed)
     if html_file is not None:
         from sdb.report import render_html
 

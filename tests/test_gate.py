@@ -109,3 +109,15 @@ def test_demo_runs_the_whole_loop(sdbctl: CLI, tmp_path: Path) -> None:
     assert {r["run_id"] for r in runs} == set(result["runs"].values())
     strict = sdbctl("demo", "--sessions", "30", "--candidate", "sim:renewal@v3", "--strict")
     assert strict.returncode == 1 and "FAIL" in strict.stdout  # v3 drifts well above the noise
+
+
+def test_tolerance_flags_and_config_override_the_digest_comparison(sdbctl: CLI, runs: Path, tmp_path: Path) -> None:
+    strict = __import__("json").loads(sdbctl("diff", "base", "v2", "--json").stdout)
+    assert strict["summary"]["by_reason"].get("args_changed", 0) > 0
+    loose = sdbctl(
+        "diff", "base", "v2", "--ignore", "propose_offer.plan", "--numeric-tolerance", "propose_offer=5", "--json"
+    )
+    assert __import__("json").loads(loose.stdout)["divergences"] == []
+    (tmp_path / "sdbctl.toml").write_text('[diff.actions.propose_offer]\nignore = ["plan", "discount_pct"]\n')
+    assert __import__("json").loads(sdbctl("diff", "base", "v2", "--json").stdout)["divergences"] == []
+    _assert_one_line_error(sdbctl("diff", "base", "v2", "--text", "propose_offer=loud"), "text rules are")

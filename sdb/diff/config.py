@@ -85,3 +85,46 @@ def load_config(directory: Path | None = None, extra: Mapping[str, Tolerance] | 
     actions = {name: _tolerance(name, t, source or "config") for name, t in (table.get("actions") or {}).items()}
     actions.update(extra or {})
     return DiffConfig(actions, source)
+
+
+def tolerance_flags(
+    config: DiffConfig,
+    *,
+    ignore: list[str] | None = None,
+    unordered: list[str] | None = None,
+    numeric: list[str] | None = None,
+    text: list[str] | None = None,
+) -> DiffConfig:
+    """``config`` with command-line tolerances on top: ``ignore``/``unordered`` as ``ACTION.FIELD``,
+    ``numeric`` as ``ACTION=X``, ``text`` as ``ACTION=case,whitespace`` (``*`` for every action)."""
+    merged: dict[str, dict[str, Any]] = {}
+
+    def entry(action: str) -> dict[str, Any]:
+        if action not in merged:
+            t = config.tolerance(action)
+            merged[action] = {
+                "ignore": list(t.ignore),
+                "numeric_tolerance": t.numeric_tolerance,
+                "unordered": list(t.unordered),
+                "text": list(t.text),
+            }
+        return merged[action]
+
+    for flag, values, key in (("--ignore", ignore, "ignore"), ("--unordered", unordered, "unordered")):
+        for value in values or []:
+            action, dot, name = value.partition(".")
+            if not dot or not action or not name:
+                raise SdbError(f"{flag} {value!r}: use ACTION.FIELD (or *.FIELD)")
+            entry(action)[key].append(name)
+    for flag, values in (("--numeric-tolerance", numeric), ("--text", text)):
+        for value in values or []:
+            action, eq, rest = value.partition("=")
+            if not eq or not action or not rest:
+                raise SdbError(f"{flag} {value!r}: use ACTION=VALUE (or *=VALUE)")
+            if flag == "--text":
+                entry(action)["text"] = rest.split(",")
+            else:
+                entry(action)["numeric_tolerance"] = rest
+    actions = dict(config.actions)
+    actions.update({a: _tolerance(a, t, "flags") for a, t in merged.items()})
+    return DiffConfig(actions, config.source)
