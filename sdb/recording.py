@@ -89,6 +89,24 @@ def _resumed_counters(store: Store, run_id: str) -> dict[str, Callable[[], int]]
     return {session: itertools.count(seq + 1).__next__ for session, seq in last.items()}
 
 
+def _field_types(name: Any, step: Any, parent: Any, actor: Any, pattern: Any) -> str:
+    """Which event field has the wrong type: checked when the event is recorded, never at flush."""
+    for label, value, want in (
+        ("name", name, "a string"),
+        ("step", step, "a string or None"),
+        ("parent", parent, "an int seq or None"),
+        ("actor", actor, "a string or None"),
+        ("pattern", pattern, "a string or None"),
+    ):
+        if label == "name" and type(value) is not str:
+            return f"{label} must be {want}, not {type(value).__name__}"
+        if label == "parent" and value is not None and type(value) is not int:
+            return f"{label} must be {want}, not {type(value).__name__}"
+        if label not in ("name", "parent") and value is not None and type(value) is not str:
+            return f"{label} must be {want}, not {type(value).__name__}"
+    return "an event field has the wrong type"
+
+
 def _usage(response: Any) -> tuple[int | None, int | None]:
     """Token counts from an OpenAI (``prompt_tokens``) or Anthropic (``input_tokens``) usage block."""
     if not isinstance(response, Mapping):
@@ -156,6 +174,14 @@ class Session:
         tokens_out: int | None = None,
     ) -> int:
         """Take the next seq and queue one row (the columns after run_id, in schema order)."""
+        if not (
+            type(name) is str
+            and (step is None or type(step) is str)
+            and (parent is None or type(parent) is int)
+            and (actor is None or type(actor) is str)
+            and (pattern is None or type(pattern) is str)
+        ):
+            raise PayloadError(_field_types(name, step, parent, actor, pattern))
         seq = self._next_seq()
         self._extend(
             (
@@ -217,6 +243,11 @@ class Session:
         prompt under another version. Token counts default to the response's ``usage`` block. The
         digest is of the request: two runs asked the same question when their llm digests agree.
         """
+        for label, value in (("latency_ms", latency_ms), ("tokens_in", tokens_in), ("tokens_out", tokens_out)):
+            if value is not None and (type(value) is bool or not isinstance(value, int | float)):
+                raise PayloadError(f"{label} must be a number, not {type(value).__name__}")
+        if not isinstance(model, str) or (prompt is not None and not isinstance(prompt, str)):
+            raise PayloadError("model must be a string (and prompt, when given)")
         if prompt is not None and "@" not in prompt:
             raise PayloadError(f"prompt {prompt!r} must be NAME@VERSION, e.g. offer@v3")
         req = canonical_bytes(request)
@@ -267,6 +298,14 @@ class Session:
 
         The hot path of a recording: :meth:`_put` is inlined here.
         """
+        if not (
+            type(name) is str
+            and (step is None or type(step) is str)
+            and (parent is None or type(parent) is int)
+            and (actor is None or type(actor) is str)
+            and (pattern is None or type(pattern) is str)
+        ):
+            raise PayloadError(_field_types(name, step, parent, actor, pattern))
         body = canonical_bytes(args)
         if call_id is None and error is None and replay is None:
             payload = b'{"args":' + body + b"}"
@@ -454,6 +493,8 @@ class Recorder:
             return counter
 
     def _extend(self, row: tuple[Any, ...]) -> None:
+        if self._closed:
+            raise SdbError(f"run {self.run_id}: recorder is closed; this event would be lost")
         queue = self._queue
         queue.extend(row)
         if len(queue) >= self._flush_items:
@@ -514,12 +555,20 @@ class Recorder:
                 self._thread.join()
             self._restore_signals()
             atexit.unregister(self._at_exit)
-            self.flush()
-            for fh in self._side.values():
-                fh.close()
-            self._writer.close("complete" if status == "complete" else "partial", interrupted=interrupted)
+            try:
+                self.flush()
+            except Exception as exc:  # the run is closed as partial below, and the caller told
+                self._failure = self._failure or exc
+            finally:
+                for fh in self._side.values():
+                    fh.close()
+                ok = status == "complete" and self._failure is None
+                self._writer.close("complete" if ok else "partial", interrupted=interrupted)
         if self._failure is not None:
-            raise SdbError(f"run {self.run_id}: background writer failed: {self._failure}") from self._failure
+            raise SdbError(
+                f"run {self.run_id}: events could not be written ({type(self._failure).__name__}: "
+                f"{self._failure}); the run is partial"
+            ) from self._failure
 
     @contextlib.contextmanager
     def _busy(self) -> Iterator[None]:
@@ -531,15 +580,18 @@ class Recorder:
         finally:
             if outer:
                 self._local.busy = False
-                signum, self._deferred_signal = self._deferred_signal, None
-                if signum is not None:
-                    self._on_signal(signum, None)
+                # signals are the main thread's: only it handles one that waited for it
+                if threading.current_thread() is threading.main_thread():
+                    signum, self._deferred_signal = self._deferred_signal, None
+                    if signum is not None:
+                        self._on_signal(signum, None)
 
     @contextlib.contextmanager
     def unit(self) -> Iterator[None]:
         """Events recorded inside this block reach disk together or not at all: no flush splits them
-        (a replay step's llm and action events, so that a resumed replay never sees half a step)."""
-        with self._unit_lock:
+        (a replay step's llm and action events, so that a resumed replay never sees half a step). A
+        signal arriving inside the block is handled when it ends, not while the lock is held."""
+        with self._busy(), self._unit_lock:
             yield
 
     def side_file(self, name: str) -> Callable[[Mapping[str, Any]], None]:
@@ -579,6 +631,7 @@ class Recorder:
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self._restore_signals()  # here, in the main thread: close() runs in a worker thread
         await asyncio.to_thread(self.__exit__, exc_type, exc, tb)
 
     def _at_exit(self) -> None:

@@ -6,11 +6,12 @@ import asyncio
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from recorders.sdk import Recorder
-from sdb.errors import PayloadError
+from sdb.errors import PayloadError, SdbError
 from sdb.events.schema import read_events
 from sdb.store import Store
 from sdb.store.views import connect, run_query
@@ -117,3 +118,36 @@ def test_run_id_is_given_or_generated(store: Path) -> None:
     with Recorder(store=store) as rec:
         generated = rec.run_id
     assert len(generated) > 10 and Store.open(store).manifest(generated).status == "complete"
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.action("a", {}, step=7),
+        lambda s: s.action("a", {}, parent="3"),
+        lambda s: s.action(None, {}),
+        lambda s: s.state("x", {}, actor=5),
+        lambda s: s.llm({}, {}, model="m", tokens_in="12"),
+        lambda s: s.llm({}, {}, model="m", latency_ms="x"),
+    ],
+)
+def test_wrongly_typed_fields_are_refused_when_recorded_and_nothing_is_lost(store: Path, call: Any) -> None:
+    with Recorder(store=store, run_id="typed") as rec:
+        s = rec.session("s")
+        s.input("before", 1)
+        with pytest.raises(PayloadError):
+            call(s)
+        s.input("after", 2)
+    events = read_events(Store.open(store).part_paths("typed")).to_pylist()
+    assert [(e["seq"], e["name"]) for e in events] == [(0, "before"), (1, "after")]
+    assert Store.open(store).manifest("typed").status == "complete"
+
+
+def test_recording_after_close_is_refused(store: Path) -> None:
+    rec = Recorder(store=store, run_id="late")
+    s = rec.session("s")
+    s.input("x", 1)
+    rec.close()
+    with pytest.raises(SdbError, match="recorder is closed"):
+        s.input("y", 2)
+    assert Store.open(store).manifest("late").events == 1

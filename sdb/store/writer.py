@@ -7,6 +7,7 @@ run sets ``status: complete``. Recorders and the replay engine both write throug
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import subprocess
@@ -148,7 +149,10 @@ class RunWriter:
             self.manifest.parts += 1
             self.manifest.events += table.num_rows
             self.manifest.sessions = len(self._sessions)
-            self._write_manifest()
+            # the part is published: its rows must never be written again, so a manifest that cannot be
+            # written now is left for the next part or close() to rewrite
+            with contextlib.suppress(OSError):
+                self._write_manifest()
             return path
 
     def write_many(self, batches: Iterable[pa.RecordBatch]) -> None:
