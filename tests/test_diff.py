@@ -136,3 +136,38 @@ def test_a_reordering_is_reported_as_reordered_and_nothing_else(pair: tuple[list
     divs = _classify("s", "step", 0, rows(base), rows(cand), DiffConfig(), False, pending)
     moved = sum(b != c for b, c in zip(base, cand, strict=True))
     assert pending == [] and [d.reason for d in divs] == ["reordered"] * moved
+
+
+def test_edge_cases_found_in_review(store: Path) -> None:
+    from recorders.sdk import Recorder
+    from sdb.errors import RunNotFound
+
+    with Recorder(store=store, run_id="b") as rec:
+        s = rec.session("s")
+        for k in range(3):
+            llm = s.llm({"k": k}, {}, model="m", step=f"st{k}")
+            s.action("send", [1, k], step=f"st{k}", parent=llm)  # arguments need not be an object
+    with Recorder(store=store, run_id="empty", meta={"source_run": "b"}) as rec:
+        s = rec.session("s")
+        for k in range(3):
+            s.llm({"k": k}, {}, model="m", step=f"st{k}")
+    with Recorder(store=store, run_id="lists", meta={"source_run": "b"}) as rec:
+        s = rec.session("s")
+        for k in range(3):
+            llm = s.llm({"k": k}, {}, model="m", step=f"st{k}")
+            s.action("send", [1, k + (k == 2)], step=f"st{k}", parent=llm)
+    empty = diff_runs(Store.open(store), "b", "empty")
+    assert [d.reason for d in empty.divergences] == ["missing"] * 3  # no actions at all is not "no divergence"
+    lists = diff_runs(Store.open(store), "b", "lists")
+    assert [(d.step, d.fields) for d in lists.divergences] == [("st2", [{"path": "[1]", "old": 2, "new": 3}])]
+    with pytest.raises(RunNotFound):
+        diff_runs(Store.open(store), "nope", "lists")
+
+
+def test_session_mode_repeats_are_repeats_not_extra_sessions(store: Path) -> None:
+    record_workload(load_agent("contract-renewal"), "contract-renewal", sessions=15, store=str(store), run_id="base")
+    replay(Store.open(store), "base", ReplayOptions(model="recorded", mode="session", repeat=2, run_id="rep"))
+    result = diff_runs(Store.open(store), "base", "rep")
+    assert result.divergences == [] and result.summary["repeats"] == 2 and result.summary["pass_k"] == 1.0
+    assert result.summary["drift"]["source"] == "2 repeats of the candidate"
+    assert result.summary["steps_diverged"] <= result.summary["steps_compared"]

@@ -34,8 +34,11 @@ class Tolerance:
     def strict(self) -> bool:
         return not (self.ignore or self.numeric_tolerance or self.unordered or self.text)
 
-    def normalise(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        """``args`` with ignored fields dropped, text normalised and unordered lists sorted."""
+    def normalise(self, args: Any) -> Any:
+        """``args`` with ignored fields dropped, text normalised and unordered lists sorted (arguments
+        that are not an object are compared as they are)."""
+        if not isinstance(args, Mapping):
+            return args
         out: dict[str, Any] = {}
         for key, value in args.items():
             if key in self.ignore:

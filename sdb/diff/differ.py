@@ -48,14 +48,17 @@ DIVERGENCE_SCHEMA: pa.Schema = pa.schema(
 )
 
 _ACTIONS = """
-SELECT a.session_id, coalesce(a.step, '') AS step, a.seq, a.name, a.digest, a.status, a.pattern,
-       {rep} AS rep
+SELECT {sid} AS session_id, a.session_id AS raw_sid, coalesce(a.step, '') AS step, a.seq, a.name, a.digest,
+       a.status, a.pattern, {rep} AS rep
 FROM (SELECT * FROM events WHERE run_id = ? AND kind = 'action' AND parent IS NOT NULL) a
 JOIN (SELECT session_id, seq, payload FROM events WHERE run_id = ? AND kind = 'llm') l
   ON l.session_id = a.session_id AND l.seq = a.parent
 """
-# the repeat index lives in the llm payload of a replay with --repeat; parse it only there
+# the repeat index lives in the llm payload of a step-mode replay with --repeat (parse it only there),
+# and in the session id (ID#rK) of a session-mode replay with --repeat
 _REPEAT = "coalesce(try_cast(json_extract(l.payload, '$.replay.repeat') AS BIGINT), 0)"
+_SESSION_REPEAT = "coalesce(try_cast(regexp_extract(a.session_id, '#r([0-9]+)$', 1) AS BIGINT), 0)"
+_SESSION_ID = "regexp_replace(a.session_id, '#r[0-9]+$', '')"
 
 
 @dataclass
@@ -119,14 +122,17 @@ def diff_runs(
     of the base model) or a candidate replayed with repeats, the summary gets ``drift``: the noise
     floor, the candidate's divergence and the bootstrap interval of their difference."""
     config = config or DiffConfig()
-    base = store.resolve(base)
-    candidate = store.resolve(candidate)
+    base = store.manifest(base).run_id  # an unknown run is a one-line error, not an empty side
     cand_manifest = store.manifest(candidate)
+    candidate = cand_manifest.run_id
     closed_loop = cand_manifest.mode != "step"
     con = connect(store)
     repeated = (cand_manifest.repeat or 1) > 1
-    con.execute(f"CREATE TEMP TABLE b AS {_ACTIONS.format(rep='0')}", [base, base])
-    con.execute(f"CREATE TEMP TABLE c AS {_ACTIONS.format(rep=_REPEAT if repeated else '0')}", [candidate, candidate])
+    session_repeats = repeated and cand_manifest.mode == "session"
+    cand_rep = (_SESSION_REPEAT if session_repeats else _REPEAT) if repeated else "0"
+    cand_sid = _SESSION_ID if session_repeats else "a.session_id"
+    con.execute(f"CREATE TEMP TABLE b AS {_ACTIONS.format(rep='0', sid='a.session_id')}", [base, base])
+    con.execute(f"CREATE TEMP TABLE c AS {_ACTIONS.format(rep=cand_rep, sid=cand_sid)}", [candidate, candidate])
     # candidate errors: reported apart; their steps are not compared
     errors = _rows(
         con,
@@ -140,7 +146,7 @@ def diff_runs(
     mismatched = con.execute("""
         WITH rb AS (SELECT *, row_number() OVER (PARTITION BY session_id, step ORDER BY seq) AS k FROM b),
              rc AS (SELECT *, row_number() OVER (PARTITION BY session_id, step, rep ORDER BY seq) AS k FROM c),
-             reps AS (SELECT DISTINCT rep FROM c),
+             reps AS (SELECT DISTINCT rep FROM c UNION SELECT 0),
              rbr AS (SELECT rb.*, reps.rep AS r FROM rb CROSS JOIN reps)
         SELECT DISTINCT coalesce(rbr.session_id, rc.session_id), coalesce(rbr.step, rc.step), coalesce(rbr.r, rc.rep)
         FROM rbr FULL OUTER JOIN rc ON rbr.session_id = rc.session_id AND rbr.step = rc.step AND rbr.r = rc.rep
@@ -153,7 +159,15 @@ def diff_runs(
         dict(
             con.execute(
                 "SELECT session_id, count(*) FROM (SELECT DISTINCT session_id, step FROM b UNION "
-                "SELECT DISTINCT session_id, step FROM c) GROUP BY 1"
+                "SELECT DISTINCT session_id, step FROM c"
+                + (
+                    " UNION SELECT DISTINCT session_id, coalesce(step, '') FROM events WHERE run_id = '"
+                    + base
+                    + "' AND kind = 'state' AND name NOT LIKE 'replay:%'"
+                    if closed_loop
+                    else ""
+                )
+                + ") GROUP BY 1"
             ).fetchall()
         )
     )
@@ -167,7 +181,7 @@ def diff_runs(
         for row in _rows(
             con,
             "SELECT b.*, e.payload FROM b JOIN (SELECT DISTINCT session_id, step FROM g) USING (session_id, step) "
-            "JOIN events e ON e.run_id = '" + base + "' AND e.session_id = b.session_id AND e.seq = b.seq "
+            "JOIN events e ON e.run_id = '" + base + "' AND e.session_id = b.raw_sid AND e.seq = b.seq "
             "ORDER BY session_id, step, seq",
             [],
         ):
@@ -176,7 +190,7 @@ def diff_runs(
             con,
             "SELECT c.*, e.payload FROM c JOIN g USING (session_id, step, rep) JOIN events e ON e.run_id = '"
             + candidate
-            + "' AND e.session_id = c.session_id AND e.seq = c.seq ORDER BY session_id, step, seq",
+            + "' AND e.session_id = c.raw_sid AND e.seq = c.seq ORDER BY session_id, step, seq",
             [],
         ):
             cand_rows[(row["session_id"], row["step"], row["rep"])].append(row)
@@ -290,8 +304,8 @@ def _classify(
         failed = [x["status"] for x in (c, b) if x is not None and x["status"] in _FAILED]
         if b is not None and c is not None and failed and b["status"] != c["status"]:
             div(failed[0], b, c)  # the side that failed names the reason, whichever side it is
-        elif c is not None and b is None and c["status"] in _FAILED:
-            div("extra", None, c)
+        elif failed and (b is None or c is None):
+            div(failed[0], b, c)  # an unpaired failure is still a failure, on either side
         elif b is not None and c is None:
             div("missing", b, None)
         elif c is not None and b is None:
@@ -338,7 +352,8 @@ def _explain(
 
 
 def _states(con: Any, base: str, candidate: str) -> list[Divergence]:
-    """``state_changed``: per (session, step), the states entered differ."""
+    """``state_changed``: per (session, step), the states entered differ (repeat 0 of a session-mode
+    replay with repeats: sessions ``ID#rK`` are its other repeats, compared on actions only)."""
     rows = con.execute(
         """
         WITH s AS (SELECT run_id, session_id, coalesce(step, '') AS step, list(name ORDER BY seq) AS names,
@@ -347,7 +362,8 @@ def _states(con: Any, base: str, candidate: str) -> list[Divergence]:
                    GROUP BY ALL)
         SELECT coalesce(b.session_id, c.session_id), coalesce(b.step, c.step), b.seq, c.seq, b.names, c.names,
                coalesce(c.pattern, b.pattern)
-        FROM (SELECT * FROM s WHERE run_id = ?) b FULL OUTER JOIN (SELECT * FROM s WHERE run_id = ?) c
+        FROM (SELECT * FROM s WHERE run_id = ?) b FULL OUTER JOIN
+             (SELECT * FROM s WHERE run_id = ? AND NOT regexp_matches(session_id, '#r[0-9]+$')) c
              USING (session_id, step)
         WHERE b.names IS DISTINCT FROM c.names
           AND coalesce(b.session_id, c.session_id) IN (SELECT DISTINCT session_id FROM events WHERE run_id = ?)
@@ -404,7 +420,8 @@ def _summary(
         WITH t AS (SELECT run_id, session_id, arg_max(name, seq) AS last FROM events
                    WHERE run_id IN (?, ?) AND kind = 'state' AND name NOT LIKE 'replay:%' GROUP BY ALL)
         SELECT b.session_id, b.last, c.last FROM (SELECT * FROM t WHERE run_id = ?) b
-        JOIN (SELECT * FROM t WHERE run_id = ?) c USING (session_id) WHERE b.last <> c.last ORDER BY 1
+        JOIN (SELECT * FROM t WHERE run_id = ? AND NOT regexp_matches(session_id, '#r[0-9]+$')) c USING (session_id)
+        WHERE b.last <> c.last ORDER BY 1
     """,
         [base, candidate, base, candidate],
     ).fetchall()

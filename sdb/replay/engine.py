@@ -20,6 +20,7 @@ one unit, so an interrupted replay (``partial``) resumes without asking any fini
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
@@ -136,9 +137,10 @@ class _Caller:
         self.spec = provider.spec
 
     async def ask(self, request: dict[str, Any], *, seed: int, repeat: int) -> Completion:
-        key = cache_key(self.spec, request, seed) if self.cache is not None else ""
-        if self.cache is not None and self.opts.repeat == 1:
-            hit = self.cache.get(key)
+        cache = self.cache if self.opts.repeat == 1 else None  # repeats neither read nor write it
+        key = cache_key(self.spec, request, seed) if cache is not None else ""
+        if cache is not None:
+            hit = cache.get(key)
             if hit is not None:
                 self.progress.cached += 1
                 return Completion(hit["response"], truth=hit.get("truth"))
@@ -153,8 +155,8 @@ class _Caller:
         done = await call_with_retries(
             once, policy=self.policy, limiter=self.limiter, timeout=self.opts.timeout, on_retry=retried
         )
-        if self.cache is not None:  # a simulator's ground truth is kept with its answer
-            self.cache.put(key, {"response": done.response, "truth": done.truth})
+        if cache is not None:  # a simulator's ground truth is kept with its answer
+            cache.put(key, {"response": done.response, "truth": done.truth})
         return done
 
 
@@ -459,9 +461,10 @@ class Replayer:
                 "SELECT DISTINCT session_id FROM events WHERE kind = 'state' AND name = 'replay:finished'",
             ).to_pylist()
             done_sessions = {r["session_id"] for r in finished}
-        todo = [i for i in items if i.session_id not in done_sessions]
-        self.progress.total = len(items) * self.opts.repeat
-        self.progress.skipped = self.progress.done = (len(items) - len(todo)) * self.opts.repeat
+        units = [(i, r) for i in items for r in range(self.opts.repeat)]
+        todo = [(i, r) for i, r in units if _replayed_id(i.session_id, r) not in done_sessions]
+        self.progress.total = len(units)
+        self.progress.skipped = self.progress.done = len(units) - len(todo)
         self._tick()
         book = self._recorded_session()
         caller = _Caller(self.provider, self.opts, cache, self.progress) if self.provider is not None else None
@@ -473,7 +476,9 @@ class Replayer:
                 answers = {k: deque(v) for k, v in entry["answers"].items()}
                 effects = {k: deque(v) for k, v in entry["effects"].items()}
                 humans = {k: deque(v) for k, v in entry["humans"].items()}
-                sink = _Capture(rec.session(item.session_id if repeat == 0 else f"{item.session_id}#r{repeat}"))
+                # a session's events are buffered and written as one unit at its end, so an interrupted
+                # replay leaves no half session behind and --resume runs it again from the start
+                sink = _Buffer(_replayed_id(item.session_id, repeat))
 
                 def serve(valid: ValidAction) -> Any:
                     queue = effects.get(valid.digest)
@@ -516,28 +521,60 @@ class Replayer:
                     self.progress.errors += 1
                     sink.error("provider", str(exc), detail={"status": exc.status})
                     sink.state("replay:finished", {"terminal": None, "error": str(exc)})
+                with rec.unit():
+                    sink.write_to(rec.session(sink.session_id))
                 if sink.digests != entry["actions"]:
                     self.progress.divergences += 1
                 self.progress.done += 1
                 self._tick()
 
-        await asyncio.gather(*(one(i, r) for i in todo for r in range(self.opts.repeat)))
+        await asyncio.gather(*(one(i, r) for i, r in todo))
 
 
-class _Capture:
-    """A session sink that also keeps the digests of the actions written through it."""
+def _replayed_id(session_id: str, repeat: int) -> str:
+    """The session id of a session-mode replay: the source's, with ``#rK`` for repeat K >= 1."""
+    return session_id if repeat == 0 else f"{session_id}#r{repeat}"
 
-    def __init__(self, sink: Session) -> None:
-        self.sink = sink
-        self.session_id = sink.session_id
+
+class _Buffer:
+    """A session sink that keeps its events until :meth:`write_to`, and the digests of its actions.
+
+    Arguments are copied when recorded, as the recorder serialises them when called."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         self.digests: list[int] = []
 
-    def action(self, name: str, args: Any, **kw: Any) -> int:
-        self.digests.append(digest(name, canonical_bytes(args)))
-        return self.sink.action(name, args, **kw)
+    def _keep(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+        self.calls.append((method, copy.deepcopy(args), copy.deepcopy(kwargs)))
+        return len(self.calls) - 1
 
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self.sink, attr)
+    def input(self, *args: Any, **kwargs: Any) -> int:
+        return self._keep("input", args, kwargs)
+
+    def llm(self, *args: Any, **kwargs: Any) -> int:
+        return self._keep("llm", args, kwargs)
+
+    def action(self, name: str, args: Any, **kwargs: Any) -> int:
+        self.digests.append(digest(name, canonical_bytes(args)))
+        return self._keep("action", (name, args), kwargs)
+
+    def gate(self, *args: Any, **kwargs: Any) -> int:
+        return self._keep("gate", args, kwargs)
+
+    def effect(self, *args: Any, **kwargs: Any) -> int:
+        return self._keep("effect", args, kwargs)
+
+    def state(self, *args: Any, **kwargs: Any) -> int:
+        return self._keep("state", args, kwargs)
+
+    def error(self, *args: Any, **kwargs: Any) -> int:
+        return self._keep("error", args, kwargs)
+
+    def write_to(self, session: Session) -> None:
+        for method, args, kwargs in self.calls:
+            getattr(session, method)(*args, **kwargs)
 
 
 class _SessionProvider:
