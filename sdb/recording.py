@@ -457,7 +457,7 @@ class Recorder:
             self._writer = RunWriter.create(self.store, self.run_id, recorder=recorder, meta=meta, **fields)
         self._queue: list[Any] = []
         self._counters: dict[str, Callable[[], int]] = _resumed_counters(self.store, self.run_id) if resume else {}
-        self._unit_lock = threading.Lock()
+        self._units = 0  # unit() blocks open, in any thread
         self._counters_lock = threading.Lock()
         self._side: dict[str, Any] = {}
         self._flush_lock = threading.Lock()
@@ -493,8 +493,13 @@ class Recorder:
             return counter
 
     def _extend(self, row: tuple[Any, ...]) -> None:
-        if self._closed:
-            raise SdbError(f"run {self.run_id}: recorder is closed; this event would be lost")
+        if self._closed or self._units:
+            if self._closed:
+                raise SdbError(f"run {self.run_id}: recorder is closed; this event would be lost")
+            held = getattr(self._local, "unit", None)
+            if held is not None:  # inside unit(): kept until the block ends
+                held.extend(row)
+                return
         queue = self._queue
         queue.extend(row)
         if len(queue) >= self._flush_items:
@@ -511,8 +516,7 @@ class Recorder:
         queue = self._queue
         # Callers only extend the end; only this method (under the lock) cuts the front, and only
         # after the part is published. Each is one atomic list operation: nothing lost or split.
-        with self._unit_lock:  # never between the events of a unit
-            taken = len(queue)
+        taken = len(queue)
         if taken == 0:
             return 0
         n = taken // ROW_WIDTH
@@ -588,11 +592,27 @@ class Recorder:
 
     @contextlib.contextmanager
     def unit(self) -> Iterator[None]:
-        """Events recorded inside this block reach disk together or not at all: no flush splits them
-        (a replay step's llm and action events, so that a resumed replay never sees half a step). A
-        signal arriving inside the block is handled when it ends, not while the lock is held."""
-        with self._busy(), self._unit_lock:
+        """Events recorded inside this block reach disk together or not at all: they are held back and
+        queued with one atomic ``list.extend`` when the block ends, so no flush splits them — a replay
+        step's llm and action events, so that a resumed replay never sees half a step. A signal
+        arriving inside the block is handled when it ends."""
+        if getattr(self._local, "unit", None) is not None:  # nested: the outer block decides
             yield
+            return
+        held: list[Any] = []
+        self._local.unit = held
+        with self._counters_lock:
+            self._units += 1
+        try:
+            with self._busy():
+                yield
+        finally:
+            # also when the block raised: its events took their seqs, and seqs stay gap-free
+            self._local.unit = None
+            with self._counters_lock:
+                self._units -= 1
+            if held:
+                self._extend(tuple(held))  # one list.extend: no flush can split it
 
     def side_file(self, name: str) -> Callable[[Mapping[str, Any]], None]:
         """An appender of JSON lines to ``runs/<run_id>/<name>``, beside the events (ground truth,

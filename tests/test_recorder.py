@@ -151,3 +151,18 @@ def test_recording_after_close_is_refused(store: Path) -> None:
     with pytest.raises(SdbError, match="recorder is closed"):
         s.input("y", 2)
     assert Store.open(store).manifest("late").events == 1
+
+
+def test_a_unit_is_never_split_by_a_flush(store: Path) -> None:
+    with Recorder(store=store, run_id="units", flush_events=3, flush_interval=0.001) as rec:
+        s = rec.session("s")
+        for n in range(200):
+            with rec.unit():
+                for k in range(5):
+                    s.state("k", {"n": n, "k": k})
+                    time.sleep(0)  # give the writer every chance to run mid-unit
+    parts = Store.open(store).part_paths("units")
+    assert len(parts) > 1
+    for part in parts:  # every part holds whole units of five events
+        seqs = [int(x) for x in read_events([part]).column("seq").to_pylist() if x is not None]
+        assert len(seqs) % 5 == 0 and min(seqs) % 5 == 0
