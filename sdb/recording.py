@@ -666,7 +666,8 @@ class Recorder:
         for signum, previous in self._previous.items():
             if signal.getsignal(signum) == self._on_signal:
                 signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
-        self._previous.clear()
+        # _previous is kept: a recorder opened after this one may still chain to our handler, which
+        # then only passes the signal on (see _on_signal)
 
     def _on_signal(self, signum: int, frame: types.FrameType | None) -> None:
         if getattr(self._local, "busy", False):
@@ -674,13 +675,21 @@ class Recorder:
             self._deferred_signal = signum
             return
         previous = self._previous.get(signum, signal.SIG_DFL)
+        if self._closed:  # a closed recorder still in a chain of handlers only passes the signal on
+            self._pass_on(signum, frame, previous)
+            return
         if signum == signal.SIGINT:
             self._interrupted = "SIGINT"
             self.flush()  # KeyboardInterrupt follows; leaving the context closes the run as partial
         else:
             self.close("partial", interrupted=signal.Signals(signum).name)
+        self._pass_on(signum, frame, previous)
+
+    @staticmethod
+    def _pass_on(signum: int, frame: types.FrameType | None, previous: _SignalHandler) -> None:
+        """Hand the signal to the handler that was there before ours (the default one kills)."""
         if callable(previous):
             previous(signum, frame)
-        elif previous == signal.SIG_DFL:
+        elif previous == signal.SIG_DFL or previous is None:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)

@@ -102,3 +102,24 @@ def test_sigterm_while_flushing_writes_each_event_once(tmp_path: Path) -> None:
     assert len(seqs) >= 30_000 and sorted(seqs) == list(range(len(seqs)))
     manifest = Store.open(tmp_path / "store").manifest("victim")
     assert (manifest.status, manifest.events, manifest.interrupted) == ("partial", len(seqs), "SIGTERM")
+
+
+def test_recorders_closed_out_of_order_leave_ctrl_c_a_keyboard_interrupt(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        f"""
+        import os, signal, time
+        from recorders.sdk import Recorder
+        r1 = Recorder(store={str(tmp_path)!r}, run_id="a")
+        r2 = Recorder(store={str(tmp_path)!r}, run_id="b")
+        r1.close(); r2.close()
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(2)
+            print("no interrupt")
+        except KeyboardInterrupt:
+            print("KeyboardInterrupt")
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "KeyboardInterrupt", (out.returncode, out.stderr)
