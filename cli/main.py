@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli import inspect, patterns_cmd
+from cli import import_cmd, inspect, patterns_cmd
 from cli.demo_cmd import demo
 from cli.diagnose_cmd import diagnose
 from cli.diff_cmd import diff
@@ -62,6 +62,7 @@ app.command()(gate)
 app.command()(diagnose)
 app.command()(demo)
 app.add_typer(patterns_cmd.app, name="patterns")
+app.add_typer(import_cmd.app, name="import")
 
 
 def run() -> None:

@@ -1,0 +1,238 @@
+"""``sdbctl import jsonl FILE --map MAP.toml``: any JSON-lines log as a run.
+
+The map names the JSON field (a dotted path) of each column and maps the log's own kind values onto
+sdbctl's::
+
+    session = "trace_id"     # required
+    order = "seq"            # required: a number or an ISO-8601 timestamp
+    kind = "type"            # required
+    name = "tool"
+    args = "arguments"       # an object, or a JSON string holding one
+    step = "step"
+    model = "model"
+    timestamp = "ts"
+    request = "request"      # llm events: the request, so that step mode can ask it again
+    response = "response"    # llm events: the answer
+    [kinds]                  # log value -> event kind; unmapped kinds are an error unless other = "skip"
+    tool_call = "action"
+    llm_call = "llm"
+
+All or nothing: every line is read and checked before anything is written, and the first bad line
+is a one-line ``FILE:LINE: what is wrong`` (``skip_bad`` imports the rest and counts what it
+skipped). An action is linked (``parent``) to the latest llm event before it in its session, so the
+differ compares it as a model action.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sdb.errors import SdbError
+from sdb.events.canonical import canonical_bytes, digest
+from sdb.events.kinds import KINDS
+from sdb.events.schema import COLUMNS, batch_from_columns
+from sdb.recording import new_run_id
+from sdb.store.layout import Store, check_run_id
+from sdb.store.writer import RunWriter
+
+FIELDS = ("session", "order", "kind", "name", "args", "step", "model", "timestamp", "request", "response")
+REQUIRED = ("session", "order", "kind")
+
+
+@dataclass(frozen=True)
+class LogMap:
+    fields: dict[str, str]
+    kinds: dict[str, str]
+    skip_other: bool
+
+
+@dataclass
+class ImportSummary:
+    run_id: str
+    events: int
+    sessions: int
+    skipped: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def load_map(path: Path) -> LogMap:
+    """Read and check a map file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SdbError(f"{path}: cannot read ({exc.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SdbError(f"{path}: not valid TOML ({exc})") from None
+    kinds = data.pop("kinds", {})
+    unknown = set(data) - set(FIELDS)
+    if unknown:
+        raise SdbError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} (keys: {', '.join(FIELDS)}, [kinds])")
+    missing = [k for k in REQUIRED if not isinstance(data.get(k), str)]
+    if missing:
+        raise SdbError(f"{path}: the map needs {', '.join(missing)} (the JSON field of each)")
+    if not isinstance(kinds, Mapping) or not kinds:
+        raise SdbError(f"{path}: a [kinds] table maps the log's kind values onto {', '.join(KINDS)}")
+    skip = kinds.get("other") == "skip"
+    mapped = {str(k): str(v) for k, v in kinds.items() if k != "other"}
+    bad = sorted({v for v in mapped.values() if v not in KINDS})
+    if bad:
+        raise SdbError(f"{path}: [kinds] maps onto {', '.join(bad)}; event kinds are {', '.join(KINDS)}")
+    return LogMap({k: str(v) for k, v in data.items()}, mapped, skip)
+
+
+def _get(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(obj, Mapping) or part not in obj:
+            return None
+        obj = obj[part]
+    return obj
+
+
+def _order(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            pass
+    raise ValueError(f"order value {value!r} is neither a number nor an ISO-8601 timestamp")
+
+
+def _ts_us(value: Any, fallback: float) -> int:
+    try:
+        return int(_order(value) * 1_000_000) if value is not None else int(fallback * 1_000_000)
+    except ValueError:
+        return int(fallback * 1_000_000)
+
+
+def _parse(path: Path, m: LogMap, skip_bad: bool) -> tuple[list[dict[str, Any]], int]:
+    records: list[dict[str, Any]] = []
+    skipped = 0
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise SdbError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise SdbError(f"{path}: not a text file (not UTF-8)") from None
+    f = m.fields
+    now = time.time()  # the timestamp of events whose log has none (and orders by a counter)
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise ValueError(f"a line must hold a JSON object, not {type(obj).__name__}")
+            session = _get(obj, f["session"])
+            if session is None or isinstance(session, dict | list):
+                raise ValueError(f"no session id in field {f['session']!r}")
+            raw_kind = _get(obj, f["kind"])
+            kind = m.kinds.get(str(raw_kind))
+            if kind is None:
+                if m.skip_other:
+                    continue
+                raise ValueError(f'kind {raw_kind!r} is not mapped in [kinds] (add it, or other = "skip")')
+            order = _order(_get(obj, f["order"]))
+            args = _get(obj, f["args"]) if "args" in f else None
+            if isinstance(args, str):
+                args = json.loads(args)
+            if args is not None and not isinstance(args, dict):
+                raise ValueError(f"arguments in field {f['args']!r} are not an object")
+            name = _get(obj, f["name"]) if "name" in f else None
+            step = _get(obj, f["step"]) if "step" in f else None
+            model = _get(obj, f["model"]) if "model" in f else None
+            records.append(
+                {
+                    "session": str(session),
+                    "order": order,
+                    "line": number,
+                    "kind": kind,
+                    "name": str(name) if name is not None else str(raw_kind),
+                    "args": args or {},
+                    "step": str(step) if step is not None else None,
+                    "model": str(model) if model is not None else None,
+                    "ts": _ts_us(
+                        _get(obj, f["timestamp"]) if "timestamp" in f else None, order if order > 1e8 else now
+                    ),
+                    "request": _get(obj, f["request"]) if "request" in f else None,
+                    "response": _get(obj, f["response"]) if "response" in f else None,
+                }
+            )
+        except (ValueError, TypeError) as exc:
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            if not skip_bad:
+                raise SdbError(f"{path}:{number}: {reason}") from None
+            skipped += 1
+    return records, skipped
+
+
+def import_jsonl(
+    store: str | Path | None, path: Path, map_path: Path, *, run_id: str | None = None, skip_bad: bool = False
+) -> ImportSummary:
+    """Import ``path`` with ``map_path`` into a new run; nothing is written unless every line is good
+    (or ``skip_bad``)."""
+    m = load_map(map_path)
+    records, skipped = _parse(path, m, skip_bad)
+    if not records:
+        raise SdbError(f"{path}: no event to import")
+    records.sort(key=lambda r: (r["session"], r["order"], r["line"]))
+    columns: list[list[Any]] = [[] for _ in COLUMNS]
+    seqs: dict[str, int] = {}
+    last_llm: dict[str, int] = {}
+    rid = check_run_id(run_id) if run_id else new_run_id()
+    for r in records:
+        seq = seqs.get(r["session"], 0)
+        seqs[r["session"]] = seq + 1
+        kind, name, parent = r["kind"], r["name"], None
+        if kind == "llm":
+            request, response = r["request"] or {}, r["response"] or {}
+            body, det = {"request": request, "response": response}, canonical_bytes(request)
+            last_llm[r["session"]] = seq
+        elif kind == "action":
+            body, det = {"args": r["args"]}, canonical_bytes(r["args"])
+            parent = last_llm.get(r["session"])
+        else:
+            body = r["args"]
+            det = canonical_bytes(body)
+        row = {
+            "run_id": rid,
+            "session_id": r["session"],
+            "seq": seq,
+            "step": r["step"],
+            "parent": parent,
+            "ts": r["ts"],
+            "kind": kind,
+            "actor": "agent",
+            "pattern": "",
+            "name": name,
+            "model": r["model"] if kind == "llm" else None,
+            "prompt": None,
+            "payload": canonical_bytes(body).decode(),
+            "digest": digest(name, det),
+            "status": "error" if kind == "error" else "ok",
+            "latency_ms": None,
+            "tokens_in": None,
+            "tokens_out": None,
+        }
+        for i, column in enumerate(COLUMNS):
+            columns[i].append(row[column])
+    writer = RunWriter.create(
+        Store.open(store, must_exist=False),
+        rid,
+        recorder="jsonl",
+        mode="record",
+        meta={"imported_from": str(path), "map": str(map_path), "skipped": skipped},
+    )
+    writer.write(batch_from_columns(columns))
+    writer.close("complete")
+    return ImportSummary(rid, len(records), len(seqs), skipped)

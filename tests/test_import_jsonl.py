@@ -1,0 +1,71 @@
+"""``sdbctl import jsonl``: any JSON-lines log as a run; all or nothing; replayable in step mode."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import CLI
+from tests.test_cli import _assert_one_line_error
+
+MAP = """
+session = "session_id"
+order = "seq"
+kind = "kind"
+name = "name"
+args = "payload.args"
+step = "step"
+model = "model"
+timestamp = "ts"
+request = "payload.request"
+response = "payload.response"
+[kinds]
+llm = "llm"
+action = "action"
+input = "input"
+state = "state"
+gate = "gate"
+effect = "effect"
+error = "error"
+"""
+
+
+def test_an_exported_run_imports_and_replays_with_zero_divergence(sdbctl: CLI, tmp_path: Path) -> None:
+    assert sdbctl("record", "contract-renewal", "-n", "8", "--run-id", "orig").returncode == 0
+    assert sdbctl("export", "orig", "--out", "log.jsonl").returncode == 0
+    (tmp_path / "map.toml").write_text(MAP)
+    out = sdbctl("import", "jsonl", "log.jsonl", "--map", "map.toml", "--run-id", "imp", "--json")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert summary == {"run_id": "imp", "events": len(lines), "sessions": 8, "skipped": 0}
+    runs = {r["run_id"]: r for r in json.loads(sdbctl("runs", "--json").stdout)}
+    assert runs["imp"]["events"] == runs["orig"]["events"] and runs["imp"]["status"] == "complete"
+    same = json.loads(sdbctl("replay", "imp", "--model", "recorded", "--json").stdout)
+    assert same["divergences"] == 0 and same["steps"] > 0
+    sim = json.loads(sdbctl("replay", "imp", "--model", "sim:renewal@v1", "--json", "--run-id", "again").stdout)
+    assert sim["errors"] == 0
+    diff = json.loads(sdbctl("diff", "imp", "again", "--json").stdout)
+    assert diff["summary"]["steps_compared"] > 0 and diff["divergences"] == []
+
+
+def test_bad_lines_are_named_and_no_run_is_written(sdbctl: CLI, tmp_path: Path) -> None:
+    (tmp_path / "map.toml").write_text(MAP)
+    good = {"session_id": "s", "seq": 0, "kind": "action", "name": "a", "payload": {"args": {"x": 1}}}
+    cases = {
+        "truncated": json.dumps(good)[:-5],
+        "no-session": json.dumps({**good, "session_id": None}),
+        "unmapped": json.dumps({**good, "kind": "telemetry"}),
+        "bad-order": json.dumps({**good, "seq": "yesterday"}),
+        "bad-args": json.dumps({**good, "payload": {"args": [1, 2]}}),
+    }
+    for label, bad in cases.items():
+        (tmp_path / f"{label}.jsonl").write_text(json.dumps(good) + "\n" + bad + "\n")
+        _assert_one_line_error(sdbctl("import", "jsonl", f"{label}.jsonl", "--map", "map.toml"), f"{label}.jsonl:2:")
+    (tmp_path / "binary.jsonl").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    _assert_one_line_error(sdbctl("import", "jsonl", "binary.jsonl", "--map", "map.toml"), "not a text file")
+    assert not (tmp_path / ".sdb" / "runs").exists() or not any((tmp_path / ".sdb" / "runs").iterdir())
+    skipped = sdbctl("import", "jsonl", "truncated.jsonl", "--map", "map.toml", "--skip-bad", "--json")
+    assert json.loads(skipped.stdout)["skipped"] == 1 and json.loads(skipped.stdout)["events"] == 1
+    (tmp_path / "bad-map.toml").write_text('session = "s"\n[kinds]\nx = "action"\n')
+    _assert_one_line_error(sdbctl("import", "jsonl", "truncated.jsonl", "--map", "bad-map.toml"), "needs order, kind")
