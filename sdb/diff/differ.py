@@ -25,6 +25,7 @@ from sdb.diff.align import align, reordered
 from sdb.diff.config import DiffConfig
 from sdb.diff.drift import drift_test
 from sdb.diff.explain import field_changes_many
+from sdb.events.schema import DIVERGENCE_SCHEMA
 from sdb.store.layout import Store
 from sdb.store.views import connect
 
@@ -40,12 +41,6 @@ REASONS = (
     "state_changed",
 )
 _FAILED = ("parse_failed", "invalid")
-_STRING_COLUMNS = ("base_run", "candidate_run", "session_id", "step")
-DIVERGENCE_SCHEMA: pa.Schema = pa.schema(
-    [pa.field(n, pa.string()) for n in _STRING_COLUMNS]
-    + [pa.field(n, pa.int64()) for n in ("repeat", "base_seq", "candidate_seq")]
-    + [pa.field(n, pa.string()) for n in ("reason", "base_action", "candidate_action", "pattern", "fields")]
-)
 
 _ACTIONS = """
 SELECT {sid} AS session_id, a.session_id AS raw_sid, coalesce(a.step, '') AS step, a.seq, a.name, a.digest,

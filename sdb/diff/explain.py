@@ -10,17 +10,13 @@ from deepdiff import DeepDiff
 from sdb.diff.config import Tolerance
 
 
-def field_changes(old: Mapping[str, Any], new: Mapping[str, Any], tolerance: Tolerance) -> list[dict[str, Any]]:
-    """The fields of ``new`` that differ from ``old`` under ``tolerance``: ``{path, old, new}`` each."""
-    return field_changes_many([(old, new)], tolerance)[0]
-
-
 def field_changes_many(
     pairs: list[tuple[Mapping[str, Any], Mapping[str, Any]]], tolerance: Tolerance
 ) -> list[list[dict[str, Any]]]:
-    """:func:`field_changes` for many pairs under one tolerance, in a single DeepDiff call: the pairs
-    become two dicts keyed by position, and each change is routed back by the first key of its path.
-    DeepDiff's fixed cost per call dominates small argument dicts, so this is several times faster."""
+    """The fields that differ in each pair (``{path, old, new}``) under one tolerance, in a single
+    DeepDiff call: the pairs become two dicts keyed by position, and each change is routed back by the
+    first key of its path. DeepDiff's fixed cost per call dominates small argument dicts, so one call
+    for all pairs is several times faster than one per pair."""
     if not pairs:
         return []
     old = {f"p{i}": tolerance.normalise(a) for i, (a, _) in enumerate(pairs)}

@@ -44,6 +44,14 @@ EVENT_SCHEMA: Final = pa.schema(_FIELDS, metadata={VERSION_KEY: SCHEMA_VERSION.e
 
 COLUMNS: Final[tuple[str, ...]] = tuple(EVENT_SCHEMA.names)
 
+# One row per divergence found by the differ (``diffs/<base>..<candidate>/divergences.parquet``).
+_DIVERGENCE_STRINGS = ("base_run", "candidate_run", "session_id", "step")
+DIVERGENCE_SCHEMA: pa.Schema = pa.schema(
+    [pa.field(n, pa.string()) for n in _DIVERGENCE_STRINGS]
+    + [pa.field(n, pa.int64()) for n in ("repeat", "base_seq", "candidate_seq")]
+    + [pa.field(n, pa.string()) for n in ("reason", "base_action", "candidate_action", "pattern", "fields")]
+)
+
 
 def batch_from_columns(columns: Sequence[Sequence[Any]]) -> pa.RecordBatch:
     """Build a record batch from one Python sequence (or Arrow array) per column, in :data:`COLUMNS` order.

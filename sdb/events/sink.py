@@ -2,7 +2,7 @@
 
 ``sdb`` cannot import ``recorders`` (arrows point down), so the boundary, the patterns and the replay
 engine write to any object with these methods; ``recorders.sdk.Session`` is the usual one, and
-:class:`NullSink` drops everything (for code run without recording).
+:class:`MemorySink` keeps events in memory (tests, dry runs).
 """
 
 from __future__ import annotations
@@ -99,21 +99,6 @@ class EventSink(Protocol):
         actor: str | None = ...,
         pattern: str | None = ...,
     ) -> int: ...
-
-
-class NullSink:
-    """A sink that records nothing; ``seq`` still counts, so parent links stay meaningful."""
-
-    def __init__(self, session_id: str = "null") -> None:
-        self.session_id = session_id
-        self._seq = 0
-
-    def _next(self, *args: Any, **kwargs: Any) -> int:
-        seq = self._seq
-        self._seq += 1
-        return seq
-
-    input = llm = action = gate = effect = state = error = _next
 
 
 class MemorySink:

@@ -14,7 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from sdb.errors import QueryError
-from sdb.events.schema import EVENT_SCHEMA, read_file_schema
+from sdb.events.schema import DIVERGENCE_SCHEMA, EVENT_SCHEMA, read_file_schema
 from sdb.store.layout import Store
 
 RUNS_SCHEMA = pa.schema(
@@ -61,8 +61,6 @@ def connect(store: Store, run_id: str | None = None) -> duckdb.DuckDBPyConnectio
     if diffs:
         con.execute(f"CREATE VIEW divergences AS SELECT * FROM read_parquet({_sql_list(diffs)})")
     else:
-        from sdb.diff.differ import DIVERGENCE_SCHEMA
-
         con.register("_empty_divergences", DIVERGENCE_SCHEMA.empty_table())
         con.execute("CREATE VIEW divergences AS SELECT * FROM _empty_divergences")
     manifests = store.manifests() if run_id is None else [store.manifest(run_id)]

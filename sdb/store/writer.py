@@ -12,7 +12,6 @@ import datetime as dt
 import os
 import subprocess
 import threading
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 
@@ -154,10 +153,6 @@ class RunWriter:
             with contextlib.suppress(OSError):
                 self._write_manifest()
             return path
-
-    def write_many(self, batches: Iterable[pa.RecordBatch]) -> None:
-        for batch in batches:
-            self.write(batch)
 
     def close(self, status: RunStatus = "complete", *, interrupted: str | None = None) -> RunManifest:
         """Mark the run finished (``complete``) or cut short (``partial``). Idempotent."""
