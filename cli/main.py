@@ -13,7 +13,7 @@ from cli.demo_cmd import demo
 from cli.diagnose_cmd import diagnose
 from cli.diff_cmd import diff
 from cli.gate_cmd import gate
-from cli.record import record
+from cli.record import CommandAfterDashes, record
 from cli.replay import replay
 from sdb import __version__
 from sdb.errors import SdbError
@@ -55,7 +55,7 @@ def main(
 
 
 inspect.register(app)
-app.command()(record)
+app.command(cls=CommandAfterDashes)(record)
 app.command()(replay)
 app.command()(diff)
 app.command()(gate)

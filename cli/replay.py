@@ -134,6 +134,7 @@ def replay(
     err_console.print(
         f"{p.done}/{p.total} steps ({p.skipped} resumed) in {result.seconds:.2f} s · {p.asked} model calls, "
         f"{p.cached} from cache, {p.retried} retries · {p.divergences} diverged · {p.errors} errors"
-        + (f" · {p.stopped_sessions} sessions stopped" if p.stopped_sessions else ""),
+        + (f" · {p.stopped_sessions} sessions stopped" if p.stopped_sessions else "")
+        + (f" · {p.no_content} steps recorded without content, not replayed" if p.no_content else ""),
         highlight=False,
     )

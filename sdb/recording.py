@@ -63,7 +63,6 @@ _SCALAR_TYPES: Final = {
     i: (pa.string() if pa.types.is_dictionary(EVENT_SCHEMA.field(i).type) else EVENT_SCHEMA.field(i).type)
     for i in _MAYBE_CONSTANT
 }
-_now_ns = time.time_ns  # converted to microseconds per batch, not per event
 _xxh3 = xxhash.xxh3_64_intdigest
 _dumps = orjson.dumps
 _STATUSES: Final = frozenset(STATUSES)
@@ -134,7 +133,7 @@ class Session:
     ``seq`` is gap-free and 0-based per session, also when several threads record into one session.
     """
 
-    __slots__ = ("_extend", "_next_seq", "actor", "pattern", "recorder", "session_id")
+    __slots__ = ("_clock", "_extend", "_next_seq", "actor", "pattern", "recorder", "session_id")
 
     def __init__(self, recorder: Recorder, session_id: str, actor: str, pattern: str) -> None:
         self.recorder = recorder
@@ -143,6 +142,7 @@ class Session:
         self.pattern = pattern
         self._next_seq = recorder._counter(session_id)
         self._extend = recorder._extend
+        self._clock = recorder.clock
 
     def __enter__(self) -> Session:
         return self
@@ -189,7 +189,7 @@ class Session:
                 seq,
                 step,
                 parent,
-                _now_ns(),
+                self._clock(),
                 kind,
                 actor or self.actor,
                 pattern or self.pattern,
@@ -236,8 +236,12 @@ class Session:
         actor: str | None = None,
         pattern: str | None = None,
         replay: Mapping[str, Any] | None = None,
+        content_missing: bool = False,
     ) -> int:
         """A model call: the whole request, the raw response, and the prompt ``name@version``.
+
+        ``content_missing`` marks a call whose messages were not captured (a trace recorded without
+        content): it is kept for its place, model, timing and tokens, and a step-mode replay skips it.
 
         ``variables`` are the prompt template's variables, kept so that a replay can re-render the
         prompt under another version. Token counts default to the response's ``usage`` block. The
@@ -255,6 +259,8 @@ class Session:
         parts += [b"," if replay is not None else b"", b'"request":', req, b',"response":', canonical_bytes(response)]
         if variables is not None:
             parts += [b',"variables":', canonical_bytes(variables)]
+        if content_missing:
+            parts.append(b',"content":"missing"')
         parts.append(b"}")
         if tokens_in is None or tokens_out is None:
             uin, uout = _usage(response)
@@ -325,7 +331,7 @@ class Session:
                 seq,
                 step,
                 parent,
-                _now_ns(),
+                self._clock(),
                 "action",
                 actor or self.actor,
                 pattern or self.pattern,
@@ -435,6 +441,7 @@ class Recorder:
         pattern: str = "",
         resume: bool = False,
         recorder: str = "sdk",
+        clock: Callable[[], int] = time.time_ns,
     ) -> None:
         if flush_events < 1 or flush_interval <= 0:
             raise SdbError("flush_events must be >= 1 and flush_interval > 0")
@@ -446,6 +453,7 @@ class Recorder:
         self.run_id = check_run_id(run_id) if run_id else new_run_id()
         self.actor = actor
         self.pattern = pattern
+        self.clock = clock  # ns since the epoch of each event; importers give the source's own times
         self.flush_events = flush_events
         self.flush_interval = flush_interval
         self._flush_items = flush_events * ROW_WIDTH

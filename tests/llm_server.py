@@ -54,16 +54,57 @@ def as_plain_json(answer: Answer) -> Answer:
     return plain
 
 
+def stream_chunks(answer: dict[str, Any], *, with_usage: bool = False) -> list[dict[str, Any]]:
+    """``answer`` as the ``chat.completion.chunk`` objects a streaming server sends: the role, text in
+    pieces, each tool call's id and name, then its arguments in 7-character fragments."""
+    head = {
+        "id": answer.get("id", "chatcmpl-test"),
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": answer.get("model", "test"),
+    }
+    message = answer["choices"][0]["message"]
+    chunks = [{**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
+    text = message.get("content") or ""
+    for i in range(0, len(text), 5):
+        chunks.append({**head, "choices": [{"index": 0, "delta": {"content": text[i : i + 5]}, "finish_reason": None}]})
+    for n, call in enumerate(message.get("tool_calls") or []):
+        first = {
+            "index": n,
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["function"]["name"], "arguments": ""},
+        }
+        chunks.append({**head, "choices": [{"index": 0, "delta": {"tool_calls": [first]}, "finish_reason": None}]})
+        args = call["function"]["arguments"]
+        for i in range(0, len(args), 7):
+            part = {"index": n, "function": {"arguments": args[i : i + 7]}}
+            chunks.append({**head, "choices": [{"index": 0, "delta": {"tool_calls": [part]}, "finish_reason": None}]})
+    finish = answer["choices"][0].get("finish_reason") or ("tool_calls" if message.get("tool_calls") else "stop")
+    chunks.append({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+    if with_usage:
+        chunks.append(
+            {
+                **head,
+                "choices": [],
+                "usage": answer.get("usage", {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}),
+            }
+        )
+    return chunks
+
+
 class LLMServer:
     """``with LLMServer() as server: server.url`` -> ``http://127.0.0.1:PORT/v1``."""
 
     def __init__(self, answer: Answer | None = None, *, delay: float = 0.0) -> None:
         self.answer = answer or simulator_answer()
         self.delay = delay
+        self.chunk_delay = 0.0  # seconds between streamed chunks
         self.faults: list[tuple[str, float]] = []  # ("429", retry_after) | ("500", 0) | ("slow", seconds)
         self.requests: Counter[str] = Counter()
         self.times: list[float] = []
         self.bodies: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
         server = self
 
@@ -84,6 +125,23 @@ class LLMServer:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _stream(self, answer: dict[str, Any], request: dict[str, Any]) -> None:
+                """The answer as server-sent chunks, tool-call arguments cut into fragments."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for chunk in stream_chunks(
+                    answer, with_usage=bool((request.get("stream_options") or {}).get("include_usage"))
+                ):
+                    data = f"data: {json.dumps(chunk)}\n\n".encode()
+                    self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                    self.wfile.flush()
+                    if server.chunk_delay:
+                        time.sleep(server.chunk_delay)
+                done = b"data: [DONE]\n\n"
+                self.wfile.write(f"{len(done):x}\r\n".encode() + done + b"\r\n0\r\n\r\n")
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = json.loads(self.rfile.read(length) or b"{}")
@@ -91,6 +149,7 @@ class LLMServer:
                     server.requests[server.key(body)] += 1
                     server.times.append(time.monotonic())
                     server.bodies.append(body)
+                    server.headers.append(dict(self.headers.items()))
                     fault = server.faults.pop(0) if server.faults else None
                 if fault is not None and fault[0] == "429":
                     self._send(
@@ -108,6 +167,8 @@ class LLMServer:
                     time.sleep(server.delay)
                 if self.path.rstrip("/").endswith("/messages"):
                     self._send(200, server.anthropic(body))
+                elif self.path.rstrip("/").endswith("/chat/completions") and body.get("stream"):
+                    self._stream(server.answer(body), body)
                 elif self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(200, server.answer(body))
                 else:

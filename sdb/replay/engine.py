@@ -30,8 +30,8 @@ from typing import Any
 import orjson
 
 from sdb.agents import AgentContext, Workload, load_agent
-from sdb.boundary import EXECUTE, Boundary, InvalidArguments, StopSession, UnknownAction, ValidAction
-from sdb.boundary.proposal import ParseFailure, parse_response
+from sdb.boundary import EXECUTE, Boundary, StopSession, ValidAction
+from sdb.boundary.observe import write_actions
 from sdb.errors import SdbError, UsageError
 from sdb.events.canonical import canonical_bytes, digest
 from sdb.providers import Completion, Provider, ProviderError, resolve
@@ -78,6 +78,7 @@ class ReplayProgress:
     errors: int = 0
     divergences: int = 0
     stopped_sessions: int = 0
+    no_content: int = 0  # recorded without their messages (traces without content): not replayable
 
 
 @dataclass
@@ -108,6 +109,7 @@ class ReplayResult:
             "errors": p.errors,
             "divergences": p.divergences,
             "stopped_sessions": p.stopped_sessions,
+            "steps_without_content": p.no_content,
             "seconds": round(self.seconds, 3),
             "cpu_seconds_per_step": round(self.cpu_seconds / max(p.done, 1), 6),
         }
@@ -315,7 +317,9 @@ class Replayer:
         return replay_boundary() if callable(replay_boundary) else Boundary("replay", open_vocabulary=True)
 
     async def _steps(self, rec: Recorder, cache: ResponseCache | None) -> None:
-        steps = load_steps(self.store, self.source_run)
+        recorded = load_steps(self.store, self.source_run)
+        steps = [s for s in recorded if not s.content_missing]
+        self.progress.no_content = len(recorded) - len(steps)
         done = finished_units(self.store, rec.run_id) if self.resume else set()
         units = [(s, r) for s in steps for r in range(self.opts.repeat)]
         self.progress.total = len(units)
@@ -361,7 +365,7 @@ class Replayer:
                             replay=mark,
                             **where,
                         )
-                        digests = self._write_actions(sink, boundary, completion.response, seq, where)
+                        digests = write_actions(sink.action, boundary, completion.response, seq, where)
                         if tuple(digests) != step.actions:
                             self.progress.divergences += 1
                         if completion.truth is not None:
@@ -379,37 +383,6 @@ class Replayer:
                 self._tick()
 
         await asyncio.gather(*(one(s, r) for s, r in todo))
-
-    @staticmethod
-    def _write_actions(
-        sink: Session, boundary: Boundary, response: Any, parent: int, where: dict[str, Any]
-    ) -> list[int]:
-        """The boundary's propose/verify/normalize on ``response``, written as action events (no commit)."""
-        found = parse_response(response)
-        if isinstance(found, ParseFailure):
-            sink.action("?", {}, status="parse_failed", parent=parent, error=found.reason, **where)
-            return [digest("?", b"{}")]
-        digests = []
-        for proposal in found:
-            try:
-                valid = boundary.verify(proposal)
-            except (InvalidArguments, UnknownAction) as exc:
-                errors = [e.as_dict() for e in exc.errors] if isinstance(exc, InvalidArguments) else []
-                args = proposal.args if isinstance(proposal.args, Mapping) else {"(arguments)": proposal.args}
-                sink.action(
-                    proposal.name,
-                    args,
-                    status="invalid",
-                    parent=parent,
-                    call_id=proposal.call_id,
-                    error={"reason": str(exc), "fields": errors},
-                    **where,
-                )
-                digests.append(digest(proposal.name, canonical_bytes(args)))
-                continue
-            sink.action(valid.name, valid.args, parent=parent, call_id=valid.call_id, **where)
-            digests.append(valid.digest)
-        return digests
 
     # -- session mode --------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ class SourceStep:
     response: Any
     variables: dict[str, Any] | None
     actions: tuple[int, ...]
+    content_missing: bool = False  # recorded without its messages (a trace without content): not asked
 
     @property
     def key(self) -> tuple[str, int]:
@@ -64,6 +65,7 @@ def load_steps(store: Store, run_id: str) -> list[SourceStep]:
                 response=body.get("response"),
                 variables=body.get("variables"),
                 actions=tuple(actions.get((row["session_id"], row["seq"]), ())),
+                content_missing=body.get("content") == "missing",
             )
         )
     return steps

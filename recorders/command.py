@@ -1,0 +1,135 @@
+"""``sdbctl record -- CMD ARGS...``: run an unmodified agent with its OpenAI base URL pointed at the
+recording proxy, and record every chat-completions call it makes into one run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import types
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from recorders.proxy import DEFAULT_UPSTREAM, ConversationRecorder, RecordingProxy
+from recorders.proxy.server import check_upstream, public_url
+from sdb.errors import SdbError
+from sdb.recording import Recorder
+from sdb.redaction import Redactor, load_redactor
+
+BASE_URL_VARIABLES = ("OPENAI_BASE_URL", "OPENAI_API_BASE")
+
+
+@dataclass
+class CommandSummary:
+    run_id: str
+    exit_code: int
+    sessions: int
+    llm_calls: int
+    actions: int
+    effects: int
+    errors: int
+    seconds: float
+    status: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def default_upstream(environ: Mapping[str, str]) -> str:
+    """``OPENAI_BASE_URL`` (or ``OPENAI_API_BASE``) as the environment had it, else OpenAI's API."""
+    for name in BASE_URL_VARIABLES:
+        if environ.get(name):
+            return environ[name]
+    return DEFAULT_UPSTREAM
+
+
+def open_recording(
+    store: str | None, *, upstream: str, run_id: str | None, redactor: Redactor | None, mode: str
+) -> tuple[Recorder, ConversationRecorder]:
+    """A recorder for proxied traffic and the conversation bookkeeping over it."""
+    rules = redactor if redactor is not None else load_redactor()
+    recorder = Recorder(
+        store,
+        {"mode": "record", "upstream": public_url(upstream), "redaction": rules.names, "via": mode},
+        run_id=run_id,
+        handle_signals=False,
+        recorder="proxy",
+    )
+    return recorder, ConversationRecorder(recorder, rules)
+
+
+def record_command(
+    argv: Sequence[str],
+    *,
+    store: str | None = None,
+    upstream: str | None = None,
+    run_id: str | None = None,
+    port: int = 0,
+    redactor: Redactor | None = None,
+    on_start: Callable[[RecordingProxy, str], None] | None = None,
+) -> CommandSummary:
+    """Run ``argv`` behind the proxy until it exits; the summary carries its exit code."""
+    if not argv:
+        raise SdbError("record: no command after -- (e.g. sdbctl record -- python my_agent.py)")
+    if shutil.which(argv[0]) is None:
+        what = "not executable" if os.path.exists(argv[0]) else "not found"
+        raise SdbError(f"record: command {what}: {argv[0]}")
+    target = check_upstream(upstream or default_upstream(os.environ))
+    recorder, conversations = open_recording(store, upstream=target, run_id=run_id, redactor=redactor, mode="command")
+    started = time.monotonic()
+    status = "partial"
+    try:
+        proxy = RecordingProxy(target, conversations, port=port).start()
+    except BaseException:
+        recorder.close("partial", interrupted="proxy did not start")
+        raise
+    try:
+        if on_start is not None:
+            on_start(proxy, recorder.run_id)
+        env = dict(os.environ)
+        for name in BASE_URL_VARIABLES:
+            env[name] = proxy.url
+        env["SDB_RUN_ID"] = recorder.run_id
+        code = _run(argv, env)
+        status = "complete"
+    finally:
+        proxy.stop()
+        recorder.close(status)
+    return CommandSummary(
+        run_id=recorder.run_id,
+        exit_code=code,
+        sessions=len(conversations.conversations),
+        llm_calls=conversations.llm_events,
+        actions=conversations.actions,
+        effects=conversations.effects,
+        errors=conversations.errors,
+        seconds=round(time.monotonic() - started, 3),
+        status=status,
+    )
+
+
+def _run(argv: Sequence[str], env: dict[str, str]) -> int:
+    """Run the command to its end; SIGINT and SIGTERM go to it (not to us), its exit code comes back."""
+    try:
+        child = subprocess.Popen(list(argv), env=env)
+    except OSError as exc:  # checked before the run was opened; gone or changed since
+        raise SdbError(f"record: cannot run {argv[0]} ({exc.strerror})") from None
+
+    def forward(signum: int, frame: types.FrameType | None) -> None:
+        # Ctrl-C reaches the whole foreground process group, the child included, so SIGINT is only
+        # survived here; SIGTERM sent to us is passed on. Either way we wait for the child, then close.
+        if signum == signal.SIGTERM and child.poll() is None:
+            child.send_signal(signum)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        code = child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return code if code >= 0 else 128 - code

@@ -1,0 +1,201 @@
+"""Chat-completions traffic as events: the session a call belongs to, ``effect`` events for the tool
+results an agent sends back, the ``llm`` event of each call and one ``action`` per tool call.
+
+Shared by the recording proxy (live traffic) and the OpenTelemetry importer (traced traffic), so that
+both write the same events for the same conversation. Calls for one session arrive in order, from one
+thread (the proxy's event loop, or the importer's loop), so the bookkeeping needs no lock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import xxhash
+
+from sdb.boundary import Boundary
+from sdb.boundary.observe import write_actions
+from sdb.events.canonical import canonical_bytes
+from sdb.recording import Recorder, Session
+from sdb.redaction import Redactor
+
+SESSION_HEADER = "X-SDB-Session"
+
+
+@dataclass
+class _Conversation:
+    session: Session
+    calls: dict[str, tuple[int, str, str | None]] = field(default_factory=dict)  # call id -> (seq, name, step)
+    answered: set[str] = field(default_factory=set)  # tool call ids whose result is recorded
+    llm_calls: int = 0
+
+
+class _Capture:
+    """An action sink that records through a session and keeps each tool call's seq."""
+
+    def __init__(self, session: Session, actor: str | None) -> None:
+        self.session = session
+        self.actor = actor
+        self.calls: list[tuple[str | None, int, str]] = []
+
+    def action(self, name: str, args: Any, **kwargs: Any) -> int:
+        seq = self.session.action(name, args, actor=self.actor, **kwargs)
+        self.calls.append((kwargs.get("call_id"), seq, name))
+        return seq
+
+
+def session_key(header: str | None, request: Mapping[str, Any]) -> str:
+    """The ``X-SDB-Session`` header, else a digest of the conversation's opening (every message up to
+    and including the first user message), which stays the same on every later call of it."""
+    if header and header.strip():
+        return header.strip()
+    messages = request.get("messages")
+    opening: list[Any] = []
+    for message in messages if isinstance(messages, list) else []:
+        opening.append(message)
+        if isinstance(message, Mapping) and message.get("role") == "user":
+            break
+    return "conv-" + xxhash.xxh3_64_hexdigest(canonical_bytes(opening))
+
+
+def tool_result(content: Any) -> Any:
+    """A tool message's content: JSON when it parses, else the text (or the content parts)."""
+    if isinstance(content, str):
+        try:
+            return json.loads(content)
+        except json.JSONDecodeError:
+            return content
+    return content
+
+
+class ConversationRecorder:
+    """Turns chat-completions calls into events of one run."""
+
+    def __init__(self, recorder: Recorder, redactor: Redactor) -> None:
+        self.recorder = recorder
+        self.redactor = redactor
+        self.boundary = Boundary("conversation", open_vocabulary=True)
+        self.conversations: dict[str, _Conversation] = {}
+        self.llm_events = 0
+        self.actions = 0
+        self.effects = 0
+        self.errors = 0
+
+    def _conversation(self, session_id: str) -> _Conversation:
+        found = self.conversations.get(session_id)
+        if found is None:
+            found = self.conversations[session_id] = _Conversation(self.recorder.session(session_id))
+        return found
+
+    def session(self, session_id: str) -> Session:
+        return self._conversation(session_id).session
+
+    def request(self, session_id: str, request: Mapping[str, Any], *, actor: str | None = None) -> None:
+        """Record the tool results in ``request`` that were not recorded yet, each linked to its call."""
+        messages = request.get("messages")
+        if not isinstance(messages, list):
+            return
+        names: dict[str, str] = {}
+        for message in messages:
+            if not isinstance(message, Mapping):
+                continue
+            for call in message.get("tool_calls") or []:
+                if isinstance(call, Mapping) and isinstance(call.get("id"), str):
+                    names[call["id"]] = str((call.get("function") or {}).get("name") or "?")
+            call_id = message.get("tool_call_id")
+            if message.get("role") == "tool" and isinstance(call_id, str):
+                self.tool_result(
+                    session_id, call_id, names.get(call_id, "?"), tool_result(message.get("content")), actor=actor
+                )
+
+    def tool_result(
+        self,
+        session_id: str,
+        call_id: str,
+        name: str,
+        result: Any,
+        *,
+        args: Any = None,
+        actor: str | None = None,
+        status: str = "ok",
+    ) -> None:
+        """The result of tool call ``call_id``, once: an ``effect`` linked to the call's action. A call
+        the record has not seen (its answer was not captured) gets its action first, with no llm parent."""
+        conv = self._conversation(session_id)
+        if call_id in conv.answered:
+            return
+        conv.answered.add(call_id)
+        parent, known, step = conv.calls.get(call_id, (None, name, None))
+        if parent is None and args is not None:
+            safe = self.redactor.redact(args)
+            parent = conv.session.action(
+                name, safe if isinstance(safe, Mapping) else {"(arguments)": safe}, call_id=call_id, actor=actor
+            )
+            self.actions += 1
+        body = {"call_id": call_id, "content": self.redactor.redact(result)}
+        conv.session.effect(known, body, parent=parent, step=step, actor=actor, status=status)
+        self.effects += 1
+
+    def answer(
+        self,
+        session_id: str,
+        request: Mapping[str, Any],
+        response: Any,
+        *,
+        model: str,
+        latency_ms: float | None,
+        parent: int | None = None,
+        actor: str | None = None,
+        content_missing: bool = False,
+        tokens_in: int | None = None,
+        tokens_out: int | None = None,
+    ) -> int:
+        """Record one answered call: the llm event (``step`` = the n-th call of the conversation, the
+        differ's unit), then the actions the boundary finds in the answer. Returns the llm seq."""
+        conv = self._conversation(session_id)
+        req = self.redactor.redact(request)
+        resp = self.redactor.redact(response)
+        conv.llm_calls += 1
+        step = f"call-{conv.llm_calls:03d}"
+        seq = conv.session.llm(
+            req,
+            resp,
+            model=model,
+            name="chat",
+            step=step,
+            latency_ms=round(latency_ms, 3) if latency_ms is not None else None,
+            parent=parent,
+            actor=actor,
+            content_missing=content_missing,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+        )
+        self.llm_events += 1
+        if content_missing:
+            return seq
+        capture = _Capture(conv.session, actor)
+        write_actions(capture.action, self.boundary, resp, seq, {"step": step})
+        for call_id, action_seq, name in capture.calls:
+            if call_id:
+                conv.calls[call_id] = (action_seq, name, step)
+        self.actions += len(capture.calls)
+        return seq
+
+    def failure(
+        self,
+        session_id: str,
+        request: Mapping[str, Any],
+        status: int | None,
+        body: Any,
+        *,
+        parent: int | None = None,
+        actor: str | None = None,
+    ) -> None:
+        """A failed call: an ``error`` event (counted apart from divergence), not an llm step."""
+        conv = self._conversation(session_id)
+        message = f"upstream answered HTTP {status}" if status else "model call failed"
+        detail = {"status": status, "body": self.redactor.redact(body), "request": self.redactor.redact(request)}
+        conv.session.error("chat", message, detail=detail, parent=parent, actor=actor)
+        self.errors += 1

@@ -1,0 +1,259 @@
+"""The recording proxy: an aiohttp server on 127.0.0.1 that forwards the OpenAI API to an upstream
+and records ``/chat/completions`` calls while it passes them through.
+
+aiohttp, not an ASGI app under uvicorn: it is already installed for the openai SDK's async transport,
+and one library gives both the server and the streaming upstream client on one event loop.
+
+Streamed answers are written to the client chunk by chunk as they arrive; the record is assembled
+from the same bytes and written after the client has its last byte, so recording adds no wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+from aiohttp import web
+
+from recorders.conversation import SESSION_HEADER, ConversationRecorder, session_key
+from recorders.proxy.stream import CompletionAssembler, SSEDecoder
+from sdb.errors import SdbError
+
+DEFAULT_UPSTREAM = "https://api.openai.com/v1"
+
+# Hop-by-hop headers (RFC 9110 7.6.1) and those the proxy rewrites; never forwarded either way.
+_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
+# Asked of the upstream as identity, so the recorded bytes are the bytes passed on.
+_REQUEST_DROP = _HOP | {"accept-encoding", SESSION_HEADER.lower()}
+_RESPONSE_DROP = _HOP | {"content-encoding"}
+
+
+def _model(request: Mapping[str, Any]) -> str:
+    """The model spec of a proxied call, as ``sdbctl replay --model`` would name it."""
+    return f"openai:{request.get('model') or 'unknown'}"
+
+
+def check_upstream(url: str) -> str:
+    """``url`` as an http(s) base URL without a trailing slash, or a one-line error."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SdbError(f"upstream {url!r}: not an http(s) URL (e.g. https://api.openai.com/v1)")
+    return url.rstrip("/")
+
+
+def public_url(url: str) -> str:
+    """``url`` without user info or query, the form that may be written to a manifest."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class RecordingProxy:
+    """``start()`` serves on a thread of its own; ``url`` is the base URL to give the agent."""
+
+    def __init__(
+        self, upstream: str, conversations: ConversationRecorder, *, port: int = 0, host: str = "127.0.0.1"
+    ) -> None:
+        self.upstream = check_upstream(upstream)
+        self._upstream_path = urlsplit(self.upstream).path.rstrip("/")
+        self.conversations = conversations
+        self.host = host
+        self.port = port
+        self.requests = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._client: aiohttp.ClientSession | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        """The OpenAI base URL of the proxy (``.../v1``)."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> RecordingProxy:
+        self._thread = threading.Thread(target=self._serve, name="sdb-proxy", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._startup_error is not None:
+            error = self._startup_error
+            if isinstance(error, OSError):
+                raise SdbError(f"proxy: cannot listen on {self.host}:{self.port} ({error.strerror})") from None
+            raise error
+        return self
+
+    def stop(self) -> None:
+        """Finish the calls in flight, then stop serving."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None or not thread.is_alive():
+            return
+        asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+
+    def __enter__(self) -> RecordingProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _serve(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._startup())
+        except BaseException as exc:  # reported by start() in the caller's thread
+            self._startup_error = exc
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    async def _startup(self) -> None:
+        app = web.Application(client_max_size=256 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._client = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
+            auto_decompress=False,
+            connector=aiohttp.TCPConnector(limit=0),
+        )
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        if self.port == 0 and server is not None and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]
+
+    async def _shutdown(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()  # waits for the handlers in flight
+        if self._client is not None:
+            await self._client.close()
+
+    # -- forwarding ----------------------------------------------------------------------------
+
+    def _target(self, request: web.Request) -> str:
+        path = request.rel_url.path
+        if path == "/v1" or path.startswith("/v1/"):
+            path = path[3:]
+        elif self._upstream_path and (path == self._upstream_path or path.startswith(self._upstream_path + "/")):
+            path = path[len(self._upstream_path) :]
+        query = request.rel_url.raw_query_string
+        return self.upstream + path + (f"?{query}" if query else "")
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _REQUEST_DROP}
+        call = self._chat_call(request, body)
+        started = time.perf_counter()
+        assert self._client is not None
+        try:
+            upstream = await self._client.request(
+                request.method, self._target(request), headers=headers, data=body, allow_redirects=False
+            )
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            message = f"sdbctl proxy: upstream {public_url(self.upstream)} unreachable ({type(exc).__name__}: {exc})"
+            if call is not None:
+                self.conversations.failure(call[0], call[1], 502, {"error": message})
+            return web.json_response({"error": {"message": message, "type": "proxy_error"}}, status=502)
+        async with upstream:
+            out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            for key, value in upstream.headers.items():
+                if key.lower() not in _RESPONSE_DROP:
+                    out.headers.add(key, value)
+            streamed = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
+            if streamed:
+                out.enable_chunked_encoding()
+            await out.prepare(request)
+            decoder = SSEDecoder() if streamed and call is not None else None
+            assembler = CompletionAssembler() if decoder is not None else None
+            kept: list[bytes] = []
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await out.write(chunk)
+                    if decoder is not None and assembler is not None:
+                        for event in decoder.feed(chunk):
+                            assembler.add_event(event)
+                    elif call is not None:
+                        kept.append(chunk)
+            except (ConnectionResetError, aiohttp.ClientError, asyncio.CancelledError):
+                if call is not None:  # the client or the upstream went away mid-answer
+                    self.conversations.failure(call[0], call[1], 499, {"error": "connection lost mid-answer"})
+                raise
+            await out.write_eof()
+        if call is not None:
+            latency_ms = (time.perf_counter() - started) * 1000
+            self._record(call, upstream.status, kept, decoder, assembler, latency_ms)
+        return out
+
+    def _chat_call(self, request: web.Request, body: bytes) -> tuple[str, dict[str, Any]] | None:
+        """(session, request) of a recordable chat-completions call, with its new tool results recorded."""
+        if request.method != "POST" or not request.rel_url.path.rstrip("/").endswith("/chat/completions"):
+            return None
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None  # passed on as is: the upstream's answer to it is the client's business
+        if not isinstance(payload, dict):
+            return None
+        session = session_key(request.headers.get(SESSION_HEADER), payload)
+        self.conversations.request(session, payload)
+        return session, payload
+
+    def _record(
+        self,
+        call: tuple[str, dict[str, Any]],
+        status: int,
+        kept: list[bytes],
+        decoder: SSEDecoder | None,
+        assembler: CompletionAssembler | None,
+        latency_ms: float,
+    ) -> None:
+        session, payload = call
+        if decoder is not None and assembler is not None:
+            for event in decoder.close():
+                assembler.add_event(event)
+            if status >= 400 or assembler.errors:
+                self.conversations.failure(session, payload, status, {"errors": assembler.errors})
+                return
+            self.conversations.answer(
+                session, payload, assembler.completion(), model=_model(payload), latency_ms=latency_ms
+            )
+            return
+        raw = b"".join(kept)
+        try:
+            answer: Any = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            answer = raw.decode("utf-8", errors="replace")[:2000]
+        if status >= 400 or not isinstance(answer, Mapping):
+            self.conversations.failure(session, payload, status, answer)
+            return
+        self.conversations.answer(session, payload, answer, model=_model(payload), latency_ms=latency_ms)
