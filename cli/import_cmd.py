@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli.options import JsonOption, StoreOption
 
+if TYPE_CHECKING:
+    from recorders.importers import ImportSummary
+
 app = typer.Typer(
-    help="Import runs from logs and traces other tools wrote.\n\nExample: sdbctl import jsonl agent.log --map map.toml",
+    help="Import runs from logs and traces other tools wrote.\n\n"
+    "Examples: sdbctl import otel traces.jsonl  ·  sdbctl import jsonl agent.log --map map.toml",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -29,16 +33,54 @@ def import_jsonl(
 
     Example: sdbctl import jsonl agent.log --map map.toml --run-id prod-2026-11
     """
-    from cli.render import err_console, print_json
     from recorders.importers.jsonl import import_jsonl as run_import
 
     summary = run_import(str(store) if store else None, file, map_file, run_id=run_id, skip_bad=skip_bad)
+    _report(summary, json, "bad lines")
+
+
+@app.command("otel")
+def import_otel(
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="FILE...",
+            help="OTLP/JSON trace files: the Collector file exporter's lines, or single export objects.",
+        ),
+    ],
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Id of the new run (default: generated).")] = None,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Import the good lines and spans, count the bad ones.")
+    ] = False,
+    store: StoreOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Import OpenTelemetry GenAI traces as a run: one session per trace, all or nothing.
+
+    Inference spans (gen_ai.operation.name chat, text_completion, generate_content, or the older
+    gen_ai.prompt.N / gen_ai.completion.N attributes and span events) become llm events and the
+    actions in their answers; execute_tool spans and tool results become effects; invoke_agent spans
+    become inputs and name the actor. Spans recorded without content import with the content marked
+    missing (replay skips them). A bad line or span is FILE:LINE and exit 2. Payloads are redacted
+    by [tool.sdbctl.redact].
+
+    Example: sdbctl import otel otel-traces.jsonl --run-id prod-2026-11 && sdbctl replay prod-2026-11
+    """
+    from recorders.importers.otel import import_otel as run_import
+
+    summary = run_import(str(store) if store else None, files, run_id=run_id, skip_bad=skip_bad)
+    _report(summary, json, "bad lines or spans")
+
+
+def _report(summary: ImportSummary, json: bool, what: str) -> None:
+    from cli.render import err_console, print_json
+
     if json:
         print_json(summary.as_dict())
         return
     typer.echo(summary.run_id)
     err_console.print(
         f"{summary.events} events in {summary.sessions} sessions"
-        + (f"; {summary.skipped} bad lines skipped" if summary.skipped else ""),
+        + (f"; {summary.skipped} {what} skipped" if summary.skipped else ""),
         highlight=False,
     )

@@ -13,6 +13,7 @@ from cli.demo_cmd import demo
 from cli.diagnose_cmd import diagnose
 from cli.diff_cmd import diff
 from cli.gate_cmd import gate
+from cli.proxy_cmd import proxy
 from cli.record import CommandAfterDashes, record
 from cli.replay import replay
 from sdb import __version__
@@ -56,6 +57,7 @@ def main(
 
 inspect.register(app)
 app.command(cls=CommandAfterDashes)(record)
+app.command()(proxy)
 app.command()(replay)
 app.command()(diff)
 app.command()(gate)

@@ -133,3 +133,50 @@ def _run(argv: Sequence[str], env: dict[str, str]) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return code if code >= 0 else 128 - code
+
+
+def serve_proxy(
+    *,
+    store: str | None = None,
+    upstream: str | None = None,
+    run_id: str | None = None,
+    port: int = 0,
+    on_start: Callable[[RecordingProxy, str], None] | None = None,
+) -> CommandSummary:
+    """Serve the recording proxy until SIGINT or SIGTERM, then close the run (for agents that are not
+    started by sdbctl: another language, a container, a long-lived service)."""
+    target = check_upstream(upstream or default_upstream(os.environ))
+    recorder, conversations = open_recording(store, upstream=target, run_id=run_id, redactor=None, mode="serve")
+    started = time.monotonic()
+    stop = threading.Event()
+    try:
+        proxy = RecordingProxy(target, conversations, port=port).start()
+    except BaseException:
+        recorder.close("partial", interrupted="proxy did not start")
+        raise
+
+    def finish(signum: int, frame: types.FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, finish) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if on_start is not None:
+            on_start(proxy, recorder.run_id)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        proxy.stop()
+        recorder.close()
+    return CommandSummary(
+        run_id=recorder.run_id,
+        exit_code=0,
+        sessions=len(conversations.conversations),
+        llm_calls=conversations.llm_events,
+        actions=conversations.actions,
+        effects=conversations.effects,
+        errors=conversations.errors,
+        seconds=round(time.monotonic() - started, 3),
+        status="complete",
+    )

@@ -113,19 +113,25 @@ class ConversationRecorder:
     def tool_result(
         self,
         session_id: str,
-        call_id: str,
+        call_id: str | None,
         name: str,
         result: Any,
         *,
         args: Any = None,
         actor: str | None = None,
         status: str = "ok",
-    ) -> None:
-        """The result of tool call ``call_id``, once: an ``effect`` linked to the call's action. A call
-        the record has not seen (its answer was not captured) gets its action first, with no llm parent."""
+        content_missing: bool = False,
+    ) -> int | None:
+        """The result of tool call ``call_id``, once: an ``effect`` linked to the call's action (its seq
+        is returned; None when already recorded). Without a call id, the oldest unanswered call of
+        tool ``name`` is the one answered. A call the record has not seen (its answer was not
+        captured) gets its action first, with no llm parent, so the differ does not count it as a step."""
         conv = self._conversation(session_id)
+        if call_id is None:  # a tool span with no call id: the oldest unanswered call of that tool
+            pending = [c for c, (_, n, _) in conv.calls.items() if n == name and c not in conv.answered]
+            call_id = pending[0] if pending else f"{name}#{len(conv.answered)}"
         if call_id in conv.answered:
-            return
+            return None
         conv.answered.add(call_id)
         parent, known, step = conv.calls.get(call_id, (None, name, None))
         if parent is None and args is not None:
@@ -135,8 +141,11 @@ class ConversationRecorder:
             )
             self.actions += 1
         body = {"call_id": call_id, "content": self.redactor.redact(result)}
-        conv.session.effect(known, body, parent=parent, step=step, actor=actor, status=status)
+        if content_missing:
+            body["content_missing"] = True
+        seq = conv.session.effect(known, body, parent=parent, step=step, actor=actor, status=status)
         self.effects += 1
+        return seq
 
     def answer(
         self,
@@ -192,10 +201,10 @@ class ConversationRecorder:
         *,
         parent: int | None = None,
         actor: str | None = None,
-    ) -> None:
+    ) -> int:
         """A failed call: an ``error`` event (counted apart from divergence), not an llm step."""
         conv = self._conversation(session_id)
         message = f"upstream answered HTTP {status}" if status else "model call failed"
         detail = {"status": status, "body": self.redactor.redact(body), "request": self.redactor.redact(request)}
-        conv.session.error("chat", message, detail=detail, parent=parent, actor=actor)
         self.errors += 1
+        return conv.session.error("chat", message, detail=detail, parent=parent, actor=actor)

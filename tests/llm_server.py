@@ -244,10 +244,14 @@ class LLMServer:
         self.httpd.server_close()
 
 
-if __name__ == "__main__":  # a server for manual runs: python -m tests.llm_server
+if __name__ == "__main__":  # a server for manual runs: python -m tests.llm_server [DELAY] [--weather]
     import sys
 
-    with LLMServer(delay=float(sys.argv[1]) if len(sys.argv) > 1 else 0.0) as s:
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    model: Answer | None = None
+    if "--weather" in sys.argv:
+        from fixtures.agents.weather_model import answer as model
+    with LLMServer(model, delay=float(args[0]) if args else 0.0) as s:
         print(s.url, flush=True)
         while True:
             time.sleep(3600)

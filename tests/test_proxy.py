@@ -206,3 +206,29 @@ def test_proxy_serves_concurrent_clients(tmp_path: Path) -> None:
         rec.close()
     assert not errors and conversations.llm_events == 20
     assert len({r["session_id"] for r in _events(tmp_path / ".sdb", "direct", ("llm",))}) == 20
+
+
+def test_sdbctl_proxy_serves_until_a_signal_and_closes_the_run(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+
+    from tests.conftest import SDBCTL, _cli_env
+
+    with LLMServer(weather_answer) as upstream:
+        proc = subprocess.Popen(
+            [str(SDBCTL), "proxy", "--upstream", upstream.url, "--run-id", "served"],
+            cwd=tmp_path, env=_cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
+        body = {"model": "m", "messages": [{"role": "user", "content": "weather in Lima?"}]}
+        r = httpx.post(f"{url}/chat/completions", json=body, headers={"Authorization": f"Bearer {API_KEY}"})
+        assert r.json()["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out.strip().splitlines()[-1] == "served"
+    rows = _events(tmp_path / ".sdb", "served", ("llm", "action"))
+    assert [r["kind"] for r in rows] == ["llm", "action"] and rows[1]["payload"]["args"]["city"] == "Lima"
+    assert not any(API_KEY.encode() in p.read_bytes() for p in (tmp_path / ".sdb").rglob("*") if p.is_file())

@@ -1,1 +1,19 @@
-"""Importers: runs built from logs and traces that other tools wrote (issue 6; JSONL so far)."""
+"""Importers: runs built from logs and traces that other tools wrote (OTLP/JSON GenAI traces, JSONL)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class ImportSummary:
+    """What an import wrote: the new run, its events and sessions, and the input it skipped."""
+
+    run_id: str
+    events: int
+    sessions: int
+    skipped: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()

@@ -34,11 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recorders.importers import ImportSummary
 from sdb.errors import SdbError
 from sdb.events.canonical import canonical_bytes, digest
 from sdb.events.kinds import KINDS
 from sdb.events.schema import COLUMNS, batch_from_columns
 from sdb.recording import new_run_id
+from sdb.redaction import load_redactor
 from sdb.store.layout import Store, check_run_id
 from sdb.store.writer import RunWriter
 
@@ -51,17 +53,6 @@ class LogMap:
     fields: dict[str, str]
     kinds: dict[str, str]
     skip_other: bool
-
-
-@dataclass
-class ImportSummary:
-    run_id: str
-    events: int
-    sessions: int
-    skipped: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
 
 
 def load_map(path: Path) -> LogMap:
@@ -182,6 +173,7 @@ def import_jsonl(
     """Import ``path`` with ``map_path`` into a new run; nothing is written unless every line is good
     (or ``skip_bad``)."""
     m = load_map(map_path)
+    redactor = load_redactor()
     records, skipped = _parse(path, m, skip_bad)
     if not records:
         raise SdbError(f"{path}: no event to import")
@@ -194,8 +186,9 @@ def import_jsonl(
         seq = seqs.get(r["session"], 0)
         seqs[r["session"]] = seq + 1
         kind, name, parent = r["kind"], r["name"], None
+        r["args"] = redactor.redact(r["args"])
         if kind == "llm":
-            request, response = r["request"] or {}, r["response"] or {}
+            request, response = redactor.redact(r["request"] or {}), redactor.redact(r["response"] or {})
             body, det = {"request": request, "response": response}, canonical_bytes(request)
             last_llm[r["session"]] = seq
         elif kind == "action":
@@ -231,7 +224,7 @@ def import_jsonl(
         rid,
         recorder="jsonl",
         mode="record",
-        meta={"imported_from": str(path), "map": str(map_path), "skipped": skipped},
+        meta={"imported_from": str(path), "map": str(map_path), "skipped": skipped, "redaction": redactor.names},
     )
     writer.write(batch_from_columns(columns))
     writer.close("complete")

@@ -1,0 +1,166 @@
+"""``sdbctl import otel FILE...``: OpenTelemetry GenAI traces (OTLP/JSON) as a run.
+
+A trace is a session. Spans are taken in start order (a parent before its children when they start
+together): an inference span (``gen_ai.operation.name`` = chat / text_completion / generate_content,
+or the older attributes) becomes an ``llm`` event and the actions in its answer; the tool results its
+request carries, and ``execute_tool`` spans, become ``effect`` events linked to their call; an
+``invoke_agent`` span becomes an ``input`` event and names the actor of the spans below it. Parentage
+gives ``parent``. A span recorded without content still imports, marked ``content: missing``, and a
+step-mode replay skips it. Other spans (HTTP, database, ...) are ignored and counted.
+
+All or nothing: every file is read and checked before the run is created; a bad line or span is a
+one-line ``FILE:LINE: what is wrong``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from recorders.conversation import ConversationRecorder
+from recorders.importers import ImportSummary
+from recorders.importers.genai import inference, model_spec, operation, tokens, tool_call
+from recorders.importers.otlp import Span, read_spans
+from sdb.errors import SdbError
+from sdb.recording import Recorder
+from sdb.redaction import Redactor, load_redactor
+
+
+def _ordered(spans: list[Span]) -> list[Span]:
+    """Start order; at equal starts a parent before its child, then input order."""
+    by_id = {s.span_id: s for s in spans}
+
+    def depth(span: Span) -> int:
+        n, seen = 0, set()
+        while span.parent_id in by_id and span.parent_id not in seen:
+            seen.add(span.parent_id)
+            span = by_id[span.parent_id]
+            n += 1
+        return n
+
+    return sorted(spans, key=lambda s: (s.start_ns, depth(s), s.order))
+
+
+def _nearest(span: Span, by_id: dict[str, Span], found: dict[str, Any]) -> Any:
+    """The value ``found`` holds for the closest ancestor of ``span`` that has one."""
+    seen: set[str] = set()
+    parent = span.parent_id
+    while parent is not None and parent not in seen:
+        seen.add(parent)
+        if parent in found:
+            return found[parent]
+        ancestor = by_id.get(parent)
+        parent = ancestor.parent_id if ancestor is not None else None
+    return None
+
+
+def import_otel(
+    store: str | Path | None,
+    paths: list[Path],
+    *,
+    run_id: str | None = None,
+    skip_bad: bool = False,
+    redactor: Redactor | None = None,
+) -> ImportSummary:
+    """Import the GenAI spans of ``paths`` into a new run; nothing is written unless all input is good
+    (or ``skip_bad``)."""
+    if not paths:
+        raise SdbError("import otel: no FILE given")
+    rules = redactor if redactor is not None else load_redactor()
+    spans, bad = read_spans(paths, skip_bad=skip_bad)
+    wanted = [s for s in spans if operation(s) is not None]
+    if not wanted:
+        raise SdbError(f"{paths[0]}: no GenAI spans to import ({len(spans)} spans read, none gen_ai)")
+    traces: dict[str, list[Span]] = defaultdict(list)
+    for span in spans:  # every span, so that parentage crosses non-GenAI spans
+        traces[span.trace_id].append(span)
+    clock = [0]
+    recorder = Recorder(
+        store,
+        {
+            "mode": "record",
+            "imported_from": [str(p) for p in paths],
+            "redaction": rules.names,
+            "skipped": bad,
+            "ignored_spans": len(spans) - len(wanted),
+        },
+        run_id=run_id,
+        handle_signals=False,
+        recorder="otel",
+        clock=lambda: clock[0],
+    )
+    conversations = ConversationRecorder(recorder, rules)
+    try:
+        for trace_id in sorted(traces):
+            members = traces[trace_id]
+            by_id = {s.span_id: s for s in members}
+            events: dict[str, int] = {}  # span id -> seq of the event it became
+            agents: dict[str, str] = {}  # invoke_agent span id -> agent name
+            for span in _ordered(members):
+                op = operation(span)
+                if op is None:
+                    continue
+                clock[0] = span.start_ns
+                parent = _nearest(span, by_id, events)
+                actor = _nearest(span, by_id, agents)
+                seq = _event(conversations, trace_id, span, op, parent, actor)
+                if op == "invoke_agent":
+                    agents[span.span_id] = str(span.attributes.get("gen_ai.agent.name") or "agent")
+                if seq is not None:
+                    events[span.span_id] = seq
+        recorder.close()
+    except BaseException:
+        recorder.close("partial")
+        shutil.rmtree(recorder.store.root / "runs" / recorder.run_id, ignore_errors=True)  # all or nothing
+        raise
+    return ImportSummary(recorder.run_id, recorder.events_written, len(traces), bad)
+
+
+def _event(
+    conversations: ConversationRecorder, session: str, span: Span, op: str, parent: int | None, actor: str | None
+) -> int | None:
+    attrs = span.attributes
+    failed = span.status_code == 2
+    if op == "invoke_agent":
+        agent = {
+            k.removeprefix("gen_ai."): v
+            for k, v in attrs.items()
+            if k.startswith("gen_ai.agent.") or k in ("gen_ai.conversation.id", "gen_ai.input.messages")
+        }
+        name = str(attrs.get("gen_ai.agent.name") or "agent")
+        return conversations.session(session).input(
+            "invoke_agent", conversations.redactor.redact(agent), actor=name if actor is None else actor
+        )
+    if op == "execute_tool":
+        call_id, name, args, result, captured = tool_call(span)
+        return conversations.tool_result(
+            session,
+            call_id,
+            name,
+            result,
+            args=args,
+            actor=actor,
+            status="error" if failed else "ok",
+            content_missing=not captured,
+        )
+    request, response, captured = inference(span)
+    if failed:
+        error = {"message": span.status_message, "type": attrs.get("error.type")}
+        return conversations.failure(session, request, None, error, parent=parent, actor=actor)
+    if captured:
+        conversations.request(session, request, actor=actor)
+    tokens_in, tokens_out = tokens(attrs)
+    return conversations.answer(
+        session,
+        request,
+        response,
+        model=model_spec(span),
+        latency_ms=max(span.end_ns - span.start_ns, 0) / 1e6,
+        parent=parent,
+        actor=actor,
+        content_missing=not captured,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+    )
