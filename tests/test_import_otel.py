@@ -241,3 +241,20 @@ def test_malformed_traces_name_the_line_and_write_no_run(sdbctl: CLI, tmp_path: 
     skipped = sdbctl("import", "otel", "no-trace.jsonl", "--skip-bad", "--json")
     assert skipped.returncode == 0, skipped.stderr
     assert json.loads(skipped.stdout)["skipped"] == 1 and json.loads(skipped.stdout)["events"] == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "steps"), [("openllmetry-0.62.4-content.jsonl", 4), ("openllmetry-0.62.4-no-content.jsonl", 0)]
+)
+def test_openllmetry_golden_traces_import_and_replay(sdbctl: CLI, tmp_path: Path, name: str, steps: int) -> None:
+    out = sdbctl("import", "otel", str(REPO / "fixtures" / "traces" / name), "--run-id", "ollm", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["sessions"] == 2  # one trace per conversation
+    rows = _rows(tmp_path, "ollm")
+    if steps:
+        tools = [r for r in rows if r["kind"] == "action" and r["name"] == "get_weather"]
+        assert sorted(r["payload"]["args"]["city"] for r in tools) == ["Oslo", "Paris"]
+        llm = next(r for r in rows if r["kind"] == "llm")
+        assert llm["payload"]["request"]["tools"][0]["function"]["name"] == "get_weather"  # gen_ai.tool.definitions
+    same = json.loads(sdbctl("replay", "ollm", "--model", "recorded", "--json").stdout)
+    assert same["divergences"] == 0 and same["steps"] == steps and same["steps_without_content"] == 4 - steps

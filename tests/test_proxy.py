@@ -24,7 +24,8 @@ from tests.llm_server import LLMServer
 from tests.test_cli import _assert_one_line_error
 
 API_KEY = "sk-proj-TESTKEY0123456789abcdefghijklmnop"
-AGENT = [sys.executable, "-m", "fixtures.agents.weather_agent"]
+# run as a plain script, by path, as a user would: `sdbctl record -- python weather_agent.py`
+AGENT = [sys.executable, str(Path(__file__).resolve().parent.parent / "fixtures" / "agents" / "weather_agent.py")]
 
 
 def _events(store: Path, run_id: str, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -232,3 +233,21 @@ def test_sdbctl_proxy_serves_until_a_signal_and_closes_the_run(tmp_path: Path) -
     rows = _events(tmp_path / ".sdb", "served", ("llm", "action"))
     assert [r["kind"] for r in rows] == ["llm", "action"] and rows[1]["payload"]["args"]["city"] == "Lima"
     assert not any(API_KEY.encode() in p.read_bytes() for p in (tmp_path / ".sdb").rglob("*") if p.is_file())
+
+
+def test_a_client_leaving_mid_stream_is_an_error_event_and_the_proxy_serves_on(tmp_path: Path) -> None:
+    with LLMServer(weather_answer) as upstream:
+        upstream.chunk_delay = 0.1
+        rec, conversations, proxy = _serve(tmp_path, upstream.url)
+        body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "weather in Oslo?"}]}
+        with httpx.Client() as client, client.stream("POST", f"{proxy.url}/chat/completions", json=body) as r:
+            next(r.iter_raw())  # one chunk, then hang up
+        time.sleep(0.5)
+        upstream.chunk_delay = 0.0
+        again = httpx.post(f"{proxy.url}/chat/completions", json={**body, "stream": False})
+        assert again.status_code == 200
+        proxy.stop()
+        rec.close()
+    assert conversations.errors == 1 and conversations.llm_events == 1
+    errors = _events(tmp_path / ".sdb", "direct", ("error",))
+    assert errors[0]["payload"]["detail"]["status"] in (499, 502)

@@ -204,10 +204,14 @@ class RecordingProxy:
                             assembler.add_event(event)
                     elif call is not None:
                         kept.append(chunk)
-            except (ConnectionResetError, aiohttp.ClientError, asyncio.CancelledError):
-                if call is not None:  # the client or the upstream went away mid-answer
-                    self.conversations.failure(call[0], call[1], 499, {"error": "connection lost mid-answer"})
+            except asyncio.CancelledError:  # the client went away: aiohttp cancels the handler
+                if call is not None:
+                    self.conversations.failure(call[0], call[1], 499, {"error": "client disconnected mid-answer"})
                 raise
+            except (ConnectionResetError, aiohttp.ClientError) as exc:  # either side dropped mid-answer
+                if call is not None:
+                    self.conversations.failure(call[0], call[1], 502, {"error": f"connection lost mid-answer ({exc})"})
+                return out
             await out.write_eof()
         if call is not None:
             latency_ms = (time.perf_counter() - started) * 1000
