@@ -34,7 +34,7 @@ def runs(store: StoreOption = None, json: JsonOption = False) -> None:
         print_json(rows)
         return
     if not rows:
-        note(f"no runs in store {Store.open(store).root}")
+        note(f"no runs in store {Store.open(store).uri}")
         return
     print_table(
         ["run id", "created", "source run", "model", "prompts", "sessions", "events", "status"],

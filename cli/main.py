@@ -51,8 +51,20 @@ def main(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = False,
+    s3_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--s3-endpoint",
+            envvar="SDB_S3_ENDPOINT",
+            help="Endpoint of an S3-compatible server (MinIO, ...) for s3:// stores; default: "
+            "$AWS_ENDPOINT_URL. Give it before the command: sdbctl --s3-endpoint URL runs --store s3://b/p",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Replay and divergence auditor for LLM agents."""
+    if s3_endpoint:
+        os.environ["SDB_S3_ENDPOINT"] = s3_endpoint  # read where an s3:// store is opened
 
 
 inspect.register(app)

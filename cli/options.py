@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 StoreOption = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--store",
         envvar="SDB_STORE",
-        help="Store directory (default: .sdb under the current directory).",
+        help="Store: a directory (default: .sdb under the current directory) or s3://BUCKET/PREFIX.",
         show_default=False,
     ),
 ]

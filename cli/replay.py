@@ -47,6 +47,20 @@ def replay(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Ask the model even when the cache has the answer.")
     ] = False,
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor", help="local (this process) or ray (sessions sharded over Ray workers; sdbctl[ray])."
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="--executor ray: the cluster to join (default: start Ray on this machine)."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", help="--executor ray: worker processes (default: the cluster's CPUs)."),
+    ] = None,
     store: StoreOption = None,
     json: JsonOption = False,
 ) -> None:
@@ -55,6 +69,9 @@ def replay(
     Step mode asks every recorded llm step again with its recorded context and records the actions the
     answers propose (effects are never executed). Session mode runs the agent again, serving recorded
     effects and human decisions for identical actions.
+
+    With --executor ray the sessions are sharded over Ray workers that write into the same store; the
+    results are the local executor's, --rpm is global, and --resume works across executors.
 
     Example: sdbctl replay @latest --model sim:renewal@v2 --prompt offer@v2 --concurrency 16
     """
@@ -78,6 +95,12 @@ def replay(
     fixtures.workloads.register_all()
     if resume is None and (run_id is None or model is None):
         raise UsageError("replay needs RUN and --model (or --resume RUN_ID)")
+    if executor not in ("local", "ray"):
+        raise UsageError(f"--executor must be local or ray, not {executor!r}")
+    if executor == "local" and (address or workers):
+        raise UsageError("--address and --workers apply to --executor ray")
+    if workers is not None and workers < 1:
+        raise UsageError("--workers must be 1 or more")
     versions: dict[str, str] = {}
     for ref in prompt or []:
         name, at, version = ref.partition("@")
@@ -125,7 +148,21 @@ def replay(
                 rate=f"{speed:.1f}" if speed else "-",
             )
 
-        result = run_replay(st, run_id or "", opts, resume=resume, on_progress=show)
+        if executor == "ray":
+            from sdb.replay.ray_executor import replay_on_ray
+
+            result = replay_on_ray(
+                st,
+                run_id or "",
+                opts,
+                address=address,
+                workers=workers,
+                resume=resume,
+                on_progress=show,
+                setup=("fixtures.workloads:register_all",),
+            )
+        else:
+            result = run_replay(st, run_id or "", opts, resume=resume, on_progress=show)
     if json:
         print_json(result.as_dict())
         return

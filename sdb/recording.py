@@ -17,10 +17,12 @@ import itertools
 import os
 import secrets
 import signal
+import tempfile
 import threading
 import time
 import types
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, Final
 
 import orjson
@@ -78,11 +80,9 @@ def new_run_id() -> str:
 
 def _resumed_counters(store: Store, run_id: str) -> dict[str, Callable[[], int]]:
     """Per-session seq counters that continue after the events already in a run."""
-    import pyarrow.parquet as pq
-
     last: dict[str, int] = {}
     for part in store.part_paths(run_id):
-        table = pq.read_table(part, columns=["session_id", "seq"])
+        table = store.loc.read_parquet(part, columns=["session_id", "seq"])
         for row in table.group_by("session_id").aggregate([("seq", "max")]).to_pylist():
             last[row["session_id"]] = max(last.get(row["session_id"], -1), int(row["seq_max"]))
     return {session: itertools.count(seq + 1).__next__ for session, seq in last.items()}
@@ -430,7 +430,7 @@ class Recorder:
 
     def __init__(
         self,
-        store: str | os.PathLike[str] | None = None,
+        store: str | os.PathLike[str] | Store | None = None,
         meta: Mapping[str, Any] | None = None,
         *,
         run_id: str | None = None,
@@ -442,6 +442,7 @@ class Recorder:
         resume: bool = False,
         recorder: str = "sdk",
         clock: Callable[[], int] = time.time_ns,
+        shard: str | None = None,
     ) -> None:
         if flush_events < 1 or flush_interval <= 0:
             raise SdbError("flush_events must be >= 1 and flush_interval > 0")
@@ -457,14 +458,20 @@ class Recorder:
         self.flush_events = flush_events
         self.flush_interval = flush_interval
         self._flush_items = flush_events * ROW_WIDTH
-        if resume:
+        if shard is not None:  # one worker of a distributed run: parts only, the driver owns the manifest
+            if not run_id:
+                raise SdbError("a shard writes into an existing run: give its run id")
+            self._writer = RunWriter.for_shard(self.store, self.run_id, shard)
+        elif resume:
             if not run_id:
                 raise SdbError("resume needs the run id of the run to continue")
             self._writer = RunWriter.reopen(self.store, self.run_id)
         else:
             self._writer = RunWriter.create(self.store, self.run_id, recorder=recorder, meta=meta, **fields)
         self._queue: list[Any] = []
-        self._counters: dict[str, Callable[[], int]] = _resumed_counters(self.store, self.run_id) if resume else {}
+        self._counters: dict[str, Callable[[], int]] = (
+            _resumed_counters(self.store, self.run_id) if resume or shard is not None else {}
+        )
         self._units = 0  # unit() blocks open, in any thread
         self._counters_lock = threading.Lock()
         self._side: dict[str, Any] = {}
@@ -572,8 +579,12 @@ class Recorder:
             except Exception as exc:  # the run is closed as partial below, and the caller told
                 self._failure = self._failure or exc
             finally:
-                for fh in self._side.values():
+                for name, fh in self._side.items():
                     fh.close()
+                    if self.store.loc.remote:  # an object store cannot append: the file goes up whole
+                        with contextlib.suppress(OSError, SdbError):
+                            self.store.loc.write_bytes(f"{self._writer.dir}/{name}", Path(fh.name).read_bytes())
+                        Path(fh.name).unlink(missing_ok=True)
                 ok = status == "complete" and self._failure is None
                 self._writer.close("complete" if ok else "partial", interrupted=interrupted)
         if self._failure is not None:
@@ -627,9 +638,14 @@ class Recorder:
         notes): kept out of the event payloads on purpose. Thread-safe; closed with the recorder."""
         if not name.endswith(".jsonl") or "/" in name or name.startswith("."):
             raise SdbError(f"side file {name!r}: use a plain NAME.jsonl")
+        if self._writer.shard:
+            name = f"{name[: -len('.jsonl')]}-{self._writer.shard}.jsonl"
         with self._counters_lock:
             if name not in self._side:
-                self._side[name] = open(self._writer.dir / name, "ab")  # noqa: SIM115 - closed in close()
+                if self.store.loc.remote:  # kept locally, uploaded at close
+                    self._side[name] = tempfile.NamedTemporaryFile(prefix="sdb-", suffix=name, delete=False)  # noqa: SIM115
+                else:
+                    self._side[name] = open(f"{self._writer.dir}/{name}", "ab")  # noqa: SIM115 - closed in close()
         fh = self._side[name]
         lock = self._counters_lock
 

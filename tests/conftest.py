@@ -35,7 +35,7 @@ def sdbctl(tmp_path: Path) -> CLI:
         return subprocess.run(
             [str(SDBCTL), *args],
             cwd=cwd or tmp_path,
-            env=_cli_env(env),
+            env=_cli_env({"XDG_CACHE_HOME": str(tmp_path / ".cache"), **(env or {})}),
             capture_output=True,
             text=True,
             timeout=120,

@@ -14,7 +14,6 @@ one-line ``FILE:LINE: what is wrong``.
 
 from __future__ import annotations
 
-import shutil
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -113,7 +112,7 @@ def import_otel(
         recorder.close()
     except BaseException:
         recorder.close("partial")
-        shutil.rmtree(recorder.store.root / "runs" / recorder.run_id, ignore_errors=True)  # all or nothing
+        recorder.store.delete_run(recorder.run_id)  # all or nothing
         raise
     return ImportSummary(recorder.run_id, recorder.events_written, len(traces), bad)
 

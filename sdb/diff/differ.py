@@ -19,7 +19,6 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from sdb.diff.align import align, reordered
 from sdb.diff.config import DiffConfig
@@ -469,8 +468,8 @@ def _repeat_disagreement(con: Any, compared: Counter[str]) -> dict[str, float]:
 
 def save_divergences(store: Store, result: DiffResult) -> None:
     """Write the divergences as ``diffs/<base>..<candidate>/divergences.parquet`` (the ``divergences`` view)."""
-    folder = store.root / "diffs" / f"{result.base_run}..{result.candidate_run}"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = store.diff_dir(result.base_run, result.candidate_run)
+    store.loc.make_dir(folder)
     rows = [
         {
             **{k: v for k, v in d.__dict__.items() if k != "fields"},
@@ -481,10 +480,8 @@ def save_divergences(store: Store, result: DiffResult) -> None:
         for d in result.divergences
     ]
     table = pa.Table.from_pylist(rows, schema=DIVERGENCE_SCHEMA) if rows else DIVERGENCE_SCHEMA.empty_table()
-    tmp = folder / ".divergences.parquet.tmp"
-    pq.write_table(table, tmp)
-    tmp.replace(folder / "divergences.parquet")
-    (folder / "summary.json").write_text(json.dumps(result.summary, indent=2, default=str) + "\n")
+    store.loc.write_parquet(table, f"{folder}/divergences.parquet")
+    store.loc.write_bytes(f"{folder}/summary.json", (json.dumps(result.summary, indent=2, default=str) + "\n").encode())
 
 
 __all__ = ["REASONS", "DiffResult", "Divergence", "diff_runs"]

@@ -35,12 +35,13 @@ from sdb.boundary.observe import write_actions
 from sdb.errors import SdbError, UsageError
 from sdb.events.canonical import canonical_bytes, digest
 from sdb.providers import Completion, Provider, ProviderError, resolve
-from sdb.recording import Recorder, Session
+from sdb.recording import Recorder, Session, new_run_id
 from sdb.replay.cache import ResponseCache, cache_key
-from sdb.replay.limits import RateLimiter, RetryPolicy, call_with_retries
-from sdb.replay.source import SourceStep, finished_units, load_steps
+from sdb.replay.limits import Limiter, RateLimiter, RetryPolicy, call_with_retries
+from sdb.replay.source import SourceStep, count_steps, finished_units, iter_steps
 from sdb.store.layout import Store
 from sdb.store.views import connect, query_arrow
+from sdb.store.writer import RunWriter
 
 RECORDED = "recorded"
 MODES = ("step", "session")
@@ -128,13 +129,18 @@ class _Caller:
     """A provider wrapped with the cache, the rate limit, retries, the timeout and the counters."""
 
     def __init__(
-        self, provider: Provider, opts: ReplayOptions, cache: ResponseCache | None, progress: ReplayProgress
+        self,
+        provider: Provider,
+        opts: ReplayOptions,
+        cache: ResponseCache | None,
+        progress: ReplayProgress,
+        limiter: Limiter | None = None,
     ) -> None:
         self.provider = provider
         self.opts = opts
         self.cache = cache
         self.progress = progress
-        self.limiter = RateLimiter(opts.rpm)
+        self.limiter: Limiter = limiter or RateLimiter(opts.rpm)
         self.policy = RetryPolicy(attempts=max(1, opts.retries))
         self.spec = provider.spec
 
@@ -152,14 +158,16 @@ class _Caller:
 
         async def once() -> Completion:
             self.progress.asked += 1
-            return await self.provider.complete(request, seed=seed, repeat=repeat)
+            done = await self.provider.complete(request, seed=seed, repeat=repeat)
+            # cached the moment it arrives, before this coroutine yields: a process killed later (a
+            # Ray worker, a SIGKILL) loses no answer it was given, and a resumed run asks nothing twice
+            if cache is not None:  # a simulator's ground truth is kept with its answer
+                cache.put(key, {"response": done.response, "truth": done.truth})
+            return done
 
-        done = await call_with_retries(
+        return await call_with_retries(
             once, policy=self.policy, limiter=self.limiter, timeout=self.opts.timeout, on_retry=retried
         )
-        if cache is not None:  # a simulator's ground truth is kept with its answer
-            cache.put(key, {"response": done.response, "truth": done.truth})
-        return done
 
 
 def _without_model(request: Mapping[str, Any]) -> bytes:
@@ -177,10 +185,17 @@ class Replayer:
         *,
         resume: str | None = None,
         on_progress: Callable[[ReplayProgress], None] | None = None,
+        shard: str | None = None,
+        sessions: frozenset[str] | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.store = store
         self.resume = resume
         self.on_progress = on_progress
+        # one shard of a distributed replay: these sessions only, into the open run ``opts.run_id``
+        self.shard = shard
+        self.sessions = sessions
+        self.limiter = limiter
         if resume is not None:
             partial = store.manifest(resume)
             if partial.status == "complete":
@@ -223,8 +238,8 @@ class Replayer:
 
     # -- the run -------------------------------------------------------------------------------
 
-    def run(self) -> ReplayResult:
-        started, cpu = time.perf_counter(), time.process_time()
+    def manifest_meta(self) -> dict[str, Any]:
+        """What the run's manifest says of this replay (``meta.replay`` is what ``--resume`` reads)."""
         opts = self.opts
         saved: dict[str, Any] = {
             "model": opts.model,
@@ -249,14 +264,28 @@ class Replayer:
             "prompts": [f"{k}@{v}" for k, v in sorted(opts.prompts.items())],
             "replay": saved,
         }
+        return meta
+
+    def create_run(self) -> RunWriter:
+        """Create the replay's run (manifest ``partial``) for shards to write into; the caller closes it."""
+        meta = self.manifest_meta()
+        fields = {k: meta.pop(k) for k in ("source_run", "model", "mode", "repeat", "agent", "prompts")}
+        return RunWriter.create(self.store, self.opts.run_id or new_run_id(), recorder="replay", meta=meta, **fields)
+
+    def run(self) -> ReplayResult:
+        started, cpu = time.perf_counter(), time.process_time()
+        opts = self.opts
+        meta = self.manifest_meta() if self.shard is None else {}
         rec = Recorder(
-            store=self.store.root,
+            store=self.store,
             meta=meta,
             run_id=self.resume or opts.run_id,
             resume=self.resume is not None,
             recorder="replay",
+            shard=self.shard,
+            handle_signals=self.shard is None,
         )
-        cache = ResponseCache(self.store.root / "cache") if opts.cache and not self.recorded else None
+        cache = ResponseCache(self.store.local_dir("cache")) if opts.cache and not self.recorded else None
         status = "partial"
         try:
             with rec:
@@ -288,6 +317,11 @@ class Replayer:
             if close is not None:
                 await close()  # the provider's HTTP client belongs to this event loop
 
+    def _caller(self, cache: ResponseCache | None) -> _Caller | None:
+        if self.provider is None:
+            return None
+        return _Caller(self.provider, self.opts, cache, self.progress, self.limiter)
+
     def _tick(self) -> None:
         if self.on_progress is not None:
             self.on_progress(self.progress)
@@ -317,17 +351,14 @@ class Replayer:
         return replay_boundary() if callable(replay_boundary) else Boundary("replay", open_vocabulary=True)
 
     async def _steps(self, rec: Recorder, cache: ResponseCache | None) -> None:
-        recorded = load_steps(self.store, self.source_run)
-        steps = [s for s in recorded if not s.content_missing]
-        self.progress.no_content = len(recorded) - len(steps)
-        done = finished_units(self.store, rec.run_id) if self.resume else set()
-        units = [(s, r) for s in steps for r in range(self.opts.repeat)]
-        self.progress.total = len(units)
-        todo = [(s, r) for s, r in units if (s.session_id, s.seq, r) not in done]
-        self.progress.skipped = self.progress.done = len(units) - len(todo)
+        counts, _ = count_steps(self.store, self.source_run)
+        if self.sessions is not None:
+            counts = {k: n for k, n in counts.items() if k in self.sessions}
+        self.progress.total = sum(counts.values()) * self.opts.repeat
+        done = finished_units(self.store, rec.run_id) if self.resume or self.shard else set()
         self._tick()
         boundary = self._boundary()
-        caller = _Caller(self.provider, self.opts, cache, self.progress) if self.provider is not None else None
+        caller = self._caller(cache)
         gate = asyncio.Semaphore(self.opts.concurrency)
         sessions: dict[str, Session] = {}
 
@@ -382,7 +413,16 @@ class Replayer:
                 self.progress.done += 1
                 self._tick()
 
-        await asyncio.gather(*(one(s, r) for s, r in todo))
+        # a batch of steps at a time: memory holds one batch of requests however long the run
+        for chunk in iter_steps(self.store, self.source_run, sessions=self.sessions):
+            steps = [s for s in chunk if not s.content_missing]
+            self.progress.no_content += len(chunk) - len(steps)
+            units = [(s, r) for s in steps for r in range(self.opts.repeat)]
+            todo = [(s, r) for s, r in units if (s.session_id, s.seq, r) not in done]
+            self.progress.skipped += len(units) - len(todo)
+            self.progress.done += len(units) - len(todo)
+            self._tick()
+            await asyncio.gather(*(one(s, r) for s, r in todo))
 
     # -- session mode --------------------------------------------------------------------------
 
@@ -426,9 +466,12 @@ class Replayer:
         con = connect(self.store, self.source_run)
         source_ids = query_arrow(con, "SELECT DISTINCT session_id FROM events").column("session_id").to_pylist()
         wanted = set(source_ids)
-        items = [i for i in workload.sessions(None, self.seed, options) if i.session_id in wanted]
+        if self.sessions is not None:
+            wanted &= self.sessions
+        # as many as the recording had: a workload may make more sessions than its data has rows
+        items = [i for i in workload.sessions(len(source_ids), self.seed, options) if i.session_id in wanted]
         done_sessions: set[str] = set()
-        if self.resume:
+        if self.resume or self.shard:
             finished = query_arrow(
                 connect(self.store, rec.run_id),
                 "SELECT DISTINCT session_id FROM events WHERE kind = 'state' AND name = 'replay:finished'",
@@ -440,7 +483,7 @@ class Replayer:
         self.progress.skipped = self.progress.done = len(units) - len(todo)
         self._tick()
         book = self._recorded_session()
-        caller = _Caller(self.provider, self.opts, cache, self.progress) if self.provider is not None else None
+        caller = self._caller(cache)
         gate = asyncio.Semaphore(self.opts.concurrency)
 
         async def one(item: Any, repeat: int) -> None:

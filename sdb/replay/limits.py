@@ -7,11 +7,17 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from sdb.providers.base import ProviderError
 
 T = TypeVar("T")
+
+
+class Limiter(Protocol):
+    """What spaces model calls: this process's :class:`RateLimiter`, or one shared by many workers."""
+
+    async def wait(self) -> None: ...
 
 
 class RateLimiter:
@@ -50,7 +56,7 @@ async def call_with_retries(
     call: Callable[[], Awaitable[T]],
     *,
     policy: RetryPolicy,
-    limiter: RateLimiter,
+    limiter: Limiter,
     timeout: float,
     on_retry: Callable[[int, ProviderError, float], None] | None = None,
 ) -> T:

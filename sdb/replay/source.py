@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import duckdb
 import orjson
+import pyarrow as pa
 
+from sdb.errors import QueryError
 from sdb.store.layout import Store
 from sdb.store.views import connect, query_arrow
 
@@ -33,42 +37,76 @@ class SourceStep:
         return (self.session_id, self.seq)
 
 
+_STEPS_SQL = """
+WITH a AS (
+    SELECT session_id, parent, list(digest ORDER BY seq) AS digests
+    FROM events WHERE kind = 'action' AND parent IS NOT NULL GROUP BY ALL
+)
+SELECT l.session_id, l.seq, l.step, l.actor, l.pattern, l.model, l.prompt, l.payload, a.digests
+FROM events l LEFT JOIN a ON a.session_id = l.session_id AND a.parent = l.seq
+WHERE l.kind = 'llm' {where}
+ORDER BY l.session_id, l.seq
+"""
+
+
+def _step(row: dict[str, Any]) -> SourceStep:
+    body = orjson.loads(row["payload"])
+    return SourceStep(
+        session_id=row["session_id"],
+        seq=row["seq"],
+        step=row["step"],
+        actor=row["actor"],
+        pattern=row["pattern"],
+        model=row["model"],
+        prompt=row["prompt"],
+        request=body.get("request") or {},
+        response=body.get("response"),
+        variables=body.get("variables"),
+        actions=tuple(int(d) for d in row["digests"] or ()),
+        content_missing=body.get("content") == "missing",
+    )
+
+
+def iter_steps(
+    store: Store, run_id: str, *, batch: int = 2_000, sessions: Iterable[str] | None = None
+) -> Iterator[list[SourceStep]]:
+    """Every ``llm`` event of ``run_id`` (or of ``sessions``) in (session, seq) order, with its child
+    actions' digests, ``batch`` steps at a time: a replay of millions of steps holds one batch of
+    requests in memory, not the run."""
+    con = connect(store, run_id)
+    where = ""
+    if sessions is not None:
+        con.register("_wanted", pa.table({"session_id": pa.array(sorted(set(sessions)), pa.string())}))
+        where = "AND l.session_id IN (SELECT session_id FROM _wanted)"
+    try:
+        reader = con.sql(_STEPS_SQL.format(where=where)).to_arrow_reader(batch)
+    except duckdb.Error as exc:
+        raise QueryError(f"run {run_id}: cannot read its steps ({str(exc).splitlines()[0]})") from None
+    pending: list[SourceStep] = []
+    for record_batch in reader or ():
+        pending.extend(_step(row) for row in record_batch.to_pylist())
+        if len(pending) >= batch:
+            yield pending
+            pending = []
+    if pending:
+        yield pending
+
+
 def load_steps(store: Store, run_id: str) -> list[SourceStep]:
     """Every ``llm`` event of ``run_id``, in (session, seq) order, with its child actions' digests."""
-    con = connect(store, run_id)
-    actions: dict[tuple[str, int], list[int]] = {}
+    return [step for chunk in iter_steps(store, run_id) for step in chunk]
+
+
+def count_steps(store: Store, run_id: str) -> tuple[dict[str, int], int]:
+    """How many replayable ``llm`` steps each session of ``run_id`` has, and how many steps were
+    recorded without their content (not replayable)."""
     rows = query_arrow(
-        con,
-        "SELECT session_id, parent, digest FROM events WHERE kind = 'action' AND parent IS NOT NULL "
-        "ORDER BY session_id, seq",
+        connect(store, run_id),
+        "SELECT session_id, count(*) FILTER (WHERE coalesce(payload->>'$.content', '') <> 'missing') AS n, "
+        "count(*) FILTER (WHERE payload->>'$.content' = 'missing') AS missing "
+        "FROM events WHERE kind = 'llm' GROUP BY 1",
     ).to_pylist()
-    for row in rows:
-        actions.setdefault((row["session_id"], row["parent"]), []).append(int(row["digest"]))
-    llm = query_arrow(
-        con,
-        "SELECT session_id, seq, step, actor, pattern, model, prompt, payload FROM events WHERE kind = 'llm' "
-        "ORDER BY session_id, seq",
-    ).to_pylist()
-    steps = []
-    for row in llm:
-        body = orjson.loads(row["payload"])
-        steps.append(
-            SourceStep(
-                session_id=row["session_id"],
-                seq=row["seq"],
-                step=row["step"],
-                actor=row["actor"],
-                pattern=row["pattern"],
-                model=row["model"],
-                prompt=row["prompt"],
-                request=body.get("request") or {},
-                response=body.get("response"),
-                variables=body.get("variables"),
-                actions=tuple(actions.get((row["session_id"], row["seq"]), ())),
-                content_missing=body.get("content") == "missing",
-            )
-        )
-    return steps
+    return {str(r["session_id"]): int(r["n"]) for r in rows if r["n"]}, sum(int(r["missing"]) for r in rows)
 
 
 def finished_units(store: Store, run_id: str) -> set[tuple[str, int, int]]:

@@ -1,20 +1,25 @@
 """Where things live in a store, and how a store is found.
 
 A store is a directory (default ``.sdb/`` under the current directory; ``--store`` or ``SDB_STORE``
-change it). Each run is ``runs/<run_id>/`` holding ``run.json`` and ``events-NNNNN.parquet`` parts.
-Files being written carry a leading dot and a ``.tmp`` suffix, so no reader ever sees half a file.
+change it) or an S3 prefix (``s3://bucket/prefix``, see :mod:`sdb.store.fs`). Each run is
+``runs/<run_id>/`` holding ``run.json`` and ``events-*.parquet`` parts. Every file is published
+atomically (a local file under a hidden temporary name first), so no reader ever sees half a file.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from sdb.errors import RunNotFound, StoreNotFound, UsageError
-from sdb.store.manifest import RunManifest, read_manifest
+import xxhash
+
+from sdb.errors import RunNotFound, SchemaError, SdbError, UsageError
+from sdb.store.fs import Location
+from sdb.store.manifest import RunManifest, parse_manifest
 
 DEFAULT_STORE: Final = ".sdb"
 STORE_ENV: Final = "SDB_STORE"
@@ -24,11 +29,11 @@ LATEST: Final = "@latest"
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
-def resolve_store(path: str | os.PathLike[str] | None = None) -> Path:
-    """The store directory: ``path`` if given, else ``$SDB_STORE``, else ``.sdb`` here."""
+def resolve_store(path: str | os.PathLike[str] | None = None) -> str:
+    """The store: ``path`` if given, else ``$SDB_STORE``, else ``.sdb`` here (a directory or s3://...)."""
     if path is not None and str(path) != "":
-        return Path(path)
-    return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE)
+        return str(path)
+    return os.environ.get(STORE_ENV) or DEFAULT_STORE
 
 
 def check_run_id(run_id: str) -> str:
@@ -45,31 +50,59 @@ def part_name(index: int) -> str:
 
 @dataclass(frozen=True)
 class Store:
-    """A store directory. Reading methods never write; writing goes through :class:`RunWriter`."""
+    """A store: a local directory or an S3 prefix. Reading methods never write; writing goes through
+    :class:`RunWriter`."""
 
-    root: Path
+    loc: Location
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str] | None = None, *, must_exist: bool = True) -> Store:
+    def open(cls, path: str | os.PathLike[str] | Store | None = None, *, must_exist: bool = True) -> Store:
         """Open the store at ``path`` (see :func:`resolve_store`); missing is an error unless allowed."""
-        root = resolve_store(path)
-        if must_exist and not root.is_dir():
-            where = "" if path else f" (set --store or {STORE_ENV})"
-            raise StoreNotFound(f"store {root}: no such directory{where}; record a run first")
-        return cls(root)
+        if isinstance(path, Store):
+            return path
+        loc = Location.parse(resolve_store(path))
+        if must_exist:
+            loc.check_exists("" if path else f" (set --store or {STORE_ENV})")
+        return cls(loc)
 
     @property
-    def runs_dir(self) -> Path:
-        return self.root / "runs"
+    def uri(self) -> str:
+        """The store as the user named it: a path, or ``s3://bucket/prefix``."""
+        return self.loc.uri
 
-    def run_dir(self, run_id: str) -> Path:
-        return self.runs_dir / check_run_id(run_id)
+    @property
+    def root(self) -> Path:
+        """The directory of a local store (what ``uri`` names); a remote store has none."""
+        if self.loc.remote:
+            raise UsageError(f"store {self.uri}: this needs a local store directory")
+        return Path(self.loc.base)
+
+    def local_dir(self, *parts: str) -> Path:
+        """A local directory for what cannot live on an object store (the response cache, reports):
+        inside a local store, else under ``$XDG_CACHE_HOME/sdbctl/`` keyed by the store's URI."""
+        if not self.loc.remote:
+            return Path(self.loc.base).joinpath(*parts)
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        key = xxhash.xxh3_64_hexdigest(self.uri.encode())
+        return cache.joinpath("sdbctl", key, *parts)
+
+    @property
+    def runs_dir(self) -> str:
+        return self.loc.path("runs")
+
+    def run_dir(self, run_id: str) -> str:
+        return self.loc.path("runs", check_run_id(run_id))
 
     def run_ids(self) -> list[str]:
         """Ids of every run that has a manifest, sorted."""
-        if not self.runs_dir.is_dir():
-            return []
-        return sorted(p.parent.name for p in self.runs_dir.glob(f"*/{MANIFEST_NAME}"))
+        suffix = "/" + MANIFEST_NAME
+        found = self.loc.files(self.runs_dir, recursive=True)
+        prefix = self.runs_dir + "/"
+        return sorted(
+            p[len(prefix) : -len(suffix)]
+            for p in found
+            if p.endswith(suffix) and "/" not in p[len(prefix) : -len(suffix)]
+        )
 
     def resolve(self, ref: str) -> str:
         """A run id from a reference: the id itself, or ``@latest`` for the most recently created run."""
@@ -77,29 +110,47 @@ class Store:
             return check_run_id(ref)
         manifests = self.manifests()
         if not manifests:
-            raise RunNotFound(f"store {self.root} has no runs, so {LATEST} names nothing")
+            raise RunNotFound(f"store {self.uri} has no runs, so {LATEST} names nothing")
         return manifests[-1].run_id
+
+    def _read_manifest(self, run_id: str) -> RunManifest:
+        path = self.loc.path("runs", run_id, MANIFEST_NAME)
+        try:
+            data = self.loc.read_bytes(path)
+        except (OSError, SdbError) as exc:
+            raise SchemaError(f"{path}: cannot read run manifest ({exc})") from None
+        return parse_manifest(data, path)
 
     def manifest(self, run_id: str) -> RunManifest:
         """The manifest of ``run_id`` (or ``@latest``); an unknown id is a :class:`RunNotFound`."""
         run_id = self.resolve(run_id)
-        path = self.run_dir(run_id) / MANIFEST_NAME
-        if not path.is_file():
+        if not self.loc.is_file(self.loc.path("runs", run_id, MANIFEST_NAME)):
             known = self.run_ids()
             hint = f"; known runs: {', '.join(known[-5:])}" if known else "; the store has no runs"
-            raise RunNotFound(f"run {run_id!r} not found in store {self.root}{hint}")
-        return read_manifest(path)
+            raise RunNotFound(f"run {run_id!r} not found in store {self.uri}{hint}")
+        return self._read_manifest(run_id)
 
     def manifests(self) -> list[RunManifest]:
         """Every run's manifest, oldest first."""
-        found = [read_manifest(self.runs_dir / rid / MANIFEST_NAME) for rid in self.run_ids()]
+        found = [self._read_manifest(rid) for rid in self.run_ids()]
         return sorted(found, key=lambda m: (m.created, m.run_id))
 
-    def part_paths(self, run_id: str | None = None) -> list[Path]:
-        """The published Parquet parts of one run, or of all runs, in order."""
+    def part_paths(self, run_id: str | None = None) -> list[str]:
+        """The published Parquet parts of one run, or of all runs, in order (hidden temporaries left out)."""
         if run_id is not None:
             run_id = self.manifest(run_id).run_id
-            return sorted(self.run_dir(run_id).glob(PART_GLOB))
-        if not self.runs_dir.is_dir():
-            return []
-        return sorted(self.runs_dir.glob(f"*/{PART_GLOB}"))
+            files = self.loc.files(self.run_dir(run_id))
+        else:
+            files = self.loc.files(self.runs_dir, recursive=True)
+        return sorted(p for p in files if fnmatch.fnmatch(p.rsplit("/", 1)[-1], PART_GLOB))
+
+    def diff_dir(self, base: str, candidate: str) -> str:
+        return self.loc.path("diffs", f"{base}..{candidate}")
+
+    def divergence_paths(self) -> list[str]:
+        """Every saved diff's ``divergences.parquet``."""
+        return [p for p in self.loc.files(self.loc.path("diffs"), recursive=True) if p.endswith("/divergences.parquet")]
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove a run this process created and must not leave behind (an import that failed)."""
+        self.loc.delete_dir(self.run_dir(run_id))

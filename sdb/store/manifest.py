@@ -8,8 +8,6 @@ reads as ``partial`` while every part it flushed stays readable.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -45,24 +43,15 @@ class RunManifest(BaseModel):
     meta: dict[str, Any] = Field(default_factory=dict)
 
 
-def read_manifest(path: Path) -> RunManifest:
-    """Read and validate a manifest; a damaged one is a one-line :class:`SchemaError`."""
+def parse_manifest(data: bytes, where: str) -> RunManifest:
+    """Validate a manifest's bytes; a damaged one is a one-line :class:`SchemaError` naming ``where``."""
     try:
-        return RunManifest.model_validate_json(path.read_bytes())
+        return RunManifest.model_validate_json(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise SchemaError(f"{path}: not a valid run manifest ({where}: {first['msg']})") from None
-    except OSError as exc:
-        raise SchemaError(f"{path}: cannot read run manifest ({exc.strerror})") from None
+        loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise SchemaError(f"{where}: not a valid run manifest ({loc}: {first['msg']})") from None
 
 
-def write_manifest(path: Path, manifest: RunManifest) -> None:
-    """Write ``manifest`` to ``path`` atomically: a reader sees the old file or the new, never half."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    data = json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def manifest_bytes(manifest: RunManifest) -> bytes:
+    return (json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n").encode()

@@ -1,20 +1,20 @@
 """DuckDB over the store: views ``events``, ``runs`` and ``divergences`` laid over the files on demand.
 
-``events`` reads the Parquet parts directly (``read_parquet``), after each part's footer has been
-checked against the event schema; ``runs`` is the manifests as an Arrow table. No second copy of the
+``events`` reads the Parquet parts directly (``read_parquet`` locally, an Arrow dataset through
+pyarrow's S3 filesystem for an object store), after each part's footer has been checked against
+the event schema; ``runs`` is the manifests as an Arrow table. No second copy of the
 events is made: the Parquet files are the truth.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from sdb.errors import QueryError
-from sdb.events.schema import DIVERGENCE_SCHEMA, EVENT_SCHEMA, read_file_schema
+from sdb.errors import QueryError, SchemaError
+from sdb.events.schema import DIVERGENCE_SCHEMA, EVENT_SCHEMA, check_schema, read_file_schema
 from sdb.store.layout import Store
 
 RUNS_SCHEMA = pa.schema(
@@ -38,8 +38,25 @@ RUNS_SCHEMA = pa.schema(
 )
 
 
-def _sql_list(paths: list[Path]) -> str:
-    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+def _sql_list(paths: list[str]) -> str:
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+def _view(con: duckdb.DuckDBPyConnection, store: Store, name: str, paths: list[str], schema: pa.Schema) -> None:
+    """``name`` over the Parquet files ``paths``: DuckDB's own reader for a local store; an Arrow
+    dataset through pyarrow's filesystem for an object store, so no DuckDB extension is fetched."""
+    if not paths:
+        con.register(f"_empty_{name}", schema.empty_table())
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM _empty_{name}")
+    elif not store.loc.remote:
+        columns = ", ".join(schema.names)
+        con.execute(f"CREATE VIEW {name} AS SELECT {columns} FROM read_parquet({_sql_list(paths)})")
+    else:
+        import pyarrow.dataset as ds
+
+        dataset = ds.dataset(paths, schema=schema, format="parquet", filesystem=store.loc.fs)
+        con.register(f"_{name}_dataset", dataset)
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}_dataset")
 
 
 def connect(store: Store, run_id: str | None = None) -> duckdb.DuckDBPyConnection:
@@ -49,25 +66,24 @@ def connect(store: Store, run_id: str | None = None) -> duckdb.DuckDBPyConnectio
     """
     parts = store.part_paths(run_id)
     for part in parts:
-        read_file_schema(part)
+        check_schema(_footer(store, part), part)
     con = duckdb.connect(":memory:")
-    if parts:
-        columns = ", ".join(EVENT_SCHEMA.names)
-        con.execute(f"CREATE VIEW events AS SELECT {columns} FROM read_parquet({_sql_list(parts)})")
-    else:
-        con.register("_empty_events", EVENT_SCHEMA.empty_table())
-        con.execute("CREATE VIEW events AS SELECT * FROM _empty_events")
-    diffs = sorted(store.root.glob("diffs/*/divergences.parquet"))
-    if diffs:
-        con.execute(f"CREATE VIEW divergences AS SELECT * FROM read_parquet({_sql_list(diffs)})")
-    else:
-        con.register("_empty_divergences", DIVERGENCE_SCHEMA.empty_table())
-        con.execute("CREATE VIEW divergences AS SELECT * FROM _empty_divergences")
+    _view(con, store, "events", parts, EVENT_SCHEMA)
+    _view(con, store, "divergences", store.divergence_paths(), DIVERGENCE_SCHEMA)
     manifests = store.manifests() if run_id is None else [store.manifest(run_id)]
     rows = [m.model_dump(include=set(RUNS_SCHEMA.names)) for m in manifests]
     con.register("_runs", pa.Table.from_pylist(rows, schema=RUNS_SCHEMA))
     con.execute("CREATE VIEW runs AS SELECT * FROM _runs")
     return con
+
+
+def _footer(store: Store, path: str) -> pa.Schema:
+    if not store.loc.remote:
+        return read_file_schema(path)
+    try:
+        return store.loc.read_schema(path)
+    except pa.ArrowException as exc:
+        raise SchemaError(f"{store.uri}: {path}: not a readable Parquet file ({exc})") from None
 
 
 def run_query(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:

@@ -1,28 +1,28 @@
 """Writing one run: Parquet parts published atomically, and the manifest kept in step with them.
 
-Each part is written under a hidden temporary name, fsynced, and renamed into place, so a reader only
-ever sees whole parts. The manifest is rewritten after each part with the counts so far; closing the
-run sets ``status: complete``. Recorders and the replay engine both write through :class:`RunWriter`.
+Each part is published atomically (locally: written under a hidden temporary name, fsynced, renamed;
+on S3: one PUT), so a reader only ever sees whole parts. The manifest is rewritten after each part
+with the counts so far; closing the run sets ``status: complete``. Recorders and the replay
+engine both write through :class:`RunWriter`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
+import re
 import subprocess
 import threading
 from pathlib import Path
 from typing import Any, Final
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 import sdb
 from sdb.errors import SdbError
 from sdb.events.schema import EVENT_SCHEMA, SCHEMA_VERSION
-from sdb.store.layout import MANIFEST_NAME, Store, part_name
-from sdb.store.manifest import RunManifest, RunStatus, write_manifest
+from sdb.store.layout import MANIFEST_NAME, Store
+from sdb.store.manifest import RunManifest, RunStatus, manifest_bytes
 
 COMPRESSION: Final = "zstd"
 
@@ -59,25 +59,32 @@ class RunWriter:
     Thread-safe: parts are numbered and published under a lock.
     """
 
-    def __init__(self, store: Store, manifest: RunManifest, *, reopen: bool = False) -> None:
+    def __init__(self, store: Store, manifest: RunManifest, *, reopen: bool = False, shard: str | None = None) -> None:
         self.store = store
         self.manifest = manifest
-        self.dir: Path = store.run_dir(manifest.run_id)
+        self.dir: str = store.run_dir(manifest.run_id)
+        self.shard = shard
+        self._prefix = f"events-{shard}-" if shard else "events-"
         self._lock = threading.RLock()
         self._sessions: set[str] = set()
         self._prompts: set[str] = set(manifest.prompts)
         self._models: set[str] = set()
         self._closed = False
         self._next_part = 0
-        if reopen:
+        if reopen or shard:
             self._recount()
         else:
-            self.store.runs_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                self.dir.mkdir()
-            except FileExistsError:
-                raise RunExists(f"run {manifest.run_id!r} already exists in store {store.root}") from None
-        self._write_manifest()
+            loc = store.loc
+            if loc.is_file(f"{self.dir}/{MANIFEST_NAME}"):
+                raise RunExists(f"run {manifest.run_id!r} already exists in store {store.uri}")
+            loc.make_dir(store.runs_dir)
+            if not loc.remote:
+                try:
+                    Path(self.dir).mkdir()
+                except FileExistsError:
+                    raise RunExists(f"run {manifest.run_id!r} already exists in store {store.uri}") from None
+        if not shard:
+            self._write_manifest()
 
     @classmethod
     def reopen(cls, store: Store, run_id: str) -> RunWriter:
@@ -89,14 +96,28 @@ class RunWriter:
         manifest.interrupted = None
         return cls(store, manifest, reopen=True)
 
+    @classmethod
+    def for_shard(cls, store: Store, run_id: str, shard: str) -> RunWriter:
+        """A writer of one shard's parts (``events-<shard>-NNNNN.parquet``) into an open run, for a
+        distributed replay: it never writes the manifest, which the driver publishes last."""
+        if not re.fullmatch(r"[a-z0-9]{1,16}", shard):
+            raise SdbError(f"shard name {shard!r}: use 1-16 lowercase letters and digits")
+        return cls(store, store.manifest(run_id), shard=shard)
+
     def _recount(self) -> None:
         parts = self.store.part_paths(self.manifest.run_id)
         events = 0
         for part in parts:
-            table = pq.read_table(part, columns=["session_id"])
+            table = self.store.loc.read_parquet(part, columns=["session_id", "prompt", "model"])
             events += table.num_rows
-            self._sessions.update(str(s) for s in table.column("session_id").unique().to_pylist())
-        self._next_part = max((int(p.stem.split("-")[1]) for p in parts), default=-1) + 1
+            self._note_vocabulary(table)
+        mine = [p.rsplit("/", 1)[-1] for p in parts if p.rsplit("/", 1)[-1].startswith(self._prefix)]
+        numbers = [
+            int(m[len(self._prefix) : -len(".parquet")])
+            for m in mine
+            if m[len(self._prefix) : -len(".parquet")].isdigit()
+        ]
+        self._next_part = max(numbers, default=-1) + 1
         self.manifest.parts = len(parts)
         self.manifest.events = events
         self.manifest.sessions = len(self._sessions)
@@ -128,7 +149,7 @@ class RunWriter:
     def run_id(self) -> str:
         return self.manifest.run_id
 
-    def write(self, batch: pa.RecordBatch | pa.Table) -> Path | None:
+    def write(self, batch: pa.RecordBatch | pa.Table) -> str | None:
         """Publish ``batch`` as the next part; returns its path (None for an empty batch)."""
         if batch.num_rows == 0:
             return None
@@ -137,12 +158,8 @@ class RunWriter:
         with self._lock:
             if self._closed:
                 raise SdbError(f"run {self.run_id}: already closed, cannot write more events")
-            path = self.dir / part_name(self._next_part)
-            tmp = self.dir / f".{path.name}.tmp"
-            pq.write_table(table, tmp, compression=COMPRESSION, row_group_size=max(table.num_rows, 1))
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            path = f"{self.dir}/{self._prefix}{self._next_part:05d}.parquet"
+            self.store.loc.write_parquet(table, path, compression=COMPRESSION, row_group_size=max(table.num_rows, 1))
             self._note_vocabulary(table)
             self._next_part += 1
             self.manifest.parts += 1
@@ -150,8 +167,9 @@ class RunWriter:
             self.manifest.sessions = len(self._sessions)
             # the part is published: its rows must never be written again, so a manifest that cannot be
             # written now is left for the next part or close() to rewrite
-            with contextlib.suppress(OSError):
-                self._write_manifest()
+            if not self.shard:
+                with contextlib.suppress(OSError, SdbError):
+                    self._write_manifest()
             return path
 
     def close(self, status: RunStatus = "complete", *, interrupted: str | None = None) -> RunManifest:
@@ -160,6 +178,8 @@ class RunWriter:
             if self._closed:
                 return self.manifest
             self._closed = True
+            if self.shard:  # the driver publishes the manifest
+                return self.manifest
             self.manifest.status = status
             self.manifest.finished = utc_now()
             self.manifest.interrupted = interrupted
@@ -177,4 +197,4 @@ class RunWriter:
                 self.manifest.model = ",".join(sorted(self._models))
 
     def _write_manifest(self) -> None:
-        write_manifest(self.dir / MANIFEST_NAME, self.manifest)
+        self.store.loc.write_bytes(f"{self.dir}/{MANIFEST_NAME}", manifest_bytes(self.manifest))

@@ -1,0 +1,280 @@
+"""``sdbctl replay --executor ray``: a replay's sessions sharded across Ray workers.
+
+The driver creates (or reopens, for ``--resume``) the run and owns its manifest. Each shard is a Ray
+task that runs the ordinary engine over its sessions and writes its own Parquet parts
+(``events-<shard>-NNNNN.parquet``) into the same store, so results are the local executor's, step for
+step. A task killed with its worker is retried by Ray; the retry skips every step already in the store
+and finds the answers it had not yet written in the response cache, so no step is lost or asked twice.
+One Ray actor spaces model calls for all workers (``--rpm`` is global), another collects progress for
+the driver's bar. The manifest is written last, from the parts.
+
+Ray is an optional extra (``pip install 'sdbctl[ray]'``). Workers must be able to import sdbctl and
+the agent's code, and reach the store: a local store only works on one machine (``ray.init`` here);
+for a cluster use an ``s3://`` store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, fields
+from typing import Any
+
+from sdb.errors import SdbError, UsageError
+from sdb.replay.engine import RECORDED, Replayer, ReplayOptions, ReplayProgress, ReplayResult
+from sdb.replay.source import count_steps
+from sdb.store.layout import Store
+from sdb.store.manifest import RunStatus
+from sdb.store.views import connect, query_arrow
+from sdb.store.writer import RunWriter
+
+# passed to the workers: where the store is, the keys their model clients need, how to reach S3
+_ENV_PREFIXES = ("SDB_", "AWS_", "OPENAI_", "ANTHROPIC_", "XDG_CACHE_HOME", "HOME")
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--executor ray needs Ray: pip install 'sdbctl[ray]'") from None
+    return ray
+
+
+def _worker_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}
+
+
+def _shards(sessions: list[str], weights: dict[str, int], count: int) -> list[list[str]]:
+    """Sessions in ``count`` shards of about equal work (heaviest first onto the lightest shard)."""
+    shards: list[list[str]] = [[] for _ in range(max(1, min(count, len(sessions))))]
+    load = [0] * len(shards)
+    for session in sorted(sessions, key=lambda s: (-weights.get(s, 1), s)):
+        i = load.index(min(load))
+        shards[i].append(session)
+        load[i] += weights.get(session, 1)
+    return [sorted(s) for s in shards if s]
+
+
+def run_shard(
+    store_spec: str,
+    source_run: str,
+    opts: dict[str, Any],
+    shard: str,
+    sessions: list[str],
+    cwd: str,
+    setup: tuple[str, ...],
+    limiter: Any,
+    progress: Any,
+) -> dict[str, Any]:
+    """One shard, in a Ray worker: the engine over ``sessions``, parts written as ``shard``."""
+    if os.path.isdir(cwd):
+        os.chdir(cwd)  # a local store path, and user agents named MODULE:ATTR, are relative to it
+    for ref in setup:  # what the driver's command registered (model specs, workloads)
+        module, _, name = ref.partition(":")
+        getattr(importlib.import_module(module), name)()
+    last = [0.0]
+
+    def report(p: ReplayProgress) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.2 or p.done == p.total:
+            last[0] = now
+            progress.report.remote(shard, asdict(p))
+
+    options = ReplayOptions(**opts)
+    shared = _SharedLimiter(limiter) if options.rpm else None
+    replayer = Replayer(
+        Store.open(store_spec),
+        source_run,
+        options,
+        on_progress=report,
+        shard=shard,
+        sessions=frozenset(sessions),
+        limiter=shared,
+    )
+    result = replayer.run()
+    progress.report.remote(shard, asdict(result.progress))
+    return asdict(result.progress)
+
+
+class _SharedLimiter:
+    """The engine's limiter interface over the driver's rate-limit actor."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    async def wait(self) -> None:
+        pause = await self.actor.reserve.remote()
+        if pause > 0:
+            await asyncio.sleep(pause)
+
+
+class _Tokens:
+    """One slot every 60/rpm seconds, for all workers together (a Ray actor)."""
+
+    def __init__(self, rpm: float | None) -> None:
+        self.interval = 60.0 / rpm if rpm else 0.0
+        self.next = 0.0
+
+    def reserve(self) -> float:
+        """Reserve the next slot; returns how long the caller waits for it."""
+        now = time.monotonic()
+        start = max(now, self.next)
+        self.next = start + self.interval
+        return start - now
+
+
+class _Progress:
+    """The latest counters of every shard (a Ray actor); the driver sums them."""
+
+    def __init__(self) -> None:
+        self.shards: dict[str, dict[str, Any]] = {}
+
+    def report(self, shard: str, counters: dict[str, Any]) -> None:
+        self.shards[shard] = counters
+
+    def totals(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for counters in self.shards.values():
+            for key, value in counters.items():
+                out[key] = out.get(key, 0) + int(value)
+        return out
+
+
+def _store_spec(store: Store) -> str:
+    """The store as workers must name it: an absolute directory, or the s3:// URI."""
+    return store.uri if store.loc.remote else store.loc.base
+
+
+def replay_on_ray(
+    store: Store,
+    source_run: str,
+    opts: ReplayOptions,
+    *,
+    address: str | None = None,
+    workers: int | None = None,
+    resume: str | None = None,
+    on_progress: Callable[[ReplayProgress], None] | None = None,
+    setup: tuple[str, ...] = (),
+) -> ReplayResult:
+    """Replay ``source_run`` (or resume ``resume``) with its sessions sharded over Ray workers.
+
+    ``setup`` names ``MODULE:FUNCTION`` callables each worker runs first (registering simulators and
+    workloads, as the driver's command did)."""
+    ray = _ray()
+    started, cpu = time.perf_counter(), time.process_time()
+    # validates the options and the agent exactly as the local executor does, and names the run
+    driver = Replayer(store, source_run, opts, resume=resume)
+    opts, source_run = driver.opts, driver.source_run
+    saved = {f.name: getattr(opts, f.name) for f in fields(ReplayOptions)}
+    # the run exists (manifest partial) before any shard attaches to it
+    run_id = RunWriter.reopen(store, resume).run_id if resume is not None else driver.create_run().run_id
+    saved["run_id"] = run_id
+    sessions, weights = _source_sessions(store, source_run, opts.mode)
+    # Ray prints worker deaths and its own notices on stdout: they go to stderr, stdout stays the
+    # command's (its --json)
+    with contextlib.redirect_stdout(sys.stderr):
+        status, totals = _run_shards(
+            ray, store, source_run, saved, sessions, weights, address, workers, setup, on_progress
+        )
+    return ReplayResult(
+        run_id,
+        source_run,
+        opts.mode,
+        opts.model,
+        status,
+        time.perf_counter() - started,
+        time.process_time() - cpu,
+        _as_progress(totals),
+    )
+
+
+def _run_shards(
+    ray: Any,
+    store: Store,
+    source_run: str,
+    saved: dict[str, Any],
+    sessions: list[str],
+    weights: dict[str, int],
+    address: str | None,
+    workers: int | None,
+    setup: tuple[str, ...],
+    on_progress: Callable[[ReplayProgress], None] | None,
+) -> tuple[RunStatus, dict[str, int]]:
+    """Start (or join) Ray, run every shard, publish the manifest; the run's status and counters."""
+    run_id = saved["run_id"]
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        init: dict[str, Any] = {
+            "address": address,
+            "ignore_reinit_error": True,
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "logging_level": logging.ERROR,
+            "runtime_env": {"env_vars": _worker_env()},
+        }
+        if address is None and workers:
+            init["num_cpus"] = workers
+        ray.init(**init)
+    count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    limiter = ray.remote(_Tokens).options(num_cpus=0).remote(saved["rpm"])
+    progress = ray.remote(_Progress).options(num_cpus=0).remote()
+    task = ray.remote(run_shard).options(max_retries=3, retry_exceptions=False, num_cpus=1)
+    shards = _shards(sessions, weights, count * 2)
+    pending = [
+        task.remote(_store_spec(store), source_run, saved, f"w{i}", shard, os.getcwd(), setup, limiter, progress)
+        for i, shard in enumerate(shards)
+    ]
+    status: RunStatus = "partial"
+    totals: dict[str, int] = {}
+    try:
+        waiting = list(pending)
+        while waiting:
+            _, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=0.25)
+            totals = ray.get(progress.totals.remote())
+            if on_progress is not None:
+                on_progress(_as_progress(totals))
+        results = ray.get(pending)  # raises what a shard raised
+        totals = {}
+        for counters in results:
+            for key, value in counters.items():
+                totals[key] = totals.get(key, 0) + int(value)
+        status = "complete"
+    except ray.exceptions.RayError as exc:
+        raise SdbError(
+            f"replay {run_id}: a Ray shard failed ({_first_line(exc)}); resume with --resume {run_id}"
+        ) from None
+    finally:
+        final = RunWriter.reopen(store, run_id)  # counts from the parts the shards published
+        final.close(status)  # the manifest, last
+        if started_ray:
+            ray.shutdown()
+    return status, totals
+
+
+def _as_progress(totals: dict[str, int]) -> ReplayProgress:
+    known = {f.name for f in fields(ReplayProgress)}
+    return ReplayProgress(**{k: v for k, v in totals.items() if k in known})
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__
+
+
+def _source_sessions(store: Store, source_run: str, mode: str) -> tuple[list[str], dict[str, int]]:
+    """The sessions to shard, and how many model steps each has (the work it stands for)."""
+    if mode == "step":
+        weights, _ = count_steps(store, source_run)
+        return sorted(weights), weights
+    rows = query_arrow(connect(store, source_run), "SELECT session_id, count(*) AS n FROM events GROUP BY 1")
+    found = {str(r["session_id"]): int(r["n"]) for r in rows.to_pylist()}
+    return sorted(found), found
+
+
+__all__ = ["RECORDED", "replay_on_ray"]

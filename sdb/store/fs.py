@@ -1,0 +1,212 @@
+"""Where a store's files live, through pyarrow's filesystem layer: a local directory, or an S3 prefix
+(``s3://bucket/prefix``, also MinIO and other S3-compatible servers).
+
+The endpoint of an S3-compatible server comes from ``--s3-endpoint`` (``SDB_S3_ENDPOINT``), else the
+standard ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``; credentials from the standard AWS variables
+or profile (the AWS SDK inside Arrow reads them). Writes are atomic per file: locally a hidden
+temporary file renamed into place, on S3 a single PUT (an object is invisible until complete).
+Transient object-store errors (connection refused, timeouts, 5xx, throttling) are retried with
+backoff for up to ``SDB_S3_RETRY_SECONDS`` (default 60); anything else fails at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from sdb.errors import SdbError, StoreNotFound
+
+T = TypeVar("T")
+ENDPOINT_ENV = "SDB_S3_ENDPOINT"
+RETRY_ENV = "SDB_S3_RETRY_SECONDS"
+_PERMANENT = (
+    "NoSuchBucket",
+    "AccessDenied",
+    "Forbidden",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "NoSuchKey",
+    "Path does not exist",
+    "not found",
+    "is a directory",
+    "Not a directory",
+)
+
+
+def is_remote(spec: str | os.PathLike[str]) -> bool:
+    return str(spec).startswith("s3://")
+
+
+def s3_endpoint() -> str | None:
+    """The endpoint override, if any: ``--s3-endpoint``, else the standard AWS variables."""
+    for name in (ENDPOINT_ENV, "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
+
+
+def _s3(bucket: str) -> pafs.S3FileSystem:
+    # the SDK retries briefly; the budget of SDB_S3_RETRY_SECONDS is spent by Location.retry
+    options: dict[str, Any] = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=2), "connect_timeout": 10}
+    endpoint = s3_endpoint()
+    if endpoint:
+        parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+        if not parts.netloc:
+            raise SdbError(f"S3 endpoint {endpoint!r}: not a URL (e.g. http://127.0.0.1:9000)")
+        options.update(endpoint_override=parts.netloc, scheme=parts.scheme or "https")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region is None and endpoint is None:
+        with contextlib.suppress(OSError):
+            region = pafs.resolve_s3_region(bucket)
+    options["region"] = region or "us-east-1"
+    if os.environ.get("AWS_PROFILE"):
+        options["load_frequency"] = 900
+    return pafs.S3FileSystem(**options)
+
+
+def _transient(exc: OSError) -> bool:
+    text = str(exc)
+    return not any(marker.lower() in text.lower() for marker in _PERMANENT)
+
+
+@dataclass(frozen=True)
+class Location:
+    """A store root on a filesystem. Paths are ``/``-joined strings below ``base``."""
+
+    fs: pafs.FileSystem = field(compare=False)
+    base: str
+    uri: str
+    remote: bool
+
+    @classmethod
+    def parse(cls, spec: str | os.PathLike[str]) -> Location:
+        text = str(spec)
+        if is_remote(text):
+            rest = text[len("s3://") :].strip("/")
+            bucket = rest.split("/", 1)[0]
+            if not bucket:
+                raise SdbError(f"store {text}: no bucket (use s3://BUCKET/PREFIX)")
+            return cls(_s3(bucket), rest, f"s3://{rest}", True)
+        return cls(pafs.LocalFileSystem(), str(Path(text).absolute()), text, False)
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.base, *parts])
+
+    # -- retries -------------------------------------------------------------------------------
+
+    def retry(self, what: str, fn: Callable[[], T]) -> T:
+        """``fn()``, retried with backoff on a transient object-store error (local: called once)."""
+        if not self.remote:
+            return fn()
+        budget = float(os.environ.get(RETRY_ENV, "60"))
+        deadline = time.monotonic() + budget
+        pause = 0.2
+        while True:
+            try:
+                return fn()
+            except OSError as exc:
+                if not _transient(exc) or time.monotonic() + pause > deadline:
+                    raise SdbError(f"{self.uri}: {what} failed ({str(exc).splitlines()[0]})") from None
+            time.sleep(pause * (0.5 + random.random()))
+            pause = min(pause * 2, 5.0)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def kind(self, path: str) -> pafs.FileType:
+        try:
+            info = self.retry(f"looking up {path}", lambda: self.fs.get_file_info(path))
+        except SdbError as exc:
+            if "NoSuchBucket" in str(exc) or "not found" in str(exc).lower():
+                return pafs.FileType.NotFound
+            raise
+        return info.type
+
+    def is_file(self, path: str) -> bool:
+        return self.kind(path) == pafs.FileType.File
+
+    def is_dir(self, path: str) -> bool:
+        return self.kind(path) == pafs.FileType.Directory
+
+    def files(self, directory: str, *, recursive: bool = False) -> list[str]:
+        """Paths of the files under ``directory`` (none if it does not exist), sorted."""
+        selector = pafs.FileSelector(directory, allow_not_found=True, recursive=recursive)
+        infos = self.retry(f"listing {directory}", lambda: self.fs.get_file_info(selector))
+        return sorted(i.path for i in infos if i.type == pafs.FileType.File)
+
+    def read_bytes(self, path: str) -> bytes:
+        def read() -> bytes:
+            with self.fs.open_input_stream(path) as stream:
+                data: bytes = stream.read()
+                return data
+
+        return self.retry(f"reading {path}", read)
+
+    def read_parquet(self, path: str, columns: list[str] | None = None) -> pa.Table:
+        return self.retry(f"reading {path}", lambda: pq.read_table(path, columns=columns, filesystem=self.fs))
+
+    def read_schema(self, path: str) -> pa.Schema:
+        return self.retry(f"reading {path}", lambda: pq.read_schema(path, filesystem=self.fs))
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def make_dir(self, path: str) -> None:
+        if not self.remote:  # object stores have no directories: a key's prefix is enough
+            Path(path).mkdir(parents=True, exist_ok=True)
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Publish ``data`` at ``path`` atomically: a reader sees the old file or the new, never half."""
+        if not self.remote:
+            target = Path(path)
+            tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+            return
+
+        def put() -> None:
+            with self.fs.open_output_stream(path) as stream:
+                stream.write(data)
+
+        self.retry(f"writing {path}", put)
+
+    def write_parquet(self, table: pa.Table, path: str, **options: Any) -> None:
+        """Publish ``table`` as a Parquet file at ``path`` atomically."""
+        if not self.remote:
+            target = Path(path)
+            tmp = target.with_name(f".{target.name}.tmp")
+            pq.write_table(table, tmp, **options)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+            return
+        sink = pa.BufferOutputStream()  # encoded once, then one PUT per attempt
+        pq.write_table(table, sink, **options)
+        self.write_bytes(path, sink.getvalue().to_pybytes())
+
+    def delete_dir(self, path: str) -> None:
+        with contextlib.suppress(OSError, SdbError):
+            self.retry(f"deleting {path}", lambda: self.fs.delete_dir(path))
+
+    def check_exists(self, hint: str) -> None:
+        """A store that does not exist is a one-line :class:`StoreNotFound`."""
+        if self.remote:
+            bucket = self.base.split("/", 1)[0]
+            if self.kind(bucket) != pafs.FileType.Directory:
+                raise StoreNotFound(f"store {self.uri}: bucket {bucket!r} not found (or not readable){hint}")
+            if "/" in self.base and not self.is_dir(self.base):
+                raise StoreNotFound(f"store {self.uri}: no such prefix{hint}; record a run first")
+        elif not Path(self.base).is_dir():
+            raise StoreNotFound(f"store {self.uri}: no such directory{hint}; record a run first")

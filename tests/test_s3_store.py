@@ -1,0 +1,165 @@
+"""Runs on object storage: every command against ``s3://bucket/prefix`` on a real S3-compatible server
+(moto's server mode on 127.0.0.1), and the server stopped and restarted under a writer."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import CLI
+from tests.llm_server import LLMServer
+from tests.s3_server import S3Server
+from tests.test_cli import _assert_one_line_error
+
+
+def _query(sdbctl: CLI, env: dict[str, str], sql: str) -> list[dict[str, Any]]:
+    out = sdbctl("query", sql, "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    rows: list[dict[str, Any]] = json.loads(out.stdout)
+    return rows
+
+
+@pytest.fixture
+def s3() -> Iterator[S3Server]:
+    """The server, with a new bucket ``runs`` (moto's state outlives one server: it is emptied first)."""
+    with S3Server() as server:
+        client = server.client()
+        if "runs" in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
+            for key in server.keys("runs"):
+                client.delete_object(Bucket="runs", Key=key)
+        else:
+            client.create_bucket(Bucket="runs")
+        yield server
+
+
+STORE = "s3://runs/team-a"
+
+
+def test_every_command_works_on_an_s3_store(sdbctl: CLI, tmp_path: Path, s3: S3Server) -> None:
+    env = {**s3.env, "SDB_STORE": STORE}
+    assert sdbctl("record", "contract-renewal", "-n", "12", "--run-id", "base", env=env).returncode == 0
+    keys = s3.keys("runs")
+    assert "team-a/runs/base/run.json" in keys and any(k.startswith("team-a/runs/base/events-") for k in keys)
+    assert not (tmp_path / ".sdb").exists()  # nothing local: the bucket is the store
+    runs = json.loads(sdbctl("runs", "--json", env=env).stdout)
+    assert [(r["run_id"], r["status"], r["sessions"]) for r in runs] == [("base", "complete", 12)]
+    shown = sdbctl("show", "base", "--json", "--limit", "0", env=env)
+    assert shown.returncode == 0 and len(json.loads(shown.stdout)) == runs[0]["events"]
+    counted = json.loads(
+        sdbctl("query", "SELECT count(*) AS n FROM events WHERE kind = 'llm'", "--json", env=env).stdout
+    )
+    assert counted[0]["n"] > 0
+    out = sdbctl("replay", "base", "--model", "sim:renewal@v2", "--run-id", "cand", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    same = json.loads(sdbctl("replay", "base", "--model", "recorded", "--json", env=env).stdout)
+    assert same["divergences"] == 0 and same["status"] == "complete"
+    diff = sdbctl("diff", "base", "cand", "--json", env=env)
+    assert diff.returncode == 0 and json.loads(diff.stdout)["summary"]["steps_compared"] > 0
+    assert any(k.startswith("team-a/diffs/base..cand/divergences") for k in s3.keys("runs"))
+    saved = json.loads(sdbctl("query", "SELECT count(*) AS n FROM divergences", "--json", env=env).stdout)
+    assert saved[0]["n"] == len(json.loads(diff.stdout)["divergences"])
+    assert sdbctl("gate", "cand", env=env).returncode in (0, 1)
+    assert sdbctl("export", "base", "--out", "base.jsonl", env=env).returncode == 0
+    assert len((tmp_path / "base.jsonl").read_text().splitlines()) == runs[0]["events"]
+    # --s3-endpoint instead of AWS_ENDPOINT_URL, --store instead of SDB_STORE
+    flag = {k: v for k, v in s3.env.items() if k != "AWS_ENDPOINT_URL"}
+    listed = sdbctl("--s3-endpoint", s3.endpoint, "runs", "--store", STORE, "--json", env=flag)
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(r["run_id"] for r in json.loads(listed.stdout)) == sorted(["base", "cand", same["run_id"]])
+
+
+def test_bad_s3_stores_are_one_line_errors(sdbctl: CLI, s3: S3Server) -> None:
+    _assert_one_line_error(sdbctl("runs", "--store", "s3://no-such-bucket/x", env=s3.env), "bucket 'no-such-bucket'")
+    _assert_one_line_error(
+        sdbctl("runs", "--store", "s3://runs/empty", env=s3.env), "s3://runs/empty", "no such prefix"
+    )
+    _assert_one_line_error(sdbctl("runs", "--store", "s3://", env=s3.env), "no bucket")
+    out = sdbctl(
+        "record",
+        "contract-renewal",
+        "-n",
+        "2",
+        "--store",
+        "s3://no-such-bucket/x",
+        env={**s3.env, "SDB_S3_RETRY_SECONDS": "1"},
+    )
+    _assert_one_line_error(out, "s3://no-such-bucket/x")
+
+
+def test_a_server_restart_mid_write_completes_after_retries(sdbctl: CLI, s3: S3Server) -> None:
+    env = {**s3.env, "SDB_STORE": STORE, "SDB_S3_RETRY_SECONDS": "30"}
+    assert sdbctl("record", "contract-renewal", "-n", "30", "--run-id", "base", env=env).returncode == 0
+    expected = json.loads(sdbctl("replay", "base", "--model", "recorded", "--json", env=env).stdout)["steps"]
+    with LLMServer() as model:
+        model.delay = 0.03  # a replay of a few seconds, flushing a part every second
+
+        def outage() -> None:
+            while not any("/runs/slow/events-" in k for k in s3.keys("runs")):
+                time.sleep(0.05)
+            s3.stop()  # mid-run: parts and the manifest cannot be written for 3 s
+            time.sleep(3)
+            s3.start()
+
+        cut = threading.Thread(target=outage)
+        cut.start()
+        out = sdbctl(
+            "replay", "base", "--model", "openai:m", "--base-url", model.url, "--concurrency", "1",
+            "--run-id", "slow", "--json", env={**env, "OPENAI_API_KEY": "sk-test"},
+        )  # fmt: skip
+        cut.join()
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["status"] == "complete" and summary["steps_done"] == expected
+    rows = _query(
+        sdbctl, env, "SELECT session_id, seq, count(*) AS n FROM events WHERE run_id = 'slow' GROUP BY ALL HAVING n > 1"
+    )
+    assert rows == []  # no event written twice
+    llm = json.loads(
+        sdbctl(
+            "query", "SELECT count(*) AS n FROM events WHERE run_id = 'slow' AND kind = 'llm'", "--json", env=env
+        ).stdout
+    )
+    assert llm[0]["n"] == expected and max(model.requests.values()) == 1  # every step, each asked once
+
+
+def test_an_outage_longer_than_the_retries_leaves_a_partial_run_that_resumes(sdbctl: CLI, s3: S3Server) -> None:
+    env = {**s3.env, "SDB_STORE": STORE, "SDB_S3_RETRY_SECONDS": "1"}
+    assert sdbctl("record", "contract-renewal", "-n", "30", "--run-id", "base", env=env).returncode == 0
+    expected = json.loads(sdbctl("replay", "base", "--model", "recorded", "--json", env=env).stdout)["steps"]
+    with LLMServer() as model:
+        model.delay = 0.03
+
+        def outage() -> None:
+            while not any("/runs/cut/events-" in k for k in s3.keys("runs")):
+                time.sleep(0.05)
+            s3.stop()
+            time.sleep(4)  # longer than the 1 s of retries
+            s3.start()
+
+        cut = threading.Thread(target=outage)
+        cut.start()
+        failed = sdbctl(
+            "replay", "base", "--model", "openai:m", "--base-url", model.url, "--concurrency", "1",
+            "--run-id", "cut", env={**env, "OPENAI_API_KEY": "sk-test"},
+        )  # fmt: skip
+        cut.join()
+        _assert_one_line_error(failed, "cut")
+        runs = {r["run_id"]: r for r in json.loads(sdbctl("runs", "--json", env=env).stdout)}
+        assert runs["cut"]["status"] == "partial"  # readable, and says so
+        done = sdbctl("replay", "--resume", "cut", "--json", env={**env, "OPENAI_API_KEY": "sk-test"})
+        assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "complete"
+    rows = _query(
+        sdbctl,
+        env,
+        "SELECT count(*) AS n, count(DISTINCT (session_id, seq)) AS d FROM events "
+        "WHERE run_id = 'cut' AND kind = 'llm'",
+    )
+    assert rows[0]["n"] == rows[0]["d"] == expected  # every step once: nothing lost, nothing twice
+    assert max(model.requests.values()) == 1  # answers lost with the failed parts came from the cache
