@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,19 +51,21 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=100_000)
     parser.add_argument("--ray-workers", type=int, default=0, help="also replay on a local Ray with W workers")
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--work", help="keep the store in this directory; a recorded base there is reused")
     args = parser.parse_args()
     print(describe())
     sdbctl = str(Path(sys.executable).with_name("sdbctl"))
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+        work = Path(args.work or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        for old in ("runs/cand", "runs/cand-ray", "diffs", "cache"):  # measured again on every run
+            shutil.rmtree(work / ".sdb" / old, ignore_errors=True)
         rows = []
-        seconds, _, peak = phase(
-            "record",
-            [sdbctl, "record", "contract-renewal", "--sessions", str(args.sessions), "--run-id", "base", "--json"],
-            work,
-        )
+        if not (work / ".sdb" / "runs" / "base" / "run.json").exists():
+            record = [sdbctl, "record", "contract-renewal", "--sessions", str(args.sessions), "--run-id", "base"]
+            seconds, _, peak = phase("record", [*record, "--json"], work)
+            rows.append(("record", seconds, events(sdbctl, work, "base"), peak))
         base_events = events(sdbctl, work, "base")
-        rows.append(("record", seconds, base_events, peak))
         replay = [
             sdbctl,
             "replay",

@@ -102,7 +102,6 @@ class LLMServer:
         self.chunk_delay = 0.0  # seconds between streamed chunks
         self.faults: list[tuple[str, float]] = []  # ("429", retry_after) | ("500", 0) | ("slow", seconds)
         self.requests: Counter[str] = Counter()
-        self.delivered: Counter[str] = Counter()  # answers that reached the client
         self.times: list[float] = []
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
@@ -116,7 +115,7 @@ class LLMServer:
             def log_message(self, *args: Any) -> None:
                 return None
 
-            def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> bool:
+            def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -127,10 +126,8 @@ class LLMServer:
                 try:
                     self.wfile.write(data)
                     self.wfile.flush()
-                except (BrokenPipeError, ConnectionResetError):  # the client died waiting: not delivered
+                except (BrokenPipeError, ConnectionResetError):  # the client died waiting (a killed replay)
                     self.close_connection = True
-                    return False
-                return True
 
             def _stream(self, answer: dict[str, Any], request: dict[str, Any]) -> None:
                 """The answer as server-sent chunks, tool-call arguments cut into fragments."""
@@ -177,9 +174,7 @@ class LLMServer:
                 elif self.path.rstrip("/").endswith("/chat/completions") and body.get("stream"):
                     self._stream(server.answer(body), body)
                 elif self.path.rstrip("/").endswith("/chat/completions"):
-                    if self._send(200, server.answer(body)):
-                        with server._lock:
-                            server.delivered[server.key(body)] += 1
+                    self._send(200, server.answer(body))
                 else:
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
 

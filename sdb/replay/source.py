@@ -45,7 +45,6 @@ WITH a AS (
 SELECT l.session_id, l.seq, l.step, l.actor, l.pattern, l.model, l.prompt, l.payload, a.digests
 FROM events l LEFT JOIN a ON a.session_id = l.session_id AND a.parent = l.seq
 WHERE l.kind = 'llm' {where}
-ORDER BY l.session_id, l.seq
 """
 
 
@@ -70,9 +69,9 @@ def _step(row: dict[str, Any]) -> SourceStep:
 def iter_steps(
     store: Store, run_id: str, *, batch: int = 2_000, sessions: Iterable[str] | None = None
 ) -> Iterator[list[SourceStep]]:
-    """Every ``llm`` event of ``run_id`` (or of ``sessions``) in (session, seq) order, with its child
-    actions' digests, ``batch`` steps at a time: a replay of millions of steps holds one batch of
-    requests in memory, not the run."""
+    """Every ``llm`` event of ``run_id`` (or of ``sessions``) with its child actions' digests, in the
+    order of the files, ``batch`` steps at a time: streamed, not sorted, so that a replay of millions
+    of steps holds one batch of requests in memory, not the run (step mode needs no order)."""
     con = connect(store, run_id)
     where = ""
     if sessions is not None:
@@ -94,7 +93,7 @@ def iter_steps(
 
 def load_steps(store: Store, run_id: str) -> list[SourceStep]:
     """Every ``llm`` event of ``run_id``, in (session, seq) order, with its child actions' digests."""
-    return [step for chunk in iter_steps(store, run_id) for step in chunk]
+    return sorted((step for chunk in iter_steps(store, run_id) for step in chunk), key=lambda s: s.key)
 
 
 def count_steps(store: Store, run_id: str) -> tuple[dict[str, int], int]:

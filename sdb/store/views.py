@@ -8,6 +8,9 @@ events is made: the Parquet files are the truth.
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -59,6 +62,16 @@ def _view(con: duckdb.DuckDBPyConnection, store: Store, name: str, paths: list[s
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}_dataset")
 
 
+MEMORY_ENV = "SDB_DUCKDB_MEMORY"
+
+
+def _duckdb_config() -> dict[str, str | bool | int | float | list[str]]:
+    """DuckDB's memory is capped (``SDB_DUCKDB_MEMORY``, default 1GB): a join or sort over a big run
+    spills to a temporary directory instead of growing with the run."""
+    spill = Path(tempfile.gettempdir()) / f"sdbctl-duckdb-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    return {"memory_limit": os.environ.get(MEMORY_ENV) or "1GB", "temp_directory": str(spill)}
+
+
 def connect(store: Store, run_id: str | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with ``events`` and ``runs`` views over ``store``.
 
@@ -67,7 +80,7 @@ def connect(store: Store, run_id: str | None = None) -> duckdb.DuckDBPyConnectio
     parts = store.part_paths(run_id)
     for part in parts:
         check_schema(_footer(store, part), part)
-    con = duckdb.connect(":memory:")
+    con = duckdb.connect(":memory:", config=_duckdb_config())
     _view(con, store, "events", parts, EVENT_SCHEMA)
     _view(con, store, "divergences", store.divergence_paths(), DIVERGENCE_SCHEMA)
     manifests = store.manifests() if run_id is None else [store.manifest(run_id)]
