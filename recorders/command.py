@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import types
@@ -97,8 +98,10 @@ def record_command(
         code = _run(argv, env)
         status = "complete"
     finally:
-        proxy.stop()
-        recorder.close(status)
+        try:
+            proxy.stop()
+        finally:
+            recorder.close(status)
     return CommandSummary(
         run_id=recorder.run_id,
         exit_code=code,
@@ -112,6 +115,16 @@ def record_command(
     )
 
 
+def _from_terminal() -> bool:
+    """Whether we are the terminal's foreground process group (so a SIGINT came from its Ctrl-C)."""
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
+        try:
+            return os.tcgetpgrp(stream.fileno()) == os.getpgrp()
+        except (OSError, ValueError, AttributeError):
+            continue
+    return False
+
+
 def _run(argv: Sequence[str], env: dict[str, str]) -> int:
     """Run the command to its end; SIGINT and SIGTERM go to it (not to us), its exit code comes back."""
     try:
@@ -120,9 +133,10 @@ def _run(argv: Sequence[str], env: dict[str, str]) -> int:
         raise SdbError(f"record: cannot run {argv[0]} ({exc.strerror})") from None
 
     def forward(signum: int, frame: types.FrameType | None) -> None:
-        # Ctrl-C reaches the whole foreground process group, the child included, so SIGINT is only
-        # survived here; SIGTERM sent to us is passed on. Either way we wait for the child, then close.
-        if signum == signal.SIGTERM and child.poll() is None:
+        # SIGTERM sent to us is passed on. A Ctrl-C typed at the terminal reaches the whole foreground
+        # process group, the child included, so it is not sent twice; a SIGINT from anything else (a
+        # supervisor, CI) is passed on. Either way we wait for the child, then close the run.
+        if child.poll() is None and (signum == signal.SIGTERM or not _from_terminal()):
             child.send_signal(signum)
 
     main = threading.current_thread() is threading.main_thread()
@@ -167,8 +181,10 @@ def serve_proxy(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        proxy.stop()
-        recorder.close()
+        try:
+            proxy.stop()
+        finally:
+            recorder.close()
     return CommandSummary(
         run_id=recorder.run_id,
         exit_code=0,

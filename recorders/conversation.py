@@ -70,12 +70,19 @@ def tool_result(content: Any) -> Any:
     return content
 
 
+def _digest(messages: list[Any]) -> str:
+    return xxhash.xxh3_64_hexdigest(canonical_bytes(messages))
+
+
 class ConversationRecorder:
     """Turns chat-completions calls into events of one run."""
 
     def __init__(self, recorder: Recorder, redactor: Redactor) -> None:
         self.recorder = recorder
         self.redactor = redactor
+        # per opening key: [session id, messages in its last request, digest of them]
+        self._lineages: dict[str, list[list[Any]]] = {}
+        self._failed: set[str] = set()  # sessions whose last call failed (a retry is the same call)
         self.boundary = Boundary("conversation", open_vocabulary=True)
         self.conversations: dict[str, _Conversation] = {}
         self.llm_events = 0
@@ -88,6 +95,32 @@ class ConversationRecorder:
         if found is None:
             found = self.conversations[session_id] = _Conversation(self.recorder.session(session_id))
         return found
+
+    def session_for(self, header: str | None, request: Mapping[str, Any]) -> str:
+        """The session of a call: the ``X-SDB-Session`` header, else the conversation it continues.
+
+        Conversations are keyed by their opening (:func:`session_key`); a call whose messages extend
+        the last request of a conversation with that opening continues it, and any other call starts
+        a new one (``KEY-2``, ``KEY-3`` ...), so an eval that asks the same task N times, one after
+        another or at once, gives N sessions. A call repeating a failed call is its retry.
+        """
+        if header and header.strip():
+            return header.strip()
+        key = session_key(None, request)
+        raw = request.get("messages")
+        messages = list(raw) if isinstance(raw, list) else []
+        lineage = self._lineages.setdefault(key, [])
+        whole = _digest(messages)
+        for entry in reversed(lineage):
+            sid, length, digest = entry
+            if length < len(messages) and _digest(messages[:length]) == digest:
+                entry[1], entry[2] = len(messages), whole
+                return str(sid)
+            if length == len(messages) and digest == whole and sid in self._failed:
+                return str(sid)
+        sid = key if not lineage else f"{key}-{len(lineage) + 1}"
+        lineage.append([sid, len(messages), whole])
+        return sid
 
     def session(self, session_id: str) -> Session:
         return self._conversation(session_id).session
@@ -164,6 +197,7 @@ class ConversationRecorder:
         """Record one answered call: the llm event (``step`` = the n-th call of the conversation, the
         differ's unit), then the actions the boundary finds in the answer. Returns the llm seq."""
         conv = self._conversation(session_id)
+        self._failed.discard(session_id)
         req = self.redactor.redact(request)
         resp = self.redactor.redact(response)
         conv.llm_calls += 1
@@ -207,4 +241,5 @@ class ConversationRecorder:
         message = f"upstream answered HTTP {status}" if status else "model call failed"
         detail = {"status": status, "body": self.redactor.redact(body), "request": self.redactor.redact(request)}
         self.errors += 1
+        self._failed.add(session_id)
         return conv.session.error("chat", message, detail=detail, parent=parent, actor=actor)

@@ -30,7 +30,8 @@ DEFAULT_RULES: dict[str, str] = {
     "google_api_key": r"\bAIza[0-9A-Za-z_\-]{35}",
     "slack_token": r"\bxox[abprs]-[A-Za-z0-9\-]{10,}",
     "bearer_token": r"(?i)\bbearer\s+[A-Za-z0-9._~+/\-]{16,}=*",
-    "email": r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b",
+    # starts only where a run of address characters starts: linear, however long the text
+    "email": r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b",
 }
 
 
@@ -54,8 +55,8 @@ class Redactor:
             return value
         if isinstance(value, str):
             return self.text(value)
-        if isinstance(value, Mapping):
-            return {k: self.redact(v) for k, v in value.items()}
+        if isinstance(value, Mapping):  # keys too: a tool's result may be keyed by an address
+            return {(self.text(k) if isinstance(k, str) else k): self.redact(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [self.redact(v) for v in value]
         return value

@@ -258,3 +258,38 @@ def test_openllmetry_golden_traces_import_and_replay(sdbctl: CLI, tmp_path: Path
         assert llm["payload"]["request"]["tools"][0]["function"]["name"] == "get_weather"  # gen_ai.tool.definitions
     same = json.loads(sdbctl("replay", "ollm", "--model", "recorded", "--json").stdout)
     assert same["divergences"] == 0 and same["steps"] == steps and same["steps_without_content"] == 4 - steps
+
+
+def test_embedding_spans_are_not_steps_and_finish_reasons_are_kept(sdbctl: CLI, tmp_path: Path) -> None:
+    embedding = _span(
+        "00000000000000c1",
+        {"llm.request.type": "embedding", "gen_ai.system": "openai", "gen_ai.prompt.0.content": "some text"},
+    )
+    output = json.dumps(
+        [{"role": "assistant", "parts": [{"type": "text", "content": "done"}], "finish_reason": "stop"}]
+    )
+    chat = _span(
+        "00000000000000c2",
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": "m",
+            "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text", "content": "hi"}]}]),
+            "gen_ai.output.messages": output,
+        },
+    )
+    short = _span(
+        "00000000000000c3",
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": "m",
+            "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text", "content": "again"}]}]),
+            "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": "ok"}]}]),
+            "gen_ai.response.finish_reasons": "length",  # a plain string, not a list
+        },
+    )
+    (tmp_path / "mixed.jsonl").write_text(_otlp([embedding, chat, short]) + "\n")
+    assert sdbctl("import", "otel", "mixed.jsonl", "--run-id", "mixed").returncode == 0
+    llm = [r for r in _rows(tmp_path, "mixed") if r["kind"] == "llm"]
+    assert [r["step"] for r in llm] == ["call-001", "call-002"]  # the embedding is no step
+    reasons = [r["payload"]["response"]["choices"][0]["finish_reason"] for r in llm]
+    assert reasons == ["stop", "length"]

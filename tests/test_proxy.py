@@ -251,3 +251,72 @@ def test_a_client_leaving_mid_stream_is_an_error_event_and_the_proxy_serves_on(t
     assert conversations.errors == 1 and conversations.llm_events == 1
     errors = _events(tmp_path / ".sdb", "direct", ("error",))
     assert errors[0]["payload"]["detail"]["status"] in (499, 502)
+
+
+def test_the_upstream_is_asked_for_uncompressed_answers(tmp_path: Path) -> None:
+    with LLMServer(weather_answer) as upstream:
+        rec, _, proxy = _serve(tmp_path, upstream.url)
+        body = {"model": "m", "messages": [{"role": "user", "content": "weather in Lima?"}]}
+        r = httpx.post(f"{proxy.url}/chat/completions", json=body, headers={"Accept-Encoding": "gzip, br"})
+        proxy.stop()
+        rec.close()
+    assert r.status_code == 200 and upstream.headers[-1]["Accept-Encoding"] == "identity"
+
+
+def test_repeated_conversations_are_separate_sessions(tmp_path: Path) -> None:
+    rec = Recorder(tmp_path / ".sdb", run_id="rep", handle_signals=False)
+    conv = ConversationRecorder(rec, load_redactor(tmp_path))
+    opening = [{"role": "system", "content": "s"}, {"role": "user", "content": "weather in Oslo?"}]
+    turn = [*opening, {"role": "assistant", "content": "It is cold."}, {"role": "user", "content": "thanks"}]
+    first = conv.session_for(None, {"messages": opening})
+    assert conv.session_for(None, {"messages": turn}) == first  # a continuation
+    second = conv.session_for(None, {"messages": opening})  # the same task asked again
+    third = conv.session_for(None, {"messages": opening})  # and again, at the same time
+    assert len({first, second, third}) == 3
+    assert {conv.session_for(None, {"messages": turn}), conv.session_for(None, {"messages": turn})} == {second, third}
+    conv.failure(first, {"messages": turn}, 500, {})
+    assert conv.session_for(None, {"messages": turn}) == first  # a retry of the failed call
+    rec.close()
+
+
+def test_a_stalled_stream_does_not_hold_up_the_commands_exit(sdbctl: CLI, tmp_path: Path) -> None:
+    script = (
+        "import sys\nfrom openai import OpenAI\n"
+        "stream = OpenAI().chat.completions.create(model='m', stream=True, "
+        "messages=[{'role': 'user', 'content': 'weather in Oslo?'}])\n"
+        "next(iter(stream))\nsys.exit(3)\n"
+    )
+    (tmp_path / "leave.py").write_text(script)
+    with LLMServer(weather_answer) as upstream:
+        upstream.chunk_delay = 60  # one chunk, then silence
+        started = time.monotonic()
+        out = sdbctl(
+            "record",
+            "--run-id",
+            "stall",
+            "--",
+            sys.executable,
+            "leave.py",
+            env={"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": upstream.url},
+        )
+        took = time.monotonic() - started
+    assert out.returncode == 3, out.stderr
+    assert took < 45  # the call in flight is cut off after a grace period, not awaited for a minute
+    runs = {r["run_id"]: r for r in json.loads(sdbctl("runs", "--json").stdout)}
+    assert runs["stall"]["status"] == "complete"
+    assert len(_events(tmp_path / ".sdb", "stall", ("error",))) == 1  # recorded as an error, not lost
+
+
+def test_a_sigint_sent_to_sdbctl_alone_reaches_the_command(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+
+    from tests.conftest import SDBCTL, _cli_env
+
+    proc = subprocess.Popen(
+        [str(SDBCTL), "record", "--upstream", "http://127.0.0.1:9/v1", "--", "sleep", "30"],
+        cwd=tmp_path, env=_cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    time.sleep(1.5)  # the proxy is up and the command running
+    proc.send_signal(signal.SIGINT)  # not from a terminal: nothing else delivers it to `sleep`
+    assert proc.wait(timeout=15) == 128 + signal.SIGINT

@@ -59,3 +59,8 @@ def test_bad_rules_are_refused_with_the_file_named(tmp_path: Path, table: str, m
     with pytest.raises(SdbError, match=r"pyproject\.toml") as caught:
         load_redactor(tmp_path)
     assert message in str(caught.value)
+
+
+def test_keys_are_redacted_too(tmp_path: Path) -> None:
+    out = load_redactor(tmp_path).redact({"jane@example.org": {"sk-proj-abcdefghijklmnopqrstuvwxyz": 1}})
+    assert out == {"[REDACTED:email]": {"[REDACTED:openai_key]": 1}}

@@ -80,15 +80,9 @@ def test_bad_s3_stores_are_one_line_errors(sdbctl: CLI, s3: S3Server) -> None:
         sdbctl("runs", "--store", "s3://runs/empty", env=s3.env), "s3://runs/empty", "no such prefix"
     )
     _assert_one_line_error(sdbctl("runs", "--store", "s3://", env=s3.env), "no bucket")
-    out = sdbctl(
-        "record",
-        "contract-renewal",
-        "-n",
-        "2",
-        "--store",
-        "s3://no-such-bucket/x",
-        env={**s3.env, "SDB_S3_RETRY_SECONDS": "1"},
-    )
+    started = time.monotonic()  # a missing bucket is not a transient error: no minute of retries
+    out = sdbctl("record", "contract-renewal", "-n", "2", "--store", "s3://no-such-bucket/x", env=s3.env)
+    assert time.monotonic() - started < 20
     _assert_one_line_error(out, "s3://no-such-bucket/x")
 
 

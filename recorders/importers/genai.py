@@ -45,8 +45,11 @@ def operation(span: Span) -> str | None:
         return "chat"
     if op in ("execute_tool", "invoke_agent"):
         return str(op)
+    kind = attrs.get("llm.request.type")
+    if kind is not None and kind not in ("chat", "completion"):
+        return None  # an older embeddings or rerank span
     if op is None and (
-        attrs.get("llm.request.type") in ("chat", "completion")
+        kind in ("chat", "completion")
         or any(_INDEXED.match(k) for k in attrs)
         or ("gen_ai.request.model" in attrs and "gen_ai.tool.name" not in attrs)
     ):
@@ -113,6 +116,8 @@ def from_parts(messages: Any) -> list[dict[str, Any]] | None:
                 entry["tool_calls"] = calls
             if message.get("name"):
                 entry["name"] = message["name"]
+            if message.get("finish_reason"):  # an output message's own
+                entry["finish_reason"] = message["finish_reason"]
             out.append(entry)
     return out
 
@@ -259,6 +264,7 @@ def inference(span: Span) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:
     if messages is None or outputs is None:
         return request, None, False
     reasons = attrs.get("gen_ai.response.finish_reasons") or []
+    reasons = [reasons] if isinstance(reasons, str) else reasons
     choices = []
     for index, output in enumerate(outputs):
         message = {k: v for k, v in output.items() if k != "finish_reason"}

@@ -11,6 +11,7 @@ from the same bytes and written after the client has its last byte, so recording
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import threading
 import time
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from aiohttp import web
 
-from recorders.conversation import SESSION_HEADER, ConversationRecorder, session_key
+from recorders.conversation import SESSION_HEADER, ConversationRecorder
 from recorders.proxy.stream import CompletionAssembler, SSEDecoder
 from sdb.errors import SdbError
 
@@ -85,6 +86,8 @@ class RecordingProxy:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self.grace = 5.0  # seconds a call still in flight at stop() may take to finish
 
     @property
     def url(self) -> str:
@@ -109,9 +112,13 @@ class RecordingProxy:
         loop, thread = self._loop, self._thread
         if loop is None or thread is None or not thread.is_alive():
             return
-        asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=60)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=30)
+        except (TimeoutError, concurrent.futures.TimeoutError):
+            pass  # a handler that would not finish: the loop is stopped under it
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=10)
 
     def __enter__(self) -> RecordingProxy:
         return self.start()
@@ -139,11 +146,12 @@ class RecordingProxy:
         app = web.Application(client_max_size=256 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._client = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
+            # no total limit (a long answer is fine), but an upstream silent for 10 minutes is dead
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=600),
             auto_decompress=False,
             connector=aiohttp.TCPConnector(limit=0),
         )
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
@@ -152,8 +160,15 @@ class RecordingProxy:
             self.port = server.sockets[0].getsockname()[1]
 
     async def _shutdown(self) -> None:
+        # calls in flight get a grace period, then are cancelled: each records its own error event
+        pending = {t for t in self._inflight if not t.done()}
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=self.grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         if self._runner is not None:
-            await self._runner.cleanup()  # waits for the handlers in flight
+            await self._runner.cleanup()
         if self._client is not None:
             await self._client.close()
 
@@ -169,9 +184,20 @@ class RecordingProxy:
         return self.upstream + path + (f"?{query}" if query else "")
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            return await self._forward(request)
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _REQUEST_DROP}
+        headers["Accept-Encoding"] = "identity"  # else aiohttp asks for gzip, and we pass bytes on as they come
         call = self._chat_call(request, body)
         started = time.perf_counter()
         assert self._client is not None
@@ -228,7 +254,7 @@ class RecordingProxy:
             return None  # passed on as is: the upstream's answer to it is the client's business
         if not isinstance(payload, dict):
             return None
-        session = session_key(request.headers.get(SESSION_HEADER), payload)
+        session = self.conversations.session_for(request.headers.get(SESSION_HEADER), payload)
         self.conversations.request(session, payload)
         return session, payload
 

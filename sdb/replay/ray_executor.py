@@ -172,16 +172,19 @@ def replay_on_ray(
     driver = Replayer(store, source_run, opts, resume=resume)
     opts, source_run = driver.opts, driver.source_run
     saved = {f.name: getattr(opts, f.name) for f in fields(ReplayOptions)}
-    # the run exists (manifest partial) before any shard attaches to it
-    run_id = RunWriter.reopen(store, resume).run_id if resume is not None else driver.create_run().run_id
-    saved["run_id"] = run_id
     sessions, weights = _source_sessions(store, source_run, opts.mode)
     # Ray prints worker deaths and its own notices on stdout: they go to stderr, stdout stays the
     # command's (its --json)
     with contextlib.redirect_stdout(sys.stderr):
-        status, totals = _run_shards(
-            ray, store, source_run, saved, sessions, weights, address, workers, setup, on_progress
-        )
+        started_ray = _connect(ray, address, workers)  # before the run exists: a bad address leaves none
+        try:
+            # the run exists (manifest partial) before any shard attaches to it
+            run_id = RunWriter.reopen(store, resume).run_id if resume is not None else driver.create_run().run_id
+            saved["run_id"] = run_id
+            status, totals = _run_shards(ray, store, source_run, saved, sessions, weights, workers, setup, on_progress)
+        finally:
+            if started_ray:
+                ray.shutdown()
     return ReplayResult(
         run_id,
         source_run,
@@ -201,26 +204,12 @@ def _run_shards(
     saved: dict[str, Any],
     sessions: list[str],
     weights: dict[str, int],
-    address: str | None,
     workers: int | None,
     setup: tuple[str, ...],
     on_progress: Callable[[ReplayProgress], None] | None,
 ) -> tuple[RunStatus, dict[str, int]]:
-    """Start (or join) Ray, run every shard, publish the manifest; the run's status and counters."""
+    """Run every shard, then publish the manifest; the run's status and counters."""
     run_id = saved["run_id"]
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        init: dict[str, Any] = {
-            "address": address,
-            "ignore_reinit_error": True,
-            "include_dashboard": False,
-            "log_to_driver": False,
-            "logging_level": logging.ERROR,
-            "runtime_env": {"env_vars": _worker_env()},
-        }
-        if address is None and workers:
-            init["num_cpus"] = workers
-        ray.init(**init)
     count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     limiter = ray.remote(_Tokens).options(num_cpus=0).remote(saved["rpm"])
     progress = ray.remote(_Progress).options(num_cpus=0).remote()
@@ -252,9 +241,28 @@ def _run_shards(
     finally:
         final = RunWriter.reopen(store, run_id)  # counts from the parts the shards published
         final.close(status)  # the manifest, last
-        if started_ray:
-            ray.shutdown()
     return status, totals
+
+
+def _connect(ray: Any, address: str | None, workers: int | None) -> bool:
+    """Join the cluster at ``address``, or start Ray on this machine; True when this call started it."""
+    if ray.is_initialized():
+        return False
+    init: dict[str, Any] = {
+        "address": address,
+        "ignore_reinit_error": True,
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "logging_level": logging.ERROR,
+        "runtime_env": {"env_vars": _worker_env()},
+    }
+    if address is None and workers:
+        init["num_cpus"] = workers
+    try:
+        ray.init(**init)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise SdbError(f"--executor ray: cannot start or join Ray at {address or 'this machine'} ({exc})") from None
+    return True
 
 
 def _as_progress(totals: dict[str, int]) -> ReplayProgress:

@@ -30,13 +30,21 @@ from sdb.errors import SdbError, StoreNotFound
 T = TypeVar("T")
 ENDPOINT_ENV = "SDB_S3_ENDPOINT"
 RETRY_ENV = "SDB_S3_RETRY_SECONDS"
-_PERMANENT = (
+_PERMANENT = (  # as S3 names them, and as Arrow's AWS SDK reports them (HEAD requests have no body)
     "NoSuchBucket",
+    "NO_SUCH_BUCKET",
     "AccessDenied",
+    "ACCESS_DENIED",
     "Forbidden",
     "InvalidAccessKeyId",
+    "INVALID_ACCESS_KEY_ID",
     "SignatureDoesNotMatch",
+    "SIGNATURE_DOES_NOT_MATCH",
     "NoSuchKey",
+    "NO_SUCH_KEY",
+    "RESOURCE_NOT_FOUND",
+    "response code: 403",
+    "response code: 404",
     "Path does not exist",
     "not found",
     "is a directory",
