@@ -111,9 +111,12 @@ class ConversationRecorder:
         messages = list(raw) if isinstance(raw, list) else []
         lineage = self._lineages.setdefault(key, [])
         whole = _digest(messages)
+        prefixes: dict[int, str] = {}  # one digest per distinct length, however many sessions share it
         for entry in reversed(lineage):
             sid, length, digest = entry
-            if length < len(messages) and _digest(messages[:length]) == digest:
+            if length < len(messages) and length not in prefixes:
+                prefixes[length] = _digest(messages[:length])
+            if length < len(messages) and prefixes[length] == digest:
                 entry[1], entry[2] = len(messages), whole
                 return str(sid)
             if length == len(messages) and digest == whole and sid in self._failed:
