@@ -117,7 +117,10 @@ class Location:
         """``fn()``, retried with backoff on a transient object-store error (local: called once)."""
         if not self.remote:
             return fn()
-        budget = float(os.environ.get(RETRY_ENV, "60"))
+        try:
+            budget = float(os.environ.get(RETRY_ENV) or "60")
+        except ValueError:
+            raise SdbError(f"{RETRY_ENV}={os.environ[RETRY_ENV]!r}: not a number of seconds") from None
         deadline = time.monotonic() + budget
         pause = 0.2
         while True:
@@ -125,7 +128,8 @@ class Location:
                 return fn()
             except OSError as exc:
                 if not _transient(exc) or time.monotonic() + pause > deadline:
-                    raise SdbError(f"{self.uri}: {what} failed ({str(exc).splitlines()[0]})") from None
+                    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    raise SdbError(f"{self.uri}: {what} failed ({reason})") from None
             time.sleep(pause * (0.5 + random.random()))
             pause = min(pause * 2, 5.0)
 
