@@ -17,24 +17,48 @@ class Pair:
     equal: bool
 
 
-def align(base: Sequence[int], candidate: Sequence[int]) -> list[Pair]:
-    """Align two digest sequences: equal runs pair up, replaced runs pair position by position, the
-    rest is missing (base only) or extra (candidate only)."""
-    pairs: list[Pair] = []
-    matcher = SequenceMatcher(a=list(base), b=list(candidate), autojunk=False)
-    for op, i1, i2, j1, j2 in matcher.get_opcodes():
-        if op == "equal":
-            pairs += [Pair(i1 + k, j1 + k, True) for k in range(i2 - i1)]
-        elif op == "replace":
-            n = max(i2 - i1, j2 - j1)
-            for k in range(n):
-                b = i1 + k if i1 + k < i2 else None
-                c = j1 + k if j1 + k < j2 else None
-                pairs.append(Pair(b, c, False))
-        elif op == "delete":
-            pairs += [Pair(i, None, False) for i in range(i1, i2)]
+# Above this many cells the exact table costs more than it is worth; difflib's heuristic takes over
+_EXACT_CELLS = 250_000
+
+
+def _matches(base: Sequence[int], candidate: Sequence[int]) -> list[tuple[int, int]]:
+    """Index pairs of a longest common subsequence. Exact (a dynamic-programming table) for the short
+    sequences of a step: difflib's longest-block-first matching is not minimal when digests repeat
+    ([0, 7, 0, 0] against [0, 0, 0] gave two missing and one extra instead of one missing)."""
+    n, m = len(base), len(candidate)
+    if n * m > _EXACT_CELLS:
+        blocks = SequenceMatcher(a=list(base), b=list(candidate), autojunk=False).get_matching_blocks()
+        return [(blk.a + k, blk.b + k) for blk in blocks for k in range(blk.size)]
+    table = [[0] * (m + 1) for _ in range(n + 1)]  # table[i][j]: LCS length of base[i:], candidate[j:]
+    for i in range(n - 1, -1, -1):
+        row, below = table[i], table[i + 1]
+        for j in range(m - 1, -1, -1):
+            row[j] = below[j + 1] + 1 if base[i] == candidate[j] else max(below[j], row[j + 1])
+    found: list[tuple[int, int]] = []
+    i = j = 0
+    while i < n and j < m:
+        if base[i] == candidate[j]:  # equal heads always lie on a longest path
+            found.append((i, j))
+            i, j = i + 1, j + 1
+        elif table[i + 1][j] >= table[i][j + 1]:
+            i += 1
         else:
-            pairs += [Pair(None, j, False) for j in range(j1, j2)]
+            j += 1
+    return found
+
+
+def align(base: Sequence[int], candidate: Sequence[int]) -> list[Pair]:
+    """Align two digest sequences on a longest common subsequence: matched actions pair up as equal;
+    between two matches, the unmatched ones pair position by position (a replacement), and the rest
+    is missing (base only) or extra (candidate only)."""
+    pairs: list[Pair] = []
+    i = j = 0
+    for mi, mj in [*_matches(base, candidate), (len(base), len(candidate))]:
+        for k in range(max(mi - i, mj - j)):
+            pairs.append(Pair(i + k if i + k < mi else None, j + k if j + k < mj else None, False))
+        if mi < len(base) and mj < len(candidate):
+            pairs.append(Pair(mi, mj, True))
+        i, j = mi + 1, mj + 1
     return pairs
 
 
