@@ -3,6 +3,7 @@ recording proxy, and record every chat-completions call it makes into one run.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -11,8 +12,8 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from recorders.proxy import DEFAULT_UPSTREAM, ConversationRecorder, RecordingProxy
@@ -48,19 +49,54 @@ def default_upstream(environ: Mapping[str, str]) -> str:
     return DEFAULT_UPSTREAM
 
 
-def open_recording(
-    store: str | None, *, upstream: str, run_id: str | None, redactor: Redactor | None, mode: str
-) -> tuple[Recorder, ConversationRecorder]:
-    """A recorder for proxied traffic and the conversation bookkeeping over it."""
+@contextlib.contextmanager
+def _recording_proxy(
+    store: str | None, *, upstream: str | None, run_id: str | None, port: int, redactor: Redactor | None, mode: str
+) -> Iterator[tuple[RecordingProxy, Recorder, _Outcome]]:
+    """A new run with the proxy recording into it, for the ``with`` block; then the proxy stops and
+    the run closes with the block's outcome (``partial`` if the block raised)."""
+    target = check_upstream(upstream or default_upstream(os.environ))
     rules = redactor if redactor is not None else load_redactor()
     recorder = Recorder(
         store,
-        {"mode": "record", "upstream": public_url(upstream), "redaction": rules.names, "via": mode},
+        {"mode": "record", "upstream": public_url(target), "redaction": rules.names, "via": mode},
         run_id=run_id,
         handle_signals=False,
         recorder="proxy",
     )
-    return recorder, ConversationRecorder(recorder, rules)
+    try:
+        proxy = RecordingProxy(target, ConversationRecorder(recorder, rules), port=port).start()
+    except BaseException:
+        recorder.close("partial", interrupted="proxy did not start")
+        raise
+    outcome = _Outcome()
+    try:
+        yield proxy, recorder, outcome
+    finally:
+        try:
+            proxy.stop()
+        finally:
+            recorder.close(outcome.status)
+
+
+@dataclass
+class _Outcome:
+    status: str = "partial"  # set to complete by a block that finished
+    started: float = field(default_factory=time.monotonic)
+
+    def summary(self, recorder: Recorder, proxy: RecordingProxy, exit_code: int) -> CommandSummary:
+        calls = proxy.conversations
+        return CommandSummary(
+            run_id=recorder.run_id,
+            exit_code=exit_code,
+            sessions=len(calls.conversations),
+            llm_calls=calls.llm_events,
+            actions=calls.actions,
+            effects=calls.effects,
+            errors=calls.errors,
+            seconds=round(time.monotonic() - self.started, 3),
+            status=self.status,
+        )
 
 
 def record_command(
@@ -79,16 +115,11 @@ def record_command(
     if shutil.which(argv[0]) is None:
         what = "not executable" if os.path.exists(argv[0]) else "not found"
         raise SdbError(f"record: command {what}: {argv[0]}")
-    target = check_upstream(upstream or default_upstream(os.environ))
-    recorder, conversations = open_recording(store, upstream=target, run_id=run_id, redactor=redactor, mode="command")
-    started = time.monotonic()
-    status = "partial"
-    try:
-        proxy = RecordingProxy(target, conversations, port=port).start()
-    except BaseException:
-        recorder.close("partial", interrupted="proxy did not start")
-        raise
-    try:
+    with _recording_proxy(store, upstream=upstream, run_id=run_id, port=port, redactor=redactor, mode="command") as (
+        proxy,
+        recorder,
+        outcome,
+    ):
         if on_start is not None:
             on_start(proxy, recorder.run_id)
         env = dict(os.environ)
@@ -96,23 +127,8 @@ def record_command(
             env[name] = proxy.url
         env["SDB_RUN_ID"] = recorder.run_id
         code = _run(argv, env)
-        status = "complete"
-    finally:
-        try:
-            proxy.stop()
-        finally:
-            recorder.close(status)
-    return CommandSummary(
-        run_id=recorder.run_id,
-        exit_code=code,
-        sessions=len(conversations.conversations),
-        llm_calls=conversations.llm_events,
-        actions=conversations.actions,
-        effects=conversations.effects,
-        errors=conversations.errors,
-        seconds=round(time.monotonic() - started, 3),
-        status=status,
-    )
+        outcome.status = "complete"
+    return outcome.summary(recorder, proxy, code)
 
 
 def _from_terminal() -> bool:
@@ -159,40 +175,24 @@ def serve_proxy(
 ) -> CommandSummary:
     """Serve the recording proxy until SIGINT or SIGTERM, then close the run (for agents that are not
     started by sdbctl: another language, a container, a long-lived service)."""
-    target = check_upstream(upstream or default_upstream(os.environ))
-    recorder, conversations = open_recording(store, upstream=target, run_id=run_id, redactor=None, mode="serve")
-    started = time.monotonic()
     stop = threading.Event()
-    try:
-        proxy = RecordingProxy(target, conversations, port=port).start()
-    except BaseException:
-        recorder.close("partial", interrupted="proxy did not start")
-        raise
 
     def finish(signum: int, frame: types.FrameType | None) -> None:
         stop.set()
 
-    previous = {s: signal.signal(s, finish) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        if on_start is not None:
-            on_start(proxy, recorder.run_id)
-        while not stop.wait(0.5):
-            pass
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    with _recording_proxy(store, upstream=upstream, run_id=run_id, port=port, redactor=None, mode="serve") as (
+        proxy,
+        recorder,
+        outcome,
+    ):
+        outcome.status = "complete"  # stopping, by a signal or otherwise, is how this run ends
+        previous = {s: signal.signal(s, finish) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            proxy.stop()
+            if on_start is not None:
+                on_start(proxy, recorder.run_id)
+            while not stop.wait(0.5):
+                pass
         finally:
-            recorder.close()
-    return CommandSummary(
-        run_id=recorder.run_id,
-        exit_code=0,
-        sessions=len(conversations.conversations),
-        llm_calls=conversations.llm_events,
-        actions=conversations.actions,
-        effects=conversations.effects,
-        errors=conversations.errors,
-        seconds=round(time.monotonic() - started, 3),
-        status="complete",
-    )
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+    return outcome.summary(recorder, proxy, 0)

@@ -46,6 +46,10 @@ class _Capture:
         return seq
 
 
+def _digest(messages: list[Any]) -> str:
+    return xxhash.xxh3_64_hexdigest(canonical_bytes(messages))
+
+
 def session_key(header: str | None, request: Mapping[str, Any]) -> str:
     """The ``X-SDB-Session`` header, else a digest of the conversation's opening (every message up to
     and including the first user message), which stays the same on every later call of it."""
@@ -57,21 +61,18 @@ def session_key(header: str | None, request: Mapping[str, Any]) -> str:
         opening.append(message)
         if isinstance(message, Mapping) and message.get("role") == "user":
             break
-    return "conv-" + xxhash.xxh3_64_hexdigest(canonical_bytes(opening))
+    return "conv-" + _digest(opening)
 
 
-def tool_result(content: Any) -> Any:
-    """A tool message's content: JSON when it parses, else the text (or the content parts)."""
-    if isinstance(content, str):
+def maybe_json(value: Any) -> Any:
+    """A value held as a JSON string, parsed; anything else (text that is not JSON, content parts,
+    an already structured value) as it is."""
+    if isinstance(value, str):
         try:
-            return json.loads(content)
+            return json.loads(value)
         except json.JSONDecodeError:
-            return content
-    return content
-
-
-def _digest(messages: list[Any]) -> str:
-    return xxhash.xxh3_64_hexdigest(canonical_bytes(messages))
+            return value
+    return value
 
 
 class ConversationRecorder:
@@ -143,7 +144,7 @@ class ConversationRecorder:
             call_id = message.get("tool_call_id")
             if message.get("role") == "tool" and isinstance(call_id, str):
                 self.tool_result(
-                    session_id, call_id, names.get(call_id, "?"), tool_result(message.get("content")), actor=actor
+                    session_id, call_id, names.get(call_id, "?"), maybe_json(message.get("content")), actor=actor
                 )
 
     def tool_result(

@@ -73,6 +73,16 @@ _MANIFEST_KEYS: Final = ("source_run", "model", "prompts", "mode", "agent", "git
 _SignalHandler = Callable[[int, types.FrameType | None], Any] | int | None
 
 
+def manifest_fields(meta: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``meta`` split into what the run manifest holds as fields (model, prompts, mode, agent,
+    source_run, git_commit, repeat) and the rest, which it keeps under ``meta``."""
+    rest = dict(meta or {})
+    fields: dict[str, Any] = {k: rest.pop(k) for k in _MANIFEST_KEYS if k in rest}
+    if isinstance(fields.get("prompts"), str):
+        fields["prompts"] = [fields["prompts"]]
+    return rest, fields
+
+
 def new_run_id() -> str:
     """A sortable, unique run id: UTC time plus 6 random hex digits."""
     return dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
@@ -446,10 +456,7 @@ class Recorder:
     ) -> None:
         if flush_events < 1 or flush_interval <= 0:
             raise SdbError("flush_events must be >= 1 and flush_interval > 0")
-        meta = dict(meta or {})
-        fields = {k: meta.pop(k) for k in _MANIFEST_KEYS if k in meta}
-        if isinstance(fields.get("prompts"), str):
-            fields["prompts"] = [fields["prompts"]]
+        meta, fields = manifest_fields(meta)
         self.store = Store.open(store, must_exist=False)
         self.run_id = check_run_id(run_id) if run_id else new_run_id()
         self.actor = actor

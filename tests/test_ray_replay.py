@@ -33,6 +33,15 @@ def cluster() -> Iterator[str]:
         ray.shutdown()
 
 
+def _start_replay(tmp_path: Path, model: LLMServer, run_id: str, *extra: str) -> subprocess.Popen[bytes]:
+    """A one-call-at-a-time replay of ``base`` against ``model``, as a process to kill."""
+    env = _cli_env({"OPENAI_API_KEY": "sk-test", "XDG_CACHE_HOME": str(tmp_path / ".cache")})
+    args = ["replay", "base", "-m", "openai:m", "--base-url", model.url, "--run-id", run_id, "--concurrency", "1"]
+    return subprocess.Popen(
+        [str(SDBCTL), *args, *extra], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
 def _shard_processes() -> list[str]:
     """Ray worker processes running a shard (Ray titles them after the task)."""
     out = subprocess.run(["pgrep", "-f", "ray::run_shard"], capture_output=True, text=True, check=False)
@@ -107,11 +116,7 @@ def test_a_local_replay_killed_resumes_on_ray(sdbctl: CLI, cluster: str, tmp_pat
     assert sdbctl("record", "contract-renewal", "-n", "30", "--run-id", "base").returncode == 0
     with LLMServer() as model:
         model.delay = 0.05
-        env = _cli_env({"OPENAI_API_KEY": "sk-test", "XDG_CACHE_HOME": str(tmp_path / ".cache")})
-        args = ["replay", "base", "-m", "openai:m", "--base-url", model.url, "--run-id", "half", "--concurrency", "1"]
-        proc = subprocess.Popen(
-            [str(SDBCTL), *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
+        proc = _start_replay(tmp_path, model, "half")
         while model.total < 25:
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
@@ -132,12 +137,7 @@ def test_a_ray_replay_killed_resumes_locally(sdbctl: CLI, cluster: str, tmp_path
     assert sdbctl("record", "contract-renewal", "-n", "30", "--run-id", "base").returncode == 0
     with LLMServer() as model:
         model.delay = 0.05
-        env = _cli_env({"OPENAI_API_KEY": "sk-test", "XDG_CACHE_HOME": str(tmp_path / ".cache")})
-        args = ["replay", "base", "-m", "openai:m", "--base-url", model.url, "--run-id", "cut", "--concurrency", "1"]
-        args += ["--executor", "ray", "--address", cluster]
-        proc = subprocess.Popen(
-            [str(SDBCTL), *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
+        proc = _start_replay(tmp_path, model, "cut", "--executor", "ray", "--address", cluster)
         while not list((tmp_path / ".sdb" / "runs" / "cut").glob("events-w*.parquet")):  # a shard has written
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)  # the driver dies: Ray ends its job, the parts stay

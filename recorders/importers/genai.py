@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from recorders.conversation import maybe_json
 from recorders.importers.otlp import Span
 
 INFERENCE = frozenset({"chat", "text_completion", "generate_content"})
@@ -57,16 +58,6 @@ def operation(span: Span) -> str | None:
     return None
 
 
-def _json(value: Any) -> Any:
-    """A structured value, or one held as a JSON string."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
-
-
 def _arguments(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), sort_keys=True)
 
@@ -78,7 +69,7 @@ def _text(value: Any) -> str:
 def from_parts(messages: Any) -> list[dict[str, Any]] | None:
     """GenAI semconv messages (``{"role", "parts": [...]}``) as OpenAI chat messages; messages already
     in the OpenAI shape pass through."""
-    messages = _json(messages)
+    messages = maybe_json(messages)
     if isinstance(messages, str):
         return [{"role": "user", "content": messages}]
     if not isinstance(messages, list):
@@ -167,15 +158,15 @@ def _event_messages(span: Span) -> tuple[list[dict[str, Any]] | None, list[dict[
         if name in _EVENT_ROLES:
             entry: dict[str, Any] = {"role": attrs.get("role", _EVENT_ROLES[name]), "content": _json_text(attrs)}
             if attrs.get("tool_calls") is not None:
-                entry["tool_calls"] = _calls(_json(attrs["tool_calls"]))
+                entry["tool_calls"] = _calls(maybe_json(attrs["tool_calls"]))
             if name == "gen_ai.tool.message" and attrs.get("id") is not None:
                 entry["tool_call_id"] = attrs["id"]
             inputs.append(entry)
         elif name == "gen_ai.choice":
-            message = _json(attrs.get("message", {}))
+            message = maybe_json(attrs.get("message", {}))
             message = dict(message) if isinstance(message, Mapping) else {"content": message}
             if attrs.get("tool_calls") is not None:
-                message["tool_calls"] = _json(attrs["tool_calls"])
+                message["tool_calls"] = maybe_json(attrs["tool_calls"])
             if "content" in attrs:
                 message["content"] = attrs["content"]
             message.setdefault("role", "assistant")
@@ -221,19 +212,19 @@ def _details(span: Span) -> dict[str, Any]:
 
 
 def _tools(attrs: Mapping[str, Any]) -> list[dict[str, Any]] | None:
-    definitions = _json(attrs.get("gen_ai.tool.definitions"))
+    definitions = maybe_json(attrs.get("gen_ai.tool.definitions"))
     tools: list[dict[str, Any]] = []
     for tool in definitions if isinstance(definitions, list) else []:
         if isinstance(tool, Mapping) and isinstance(tool.get("function"), Mapping):
             tools.append(dict(tool))
         elif isinstance(tool, Mapping) and tool.get("name"):
-            fn = {k: _json(tool[k]) for k in ("name", "description", "parameters") if k in tool}
+            fn = {k: maybe_json(tool[k]) for k in ("name", "description", "parameters") if k in tool}
             tools.append({"type": "function", "function": fn})
     legacy: dict[int, dict[str, Any]] = {}
     for key, value in attrs.items():
         m = re.match(r"^llm\.request\.functions\.(\d+)\.(name|description|parameters)$", key)
         if m is not None:
-            legacy.setdefault(int(m.group(1)), {})[m.group(2)] = _json(value)
+            legacy.setdefault(int(m.group(1)), {})[m.group(2)] = maybe_json(value)
     tools += [{"type": "function", "function": legacy[i]} for i in sorted(legacy)]
     return tools or None
 
@@ -242,7 +233,7 @@ def inference(span: Span) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:
     """(request, response, content captured) of an inference span, in the OpenAI chat shape."""
     attrs = _details(span)
     event_in, event_out = _event_messages(span)
-    system = _json(attrs.get("gen_ai.system_instructions"))
+    system = maybe_json(attrs.get("gen_ai.system_instructions"))
     messages = from_parts(attrs["gen_ai.input.messages"]) if "gen_ai.input.messages" in attrs else None
     messages = messages if messages is not None else _indexed(attrs, "prompt") or event_in
     if messages is not None and system:
@@ -308,7 +299,7 @@ def tool_call(span: Span) -> tuple[str | None, str, Any, Any, bool]:
     attrs = span.attributes
     call_id = attrs.get("gen_ai.tool.call.id")
     name = attrs.get("gen_ai.tool.name") or span.name.removeprefix("execute_tool ").strip() or "?"
-    args = _json(attrs["gen_ai.tool.call.arguments"]) if "gen_ai.tool.call.arguments" in attrs else None
+    args = maybe_json(attrs["gen_ai.tool.call.arguments"]) if "gen_ai.tool.call.arguments" in attrs else None
     captured = "gen_ai.tool.call.result" in attrs
-    result = _json(attrs["gen_ai.tool.call.result"]) if captured else None
+    result = maybe_json(attrs["gen_ai.tool.call.result"]) if captured else None
     return (str(call_id) if call_id else None), str(name), args, result, captured

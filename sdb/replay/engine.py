@@ -35,7 +35,7 @@ from sdb.boundary.observe import write_actions
 from sdb.errors import SdbError, UsageError
 from sdb.events.canonical import canonical_bytes, digest
 from sdb.providers import Completion, Provider, ProviderError, resolve
-from sdb.recording import Recorder, Session, new_run_id
+from sdb.recording import Recorder, Session, manifest_fields, new_run_id
 from sdb.replay.cache import ResponseCache, cache_key
 from sdb.replay.limits import Limiter, RateLimiter, RetryPolicy, call_with_retries
 from sdb.replay.source import SourceStep, count_steps, finished_units, iter_steps
@@ -268,8 +268,7 @@ class Replayer:
 
     def create_run(self) -> RunWriter:
         """Create the replay's run (manifest ``partial``) for shards to write into; the caller closes it."""
-        meta = self.manifest_meta()
-        fields = {k: meta.pop(k) for k in ("source_run", "model", "mode", "repeat", "agent", "prompts")}
+        meta, fields = manifest_fields(self.manifest_meta())
         return RunWriter.create(self.store, self.opts.run_id or new_run_id(), recorder="replay", meta=meta, **fields)
 
     def run(self) -> ReplayResult:

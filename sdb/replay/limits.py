@@ -26,17 +26,21 @@ class RateLimiter:
     def __init__(self, rpm: float | None) -> None:
         self.interval = 60.0 / rpm if rpm else 0.0
         self._next = 0.0
-        self._lock = asyncio.Lock()
+
+    def reserve(self) -> float:
+        """Take the next call slot; returns how long the caller waits for it (no await inside, so
+        callers on one event loop, or of one Ray actor, never take the same slot)."""
+        if not self.interval:
+            return 0.0
+        now = time.monotonic()
+        start = max(now, self._next)
+        self._next = start + self.interval
+        return start - now
 
     async def wait(self) -> None:
-        if not self.interval:
-            return
-        async with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + self.interval
-        if start > now:
-            await asyncio.sleep(start - now)
+        pause = self.reserve()
+        if pause > 0:
+            await asyncio.sleep(pause)
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,13 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, fields
 from typing import Any
 
 from sdb.errors import SdbError, UsageError
 from sdb.replay.engine import RECORDED, Replayer, ReplayOptions, ReplayProgress, ReplayResult
+from sdb.replay.limits import RateLimiter
 from sdb.replay.source import count_steps
 from sdb.store.layout import Store
 from sdb.store.manifest import RunStatus
@@ -114,21 +115,6 @@ class _SharedLimiter:
             await asyncio.sleep(pause)
 
 
-class _Tokens:
-    """One slot every 60/rpm seconds, for all workers together (a Ray actor)."""
-
-    def __init__(self, rpm: float | None) -> None:
-        self.interval = 60.0 / rpm if rpm else 0.0
-        self.next = 0.0
-
-    def reserve(self) -> float:
-        """Reserve the next slot; returns how long the caller waits for it."""
-        now = time.monotonic()
-        start = max(now, self.next)
-        self.next = start + self.interval
-        return start - now
-
-
 class _Progress:
     """The latest counters of every shard (a Ray actor); the driver sums them."""
 
@@ -139,11 +125,7 @@ class _Progress:
         self.shards[shard] = counters
 
     def totals(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for counters in self.shards.values():
-            for key, value in counters.items():
-                out[key] = out.get(key, 0) + int(value)
-        return out
+        return _summed(self.shards.values())
 
 
 def _store_spec(store: Store) -> str:
@@ -211,7 +193,7 @@ def _run_shards(
     """Run every shard, then publish the manifest; the run's status and counters."""
     run_id = saved["run_id"]
     count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    limiter = ray.remote(_Tokens).options(num_cpus=0).remote(saved["rpm"])
+    limiter = ray.remote(RateLimiter).options(num_cpus=0).remote(saved["rpm"])  # one, for every worker
     progress = ray.remote(_Progress).options(num_cpus=0).remote()
     task = ray.remote(run_shard).options(max_retries=3, retry_exceptions=False, num_cpus=1)
     shards = _shards(sessions, weights, count * 2)
@@ -229,10 +211,7 @@ def _run_shards(
             if on_progress is not None:
                 on_progress(_as_progress(totals))
         results = ray.get(pending)  # raises what a shard raised
-        totals = {}
-        for counters in results:
-            for key, value in counters.items():
-                totals[key] = totals.get(key, 0) + int(value)
+        totals = _summed(results)
         status = "complete"
     except ray.exceptions.RayError as exc:
         raise SdbError(
@@ -263,6 +242,15 @@ def _connect(ray: Any, address: str | None, workers: int | None) -> bool:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise SdbError(f"--executor ray: cannot start or join Ray at {address or 'this machine'} ({exc})") from None
     return True
+
+
+def _summed(shards: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """The shards' counters added up, key by key."""
+    out: dict[str, int] = {}
+    for counters in shards:
+        for key, value in counters.items():
+            out[key] = out.get(key, 0) + int(value)
+    return out
 
 
 def _as_progress(totals: dict[str, int]) -> ReplayProgress:
