@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -157,3 +158,25 @@ def test_an_outage_longer_than_the_retries_leaves_a_partial_run_that_resumes(sdb
     )
     assert rows[0]["n"] == rows[0]["d"] == expected  # every step once: nothing lost, nothing twice
     assert max(model.requests.values()) == 1  # answers lost with the failed parts came from the cache
+
+
+def test_small_objects_go_up_in_one_put_and_large_ones_in_parts(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A manifest is one PUT (no multipart round trips); a part above the SDK's 5 MB threshold goes up as a
+    multipart upload. Both read back byte for byte."""
+    from sdb.store.fs import Location
+
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    caplog.set_level(logging.INFO, logger="werkzeug")
+    loc = Location.parse("s3://runs/sizes")
+    small, large = b'{"run_id": "x"}', bytes(range(256)) * (12 * 4096)  # 15 bytes and 12 MiB
+    loc.write_bytes(loc.path("small.json"), small)
+    loc.write_bytes(loc.path("large.bin"), large)
+    assert loc.read_bytes(loc.path("small.json")) == small
+    assert loc.read_bytes(loc.path("large.bin")) == large
+    assert not s3.client().list_multipart_uploads(Bucket="runs").get("Uploads")  # none left open
+    requests = [r.getMessage() for r in caplog.records if "/runs/sizes/" in r.getMessage()]
+    assert not any("small.json?uploads" in r for r in requests)
+    assert any("large.bin?uploads" in r for r in requests)

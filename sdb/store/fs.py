@@ -67,6 +67,7 @@ def s3_endpoint() -> str | None:
 def _s3(bucket: str) -> pafs.S3FileSystem:
     # the SDK retries briefly; the budget of SDB_S3_RETRY_SECONDS is spent by Location.retry
     options: dict[str, Any] = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=2), "connect_timeout": 10}
+    options["allow_delayed_open"] = True  # small objects (manifests, most parts) go up in one PUT, not three requests
     endpoint = s3_endpoint()
     if endpoint:
         parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
