@@ -23,48 +23,19 @@ import time
 import types
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
-import pyarrow as pa
-import pyarrow.compute as pc
 import xxhash
 
 from sdb.errors import PayloadError, SdbError
 from sdb.events.canonical import canonical_bytes, digest
 from sdb.events.kinds import STATUSES
-from sdb.events.schema import COLUMNS, EVENT_SCHEMA, batch_from_columns
+from sdb.events.queue import EventQueue, new_queue
+from sdb.native import native as _native
 from sdb.store.layout import Store, check_run_id
 from sdb.store.writer import RunWriter
 
-# The queue is one flat list: each event extends it by ROW_WIDTH values (every column but run_id, in
-# schema order). list.extend of a tuple is atomic under the GIL, so no lock is taken per event, and
-# the writer turns the queue into columns with one slice per column.
-ROW_WIDTH: Final = len(COLUMNS) - 1
-_TS: Final = COLUMNS.index("ts")
-_PAYLOAD: Final = COLUMNS.index("payload")
-_MAYBE_CONSTANT: Final = tuple(
-    COLUMNS.index(c)
-    for c in (
-        "session_id",
-        "step",
-        "parent",
-        "kind",
-        "actor",
-        "pattern",
-        "name",
-        "model",
-        "prompt",
-        "status",
-        "latency_ms",
-        "tokens_in",
-        "tokens_out",
-    )
-)
-_SCALAR_TYPES: Final = {
-    i: (pa.string() if pa.types.is_dictionary(EVENT_SCHEMA.field(i).type) else EVENT_SCHEMA.field(i).type)
-    for i in _MAYBE_CONSTANT
-}
 _xxh3 = xxhash.xxh3_64_intdigest
 _dumps = orjson.dumps
 _STATUSES: Final = frozenset(STATUSES)
@@ -95,7 +66,12 @@ def _resumed_counters(store: Store, run_id: str) -> dict[str, Callable[[], int]]
         table = store.loc.read_parquet(part, columns=["session_id", "seq"])
         for row in table.group_by("session_id").aggregate([("seq", "max")]).to_pylist():
             last[row["session_id"]] = max(last.get(row["session_id"], -1), int(row["seq_max"]))
-    return {session: itertools.count(seq + 1).__next__ for session, seq in last.items()}
+    return {session: _new_counter(seq + 1) for session, seq in last.items()}
+
+
+def _new_counter(start: int = 0) -> Callable[[], int]:
+    """A session's seq counter: each call returns the next int, atomically under the GIL."""
+    return _native.Counter(start) if _native is not None else itertools.count(start).__next__
 
 
 def _field_types(name: Any, step: Any, parent: Any, actor: Any, pattern: Any) -> str:
@@ -137,22 +113,36 @@ def _gate_status(decision: Any) -> str:
     return "gated"
 
 
-class Session:
-    """One agent episode inside a run. Every method records one event and returns its ``seq``.
+class _PySessionCore:
+    """What :class:`sdb._native.SessionCore` holds, for the pure-Python path."""
 
-    ``seq`` is gap-free and 0-based per session, also when several threads record into one session.
-    """
-
-    __slots__ = ("_clock", "_extend", "_next_seq", "actor", "pattern", "recorder", "session_id")
+    __slots__ = ("_clock", "_next_seq", "_queue", "actor", "pattern", "recorder", "session_id")
 
     def __init__(self, recorder: Recorder, session_id: str, actor: str, pattern: str) -> None:
         self.recorder = recorder
         self.session_id = session_id
         self.actor = actor
         self.pattern = pattern
+        self._queue = recorder._queue
         self._next_seq = recorder._counter(session_id)
-        self._extend = recorder._extend
         self._clock = recorder.clock
+
+
+if TYPE_CHECKING or _native is None:  # noqa: SIM108 - mypy reads the first branch as the type
+    _SessionCore = _PySessionCore
+else:
+    _SessionCore = _native.SessionCore
+
+
+class Session(_SessionCore):
+    """One agent episode inside a run. Every method records one event and returns its ``seq``.
+
+    ``seq`` is gap-free and 0-based per session, also when several threads record into one session.
+    With the C extension built, :meth:`action` (the hot path) runs in C for its common case and
+    hands everything else to the Python method below; either way the same event is written.
+    """
+
+    __slots__ = ()
 
     def __enter__(self) -> Session:
         return self
@@ -193,7 +183,7 @@ class Session:
         ):
             raise PayloadError(_field_types(name, step, parent, actor, pattern))
         seq = self._next_seq()
-        self._extend(
+        self._queue.append(
             (
                 self.session_id,
                 seq,
@@ -216,7 +206,7 @@ class Session:
         )
         return seq
 
-    def input(
+    def _input_py(
         self,
         name: str,
         payload: Any,
@@ -229,7 +219,7 @@ class Session:
         body = canonical_bytes(payload)
         return self._put("input", name, body, digest(name, body), step, None, "ok", actor, pattern)
 
-    def llm(
+    def _llm_py(
         self,
         request: Any,
         response: Any,
@@ -294,7 +284,7 @@ class Session:
             tokens_out,
         )
 
-    def action(
+    def _action_py(
         self,
         name: str,
         args: Any,
@@ -312,7 +302,7 @@ class Session:
 
         ``error`` says why a proposal failed (the parse reason, or the field errors of ``invalid``).
 
-        The hot path of a recording: :meth:`_put` is inlined here.
+        The hot path of a recording: :meth:`_put` is inlined here (and the common case is in C).
         """
         if not (
             type(name) is str
@@ -335,7 +325,7 @@ class Session:
         if status != "ok" and status not in _STATUSES:
             raise PayloadError(f"status {status!r} is not one of {', '.join(STATUSES)}")
         seq = self._next_seq()
-        self._extend(
+        self._queue.append(
             (
                 self.session_id,
                 seq,
@@ -358,7 +348,7 @@ class Session:
         )
         return seq
 
-    def gate(
+    def _gate_py(
         self,
         name: str,
         decision: Any,
@@ -378,7 +368,7 @@ class Session:
             raise PayloadError(f"status {status!r} is not one of {', '.join(STATUSES)}")
         return self._put("gate", name, payload, digest(name, body), step, parent, status, actor, pattern)
 
-    def effect(
+    def _effect_py(
         self,
         name: str,
         result: Any,
@@ -396,7 +386,7 @@ class Session:
         payload = b'{"result":' + body + b"}"
         return self._put("effect", name, payload, digest(name, body), step, parent, status, actor, pattern)
 
-    def state(
+    def _state_py(
         self,
         name: str,
         payload: Any,
@@ -429,6 +419,25 @@ class Session:
         body = canonical_bytes(fields)
         dig = digest(name, canonical_bytes(message))
         return self._put("error", name, body, dig, step, parent, "error", actor, pattern)
+
+    # With the C extension, the public methods are SessionCore's: each runs its common case in C and
+    # hands every other call to the Python method above. Without it, they are those methods.
+    if TYPE_CHECKING:
+        input = _input_py
+        llm = _llm_py
+        action = _action_py
+        gate = _gate_py
+        effect = _effect_py
+        state = _state_py
+
+
+for _kind in ("input", "llm", "action", "gate", "effect", "state"):
+    _method = getattr(Session, f"_{_kind}_py")
+    # errors and tracebacks name the public method (Session.action), also when C handed the call over
+    _method.__code__ = _method.__code__.replace(co_name=_kind, co_qualname=f"Session.{_kind}")
+    _method.__name__, _method.__qualname__ = _kind, f"Session.{_kind}"
+    if _native is None:
+        setattr(Session, _kind, _method)
 
 
 class Recorder:
@@ -464,7 +473,6 @@ class Recorder:
         self.clock = clock  # ns since the epoch of each event; importers give the source's own times
         self.flush_events = flush_events
         self.flush_interval = flush_interval
-        self._flush_items = flush_events * ROW_WIDTH
         if shard is not None:  # one worker of a distributed run: parts only, the driver owns the manifest
             if not run_id:
                 raise SdbError("a shard writes into an existing run: give its run id")
@@ -475,7 +483,8 @@ class Recorder:
             self._writer = RunWriter.reopen(self.store, self.run_id)
         else:
             self._writer = RunWriter.create(self.store, self.run_id, recorder=recorder, meta=meta, **fields)
-        self._queue: list[Any] = []
+        self._wake = threading.Event()
+        self._queue: EventQueue = new_queue(flush_events, self._wake.set, self._gated)
         self._counters: dict[str, Callable[[], int]] = (
             _resumed_counters(self.store, self.run_id) if resume or shard is not None else {}
         )
@@ -486,7 +495,6 @@ class Recorder:
         self._close_once = threading.Lock()  # acquired once, by the first close(), never released
         self._local = threading.local()
         self._deferred_signal: int | None = None
-        self._wake = threading.Event()
         self._stop = threading.Event()
         self._failure: BaseException | None = None
         self._closed = False
@@ -511,21 +519,22 @@ class Recorder:
         with self._counters_lock:
             counter = self._counters.get(session_id)
             if counter is None:
-                counter = self._counters[session_id] = itertools.count().__next__
+                counter = self._counters[session_id] = _new_counter()
             return counter
 
-    def _extend(self, row: tuple[Any, ...]) -> None:
-        if self._closed or self._units:
-            if self._closed:
-                raise SdbError(f"run {self.run_id}: recorder is closed; this event would be lost")
-            held = getattr(self._local, "unit", None)
-            if held is not None:  # inside unit(): kept until the block ends
-                held.extend(row)
-                return
-        queue = self._queue
-        queue.extend(row)
-        if len(queue) >= self._flush_items:
-            self._wake.set()
+    def _gated(self, row: tuple[Any, ...]) -> None:
+        """An event recorded while the queue's gate is up: the recorder is closed, or a unit() block is
+        open in some thread (this one's events are held until its block ends)."""
+        if self._closed:
+            raise SdbError(f"run {self.run_id}: recorder is closed; this event would be lost")
+        held = getattr(self._local, "unit", None)
+        if held is not None:
+            held.extend(row)
+        else:
+            self._queue.append_held(list(row))
+
+    def _set_gate(self) -> None:
+        self._queue.gate = self._closed or self._units > 0
 
     # -- flushing ------------------------------------------------------------------------------
 
@@ -535,33 +544,19 @@ class Recorder:
             return self._flush_locked()
 
     def _flush_locked(self) -> int:
-        queue = self._queue
-        # Callers only extend the end; only this method (under the lock) cuts the front, and only
-        # after the part is published. Each is one atomic list operation: nothing lost or split.
-        taken = len(queue)
-        if taken == 0:
+        # Callers only add at the end; only this method (under the lock) removes from the front, and
+        # only after the part is published: nothing lost or split, and a failed write is retried.
+        n, batch = self._queue.batch(self.run_id)
+        if batch is None:
             return 0
-        n = taken // ROW_WIDTH
-        columns: list[Any] = [pa.repeat(self.run_id, n)]
-        columns += [queue[i:taken:ROW_WIDTH] for i in range(ROW_WIDTH)]
-        # vectorised where Python conversion would cost: ns -> us, and payload bytes (valid UTF-8
-        # from orjson) taken as binary and viewed as string without a second validation pass
-        columns[_TS] = pc.divide(pa.array(columns[_TS], pa.int64()), 1000)
-        columns[_PAYLOAD] = pa.array(columns[_PAYLOAD], pa.binary()).view(pa.string())
-        # A column with one value throughout (one session, one actor, no model...) is common: one
-        # C-level count finds it, and a repeated scalar replaces converting every element.
-        for i in _MAYBE_CONSTANT:
-            values = columns[i]
-            first = values[0]
-            if values.count(first) == n:
-                columns[i] = pa.repeat(pa.scalar(first, _SCALAR_TYPES[i]), n)
-        self._writer.write(batch_from_columns(columns))
-        del queue[:taken]
+        self._writer.write(batch)
+        self._queue.drop(n)
         return n
 
     def _background(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self.flush_interval)
+            if len(self._queue) < self.flush_events:  # else the queue filled while the last part was written
+                self._wake.wait(self.flush_interval)
             self._wake.clear()
             try:
                 self.flush()
@@ -575,6 +570,7 @@ class Recorder:
             return
         with self._busy():
             self._closed = True
+            self._set_gate()
             self._stop.set()
             self._wake.set()
             if threading.current_thread() is not self._thread:
@@ -629,6 +625,7 @@ class Recorder:
         self._local.unit = held
         with self._counters_lock:
             self._units += 1
+            self._set_gate()
         try:
             with self._busy():
                 yield
@@ -637,8 +634,11 @@ class Recorder:
             self._local.unit = None
             with self._counters_lock:
                 self._units -= 1
+                self._set_gate()
             if held:
-                self._extend(tuple(held))  # one list.extend: no flush can split it
+                if self._closed:
+                    raise SdbError(f"run {self.run_id}: recorder is closed; these events would be lost")
+                self._queue.append_held(held)  # all at once: no flush can split them
 
     def side_file(self, name: str) -> Callable[[Mapping[str, Any]], None]:
         """An appender of JSON lines to ``runs/<run_id>/<name>``, beside the events (ground truth,

@@ -14,13 +14,14 @@ import dataclasses
 import decimal
 import enum
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import orjson
 import xxhash
 
 from sdb.errors import PayloadError
+from sdb.native import native
 
 ORJSON_OPTIONS: Final = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 _INT64 = 2**63
@@ -94,7 +95,7 @@ def no_integral_float(out: bytes) -> bool:
     return out.find(b".0,") < 0 and out.find(b".0}") < 0 and out.find(b".0]") < 0 and not out.endswith(b".0")
 
 
-def canonical_bytes(value: Any) -> bytes:
+def _canonical_bytes(value: Any) -> bytes:
     """Canonical JSON of ``value`` as UTF-8 bytes. Raises :class:`PayloadError` if it is not JSON."""
     try:
         out = _dumps(value, json_default, ORJSON_OPTIONS)  # positional: keywords cost ~0.3 us here
@@ -113,6 +114,15 @@ def canonical_bytes(value: Any) -> bytes:
         return _dumps(_normalise(value), json_default, ORJSON_OPTIONS)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise PayloadError(f"payload is not JSON-serialisable: {exc}") from None
+
+
+if native is not None:
+    # the same function in C: it walks the value for integral floats instead of reading orjson's text,
+    # and hands anything it does not know (and every error) to the Python function above
+    native.configure(_dumps, json_default, ORJSON_OPTIONS, _canonical_bytes, _xxh3)
+    canonical_bytes: Callable[[Any], bytes] = native.canonical_bytes
+else:
+    canonical_bytes = _canonical_bytes
 
 
 def canonical_json(value: Any) -> str:

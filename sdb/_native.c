@@ -1,0 +1,1035 @@
+/* The recorder's hot path in C: an optional speed-up, never a second behaviour.
+ *
+ * EventBuffer holds queued events as columns (C arrays, the payloads in one byte buffer) instead of
+ * Python tuples, so that a flush hands pyarrow ready buffers rather than converting millions of
+ * Python objects under the GIL. SessionCore.action is Session.action's common case (no call_id,
+ * error or replay; status "ok") without the interpreter's per-call overhead. Everything it does not
+ * handle, and every error, is passed to the pure-Python method, which decides; the canonical JSON and
+ * the digest are the same functions' (orjson, xxh3) as the pure-Python path, so both paths write the
+ * same bytes. Every append happens with no call back into Python between its first and last write,
+ * so under the GIL an event is queued whole or not at all, whatever the other threads do.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <math.h>
+#include <string.h>
+#include <time.h>
+
+#define NCOLS 17
+#define NOBJ 9
+#define MAXPIECES 8
+/* columns after run_id, in schema order */
+enum { C_SESSION, C_SEQ, C_STEP, C_PARENT, C_TS, C_KIND, C_ACTOR, C_PATTERN, C_NAME, C_MODEL, C_PROMPT,
+       C_PAYLOAD, C_DIGEST, C_STATUS, C_LATENCY, C_TIN, C_TOUT };
+static const int OBJ_COLS[NOBJ] = {C_SESSION, C_STEP, C_KIND, C_ACTOR, C_PATTERN, C_NAME, C_MODEL, C_PROMPT, C_STATUS};
+/* which object columns may hold None */
+static const int OBJ_NULLABLE[NOBJ] = {0, 1, 0, 0, 0, 0, 1, 1, 0};
+
+/* set once by configure() */
+static PyObject *g_dumps, *g_default, *g_options, *g_canonical, *g_xxh3;
+static PyObject *s_ok, *s_gated, *s_chat;
+static PyObject *s_kind[6], *s_general[6];
+enum { K_INPUT, K_LLM, K_ACTION, K_GATE, K_EFFECT, K_STATE };
+static const char *KIND_NAMES[6] = {"input", "llm", "action", "gate", "effect", "state"};
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t n, cap;
+    PyObject **obj[NOBJ];
+    int64_t *seq, *ts, *parent, *tin, *tout;
+    uint64_t *digest;
+    double *latency;
+    char *v_parent, *v_latency, *v_tin, *v_tout; /* 1 = value present */
+    int64_t *poff;                               /* n + 1 payload offsets */
+    char *pdata;
+    Py_ssize_t pcap;
+    Py_ssize_t flush_rows;
+    PyObject *wake;  /* called when n reaches flush_rows */
+    PyObject *gated; /* called with the row tuple instead of appending while gate is set */
+    int gate;
+} EventBuffer;
+
+static int grow(EventBuffer *b, Py_ssize_t need_rows, Py_ssize_t need_bytes) {
+    if (b->n + need_rows > b->cap) {
+        Py_ssize_t cap = b->cap ? b->cap : 1024;
+        while (cap < b->n + need_rows) cap *= 2;
+        for (int i = 0; i < NOBJ; i++) {
+            PyObject **p = PyMem_Realloc(b->obj[i], cap * sizeof(PyObject *));
+            if (!p) { PyErr_NoMemory(); return -1; }
+            b->obj[i] = p;
+        }
+#define GROW(field, type)                                              \
+        do {                                                           \
+            type *p = PyMem_Realloc(b->field, cap * sizeof(type));     \
+            if (!p) { PyErr_NoMemory(); return -1; }                   \
+            b->field = p;                                              \
+        } while (0)
+        GROW(seq, int64_t); GROW(ts, int64_t); GROW(parent, int64_t); GROW(tin, int64_t); GROW(tout, int64_t);
+        GROW(digest, uint64_t); GROW(latency, double);
+        GROW(v_parent, char); GROW(v_latency, char); GROW(v_tin, char); GROW(v_tout, char);
+#undef GROW
+        int64_t *o = PyMem_Realloc(b->poff, (cap + 1) * sizeof(int64_t));
+        if (!o) { PyErr_NoMemory(); return -1; }
+        if (!b->poff) o[0] = 0;
+        b->poff = o;
+        b->cap = cap;
+    }
+    Py_ssize_t used = b->poff[b->n];
+    if (used + need_bytes > b->pcap) {
+        Py_ssize_t cap = b->pcap ? b->pcap : 65536;
+        while (cap < used + need_bytes) cap *= 2;
+        char *p = PyMem_Realloc(b->pdata, cap);
+        if (!p) { PyErr_NoMemory(); return -1; }
+        b->pdata = p;
+        b->pcap = cap;
+    }
+    return 0;
+}
+
+/* One validated row, its objects borrowed; pushed by push() with no Python call in between. */
+typedef struct {
+    PyObject *obj[NOBJ];
+    int64_t seq, ts, parent, tin, tout;
+    uint64_t digest;
+    double latency;
+    char v_parent, v_latency, v_tin, v_tout;
+    const char *payload[MAXPIECES];
+    Py_ssize_t plen[MAXPIECES];
+} Row;
+
+static void push(EventBuffer *b, Row *r) { /* capacity already ensured */
+    Py_ssize_t i = b->n;
+    for (int k = 0; k < NOBJ; k++) {
+        Py_INCREF(r->obj[k]);
+        b->obj[k][i] = r->obj[k];
+    }
+    b->seq[i] = r->seq; b->ts[i] = r->ts; b->digest[i] = r->digest;
+    b->parent[i] = r->parent; b->v_parent[i] = r->v_parent;
+    b->tin[i] = r->tin; b->v_tin[i] = r->v_tin;
+    b->tout[i] = r->tout; b->v_tout[i] = r->v_tout;
+    b->latency[i] = r->latency; b->v_latency[i] = r->v_latency;
+    int64_t at = b->poff[i];
+    for (int k = 0; k < MAXPIECES; k++) {
+        if (r->plen[k]) memcpy(b->pdata + at, r->payload[k], r->plen[k]);
+        at += r->plen[k];
+    }
+    b->poff[i + 1] = at;
+    b->n = i + 1;
+}
+
+/* Wake the writer once, when the queue reaches flush_rows (not at every event after: Event.set()
+ * costs more than recording an event); the writer itself goes on while the queue stays that long. */
+static int maybe_wake(EventBuffer *b, Py_ssize_t before) {
+    if (before < b->flush_rows && b->n >= b->flush_rows && b->wake != Py_None) {
+        PyObject *r = PyObject_CallNoArgs(b->wake);
+        if (!r) return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+static int opt_int(PyObject *o, int64_t *out, char *valid, const char *what) {
+    if (o == Py_None) { *out = 0; *valid = 0; return 0; }
+    if (!PyLong_Check(o)) { PyErr_Format(PyExc_TypeError, "%s must be an int or None", what); return -1; }
+    *out = PyLong_AsLongLong(o);
+    if (*out == -1 && PyErr_Occurred()) return -1;
+    *valid = 1;
+    return 0;
+}
+
+/* A row tuple as Session._put builds it (the columns after run_id) into a Row; objects borrowed. */
+static int parse_row(PyObject *t, Row *r) {
+    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != NCOLS) {
+        PyErr_Format(PyExc_TypeError, "an event row is a tuple of %d values", NCOLS);
+        return -1;
+    }
+    for (int k = 0; k < NOBJ; k++) {
+        PyObject *o = PyTuple_GET_ITEM(t, OBJ_COLS[k]);
+        if (!(PyUnicode_Check(o) || (OBJ_NULLABLE[k] && o == Py_None))) {
+            PyErr_Format(PyExc_TypeError, "event column %d must be a string, not %.100s", OBJ_COLS[k],
+                         Py_TYPE(o)->tp_name);
+            return -1;
+        }
+        r->obj[k] = o;
+    }
+    char valid;
+    if (opt_int(PyTuple_GET_ITEM(t, C_SEQ), &r->seq, &valid, "seq") < 0 || !valid) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "seq must be an int");
+        return -1;
+    }
+    if (opt_int(PyTuple_GET_ITEM(t, C_TS), &r->ts, &valid, "ts") < 0 || !valid) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "ts must be an int");
+        return -1;
+    }
+    if (opt_int(PyTuple_GET_ITEM(t, C_PARENT), &r->parent, &r->v_parent, "parent") < 0) return -1;
+    if (opt_int(PyTuple_GET_ITEM(t, C_TIN), &r->tin, &r->v_tin, "tokens_in") < 0) return -1;
+    if (opt_int(PyTuple_GET_ITEM(t, C_TOUT), &r->tout, &r->v_tout, "tokens_out") < 0) return -1;
+    PyObject *d = PyTuple_GET_ITEM(t, C_DIGEST);
+    if (!PyLong_Check(d)) { PyErr_SetString(PyExc_TypeError, "digest must be an int"); return -1; }
+    r->digest = PyLong_AsUnsignedLongLong(d);
+    if (r->digest == (uint64_t)-1 && PyErr_Occurred()) return -1;
+    PyObject *lat = PyTuple_GET_ITEM(t, C_LATENCY);
+    if (lat == Py_None) { r->latency = 0; r->v_latency = 0; }
+    else {
+        r->latency = PyFloat_AsDouble(lat);
+        if (r->latency == -1.0 && PyErr_Occurred()) return -1;
+        r->v_latency = 1;
+    }
+    PyObject *p = PyTuple_GET_ITEM(t, C_PAYLOAD);
+    if (!PyBytes_Check(p)) { PyErr_SetString(PyExc_TypeError, "payload must be bytes"); return -1; }
+    r->payload[0] = PyBytes_AS_STRING(p); r->plen[0] = PyBytes_GET_SIZE(p);
+    for (int k = 1; k < MAXPIECES; k++) r->plen[k] = 0;
+    return 0;
+}
+
+static PyObject *EventBuffer_append(EventBuffer *b, PyObject *row) {
+    if (b->gate) return PyObject_CallOneArg(b->gated, row);
+    Row r;
+    if (parse_row(row, &r) < 0 || grow(b, 1, r.plen[0]) < 0) return NULL;
+    Py_ssize_t before = b->n;
+    push(b, &r);
+    if (maybe_wake(b, before) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* Rows held by a unit() block, flattened: appended all together, past the gate. */
+static PyObject *EventBuffer_append_held(EventBuffer *b, PyObject *flat) {
+    if (!PyList_CheckExact(flat) || PyList_GET_SIZE(flat) % NCOLS) {
+        PyErr_SetString(PyExc_TypeError, "held rows are a flat list of whole rows");
+        return NULL;
+    }
+    Py_ssize_t rows = PyList_GET_SIZE(flat) / NCOLS, bytes = 0;
+    Row *parsed = PyMem_Malloc((rows ? rows : 1) * sizeof(Row));
+    if (!parsed) return PyErr_NoMemory();
+    PyObject *t = NULL;
+    for (Py_ssize_t i = 0; i < rows; i++) {
+        t = PyList_GetSlice(flat, i * NCOLS, (i + 1) * NCOLS);
+        PyObject *tup = t ? PyList_AsTuple(t) : NULL;
+        Py_XDECREF(t);
+        if (!tup || parse_row(tup, &parsed[i]) < 0) { Py_XDECREF(tup); PyMem_Free(parsed); return NULL; }
+        Py_DECREF(tup); /* the list still holds every item */
+        bytes += parsed[i].plen[0];
+    }
+    if (grow(b, rows, bytes) < 0) { PyMem_Free(parsed); return NULL; }
+    Py_ssize_t before = b->n;
+    for (Py_ssize_t i = 0; i < rows; i++) push(b, &parsed[i]);
+    PyMem_Free(parsed);
+    if (maybe_wake(b, before) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *bitmap(const char *valid, Py_ssize_t n, Py_ssize_t *nulls) {
+    Py_ssize_t count = 0;
+    for (Py_ssize_t i = 0; i < n; i++) count += !valid[i];
+    *nulls = count;
+    if (count == 0) Py_RETURN_NONE;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (n + 7) / 8);
+    if (!out) return NULL;
+    unsigned char *bits = (unsigned char *)PyBytes_AS_STRING(out);
+    memset(bits, 0, (n + 7) / 8);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (valid[i]) bits[i >> 3] |= (unsigned char)(1u << (i & 7));
+    return out;
+}
+
+/* (uniques, int32 indices or None when one value fills the column, validity bitmap or None) */
+static PyObject *dictionary_column(PyObject **col, Py_ssize_t n) {
+    PyObject *index = PyDict_New(), *uniques = PyList_New(0), *idx = NULL, *valid = NULL, *bits = NULL;
+    if (!index || !uniques) goto fail;
+    idx = PyBytes_FromStringAndSize(NULL, n * sizeof(int32_t));
+    valid = PyBytes_FromStringAndSize(NULL, n);
+    if (!idx || !valid) goto fail;
+    int32_t *ix = (int32_t *)PyBytes_AS_STRING(idx);
+    char *v = PyBytes_AS_STRING(valid);
+    PyObject *prev = NULL;
+    int32_t prev_ix = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = col[i];
+        if (o == Py_None) { ix[i] = 0; v[i] = 0; continue; }
+        v[i] = 1;
+        if (o == prev) { ix[i] = prev_ix; continue; }
+        PyObject *found = PyDict_GetItemWithError(index, o);
+        if (found) prev_ix = (int32_t)PyLong_AsLong(found);
+        else {
+            if (PyErr_Occurred()) goto fail;
+            prev_ix = (int32_t)PyList_GET_SIZE(uniques);
+            PyObject *num = PyLong_FromLong(prev_ix);
+            if (!num || PyDict_SetItem(index, o, num) < 0 || PyList_Append(uniques, o) < 0) { Py_XDECREF(num); goto fail; }
+            Py_DECREF(num);
+        }
+        prev = o;
+        ix[i] = prev_ix;
+    }
+    Py_ssize_t nulls;
+    bits = bitmap(v, n, &nulls);
+    if (!bits) goto fail;
+    Py_DECREF(index); Py_DECREF(valid);
+    if ((nulls == 0 && PyList_GET_SIZE(uniques) == 1) || nulls == n) { /* one value throughout */
+        if (nulls == n && PyList_Append(uniques, Py_None) < 0) { Py_DECREF(uniques); Py_DECREF(idx); Py_DECREF(bits); return NULL; }
+        Py_DECREF(idx); Py_DECREF(bits);
+        return Py_BuildValue("(NOO)", uniques, Py_None, Py_None);
+    }
+    return Py_BuildValue("(NNN)", uniques, idx, bits);
+fail:
+    Py_XDECREF(index); Py_XDECREF(uniques); Py_XDECREF(idx); Py_XDECREF(valid); Py_XDECREF(bits);
+    return NULL;
+}
+
+static PyObject *fixed(const void *data, Py_ssize_t n, size_t width) {
+    return PyBytes_FromStringAndSize((const char *)data, n * (Py_ssize_t)width);
+}
+
+static PyObject *nullable(const void *data, const char *valid, Py_ssize_t n, size_t width) {
+    Py_ssize_t nulls;
+    PyObject *bits = bitmap(valid, n, &nulls);
+    if (!bits) return NULL;
+    PyObject *d = fixed(data, n, width);
+    if (!d) { Py_DECREF(bits); return NULL; }
+    return Py_BuildValue("(NN)", d, bits);
+}
+
+/* The first n rows as buffers, one entry per column (see recorders' NativeQueue); nothing removed. */
+static PyObject *EventBuffer_peek(EventBuffer *b, PyObject *Py_UNUSED(ignored)) {
+    Py_ssize_t n = b->n;
+    PyObject *out = PyList_New(NCOLS);
+    if (!out) return NULL;
+    for (int k = 0; k < NOBJ; k++) {
+        PyObject *c = dictionary_column(b->obj[k], n);
+        if (!c) { Py_DECREF(out); return NULL; }
+        PyList_SET_ITEM(out, OBJ_COLS[k], c);
+    }
+    int64_t *us = PyMem_Malloc((n ? n : 1) * sizeof(int64_t));
+    if (!us) { Py_DECREF(out); return PyErr_NoMemory(); }
+    for (Py_ssize_t i = 0; i < n; i++) us[i] = b->ts[i] / 1000; /* ns -> us */
+    PyObject *items[] = {
+        fixed(b->seq, n, 8), fixed(us, n, 8), fixed(b->digest, n, 8),
+        nullable(b->parent, b->v_parent, n, 8), nullable(b->tin, b->v_tin, n, 8),
+        nullable(b->tout, b->v_tout, n, 8), nullable(b->latency, b->v_latency, n, 8),
+        Py_BuildValue("(NN)", fixed(b->poff, n + 1, 8), PyBytes_FromStringAndSize(b->pdata ? b->pdata : "", b->poff ? b->poff[n] : 0)),
+    };
+    PyMem_Free(us);
+    const int where[] = {C_SEQ, C_TS, C_DIGEST, C_PARENT, C_TIN, C_TOUT, C_LATENCY, C_PAYLOAD};
+    int failed = 0;
+    for (int k = 0; k < 8; k++) {
+        if (!items[k]) failed = 1;
+        else PyList_SET_ITEM(out, where[k], items[k]);
+    }
+    if (failed) { Py_DECREF(out); return NULL; }
+    return Py_BuildValue("(nN)", n, out);
+}
+
+/* Remove the first n rows (published by the caller); rows queued since stay. */
+static PyObject *EventBuffer_drop(EventBuffer *b, PyObject *arg) {
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (n < 0 || n > b->n) { PyErr_SetString(PyExc_ValueError, "drop: more rows than queued"); return NULL; }
+    Py_ssize_t rest = b->n - n;
+    for (int k = 0; k < NOBJ; k++) {
+        for (Py_ssize_t i = 0; i < n; i++) Py_DECREF(b->obj[k][i]);
+        memmove(b->obj[k], b->obj[k] + n, rest * sizeof(PyObject *));
+    }
+#define SHIFT(field) memmove(b->field, b->field + n, rest * sizeof(*b->field))
+    SHIFT(seq); SHIFT(ts); SHIFT(parent); SHIFT(tin); SHIFT(tout); SHIFT(digest); SHIFT(latency);
+    SHIFT(v_parent); SHIFT(v_latency); SHIFT(v_tin); SHIFT(v_tout);
+#undef SHIFT
+    if (b->poff && b->pdata) {
+        int64_t base = b->poff[n];
+        memmove(b->pdata, b->pdata + base, b->poff[b->n] - base);
+        for (Py_ssize_t i = 0; i <= rest; i++) b->poff[i] = b->poff[n + i] - base;
+    }
+    b->n = rest;
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t EventBuffer_len(EventBuffer *b) { return b->n; }
+
+static int EventBuffer_init(EventBuffer *b, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"flush_rows", "wake", "gated", NULL};
+    Py_ssize_t rows;
+    PyObject *wake, *gated;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nOO", kwlist, &rows, &wake, &gated)) return -1;
+    b->flush_rows = rows;
+    Py_INCREF(wake); Py_XSETREF(b->wake, wake);
+    Py_INCREF(gated); Py_XSETREF(b->gated, gated);
+    return 0;
+}
+
+static int EventBuffer_traverse(EventBuffer *b, visitproc visit, void *arg) {
+    Py_VISIT(b->wake);
+    Py_VISIT(b->gated);
+    return 0;
+}
+
+static int EventBuffer_clear(EventBuffer *b) {
+    Py_CLEAR(b->wake);
+    Py_CLEAR(b->gated);
+    return 0;
+}
+
+static void EventBuffer_dealloc(EventBuffer *b) {
+    PyObject_GC_UnTrack(b);
+    for (int k = 0; k < NOBJ; k++) {
+        for (Py_ssize_t i = 0; i < b->n; i++) Py_DECREF(b->obj[k][i]);
+        PyMem_Free(b->obj[k]);
+    }
+    PyMem_Free(b->seq); PyMem_Free(b->ts); PyMem_Free(b->parent); PyMem_Free(b->tin); PyMem_Free(b->tout);
+    PyMem_Free(b->digest); PyMem_Free(b->latency); PyMem_Free(b->v_parent); PyMem_Free(b->v_latency);
+    PyMem_Free(b->v_tin); PyMem_Free(b->v_tout); PyMem_Free(b->poff); PyMem_Free(b->pdata);
+    EventBuffer_clear(b);
+    Py_TYPE(b)->tp_free((PyObject *)b);
+}
+
+static PyMethodDef EventBuffer_methods[] = {
+    {"append", (PyCFunction)EventBuffer_append, METH_O, "Queue one row (a tuple of the columns after run_id)."},
+    {"append_held", (PyCFunction)EventBuffer_append_held, METH_O, "Queue the flattened rows of a unit() block at once."},
+    {"peek", (PyCFunction)EventBuffer_peek, METH_NOARGS, "The queued rows as column buffers: (n, columns)."},
+    {"drop", (PyCFunction)EventBuffer_drop, METH_O, "Remove the first n rows."},
+    {NULL}};
+
+static PyMemberDef EventBuffer_members[] = {
+    {"gate", T_BOOL, offsetof(EventBuffer, gate), 0, "While set, append() hands rows to `gated` instead."},
+    {NULL}};
+
+static PySequenceMethods EventBuffer_as_sequence = {.sq_length = (lenfunc)EventBuffer_len};
+
+static PyTypeObject EventBufferType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sdb._native.EventBuffer",
+    .tp_basicsize = sizeof(EventBuffer),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The recorder's queue of events, as columns.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)EventBuffer_init,
+    .tp_dealloc = (destructor)EventBuffer_dealloc,
+    .tp_traverse = (traverseproc)EventBuffer_traverse,
+    .tp_clear = (inquiry)EventBuffer_clear,
+    .tp_methods = EventBuffer_methods,
+    .tp_members = EventBuffer_members,
+    .tp_as_sequence = &EventBuffer_as_sequence,
+};
+
+/* A session's seq counter: callable, returns 0, 1, 2, ... Under the GIL each call is atomic. Not
+ * tracked by the garbage collector (it holds no objects), so a recorder with a million sessions adds
+ * nothing to the collector's work. */
+typedef struct {
+    PyObject_HEAD
+    int64_t next;
+} Counter;
+
+static int Counter_init(Counter *c, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"start", NULL};
+    long long start = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|L", kwlist, &start)) return -1;
+    c->next = start;
+    return 0;
+}
+
+static PyObject *Counter_call(Counter *c, PyObject *args, PyObject *kwds) {
+    return PyLong_FromLongLong(c->next++);
+}
+
+static PyTypeObject CounterType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sdb._native.Counter",
+    .tp_basicsize = sizeof(Counter),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Counter(start=0)(): the next seq of a session.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Counter_init,
+    .tp_call = (ternaryfunc)Counter_call,
+};
+
+/* ---------------------------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    EventBuffer *buffer;
+    PyObject *recorder, *session_id, *actor, *pattern, *next_seq, *clock;
+    int system_clock; /* clock is time.time_ns: read the clock here, no call */
+} SessionCore;
+
+static PyObject *g_time_ns, *s_queue, *s_counter, *s_clock;
+
+static int SessionCore_clear(SessionCore *s) {
+    Py_CLEAR(s->buffer); Py_CLEAR(s->recorder); Py_CLEAR(s->session_id); Py_CLEAR(s->actor); Py_CLEAR(s->pattern);
+    Py_CLEAR(s->next_seq); Py_CLEAR(s->clock);
+    return 0;
+}
+
+static void SessionCore_dealloc(SessionCore *s) {
+    SessionCore_clear(s);
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+/* SessionCore(recorder, session_id, actor, pattern): the recorder's queue, the session's seq counter
+ * (recorder._counter) and the recorder's clock. */
+static int SessionCore_init(SessionCore *s, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"recorder", "session_id", "actor", "pattern", NULL};
+    PyObject *recorder, *session_id, *actor, *pattern;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OUUU", kwlist, &recorder, &session_id, &actor, &pattern)) return -1;
+    PyObject *queue = PyObject_GetAttr(recorder, s_queue);
+    if (!queue) return -1;
+    if (!PyObject_TypeCheck(queue, &EventBufferType)) {
+        Py_DECREF(queue);
+        PyErr_SetString(PyExc_TypeError, "the recorder's queue is not an EventBuffer");
+        return -1;
+    }
+    PyObject *next_seq = PyObject_CallMethodOneArg(recorder, s_counter, session_id);
+    if (!next_seq) { Py_DECREF(queue); return -1; }
+    PyObject *clock = PyObject_GetAttr(recorder, s_clock);
+    if (!clock) { Py_DECREF(queue); Py_DECREF(next_seq); return -1; }
+    Py_XSETREF(s->buffer, (EventBuffer *)queue);
+    Py_XSETREF(s->next_seq, next_seq);
+    Py_XSETREF(s->clock, clock);
+    s->system_clock = clock == g_time_ns;
+    Py_INCREF(recorder); Py_XSETREF(s->recorder, recorder);
+    Py_INCREF(session_id); Py_XSETREF(s->session_id, session_id);
+    Py_INCREF(actor); Py_XSETREF(s->actor, actor);
+    Py_INCREF(pattern); Py_XSETREF(s->pattern, pattern);
+    return 0;
+}
+
+/* The pure-Python method (Session._<kind>_py) for everything a fast path does not take: it decides,
+ * and raises the precise error. */
+static PyObject *general(int kind, PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *fn = PyObject_GetAttr((PyObject *)Py_TYPE(self), s_general[kind]);
+    if (!fn) return NULL;
+    Py_ssize_t nk = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject **all = PyMem_Malloc((nargs + nk + 1) * sizeof(PyObject *));
+    if (!all) { Py_DECREF(fn); return PyErr_NoMemory(); }
+    all[0] = self;
+    for (Py_ssize_t i = 0; i < nargs + nk; i++) all[i + 1] = args[i];
+    PyObject *r = PyObject_Vectorcall(fn, all, nargs + 1, kwnames);
+    PyMem_Free(all);
+    Py_DECREF(fn);
+    return r;
+}
+
+static int no_integral_float(const char *s, Py_ssize_t n) {
+    if (memchr(s, '+', n)) return 0;
+    if (!memchr(s, '.', n)) return 1;
+    for (Py_ssize_t i = 0; i + 1 < n; i++) {
+        if (s[i] == '.' && s[i + 1] == '0') {
+            if (i + 2 == n) return 0;
+            char c = s[i + 2];
+            if (c == ',' || c == '}' || c == ']') return 0;
+        }
+    }
+    return 1;
+}
+
+static PyObject *dumps(PyObject *value) {
+    PyObject *argv[3] = {value, g_default, g_options};
+    return PyObject_Vectorcall(g_dumps, argv, 3, NULL);
+}
+
+/* 1 if an integral float (which canonical JSON writes as an int) is somewhere in value, 0 if none is,
+ * -1 if value holds a type other than exact dict, list, tuple, str, int, bool, None and float (or is
+ * too deep): then orjson's default hook and the Python function decide. */
+static int scan(PyObject *v, int depth) {
+    if (PyUnicode_CheckExact(v) || PyLong_CheckExact(v) || PyBool_Check(v) || v == Py_None) return 0;
+    if (PyFloat_CheckExact(v)) {
+        double d = PyFloat_AS_DOUBLE(v);
+        return isfinite(d) && floor(d) == d;
+    }
+    if (depth > 100) return -1;
+    int found = 0, r;
+    if (PyDict_CheckExact(v)) {
+        Py_ssize_t pos = 0;
+        PyObject *k, *item;
+        while (PyDict_Next(v, &pos, &k, &item)) {
+            if ((r = scan(item, depth + 1)) < 0) return -1;
+            found |= r;
+        }
+        return found;
+    }
+    if (PyList_CheckExact(v) || PyTuple_CheckExact(v)) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(v);
+        PyObject **items = PySequence_Fast_ITEMS(v);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if ((r = scan(items[i], depth + 1)) < 0) return -1;
+            found |= r;
+        }
+        return found;
+    }
+    return -1;
+}
+
+/* canonical._normalise for a value scan() accepted: integral floats in int64 range become ints. */
+static PyObject *normalise(PyObject *v) {
+    if (PyFloat_CheckExact(v)) {
+        double d = PyFloat_AS_DOUBLE(v);
+        if (isfinite(d) && floor(d) == d && d >= -9223372036854775808.0 && d < 9223372036854775808.0)
+            return PyLong_FromDouble(d);
+        Py_INCREF(v);
+        return v;
+    }
+    if (PyDict_CheckExact(v)) {
+        PyObject *out = PyDict_New(), *k, *item;
+        Py_ssize_t pos = 0;
+        if (!out) return NULL;
+        while (PyDict_Next(v, &pos, &k, &item)) {
+            PyObject *x = normalise(item);
+            if (!x || PyDict_SetItem(out, k, x) < 0) { Py_XDECREF(x); Py_DECREF(out); return NULL; }
+            Py_DECREF(x);
+        }
+        return out;
+    }
+    if (PyList_CheckExact(v) || PyTuple_CheckExact(v)) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(v);
+        PyObject **items = PySequence_Fast_ITEMS(v);
+        PyObject *out = PyList_New(n);
+        if (!out) return NULL;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *x = normalise(items[i]);
+            if (!x) { Py_DECREF(out); return NULL; }
+            PyList_SET_ITEM(out, i, x);
+        }
+        return out;
+    }
+    Py_INCREF(v);
+    return v;
+}
+
+/* canonical.canonical_bytes: the same bytes; errors are the Python function's to raise. orjson's text
+ * is canonical when it shows no integral float (the common case, found by a scan of the text); when it
+ * might, a walk of the value decides, and a copy with those floats as ints is dumped instead. */
+static PyObject *canonical(PyObject *value) {
+    PyObject *out = dumps(value);
+    if (!out) { /* not JSON: the Python function raises the PayloadError that says why */
+        PyErr_Clear();
+        return PyObject_CallOneArg(g_canonical, value);
+    }
+    if (no_integral_float(PyBytes_AS_STRING(out), PyBytes_GET_SIZE(out))) return out;
+    int r = scan(value, 0);
+    if (r == 0) return out; /* the ".0" was inside a string */
+    Py_DECREF(out);
+    if (r < 0) return PyObject_CallOneArg(g_canonical, value); /* types only orjson's default knows */
+    PyObject *norm = normalise(value);
+    if (!norm) return NULL;
+    out = dumps(norm);
+    Py_DECREF(norm);
+    return out;
+}
+
+static PyObject *canonical_bytes(PyObject *mod, PyObject *value) { return canonical(value); }
+
+/* Arguments: positional ones in order, then keywords by name. Returns 0, or 1 when something is not
+ * for a fast path (too many positionals, a keyword it does not know): the Python method decides. */
+static int parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, const char *const *names,
+                      PyObject **interned, int npos, int nall, PyObject **out) {
+    if (nargs > npos) return 1;
+    for (int i = 0; i < nall; i++) out[i] = NULL;
+    for (Py_ssize_t i = 0; i < nargs; i++) out[i] = args[i];
+    Py_ssize_t nk = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nk && !interned[0]) {
+        for (int j = 0; j < nall; j++)
+            if (!(interned[j] = PyUnicode_InternFromString(names[j]))) return -1;
+    }
+    for (Py_ssize_t i = 0; i < nk; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+        int j = 0;
+        while (j < nall && key != interned[j]) j++; /* keywords in code are interned: one compare each */
+        if (j == nall) {
+            j = 0;
+            while (j < nall && PyUnicode_CompareWithASCIIString(key, names[j]) != 0) j++;
+        }
+        if (j == nall || out[j]) return 1;
+        out[j] = args[nargs + i];
+    }
+    return 0;
+}
+
+#define OR_NONE(x) ((x) ? (x) : Py_None)
+#define IS_STR_OR_NONE(x) (!(x) || (x) == Py_None || PyUnicode_CheckExact(x))
+
+/* One event as a fast path has checked it; objects borrowed from the call. */
+typedef struct {
+    int kind;
+    PyObject *name, *step, *parent, *actor, *pattern, *status, *model, *prompt, *latency, *tin, *tout;
+    const char *digest_body; /* hashed with the name */
+    Py_ssize_t digest_len;
+    const char *pieces[MAXPIECES];
+    Py_ssize_t plen[MAXPIECES];
+    int npieces;
+} Event;
+
+static void piece(Event *e, const char *p, Py_ssize_t n) {
+    e->pieces[e->npieces] = p;
+    e->plen[e->npieces++] = n;
+}
+
+static void piece_bytes(Event *e, PyObject *bytes) { piece(e, PyBytes_AS_STRING(bytes), PyBytes_GET_SIZE(bytes)); }
+
+static int64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* Digest, seq, time, and the row queued: what Session._put does. Returns the seq (a new reference),
+ * or NULL with an exception set. Nothing calls back into Python after the gate is read. */
+static PyObject *emit(SessionCore *s, Event *e) {
+    Py_ssize_t name_len;
+    const char *name_utf8 = PyUnicode_AsUTF8AndSize(e->name, &name_len);
+    if (!name_utf8) return NULL;
+    PyObject *keyed = PyBytes_FromStringAndSize(NULL, name_len + 1 + e->digest_len);
+    if (!keyed) return NULL;
+    char *kp = PyBytes_AS_STRING(keyed);
+    memcpy(kp, name_utf8, name_len);
+    kp[name_len] = 0;
+    memcpy(kp + name_len + 1, e->digest_body, e->digest_len);
+    PyObject *dig = PyObject_CallOneArg(g_xxh3, keyed);
+    Py_DECREF(keyed);
+    if (!dig) return NULL;
+    uint64_t digest = PyLong_AsUnsignedLongLong(dig);
+    Py_DECREF(dig);
+    if (digest == (uint64_t)-1 && PyErr_Occurred()) return NULL;
+    Row r;
+    char ok;
+    if (opt_int(OR_NONE(e->parent), &r.parent, &r.v_parent, "parent") < 0) return NULL;
+    if (opt_int(OR_NONE(e->tin), &r.tin, &r.v_tin, "tokens_in") < 0) return NULL;
+    if (opt_int(OR_NONE(e->tout), &r.tout, &r.v_tout, "tokens_out") < 0) return NULL;
+    if (!e->latency || e->latency == Py_None) { r.latency = 0; r.v_latency = 0; }
+    else {
+        r.latency = PyFloat_AsDouble(e->latency);
+        if (r.latency == -1.0 && PyErr_Occurred()) return NULL;
+        r.v_latency = 1;
+    }
+    PyObject *seq_obj = Py_IS_TYPE(s->next_seq, &CounterType) ? PyLong_FromLongLong(((Counter *)s->next_seq)->next++)
+                                                               : PyObject_CallNoArgs(s->next_seq);
+    if (!seq_obj) return NULL;
+    if (opt_int(seq_obj, &r.seq, &ok, "seq") < 0) { Py_DECREF(seq_obj); return NULL; }
+    if (s->system_clock) r.ts = now_ns();
+    else {
+        PyObject *t = PyObject_CallNoArgs(s->clock);
+        if (!t) { Py_DECREF(seq_obj); return NULL; }
+        r.ts = PyLong_AsLongLong(t);
+        Py_DECREF(t);
+        if (r.ts == -1 && PyErr_Occurred()) { Py_DECREF(seq_obj); return NULL; }
+    }
+    r.digest = digest;
+    PyObject *actor = (!e->actor || e->actor == Py_None || PyUnicode_GET_LENGTH(e->actor) == 0) ? s->actor : e->actor;
+    PyObject *pattern =
+        (!e->pattern || e->pattern == Py_None || PyUnicode_GET_LENGTH(e->pattern) == 0) ? s->pattern : e->pattern;
+    r.obj[0] = s->session_id; r.obj[1] = OR_NONE(e->step); r.obj[2] = s_kind[e->kind]; r.obj[3] = actor;
+    r.obj[4] = pattern; r.obj[5] = e->name; r.obj[6] = OR_NONE(e->model); r.obj[7] = OR_NONE(e->prompt);
+    r.obj[8] = e->status;
+    Py_ssize_t total = 0;
+    for (int k = 0; k < MAXPIECES; k++) {
+        r.payload[k] = k < e->npieces ? e->pieces[k] : NULL;
+        r.plen[k] = k < e->npieces ? e->plen[k] : 0;
+        total += r.plen[k];
+    }
+    EventBuffer *b = s->buffer;
+    if (b->gate) { /* closed, or a unit() block is open: the recorder's Python path decides */
+        PyObject *payload = PyBytes_FromStringAndSize(NULL, total);
+        if (!payload) { Py_DECREF(seq_obj); return NULL; }
+        char *pp = PyBytes_AS_STRING(payload);
+        for (int k = 0; k < MAXPIECES; k++) {
+            if (r.plen[k]) memcpy(pp, r.payload[k], r.plen[k]);
+            pp += r.plen[k];
+        }
+        PyObject *row = Py_BuildValue("(OOONNOOOOOONKONNN)", s->session_id, seq_obj, r.obj[1],
+                                      r.v_parent ? PyLong_FromLongLong(r.parent) : Py_NewRef(Py_None),
+                                      PyLong_FromLongLong(r.ts), r.obj[2], actor, pattern, e->name, r.obj[6], r.obj[7],
+                                      payload, (unsigned long long)digest, e->status,
+                                      r.v_latency ? PyFloat_FromDouble(r.latency) : Py_NewRef(Py_None),
+                                      r.v_tin ? PyLong_FromLongLong(r.tin) : Py_NewRef(Py_None),
+                                      r.v_tout ? PyLong_FromLongLong(r.tout) : Py_NewRef(Py_None));
+        if (!row) { Py_DECREF(seq_obj); return NULL; }
+        PyObject *res = PyObject_CallOneArg(b->gated, row);
+        Py_DECREF(row);
+        if (!res) { Py_DECREF(seq_obj); return NULL; }
+        Py_DECREF(res);
+        return seq_obj;
+    }
+    if (grow(b, 1, total) < 0) { Py_DECREF(seq_obj); return NULL; }
+    Py_ssize_t before = b->n;
+    push(b, &r);
+    if (maybe_wake(b, before) < 0) { Py_DECREF(seq_obj); return NULL; }
+    return seq_obj;
+}
+
+/* The checks every fast path shares (Session._put's): else the Python method raises the error. */
+static int common_ok(Event *e) {
+    return PyUnicode_CheckExact(e->name) && IS_STR_OR_NONE(e->step) &&
+           (!e->parent || e->parent == Py_None || PyLong_CheckExact(e->parent)) && IS_STR_OR_NONE(e->actor) &&
+           IS_STR_OR_NONE(e->pattern);
+}
+
+static int is_ok(PyObject *status) {
+    return !status || (PyUnicode_CheckExact(status) && PyUnicode_Compare(status, s_ok) == 0);
+}
+
+#define FAST_OR_GENERAL(kind)                                                                             \
+    static PyObject *INTERNED[sizeof(NAMES) / sizeof(*NAMES)];                                            \
+    PyObject *argv[sizeof(NAMES) / sizeof(*NAMES)];                                                       \
+    int parsed = s->buffer ? parse_args(args, PyVectorcall_NARGS(nargsf), kwnames, NAMES, INTERNED, NPOS, \
+                                        (int)(sizeof(NAMES) / sizeof(*NAMES)), argv)                      \
+                           : 1;                                                                           \
+    if (parsed < 0) return NULL;                                                                          \
+    if (parsed) return general(kind, (PyObject *)s, args, PyVectorcall_NARGS(nargsf), kwnames);
+
+#define GENERAL(kind) general(kind, (PyObject *)s, args, PyVectorcall_NARGS(nargsf), kwnames)
+
+/* input/state: the payload is the canonical value itself */
+static PyObject *plain_event(SessionCore *s, int kind, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    static const char *const NAMES[] = {"name", "payload", "step", "parent", "actor", "pattern"};
+    enum { NPOS = 2 };
+    FAST_OR_GENERAL(kind)
+    if (!argv[0] || !argv[1] || (kind == K_INPUT && argv[3])) return GENERAL(kind);
+    Event e = {.kind = kind, .name = argv[0], .step = argv[2], .parent = argv[3], .actor = argv[4],
+               .pattern = argv[5], .status = s_ok};
+    if (!common_ok(&e)) return GENERAL(kind);
+    PyObject *body = canonical(argv[1]);
+    if (!body) { PyErr_Clear(); return GENERAL(kind); }
+    e.digest_body = PyBytes_AS_STRING(body); e.digest_len = PyBytes_GET_SIZE(body);
+    piece_bytes(&e, body);
+    PyObject *seq = emit(s, &e);
+    Py_DECREF(body);
+    return seq;
+}
+
+static PyObject *SessionCore_input(SessionCore *s, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    return plain_event(s, K_INPUT, args, nargsf, kwnames);
+}
+
+static PyObject *SessionCore_state(SessionCore *s, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    return plain_event(s, K_STATE, args, nargsf, kwnames);
+}
+
+static PyObject *SessionCore_effect(SessionCore *s, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    static const char *const NAMES[] = {"name", "result", "parent", "step", "status", "actor", "pattern"};
+    enum { NPOS = 2 };
+    FAST_OR_GENERAL(K_EFFECT)
+    if (!argv[0] || !argv[1] || !is_ok(argv[4])) return GENERAL(K_EFFECT);
+    Event e = {.kind = K_EFFECT, .name = argv[0], .parent = argv[2], .step = argv[3], .actor = argv[5],
+               .pattern = argv[6], .status = s_ok};
+    if (!common_ok(&e)) return GENERAL(K_EFFECT);
+    PyObject *body = canonical(argv[1]);
+    if (!body) { PyErr_Clear(); return GENERAL(K_EFFECT); }
+    e.digest_body = PyBytes_AS_STRING(body); e.digest_len = PyBytes_GET_SIZE(body);
+    piece(&e, "{\"result\":", 10);
+    piece_bytes(&e, body);
+    piece(&e, "}", 1);
+    PyObject *seq = emit(s, &e);
+    Py_DECREF(body);
+    return seq;
+}
+
+static const char *const ALLOW[] = {"allow", "allowed", "approve", "approved", "pass", "passed", "ok", "accept"};
+
+static PyObject *SessionCore_gate(SessionCore *s, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    static const char *const NAMES[] = {"name", "decision", "reason", "parent", "step", "status", "actor", "pattern"};
+    enum { NPOS = 3 };
+    FAST_OR_GENERAL(K_GATE)
+    PyObject *decision = argv[1];
+    if (!argv[0] || !decision || (argv[5] && argv[5] != Py_None)) return GENERAL(K_GATE);
+    /* recording._gate_status, for the decisions that need no stripping or lowering */
+    PyObject *status = s_gated;
+    if (decision == Py_True) status = s_ok;
+    else if (PyUnicode_Check(decision)) {
+        if (!PyUnicode_CheckExact(decision)) return GENERAL(K_GATE);
+        const char *text = PyUnicode_AsUTF8(decision);
+        if (!text) { PyErr_Clear(); return GENERAL(K_GATE); }
+        int known = 0;
+        for (size_t i = 0; i < sizeof(ALLOW) / sizeof(*ALLOW); i++) known |= strcmp(text, ALLOW[i]) == 0;
+        if (known) status = s_ok;
+        else {
+            for (const char *c = text; *c; c++)
+                if (*c == ' ' || (*c >= 'A' && *c <= 'Z') || (unsigned char)*c < 32 || (unsigned char)*c >= 128)
+                    return GENERAL(K_GATE); /* strip().lower() might change it: Python decides */
+        }
+    }
+    Event e = {.kind = K_GATE, .name = argv[0], .parent = argv[3], .step = argv[4], .actor = argv[6],
+               .pattern = argv[7], .status = status};
+    if (!common_ok(&e)) return GENERAL(K_GATE);
+    PyObject *body = canonical(decision);
+    if (!body) { PyErr_Clear(); return GENERAL(K_GATE); }
+    PyObject *reason = canonical(OR_NONE(argv[2]));
+    if (!reason) { Py_DECREF(body); PyErr_Clear(); return GENERAL(K_GATE); }
+    e.digest_body = PyBytes_AS_STRING(body); e.digest_len = PyBytes_GET_SIZE(body);
+    piece(&e, "{\"decision\":", 12);
+    piece_bytes(&e, body);
+    piece(&e, ",\"reason\":", 10);
+    piece_bytes(&e, reason);
+    piece(&e, "}", 1);
+    PyObject *seq = emit(s, &e);
+    Py_DECREF(body);
+    Py_DECREF(reason);
+    return seq;
+}
+
+static PyObject *SessionCore_action(SessionCore *s, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    static const char *const NAMES[] = {"name", "args", "step", "status", "parent", "call_id", "error",
+                                        "actor", "pattern", "replay"};
+    enum { NPOS = 2 };
+    FAST_OR_GENERAL(K_ACTION)
+    if (!argv[0] || !argv[1] || !is_ok(argv[3]) || (argv[5] && argv[5] != Py_None) ||
+        (argv[6] && argv[6] != Py_None) || (argv[9] && argv[9] != Py_None))
+        return GENERAL(K_ACTION); /* call_id, error or replay: the Python method writes them */
+    Event e = {.kind = K_ACTION, .name = argv[0], .step = argv[2], .parent = argv[4], .actor = argv[7],
+               .pattern = argv[8], .status = s_ok};
+    if (!common_ok(&e)) return GENERAL(K_ACTION);
+    PyObject *body = canonical(argv[1]);
+    if (!body) { PyErr_Clear(); return GENERAL(K_ACTION); }
+    e.digest_body = PyBytes_AS_STRING(body); e.digest_len = PyBytes_GET_SIZE(body);
+    piece(&e, "{\"args\":", 8);
+    piece_bytes(&e, body);
+    piece(&e, "}", 1);
+    PyObject *seq = emit(s, &e);
+    Py_DECREF(body);
+    return seq;
+}
+
+/* recording._usage: a token count from a usage dict, as isinstance(value, int) accepts it */
+static PyObject *usage_count(PyObject *usage, const char *first, const char *second) {
+    PyObject *v = PyDict_GetItemString(usage, first);
+    if (!v) v = PyDict_GetItemString(usage, second);
+    return v && PyLong_Check(v) ? v : Py_None;
+}
+
+static PyObject *SessionCore_llm(SessionCore *s, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    static const char *const NAMES[] = {"request", "response", "model", "prompt", "step", "variables", "name",
+                                        "latency_ms", "tokens_in", "tokens_out", "parent", "actor", "pattern",
+                                        "replay", "content_missing"};
+    enum { NPOS = 2 };
+    FAST_OR_GENERAL(K_LLM)
+    PyObject *request = argv[0], *response = argv[1], *model = argv[2], *prompt = argv[3], *variables = argv[5],
+             *label = argv[6], *latency = argv[7], *tin = argv[8], *tout = argv[9];
+    if (!request || !response || !model || !PyUnicode_CheckExact(model) || (argv[13] && argv[13] != Py_None) ||
+        (argv[14] && argv[14] != Py_False) || !IS_STR_OR_NONE(label))
+        return GENERAL(K_LLM); /* replay, content_missing, a missing or odd argument: Python decides */
+    if (latency && latency != Py_None && !PyFloat_CheckExact(latency) && !PyLong_CheckExact(latency))
+        return GENERAL(K_LLM);
+    if ((tin && tin != Py_None && !PyLong_CheckExact(tin)) || (tout && tout != Py_None && !PyLong_CheckExact(tout)))
+        return GENERAL(K_LLM);
+    Py_ssize_t at = -1;
+    if (prompt && prompt != Py_None) {
+        if (!PyUnicode_CheckExact(prompt)) return GENERAL(K_LLM);
+        at = PyUnicode_FindChar(prompt, '@', 0, PyUnicode_GET_LENGTH(prompt), 1);
+        if (at < 0) return GENERAL(K_LLM); /* not NAME@VERSION: the Python method says so */
+    }
+    if (!tin || tin == Py_None || !tout || tout == Py_None) {
+        if (!PyDict_CheckExact(response)) return GENERAL(K_LLM);
+        PyObject *usage = PyDict_GetItemString(response, "usage");
+        if (usage && !PyDict_CheckExact(usage)) return GENERAL(K_LLM);
+        if (!tin || tin == Py_None) tin = usage ? usage_count(usage, "prompt_tokens", "input_tokens") : Py_None;
+        if (!tout || tout == Py_None) tout = usage ? usage_count(usage, "completion_tokens", "output_tokens") : Py_None;
+    }
+    Event e = {.kind = K_LLM, .step = argv[4], .parent = argv[10], .actor = argv[11], .pattern = argv[12],
+               .status = s_ok, .model = model, .prompt = prompt, .latency = latency, .tin = tin, .tout = tout};
+    PyObject *name_obj;
+    if (label && label != Py_None && PyUnicode_GET_LENGTH(label) > 0) name_obj = Py_NewRef(label);
+    else if (at >= 0) name_obj = PyUnicode_Substring(prompt, 0, at);
+    else name_obj = Py_NewRef(s_chat);
+    if (!name_obj) return NULL;
+    e.name = name_obj;
+    if (!common_ok(&e)) { Py_DECREF(name_obj); return GENERAL(K_LLM); }
+    PyObject *req = canonical(request), *resp = req ? canonical(response) : NULL, *vars = NULL;
+    if (resp && variables && variables != Py_None) {
+        vars = canonical(variables);
+        if (!vars) Py_CLEAR(resp);
+    }
+    if (!resp) {
+        Py_XDECREF(req); Py_DECREF(name_obj);
+        PyErr_Clear();
+        return GENERAL(K_LLM);
+    }
+    e.digest_body = PyBytes_AS_STRING(req); e.digest_len = PyBytes_GET_SIZE(req);
+    piece(&e, "{\"request\":", 11);
+    piece_bytes(&e, req);
+    piece(&e, ",\"response\":", 12);
+    piece_bytes(&e, resp);
+    if (vars) {
+        piece(&e, ",\"variables\":", 13);
+        piece_bytes(&e, vars);
+    }
+    piece(&e, "}", 1);
+    PyObject *seq = emit(s, &e);
+    Py_DECREF(req); Py_DECREF(resp); Py_XDECREF(vars); Py_DECREF(name_obj);
+    return seq;
+}
+
+static PyMethodDef SessionCore_methods[] = {
+#define FAST(name, doc) {#name, (PyCFunction)(void (*)(void))SessionCore_##name, METH_FASTCALL | METH_KEYWORDS, doc}
+    FAST(input, "See Session.input."), FAST(llm, "See Session.llm."), FAST(action, "See Session.action."),
+    FAST(gate, "See Session.gate."), FAST(effect, "See Session.effect."), FAST(state, "See Session.state."),
+#undef FAST
+    {NULL}};
+
+static PyMemberDef SessionCore_members[] = {
+    {"recorder", T_OBJECT, offsetof(SessionCore, recorder), READONLY, NULL},
+    {"_queue", T_OBJECT, offsetof(SessionCore, buffer), READONLY, NULL},
+    {"_next_seq", T_OBJECT, offsetof(SessionCore, next_seq), READONLY, NULL},
+    {"_clock", T_OBJECT, offsetof(SessionCore, clock), READONLY, NULL},
+    {"session_id", T_OBJECT, offsetof(SessionCore, session_id), READONLY, NULL},
+    {"actor", T_OBJECT, offsetof(SessionCore, actor), READONLY, NULL},
+    {"pattern", T_OBJECT, offsetof(SessionCore, pattern), READONLY, NULL},
+    {NULL}};
+
+static PyTypeObject SessionCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sdb._native.SessionCore",
+    .tp_basicsize = sizeof(SessionCore),
+    /* not tracked by the garbage collector: one is made per episode, and it only refers to its
+     * recorder, queue, counter, clock and strings, none of which refers back to a session */
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "A session's recording methods in C, over an EventBuffer.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)SessionCore_init,
+    .tp_dealloc = (destructor)SessionCore_dealloc,
+    .tp_methods = SessionCore_methods,
+    .tp_members = SessionCore_members,
+};
+
+static PyObject *configure(PyObject *mod, PyObject *args) {
+    PyObject *dumps, *dflt, *options, *canon, *xxh3;
+    if (!PyArg_ParseTuple(args, "OOOOO", &dumps, &dflt, &options, &canon, &xxh3)) return NULL;
+    Py_INCREF(dumps); Py_XSETREF(g_dumps, dumps);
+    Py_INCREF(dflt); Py_XSETREF(g_default, dflt);
+    Py_INCREF(options); Py_XSETREF(g_options, options);
+    Py_INCREF(canon); Py_XSETREF(g_canonical, canon);
+    Py_INCREF(xxh3); Py_XSETREF(g_xxh3, xxh3);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"configure", configure, METH_VARARGS, "configure(dumps, default, options, canonical_bytes, xxh3_64_intdigest)"},
+    {"canonical_bytes", canonical_bytes, METH_O, "Canonical JSON of a value as UTF-8 bytes (sdb.events.canonical)."},
+    {NULL}};
+
+static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_native", "The recorder's hot path in C.", -1, module_methods};
+
+PyMODINIT_FUNC PyInit__native(void) {
+    if (PyType_Ready(&EventBufferType) < 0 || PyType_Ready(&SessionCoreType) < 0 || PyType_Ready(&CounterType) < 0)
+        return NULL;
+    PyObject *time_mod = PyImport_ImportModule("time");
+    if (!time_mod) return NULL;
+    g_time_ns = PyObject_GetAttrString(time_mod, "time_ns");
+    Py_DECREF(time_mod);
+    s_queue = PyUnicode_InternFromString("_queue");
+    s_counter = PyUnicode_InternFromString("_counter");
+    s_clock = PyUnicode_InternFromString("clock");
+    if (!g_time_ns || !s_queue || !s_counter || !s_clock) return NULL;
+    s_ok = PyUnicode_InternFromString("ok");
+    s_gated = PyUnicode_InternFromString("gated");
+    s_chat = PyUnicode_InternFromString("chat");
+    if (!s_ok || !s_gated || !s_chat) return NULL;
+    for (int k = 0; k < 6; k++) {
+        s_kind[k] = PyUnicode_InternFromString(KIND_NAMES[k]);
+        s_general[k] = PyUnicode_FromFormat("_%s_py", KIND_NAMES[k]);
+        if (!s_kind[k] || !s_general[k]) return NULL;
+    }
+    PyObject *m = PyModule_Create(&moduledef);
+    if (!m) return NULL;
+    Py_INCREF(&EventBufferType);
+    Py_INCREF(&SessionCoreType);
+    Py_INCREF(&CounterType);
+    if (PyModule_AddObject(m, "Counter", (PyObject *)&CounterType) < 0 ||
+        PyModule_AddObject(m, "EventBuffer", (PyObject *)&EventBufferType) < 0 ||
+        PyModule_AddObject(m, "SessionCore", (PyObject *)&SessionCoreType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

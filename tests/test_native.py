@@ -1,0 +1,190 @@
+"""The C hot path (sdb/_native.c) against the pure-Python one: same bytes, same errors, same runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recorders.sdk import Recorder
+from sdb.errors import PayloadError
+from sdb.events import canonical
+from sdb.events.queue import ListQueue, new_queue
+from sdb.native import NATIVE, native
+
+REPO = Path(__file__).resolve().parent.parent
+
+values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats()
+    | st.floats(-1e6, 1e6).map(float.__floor__).map(float)  # integral floats, often
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.tuples(children, children)
+        | st.dictionaries(st.text(max_size=5), children, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+def test_the_c_extension_is_built_and_in_use() -> None:
+    """The install (pip install -e .) compiles it; the suite must exercise it, not the fallback."""
+    from sdb.recording import Session
+
+    assert NATIVE and native is not None
+    assert type(Session.__dict__.get("action", Session.action)).__name__ == "method_descriptor"
+
+
+@given(values)
+@settings(max_examples=400)
+def test_c_canonical_json_is_the_python_functions(value: Any) -> None:
+    assert native is not None
+    assert native.canonical_bytes(value) == canonical._canonical_bytes(value)
+
+
+@pytest.mark.parametrize("value", [{"x": object()}, {"n": 2**64}, [1, {2, object()}]])
+def test_c_canonical_json_raises_the_python_functions_error(value: Any) -> None:
+    assert native is not None
+    with pytest.raises(PayloadError) as c_error:
+        native.canonical_bytes(value)
+    with pytest.raises(PayloadError) as py_error:
+        canonical._canonical_bytes(value)
+    assert str(c_error.value) == str(py_error.value)
+
+
+rows = st.lists(
+    st.tuples(
+        st.sampled_from(["s1", "s2", "s3"]),
+        st.integers(0, 2**40),
+        st.none() | st.sampled_from(["day-1/offer", "day-2/close"]),
+        st.none() | st.integers(0, 100),
+        st.integers(0, 2**62),
+        st.sampled_from(["input", "llm", "action", "gate", "effect", "state", "error"]),
+        st.sampled_from(["agent", "reviewer"]),
+        st.sampled_from(["", "approval"]),
+        st.text(min_size=1, max_size=8),
+        st.none() | st.sampled_from(["m1", "m2"]),
+        st.none() | st.just("offer@v2"),
+        st.text(max_size=30).map(lambda t: json.dumps(t).encode()),
+        st.integers(0, 2**64 - 1),
+        st.sampled_from(["ok", "gated", "error"]),
+        st.none() | st.floats(0, 1e6),
+        st.none() | st.integers(0, 10**6),
+        st.none() | st.integers(0, 10**6),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@given(rows, st.integers(0, 40))
+@settings(max_examples=150)
+def test_c_queue_gives_the_list_queues_batches(queued: list[tuple[Any, ...]], cut: int) -> None:
+    """Same rows in, same record batch out; and dropping a published prefix keeps the rest."""
+    c_queue, py_queue = new_queue(10**6, lambda: None, print), ListQueue(10**6, lambda: None, print)
+    assert type(c_queue) is not ListQueue
+    for row in queued:
+        c_queue.append(row)
+        py_queue.append(row)
+    n, c_batch = c_queue.batch("r")
+    assert (n, c_batch) == py_queue.batch("r") and c_batch is not None
+    cut = min(cut, n)
+    c_queue.drop(cut)
+    py_queue.drop(cut)
+    assert len(c_queue) == len(py_queue) == n - cut
+    assert c_queue.batch("r") == py_queue.batch("r")
+
+
+def test_a_wake_is_asked_once_when_the_queue_reaches_its_size() -> None:
+    woken: list[int] = []
+    queue = new_queue(3, lambda: woken.append(1), print)
+    row = ("s", 0, None, None, 0, "state", "agent", "", "n", None, None, b"{}", 1, "ok", None, None, None)
+    for _ in range(5):
+        queue.append(row)
+    assert woken == [1]  # not once per event beyond the size: the writer keeps going while it is full
+    queue.drop(5)
+    for _ in range(3):
+        queue.append(row)
+    assert woken == [1, 1]
+
+
+def _record(store: Path, native_on: bool) -> tuple[str, pa.Table]:
+    env = {k: v for k, v in os.environ.items() if k != "SDB_NATIVE"}
+    if not native_on:
+        env["SDB_NATIVE"] = "0"
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.native_script", str(store)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    parts = sorted((store / "runs" / "same").glob("*.parquet"))
+    table = pa.concat_tables([pq.read_table(p) for p in parts])
+    return out, table.sort_by([("session_id", "ascending"), ("seq", "ascending")])
+
+
+def test_a_recording_is_the_same_with_and_without_the_c_extension(tmp_path: Path) -> None:
+    """Every method, fast path and hand-over, errors, a unit block and a closed recorder: the two
+    runs are equal column for column (times come from the same fake clock), and say the same errors."""
+    c_out, c_table = _record(tmp_path / "c", True)
+    py_out, py_table = _record(tmp_path / "py", False)
+    assert c_out.splitlines()[0] == "native" and py_out.splitlines()[0] == "python"
+    assert c_out.splitlines()[1:] == py_out.splitlines()[1:]
+    assert "got an unexpected keyword argument 'unknown'" in c_out and "Session.action()" in c_out
+    assert c_table.num_rows > 90
+    assert c_table.equals(py_table)
+
+
+def test_sessions_and_counters_are_not_tracked_by_the_garbage_collector(tmp_path: Path) -> None:
+    """One counter per session lives as long as the recorder: a million of them must not make every
+    collection of the agent's process slower."""
+    import gc
+
+    with Recorder(store=tmp_path, handle_signals=False) as rec:
+        session = rec.session("s")
+        assert not gc.is_tracked(session._next_seq)
+        assert [session.state("n", {}) for _ in range(3)] == [0, 1, 2]
+
+
+def test_recording_leaves_every_reference_count_as_it_found_it(tmp_path: Path) -> None:
+    """The C code takes and releases references by hand: after a recording (fast paths, hand-overs to
+    Python, events held by unit blocks) is flushed and closed, every object it saw is referenced
+    exactly as often as before, so none was freed while in use and none leaks."""
+    fresh = ["".join(["x", str(i)]) for i in range(6)]  # new string objects, counted from 2
+    name, step, actor, pattern, model, prompt = fresh[0], fresh[1], fresh[2], fresh[3], fresh[4], fresh[5] + "@v1"
+    args, payload = {"a": 1.5}, {"b": [1, 2.0]}
+    watched = [name, step, actor, pattern, model, prompt, args, payload]
+    before = [sys.getrefcount(o) for o in watched]
+
+    def record(s: Any) -> None:
+        s.action(name, args, step=step, actor=actor, pattern=pattern, parent=0)
+        s.action(name, args, step=step, call_id="c")  # handed to Python
+        s.input(name, payload, step=step, actor=actor)
+        s.state(name, payload, pattern=pattern)
+        s.effect(name, payload, step=step)
+        s.gate(name, "allow", step, step=step, actor=actor)
+        s.llm(payload, {"usage": {"prompt_tokens": 1}}, model=model, prompt=prompt, step=step, actor=actor)
+
+    rec = Recorder(store=tmp_path, handle_signals=False, flush_events=7)
+    session = rec.session("s", actor=actor, pattern=pattern)
+    for _ in range(20):
+        record(session)
+        with rec.unit():
+            record(session)
+    rec.close()
+    del session, rec
+    assert [sys.getrefcount(o) for o in watched] == before
