@@ -6,4 +6,14 @@ runs its pure-Python path, which writes the same events (``sdb.native.NATIVE`` s
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("sdb._native", ["sdb/_native.c"], optional=True, extra_compile_args=["-O2"])])
+setup(
+    ext_modules=[
+        Extension(
+            "sdb._native",
+            ["sdb/_native.c"],
+            depends=["sdb/_vendor/xxhash.h"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        )
+    ]
+)

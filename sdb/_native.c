@@ -15,6 +15,10 @@
 #include <math.h>
 #include <string.h>
 #include <time.h>
+#include <stdlib.h>
+
+#define XXH_INLINE_ALL
+#include "_vendor/xxhash.h" /* the xxHash the xxhash package wraps: the same digests (a test checks) */
 
 #define NCOLS 17
 #define NOBJ 9
@@ -27,7 +31,7 @@ static const int OBJ_COLS[NOBJ] = {C_SESSION, C_STEP, C_KIND, C_ACTOR, C_PATTERN
 static const int OBJ_NULLABLE[NOBJ] = {0, 1, 0, 0, 0, 0, 1, 1, 0};
 
 /* set once by configure() */
-static PyObject *g_dumps, *g_default, *g_options, *g_canonical, *g_xxh3;
+static PyObject *g_dumps, *g_default, *g_options, *g_canonical;
 static PyObject *s_ok, *s_gated, *s_chat;
 static PyObject *s_kind[6], *s_general[6];
 enum { K_INPUT, K_LLM, K_ACTION, K_GATE, K_EFFECT, K_STATE };
@@ -48,6 +52,7 @@ typedef struct {
     PyObject *wake;  /* called when n reaches flush_rows */
     PyObject *gated; /* called with the row tuple instead of appending while gate is set */
     int gate;
+    PyObject *counters; /* session id -> Counter: the recorder's dict */
 } EventBuffer;
 
 static int grow(EventBuffer *b, Py_ssize_t need_rows, Py_ssize_t need_bytes) {
@@ -219,104 +224,269 @@ static PyObject *EventBuffer_append_held(EventBuffer *b, PyObject *flat) {
     Py_RETURN_NONE;
 }
 
-static PyObject *bitmap(const char *valid, Py_ssize_t n, Py_ssize_t *nulls) {
-    Py_ssize_t count = 0;
+/* ---- export: the queued rows as one Arrow record batch, through the Arrow C data interface ---------
+ * (https://arrow.apache.org/docs/format/CDataInterface.html). pyarrow imports it with one call, so a
+ * flush builds no Python objects and makes no pyarrow call per column: each such call releases and
+ * re-takes the GIL, and every re-take waits up to the interpreter's switch interval (5 ms) while the
+ * caller records. Buffers are malloc'd here and freed by the release callback, which needs no GIL. */
+
+struct ArrowArray {
+    int64_t length, null_count, offset, n_buffers, n_children;
+    const void **buffers;
+    struct ArrowArray **children;
+    struct ArrowArray *dictionary;
+    void (*release)(struct ArrowArray *);
+    void *private_data;
+};
+
+static void release_array(struct ArrowArray *a) {
+    for (int64_t i = 0; i < a->n_buffers; i++) free((void *)a->buffers[i]);
+    free(a->buffers);
+    for (int64_t i = 0; i < a->n_children; i++) {
+        if (a->children[i]->release) a->children[i]->release(a->children[i]);
+        free(a->children[i]);
+    }
+    free(a->children);
+    if (a->dictionary) {
+        if (a->dictionary->release) a->dictionary->release(a->dictionary);
+        free(a->dictionary);
+    }
+    a->release = NULL;
+}
+
+/* An array owning its buffers (NULL entries are absent buffers); NULL when out of memory, and then
+ * the buffers given are freed. */
+static struct ArrowArray *new_array(int64_t length, int64_t null_count, int n_buffers, void **buffers) {
+    struct ArrowArray *a = calloc(1, sizeof *a);
+    const void **bufs = calloc(n_buffers, sizeof(void *));
+    if (!a || !bufs) {
+        free(a);
+        free(bufs);
+        for (int i = 0; i < n_buffers; i++) free(buffers[i]);
+        return NULL;
+    }
+    for (int i = 0; i < n_buffers; i++) bufs[i] = buffers[i];
+    a->length = length;
+    a->null_count = null_count;
+    a->n_buffers = n_buffers;
+    a->buffers = bufs;
+    a->release = release_array;
+    return a;
+}
+
+/* A validity bitmap from one byte per row (1 = present); NULL with *nulls = 0 when all are present. */
+static void *validity(const char *valid, Py_ssize_t n, int64_t *nulls, int *oom) {
+    int64_t count = 0;
     for (Py_ssize_t i = 0; i < n; i++) count += !valid[i];
     *nulls = count;
-    if (count == 0) Py_RETURN_NONE;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, (n + 7) / 8);
-    if (!out) return NULL;
-    unsigned char *bits = (unsigned char *)PyBytes_AS_STRING(out);
-    memset(bits, 0, (n + 7) / 8);
+    if (count == 0) return NULL;
+    unsigned char *bits = calloc((n + 7) / 8 + 1, 1);
+    if (!bits) { *oom = 1; return NULL; }
     for (Py_ssize_t i = 0; i < n; i++)
         if (valid[i]) bits[i >> 3] |= (unsigned char)(1u << (i & 7));
+    return bits;
+}
+
+static void *copy_of(const void *data, size_t size) {
+    void *out = malloc(size ? size : 1);
+    if (out && size) memcpy(out, data, size);
     return out;
 }
 
-/* (uniques, int32 indices or None when one value fills the column, validity bitmap or None) */
-static PyObject *dictionary_column(PyObject **col, Py_ssize_t n) {
-    PyObject *index = PyDict_New(), *uniques = PyList_New(0), *idx = NULL, *valid = NULL, *bits = NULL;
-    if (!index || !uniques) goto fail;
-    idx = PyBytes_FromStringAndSize(NULL, n * sizeof(int32_t));
-    valid = PyBytes_FromStringAndSize(NULL, n);
-    if (!idx || !valid) goto fail;
-    int32_t *ix = (int32_t *)PyBytes_AS_STRING(idx);
-    char *v = PyBytes_AS_STRING(valid);
+static struct ArrowArray *fixed_array(const void *data, const char *valid, Py_ssize_t n) {
+    int64_t nulls = 0;
+    int oom = 0;
+    void *bits = valid ? validity(valid, n, &nulls, &oom) : NULL;
+    void *values = copy_of(data, (size_t)n * 8);
+    void *buffers[2] = {bits, values};
+    if (oom || !values) { free(bits); free(values); return NULL; }
+    return new_array(n, nulls, 2, buffers);
+}
+
+/* A string array of objects (str, or None = null); total UTF-8 size already checked < 2 GiB. */
+static struct ArrowArray *string_array(PyObject **col, Py_ssize_t n) {
+    Py_ssize_t total = 0, len;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (col[i] != Py_None) {
+            if (!PyUnicode_AsUTF8AndSize(col[i], &len)) return NULL;
+            total += len;
+        }
+    int32_t *off = malloc((n + 1) * sizeof(int32_t));
+    char *data = malloc(total ? total : 1), *valid = malloc(n ? n : 1);
+    unsigned char *bits = NULL;
+    int64_t nulls = 0;
+    int oom = !off || !data || !valid;
+    if (!oom) {
+        int32_t at = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            off[i] = at;
+            valid[i] = col[i] != Py_None;
+            if (!valid[i]) continue;
+            const char *utf8 = PyUnicode_AsUTF8AndSize(col[i], &len); /* cached by the first pass */
+            memcpy(data + at, utf8, len);
+            at += (int32_t)len;
+        }
+        off[n] = at;
+        bits = validity(valid, n, &nulls, &oom);
+    }
+    free(valid);
+    void *buffers[3] = {bits, off, data};
+    if (oom) { free(bits); free(off); free(data); PyErr_NoMemory(); return NULL; }
+    struct ArrowArray *a = new_array(n, nulls, 3, buffers);
+    if (!a) PyErr_NoMemory();
+    return a;
+}
+
+/* dictionary<int8, string>: the kind column */
+static struct ArrowArray *kind_array(PyObject **col, Py_ssize_t n) {
+    PyObject *seen[127];
+    int count = 0;
+    int8_t *codes = malloc(n ? n : 1);
+    if (!codes) { PyErr_NoMemory(); return NULL; }
     PyObject *prev = NULL;
-    int32_t prev_ix = 0;
+    int8_t prev_code = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *o = col[i];
-        if (o == Py_None) { ix[i] = 0; v[i] = 0; continue; }
-        v[i] = 1;
-        if (o == prev) { ix[i] = prev_ix; continue; }
-        PyObject *found = PyDict_GetItemWithError(index, o);
-        if (found) prev_ix = (int32_t)PyLong_AsLong(found);
-        else {
-            if (PyErr_Occurred()) goto fail;
-            prev_ix = (int32_t)PyList_GET_SIZE(uniques);
-            PyObject *num = PyLong_FromLong(prev_ix);
-            if (!num || PyDict_SetItem(index, o, num) < 0 || PyList_Append(uniques, o) < 0) { Py_XDECREF(num); goto fail; }
-            Py_DECREF(num);
+        if (o != prev) {
+            int j = 0;
+            while (j < count && seen[j] != o && PyUnicode_Compare(seen[j], o) != 0) j++;
+            if (j == count) {
+                if (count == 127) {
+                    free(codes);
+                    PyErr_SetString(PyExc_ValueError, "more than 127 distinct event kinds in one part");
+                    return NULL;
+                }
+                seen[count++] = o;
+            }
+            prev = o;
+            prev_code = (int8_t)j;
         }
-        prev = o;
-        ix[i] = prev_ix;
+        codes[i] = prev_code;
     }
-    Py_ssize_t nulls;
-    bits = bitmap(v, n, &nulls);
-    if (!bits) goto fail;
-    Py_DECREF(index); Py_DECREF(valid);
-    if ((nulls == 0 && PyList_GET_SIZE(uniques) == 1) || nulls == n) { /* one value throughout */
-        if (nulls == n && PyList_Append(uniques, Py_None) < 0) { Py_DECREF(uniques); Py_DECREF(idx); Py_DECREF(bits); return NULL; }
-        Py_DECREF(idx); Py_DECREF(bits);
-        return Py_BuildValue("(NOO)", uniques, Py_None, Py_None);
+    struct ArrowArray *dict = string_array(seen, count);
+    void *buffers[2] = {NULL, codes};
+    struct ArrowArray *a = dict ? new_array(n, 0, 2, buffers) : NULL;
+    if (!a) {
+        if (dict) { dict->release(dict); free(dict); } else free(codes);
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        return NULL;
     }
-    return Py_BuildValue("(NNN)", uniques, idx, bits);
-fail:
-    Py_XDECREF(index); Py_XDECREF(uniques); Py_XDECREF(idx); Py_XDECREF(valid); Py_XDECREF(bits);
-    return NULL;
+    a->dictionary = dict;
+    return a;
 }
 
-static PyObject *fixed(const void *data, Py_ssize_t n, size_t width) {
-    return PyBytes_FromStringAndSize((const char *)data, n * (Py_ssize_t)width);
+static struct ArrowArray *payload_array(EventBuffer *b, Py_ssize_t n) {
+    int32_t *off = malloc((n + 1) * sizeof(int32_t));
+    void *data = copy_of(b->pdata, (size_t)b->poff[n]);
+    if (!off || !data) { free(off); free(data); return NULL; }
+    for (Py_ssize_t i = 0; i <= n; i++) off[i] = (int32_t)b->poff[i];
+    void *buffers[3] = {NULL, off, data};
+    return new_array(n, 0, 3, buffers);
 }
 
-static PyObject *nullable(const void *data, const char *valid, Py_ssize_t n, size_t width) {
-    Py_ssize_t nulls;
-    PyObject *bits = bitmap(valid, n, &nulls);
-    if (!bits) return NULL;
-    PyObject *d = fixed(data, n, width);
-    if (!d) { Py_DECREF(bits); return NULL; }
-    return Py_BuildValue("(NN)", d, bits);
+static void capsule_free(PyObject *capsule) {
+    struct ArrowArray *a = PyCapsule_GetPointer(capsule, "sdb.arrow_array");
+    if (a) {
+        if (a->release) a->release(a); /* not imported */
+        free(a);
+    }
 }
 
-/* The first n rows as buffers, one entry per column (see recorders' NativeQueue); nothing removed. */
-static PyObject *EventBuffer_peek(EventBuffer *b, PyObject *Py_UNUSED(ignored)) {
-    Py_ssize_t n = b->n;
-    PyObject *out = PyList_New(NCOLS);
+/* How many of the first rows one part can take: every string column of an Arrow batch holds under
+ * 2 GiB (the rest waits for the next part). */
+static Py_ssize_t rows_that_fit(EventBuffer *b, Py_ssize_t run_id_len) {
+    int64_t budget = INT32_MAX;
+    for (Py_ssize_t i = 0; i < b->n; i++) {
+        int64_t row = (b->poff[i + 1] - b->poff[i]) + run_id_len;
+        for (int k = 0; k < NOBJ; k++) {
+            Py_ssize_t len = 0;
+            if (b->obj[k][i] != Py_None && !PyUnicode_AsUTF8AndSize(b->obj[k][i], &len)) return -1;
+            row += len;
+        }
+        budget -= row;
+        if (budget < 0) return i ? i : 1;
+    }
+    return b->n;
+}
+
+/* The distinct values of an object column's first n rows, None left out. */
+static PyObject *distinct(PyObject **col, Py_ssize_t n) {
+    PyObject *out = PySet_New(NULL), *prev = NULL;
     if (!out) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (col[i] == prev || col[i] == Py_None) continue;
+        prev = col[i];
+        if (PySet_Add(out, prev) < 0) { Py_DECREF(out); return NULL; }
+    }
+    return out;
+}
+
+/* export(run_id) -> (rows, address, capsule, (sessions, prompts, models)): the first rows as an ArrowArray (a struct of the event
+ * columns, run_id first) at address, for pyarrow.RecordBatch._import_from_c(address, EVENT_SCHEMA).
+ * The capsule owns the struct: keep it until the import is done. The sets are the part's distinct
+ * session ids, prompts and models, for the manifest. Nothing is removed (see drop). */
+static PyObject *EventBuffer_export(EventBuffer *b, PyObject *run_id) {
+    Py_ssize_t rid_len;
+    const char *rid = PyUnicode_AsUTF8AndSize(run_id, &rid_len);
+    if (!rid) return NULL;
+    Py_ssize_t n = rows_that_fit(b, rid_len);
+    if (n < 0) return NULL;
+    if (n == 0) return Py_BuildValue("(nOOO)", (Py_ssize_t)0, Py_None, Py_None, Py_None);
+    struct ArrowArray **children = calloc(NCOLS + 1, sizeof *children);
+    if (!children) return PyErr_NoMemory();
+    int ok = 1;
+    /* run_id: one value, repeated */
+    int32_t *roff = malloc((n + 1) * sizeof(int32_t));
+    char *rdata = malloc(rid_len * n + 1);
+    if (roff && rdata) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            roff[i] = (int32_t)(i * rid_len);
+            memcpy(rdata + i * rid_len, rid, rid_len);
+        }
+        roff[n] = (int32_t)(n * rid_len);
+        void *buffers[3] = {NULL, roff, rdata};
+        children[0] = new_array(n, 0, 3, buffers);
+    } else {
+        free(roff);
+        free(rdata);
+    }
+    int64_t *us = malloc(n * sizeof(int64_t));
+    if (us) {
+        for (Py_ssize_t i = 0; i < n; i++) us[i] = b->ts[i] / 1000; /* ns -> us */
+    }
     for (int k = 0; k < NOBJ; k++) {
-        PyObject *c = dictionary_column(b->obj[k], n);
-        if (!c) { Py_DECREF(out); return NULL; }
-        PyList_SET_ITEM(out, OBJ_COLS[k], c);
+        int col = OBJ_COLS[k];
+        children[col + 1] = col == C_KIND ? kind_array(b->obj[k], n) : string_array(b->obj[k], n);
+        if (!children[col + 1]) ok = 0;
     }
-    int64_t *us = PyMem_Malloc((n ? n : 1) * sizeof(int64_t));
-    if (!us) { Py_DECREF(out); return PyErr_NoMemory(); }
-    for (Py_ssize_t i = 0; i < n; i++) us[i] = b->ts[i] / 1000; /* ns -> us */
-    PyObject *items[] = {
-        fixed(b->seq, n, 8), fixed(us, n, 8), fixed(b->digest, n, 8),
-        nullable(b->parent, b->v_parent, n, 8), nullable(b->tin, b->v_tin, n, 8),
-        nullable(b->tout, b->v_tout, n, 8), nullable(b->latency, b->v_latency, n, 8),
-        Py_BuildValue("(NN)", fixed(b->poff, n + 1, 8), PyBytes_FromStringAndSize(b->pdata ? b->pdata : "", b->poff ? b->poff[n] : 0)),
-    };
-    PyMem_Free(us);
-    const int where[] = {C_SEQ, C_TS, C_DIGEST, C_PARENT, C_TIN, C_TOUT, C_LATENCY, C_PAYLOAD};
-    int failed = 0;
-    for (int k = 0; k < 8; k++) {
-        if (!items[k]) failed = 1;
-        else PyList_SET_ITEM(out, where[k], items[k]);
+    if (ok) {
+        children[C_SEQ + 1] = fixed_array(b->seq, NULL, n);
+        children[C_TS + 1] = us ? fixed_array(us, NULL, n) : NULL;
+        children[C_DIGEST + 1] = fixed_array(b->digest, NULL, n);
+        children[C_PARENT + 1] = fixed_array(b->parent, b->v_parent, n);
+        children[C_TIN + 1] = fixed_array(b->tin, b->v_tin, n);
+        children[C_TOUT + 1] = fixed_array(b->tout, b->v_tout, n);
+        children[C_LATENCY + 1] = fixed_array(b->latency, b->v_latency, n);
+        children[C_PAYLOAD + 1] = payload_array(b, n);
     }
-    if (failed) { Py_DECREF(out); return NULL; }
-    return Py_BuildValue("(nN)", n, out);
+    free(us);
+    for (int k = 0; k <= NCOLS; k++) ok = ok && children[k];
+    void *none[1] = {NULL};
+    struct ArrowArray *top = ok ? new_array(n, 0, 1, none) : NULL;
+    if (!top) {
+        for (int k = 0; k <= NCOLS; k++)
+            if (children[k]) { children[k]->release(children[k]); free(children[k]); }
+        free(children);
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        return NULL;
+    }
+    top->n_children = NCOLS + 1;
+    top->children = children;
+    PyObject *capsule = PyCapsule_New(top, "sdb.arrow_array", capsule_free);
+    if (!capsule) { top->release(top); free(top); return NULL; }
+    PyObject *vocabulary = Py_BuildValue("(NNN)", distinct(b->obj[0], n), distinct(b->obj[7], n), distinct(b->obj[6], n));
+    if (!vocabulary) { Py_DECREF(capsule); return NULL; }
+    return Py_BuildValue("(nKNN)", n, (unsigned long long)(uintptr_t)top, capsule, vocabulary);
 }
 
 /* Remove the first n rows (published by the caller); rows queued since stay. */
@@ -344,11 +514,28 @@ static PyObject *EventBuffer_drop(EventBuffer *b, PyObject *arg) {
 
 static Py_ssize_t EventBuffer_len(EventBuffer *b) { return b->n; }
 
+static PyTypeObject CounterType;
+
+/* The seq counter of a session, made on first use: one dict lookup, atomic under the GIL (nothing in
+ * it runs Python code), so two threads opening one session get one counter. */
+static PyObject *EventBuffer_counter(EventBuffer *b, PyObject *session_id) {
+    PyObject *c = PyDict_GetItemWithError(b->counters, session_id);
+    if (c) return Py_NewRef(c);
+    if (PyErr_Occurred()) return NULL;
+    if (!(c = PyType_GenericNew(&CounterType, NULL, NULL))) return NULL;
+    if (PyDict_SetItem(b->counters, session_id, c) < 0) { Py_DECREF(c); return NULL; }
+    return c;
+}
+
 static int EventBuffer_init(EventBuffer *b, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"flush_rows", "wake", "gated", NULL};
+    static char *kwlist[] = {"flush_rows", "wake", "gated", "counters", NULL};
     Py_ssize_t rows;
-    PyObject *wake, *gated;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nOO", kwlist, &rows, &wake, &gated)) return -1;
+    PyObject *wake, *gated, *counters = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nOO|O!", kwlist, &rows, &wake, &gated, &PyDict_Type, &counters))
+        return -1;
+    if (counters) Py_INCREF(counters);
+    else if (!(counters = PyDict_New())) return -1;
+    Py_XSETREF(b->counters, counters);
     b->flush_rows = rows;
     Py_INCREF(wake); Py_XSETREF(b->wake, wake);
     Py_INCREF(gated); Py_XSETREF(b->gated, gated);
@@ -356,12 +543,14 @@ static int EventBuffer_init(EventBuffer *b, PyObject *args, PyObject *kwds) {
 }
 
 static int EventBuffer_traverse(EventBuffer *b, visitproc visit, void *arg) {
+    Py_VISIT(b->counters);
     Py_VISIT(b->wake);
     Py_VISIT(b->gated);
     return 0;
 }
 
 static int EventBuffer_clear(EventBuffer *b) {
+    Py_CLEAR(b->counters);
     Py_CLEAR(b->wake);
     Py_CLEAR(b->gated);
     return 0;
@@ -383,8 +572,9 @@ static void EventBuffer_dealloc(EventBuffer *b) {
 static PyMethodDef EventBuffer_methods[] = {
     {"append", (PyCFunction)EventBuffer_append, METH_O, "Queue one row (a tuple of the columns after run_id)."},
     {"append_held", (PyCFunction)EventBuffer_append_held, METH_O, "Queue the flattened rows of a unit() block at once."},
-    {"peek", (PyCFunction)EventBuffer_peek, METH_NOARGS, "The queued rows as column buffers: (n, columns)."},
+    {"export", (PyCFunction)EventBuffer_export, METH_O, "The first rows as an Arrow C array: (rows, address, capsule)."},
     {"drop", (PyCFunction)EventBuffer_drop, METH_O, "Remove the first n rows."},
+    {"counter", (PyCFunction)EventBuffer_counter, METH_O, "The seq counter of a session (made on first use)."},
     {NULL}};
 
 static PyMemberDef EventBuffer_members[] = {
@@ -447,7 +637,7 @@ typedef struct {
     int system_clock; /* clock is time.time_ns: read the clock here, no call */
 } SessionCore;
 
-static PyObject *g_time_ns, *s_queue, *s_counter, *s_clock;
+static PyObject *g_time_ns, *s_queue, *s_clock;
 
 static int SessionCore_clear(SessionCore *s) {
     Py_CLEAR(s->buffer); Py_CLEAR(s->recorder); Py_CLEAR(s->session_id); Py_CLEAR(s->actor); Py_CLEAR(s->pattern);
@@ -473,7 +663,7 @@ static int SessionCore_init(SessionCore *s, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_TypeError, "the recorder's queue is not an EventBuffer");
         return -1;
     }
-    PyObject *next_seq = PyObject_CallMethodOneArg(recorder, s_counter, session_id);
+    PyObject *next_seq = EventBuffer_counter((EventBuffer *)queue, session_id);
     if (!next_seq) { Py_DECREF(queue); return -1; }
     PyObject *clock = PyObject_GetAttr(recorder, s_clock);
     if (!clock) { Py_DECREF(queue); Py_DECREF(next_seq); return -1; }
@@ -666,24 +856,41 @@ static int64_t now_ns(void) {
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
+/* canonical.digest: xxh3-64 of name, a NUL byte, and body */
+static uint64_t keyed_digest(const char *name, Py_ssize_t name_len, const char *body, Py_ssize_t body_len) {
+    char stack[4096];
+    Py_ssize_t len = name_len + 1 + body_len;
+    char *buf = len <= (Py_ssize_t)sizeof(stack) ? stack : PyMem_Malloc(len);
+    if (!buf) { PyErr_NoMemory(); return 0; }
+    memcpy(buf, name, name_len);
+    buf[name_len] = 0;
+    memcpy(buf + name_len + 1, body, body_len);
+    uint64_t h = XXH3_64bits(buf, (size_t)len);
+    if (buf != stack) PyMem_Free(buf);
+    return h;
+}
+
+static PyObject *digest_fn(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t name_len;
+    const char *name;
+    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "digest(name: str, body: bytes)");
+        return NULL;
+    }
+    if (!(name = PyUnicode_AsUTF8AndSize(args[0], &name_len))) return NULL;
+    uint64_t h = keyed_digest(name, name_len, PyBytes_AS_STRING(args[1]), PyBytes_GET_SIZE(args[1]));
+    if (h == 0 && PyErr_Occurred()) return NULL;
+    return PyLong_FromUnsignedLongLong(h);
+}
+
 /* Digest, seq, time, and the row queued: what Session._put does. Returns the seq (a new reference),
  * or NULL with an exception set. Nothing calls back into Python after the gate is read. */
 static PyObject *emit(SessionCore *s, Event *e) {
     Py_ssize_t name_len;
     const char *name_utf8 = PyUnicode_AsUTF8AndSize(e->name, &name_len);
     if (!name_utf8) return NULL;
-    PyObject *keyed = PyBytes_FromStringAndSize(NULL, name_len + 1 + e->digest_len);
-    if (!keyed) return NULL;
-    char *kp = PyBytes_AS_STRING(keyed);
-    memcpy(kp, name_utf8, name_len);
-    kp[name_len] = 0;
-    memcpy(kp + name_len + 1, e->digest_body, e->digest_len);
-    PyObject *dig = PyObject_CallOneArg(g_xxh3, keyed);
-    Py_DECREF(keyed);
-    if (!dig) return NULL;
-    uint64_t digest = PyLong_AsUnsignedLongLong(dig);
-    Py_DECREF(dig);
-    if (digest == (uint64_t)-1 && PyErr_Occurred()) return NULL;
+    uint64_t digest = keyed_digest(name_utf8, name_len, e->digest_body, e->digest_len);
+    if (digest == 0 && PyErr_Occurred()) return NULL;
     Row r;
     char ok;
     if (opt_int(OR_NONE(e->parent), &r.parent, &r.v_parent, "parent") < 0) return NULL;
@@ -983,18 +1190,18 @@ static PyTypeObject SessionCoreType = {
 };
 
 static PyObject *configure(PyObject *mod, PyObject *args) {
-    PyObject *dumps, *dflt, *options, *canon, *xxh3;
-    if (!PyArg_ParseTuple(args, "OOOOO", &dumps, &dflt, &options, &canon, &xxh3)) return NULL;
+    PyObject *dumps, *dflt, *options, *canon;
+    if (!PyArg_ParseTuple(args, "OOOO", &dumps, &dflt, &options, &canon)) return NULL;
     Py_INCREF(dumps); Py_XSETREF(g_dumps, dumps);
     Py_INCREF(dflt); Py_XSETREF(g_default, dflt);
     Py_INCREF(options); Py_XSETREF(g_options, options);
     Py_INCREF(canon); Py_XSETREF(g_canonical, canon);
-    Py_INCREF(xxh3); Py_XSETREF(g_xxh3, xxh3);
     Py_RETURN_NONE;
 }
 
 static PyMethodDef module_methods[] = {
-    {"configure", configure, METH_VARARGS, "configure(dumps, default, options, canonical_bytes, xxh3_64_intdigest)"},
+    {"configure", configure, METH_VARARGS, "configure(dumps, default, options, canonical_bytes)"},
+    {"digest", (PyCFunction)(void (*)(void))digest_fn, METH_FASTCALL, "canonical.digest in C: xxh3-64 of name, NUL, body."},
     {"canonical_bytes", canonical_bytes, METH_O, "Canonical JSON of a value as UTF-8 bytes (sdb.events.canonical)."},
     {NULL}};
 
@@ -1008,9 +1215,8 @@ PyMODINIT_FUNC PyInit__native(void) {
     g_time_ns = PyObject_GetAttrString(time_mod, "time_ns");
     Py_DECREF(time_mod);
     s_queue = PyUnicode_InternFromString("_queue");
-    s_counter = PyUnicode_InternFromString("_counter");
     s_clock = PyUnicode_InternFromString("clock");
-    if (!g_time_ns || !s_queue || !s_counter || !s_clock) return NULL;
+    if (!g_time_ns || !s_queue || !s_clock) return NULL;
     s_ok = PyUnicode_InternFromString("ok");
     s_gated = PyUnicode_InternFromString("gated");
     s_chat = PyUnicode_InternFromString("chat");

@@ -483,11 +483,11 @@ class Recorder:
             self._writer = RunWriter.reopen(self.store, self.run_id)
         else:
             self._writer = RunWriter.create(self.store, self.run_id, recorder=recorder, meta=meta, **fields)
-        self._wake = threading.Event()
-        self._queue: EventQueue = new_queue(flush_events, self._wake.set, self._gated)
         self._counters: dict[str, Callable[[], int]] = (
             _resumed_counters(self.store, self.run_id) if resume or shard is not None else {}
         )
+        self._wake = threading.Event()
+        self._queue: EventQueue = new_queue(flush_events, self._wake.set, self._gated, self._counters)
         self._units = 0  # unit() blocks open, in any thread
         self._counters_lock = threading.Lock()
         self._side: dict[str, Any] = {}
@@ -516,6 +516,8 @@ class Recorder:
         return Session(self, str(session_id), actor or self.actor, self.pattern if pattern is None else pattern)
 
     def _counter(self, session_id: str) -> Callable[[], int]:
+        if _native is not None:  # the C queue hands them out, atomically
+            return self._queue.counter(session_id)  # type: ignore[attr-defined, no-any-return]
         with self._counters_lock:
             counter = self._counters.get(session_id)
             if counter is None:
@@ -546,12 +548,15 @@ class Recorder:
     def _flush_locked(self) -> int:
         # Callers only add at the end; only this method (under the lock) removes from the front, and
         # only after the part is published: nothing lost or split, and a failed write is retried.
-        n, batch = self._queue.batch(self.run_id)
-        if batch is None:
-            return 0
-        self._writer.write(batch)
-        self._queue.drop(n)
-        return n
+        queued, written = len(self._queue), 0
+        while written < queued:  # a part holds under 2 GiB of text: more than that takes several
+            n, batch = self._queue.batch(self.run_id)
+            if batch is None:
+                break
+            self._writer.write(batch, vocabulary=self._queue.vocabulary)
+            self._queue.drop(n)
+            written += n
+        return written
 
     def _background(self) -> None:
         while not self._stop.is_set():

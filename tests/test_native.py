@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -152,8 +153,6 @@ def test_a_recording_is_the_same_with_and_without_the_c_extension(tmp_path: Path
 def test_sessions_and_counters_are_not_tracked_by_the_garbage_collector(tmp_path: Path) -> None:
     """One counter per session lives as long as the recorder: a million of them must not make every
     collection of the agent's process slower."""
-    import gc
-
     with Recorder(store=tmp_path, handle_signals=False) as rec:
         session = rec.session("s")
         assert not gc.is_tracked(session._next_seq)
@@ -187,4 +186,5 @@ def test_recording_leaves_every_reference_count_as_it_found_it(tmp_path: Path) -
             record(session)
     rec.close()
     del session, rec
+    gc.collect()  # the recorder and its queue refer to each other
     assert [sys.getrefcount(o) for o in watched] == before

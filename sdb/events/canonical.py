@@ -119,7 +119,7 @@ def _canonical_bytes(value: Any) -> bytes:
 if native is not None:
     # the same function in C: it walks the value for integral floats instead of reading orjson's text,
     # and hands anything it does not know (and every error) to the Python function above
-    native.configure(_dumps, json_default, ORJSON_OPTIONS, _canonical_bytes, _xxh3)
+    native.configure(_dumps, json_default, ORJSON_OPTIONS, _canonical_bytes)
     canonical_bytes: Callable[[Any], bytes] = native.canonical_bytes
 else:
     canonical_bytes = _canonical_bytes
@@ -130,9 +130,12 @@ def canonical_json(value: Any) -> str:
     return canonical_bytes(value).decode()
 
 
-def digest(name: str, body: bytes) -> int:
+def _digest(name: str, body: bytes) -> int:
     """xxh3-64 of ``name``, a NUL byte and an already canonical JSON ``body``, as an unsigned int."""
     return _xxh3(name.encode() + b"\x00" + body)
+
+
+digest: Callable[[str, bytes], int] = native.digest if native is not None else _digest
 
 
 def action_digest(name: str, args: Any) -> int:

@@ -18,6 +18,8 @@ import pyarrow.compute as pc
 from sdb.events.schema import COLUMNS, EVENT_SCHEMA, batch_from_columns
 from sdb.native import native as _native
 
+Vocabulary = tuple[set[str], set[str], set[str]]
+
 ROW_WIDTH: Final = len(COLUMNS) - 1
 _TS: Final = COLUMNS.index("ts")
 _PAYLOAD: Final = COLUMNS.index("payload")
@@ -39,9 +41,6 @@ _MAYBE_CONSTANT: Final = tuple(
         "tokens_out",
     )
 )
-_STRING_COLUMNS: Final = frozenset(
-    COLUMNS.index(c) for c in ("session_id", "step", "kind", "actor", "pattern", "name", "model", "prompt", "status")
-)
 
 
 def _value_type(i: int) -> Any:
@@ -51,6 +50,8 @@ def _value_type(i: int) -> Any:
 
 class EventQueue(Protocol):
     gate: bool
+    # the last batch's distinct session ids, prompts and models, when the queue knows them
+    vocabulary: Vocabulary | None
 
     def append(self, row: tuple[Any, ...]) -> None: ...
     def append_held(self, values: list[Any]) -> None: ...
@@ -63,8 +64,15 @@ class ListQueue:
     """One flat list: each event extends it by ROW_WIDTH values. ``list.extend`` of a tuple is atomic
     under the GIL, so no lock is taken per event, and a flush takes one slice per column."""
 
-    def __init__(self, flush_rows: int, wake: Callable[[], Any], gated: Callable[[tuple[Any, ...]], Any]) -> None:
+    def __init__(
+        self,
+        flush_rows: int,
+        wake: Callable[[], Any],
+        gated: Callable[[tuple[Any, ...]], Any],
+        counters: dict[str, Any] | None = None,
+    ) -> None:
         self.gate = False
+        self.vocabulary: Vocabulary | None = None  # the writer reads it off the batch
         self._items: list[Any] = []
         self._flush_items = flush_rows * ROW_WIDTH
         self._wake = wake
@@ -120,45 +128,28 @@ class ListQueue:
 if _native is not None:
 
     class NativeQueue(_native.EventBuffer):  # type: ignore[name-defined,misc]
-        """The events as C columns (``sdb/_native.c``); a batch is built from its buffers."""
+        """The events as C columns (``sdb/_native.c``), handed to pyarrow as one Arrow C array."""
+
+        vocabulary: Vocabulary | None = None
 
         def batch(self, run_id: str) -> tuple[int, pa.RecordBatch | None]:
-            n, raw = self.peek()
+            n, address, owner, self.vocabulary = self.export(run_id)
             if n == 0:
                 return 0, None
-            columns: list[Any] = [pa.repeat(run_id, n)]
-            for i, piece in enumerate(raw, start=1):
-                columns.append(_column(i, n, piece))
-            return n, batch_from_columns(columns)
+            try:
+                return n, pa.RecordBatch._import_from_c(address, EVENT_SCHEMA)
+            finally:
+                del owner  # frees the exported struct (its buffers now belong to the batch)
 
 
-def _column(i: int, n: int, piece: Any) -> pa.Array[Any]:
-    """One column of :meth:`NativeQueue.batch` from the buffers ``EventBuffer.peek`` gives."""
-    field_type = EVENT_SCHEMA.field(i).type
-    if i in _STRING_COLUMNS:
-        uniques, indices, validity = piece
-        if indices is None:  # one value throughout
-            return pa.repeat(pa.scalar(uniques[0], pa.string()), n)
-        codes = pa.Array.from_buffers(
-            pa.int32(), n, [None if validity is None else pa.py_buffer(validity), pa.py_buffer(indices)]
-        )
-        return pa.DictionaryArray.from_arrays(codes, pa.array(uniques, pa.string()))
-    if i == _PAYLOAD:
-        offsets, data = piece
-        raw = pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
-        return raw.view(pa.large_string())  # orjson's output: valid UTF-8, not validated twice
-    if isinstance(piece, tuple):  # nullable: (values, validity or None)
-        values, validity = piece
-        value_type = pa.float64() if field_type == pa.float64() else pa.int64()
-        return pa.Array.from_buffers(
-            value_type, n, [None if validity is None else pa.py_buffer(validity), pa.py_buffer(values)]
-        )
-    fixed_type = pa.uint64() if field_type == pa.uint64() else pa.int64()
-    return pa.Array.from_buffers(fixed_type, n, [None, pa.py_buffer(piece)])
-
-
-def new_queue(flush_rows: int, wake: Callable[[], Any], gated: Callable[[tuple[Any, ...]], Any]) -> EventQueue:
-    """The C queue when the extension is built, else the pure-Python one."""
+def new_queue(
+    flush_rows: int,
+    wake: Callable[[], Any],
+    gated: Callable[[tuple[Any, ...]], Any],
+    counters: dict[str, Any] | None = None,
+) -> EventQueue:
+    """The C queue when the extension is built, else the pure-Python one. ``counters`` (session id ->
+    seq counter) is the recorder's: the C queue hands them out itself."""
     if _native is not None:
-        return NativeQueue(flush_rows, wake, gated)
-    return ListQueue(flush_rows, wake, gated)
+        return NativeQueue(flush_rows, wake, gated, {} if counters is None else counters)
+    return ListQueue(flush_rows, wake, gated, counters)

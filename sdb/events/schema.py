@@ -59,7 +59,9 @@ def batch_from_columns(columns: Sequence[Sequence[Any]]) -> pa.RecordBatch:
     ``ts`` is given as integer microseconds since the epoch (UTC) or as datetimes.
     """
     arrays = [
-        col.cast(field.type) if isinstance(col, pa.Array) else pa.array(col, type=field.type)
+        (col if col.type == field.type else col.cast(field.type))
+        if isinstance(col, pa.Array)
+        else pa.array(col, type=field.type)
         for col, field in zip(columns, EVENT_SCHEMA, strict=True)
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=EVENT_SCHEMA)

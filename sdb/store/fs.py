@@ -180,12 +180,18 @@ class Location:
     def write_bytes(self, path: str, data: bytes) -> None:
         """Publish ``data`` at ``path`` atomically: a reader sees the old file or the new, never half."""
         if not self.remote:
+            # plain os calls: a writer thread re-takes the GIL after each, and every re-take can wait
+            # for the switch interval while the recording thread runs (open() makes several more)
             target = Path(path)
             tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, target)
             return
 
@@ -200,9 +206,9 @@ class Location:
         if not self.remote:
             target = Path(path)
             tmp = target.with_name(f".{target.name}.tmp")
-            pq.write_table(table, tmp, **options)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
+            with pa.OSFile(str(tmp), "wb") as file:  # a file, not a path: no filesystem lookups
+                pq.write_table(table, file, **options)
+                os.fsync(file.fileno())
             os.replace(tmp, target)
             return
         sink = pa.BufferOutputStream()  # encoded once, then one PUT per attempt

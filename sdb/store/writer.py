@@ -149,8 +149,16 @@ class RunWriter:
     def run_id(self) -> str:
         return self.manifest.run_id
 
-    def write(self, batch: pa.RecordBatch | pa.Table) -> str | None:
-        """Publish ``batch`` as the next part; returns its path (None for an empty batch)."""
+    def write(
+        self,
+        batch: pa.RecordBatch | pa.Table,
+        *,
+        vocabulary: tuple[set[str], set[str], set[str]] | None = None,
+    ) -> str | None:
+        """Publish ``batch`` as the next part; returns its path (None for an empty batch).
+
+        ``vocabulary``: the batch's distinct session ids, prompts and models, when the caller has them
+        already (the recorder's C queue does), else they are read off the batch."""
         if batch.num_rows == 0:
             return None
         table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
@@ -160,7 +168,7 @@ class RunWriter:
                 raise SdbError(f"run {self.run_id}: already closed, cannot write more events")
             path = f"{self.dir}/{self._prefix}{self._next_part:05d}.parquet"
             self.store.loc.write_parquet(table, path, compression=COMPRESSION, row_group_size=max(table.num_rows, 1))
-            self._note_vocabulary(table)
+            self._note_vocabulary(table, vocabulary)
             self._next_part += 1
             self.manifest.parts += 1
             self.manifest.events += table.num_rows
@@ -186,13 +194,20 @@ class RunWriter:
             self._write_manifest()
             return self.manifest
 
-    def _note_vocabulary(self, table: pa.Table) -> None:
+    def _note_vocabulary(self, table: pa.Table, known: tuple[set[str], set[str], set[str]] | None = None) -> None:
         """Keep the manifest's session count, prompt versions and models in step with the parts."""
-        self._sessions.update(str(s) for s in table.column("session_id").unique().to_pylist())
-        self._prompts.update(p for p in table.column("prompt").unique().to_pylist() if p)
+        if known is None:
+            known = (
+                {str(s) for s in table.column("session_id").unique().to_pylist()},
+                {p for p in table.column("prompt").unique().to_pylist() if p},
+                {m for m in table.column("model").unique().to_pylist() if m},
+            )
+        sessions, prompts, models = known
+        self._sessions.update(sessions)
+        self._prompts.update(p for p in prompts if p)
         self.manifest.prompts = sorted(self._prompts)
         if self.manifest.model is None or self._models:
-            self._models.update(m for m in table.column("model").unique().to_pylist() if m)
+            self._models.update(m for m in models if m)
             if self._models:
                 self.manifest.model = ",".join(sorted(self._models))
 
