@@ -394,8 +394,7 @@ static void capsule_free(PyObject *capsule) {
 
 /* How many of the first rows one part can take: every string column of an Arrow batch holds under
  * 2 GiB (the rest waits for the next part). */
-static Py_ssize_t rows_that_fit(EventBuffer *b, Py_ssize_t run_id_len) {
-    int64_t budget = INT32_MAX;
+static Py_ssize_t rows_that_fit(EventBuffer *b, Py_ssize_t run_id_len, int64_t budget) {
     for (Py_ssize_t i = 0; i < b->n; i++) {
         int64_t row = (b->poff[i + 1] - b->poff[i]) + run_id_len;
         for (int k = 0; k < NOBJ; k++) {
@@ -425,11 +424,18 @@ static PyObject *distinct(PyObject **col, Py_ssize_t n) {
  * columns, run_id first) at address, for pyarrow.RecordBatch._import_from_c(address, EVENT_SCHEMA).
  * The capsule owns the struct: keep it until the import is done. The sets are the part's distinct
  * session ids, prompts and models, for the manifest. Nothing is removed (see drop). */
-static PyObject *EventBuffer_export(EventBuffer *b, PyObject *run_id) {
+static PyObject *EventBuffer_export(EventBuffer *b, PyObject *const *args, Py_ssize_t nargs) {
     Py_ssize_t rid_len;
-    const char *rid = PyUnicode_AsUTF8AndSize(run_id, &rid_len);
+    long long budget = INT32_MAX;
+    if (nargs < 1 || nargs > 2 || !PyUnicode_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "export(run_id: str, text_limit: int = 2**31 - 1)");
+        return NULL;
+    }
+    if (nargs == 2 && ((budget = PyLong_AsLongLong(args[1])) == -1 && PyErr_Occurred())) return NULL;
+    if (budget > INT32_MAX) budget = INT32_MAX;
+    const char *rid = PyUnicode_AsUTF8AndSize(args[0], &rid_len);
     if (!rid) return NULL;
-    Py_ssize_t n = rows_that_fit(b, rid_len);
+    Py_ssize_t n = rows_that_fit(b, rid_len, budget);
     if (n < 0) return NULL;
     if (n == 0) return Py_BuildValue("(nOOO)", (Py_ssize_t)0, Py_None, Py_None, Py_None);
     struct ArrowArray **children = calloc(NCOLS + 1, sizeof *children);
@@ -572,7 +578,7 @@ static void EventBuffer_dealloc(EventBuffer *b) {
 static PyMethodDef EventBuffer_methods[] = {
     {"append", (PyCFunction)EventBuffer_append, METH_O, "Queue one row (a tuple of the columns after run_id)."},
     {"append_held", (PyCFunction)EventBuffer_append_held, METH_O, "Queue the flattened rows of a unit() block at once."},
-    {"export", (PyCFunction)EventBuffer_export, METH_O, "The first rows as an Arrow C array: (rows, address, capsule)."},
+    {"export", (PyCFunction)(void (*)(void))EventBuffer_export, METH_FASTCALL, "The first rows as an Arrow C array: (rows, address, capsule)."},
     {"drop", (PyCFunction)EventBuffer_drop, METH_O, "Remove the first n rows."},
     {"counter", (PyCFunction)EventBuffer_counter, METH_O, "The seq counter of a session (made on first use)."},
     {NULL}};

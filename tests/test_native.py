@@ -188,3 +188,23 @@ def test_recording_leaves_every_reference_count_as_it_found_it(tmp_path: Path) -
     del session, rec
     gc.collect()  # the recorder and its queue refer to each other
     assert [sys.getrefcount(o) for o in watched] == before
+
+
+def test_a_flush_over_the_text_limit_of_a_part_writes_several_parts_and_loses_nothing(tmp_path: Path) -> None:
+    """An Arrow string column holds under 2 GiB: a flush with more text than that cuts the queue into
+    parts that fit. Shown with a limit of 2 kB instead of 2 GiB."""
+    from sdb.events.queue import NativeQueue
+
+    original = NativeQueue.text_limit
+    NativeQueue.text_limit = 2_000
+    try:
+        with Recorder(store=tmp_path, run_id="cut", handle_signals=False, flush_interval=60) as rec:
+            s = rec.session("s")
+            for i in range(40):
+                s.state("note", {"text": "x" * 200, "i": i})
+    finally:
+        NativeQueue.text_limit = original
+    parts = sorted((tmp_path / "runs" / "cut").glob("*.parquet"))
+    assert len(parts) >= 4
+    seqs = pa.concat_tables([pq.read_table(p) for p in parts]).column("seq").to_pylist()
+    assert seqs == list(range(40))

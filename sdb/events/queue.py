@@ -132,8 +132,10 @@ if _native is not None:
 
         vocabulary: Vocabulary | None = None
 
+        text_limit = 2**31 - 1  # bytes of text in one part: an Arrow string column's limit
+
         def batch(self, run_id: str) -> tuple[int, pa.RecordBatch | None]:
-            n, address, owner, self.vocabulary = self.export(run_id)
+            n, address, owner, self.vocabulary = self.export(run_id, self.text_limit)
             if n == 0:
                 return 0, None
             try:
