@@ -5,7 +5,10 @@ full request and response, action, gate, effect, state) for real Telco customers
 columns. Timed from the first event to the moment the file is closed on disk (the recorder's close
 flushes and publishes every part). Prints events/s, bytes on disk, and the ratios.
 
-    python -m benchmarks.recorder_throughput [--events N]
+Each side runs ``--repeats`` times (default 3), alternating; the medians are printed. Whether the
+recorder ran its C path (``sdb/_native.c``) or pure Python (``SDB_NATIVE=0``) is printed too.
+
+    python -m benchmarks.recorder_throughput [--events N] [--repeats R]
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import time
 import uuid
@@ -22,6 +26,7 @@ from benchmarks.machine import describe
 from benchmarks.workload import EVENTS_PER_SESSION, PROMPT, Episode, episodes
 from fixtures.sample_run import MODEL
 from recorders.sdk import Recorder
+from sdb.native import NATIVE
 
 
 def record_ours(eps: list[Episode], store: Path) -> float:
@@ -80,16 +85,21 @@ def record_jsonl(eps: list[Episode], path: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=3)
     opts = parser.parse_args()
     eps = episodes(opts.events)
     n = len(eps) * EVENTS_PER_SESSION
-    with tempfile.TemporaryDirectory() as tmp:
-        ours_s = record_ours(eps, Path(tmp) / "store")
-        ours_bytes = sum(p.stat().st_size for p in (Path(tmp) / "store" / "runs" / "bench").glob("*.parquet"))
-        peer_s = record_jsonl(eps, Path(tmp) / "events.jsonl")
-        peer_bytes = (Path(tmp) / "events.jsonl").stat().st_size
+    ours, peer = [], []
+    for _ in range(opts.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            ours.append(record_ours(eps, Path(tmp) / "store"))
+            ours_bytes = sum(p.stat().st_size for p in (Path(tmp) / "store" / "runs" / "bench").glob("*.parquet"))
+            peer.append(record_jsonl(eps, Path(tmp) / "events.jsonl"))
+            peer_bytes = (Path(tmp) / "events.jsonl").stat().st_size
+    ours_s, peer_s = statistics.median(ours), statistics.median(peer)
     print(describe())
-    print(f"events: {n:,} ({len(eps):,} sessions x {EVENTS_PER_SESSION})")
+    print(f"recorder path: {'C extension (sdb/_native.c)' if NATIVE else 'pure Python'}")
+    print(f"events: {n:,} ({len(eps):,} sessions x {EVENTS_PER_SESSION}), median of {opts.repeats}")
     print(f"sdbctl recorder -> Parquet: {n / ours_s:>12,.0f} events/s  {ours_bytes / 1e6:8.1f} MB")
     print(f"stdlib json -> JSONL:       {n / peer_s:>12,.0f} events/s  {peer_bytes / 1e6:8.1f} MB")
     print(f"speed ratio (ours / JSONL): {peer_s / ours_s:6.2f}x")
