@@ -51,7 +51,7 @@ typedef struct {
     Py_ssize_t flush_rows;
     PyObject *wake;  /* called when n reaches flush_rows */
     PyObject *gated; /* called with the row tuple instead of appending while gate is set */
-    int gate;
+    char gate; /* T_BOOL writes one char */
     PyObject *counters; /* session id -> Counter: the recorder's dict */
 } EventBuffer;
 
@@ -126,7 +126,7 @@ static void push(EventBuffer *b, Row *r) { /* capacity already ensured */
 /* Wake the writer once, when the queue reaches flush_rows (not at every event after: Event.set()
  * costs more than recording an event); the writer itself goes on while the queue stays that long. */
 static int maybe_wake(EventBuffer *b, Py_ssize_t before) {
-    if (before < b->flush_rows && b->n >= b->flush_rows && b->wake != Py_None) {
+    if (before < b->flush_rows && b->n >= b->flush_rows && b->wake && b->wake != Py_None) {
         PyObject *r = PyObject_CallNoArgs(b->wake);
         if (!r) return -1;
         Py_DECREF(r);
@@ -151,7 +151,7 @@ static int parse_row(PyObject *t, Row *r) {
     }
     for (int k = 0; k < NOBJ; k++) {
         PyObject *o = PyTuple_GET_ITEM(t, OBJ_COLS[k]);
-        if (!(PyUnicode_Check(o) || (OBJ_NULLABLE[k] && o == Py_None))) {
+        if (!(PyUnicode_CheckExact(o) || (OBJ_NULLABLE[k] && o == Py_None))) {
             PyErr_Format(PyExc_TypeError, "event column %d must be a string, not %.100s", OBJ_COLS[k],
                          Py_TYPE(o)->tp_name);
             return -1;
@@ -189,6 +189,7 @@ static int parse_row(PyObject *t, Row *r) {
 }
 
 static PyObject *EventBuffer_append(EventBuffer *b, PyObject *row) {
+    if (!b->gated) { PyErr_SetString(PyExc_RuntimeError, "EventBuffer used before __init__"); return NULL; }
     if (b->gate) return PyObject_CallOneArg(b->gated, row);
     Row r;
     if (parse_row(row, &r) < 0 || grow(b, 1, r.plen[0]) < 0) return NULL;
@@ -204,23 +205,30 @@ static PyObject *EventBuffer_append_held(EventBuffer *b, PyObject *flat) {
         PyErr_SetString(PyExc_TypeError, "held rows are a flat list of whole rows");
         return NULL;
     }
-    Py_ssize_t rows = PyList_GET_SIZE(flat) / NCOLS, bytes = 0;
+    /* one tuple per row, each holding its values: checking a row may run Python code (a __float__),
+     * which could change the list; what was checked stays alive until it is pushed */
+    Py_ssize_t rows = PyList_GET_SIZE(flat) / NCOLS, bytes = 0, made = 0;
     Row *parsed = PyMem_Malloc((rows ? rows : 1) * sizeof(Row));
-    if (!parsed) return PyErr_NoMemory();
-    PyObject *t = NULL;
-    for (Py_ssize_t i = 0; i < rows; i++) {
-        t = PyList_GetSlice(flat, i * NCOLS, (i + 1) * NCOLS);
-        PyObject *tup = t ? PyList_AsTuple(t) : NULL;
-        Py_XDECREF(t);
-        if (!tup || parse_row(tup, &parsed[i]) < 0) { Py_XDECREF(tup); PyMem_Free(parsed); return NULL; }
-        Py_DECREF(tup); /* the list still holds every item */
-        bytes += parsed[i].plen[0];
+    PyObject **held = PyMem_Malloc((rows ? rows : 1) * sizeof(PyObject *));
+    PyObject *all = PyList_AsTuple(flat);
+    int failed = !parsed || !held || !all;
+    if (!parsed || !held) PyErr_NoMemory();
+    for (Py_ssize_t i = 0; !failed && i < rows; i++) {
+        held[made] = PyTuple_GetSlice(all, i * NCOLS, (i + 1) * NCOLS);
+        if (!held[made]) { failed = 1; break; }
+        made++;
+        if (parse_row(held[i], &parsed[i]) < 0) failed = 1;
+        else bytes += parsed[i].plen[0];
     }
-    if (grow(b, rows, bytes) < 0) { PyMem_Free(parsed); return NULL; }
     Py_ssize_t before = b->n;
-    for (Py_ssize_t i = 0; i < rows; i++) push(b, &parsed[i]);
+    if (!failed && grow(b, rows, bytes) == 0) {
+        for (Py_ssize_t i = 0; i < rows; i++) push(b, &parsed[i]);
+    } else failed = 1;
+    for (Py_ssize_t i = 0; i < made; i++) Py_DECREF(held[i]);
+    Py_XDECREF(all);
+    PyMem_Free(held);
     PyMem_Free(parsed);
-    if (maybe_wake(b, before) < 0) return NULL;
+    if (failed || maybe_wake(b, before) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -403,21 +411,27 @@ static Py_ssize_t rows_that_fit(EventBuffer *b, Py_ssize_t run_id_len, int64_t b
             row += len;
         }
         budget -= row;
-        if (budget < 0) return i ? i : 1;
+        if (budget < 0 && i == 0) {
+            PyErr_Format(PyExc_ValueError, "an event of %lld bytes of text: over the 2 GiB an Arrow string column holds",
+                         (long long)row);
+            return -1;
+        }
+        if (budget < 0) return i;
     }
     return b->n;
 }
 
-/* The distinct values of an object column's first n rows, None left out. */
-static PyObject *distinct(PyObject **col, Py_ssize_t n) {
-    PyObject *out = PySet_New(NULL), *prev = NULL;
-    if (!out) return NULL;
+/* Add the distinct values of an object column's first n rows to out, None left out. The column's
+ * strings are exact str (parse_row and the fast paths see to it): hashing them runs no Python code,
+ * so the column cannot move while this reads it. */
+static int distinct(PyObject *out, PyObject **col, Py_ssize_t n) {
+    PyObject *prev = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (col[i] == prev || col[i] == Py_None) continue;
         prev = col[i];
-        if (PySet_Add(out, prev) < 0) { Py_DECREF(out); return NULL; }
+        if (PySet_Add(out, prev) < 0) return -1;
     }
-    return out;
+    return 0;
 }
 
 /* export(run_id) -> (rows, address, capsule, (sessions, prompts, models)): the first rows as an ArrowArray (a struct of the event
@@ -435,11 +449,15 @@ static PyObject *EventBuffer_export(EventBuffer *b, PyObject *const *args, Py_ss
     if (budget > INT32_MAX) budget = INT32_MAX;
     const char *rid = PyUnicode_AsUTF8AndSize(args[0], &rid_len);
     if (!rid) return NULL;
+    if (b->n == 0) return Py_BuildValue("(nOOO)", (Py_ssize_t)0, Py_None, Py_None, Py_None);
+    /* every Python object this needs is made first: making one may start a garbage collection,
+     * whose finalisers may record events and so move the columns read below */
+    PyObject *sessions = PySet_New(NULL), *prompts = PySet_New(NULL), *models = PySet_New(NULL);
+    if (!sessions || !prompts || !models) { Py_XDECREF(sessions); Py_XDECREF(prompts); Py_XDECREF(models); return NULL; }
     Py_ssize_t n = rows_that_fit(b, rid_len, budget);
-    if (n < 0) return NULL;
-    if (n == 0) return Py_BuildValue("(nOOO)", (Py_ssize_t)0, Py_None, Py_None, Py_None);
+    if (n <= 0) { Py_DECREF(sessions); Py_DECREF(prompts); Py_DECREF(models); return NULL; }
     struct ArrowArray **children = calloc(NCOLS + 1, sizeof *children);
-    if (!children) return PyErr_NoMemory();
+    if (!children) { Py_DECREF(sessions); Py_DECREF(prompts); Py_DECREF(models); return PyErr_NoMemory(); }
     int ok = 1;
     /* run_id: one value, repeated */
     int32_t *roff = malloc((n + 1) * sizeof(int32_t));
@@ -483,16 +501,19 @@ static PyObject *EventBuffer_export(EventBuffer *b, PyObject *const *args, Py_ss
         for (int k = 0; k <= NCOLS; k++)
             if (children[k]) { children[k]->release(children[k]); free(children[k]); }
         free(children);
+        Py_DECREF(sessions); Py_DECREF(prompts); Py_DECREF(models);
         if (!PyErr_Occurred()) PyErr_NoMemory();
         return NULL;
     }
     top->n_children = NCOLS + 1;
     top->children = children;
     PyObject *capsule = PyCapsule_New(top, "sdb.arrow_array", capsule_free);
-    if (!capsule) { top->release(top); free(top); return NULL; }
-    PyObject *vocabulary = Py_BuildValue("(NNN)", distinct(b->obj[0], n), distinct(b->obj[7], n), distinct(b->obj[6], n));
-    if (!vocabulary) { Py_DECREF(capsule); return NULL; }
-    return Py_BuildValue("(nKNN)", n, (unsigned long long)(uintptr_t)top, capsule, vocabulary);
+    if (!capsule) { top->release(top); free(top); Py_DECREF(sessions); Py_DECREF(prompts); Py_DECREF(models); return NULL; }
+    if (distinct(sessions, b->obj[0], n) < 0 || distinct(prompts, b->obj[7], n) < 0 || distinct(models, b->obj[6], n) < 0) {
+        Py_DECREF(capsule); Py_DECREF(sessions); Py_DECREF(prompts); Py_DECREF(models);
+        return NULL;
+    }
+    return Py_BuildValue("(nKN(NNN))", n, (unsigned long long)(uintptr_t)top, capsule, sessions, prompts, models);
 }
 
 /* Remove the first n rows (published by the caller); rows queued since stay. */
@@ -501,8 +522,12 @@ static PyObject *EventBuffer_drop(EventBuffer *b, PyObject *arg) {
     if (n == -1 && PyErr_Occurred()) return NULL;
     if (n < 0 || n > b->n) { PyErr_SetString(PyExc_ValueError, "drop: more rows than queued"); return NULL; }
     Py_ssize_t rest = b->n - n;
+    /* the queue is made whole first and the dropped values released last: releasing one may run
+     * Python code (a finaliser, another thread) that queues more events */
+    PyObject **dropped = PyMem_Malloc(n ? n * NOBJ * sizeof(PyObject *) : 1);
+    if (!dropped) return PyErr_NoMemory();
     for (int k = 0; k < NOBJ; k++) {
-        for (Py_ssize_t i = 0; i < n; i++) Py_DECREF(b->obj[k][i]);
+        memcpy(dropped + k * n, b->obj[k], n * sizeof(PyObject *));
         memmove(b->obj[k], b->obj[k] + n, rest * sizeof(PyObject *));
     }
 #define SHIFT(field) memmove(b->field, b->field + n, rest * sizeof(*b->field))
@@ -515,6 +540,8 @@ static PyObject *EventBuffer_drop(EventBuffer *b, PyObject *arg) {
         for (Py_ssize_t i = 0; i <= rest; i++) b->poff[i] = b->poff[n + i] - base;
     }
     b->n = rest;
+    for (Py_ssize_t i = 0; i < n * NOBJ; i++) Py_DECREF(dropped[i]);
+    PyMem_Free(dropped);
     Py_RETURN_NONE;
 }
 
@@ -525,6 +552,8 @@ static PyTypeObject CounterType;
 /* The seq counter of a session, made on first use: one dict lookup, atomic under the GIL (nothing in
  * it runs Python code), so two threads opening one session get one counter. */
 static PyObject *EventBuffer_counter(EventBuffer *b, PyObject *session_id) {
+    if (!b->counters) { PyErr_SetString(PyExc_RuntimeError, "EventBuffer used before __init__"); return NULL; }
+    if (!PyUnicode_CheckExact(session_id)) { PyErr_SetString(PyExc_TypeError, "a session id is a str"); return NULL; }
     PyObject *c = PyDict_GetItemWithError(b->counters, session_id);
     if (c) return Py_NewRef(c);
     if (PyErr_Occurred()) return NULL;
@@ -645,6 +674,12 @@ typedef struct {
 
 static PyObject *g_time_ns, *s_queue, *s_clock;
 
+static int SessionCore_traverse(SessionCore *s, visitproc visit, void *arg) {
+    Py_VISIT(s->buffer); Py_VISIT(s->recorder); Py_VISIT(s->session_id); Py_VISIT(s->actor); Py_VISIT(s->pattern);
+    Py_VISIT(s->next_seq); Py_VISIT(s->clock);
+    return 0;
+}
+
 static int SessionCore_clear(SessionCore *s) {
     Py_CLEAR(s->buffer); Py_CLEAR(s->recorder); Py_CLEAR(s->session_id); Py_CLEAR(s->actor); Py_CLEAR(s->pattern);
     Py_CLEAR(s->next_seq); Py_CLEAR(s->clock);
@@ -652,6 +687,7 @@ static int SessionCore_clear(SessionCore *s) {
 }
 
 static void SessionCore_dealloc(SessionCore *s) {
+    PyObject_GC_UnTrack(s);
     SessionCore_clear(s);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
@@ -662,6 +698,10 @@ static int SessionCore_init(SessionCore *s, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"recorder", "session_id", "actor", "pattern", NULL};
     PyObject *recorder, *session_id, *actor, *pattern;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OUUU", kwlist, &recorder, &session_id, &actor, &pattern)) return -1;
+    if (!PyUnicode_CheckExact(session_id) || !PyUnicode_CheckExact(actor) || !PyUnicode_CheckExact(pattern)) {
+        PyErr_SetString(PyExc_TypeError, "session id, actor and pattern must be str (not a subclass)");
+        return -1;
+    }
     PyObject *queue = PyObject_GetAttr(recorder, s_queue);
     if (!queue) return -1;
     if (!PyObject_TypeCheck(queue, &EventBufferType)) {
@@ -964,10 +1004,25 @@ static PyObject *emit(SessionCore *s, Event *e) {
 }
 
 /* The checks every fast path shares (Session._put's): else the Python method raises the error. */
+static int encodable(PyObject *text) { /* None, or a str with a UTF-8 form (no lone surrogate) */
+    if (!text || text == Py_None) return 1;
+    if (PyUnicode_AsUTF8AndSize(text, NULL)) return 1;
+    PyErr_Clear();
+    return 0;
+}
+
 static int common_ok(Event *e) {
-    return PyUnicode_CheckExact(e->name) && IS_STR_OR_NONE(e->step) &&
-           (!e->parent || e->parent == Py_None || PyLong_CheckExact(e->parent)) && IS_STR_OR_NONE(e->actor) &&
-           IS_STR_OR_NONE(e->pattern);
+    if (!(PyUnicode_CheckExact(e->name) && IS_STR_OR_NONE(e->step) &&
+          (!e->parent || e->parent == Py_None || PyLong_CheckExact(e->parent)) && IS_STR_OR_NONE(e->actor) &&
+          IS_STR_OR_NONE(e->pattern)))
+        return 0;
+    if (e->parent && e->parent != Py_None) {
+        int overflow;
+        PyLong_AsLongLongAndOverflow(e->parent, &overflow);
+        if (overflow) return 0;
+    }
+    return encodable(e->name) && encodable(e->step) && encodable(e->actor) && encodable(e->pattern) &&
+           encodable(e->model) && encodable(e->prompt);
 }
 
 static int is_ok(PyObject *status) {
@@ -1043,8 +1098,10 @@ static PyObject *SessionCore_gate(SessionCore *s, PyObject *const *args, size_t 
     if (decision == Py_True) status = s_ok;
     else if (PyUnicode_Check(decision)) {
         if (!PyUnicode_CheckExact(decision)) return GENERAL(K_GATE);
-        const char *text = PyUnicode_AsUTF8(decision);
+        Py_ssize_t size;
+        const char *text = PyUnicode_AsUTF8AndSize(decision, &size);
         if (!text) { PyErr_Clear(); return GENERAL(K_GATE); }
+        if ((size_t)size != strlen(text)) return GENERAL(K_GATE); /* a NUL inside: Python decides */
         int known = 0;
         for (size_t i = 0; i < sizeof(ALLOW) / sizeof(*ALLOW); i++) known |= strcmp(text, ALLOW[i]) == 0;
         if (known) status = s_ok;
@@ -1096,10 +1153,16 @@ static PyObject *SessionCore_action(SessionCore *s, PyObject *const *args, size_
 }
 
 /* recording._usage: a token count from a usage dict, as isinstance(value, int) accepts it */
+static int fits_int64(PyObject *v) {
+    int overflow;
+    PyLong_AsLongLongAndOverflow(v, &overflow);
+    return !overflow;
+}
+
 static PyObject *usage_count(PyObject *usage, const char *first, const char *second) {
     PyObject *v = PyDict_GetItemString(usage, first);
     if (!v) v = PyDict_GetItemString(usage, second);
-    return v && PyLong_Check(v) ? v : Py_None;
+    return v && PyLong_Check(v) && fits_int64(v) ? v : Py_None; /* recording._usage: an int64, else None */
 }
 
 static PyObject *SessionCore_llm(SessionCore *s, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
@@ -1113,9 +1176,10 @@ static PyObject *SessionCore_llm(SessionCore *s, PyObject *const *args, size_t n
     if (!request || !response || !model || !PyUnicode_CheckExact(model) || (argv[13] && argv[13] != Py_None) ||
         (argv[14] && argv[14] != Py_False) || !IS_STR_OR_NONE(label))
         return GENERAL(K_LLM); /* replay, content_missing, a missing or odd argument: Python decides */
-    if (latency && latency != Py_None && !PyFloat_CheckExact(latency) && !PyLong_CheckExact(latency))
-        return GENERAL(K_LLM);
-    if ((tin && tin != Py_None && !PyLong_CheckExact(tin)) || (tout && tout != Py_None && !PyLong_CheckExact(tout)))
+    if (latency && latency != Py_None && !PyFloat_CheckExact(latency))
+        return GENERAL(K_LLM); /* an int (or anything else): Python converts or refuses it */
+    if ((tin && tin != Py_None && !(PyLong_CheckExact(tin) && fits_int64(tin))) ||
+        (tout && tout != Py_None && !(PyLong_CheckExact(tout) && fits_int64(tout))))
         return GENERAL(K_LLM);
     Py_ssize_t at = -1;
     if (prompt && prompt != Py_None) {
@@ -1123,15 +1187,10 @@ static PyObject *SessionCore_llm(SessionCore *s, PyObject *const *args, size_t n
         at = PyUnicode_FindChar(prompt, '@', 0, PyUnicode_GET_LENGTH(prompt), 1);
         if (at < 0) return GENERAL(K_LLM); /* not NAME@VERSION: the Python method says so */
     }
-    if (!tin || tin == Py_None || !tout || tout == Py_None) {
-        if (!PyDict_CheckExact(response)) return GENERAL(K_LLM);
-        PyObject *usage = PyDict_GetItemString(response, "usage");
-        if (usage && !PyDict_CheckExact(usage)) return GENERAL(K_LLM);
-        if (!tin || tin == Py_None) tin = usage ? usage_count(usage, "prompt_tokens", "input_tokens") : Py_None;
-        if (!tout || tout == Py_None) tout = usage ? usage_count(usage, "completion_tokens", "output_tokens") : Py_None;
-    }
+    int need_usage = !tin || tin == Py_None || !tout || tout == Py_None;
+    if (need_usage && !PyDict_CheckExact(response)) return GENERAL(K_LLM);
     Event e = {.kind = K_LLM, .step = argv[4], .parent = argv[10], .actor = argv[11], .pattern = argv[12],
-               .status = s_ok, .model = model, .prompt = prompt, .latency = latency, .tin = tin, .tout = tout};
+               .status = s_ok, .model = model, .prompt = prompt, .latency = latency};
     PyObject *name_obj;
     if (label && label != Py_None && PyUnicode_GET_LENGTH(label) > 0) name_obj = Py_NewRef(label);
     else if (at >= 0) name_obj = PyUnicode_Substring(prompt, 0, at);
@@ -1144,11 +1203,18 @@ static PyObject *SessionCore_llm(SessionCore *s, PyObject *const *args, size_t n
         vars = canonical(variables);
         if (!vars) Py_CLEAR(resp);
     }
-    if (!resp) {
-        Py_XDECREF(req); Py_DECREF(name_obj);
+    /* token counts default to the response's usage block, read after the payloads are written (as
+     * Session._llm_py does: writing them may run Python code) and held while the event is queued */
+    PyObject *usage = need_usage && resp ? PyDict_GetItemString(response, "usage") : NULL;
+    if (!resp || (usage && !PyDict_CheckExact(usage)) || (need_usage && !PyDict_CheckExact(response))) {
+        Py_XDECREF(req); Py_XDECREF(resp); Py_XDECREF(vars); Py_DECREF(name_obj);
         PyErr_Clear();
         return GENERAL(K_LLM);
     }
+    if (!tin || tin == Py_None) tin = usage ? usage_count(usage, "prompt_tokens", "input_tokens") : Py_None;
+    if (!tout || tout == Py_None) tout = usage ? usage_count(usage, "completion_tokens", "output_tokens") : Py_None;
+    e.tin = Py_NewRef(tin);
+    e.tout = Py_NewRef(tout);
     e.digest_body = PyBytes_AS_STRING(req); e.digest_len = PyBytes_GET_SIZE(req);
     piece(&e, "{\"request\":", 11);
     piece_bytes(&e, req);
@@ -1160,7 +1226,7 @@ static PyObject *SessionCore_llm(SessionCore *s, PyObject *const *args, size_t n
     }
     piece(&e, "}", 1);
     PyObject *seq = emit(s, &e);
-    Py_DECREF(req); Py_DECREF(resp); Py_XDECREF(vars); Py_DECREF(name_obj);
+    Py_DECREF(req); Py_DECREF(resp); Py_XDECREF(vars); Py_DECREF(name_obj); Py_DECREF(e.tin); Py_DECREF(e.tout);
     return seq;
 }
 
@@ -1184,9 +1250,11 @@ static PyMemberDef SessionCore_members[] = {
 static PyTypeObject SessionCoreType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sdb._native.SessionCore",
     .tp_basicsize = sizeof(SessionCore),
-    /* not tracked by the garbage collector: one is made per episode, and it only refers to its
-     * recorder, queue, counter, clock and strings, none of which refers back to a session */
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    /* with the collector: its Python subclass Session is tracked anyway (every heap type's instances
+     * are), and a clock or recorder that refers back to a session must not make a cycle it cannot see */
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)SessionCore_traverse,
+    .tp_clear = (inquiry)SessionCore_clear,
     .tp_doc = "A session's recording methods in C, over an EventBuffer.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)SessionCore_init,

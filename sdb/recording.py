@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import datetime as dt
 import itertools
+import operator
 import os
 import secrets
 import signal
@@ -39,6 +40,8 @@ from sdb.store.writer import RunWriter
 _xxh3 = xxhash.xxh3_64_intdigest
 _dumps = orjson.dumps
 _STATUSES: Final = frozenset(STATUSES)
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
 _ALLOW: Final = frozenset({"allow", "allowed", "approve", "approved", "pass", "passed", "ok", "accept"})
 _MANIFEST_KEYS: Final = ("source_run", "model", "prompts", "mode", "agent", "git_commit", "repeat")
 _SignalHandler = Callable[[int, types.FrameType | None], Any] | int | None
@@ -87,9 +90,37 @@ def _field_types(name: Any, step: Any, parent: Any, actor: Any, pattern: Any) ->
             return f"{label} must be {want}, not {type(value).__name__}"
         if label == "parent" and value is not None and type(value) is not int:
             return f"{label} must be {want}, not {type(value).__name__}"
+        if label == "parent" and value is not None and not _INT64_MIN <= value <= _INT64_MAX:
+            return f"parent {value} is out of the range of a seq"
         if label not in ("name", "parent") and value is not None and type(value) is not str:
             return f"{label} must be {want}, not {type(value).__name__}"
+        if label != "parent" and not _utf8(value):
+            return f"{label} {value!r} cannot be written as UTF-8 (a lone surrogate)"
     return "an event field has the wrong type"
+
+
+def _utf8(*texts: str | None) -> bool:
+    """True when every text can be written as UTF-8 (none holds a lone surrogate). ASCII, the common
+    case, is known without encoding."""
+    for text in texts:
+        if text is not None and not text.isascii():
+            try:
+                text.encode()
+            except UnicodeEncodeError:
+                return False
+    return True
+
+
+def _int_clock(clock: Callable[[], Any]) -> Callable[[], int]:
+    def now() -> int:
+        return operator.index(clock())
+
+    return now
+
+
+def _int64(value: Any) -> int | None:
+    """An int that fits the int64 columns (tokens), else None."""
+    return value if isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX else None
 
 
 def _usage(response: Any) -> tuple[int | None, int | None]:
@@ -101,7 +132,7 @@ def _usage(response: Any) -> tuple[int | None, int | None]:
         return None, None
     tin = usage.get("prompt_tokens", usage.get("input_tokens"))
     tout = usage.get("completion_tokens", usage.get("output_tokens"))
-    return (tin if isinstance(tin, int) else None, tout if isinstance(tout, int) else None)
+    return _int64(tin), _int64(tout)
 
 
 def _gate_status(decision: Any) -> str:
@@ -177,9 +208,10 @@ class Session(_SessionCore):
         if not (
             type(name) is str
             and (step is None or type(step) is str)
-            and (parent is None or type(parent) is int)
+            and (parent is None or (type(parent) is int and _INT64_MIN <= parent <= _INT64_MAX))
             and (actor is None or type(actor) is str)
             and (pattern is None or type(pattern) is str)
+            and _utf8(name, step, actor, pattern)
         ):
             raise PayloadError(_field_types(name, step, parent, actor, pattern))
         seq = self._next_seq()
@@ -247,11 +279,23 @@ class Session(_SessionCore):
         prompt under another version. Token counts default to the response's ``usage`` block. The
         digest is of the request: two runs asked the same question when their llm digests agree.
         """
-        for label, value in (("latency_ms", latency_ms), ("tokens_in", tokens_in), ("tokens_out", tokens_out)):
-            if value is not None and (type(value) is bool or not isinstance(value, int | float)):
-                raise PayloadError(f"{label} must be a number, not {type(value).__name__}")
+        if latency_ms is not None:
+            if type(latency_ms) is bool or not isinstance(latency_ms, int | float):
+                raise PayloadError(f"latency_ms must be a number, not {type(latency_ms).__name__}")
+            try:
+                latency_ms = float(latency_ms)
+            except OverflowError:
+                raise PayloadError(f"latency_ms {latency_ms} is too large") from None
+        for label, value in (("tokens_in", tokens_in), ("tokens_out", tokens_out)):
+            if value is not None and (type(value) is bool or not isinstance(value, int)):
+                raise PayloadError(f"{label} must be an integer, not {type(value).__name__}")
+            if value is not None and _int64(value) is None:
+                raise PayloadError(f"{label} {value} is out of range")
         if not isinstance(model, str) or (prompt is not None and not isinstance(prompt, str)):
             raise PayloadError("model must be a string (and prompt, when given)")
+        model, prompt = str(model), None if prompt is None else str(prompt)  # a str subclass: plain str
+        if not _utf8(model, prompt):
+            raise PayloadError("model and prompt must be UTF-8 text (no lone surrogate)")
         if prompt is not None and "@" not in prompt:
             raise PayloadError(f"prompt {prompt!r} must be NAME@VERSION, e.g. offer@v3")
         req = canonical_bytes(request)
@@ -307,9 +351,10 @@ class Session(_SessionCore):
         if not (
             type(name) is str
             and (step is None or type(step) is str)
-            and (parent is None or type(parent) is int)
+            and (parent is None or (type(parent) is int and _INT64_MIN <= parent <= _INT64_MAX))
             and (actor is None or type(actor) is str)
             and (pattern is None or type(pattern) is str)
+            and _utf8(name, step, actor, pattern)
         ):
             raise PayloadError(_field_types(name, step, parent, actor, pattern))
         body = canonical_bytes(args)
@@ -470,7 +515,9 @@ class Recorder:
         self.run_id = check_run_id(run_id) if run_id else new_run_id()
         self.actor = actor
         self.pattern = pattern
-        self.clock = clock  # ns since the epoch of each event; importers give the source's own times
+        # ns since the epoch of each event; importers give the source's own times, as any integer type
+        # (numpy's too), taken as an int so that both recorder paths accept the same clocks
+        self.clock = clock if clock is time.time_ns else _int_clock(clock)
         self.flush_events = flush_events
         self.flush_interval = flush_interval
         if shard is not None:  # one worker of a distributed run: parts only, the driver owns the manifest
@@ -513,7 +560,14 @@ class Recorder:
         """The session ``session_id`` of this run; asking again continues its ``seq``."""
         if self._closed:
             raise SdbError(f"run {self.run_id}: recorder is closed")
-        return Session(self, str(session_id), actor or self.actor, self.pattern if pattern is None else pattern)
+        actor = actor or self.actor
+        pattern = self.pattern if pattern is None else pattern
+        if not isinstance(actor, str) or not isinstance(pattern, str):
+            raise PayloadError("actor and pattern must be strings")
+        sid = str(session_id)
+        if not _utf8(sid, actor, pattern):
+            raise PayloadError("session id, actor and pattern must be UTF-8 text (no lone surrogate)")
+        return Session(self, sid, str(actor), str(pattern))
 
     def _counter(self, session_id: str) -> Callable[[], int]:
         if _native is not None:  # the C queue hands them out, atomically

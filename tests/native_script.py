@@ -97,6 +97,19 @@ def calls(rec: Recorder) -> list[Callable[[], Any]]:
         lambda: s.llm({"q": 1}, {"a": 1}, model="m", latency_ms="slow"),
         lambda: s.llm({"q": 1}, {"a": 1}, model="m", name=""),
         lambda: s.error("provider", "timeout", detail={"after": 30.0}),
+        # found by review: each once wrote different bytes, or lost a seq, on one of the two paths
+        lambda: s.gate("policy", "ok\x00junk"),
+        lambda: s.gate("policy", "allow\x00"),
+        lambda: s.llm({"q": 1}, {"a": 1}, model="m", tokens_in=3.0),
+        lambda: s.llm({"q": 1}, {"a": 1}, model="m", latency_ms=10**400),
+        lambda: s.llm({"q": 1}, {"usage": {"prompt_tokens": 2**70, "completion_tokens": 1}}, model="m"),
+        lambda: s.llm({"q": 1}, {"a": 1}, model="m", tokens_out=2**64),
+        lambda: s.action("propose_offer", {"a": 1}, parent=2**64),
+        lambda: s.action("propose_offer", {"a": 1}, step="\ud800"),
+        lambda: s.state("n\ud800", {"a": 1}),
+        lambda: s.llm({"q": 1}, {"a": 1}, model="m\ud800"),
+        lambda: rec.session("x", actor="\udc00"),
+        lambda: s.action("propose_offer", {"a": 1}, actor="tool", step="é"),
     ]
     return out
 
