@@ -560,14 +560,20 @@ class Recorder:
         """The session ``session_id`` of this run; asking again continues its ``seq``."""
         if self._closed:
             raise SdbError(f"run {self.run_id}: recorder is closed")
+        sid = session_id if type(session_id) is str else str(session_id)
         actor = actor or self.actor
-        pattern = self.pattern if pattern is None else pattern
-        if not isinstance(actor, str) or not isinstance(pattern, str):
-            raise PayloadError("actor and pattern must be strings")
-        sid = str(session_id)
-        if not _utf8(sid, actor, pattern):
-            raise PayloadError("session id, actor and pattern must be UTF-8 text (no lone surrogate)")
-        return Session(self, sid, str(actor), str(pattern))
+        if pattern is None:
+            pattern = self.pattern
+        # the common case in one test: plain ASCII strings; anything else is checked and converted
+        if not (
+            type(actor) is str and type(pattern) is str and sid.isascii() and actor.isascii() and pattern.isascii()
+        ):
+            if not isinstance(actor, str) or not isinstance(pattern, str):
+                raise PayloadError("actor and pattern must be strings")
+            sid, actor, pattern = str(sid), str(actor), str(pattern)  # a str subclass: plain str
+            if not _utf8(sid, actor, pattern):
+                raise PayloadError("session id, actor and pattern must be UTF-8 text (no lone surrogate)")
+        return Session(self, sid, actor, pattern)
 
     def _counter(self, session_id: str) -> Callable[[], int]:
         if _native is not None:  # the C queue hands them out, atomically
