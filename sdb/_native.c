@@ -311,35 +311,49 @@ static struct ArrowArray *fixed_array(const void *data, const char *valid, Py_ss
     return new_array(n, nulls, 2, buffers);
 }
 
-/* A string array of objects (str, or None = null); total UTF-8 size already checked < 2 GiB. */
-static struct ArrowArray *string_array(PyObject **col, Py_ssize_t n) {
-    Py_ssize_t total = 0, len;
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (col[i] != Py_None) {
-            if (!PyUnicode_AsUTF8AndSize(col[i], &len)) return NULL;
-            total += len;
-        }
+/* A string array of objects (str, or None = null), in one pass: a run of the same object (the
+ * common case: one session, one actor) costs a memcpy. Adds the UTF-8 bytes to *text; when they pass
+ * 2 GiB it stops, sets *too_big and returns NULL with no exception. */
+static struct ArrowArray *string_array(PyObject **col, Py_ssize_t n, int64_t *text, int *too_big) {
     int32_t *off = malloc((n + 1) * sizeof(int32_t));
-    char *data = malloc(total ? total : 1), *valid = malloc(n ? n : 1);
+    size_t cap = (size_t)n * 8 + 64;
+    char *data = malloc(cap), *valid = malloc(n ? n : 1);
     unsigned char *bits = NULL;
-    int64_t nulls = 0;
-    int oom = !off || !data || !valid;
-    if (!oom) {
-        int32_t at = 0;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            off[i] = at;
-            valid[i] = col[i] != Py_None;
-            if (!valid[i]) continue;
-            const char *utf8 = PyUnicode_AsUTF8AndSize(col[i], &len); /* cached by the first pass */
-            memcpy(data + at, utf8, len);
-            at += (int32_t)len;
+    int64_t nulls = 0, at = 0;
+    int oom = !off || !data || !valid, failed = 0;
+    PyObject *prev = NULL;
+    const char *utf8 = NULL;
+    Py_ssize_t len = 0;
+    for (Py_ssize_t i = 0; !oom && !failed && i < n; i++) {
+        off[i] = (int32_t)at;
+        valid[i] = col[i] != Py_None;
+        if (!valid[i]) continue;
+        if (col[i] != prev) {
+            if (!(utf8 = PyUnicode_AsUTF8AndSize(col[i], &len))) { failed = 1; break; }
+            prev = col[i];
         }
-        off[n] = at;
+        if (at + len > INT32_MAX) { *too_big = 1; failed = 1; break; }
+        if ((size_t)(at + len) > cap) {
+            while ((size_t)(at + len) > cap) cap *= 2;
+            char *grown = realloc(data, cap);
+            if (!grown) { oom = 1; break; }
+            data = grown;
+        }
+        memcpy(data + at, utf8, len);
+        at += len;
+    }
+    if (!oom && !failed) {
+        off[n] = (int32_t)at;
         bits = validity(valid, n, &nulls, &oom);
     }
     free(valid);
     void *buffers[3] = {bits, off, data};
-    if (oom) { free(bits); free(off); free(data); PyErr_NoMemory(); return NULL; }
+    if (oom || failed) {
+        free(bits); free(off); free(data);
+        if (oom) PyErr_NoMemory();
+        return NULL;
+    }
+    *text += at;
     struct ArrowArray *a = new_array(n, nulls, 3, buffers);
     if (!a) PyErr_NoMemory();
     return a;
@@ -371,7 +385,9 @@ static struct ArrowArray *kind_array(PyObject **col, Py_ssize_t n) {
         }
         codes[i] = prev_code;
     }
-    struct ArrowArray *dict = string_array(seen, count);
+    int64_t text = 0;
+    int too_big = 0;
+    struct ArrowArray *dict = string_array(seen, count, &text, &too_big);
     void *buffers[2] = {NULL, codes};
     struct ArrowArray *a = dict ? new_array(n, 0, 2, buffers) : NULL;
     if (!a) {
@@ -398,6 +414,60 @@ static void capsule_free(PyObject *capsule) {
         if (a->release) a->release(a); /* not imported */
         free(a);
     }
+}
+
+static void free_columns(struct ArrowArray **children) {
+    if (!children) return;
+    for (int k = 0; k <= NCOLS; k++)
+        if (children[k]) { children[k]->release(children[k]); free(children[k]); }
+    free(children);
+}
+
+/* The first n rows as NCOLS + 1 child arrays (run_id first) into *out; their text is added to *text.
+ * Returns 1, or 0 with *too_big set (a column would pass 2 GiB; no exception) or an exception set.
+ * Reads the queue and calls no Python code that could change it. */
+static int build_columns(EventBuffer *b, const char *rid, Py_ssize_t rid_len, Py_ssize_t n,
+                         struct ArrowArray ***out, int64_t *text, int *too_big) {
+    struct ArrowArray **children = calloc(NCOLS + 1, sizeof *children);
+    *out = children;
+    if (!children) { PyErr_NoMemory(); return 0; }
+    if ((int64_t)rid_len * n > INT32_MAX || b->poff[n] > INT32_MAX) { *too_big = 1; return 0; }
+    *text += (int64_t)rid_len * n + b->poff[n];
+    int32_t *roff = malloc((n + 1) * sizeof(int32_t)); /* run_id: one value, repeated */
+    char *rdata = malloc(rid_len * n + 1);
+    if (roff && rdata) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            roff[i] = (int32_t)(i * rid_len);
+            memcpy(rdata + i * rid_len, rid, rid_len);
+        }
+        roff[n] = (int32_t)(n * rid_len);
+        void *buffers[3] = {NULL, roff, rdata};
+        children[0] = new_array(n, 0, 3, buffers);
+    } else {
+        free(roff);
+        free(rdata);
+    }
+    if (!children[0]) { PyErr_NoMemory(); return 0; }
+    for (int k = 0; k < NOBJ; k++) {
+        int col = OBJ_COLS[k];
+        children[col + 1] = col == C_KIND ? kind_array(b->obj[k], n) : string_array(b->obj[k], n, text, too_big);
+        if (!children[col + 1]) return 0;
+    }
+    int64_t *us = malloc(n * sizeof(int64_t));
+    if (!us) { PyErr_NoMemory(); return 0; }
+    for (Py_ssize_t i = 0; i < n; i++) us[i] = b->ts[i] / 1000; /* ns -> us */
+    children[C_TS + 1] = fixed_array(us, NULL, n);
+    free(us);
+    children[C_SEQ + 1] = fixed_array(b->seq, NULL, n);
+    children[C_DIGEST + 1] = fixed_array(b->digest, NULL, n);
+    children[C_PARENT + 1] = fixed_array(b->parent, b->v_parent, n);
+    children[C_TIN + 1] = fixed_array(b->tin, b->v_tin, n);
+    children[C_TOUT + 1] = fixed_array(b->tout, b->v_tout, n);
+    children[C_LATENCY + 1] = fixed_array(b->latency, b->v_latency, n);
+    children[C_PAYLOAD + 1] = payload_array(b, n);
+    for (int k = 0; k <= NCOLS; k++)
+        if (!children[k]) { PyErr_NoMemory(); return 0; }
+    return 1;
 }
 
 /* How many of the first rows one part can take: every string column of an Arrow batch holds under
@@ -454,56 +524,32 @@ static PyObject *EventBuffer_export(EventBuffer *b, PyObject *const *args, Py_ss
      * whose finalisers may record events and so move the columns read below */
     PyObject *sessions = PySet_New(NULL), *prompts = PySet_New(NULL), *models = PySet_New(NULL);
     if (!sessions || !prompts || !models) { Py_XDECREF(sessions); Py_XDECREF(prompts); Py_XDECREF(models); return NULL; }
-    Py_ssize_t n = rows_that_fit(b, rid_len, budget);
-    if (n <= 0) { Py_DECREF(sessions); Py_DECREF(prompts); Py_DECREF(models); return NULL; }
-    struct ArrowArray **children = calloc(NCOLS + 1, sizeof *children);
-    if (!children) { Py_DECREF(sessions); Py_DECREF(prompts); Py_DECREF(models); return PyErr_NoMemory(); }
-    int ok = 1;
-    /* run_id: one value, repeated */
-    int32_t *roff = malloc((n + 1) * sizeof(int32_t));
-    char *rdata = malloc(rid_len * n + 1);
-    if (roff && rdata) {
-        for (Py_ssize_t i = 0; i < n; i++) {
-            roff[i] = (int32_t)(i * rid_len);
-            memcpy(rdata + i * rid_len, rid, rid_len);
-        }
-        roff[n] = (int32_t)(n * rid_len);
-        void *buffers[3] = {NULL, roff, rdata};
-        children[0] = new_array(n, 0, 3, buffers);
-    } else {
-        free(roff);
-        free(rdata);
+    /* all the rows if their text fits (found while building, in one pass), else the rows that fit */
+    Py_ssize_t n = b->n;
+    struct ArrowArray **children = NULL;
+    int64_t text = 0;
+    int too_big = 0, ok = build_columns(b, rid, rid_len, n, &children, &text, &too_big);
+    if (ok && text > budget) too_big = 1;
+    if (too_big) {
+        free_columns(children);
+        children = NULL;
+        n = rows_that_fit(b, rid_len, budget);
+        text = 0;
+        too_big = 0;
+        ok = n > 0 && build_columns(b, rid, rid_len, n, &children, &text, &too_big) && !too_big;
     }
-    int64_t *us = malloc(n * sizeof(int64_t));
-    if (us) {
-        for (Py_ssize_t i = 0; i < n; i++) us[i] = b->ts[i] / 1000; /* ns -> us */
-    }
-    for (int k = 0; k < NOBJ; k++) {
-        int col = OBJ_COLS[k];
-        children[col + 1] = col == C_KIND ? kind_array(b->obj[k], n) : string_array(b->obj[k], n);
-        if (!children[col + 1]) ok = 0;
-    }
-    if (ok) {
-        children[C_SEQ + 1] = fixed_array(b->seq, NULL, n);
-        children[C_TS + 1] = us ? fixed_array(us, NULL, n) : NULL;
-        children[C_DIGEST + 1] = fixed_array(b->digest, NULL, n);
-        children[C_PARENT + 1] = fixed_array(b->parent, b->v_parent, n);
-        children[C_TIN + 1] = fixed_array(b->tin, b->v_tin, n);
-        children[C_TOUT + 1] = fixed_array(b->tout, b->v_tout, n);
-        children[C_LATENCY + 1] = fixed_array(b->latency, b->v_latency, n);
-        children[C_PAYLOAD + 1] = payload_array(b, n);
-    }
-    free(us);
-    for (int k = 0; k <= NCOLS; k++) ok = ok && children[k];
-    void *none[1] = {NULL};
-    struct ArrowArray *top = ok ? new_array(n, 0, 1, none) : NULL;
-    if (!top) {
-        for (int k = 0; k <= NCOLS; k++)
-            if (children[k]) { children[k]->release(children[k]); free(children[k]); }
-        free(children);
+    if (!ok) {
+        free_columns(children);
         Py_DECREF(sessions); Py_DECREF(prompts); Py_DECREF(models);
         if (!PyErr_Occurred()) PyErr_NoMemory();
         return NULL;
+    }
+    void *none[1] = {NULL};
+    struct ArrowArray *top = new_array(n, 0, 1, none);
+    if (!top) {
+        free_columns(children);
+        Py_DECREF(sessions); Py_DECREF(prompts); Py_DECREF(models);
+        return PyErr_NoMemory();
     }
     top->n_children = NCOLS + 1;
     top->children = children;
@@ -742,13 +788,14 @@ static PyObject *general(int kind, PyObject *self, PyObject *const *args, Py_ssi
 
 static int no_integral_float(const char *s, Py_ssize_t n) {
     if (memchr(s, '+', n)) return 0;
-    if (!memchr(s, '.', n)) return 1;
-    for (Py_ssize_t i = 0; i + 1 < n; i++) {
-        if (s[i] == '.' && s[i + 1] == '0') {
-            if (i + 2 == n) return 0;
-            char c = s[i + 2];
+    const char *end = s + n;
+    for (const char *p = memchr(s, '.', n); p; p = memchr(p + 1, '.', end - p - 1)) { /* dot to dot */
+        if (p + 1 < end && p[1] == '0') {
+            if (p + 2 == end) return 0;
+            char c = p[2];
             if (c == ',' || c == '}' || c == ']') return 0;
         }
+        if (p + 1 >= end) break;
     }
     return 1;
 }
