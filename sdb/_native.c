@@ -312,9 +312,9 @@ static struct ArrowArray *fixed_array(const void *data, const char *valid, Py_ss
 }
 
 /* A string array of objects (str, or None = null), in one pass: a run of the same object (the
- * common case: one session, one actor) costs a memcpy. Adds the UTF-8 bytes to *text; when they pass
- * 2 GiB it stops, sets *too_big and returns NULL with no exception. */
-static struct ArrowArray *string_array(PyObject **col, Py_ssize_t n, int64_t *text, int *too_big) {
+ * common case: one session, one actor) costs a memcpy. Adds the UTF-8 bytes to *text; when *text
+ * would pass budget (at most 2 GiB) it stops early, sets *too_big and returns NULL, no exception. */
+static struct ArrowArray *string_array(PyObject **col, Py_ssize_t n, int64_t budget, int64_t *text, int *too_big) {
     int32_t *off = malloc((n + 1) * sizeof(int32_t));
     size_t cap = (size_t)n * 8 + 64;
     char *data = malloc(cap), *valid = malloc(n ? n : 1);
@@ -332,7 +332,7 @@ static struct ArrowArray *string_array(PyObject **col, Py_ssize_t n, int64_t *te
             if (!(utf8 = PyUnicode_AsUTF8AndSize(col[i], &len))) { failed = 1; break; }
             prev = col[i];
         }
-        if (at + len > INT32_MAX) { *too_big = 1; failed = 1; break; }
+        if (*text + at + len > budget) { *too_big = 1; failed = 1; break; } /* budget <= INT32_MAX */
         if ((size_t)(at + len) > cap) {
             while ((size_t)(at + len) > cap) cap *= 2;
             char *grown = realloc(data, cap);
@@ -387,7 +387,7 @@ static struct ArrowArray *kind_array(PyObject **col, Py_ssize_t n) {
     }
     int64_t text = 0;
     int too_big = 0;
-    struct ArrowArray *dict = string_array(seen, count, &text, &too_big);
+    struct ArrowArray *dict = string_array(seen, count, INT32_MAX, &text, &too_big);
     void *buffers[2] = {NULL, codes};
     struct ArrowArray *a = dict ? new_array(n, 0, 2, buffers) : NULL;
     if (!a) {
@@ -426,12 +426,12 @@ static void free_columns(struct ArrowArray **children) {
 /* The first n rows as NCOLS + 1 child arrays (run_id first) into *out; their text is added to *text.
  * Returns 1, or 0 with *too_big set (a column would pass 2 GiB; no exception) or an exception set.
  * Reads the queue and calls no Python code that could change it. */
-static int build_columns(EventBuffer *b, const char *rid, Py_ssize_t rid_len, Py_ssize_t n,
+static int build_columns(EventBuffer *b, const char *rid, Py_ssize_t rid_len, Py_ssize_t n, int64_t budget,
                          struct ArrowArray ***out, int64_t *text, int *too_big) {
     struct ArrowArray **children = calloc(NCOLS + 1, sizeof *children);
     *out = children;
     if (!children) { PyErr_NoMemory(); return 0; }
-    if ((int64_t)rid_len * n > INT32_MAX || b->poff[n] > INT32_MAX) { *too_big = 1; return 0; }
+    if ((int64_t)rid_len * n + b->poff[n] > budget) { *too_big = 1; return 0; } /* nothing copied yet */
     *text += (int64_t)rid_len * n + b->poff[n];
     int32_t *roff = malloc((n + 1) * sizeof(int32_t)); /* run_id: one value, repeated */
     char *rdata = malloc(rid_len * n + 1);
@@ -450,7 +450,8 @@ static int build_columns(EventBuffer *b, const char *rid, Py_ssize_t rid_len, Py
     if (!children[0]) { PyErr_NoMemory(); return 0; }
     for (int k = 0; k < NOBJ; k++) {
         int col = OBJ_COLS[k];
-        children[col + 1] = col == C_KIND ? kind_array(b->obj[k], n) : string_array(b->obj[k], n, text, too_big);
+        children[col + 1] =
+            col == C_KIND ? kind_array(b->obj[k], n) : string_array(b->obj[k], n, budget, text, too_big);
         if (!children[col + 1]) return 0;
     }
     int64_t *us = malloc(n * sizeof(int64_t));
@@ -477,6 +478,7 @@ static Py_ssize_t rows_that_fit(EventBuffer *b, Py_ssize_t run_id_len, int64_t b
         int64_t row = (b->poff[i + 1] - b->poff[i]) + run_id_len;
         for (int k = 0; k < NOBJ; k++) {
             Py_ssize_t len = 0;
+            if (OBJ_COLS[k] == C_KIND) continue; /* a dictionary of a few short names: not counted */
             if (b->obj[k][i] != Py_None && !PyUnicode_AsUTF8AndSize(b->obj[k][i], &len)) return -1;
             row += len;
         }
@@ -528,15 +530,14 @@ static PyObject *EventBuffer_export(EventBuffer *b, PyObject *const *args, Py_ss
     Py_ssize_t n = b->n;
     struct ArrowArray **children = NULL;
     int64_t text = 0;
-    int too_big = 0, ok = build_columns(b, rid, rid_len, n, &children, &text, &too_big);
-    if (ok && text > budget) too_big = 1;
+    int too_big = 0, ok = build_columns(b, rid, rid_len, n, budget, &children, &text, &too_big);
     if (too_big) {
         free_columns(children);
         children = NULL;
         n = rows_that_fit(b, rid_len, budget);
         text = 0;
         too_big = 0;
-        ok = n > 0 && build_columns(b, rid, rid_len, n, &children, &text, &too_big) && !too_big;
+        ok = n > 0 && build_columns(b, rid, rid_len, n, budget, &children, &text, &too_big) && !too_big;
     }
     if (!ok) {
         free_columns(children);
