@@ -169,8 +169,9 @@ class Session(_SessionCore):
     """One agent episode inside a run. Every method records one event and returns its ``seq``.
 
     ``seq`` is gap-free and 0-based per session, also when several threads record into one session.
-    With the C extension built, :meth:`action` (the hot path) runs in C for its common case and
-    hands everything else to the Python method below; either way the same event is written.
+    With the C extension built, each recording method (input, llm, action, gate, effect, state) runs
+    its common case in C and hands everything else to the Python method below (``_action_py`` and so
+    on); either way the same event is written.
     """
 
     __slots__ = ()
