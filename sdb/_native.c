@@ -52,10 +52,29 @@ typedef struct {
     PyObject *wake;  /* called when n reaches flush_rows */
     PyObject *gated; /* called with the row tuple instead of appending while gate is set */
     char gate; /* T_BOOL writes one char */
+    Py_ssize_t start; /* rows [start, n) are queued; drop() advances start instead of moving rows */
     PyObject *counters; /* session id -> Counter: the recorder's dict */
 } EventBuffer;
 
+/* Move the queued rows to the front: done only when the arrays are full, so a flush never moves the
+ * rows queued while it wrote (they were tens of megabytes per part, moved under the GIL). */
+static void compact(EventBuffer *b) {
+    Py_ssize_t s0 = b->start, live = b->n - s0;
+    if (s0 == 0) return;
+    for (int k = 0; k < NOBJ; k++) memmove(b->obj[k], b->obj[k] + s0, live * sizeof(PyObject *));
+#define SHIFT(field) memmove(b->field, b->field + s0, live * sizeof(*b->field))
+    SHIFT(seq); SHIFT(ts); SHIFT(parent); SHIFT(tin); SHIFT(tout); SHIFT(digest); SHIFT(latency);
+    SHIFT(v_parent); SHIFT(v_latency); SHIFT(v_tin); SHIFT(v_tout);
+#undef SHIFT
+    int64_t base = b->poff[s0];
+    if (b->pdata) memmove(b->pdata, b->pdata + base, b->poff[b->n] - base);
+    for (Py_ssize_t i = 0; i <= live; i++) b->poff[i] = b->poff[s0 + i] - base;
+    b->n = live;
+    b->start = 0;
+}
+
 static int grow(EventBuffer *b, Py_ssize_t need_rows, Py_ssize_t need_bytes) {
+    if (b->start && (b->n + need_rows > b->cap || b->poff[b->n] + need_bytes > b->pcap)) compact(b);
     if (b->n + need_rows > b->cap) {
         Py_ssize_t cap = b->cap ? b->cap : 1024;
         while (cap < b->n + need_rows) cap *= 2;
@@ -125,8 +144,8 @@ static void push(EventBuffer *b, Row *r) { /* capacity already ensured */
 
 /* Wake the writer once, when the queue reaches flush_rows (not at every event after: Event.set()
  * costs more than recording an event); the writer itself goes on while the queue stays that long. */
-static int maybe_wake(EventBuffer *b, Py_ssize_t before) {
-    if (before < b->flush_rows && b->n >= b->flush_rows && b->wake && b->wake != Py_None) {
+static int maybe_wake(EventBuffer *b, Py_ssize_t before) { /* before: the rows queued before */
+    if (before < b->flush_rows && b->n - b->start >= b->flush_rows && b->wake && b->wake != Py_None) {
         PyObject *r = PyObject_CallNoArgs(b->wake);
         if (!r) return -1;
         Py_DECREF(r);
@@ -193,7 +212,7 @@ static PyObject *EventBuffer_append(EventBuffer *b, PyObject *row) {
     if (b->gate) return PyObject_CallOneArg(b->gated, row);
     Row r;
     if (parse_row(row, &r) < 0 || grow(b, 1, r.plen[0]) < 0) return NULL;
-    Py_ssize_t before = b->n;
+    Py_ssize_t before = b->n - b->start;
     push(b, &r);
     if (maybe_wake(b, before) < 0) return NULL;
     Py_RETURN_NONE;
@@ -220,7 +239,7 @@ static PyObject *EventBuffer_append_held(EventBuffer *b, PyObject *flat) {
         if (parse_row(held[i], &parsed[i]) < 0) failed = 1;
         else bytes += parsed[i].plen[0];
     }
-    Py_ssize_t before = b->n;
+    Py_ssize_t before = b->n - b->start;
     if (!failed && grow(b, rows, bytes) == 0) {
         for (Py_ssize_t i = 0; i < rows; i++) push(b, &parsed[i]);
     } else failed = 1;
@@ -401,9 +420,9 @@ static struct ArrowArray *kind_array(PyObject **col, Py_ssize_t n) {
 
 static struct ArrowArray *payload_array(EventBuffer *b, Py_ssize_t n) {
     int32_t *off = malloc((n + 1) * sizeof(int32_t));
-    void *data = copy_of(b->pdata, (size_t)b->poff[n]);
+    void *data = copy_of(b->pdata + b->poff[0], (size_t)(b->poff[n] - b->poff[0]));
     if (!off || !data) { free(off); free(data); return NULL; }
-    for (Py_ssize_t i = 0; i <= n; i++) off[i] = (int32_t)b->poff[i];
+    for (Py_ssize_t i = 0; i <= n; i++) off[i] = (int32_t)(b->poff[i] - b->poff[0]);
     void *buffers[3] = {NULL, off, data};
     return new_array(n, 0, 3, buffers);
 }
@@ -431,8 +450,8 @@ static int build_columns(EventBuffer *b, const char *rid, Py_ssize_t rid_len, Py
     struct ArrowArray **children = calloc(NCOLS + 1, sizeof *children);
     *out = children;
     if (!children) { PyErr_NoMemory(); return 0; }
-    if ((int64_t)rid_len * n + b->poff[n] > budget) { *too_big = 1; return 0; } /* nothing copied yet */
-    *text += (int64_t)rid_len * n + b->poff[n];
+    if ((int64_t)rid_len * n + (b->poff[n] - b->poff[0]) > budget) { *too_big = 1; return 0; } /* nothing copied yet */
+    *text += (int64_t)rid_len * n + (b->poff[n] - b->poff[0]);
     int32_t *roff = malloc((n + 1) * sizeof(int32_t)); /* run_id: one value, repeated */
     char *rdata = malloc(rid_len * n + 1);
     if (roff && rdata) {
@@ -510,7 +529,22 @@ static int distinct(PyObject *out, PyObject **col, Py_ssize_t n) {
  * columns, run_id first) at address, for pyarrow.RecordBatch._import_from_c(address, EVENT_SCHEMA).
  * The capsule owns the struct: keep it until the import is done. The sets are the part's distinct
  * session ids, prompts and models, for the manifest. Nothing is removed (see drop). */
-static PyObject *EventBuffer_export(EventBuffer *b, PyObject *const *args, Py_ssize_t nargs) {
+/* The queued rows [start, n) seen as rows [0, n - start): a copy of the struct with its arrays offset
+ * (payload offsets stay absolute: readers take them relative to poff[0]). Read-only. */
+static EventBuffer queued_view(EventBuffer *b) {
+    EventBuffer v = *b;
+    Py_ssize_t s0 = b->start;
+    for (int k = 0; k < NOBJ; k++) v.obj[k] = b->obj[k] + s0;
+    v.seq = b->seq + s0; v.ts = b->ts + s0; v.parent = b->parent + s0; v.tin = b->tin + s0; v.tout = b->tout + s0;
+    v.digest = b->digest + s0; v.latency = b->latency + s0;
+    v.v_parent = b->v_parent + s0; v.v_latency = b->v_latency + s0; v.v_tin = b->v_tin + s0; v.v_tout = b->v_tout + s0;
+    v.poff = b->poff + s0;
+    v.n = b->n - s0;
+    v.start = 0;
+    return v;
+}
+
+static PyObject *EventBuffer_export(EventBuffer *queue, PyObject *const *args, Py_ssize_t nargs) {
     Py_ssize_t rid_len;
     long long budget = INT32_MAX;
     if (nargs < 1 || nargs > 2 || !PyUnicode_Check(args[0])) {
@@ -521,12 +555,14 @@ static PyObject *EventBuffer_export(EventBuffer *b, PyObject *const *args, Py_ss
     if (budget > INT32_MAX) budget = INT32_MAX;
     const char *rid = PyUnicode_AsUTF8AndSize(args[0], &rid_len);
     if (!rid) return NULL;
-    if (b->n == 0) return Py_BuildValue("(nOOO)", (Py_ssize_t)0, Py_None, Py_None, Py_None);
+    if (queue->n - queue->start == 0) return Py_BuildValue("(nOOO)", (Py_ssize_t)0, Py_None, Py_None, Py_None);
     /* every Python object this needs is made first: making one may start a garbage collection,
      * whose finalisers may record events and so move the columns read below */
     PyObject *sessions = PySet_New(NULL), *prompts = PySet_New(NULL), *models = PySet_New(NULL);
     if (!sessions || !prompts || !models) { Py_XDECREF(sessions); Py_XDECREF(prompts); Py_XDECREF(models); return NULL; }
-    /* all the rows if their text fits (found while building, in one pass), else the rows that fit */
+    /* all the rows if their text fits (found while building, in one pass), else the rows that fit;
+     * nothing below runs Python code, so the view stays valid */
+    EventBuffer view = queued_view(queue), *b = &view;
     Py_ssize_t n = b->n;
     struct ArrowArray **children = NULL;
     int64_t text = 0;
@@ -567,32 +603,23 @@ static PyObject *EventBuffer_export(EventBuffer *b, PyObject *const *args, Py_ss
 static PyObject *EventBuffer_drop(EventBuffer *b, PyObject *arg) {
     Py_ssize_t n = PyLong_AsSsize_t(arg);
     if (n == -1 && PyErr_Occurred()) return NULL;
-    if (n < 0 || n > b->n) { PyErr_SetString(PyExc_ValueError, "drop: more rows than queued"); return NULL; }
-    Py_ssize_t rest = b->n - n;
-    /* the queue is made whole first and the dropped values released last: releasing one may run
-     * Python code (a finaliser, another thread) that queues more events */
+    if (n < 0 || n > b->n - b->start) { PyErr_SetString(PyExc_ValueError, "drop: more rows than queued"); return NULL; }
+    /* the queue is made whole first and the dropped values released last: releasing a value must
+     * never see a queue in the middle of a change */
     PyObject **dropped = PyMem_Malloc(n ? n * NOBJ * sizeof(PyObject *) : 1);
     if (!dropped) return PyErr_NoMemory();
-    for (int k = 0; k < NOBJ; k++) {
-        memcpy(dropped + k * n, b->obj[k], n * sizeof(PyObject *));
-        memmove(b->obj[k], b->obj[k] + n, rest * sizeof(PyObject *));
+    for (int k = 0; k < NOBJ; k++) memcpy(dropped + k * n, b->obj[k] + b->start, n * sizeof(PyObject *));
+    b->start += n;
+    if (b->start == b->n) { /* empty: start again at the front, nothing to move */
+        b->start = b->n = 0;
+        if (b->poff) b->poff[0] = 0;
     }
-#define SHIFT(field) memmove(b->field, b->field + n, rest * sizeof(*b->field))
-    SHIFT(seq); SHIFT(ts); SHIFT(parent); SHIFT(tin); SHIFT(tout); SHIFT(digest); SHIFT(latency);
-    SHIFT(v_parent); SHIFT(v_latency); SHIFT(v_tin); SHIFT(v_tout);
-#undef SHIFT
-    if (b->poff && b->pdata) {
-        int64_t base = b->poff[n];
-        memmove(b->pdata, b->pdata + base, b->poff[b->n] - base);
-        for (Py_ssize_t i = 0; i <= rest; i++) b->poff[i] = b->poff[n + i] - base;
-    }
-    b->n = rest;
     for (Py_ssize_t i = 0; i < n * NOBJ; i++) Py_DECREF(dropped[i]);
     PyMem_Free(dropped);
     Py_RETURN_NONE;
 }
 
-static Py_ssize_t EventBuffer_len(EventBuffer *b) { return b->n; }
+static Py_ssize_t EventBuffer_len(EventBuffer *b) { return b->n - b->start; }
 
 static PyTypeObject CounterType;
 
@@ -641,7 +668,7 @@ static int EventBuffer_clear(EventBuffer *b) {
 static void EventBuffer_dealloc(EventBuffer *b) {
     PyObject_GC_UnTrack(b);
     for (int k = 0; k < NOBJ; k++) {
-        for (Py_ssize_t i = 0; i < b->n; i++) Py_DECREF(b->obj[k][i]);
+        for (Py_ssize_t i = b->start; i < b->n; i++) Py_DECREF(b->obj[k][i]);
         PyMem_Free(b->obj[k]);
     }
     PyMem_Free(b->seq); PyMem_Free(b->ts); PyMem_Free(b->parent); PyMem_Free(b->tin); PyMem_Free(b->tout);
@@ -1045,7 +1072,7 @@ static PyObject *emit(SessionCore *s, Event *e) {
         return seq_obj;
     }
     if (grow(b, 1, total) < 0) { Py_DECREF(seq_obj); return NULL; }
-    Py_ssize_t before = b->n;
+    Py_ssize_t before = b->n - b->start;
     push(b, &r);
     if (maybe_wake(b, before) < 0) { Py_DECREF(seq_obj); return NULL; }
     return seq_obj;

@@ -208,3 +208,28 @@ def test_a_flush_over_the_text_limit_of_a_part_writes_several_parts_and_loses_no
     assert len(parts) >= 4
     seqs = pa.concat_tables([pq.read_table(p) for p in parts]).column("seq").to_pylist()
     assert seqs == list(range(40))
+
+
+def test_the_c_queue_stays_the_list_queue_through_cycles_of_appends_flushes_and_drops() -> None:
+    """A drop only moves the queue's start; the rows are moved to the front when the arrays fill.
+    Through many such cycles (the arrays start at 1,024 rows and 64 KiB of payload, so both kinds of
+    compaction happen), the C queue's batches stay the pure-Python queue's."""
+    import random
+
+    rng = random.Random(7)
+    c_queue, py_queue = new_queue(10**6, lambda: None, print), ListQueue(10**6, lambda: None, print)
+    seq = 0
+    for _ in range(40):
+        for _ in range(rng.randrange(1, 900)):
+            text = json.dumps("x" * rng.randrange(0, 300)).encode()
+            row = (f"s{seq % 7}", seq, None, seq - 1 if seq else None, seq * 1000, "state", "agent", "", "n", None,
+                   None, text, seq, "ok", None, None, None)  # fmt: skip
+            c_queue.append(row)
+            py_queue.append(row)
+            seq += 1
+        n, c_batch = c_queue.batch("r")
+        assert (n, c_batch) == py_queue.batch("r")
+        cut = rng.randrange(0, n + 1)
+        c_queue.drop(cut)
+        py_queue.drop(cut)
+        assert len(c_queue) == len(py_queue)
