@@ -56,8 +56,9 @@ typedef struct {
     PyObject *counters; /* session id -> Counter: the recorder's dict */
 } EventBuffer;
 
-/* Move the queued rows to the front: done only when the arrays are full, so a flush never moves the
- * rows queued while it wrote (they were tens of megabytes per part, moved under the GIL). */
+/* Move the queued rows to the front: done only when the arrays are full and mostly dropped rows (see
+ * grow), so a flush never moves the rows queued while it wrote (they were tens of megabytes per part,
+ * moved under the GIL). */
 static void compact(EventBuffer *b) {
     Py_ssize_t s0 = b->start, live = b->n - s0;
     if (s0 == 0) return;
@@ -74,7 +75,10 @@ static void compact(EventBuffer *b) {
 }
 
 static int grow(EventBuffer *b, Py_ssize_t need_rows, Py_ssize_t need_bytes) {
-    if (b->start && (b->n + need_rows > b->cap || b->poff[b->n] + need_bytes > b->pcap)) compact(b);
+    /* compact only when at least half of the rows in the arrays are dropped ones: each move of a row
+     * then pays for one dropped row, and a writer that lags cannot make every append move them all */
+    if (b->start && b->start >= b->n - b->start && (b->n + need_rows > b->cap || b->poff[b->n] + need_bytes > b->pcap))
+        compact(b);
     if (b->n + need_rows > b->cap) {
         Py_ssize_t cap = b->cap ? b->cap : 1024;
         while (cap < b->n + need_rows) cap *= 2;
