@@ -529,10 +529,6 @@ static int distinct(PyObject *out, PyObject **col, Py_ssize_t n) {
     return 0;
 }
 
-/* export(run_id) -> (rows, address, capsule, (sessions, prompts, models)): the first rows as an ArrowArray (a struct of the event
- * columns, run_id first) at address, for pyarrow.RecordBatch._import_from_c(address, EVENT_SCHEMA).
- * The capsule owns the struct: keep it until the import is done. The sets are the part's distinct
- * session ids, prompts and models, for the manifest. Nothing is removed (see drop). */
 /* The queued rows [start, n) seen as rows [0, n - start): a copy of the struct with its arrays offset
  * (payload offsets stay absolute: readers take them relative to poff[0]). Read-only. */
 static EventBuffer queued_view(EventBuffer *b) {
@@ -548,6 +544,11 @@ static EventBuffer queued_view(EventBuffer *b) {
     return v;
 }
 
+/* export(run_id) -> (rows, address, capsule, (sessions, prompts, models)): the first rows as an
+ * ArrowArray (a struct of the event columns, run_id first) at address, for
+ * pyarrow.RecordBatch._import_from_c(address, EVENT_SCHEMA). The capsule owns the struct: keep it until
+ * the import is done. The sets are the part's distinct session ids, prompts and models, for the
+ * manifest. Nothing is removed (see drop). */
 static PyObject *EventBuffer_export(EventBuffer *queue, PyObject *const *args, Py_ssize_t nargs) {
     Py_ssize_t rid_len;
     long long budget = INT32_MAX;
@@ -585,6 +586,13 @@ static PyObject *EventBuffer_export(EventBuffer *queue, PyObject *const *args, P
         if (!PyErr_Occurred()) PyErr_NoMemory();
         return NULL;
     }
+    /* the last reads of the queue come before the capsule is made: from Python 3.12 capsules are
+     * tracked objects, so making one may start a garbage collection, which may record events */
+    if (distinct(sessions, b->obj[0], n) < 0 || distinct(prompts, b->obj[7], n) < 0 || distinct(models, b->obj[6], n) < 0) {
+        free_columns(children);
+        Py_DECREF(sessions); Py_DECREF(prompts); Py_DECREF(models);
+        return NULL;
+    }
     void *none[1] = {NULL};
     struct ArrowArray *top = new_array(n, 0, 1, none);
     if (!top) {
@@ -596,10 +604,6 @@ static PyObject *EventBuffer_export(EventBuffer *queue, PyObject *const *args, P
     top->children = children;
     PyObject *capsule = PyCapsule_New(top, "sdb.arrow_array", capsule_free);
     if (!capsule) { top->release(top); free(top); Py_DECREF(sessions); Py_DECREF(prompts); Py_DECREF(models); return NULL; }
-    if (distinct(sessions, b->obj[0], n) < 0 || distinct(prompts, b->obj[7], n) < 0 || distinct(models, b->obj[6], n) < 0) {
-        Py_DECREF(capsule); Py_DECREF(sessions); Py_DECREF(prompts); Py_DECREF(models);
-        return NULL;
-    }
     return Py_BuildValue("(nKN(NNN))", n, (unsigned long long)(uintptr_t)top, capsule, sessions, prompts, models);
 }
 

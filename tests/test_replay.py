@@ -161,7 +161,9 @@ def test_sigkill_then_resume_asks_no_finished_step_again(store: Path, tmp_path: 
         ]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
-        while Store.open(store).manifest("killed").events < 20 if (store / "runs" / "killed").exists() else True:
+        # the run's directory appears a moment before its manifest: wait for the manifest itself
+        manifest_file = store / "runs" / "killed" / "run.json"
+        while not manifest_file.exists() or Store.open(store).manifest("killed").events < 20:
             assert time.monotonic() < deadline
             time.sleep(0.1)
         proc.send_signal(signal.SIGKILL)
