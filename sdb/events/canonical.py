@@ -117,8 +117,9 @@ def _canonical_bytes(value: Any) -> bytes:
 
 
 if native is not None:
-    # the same function in C: it walks the value for integral floats instead of reading orjson's text,
-    # and hands anything it does not know (and every error) to the Python function above
+    # the same function in C: it reads orjson's text the same way, walks the value only when the text
+    # shows a possible integral float, and hands what it does not know (and every error) to the
+    # Python function above
     native.configure(_dumps, json_default, ORJSON_OPTIONS, _canonical_bytes)
     canonical_bytes: Callable[[Any], bytes] = native.canonical_bytes
 else:
