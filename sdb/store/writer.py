@@ -196,17 +196,17 @@ class RunWriter:
 
     def _note_vocabulary(self, table: pa.Table, known: tuple[set[str], set[str], set[str]] | None = None) -> None:
         """Keep the manifest's session count, prompt versions and models in step with the parts."""
-        if known is None:
-            known = (
-                {str(s) for s in table.column("session_id").unique().to_pylist()},
-                {p for p in table.column("prompt").unique().to_pylist() if p},
-                {m for m in table.column("model").unique().to_pylist() if m},
-            )
-        sessions, prompts, models = known
+        if known is not None:
+            sessions, prompts, models = known
+        else:
+            sessions = {str(s) for s in table.column("session_id").unique().to_pylist()}
+            prompts = {p for p in table.column("prompt").unique().to_pylist() if p}
         self._sessions.update(sessions)
         self._prompts.update(p for p in prompts if p)
         self.manifest.prompts = sorted(self._prompts)
         if self.manifest.model is None or self._models:
+            if known is None:  # read off the batch only when the manifest's model comes from the events
+                models = {m for m in table.column("model").unique().to_pylist() if m}
             self._models.update(m for m in models if m)
             if self._models:
                 self.manifest.model = ",".join(sorted(self._models))
