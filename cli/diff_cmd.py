@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.options import JsonOption, StoreOption
+from cli.options import AlignOption, AllowPartialOption, JsonOption, LayersOption, StoreOption
 
 
 def diff(
@@ -32,26 +32,50 @@ def diff(
     text: Annotated[
         list[str] | None, typer.Option("--text", help="ACTION=case,whitespace: text normalised before comparing.")
     ] = None,
+    layers: LayersOption = None,
+    align: AlignOption = "auto",
+    allow_partial: AllowPartialOption = False,
     store: StoreOption = None,
     json: JsonOption = False,
 ) -> None:
-    """Compare the model's actions of two runs, step by step, and explain every divergence.
+    """Compare the model's actions of two runs and explain every divergence.
 
-    Reasons: tool_changed, args_changed (with field paths, old -> new), missing, extra, reordered,
-    parse_failed, invalid, gate_changed, state_changed. Provider errors are reported apart. The
-    divergences are stored in the store (view `divergences`); tolerances come from
+    Two closed-loop runs (recordings, imports, session-mode replays) are compared by commit: each
+    session's committed actions (effect succeeded; not refused, invalid or failed), aligned over the
+    whole session, so one extra lookup or a failed-then-retried call shifts nothing. A step-mode
+    replay is compared step by step. Every action has a layer: write, read (pure=True, or
+    [diff] read_only globs) or speech (message, or [diff] speech globs; compared by similarity);
+    the headline rates count --layers (default write). Reasons: tool_changed, args_changed (with
+    field paths, old -> new), missing, extra, reordered, parse_failed, invalid, gate_changed,
+    state_changed, speech_changed. Outcomes (imported, or terminal states in [outcome] success) give
+    flips and a McNemar test. Provider errors are reported apart. A partial run is refused unless
+    --allow-partial. Divergences are stored (view `divergences`); tolerances come from
     [tool.sdbctl.diff] in pyproject.toml or [diff] in sdbctl.toml.
 
-    Example: sdbctl diff base @latest --json | jq .summary.step_divergence_rate
+    Example: sdbctl diff base @latest --json | jq .summary.by_layer.write
     """
     from cli.render import console, note, print_json, print_table
     from sdb.diff.config import load_config, tolerance_flags
     from sdb.diff.differ import diff_runs
+    from sdb.diff.outcomes import load_outcome_config
     from sdb.store import Store
 
     st = Store.open(store)
-    config = tolerance_flags(load_config(), ignore=ignore, unordered=unordered, numeric=numeric_tolerance, text=text)
-    result = diff_runs(st, base, candidate, config, noise_run=noise, resamples=resamples, seed=seed)
+    config = tolerance_flags(
+        load_config(), ignore=ignore, unordered=unordered, numeric=numeric_tolerance, text=text
+    ).with_layers(layers)
+    result = diff_runs(
+        st,
+        base,
+        candidate,
+        config,
+        noise_run=noise,
+        resamples=resamples,
+        seed=seed,
+        allow_partial=allow_partial,
+        alignment=align,
+        outcome_config=load_outcome_config(),
+    )
     if html_file is not None:
         from sdb.report import render_html
 
@@ -60,12 +84,41 @@ def diff(
         print_json(result.as_dict())
         return
     s = result.summary
+    unit = "committed actions" if s["comparison"] == "commit" else "steps"
+    if s["partial"]:
+        note(f"PARTIAL run(s) {', '.join(s['partial'])}: compared with --allow-partial; missing may be unfinished")
     console.print(
-        f"[bold]{s['base_run']} -> {s['candidate_run']}[/]: steps {s['steps_diverged']}/{s['steps_compared']} diverged "
+        f"[bold]{s['base_run']} -> {s['candidate_run']}[/] (by {s['comparison']}, layers {','.join(s['layers'])}): "
+        f"{unit} {s['steps_diverged']}/{s['steps_compared']} diverged "
         f"({s['step_divergence_rate']:.1%}), sessions {s['sessions_diverged']}/{s['sessions_compared']} "
         f"({s['session_divergence_rate']:.1%}), {s['errors']} provider errors",
         highlight=False,
     )
+    console.print(
+        "by layer: "
+        + ", ".join(
+            f"{k} {v['steps_diverged']}/{v['steps_compared']} ({v['sessions_diverged']}/{v['sessions_compared']} "
+            "sessions)"
+            for k, v in s["by_layer"].items()
+            if v["steps_compared"]
+        ),
+        highlight=False,
+    )
+    outcomes = s.get("outcomes")
+    if outcomes:
+        console.print(
+            f"outcomes ({outcomes['sessions']} sessions): base {outcomes['base_pass']} pass, candidate "
+            f"{outcomes['candidate_pass']} pass; {outcomes['negative_flips']} pass -> fail, "
+            f"{outcomes['positive_flips']} fail -> pass; McNemar one-sided p = {outcomes['mcnemar_p']:.4g}",
+            highlight=False,
+        )
+    attempts = s.get("attempts") or {}
+    if any(attempts.values()):
+        console.print(
+            "attempts not committed: "
+            + "; ".join(f"{side} " + ", ".join(f"{k} {v}" for k, v in a.items()) for side, a in attempts.items() if a),
+            highlight=False,
+        )
     drift = s.get("drift")
     if drift:
         lo, hi = drift["ci95"]
@@ -78,6 +131,8 @@ def diff(
     if s["by_reason"]:
         console.print("by reason: " + ", ".join(f"{k} {v}" for k, v in s["by_reason"].items()), highlight=False)
         console.print("by action: " + ", ".join(f"{k} {v}" for k, v in s["by_action"].items()), highlight=False)
+    gated = set(s["layers"])
+    ordered = sorted(result.divergences, key=lambda d: (d.layer not in gated, d.after_first))
     rows = [
         [
             d.session_id,
@@ -85,18 +140,21 @@ def diff(
             d.repeat,
             d.base_seq,
             d.candidate_seq,
+            d.layer + ("" if d.after_first else " *"),
             d.reason,
             d.base_action if d.base_action == d.candidate_action else f"{d.base_action} -> {d.candidate_action}",
-            "; ".join(f"{f['path']}: {f['old']} -> {f['new']}" for f in d.fields),
+            "; ".join(f"{f['path']}: {f['old']} -> {f['new']}" for f in d.fields)
+            + (f"similarity {d.similarity:.2f}" if d.similarity is not None else ""),
         ]
-        for d in result.divergences
+        for d in ordered
     ]
     shown = rows if limit <= 0 else rows[:limit]
     if shown:
         print_table(
-            ["session", "step", "rep", "base seq", "cand seq", "reason", "action", "fields"],
+            ["session", "step", "rep", "base seq", "cand seq", "layer", "reason", "action", "fields"],
             shown,
             widths={"fields": 70, "action": 40},
         )
+        note("* the first divergence of its session and layer; gated layers first")
     if len(shown) < len(rows):
         note(f"{len(rows) - len(shown)} more divergences; use --limit 0, --json, or sdbctl query ... FROM divergences")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli.options import JsonOption, StoreOption
+from cli.options import AlignOption, AllowPartialOption, JsonOption, LayersOption, StoreOption
 
 
 def gate(
@@ -44,20 +44,37 @@ def gate(
         typer.Option("--markdown", help="Write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY)."),
     ] = None,
     html_file: Annotated[Path | None, typer.Option("--html", help="Write the self-contained HTML report.")] = None,
+    max_negative_flips: Annotated[
+        float | None,
+        typer.Option("--max-negative-flips", help="Sessions whose outcome went pass -> fail: a proportion or a count."),
+    ] = None,
+    fail_on_outcome_regression: Annotated[
+        bool | None,
+        typer.Option(
+            "--fail-on-outcome-regression/--no-fail-on-outcome-regression",
+            help="Fail when the one-sided McNemar p-value of the outcome flips is below outcome_alpha (0.05).",
+        ),
+    ] = None,
+    layers: LayersOption = None,
+    align: AlignOption = "auto",
+    allow_partial: AllowPartialOption = False,
     store: StoreOption = None,
     json: JsonOption = False,
 ) -> None:
-    """Diff the candidate against its base and check the thresholds; exit 1 when one fails.
+    """Diff the candidate against its base and check the thresholds; exit 1 when one fails, 2 when
+    there is nothing to judge (a partial run, an empty comparison, a usage error).
 
     Thresholds: [tool.sdbctl.gate] in pyproject.toml or [gate] in sdbctl.toml, else the shipped
     defaults (step divergence 5%, session divergence 20%, no parse failures, provider errors 2%);
-    flags override either.
+    flags override either. The divergence checks count the write layer unless --layers widens them;
+    outcome checks (--max-negative-flips, --fail-on-outcome-regression) need outcomes on both sides.
 
     Example: sdbctl gate @latest --max-step-divergence 0.02 --critical-actions propose_offer --junit gate.xml
     """
     from cli.render import console, print_json, print_table
     from sdb.diff.config import load_config
     from sdb.diff.differ import diff_runs
+    from sdb.diff.outcomes import load_outcome_config
     from sdb.errors import UsageError
     from sdb.gate import evaluate, junit, load_thresholds, markdown
     from sdb.store import Store
@@ -75,9 +92,21 @@ def gate(
             "max_parse_failures": max_parse_failures,
             "max_error_rate": max_error_rate,
             "noise_aware": noise_aware,
+            "layers": layers,
+            "max_negative_flips": max_negative_flips,
+            "fail_on_outcome_regression": fail_on_outcome_regression,
         }
     )
-    result = diff_runs(st, base_run, manifest.run_id, load_config(), noise_run=noise)
+    result = diff_runs(
+        st,
+        base_run,
+        manifest.run_id,
+        load_config().with_layers(thresholds.layers),
+        noise_run=noise,
+        allow_partial=allow_partial,
+        alignment=align,
+        outcome_config=load_outcome_config(),
+    )
     verdict = evaluate(result, thresholds)
     if junit_file is not None:
         junit_file.write_text(junit(result, verdict), encoding="utf-8")
@@ -100,7 +129,12 @@ def gate(
             ["check", "threshold", "measured", "result"],
             [[c.name, c.limit, c.measured, "PASS" if c.passed else "FAIL"] for c in verdict.checks],
         )
+        s = result.summary
+        if s["partial"]:
+            console.print(f"PARTIAL run(s) {', '.join(s['partial'])}: judged with --allow-partial", highlight=False)
         console.print(
-            f"[bold]{'PASS' if verdict.passed else 'FAIL'}[/] {base_run} -> {manifest.run_id}", highlight=False
+            f"[bold]{'PASS' if verdict.passed else 'FAIL'}[/] {s['base_run']} -> {manifest.run_id} "
+            f"(by {s['comparison']}, layers {','.join(s['layers'])})",
+            highlight=False,
         )
     raise typer.Exit(0 if verdict.passed else 1)

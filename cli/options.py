@@ -16,3 +16,23 @@ StoreOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+LayersOption = Annotated[
+    str | None,
+    typer.Option(
+        "--layers",
+        help="Layers the headline rates and the gate count: write, read, speech, comma-separated "
+        "(default: [diff] layers, else write).",
+        show_default=False,
+    ),
+]
+AllowPartialOption = Annotated[
+    bool,
+    typer.Option("--allow-partial", help="Compare a partial (interrupted) run anyway; every output says so."),
+]
+AlignOption = Annotated[
+    str,
+    typer.Option(
+        "--align",
+        help="auto: by commit over whole sessions when both runs ran the agent, else by step; session; step.",
+    ),
+]

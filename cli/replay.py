@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cli.options import JsonOption, StoreOption
+from cli.options import AllowPartialOption, JsonOption, StoreOption
 
 
 def replay(
@@ -47,6 +47,7 @@ def replay(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Ask the model even when the cache has the answer.")
     ] = False,
+    allow_partial: AllowPartialOption = False,
     executor: Annotated[
         str,
         typer.Option(
@@ -120,6 +121,7 @@ def replay(
         on_divergence=on_divergence,
         base_url=base_url,
         run_id=new_run_id,
+        allow_partial=allow_partial,
     )
     st = Store.open(store)
     with Progress(

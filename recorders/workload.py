@@ -39,6 +39,23 @@ class RecordSummary:
         }
 
 
+def workload_meta(workload: Workload) -> dict[str, Any]:
+    """What the differ needs to know of a workload, for the manifest: its read-only (``pure``) actions
+    and its success states (a session's outcome)."""
+    meta: dict[str, Any] = {}
+    make = getattr(workload, "replay_boundary", None)
+    if callable(make):
+        boundary = make()
+        meta["actions"] = {
+            "read_only": sorted(n for n, spec in boundary.actions.items() if spec.pure),
+            "critical": sorted(n for n, spec in boundary.actions.items() if spec.critical),
+        }
+    success = getattr(workload, "success_states", None)
+    if success:
+        meta["outcome"] = {"success": list(success)}
+    return meta
+
+
 def record_workload(
     workload: Workload,
     agent_ref: str,
@@ -72,6 +89,7 @@ def record_workload(
             "prompts": dict(prompts or {}),
         },
         "workload": workload.name,
+        **workload_meta(workload),
     }
     started = time.perf_counter()
     terminal: Counter[str] = Counter()

@@ -55,6 +55,10 @@ def diagnose(store: Store, run: str) -> dict[str, Any]:
     rows = query_arrow(con, f"SELECT * FROM divergences WHERE candidate_run = '{run}'").to_pylist()
     if not rows:
         raise SdbError(f"run {run!r} has no stored divergences; run `sdbctl diff BASE {run}` first")
+    all_rows = rows
+    layer_counts = Counter(r.get("layer") or "write" for r in all_rows)
+    writes = [r for r in all_rows if (r.get("layer") or "write") == "write"]
+    rows = writes or all_rows  # the write layer leads; speech and reads are reported after it
     total = len(rows)
     findings: list[Finding] = []
     fields: Counter[tuple[str, str]] = Counter()
@@ -107,9 +111,49 @@ def diagnose(store: Store, run: str) -> dict[str, Any]:
     )
     actions = Counter(r["candidate_action"] or r["base_action"] or "?" for r in rows)
     findings.sort(key=lambda f: -f.share)
+    lead = _outcome_findings(store, run, sorted({r["base_run"] for r in all_rows}))
+    others = {k: v for k, v in layer_counts.items() if k != "write"}
+    tail = [
+        Finding(
+            n / len(all_rows),
+            f"layer {layer}",
+            f"{n} of {len(all_rows)} divergences are in the {layer} layer (not gated by default)",
+            "speech is compared by similarity: raise or lower [diff] speech_threshold if it flags rewordings"
+            if layer == "speech"
+            else "reads change what the model saw, not what it did; declare them pure=True or in [diff] read_only",
+        )
+        for layer, n in sorted(others.items())
+        if writes
+    ]
     return {
         "run": run,
-        "divergences": total,
+        "divergences": len(all_rows),
+        "by_layer": dict(sorted(layer_counts.items())),
         "by_action": dict(actions.most_common()),
-        "findings": [f.as_dict() for f in findings],
+        "findings": [f.as_dict() for f in [*lead, *findings, *tail]],
     }
+
+
+def _outcome_findings(store: Store, run: str, bases: list[str]) -> list[Finding]:
+    """Outcome flips first: a session whose task went from pass to fail is what a team looks at first."""
+    out = []
+    for base in bases:
+        try:
+            summary = json.loads(store.loc.read_bytes(f"{store.diff_dir(base, run)}/summary.json"))
+        except (OSError, ValueError, SdbError):
+            continue
+        outcomes = summary.get("outcomes") if isinstance(summary, dict) else None
+        if not outcomes or not outcomes.get("negative_flips"):
+            continue
+        neg = outcomes["negative_flips"]
+        first = (outcomes.get("flipped") or {}).get("negative", [])[:3]
+        out.append(
+            Finding(
+                neg / max(1, outcomes["sessions"]),
+                "outcomes",
+                f"{neg} of {outcomes['sessions']} sessions went from pass to fail against {base} "
+                f"(McNemar one-sided p = {outcomes['mcnemar_p']:.3g}), e.g. {', '.join(first)}",
+                "start from the first write divergence of those sessions: it is the likely cause",
+            )
+        )
+    return out

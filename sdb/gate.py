@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sdb.diff.config import parse_layers
 from sdb.diff.differ import DiffResult
 from sdb.errors import SdbError
 from sdb.settings import read_table
@@ -26,6 +27,10 @@ KEYS = (
     "max_parse_failures",
     "max_error_rate",
     "noise_aware",
+    "layers",
+    "max_negative_flips",
+    "fail_on_outcome_regression",
+    "outcome_alpha",
 )
 
 
@@ -45,6 +50,10 @@ class Thresholds:
     max_parse_failures: float | None = None
     max_error_rate: float | None = None
     noise_aware: bool = False
+    layers: tuple[str, ...] | None = None  #: the layers the divergence checks count (None: the diff's, write)
+    max_negative_flips: float | None = None  #: sessions whose outcome went pass -> fail (a proportion or a count)
+    fail_on_outcome_regression: bool = False  #: fail when the one-sided McNemar p-value < outcome_alpha
+    outcome_alpha: float = 0.05
 
 
 def load_thresholds(directory: Path | None = None, overrides: Mapping[str, Any] | None = None) -> Thresholds:
@@ -58,17 +67,33 @@ def load_thresholds(directory: Path | None = None, overrides: Mapping[str, Any] 
     crit = table.get("critical_actions") or ()
     if isinstance(crit, str):
         crit = [c.strip() for c in crit.split(",") if c.strip()]
-    for key in ("max_step_divergence", "max_session_divergence", "max_parse_failures", "max_error_rate"):
+    for key in (
+        "max_step_divergence",
+        "max_session_divergence",
+        "max_parse_failures",
+        "max_error_rate",
+        "max_negative_flips",
+    ):
         value = table.get(key)
-        if value is not None and (not isinstance(value, int | float) or value < 0):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0 or value == float("inf")
+        ):
             raise SdbError(f"gate threshold {key} must be a number >= 0 (a proportion < 1, or a count), not {value!r}")
+    alpha = table.get("outcome_alpha", 0.05)
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
+        raise SdbError(f"gate outcome_alpha must be a number in (0, 1), not {alpha!r}")
+    layers = table.get("layers")
     return Thresholds(
-        table.get("max_step_divergence"),
-        table.get("max_session_divergence"),
-        tuple(crit),
-        table.get("max_parse_failures"),
-        table.get("max_error_rate"),
-        bool(table.get("noise_aware", False)),
+        max_step_divergence=table.get("max_step_divergence"),
+        max_session_divergence=table.get("max_session_divergence"),
+        critical_actions=tuple(crit),
+        max_parse_failures=table.get("max_parse_failures"),
+        max_error_rate=table.get("max_error_rate"),
+        noise_aware=bool(table.get("noise_aware", False)),
+        layers=parse_layers(layers, "gate layers") if layers is not None else None,
+        max_negative_flips=table.get("max_negative_flips"),
+        fail_on_outcome_regression=bool(table.get("fail_on_outcome_regression", False)),
+        outcome_alpha=float(alpha),
     )
 
 
@@ -101,6 +126,13 @@ def evaluate(result: DiffResult, t: Thresholds) -> Verdict:
     """Check ``result`` against every threshold that is set."""
     s = result.summary
     checks: list[Check] = []
+    if not s["steps_compared"]:
+        raise SdbError(
+            f"the gate's layers ({', '.join(s['layers'])}) compare nothing between {result.base_run!r} and "
+            f"{result.candidate_run!r}: "
+            + ", ".join(f"{k} {v['steps_compared']}" for k, v in s["by_layer"].items())
+            + " units; widen with --layers write,read,speech"
+        )
     if t.noise_aware:
         drift = s.get("drift")
         if drift is None:
@@ -124,7 +156,7 @@ def evaluate(result: DiffResult, t: Thresholds) -> Verdict:
         ok, got = _within(t.max_session_divergence, s["sessions_diverged"], s["sessions_compared"])
         checks.append(Check("session divergence", f"<= {t.max_session_divergence:g}", got, ok))
     if t.max_parse_failures is not None:
-        count = s["by_reason"].get("parse_failed", 0)
+        count = s["parse_failures"]
         ok, got = _within(t.max_parse_failures, count, s["steps_compared"])
         checks.append(Check("parse failures", f"<= {t.max_parse_failures:g}", got, ok))
     if t.max_error_rate is not None:
@@ -133,31 +165,75 @@ def evaluate(result: DiffResult, t: Thresholds) -> Verdict:
     for action in t.critical_actions:
         count = sum(1 for d in result.divergences if action in (d.base_action, d.candidate_action))
         checks.append(Check(f"critical action {action}", "no divergence", str(count), count == 0))
+    outcomes = s.get("outcomes")
+    if (t.max_negative_flips is not None or t.fail_on_outcome_regression) and outcomes is None:
+        raise SdbError(
+            f"the outcome checks need outcomes on both sides, and {result.base_run!r} -> {result.candidate_run!r} "
+            "has none (an imported outcome, or a terminal state listed in [outcome] success; a step-mode replay "
+            "has no outcomes)"
+        )
+    if t.max_negative_flips is not None and outcomes is not None:
+        ok, got = _within(t.max_negative_flips, outcomes["negative_flips"], outcomes["sessions"])
+        checks.append(Check("outcome flips pass -> fail", f"<= {t.max_negative_flips:g}", got, ok))
+    if t.fail_on_outcome_regression and outcomes is not None:
+        p = outcomes["mcnemar_p"]
+        checks.append(
+            Check(
+                "outcome regression (McNemar, one-sided)",
+                f"p >= {t.outcome_alpha:g}",
+                f"p = {p:.4g} ({outcomes['negative_flips']} pass -> fail, {outcomes['positive_flips']} fail -> pass)",
+                p >= t.outcome_alpha,
+            )
+        )
     return Verdict(all(c.passed for c in checks), checks)
 
 
+def _line(d: Any) -> str:
+    fields = "; ".join(f"{f['path']}: {f['old']} -> {f['new']}" for f in d.fields)
+    sim = f" similarity {d.similarity:.2f}" if d.similarity is not None else ""
+    return (
+        f"[{d.layer}] {d.step} rep {d.repeat} {d.reason} {d.base_action} -> {d.candidate_action}"
+        + (f" {fields}" if fields else "")
+        + sim
+    )
+
+
+def _gated(result: DiffResult) -> list[Any]:
+    layers = result.summary.get("layers") or ["write"]
+    return [d for d in result.divergences if d.layer in layers]
+
+
 def junit(result: DiffResult, verdict: Verdict) -> str:
-    """JUnit XML: one testcase per session, a failure per diverged session with its divergences."""
+    """JUnit XML: one testcase per session, a failure per session with a divergence in the gated
+    layers or an outcome that went from pass to fail; divergences of other layers are system-out."""
     by_session: dict[str, list[Any]] = {}
-    for d in result.divergences:
+    for d in _gated(result):
         by_session.setdefault(d.session_id, []).append(d)
-    names = sorted(set(_compared_sessions(result)) | set(by_session))
+    layers = result.summary.get("layers") or ["write"]
+    others: dict[str, list[Any]] = {}
+    for d in result.divergences:
+        if d.layer not in layers:
+            others.setdefault(d.session_id, []).append(d)
+    outcomes = result.summary.get("outcomes") or {}
+    flipped = set((outcomes.get("flipped") or {}).get("negative") or [])
+    names = sorted(set(_compared_sessions(result)) | set(by_session) | flipped)
+    failing = set(by_session) | flipped
     suite = ET.Element(
         "testsuite",
         name=f"sdbctl gate {result.base_run}..{result.candidate_run}",
         tests=str(len(names)),
-        failures=str(len(by_session)),
+        failures=str(len(failing)),
     )
     for name in names:
         case = ET.SubElement(suite, "testcase", classname=result.candidate_run, name=name)
-        if name in by_session:
-            divs = by_session[name]
-            failure = ET.SubElement(case, "failure", message=f"{len(divs)} divergence(s)", type="divergence")
-            failure.text = "\n".join(
-                f"{d.step} {d.reason} {d.base_action} -> {d.candidate_action} "
-                + "; ".join(f"{f['path']}: {f['old']} -> {f['new']}" for f in d.fields)
-                for d in divs
-            )
+        if name in failing:
+            divs = by_session.get(name, [])
+            what = f"{len(divs)} divergence(s)" + (", outcome pass -> fail" if name in flipped else "")
+            failure = ET.SubElement(case, "failure", message=what, type="divergence")
+            failure.text = "\n".join((["outcome: pass -> fail"] if name in flipped else []) + [_line(d) for d in divs])
+        if name in others:
+            out = ET.SubElement(case, "system-out")
+            out.text = "\n".join(_line(d) for d in others[name])
     return ET.tostring(suite, encoding="unicode", xml_declaration=True)
 
 
@@ -166,23 +242,39 @@ def _compared_sessions(result: DiffResult) -> list[str]:
 
 
 def markdown(result: DiffResult, verdict: Verdict) -> str:
+    """The gate as Markdown: the verdict, the checks, the outcome flips, then the gated layers'
+    divergences (first of each session first), with the other layers counted below."""
     s = result.summary
+    layers = ", ".join(s.get("layers") or ["write"])
     lines = [
         f"## sdbctl gate: {'PASS' if verdict.passed else 'FAIL'}",
         "",
-        f"`{result.base_run}` -> `{result.candidate_run}`: {s['steps_diverged']}/{s['steps_compared']} steps and "
+        f"`{result.base_run}` -> `{result.candidate_run}` ({s.get('comparison', 'step')} comparison, layers "
+        f"{layers}): {s['steps_diverged']}/{s['steps_compared']} units and "
         f"{s['sessions_diverged']}/{s['sessions_compared']} sessions diverged; {s['errors']} provider errors.",
-        "",
-        "| check | threshold | measured | result |",
-        "|---|---|---|---|",
     ]
+    if s.get("partial"):
+        lines += ["", f"**Partial run(s): {', '.join(s['partial'])}** (compared with --allow-partial)."]
+    outcomes = s.get("outcomes")
+    if outcomes:
+        lines += [
+            "",
+            f"Outcomes over {outcomes['sessions']} sessions: base {outcomes['base_pass']} pass, candidate "
+            f"{outcomes['candidate_pass']} pass; {outcomes['negative_flips']} pass -> fail, "
+            f"{outcomes['positive_flips']} fail -> pass (McNemar one-sided p = {outcomes['mcnemar_p']:.4g}).",
+        ]
+    lines += ["", "| check | threshold | measured | result |", "|---|---|---|---|"]
     lines += [f"| {c.name} | {c.limit} | {c.measured} | {'PASS' if c.passed else 'FAIL'} |" for c in verdict.checks]
-    if result.divergences:
-        lines += ["", "| session | step | reason | action | fields |", "|---|---|---|---|---|"]
-        for d in result.divergences[:20]:
+    gated = sorted(_gated(result), key=lambda d: d.after_first)
+    if gated:
+        lines += ["", "| session | rep | step | layer | reason | action | fields |", "|---|---|---|---|---|---|---|"]
+        for d in gated[:20]:
             fields = "; ".join(f"{f['path']}: {f['old']} -> {f['new']}" for f in d.fields)
             lines.append(
-                f"| {d.session_id} | {d.step} | {d.reason} | {d.candidate_action or d.base_action} | "
-                f"{html.escape(fields)} |"
+                f"| {d.session_id} | {d.repeat} | {d.step} | {d.layer} | {d.reason} | "
+                f"{d.candidate_action or d.base_action} | {html.escape(fields)} |"
             )
+    rest = {k: v["divergences"] for k, v in (s.get("by_layer") or {}).items() if k not in (s.get("layers") or [])}
+    if any(rest.values()):
+        lines += ["", "Not gated: " + ", ".join(f"{k} {v} divergences" for k, v in rest.items() if v) + "."]
     return "\n".join(lines) + "\n"

@@ -85,8 +85,26 @@ def _args(payload: str) -> str:
     return html.escape(orjson.dumps(args).decode()[:160])
 
 
+def _item(d: Any) -> str:
+    what = (
+        "; ".join(f"{f['path']}: {f['old']} -> {f['new']}" for f in d.fields)
+        or f"{d.base_action} -> {d.candidate_action}"
+    )
+    if d.similarity is not None:
+        what += f" (similarity {d.similarity:.2f})"
+    return (
+        f"<li><b>{html.escape(d.reason)}</b> [{html.escape(d.layer)}] at {html.escape(d.step or '-')}"
+        f"{f' rep {d.repeat}' if d.repeat else ''}"
+        f"{' <span class=muted>(after the first)</span>' if d.after_first else ''}: {html.escape(what)}</li>"
+    )
+
+
 def _timelines(store: Store, result: DiffResult, limit: int) -> str:
-    sessions = sorted({d.session_id for d in result.divergences})[:limit]
+    """Per diverged session (those with a gated-layer divergence first): its first divergence, the
+    rest of the gated layers' list, the other layers folded, and both sides' actions side by side."""
+    layers = set(result.summary.get("layers") or ["write"])
+    gated_sessions = {d.session_id for d in result.divergences if d.layer in layers}
+    sessions = sorted({d.session_id for d in result.divergences}, key=lambda x: (x not in gated_sessions, x))[:limit]
     if not sessions:
         return "<p class=muted>No diverged session.</p>"
     con = connect(store)
@@ -108,15 +126,15 @@ def _timelines(store: Store, result: DiffResult, limit: int) -> str:
     out = []
     for s in sessions:
         divs = [d for d in result.divergences if d.session_id == s]
-        items = "".join(
-            f"<li><b>{html.escape(d.reason)}</b> at {html.escape(d.step or '-')}: "
-            + html.escape(
-                "; ".join(f"{f['path']}: {f['old']} -> {f['new']}" for f in d.fields)
-                or f"{d.base_action} -> {d.candidate_action}"
+        gated = sorted((d for d in divs if d.layer in layers), key=lambda d: (d.after_first, d.repeat))
+        folded = [d for d in divs if d.layer not in layers]
+        items = "".join(_item(d) for d in gated)
+        if folded:
+            items += (
+                f"<li><details><summary>{len(folded)} in other layers (speech, reads)</summary><ul>"
+                + "".join(_item(d) for d in folded)
+                + "</ul></details></li>"
             )
-            + "</li>"
-            for d in divs
-        )
         cols = []
         for run in (result.base_run, result.candidate_run):
             trs = "".join(
@@ -134,11 +152,27 @@ def _timelines(store: Store, result: DiffResult, limit: int) -> str:
     return "".join(out) + (f"<p class=muted>{more} more diverged sessions (see --json).</p>" if more > 0 else "")
 
 
+def _outcomes(outcomes: dict[str, Any] | None) -> str:
+    if not outcomes:
+        return "<p class=muted>No outcomes on both sides (an imported outcome, or a terminal success state).</p>"
+    flipped = outcomes.get("flipped") or {}
+    neg = ", ".join(html.escape(x) for x in (flipped.get("negative") or [])[:50]) or "none"
+    pos = ", ".join(html.escape(x) for x in (flipped.get("positive") or [])[:50]) or "none"
+    return (
+        f"<p>{outcomes['sessions']} sessions: base {outcomes['base_pass']} pass, candidate "
+        f"{outcomes['candidate_pass']} pass; McNemar one-sided p = {outcomes['mcnemar_p']:.4g}</p>"
+        f"<table><tr><th>pass &rarr; fail ({outcomes['negative_flips']})</th><td>{neg}</td></tr>"
+        f"<tr><th>fail &rarr; pass ({outcomes['positive_flips']})</th><td>{pos}</td></tr></table>"
+    )
+
+
 def render_html(store: Store, result: DiffResult, verdict: Verdict | None = None, *, sessions: int = 30) -> str:
     """The report as one HTML document."""
     s = result.summary
-    by_step = Counter(d.step or "(no step)" for d in result.divergences)
-    by_action = Counter(d.candidate_action or d.base_action or "?" for d in result.divergences)
+    layers = s.get("layers") or ["write"]
+    gated = [d for d in result.divergences if d.layer in layers]
+    by_step = Counter(d.step or "(no step)" for d in gated)
+    by_action = Counter(d.candidate_action or d.base_action or "?" for d in gated)
     head = ""
     if verdict is not None:
         cls = "pass" if verdict.passed else "fail"
@@ -166,13 +200,28 @@ def render_html(store: Store, result: DiffResult, verdict: Verdict | None = None
         ]
     )
     reasons = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in s["by_reason"].items())
+    layer_rows = "".join(
+        f"<tr><td>{html.escape(k)}{' (gated)' if k in layers else ''}</td><td>{v['steps_diverged']}/"
+        f"{v['steps_compared']}</td><td>{v['sessions_diverged']}/{v['sessions_compared']}</td>"
+        f"<td>{v['divergences']}</td></tr>"
+        for k, v in (s.get("by_layer") or {}).items()
+    )
+    partial = (
+        f"<p class=fail>Partial run(s) {html.escape(', '.join(s['partial']))}: compared with --allow-partial.</p>"
+        if s.get("partial")
+        else ""
+    )
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>sdbctl: {html.escape(result.base_run)} -&gt;
 {html.escape(result.candidate_run)}</title><style>{CSS}</style></head><body>
 <h1>{html.escape(result.base_run)} &rarr; {html.escape(result.candidate_run)}</h1>
 <p class=muted>sdbctl divergence report &middot; base run and candidate run compared action by action</p>
-{head}<h2>Summary</h2><div class=kpi>{kpis}</div>
-<table><tr><th>reason</th><th>divergences</th></tr>{reasons}</table>
+{partial}{head}<h2>Summary</h2><p class=muted>compared by {html.escape(str(s.get("comparison", "step")))};
+the figures count the layers {html.escape(", ".join(layers))}</p><div class=kpi>{kpis}</div>
+<h2>Outcomes</h2>{_outcomes(s.get("outcomes"))}
+<h2>By layer</h2><table><tr><th>layer</th><th>units diverged</th><th>sessions diverged</th><th>divergences</th></tr>
+{layer_rows}</table>
+<table><tr><th>reason ({html.escape(", ".join(layers))})</th><th>divergences</th></tr>{reasons}</table>
 <h2>Drift versus noise</h2>{_drift(s.get("drift"))}
 <h2>Divergences by step</h2>{_bars(by_step, "by step")}
 <h2>Divergences by action</h2>{_bars(by_action, "by action")}

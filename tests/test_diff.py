@@ -133,7 +133,7 @@ def test_a_reordering_is_reported_as_reordered_and_nothing_else(pair: tuple[list
         ]
 
     pending: list[Any] = []
-    divs = _classify("s", "step", 0, rows(base), rows(cand), DiffConfig(), False, pending)
+    divs = _classify("s", "step", 0, rows(base), rows(cand), False, pending)
     moved = sum(b != c for b, c in zip(base, cand, strict=True))
     assert pending == [] and [d.reason for d in divs] == ["reordered"] * moved
 

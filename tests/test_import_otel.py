@@ -82,7 +82,9 @@ def test_real_traces_with_content_import_and_replay_with_zero_divergence(
         assert again.returncode == 0, again.stderr
         assert json.loads(again.stdout)["divergences"] == 0 and model.total == 4
     diff = json.loads(sdbctl("diff", "traced", "again", "--json").stdout)
-    assert diff["summary"]["steps_compared"] == 4 and diff["divergences"] == []
+    layers = diff["summary"]["by_layer"]
+    assert diff["divergences"] == [] and diff["summary"]["steps_compared"] == 2  # the headline counts writes
+    assert layers["write"]["steps_compared"] == 2 and layers["speech"]["steps_compared"] == 2
 
 
 def test_real_traces_without_content_import_marked_missing(sdbctl: CLI, tmp_path: Path, traces: dict[str, str]) -> None:

@@ -97,7 +97,9 @@ def test_an_unmodified_sdk_agent_is_recorded_and_replays(sdbctl: CLI, tmp_path: 
         assert again.returncode == 0, again.stderr
         assert json.loads(again.stdout)["divergences"] == 0 and upstream.total == 12
         diff = json.loads(sdbctl("diff", "weather", "again", "--json").stdout)
-        assert diff["summary"]["steps_compared"] == 6 and diff["divergences"] == []
+        layers = diff["summary"]["by_layer"]
+        assert layers["write"]["steps_compared"] + layers["speech"]["steps_compared"] == 6
+        assert diff["divergences"] == [] and diff["summary"]["steps_compared"] == layers["write"]["steps_compared"]
 
 
 def test_the_command_exit_code_and_failures(sdbctl: CLI, tmp_path: Path) -> None:

@@ -65,3 +65,31 @@ def align(base: Sequence[int], candidate: Sequence[int]) -> list[Pair]:
 def reordered(base: Sequence[int], candidate: Sequence[int]) -> bool:
     """The same actions in another order."""
     return list(base) != list(candidate) and Counter(base) == Counter(candidate)
+
+
+def align_by_name(
+    base: Sequence[int], base_names: Sequence[str], candidate: Sequence[int], cand_names: Sequence[str]
+) -> list[Pair]:
+    """Align a whole session's actions: a longest common subsequence of digests first (identical
+    actions pair up, so one inserted lookup or one retried call shifts nothing after it); in each gap
+    between two matches, actions of the same name pair in order (a changed argument stays one
+    ``args_changed``, not a ``missing`` plus an ``extra``); what is left pairs position by position."""
+    pairs: list[Pair] = []
+    i = j = 0
+    for mi, mj in [*_matches(base, candidate), (len(base), len(candidate))]:
+        gap_b, gap_c = list(range(i, mi)), list(range(j, mj))
+        if gap_b or gap_c:
+            names = _matches([hash(base_names[x]) for x in gap_b], [hash(cand_names[y]) for y in gap_c])
+            pi = pj = 0
+            for ni, nj in [*names, (len(gap_b), len(gap_c))]:
+                for k in range(max(ni - pi, nj - pj)):
+                    pairs.append(
+                        Pair(gap_b[pi + k] if pi + k < ni else None, gap_c[pj + k] if pj + k < nj else None, False)
+                    )
+                if ni < len(gap_b) and nj < len(gap_c):
+                    pairs.append(Pair(gap_b[ni], gap_c[nj], False))
+                pi, pj = ni + 1, nj + 1
+        if mi < len(base) and mj < len(candidate):
+            pairs.append(Pair(mi, mj, True))
+        i, j = mi + 1, mj + 1
+    return pairs

@@ -1,5 +1,12 @@
-"""Per-action tolerances for the differ, from ``[tool.sdbctl.diff]`` in ``pyproject.toml`` or an
-``sdbctl.toml`` (``[diff]``), in the current directory.
+"""The differ's configuration, from ``[tool.sdbctl.diff]`` in ``pyproject.toml`` or an ``sdbctl.toml``
+(``[diff]``), in the current directory: the action classes (layers), the speech threshold, and
+per-action tolerances.
+
+    [tool.sdbctl.diff]
+    read_only = ["get_*", "search_*"]   # globs of read-only actions (beside pure=True ones)
+    speech = ["message", "reply_*"]     # globs of free-text actions (default: message)
+    speech_threshold = 0.8              # similarity below it is speech_changed
+    layers = ["write"]                  # the layers the headline rates (and the gate) count
 
     [tool.sdbctl.diff.actions.propose_offer]
     ignore = ["channel"]            # fields never compared
@@ -10,8 +17,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +27,9 @@ from sdb.errors import SdbError
 from sdb.settings import read_table
 
 TEXT_RULES = ("case", "whitespace")
+LAYERS = ("write", "read", "speech")
+SPEECH_THRESHOLD = 0.8
+_KEYS = ("actions", "read_only", "speech", "speech_threshold", "layers")
 
 
 @dataclass(frozen=True)
@@ -56,11 +67,53 @@ class Tolerance:
 
 @dataclass(frozen=True)
 class DiffConfig:
+    """What the differ compares and how leniently.
+
+    An action's *layer* (its class, by the boundary's contract) is ``speech`` when its name matches
+    ``speech`` (free text to a person), ``read`` when it matches ``read_only`` or is declared pure
+    (``pure=True`` on a boundary action, written into the run's manifest), else ``write``. The
+    headline rates, the noise floor and the gate count the layers in ``layers``.
+    """
+
     actions: Mapping[str, Tolerance] = field(default_factory=dict)
     source: str | None = None
+    read_only: tuple[str, ...] = ()
+    speech: tuple[str, ...] = ("message",)
+    speech_threshold: float = SPEECH_THRESHOLD
+    layers: tuple[str, ...] = ("write",)
 
     def tolerance(self, action: str) -> Tolerance:
         return self.actions.get(action, self.actions.get("*", Tolerance()))
+
+    def layer(self, action: str, declared_read: Sequence[str] = ()) -> str:
+        """The class of ``action``: ``speech``, ``read`` or ``write``."""
+        if any(fnmatchcase(action, g) for g in self.speech):
+            return "speech"
+        if action in declared_read or any(fnmatchcase(action, g) for g in self.read_only):
+            return "read"
+        return "write"
+
+    def with_layers(self, layers: Sequence[str] | str | None) -> DiffConfig:
+        """This configuration counting ``layers`` (``write,read``) in the headline rates."""
+        if layers is None:
+            return self
+        return replace(self, layers=parse_layers(layers, "--layers"))
+
+
+def parse_layers(value: Sequence[str] | str, where: str) -> tuple[str, ...]:
+    """``write,read`` (or a list) as a tuple of known layers; anything else is a one-line error."""
+    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v).strip() for v in value]
+    items = [v for v in items if v]
+    bad = [v for v in items if v not in LAYERS]
+    if bad or not items:
+        raise SdbError(f"{where}: layers are {', '.join(LAYERS)} (comma-separated), not {', '.join(bad) or 'nothing'}")
+    return tuple(dict.fromkeys(items))
+
+
+def _globs(value: Any, key: str, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SdbError(f"{where}: [diff] {key} must be a list of action names or globs")
+    return tuple(value)
 
 
 def _tolerance(name: str, table: Mapping[str, Any], where: str) -> Tolerance:
@@ -85,9 +138,23 @@ def load_config(directory: Path | None = None, extra: Mapping[str, Tolerance] | 
     """Tolerances from ``sdbctl.toml`` ``[diff]`` or ``pyproject.toml`` ``[tool.sdbctl.diff]``; ``extra``
     (from flags) wins."""
     table, source = read_table("diff", directory)
-    actions = {name: _tolerance(name, t, source or "config") for name, t in (table.get("actions") or {}).items()}
+    where = source or "config"
+    unknown = set(table) - set(_KEYS)
+    if unknown:
+        raise SdbError(f"{where}: unknown [diff] key(s) {', '.join(sorted(unknown))} ({', '.join(_KEYS)})")
+    actions = {name: _tolerance(name, t, where) for name, t in (table.get("actions") or {}).items()}
     actions.update(extra or {})
-    return DiffConfig(actions, source)
+    threshold = table.get("speech_threshold", SPEECH_THRESHOLD)
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
+        raise SdbError(f"{where}: [diff] speech_threshold must be a number in [0, 1], not {threshold!r}")
+    return DiffConfig(
+        actions,
+        source,
+        read_only=_globs(table.get("read_only", []), "read_only", where),
+        speech=_globs(table.get("speech", ["message"]), "speech", where),
+        speech_threshold=float(threshold),
+        layers=parse_layers(table.get("layers", ["write"]), f"{where}: [diff] layers"),
+    )
 
 
 def tolerance_flags(
@@ -130,4 +197,4 @@ def tolerance_flags(
                 entry(action)["numeric_tolerance"] = rest
     actions = dict(config.actions)
     actions.update({a: _tolerance(a, t, "flags") for a, t in merged.items()})
-    return DiffConfig(actions, config.source)
+    return replace(config, actions=actions)

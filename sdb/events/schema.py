@@ -50,6 +50,7 @@ DIVERGENCE_SCHEMA: pa.Schema = pa.schema(
     [pa.field(n, pa.string()) for n in _DIVERGENCE_STRINGS]
     + [pa.field(n, pa.int64()) for n in ("repeat", "base_seq", "candidate_seq")]
     + [pa.field(n, pa.string()) for n in ("reason", "base_action", "candidate_action", "pattern", "fields")]
+    + [pa.field("layer", pa.string()), pa.field("similarity", pa.float64()), pa.field("after_first", pa.bool_())]
 )
 
 

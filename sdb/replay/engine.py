@@ -64,6 +64,7 @@ class ReplayOptions:
     base_url: str | None = None
     run_id: str | None = None
     seed: int | None = None
+    allow_partial: bool = False  # replay a partial (interrupted) source run anyway
 
 
 @dataclass
@@ -208,6 +209,11 @@ class Replayer:
         self.opts = opts
         self.source = store.manifest(source_run)
         self.source_run = self.source.run_id
+        if self.source.status == "partial" and not opts.allow_partial:
+            raise UsageError(
+                f"run {self.source_run!r} is partial ({self.source.interrupted or 'its writer did not finish'}): "
+                "a replay of half a run diffs as drift; complete it first, or pass --allow-partial"
+            )
         if opts.mode not in MODES:
             raise UsageError(f"--mode must be step or session, not {opts.mode!r}")
         if opts.repeat < 1 or opts.concurrency < 1:
