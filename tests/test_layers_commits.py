@@ -228,3 +228,38 @@ def test_a_tool_call_log_without_llm_events_is_compared(sdbctl: CLI, tmp_path: P
         ("t1", "args_changed", [{"path": "amount", "old": 10, "new": 12}])
     ]
     assert result["summary"]["steps_compared"] == 6
+
+
+@pytest.mark.parametrize(
+    ("workload", "family"), [("contract-renewal", "renewal"), ("support-triage", "triage"), ("research", "research")]
+)
+def test_the_noise_aware_gate_passes_on_noise_and_fails_on_drift_on_every_reference_workload(
+    sdbctl: CLI, workload: str, family: str
+) -> None:
+    assert sdbctl("record", workload, "-n", "60", "--run-id", "base").returncode == 0
+    for run, spec in (("noise", f"sim:{family}@v1?noise=0.05"), ("v2", f"sim:{family}@v2")):
+        out = sdbctl("replay", "base", "--model", spec, "--repeat", "3", "--run-id", run)
+        assert out.returncode == 0, out.stderr
+    noise = sdbctl("gate", "noise", "--noise-aware", "--json")
+    assert noise.returncode == 0, noise.stdout
+    drift = json.loads(noise.stdout)["summary"]["drift"]
+    assert drift["source"] == "3 repeats of the candidate" and drift["noise_floor"] > 0  # measured, not assumed
+    assert json.loads(noise.stdout)["summary"]["layers"] == ["write"]
+    drifted = sdbctl("gate", "v2", "--noise-aware", "--json")
+    assert drifted.returncode == 1, drifted.stdout
+    assert json.loads(drifted.stdout)["summary"]["drift"]["drift_above_noise"] is True
+
+
+def test_recorded_workloads_carry_outcomes_from_their_success_states(sdbctl: CLI, tmp_path: Path) -> None:
+    assert sdbctl("record", "support-triage", "-n", "100", "--run-id", "base").returncode == 0
+    assert sdbctl("record", "support-triage", "-n", "100", "-m", "sim:triage@v3", "--run-id", "v3").returncode == 0
+    s = json.loads(sdbctl("diff", "base", "v3", "--json").stdout)["summary"]
+    assert s["comparison"] == "commit" and s["outcomes"]["sessions"] == 100
+    changed = {t["session_id"] for t in s["terminal_changes"]}
+    success = {"resolved", "refunded"}
+    flips = {t["session_id"] for t in s["terminal_changes"] if (t["base"] in success) != (t["candidate"] in success)}
+    assert set(s["outcomes"]["flipped"]["negative"]) | set(s["outcomes"]["flipped"]["positive"]) == flips
+    assert flips <= changed
+    assert flips  # v3 flips some outcomes, so the comparison above is not vacuous
+    manifest = json.loads((tmp_path / ".sdb" / "runs" / "base" / "run.json").read_text())
+    assert manifest["meta"]["outcome"] == {"success": ["resolved", "refunded"]}  # read from the manifest
