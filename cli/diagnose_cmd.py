@@ -18,7 +18,7 @@ def diagnose(
 
     Example: sdbctl diff base cand && sdbctl diagnose cand
     """
-    from cli.render import console, print_json
+    from cli.render import console, data, print_json
     from sdb.diagnose import diagnose as run_diagnose
     from sdb.store import Store
 
@@ -26,6 +26,6 @@ def diagnose(
     if json:
         print_json(report)
         return
-    console.print(f"[bold]{report['run']}[/]: {report['divergences']} divergences", highlight=False)
+    console.print(f"[bold]{data(report['run'])}[/]: {report['divergences']} divergences", highlight=False)
     for i, f in enumerate(report["findings"], 1):
-        console.print(f"{i}. {f['evidence']}\n   -> {f['recommendation']}", highlight=False)
+        console.print(f"{i}. {data(f['evidence'])}\n   -> {data(f['recommendation'])}", highlight=False)

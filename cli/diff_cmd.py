@@ -54,7 +54,7 @@ def diff(
 
     Example: sdbctl diff base @latest --json | jq .summary.by_layer.write
     """
-    from cli.render import console, note, print_json, print_table
+    from cli.render import console, data, note, print_json, print_table
     from sdb.diff.config import load_config, tolerance_flags
     from sdb.diff.differ import diff_runs
     from sdb.diff.outcomes import load_outcome_config
@@ -88,7 +88,8 @@ def diff(
     if s["partial"]:
         note(f"PARTIAL run(s) {', '.join(s['partial'])}: compared with --allow-partial; missing may be unfinished")
     console.print(
-        f"[bold]{s['base_run']} -> {s['candidate_run']}[/] (by {s['comparison']}, layers {','.join(s['layers'])}): "
+        f"[bold]{data(s['base_run'])} -> {data(s['candidate_run'])}[/] "
+        f"(by {s['comparison']}, layers {','.join(s['layers'])}): "
         f"{unit} {s['steps_diverged']}/{s['steps_compared']} diverged "
         f"({s['step_divergence_rate']:.1%}), sessions {s['sessions_diverged']}/{s['sessions_compared']} "
         f"({s['session_divergence_rate']:.1%}), {s['errors']} provider errors",
@@ -130,7 +131,7 @@ def diff(
         )
     if s["by_reason"]:
         console.print("by reason: " + ", ".join(f"{k} {v}" for k, v in s["by_reason"].items()), highlight=False)
-        console.print("by action: " + ", ".join(f"{k} {v}" for k, v in s["by_action"].items()), highlight=False)
+        console.print("by action: " + ", ".join(f"{data(k)} {v}" for k, v in s["by_action"].items()), highlight=False)
     gated = set(s["layers"])
     ordered = sorted(result.divergences, key=lambda d: (d.layer not in gated, d.after_first))
     rows = [

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     help="Import runs from logs and traces other tools wrote.\n\n"
-    "Examples: sdbctl import otel traces.jsonl  ·  sdbctl import jsonl agent.log --map map.toml",
+    "Examples: sdbctl import otel traces.jsonl  ·  sdbctl import jsonl agent.log --map map.toml  ·  "
+    "sdbctl import chat results.json --map map.toml",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -70,6 +71,57 @@ def import_otel(
 
     summary = run_import(str(store) if store else None, files, run_id=run_id, skip_bad=skip_bad)
     _report(summary, json, "bad lines or spans")
+
+
+@app.command("chat")
+def import_chat(
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="FILE...",
+            help="Conversations: a JSON array of objects, JSON lines of objects, or one (pretty-printed) object.",
+        ),
+    ],
+    map_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--map", help="TOML map: dotted paths of messages, session, repeat, outcome, model; effect_error."
+        ),
+    ] = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Id of the new run (default: generated).")] = None,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Import the good conversations, count the bad ones.")
+    ] = False,
+    store: StoreOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Import OpenAI chat-format conversations (messages lists) as one run, all or nothing.
+
+    Each assistant message is an llm event (step call-NNN) and its actions: one per tool call, or
+    `message` for a text answer; each tool message is the effect of its call (a reused call id answers
+    the earliest unanswered call with it). Anthropic tool_use / tool_result blocks are read too. Several
+    FILEs make one run. A bad item is FILE:LINE (JSON lines), FILE[i] (an array element) or FILE, exit 2,
+    no run written. Payloads are redacted by [tool.sdbctl.redact].
+
+    The map (optional; every key too) names dotted paths in each conversation object:
+
+    \b
+        messages = "traj"        # the messages list        (default "messages")
+        session = "task_id"      # the session id           (default "id"; none: conv-N, N its position)
+        repeat = "trial"         # trial number: ID, ID#r1, ID#r2 ... by rank (default "repeat")
+        outcome = "reward"       # a number in [0, 1] or a boolean: a state event `outcome` (default "outcome")
+        model = "info.model"     # the model: llm events are openai:MODEL (default "model")
+        effect_error = "^Error"  # a regular expression: a tool result whose text matches it failed
+
+    A key set to "" is not read. The defaults are what `sdbctl export RUN --format chat` writes.
+
+    \b
+    Example: sdbctl import chat trial-a.jsonl trial-b.jsonl --map map.toml --run-id airline
+    """
+    from recorders.importers.chat import import_chat as run_import
+
+    summary = run_import(str(store) if store else None, files, map_file, run_id=run_id, skip_bad=skip_bad)
+    _report(summary, json, "bad conversations")
 
 
 def _report(summary: ImportSummary, json: bool, what: str) -> None:

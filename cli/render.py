@@ -10,7 +10,9 @@ from typing import Any
 
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
 if not console.is_terminal and "COLUMNS" not in os.environ:
@@ -50,6 +52,23 @@ def _cell_csv(value: Any) -> Any:
     return value
 
 
+# C0 and C1 control characters (and DEL): a recorded text may carry terminal escape sequences
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
+_CONTROL.update({0x0A: "\\n", 0x09: "\\t", 0x0D: "\\r"})
+
+
+def visible(text: str) -> str:
+    """``text`` with every control character shown as an escape (``\\x1b``, ``\\n``): recorded text is
+    data, and must not move the cursor, retitle the terminal or hide what follows."""
+    return text.translate(_CONTROL)
+
+
+def data(value: Any) -> str:
+    """A recorded value for a rich markup string: control characters shown, markup escaped, so that a
+    model's ``[/INST]`` or ``[link=...]`` prints as the literal text it is."""
+    return escape(visible(str(value)))
+
+
 def cell(value: Any, width: int | None = None) -> str:
     """A value as short table text: None as empty, lists joined, long text cut with an ellipsis."""
     if value is None:
@@ -78,7 +97,7 @@ def print_table(
     """Render rows as a rich table on standard output."""
     widths = widths or {}
     styles = styles or {}
-    table = Table(title=title, show_lines=False, header_style="bold")
+    table = Table(title=Text(visible(title)) if title else None, show_lines=False, header_style="bold")
     for name in columns:
         table.add_column(
             name,
@@ -87,11 +106,11 @@ def print_table(
             min_width=len(name) if name not in widths else min(len(name), 12),
             max_width=widths.get(name),
         )
-    for row in rows:
-        table.add_row(*(cell(v, widths.get(c)) for c, v in zip(columns, row, strict=True)))
+    for row in rows:  # Text: cells are never read as markup
+        table.add_row(*(Text(visible(cell(v, widths.get(c)))) for c, v in zip(columns, row, strict=True)))
     console.print(table)
 
 
 def note(message: str) -> None:
     """A remark for the human reader, on stderr so it never mixes into piped output."""
-    err_console.print(message, style="dim", highlight=False)
+    err_console.print(visible(message), style="dim", highlight=False, markup=False)

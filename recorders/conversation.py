@@ -1,9 +1,17 @@
 """Chat-completions traffic as events: the session a call belongs to, ``effect`` events for the tool
 results an agent sends back, the ``llm`` event of each call and one ``action`` per tool call.
 
-Shared by the recording proxy (live traffic) and the OpenTelemetry importer (traced traffic), so that
-both write the same events for the same conversation. Calls for one session arrive in order, from one
-thread (the proxy's event loop, or the importer's loop), so the bookkeeping needs no lock.
+Shared by the recording proxy (live traffic), the OpenTelemetry importer (traced traffic) and the chat
+importer (conversation logs), so that all write the same events for the same conversation. Calls for
+one session arrive in order, from one thread (the proxy's event loop, or the importer's loop), so the
+bookkeeping needs no lock.
+
+Real logs reuse tool call ids within one conversation (frameworks that number calls per turn,
+``call_0`` again and again), so calls are kept per id, in order, with how many of them are answered:
+a result answers the earliest unanswered call with its id (:meth:`ConversationRecorder.tool_result`),
+and in a request, which carries the whole history again on every call, the k-th tool message with
+id X answers the k-th call with id X and is recorded only the first time it is seen
+(:meth:`ConversationRecorder.request`).
 """
 
 from __future__ import annotations
@@ -25,11 +33,36 @@ SESSION_HEADER = "X-SDB-Session"
 
 
 @dataclass
+class _Call:
+    """One tool call of a conversation: its action's seq (None for a call the record never saw, whose
+    result came anyway), its tool name and the step of the llm call that made it."""
+
+    seq: int | None
+    name: str
+    step: str | None
+
+
+@dataclass
 class _Conversation:
     session: Session
-    calls: dict[str, tuple[int, str, str | None]] = field(default_factory=dict)  # call id -> (seq, name, step)
-    answered: set[str] = field(default_factory=set)  # tool call ids whose result is recorded
+    calls: dict[str, list[_Call]] = field(default_factory=dict)  # call id -> its calls, in order (ids are reused)
+    answered: dict[str, int] = field(default_factory=dict)  # call id -> how many of its calls have a result
     llm_calls: int = 0
+
+    def next_unanswered(self, name: str) -> str | None:
+        """The id of the oldest call of tool ``name`` that has no result yet (by action seq)."""
+        best: tuple[int, str] | None = None
+        for call_id, calls in self.calls.items():
+            k = self.answered.get(call_id, 0)
+            pending = calls[k] if k < len(calls) else None
+            if (
+                pending is not None
+                and pending.name == name
+                and pending.seq is not None
+                and (best is None or pending.seq < best[0])
+            ):
+                best = (pending.seq, call_id)
+        return best[1] if best is not None else None
 
 
 class _Capture:
@@ -130,21 +163,35 @@ class ConversationRecorder:
         return self._conversation(session_id).session
 
     def request(self, session_id: str, request: Mapping[str, Any], *, actor: str | None = None) -> None:
-        """Record the tool results in ``request`` that were not recorded yet, each linked to its call."""
+        """Record the tool results in ``request`` that were not recorded yet, each linked to its call.
+
+        A request carries the whole history again, so the k-th tool message with id X in it answers
+        the k-th call with id X, and is recorded only when no earlier request held it."""
         messages = request.get("messages")
         if not isinstance(messages, list):
             return
-        names: dict[str, str] = {}
+        names: dict[str, list[str]] = {}  # call id -> the tool names of the calls with that id, in order
+        seen: dict[str, int] = {}  # call id -> tool messages with that id so far
         for message in messages:
             if not isinstance(message, Mapping):
                 continue
             for call in message.get("tool_calls") or []:
                 if isinstance(call, Mapping) and isinstance(call.get("id"), str):
-                    names[call["id"]] = str((call.get("function") or {}).get("name") or "?")
+                    fn = call.get("function")
+                    name = fn.get("name") if isinstance(fn, Mapping) else None
+                    names.setdefault(call["id"], []).append(str(name or "?"))
             call_id = message.get("tool_call_id")
             if message.get("role") == "tool" and isinstance(call_id, str):
+                k = seen.get(call_id, 0)
+                seen[call_id] = k + 1
+                known = names.get(call_id, [])
                 self.tool_result(
-                    session_id, call_id, names.get(call_id, "?"), maybe_json(message.get("content")), actor=actor
+                    session_id,
+                    call_id,
+                    known[k] if k < len(known) else "?",
+                    maybe_json(message.get("content")),
+                    actor=actor,
+                    index=k,
                 )
 
     def tool_result(
@@ -158,22 +205,34 @@ class ConversationRecorder:
         actor: str | None = None,
         status: str = "ok",
         content_missing: bool = False,
+        index: int | None = None,
     ) -> int | None:
-        """The result of tool call ``call_id``, once: an ``effect`` linked to the call's action (its seq
-        is returned; None when already recorded). Without a call id, the oldest unanswered call of
-        tool ``name`` is the one answered. A call the record has not seen (its answer was not
-        captured) gets its action first, with no llm parent, so the differ does not count it as a step."""
+        """The result of a call with id ``call_id``: an ``effect`` linked to the call's action (its seq
+        is returned; None when that result is already recorded).
+
+        Ids are reused within a conversation: the result answers the earliest unanswered call with
+        that id, or, with ``index``, the index-th (0-based) call with that id, unless that one is
+        answered already. Without a call id, the oldest unanswered call of tool ``name`` is the one
+        answered. A result whose call the record has not seen is an effect named ``name`` with no
+        parent; with ``args`` (its call's arguments are known, the answer was not captured) its call
+        gets an action first, with no llm parent, so the differ does not count it as a step."""
         conv = self._conversation(session_id)
         if call_id is None:  # a tool span with no call id: the oldest unanswered call of that tool
-            pending = [c for c, (_, n, _) in conv.calls.items() if n == name and c not in conv.answered]
-            call_id = pending[0] if pending else f"{name}#{len(conv.answered)}"
-        if call_id in conv.answered:
+            found = conv.next_unanswered(name)
+            call_id = found if found is not None else f"{name}#{sum(conv.answered.values())}"
+        calls = conv.calls.setdefault(call_id, [])
+        done = conv.answered.get(call_id, 0)
+        k = done if index is None else index
+        if k < done:
             return None
-        conv.answered.add(call_id)
-        parent, known, step = conv.calls.get(call_id, (None, name, None))
+        while len(calls) <= k:  # results of calls the record never saw keep their places
+            calls.append(_Call(None, name, None))
+        conv.answered[call_id] = k + 1
+        call = calls[k]
+        parent, known, step = call.seq, call.name, call.step
         if parent is None and args is not None:
             safe = self.redactor.redact(args)
-            parent = conv.session.action(
+            parent = call.seq = conv.session.action(
                 name, safe if isinstance(safe, Mapping) else {"(arguments)": safe}, call_id=call_id, actor=actor
             )
             self.actions += 1
@@ -226,7 +285,7 @@ class ConversationRecorder:
         write_actions(capture.action, self.boundary, resp, seq, {"step": step})
         for call_id, action_seq, name in capture.calls:
             if call_id:
-                conv.calls[call_id] = (action_seq, name, step)
+                conv.calls.setdefault(call_id, []).append(_Call(action_seq, name, step))
         self.actions += len(capture.calls)
         return seq
 

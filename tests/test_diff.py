@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import fixtures.workloads
 from recorders.workload import record_workload
 from sdb.agents import load_agent
-from sdb.diff.align import align
+from sdb.diff.align import align, align_by_name
 from sdb.diff.config import DiffConfig, Tolerance
 from sdb.diff.differ import diff_runs
 from sdb.replay.engine import ReplayOptions, replay
@@ -100,6 +100,22 @@ def test_alignment_covers_both_sides_exactly_once(base: list[int], candidate: li
     pairs = align(base, candidate)
     assert sorted(p.base for p in pairs if p.base is not None) == list(range(len(base)))
     assert sorted(p.candidate for p in pairs if p.candidate is not None) == list(range(len(candidate)))
+    for p in pairs:
+        if p.equal:
+            assert p.base is not None and p.candidate is not None and base[p.base] == candidate[p.candidate]
+
+
+@given(digests, digests)
+def test_whole_session_alignment_covers_both_sides_once_in_order_and_keeps_every_match(
+    base: list[int], candidate: list[int]
+) -> None:
+    names = [f"tool{d % 3}" for d in base], [f"tool{d % 3}" for d in candidate]
+    pairs = align_by_name(base, names[0], candidate, names[1])
+    assert sorted(p.base for p in pairs if p.base is not None) == list(range(len(base)))
+    assert sorted(p.candidate for p in pairs if p.candidate is not None) == list(range(len(candidate)))
+    assert [p.base for p in pairs if p.base is not None] == list(range(len(base)))  # in order on both sides
+    assert [p.candidate for p in pairs if p.candidate is not None] == list(range(len(candidate)))
+    assert sum(p.equal for p in pairs) == sum(p.equal for p in align(base, candidate))  # as many matches as the LCS
     for p in pairs:
         if p.equal:
             assert p.base is not None and p.candidate is not None and base[p.base] == candidate[p.candidate]

@@ -263,3 +263,25 @@ def test_recorded_workloads_carry_outcomes_from_their_success_states(sdbctl: CLI
     assert flips  # v3 flips some outcomes, so the comparison above is not vacuous
     manifest = json.loads((tmp_path / ".sdb" / "runs" / "base" / "run.json").read_text())
     assert manifest["meta"]["outcome"] == {"success": ["resolved", "refunded"]}  # read from the manifest
+
+
+def test_the_differ_gives_the_same_result_in_two_halves_as_in_one(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sdb.diff import _parallel
+    from sdb.diff.config import DiffConfig
+    from sdb.diff.differ import diff_runs
+    from sdb.store import Store
+
+    _base(store, sessions=40)
+    with Recorder(store=store, run_id="cand") as rec:
+        for k in range(40):
+            s = rec.session(f"task-{k}")
+            _call(s, "call-001", "get_reservation", {"id": f"R{k}", "v": k % 3})
+            _call(s, "call-002", "update_flight", {"id": f"R{k}", "flight": "HAT170" if k % 2 else "HAT9"})
+            _call(s, "call-003", "cancel_insurance", {"id": f"R{k}"})
+    config = DiffConfig(read_only=("get_*",))
+    monkeypatch.setenv("SDB_DIFF_WORKERS", "1")
+    one = diff_runs(Store.open(store), "base", "cand", config, save=False)
+    monkeypatch.setenv("SDB_DIFF_WORKERS", "2")
+    monkeypatch.setattr(_parallel, "MIN_ITEMS", 2)  # fork even for this small diff
+    two = diff_runs(Store.open(store), "base", "cand", config, save=False)
+    assert one.as_dict() == two.as_dict() and len(one.divergences) >= 40

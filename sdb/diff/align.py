@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from difflib import SequenceMatcher
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Pair:
-    """One alignment position: indexes into base and candidate (None where one side has nothing)."""
+class Pair(NamedTuple):
+    """One alignment position: indexes into base and candidate (None where one side has nothing).
+    A named tuple: a long session makes one per action, and a frozen dataclass costs 3x to build."""
 
     base: int | None
     candidate: int | None
@@ -22,10 +22,28 @@ _EXACT_CELLS = 250_000
 
 
 def _matches(base: Sequence[int], candidate: Sequence[int]) -> list[tuple[int, int]]:
-    """Index pairs of a longest common subsequence. Exact (a dynamic-programming table) for the short
-    sequences of a step: difflib's longest-block-first matching is not minimal when digests repeat
-    ([0, 7, 0, 0] against [0, 0, 0] gave two missing and one extra instead of one missing)."""
+    """Index pairs of a longest common subsequence. Equal heads and tails are matched first (they
+    always lie on a longest path, and most sessions differ in a few places); the middle is exact (a
+    dynamic-programming table) for the short sequences of a session or a step: difflib's
+    longest-block-first matching is not minimal when digests repeat ([0, 7, 0, 0] against [0, 0, 0]
+    gave two missing and one extra instead of one missing)."""
     n, m = len(base), len(candidate)
+    head = 0
+    while head < n and head < m and base[head] == candidate[head]:
+        head += 1
+    tail = 0
+    while tail < n - head and tail < m - head and base[n - 1 - tail] == candidate[m - 1 - tail]:
+        tail += 1
+    found = [(k, k) for k in range(head)]
+    found += [(head + i, head + j) for i, j in _middle(base[head : n - tail], candidate[head : m - tail])]
+    found += [(n - tail + k, m - tail + k) for k in range(tail)]
+    return found
+
+
+def _middle(base: Sequence[int], candidate: Sequence[int]) -> list[tuple[int, int]]:
+    n, m = len(base), len(candidate)
+    if not n or not m:
+        return []
     if n * m > _EXACT_CELLS:
         blocks = SequenceMatcher(a=list(base), b=list(candidate), autojunk=False).get_matching_blocks()
         return [(blk.a + k, blk.b + k) for blk in blocks for k in range(blk.size)]
@@ -64,7 +82,7 @@ def align(base: Sequence[int], candidate: Sequence[int]) -> list[Pair]:
 
 def reordered(base: Sequence[int], candidate: Sequence[int]) -> bool:
     """The same actions in another order."""
-    return list(base) != list(candidate) and Counter(base) == Counter(candidate)
+    return len(base) == len(candidate) and list(base) != list(candidate) and Counter(base) == Counter(candidate)
 
 
 def align_by_name(
@@ -77,19 +95,27 @@ def align_by_name(
     pairs: list[Pair] = []
     i = j = 0
     for mi, mj in [*_matches(base, candidate), (len(base), len(candidate))]:
-        gap_b, gap_c = list(range(i, mi)), list(range(j, mj))
-        if gap_b or gap_c:
-            names = _matches([hash(base_names[x]) for x in gap_b], [hash(cand_names[y]) for y in gap_c])
-            pi = pj = 0
-            for ni, nj in [*names, (len(gap_b), len(gap_c))]:
-                for k in range(max(ni - pi, nj - pj)):
-                    pairs.append(
-                        Pair(gap_b[pi + k] if pi + k < ni else None, gap_c[pj + k] if pj + k < nj else None, False)
-                    )
-                if ni < len(gap_b) and nj < len(gap_c):
-                    pairs.append(Pair(gap_b[ni], gap_c[nj], False))
-                pi, pj = ni + 1, nj + 1
+        if mi > i or mj > j:  # a gap before this match
+            _gap(pairs, list(range(i, mi)), list(range(j, mj)), base_names, cand_names)
         if mi < len(base) and mj < len(candidate):
             pairs.append(Pair(mi, mj, True))
         i, j = mi + 1, mj + 1
     return pairs
+
+
+def _gap(
+    pairs: list[Pair], gap_b: list[int], gap_c: list[int], base_names: Sequence[str], cand_names: Sequence[str]
+) -> None:
+    """Pair the unmatched actions between two matches: same names in order, the rest by position."""
+    nb, nc = len(gap_b), len(gap_c)
+    if not nb or not nc or (nb == 1 and nc == 1):  # nothing to choose between
+        pairs += [Pair(gap_b[k] if k < nb else None, gap_c[k] if k < nc else None, False) for k in range(max(nb, nc))]
+        return
+    names = _matches([hash(base_names[x]) for x in gap_b], [hash(cand_names[y]) for y in gap_c])
+    pi = pj = 0
+    for ni, nj in [*names, (nb, nc)]:
+        for k in range(max(ni - pi, nj - pj)):
+            pairs.append(Pair(gap_b[pi + k] if pi + k < ni else None, gap_c[pj + k] if pj + k < nj else None, False))
+        if ni < nb and nj < nc:
+            pairs.append(Pair(gap_b[ni], gap_c[nj], False))
+        pi, pj = ni + 1, nj + 1

@@ -14,13 +14,15 @@ instead of ``missing``/``extra``.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from sdb.diff.align import align_by_name, reordered
 from sdb.diff.config import LAYERS, DiffConfig
-from sdb.diff.differ import Compared, Divergence, _rows, divergence, explain, states_changed
+from sdb.diff.differ import Compared, Divergence, divergence, explain, states_changed
 
 _LISTS = """
 WITH gb AS (SELECT session_id, layer, list(digest ORDER BY seq) AS ds FROM b WHERE committed GROUP BY ALL),
@@ -67,28 +69,22 @@ def compare_commits(con: Any, base: str, candidate: str, config: DiffConfig) -> 
                 }
             ),
         )
-        base_rows: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-        cand_rows: dict[tuple[str, int, str], list[dict[str, Any]]] = defaultdict(list)
-        for row in _rows(
-            con,
-            "SELECT b.*, e.payload FROM b JOIN (SELECT DISTINCT session_id, layer FROM mm) USING (session_id, layer) "
-            "JOIN events e ON e.run_id = $run AND e.session_id = b.raw_sid AND e.seq = b.seq ORDER BY b.seq",
-            {"run": base},
-        ):
-            base_rows[(row["session_id"], row["layer"])].append(row)
-        for row in _rows(
-            con,
-            "SELECT c.*, e.payload FROM c JOIN mm USING (session_id, rep, layer) "
-            "JOIN events e ON e.run_id = $run AND e.session_id = c.raw_sid AND e.seq = c.seq ORDER BY c.seq",
-            {"run": candidate},
-        ):
-            cand_rows[(row["session_id"], row["rep"], row["layer"])].append(row)
-        for session_id, rep, layer in sorted(mismatched):
-            found, positions = _session(
-                session_id, rep, base_rows[(session_id, layer)], cand_rows[(session_id, rep, layer)], pending
-            )
-            units[layer][session_id] += positions
-            divergences += found
+        # the actions of the mismatched groups as whole columns (one Arrow conversion each), sliced per
+        # group: Python never sees an equal group, and builds a dict only for an action that diverges
+        base_groups = _groups(
+            con, "SELECT b.* FROM b JOIN (SELECT DISTINCT session_id, layer FROM mm) USING (session_id, layer)", False
+        )
+        cand_groups = _groups(con, "SELECT c.* FROM c JOIN mm USING (session_id, rep, layer)", True)
+        work = [
+            (session_id, rep, base_groups.get((session_id, 0, layer)), cand_groups.get((session_id, rep, layer)))
+            for session_id, rep, layer in sorted(mismatched)
+        ]
+        found, positions, pending = _sessions(work)
+        divergences += found
+        for layer, session_id, n in positions:
+            units[layer][session_id] += n
+    _payloads(con, base, [b for _, b, _ in pending])
+    _payloads(con, candidate, [c for _, _, c in pending])
     divergences += explain(pending, config, True)
     states = states_changed(con, base, candidate)
     divergences += states
@@ -125,20 +121,106 @@ def compare_commits(con: Any, base: str, candidate: str, config: DiffConfig) -> 
     )
 
 
+def _payloads(con: Any, run: str, rows: list[dict[str, Any]]) -> None:
+    """Fetch the payloads of ``rows`` (only the pairs to explain need them) in one join."""
+    if not rows:
+        return
+    con.register(
+        "wanted",
+        pa.table({"sid": [r["raw_sid"] for r in rows], "seq": pa.array([r["seq"] for r in rows], pa.int64())}),
+    )
+    found = {
+        (sid, seq): payload
+        for sid, seq, payload in con.execute(
+            "SELECT e.session_id, e.seq, e.payload FROM events e JOIN wanted w ON e.session_id = w.sid "
+            "AND e.seq = w.seq WHERE e.run_id = ?",
+            [run],
+        ).fetchall()
+    }
+    for r in rows:
+        r["payload"] = found[(r["raw_sid"], r["seq"])]
+    con.unregister("wanted")
+
+
+Work = tuple[str, int, "Group | None", "Group | None"]
+Pending = list[tuple[Divergence, dict[str, Any], dict[str, Any]]]
+
+
+def _sessions(work: Sequence[Work]) -> tuple[list[Divergence], list[tuple[str, str, int]], Pending]:
+    """:func:`_session` over many (session, repeat, layer) groups: the divergences, the positions
+    compared per group, and the pairs left to explain."""
+    found: list[Divergence] = []
+    positions: list[tuple[str, str, int]] = []
+    pending: Pending = []
+    for session_id, rep, base, cand in work:
+        divs, n = _session(session_id, rep, base, cand, pending)
+        found += divs
+        group = base or cand
+        assert group is not None  # a mismatched group has actions on one side at least
+        positions.append((group.cols["layer"][group.start], session_id, n))
+    return found, positions, pending
+
+
+def _explain(
+    pending: Sequence[tuple[Divergence, dict[str, Any], dict[str, Any]]], config: DiffConfig
+) -> list[Divergence]:
+    return explain(list(pending), config, True)
+
+
 def _order(d: Divergence) -> tuple[int, int]:
     return (d.base_seq if d.base_seq is not None else -1, d.candidate_seq if d.candidate_seq is not None else -1)
 
 
+@dataclass(frozen=True)
+class Group:
+    """The actions of one (session, repeat, layer) of one run, in seq order: rows ``start:end`` of
+    ``cols`` (each column a Python list, converted from Arrow once for all groups)."""
+
+    cols: dict[str, list[Any]]
+    start: int
+    end: int
+
+    def column(self, name: str) -> list[Any]:
+        return self.cols[name][self.start : self.end]
+
+    def row(self, i: int) -> dict[str, Any]:
+        """Action ``i`` of the group as the dict the classifier and the explainer read."""
+        k = self.start + i
+        return {name: values[k] for name, values in self.cols.items()}
+
+
+def _groups(con: Any, sql: str, by_rep: bool) -> dict[tuple[str, int, str], Group]:
+    table = con.sql(f"{sql} ORDER BY session_id, rep, layer, seq").to_arrow_table()
+    cols = {name: table.column(name).to_pylist() for name in table.column_names}
+    out: dict[tuple[str, int, str], Group] = {}
+    sids, reps, layers = cols["session_id"], cols["rep"], cols["layer"]
+    start = 0
+    for i in range(1, len(sids) + 1):
+        if i == len(sids) or (sids[i], reps[i], layers[i]) != (sids[start], reps[start], layers[start]):
+            out[(sids[start], int(reps[start]) if by_rep else 0, layers[start])] = Group(cols, start, i)
+            start = i
+    return out
+
+
 def _session(
-    session_id: str,
-    rep: int,
-    base: list[dict[str, Any]],
-    cand: list[dict[str, Any]],
-    pending: list[tuple[Divergence, dict[str, Any], dict[str, Any]]],
+    session_id: str, rep: int, base: Group | None, cand: Group | None, pending: Pending
 ) -> tuple[list[Divergence], int]:
     """One session's (repeat's, layer's) divergences by commit, and how many positions it compared."""
-    bc = [r for r in base if r["committed"]]
-    cc = [r for r in cand if r["committed"]]
+    empty: list[Any] = []
+    b_ok, b_dig, b_name, b_status = (
+        (base.column("committed"), base.column("digest"), base.column("name"), base.column("status"))
+        if base
+        else (empty, empty, empty, empty)
+    )
+    c_ok, c_dig, c_name, c_status = (
+        (cand.column("committed"), cand.column("digest"), cand.column("name"), cand.column("status"))
+        if cand
+        else (empty, empty, empty, empty)
+    )
+    bi = [i for i, ok in enumerate(b_ok) if ok]
+    ci = [i for i, ok in enumerate(c_ok) if ok]
+    bd = [b_dig[i] for i in bi]
+    cd = [c_dig[i] for i in ci]
     out: list[Divergence] = []
 
     def div(reason: str, b: dict[str, Any] | None, c: dict[str, Any] | None) -> Divergence:
@@ -146,32 +228,39 @@ def _session(
         out.append(found)
         return found
 
-    bd = [int(r["digest"]) for r in bc]
-    cd = [int(r["digest"]) for r in cc]
     if reordered(bd, cd):
-        for bb, cx in zip(bc, cc, strict=True):
-            if bb["digest"] != cx["digest"]:
-                div("reordered", bb, cx)
+        assert base is not None and cand is not None
+        for x, y in zip(bi, ci, strict=True):
+            if b_dig[x] != c_dig[y]:
+                div("reordered", base.row(x), cand.row(y))
         return out, len(bd)
+
+    def refused(ok: list[bool], digests: list[int], statuses: list[str]) -> dict[int, int]:
+        """Digest -> index of an uncommitted action a guard refused or validation rejected."""
+        if all(ok):
+            return {}
+        return {digests[i]: i for i, s in enumerate(statuses) if not ok[i] and s in ("gated", "invalid")}
+
     # an unpaired commit whose twin on the other side was refused or invalid says why
-    base_refused = {int(r["digest"]): r for r in base if not r["committed"] and r["status"] in ("gated", "invalid")}
-    cand_refused = {int(r["digest"]): r for r in cand if not r["committed"] and r["status"] in ("gated", "invalid")}
-    pairs = align_by_name(bd, [r["name"] for r in bc], cd, [r["name"] for r in cc])
+    base_refused, cand_refused = refused(b_ok, b_dig, b_status), refused(c_ok, c_dig, c_status)
+    pairs = align_by_name(bd, [b_name[i] for i in bi], cd, [c_name[i] for i in ci])
     for pair in pairs:
-        b = bc[pair.base] if pair.base is not None else None
-        c = cc[pair.candidate] if pair.candidate is not None else None
         if pair.equal:
             continue
+        b = base.row(bi[pair.base]) if base is not None and pair.base is not None else None
+        c = cand.row(ci[pair.candidate]) if cand is not None and pair.candidate is not None else None
         if b is not None and c is None:
-            twin = cand_refused.get(int(b["digest"]))
-            if twin is not None:
-                div("gate_changed" if twin["status"] == "gated" else "invalid", b, twin)
+            twin = cand_refused.get(b["digest"])
+            if twin is not None and cand is not None:
+                c = cand.row(twin)
+                div("gate_changed" if c["status"] == "gated" else "invalid", b, c)
             else:
                 div("missing", b, None)
         elif c is not None and b is None:
-            twin = base_refused.get(int(c["digest"]))
-            if twin is not None:
-                div("gate_changed" if twin["status"] == "gated" else "invalid", twin, c)
+            twin = base_refused.get(c["digest"])
+            if twin is not None and base is not None:
+                b = base.row(twin)
+                div("gate_changed" if b["status"] == "gated" else "invalid", b, c)
             else:
                 div("extra", None, c)
         elif b is not None and c is not None:

@@ -1,0 +1,429 @@
+"""``sdbctl import chat`` and ``sdbctl export RUN --format chat``, through the real CLI: the airline
+fixtures (reused call ids, failed-then-retried calls, parallel calls, Anthropic blocks, trials, rewards),
+replay with zero divergence, export and import back, a proxied run exported and imported back, bad
+input (one line, exit 2, no run), ``--skip-bad``, and redaction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from recorders.conversation import ConversationRecorder
+from sdb.recording import Recorder
+from sdb.redaction import load_redactor
+from tests.conftest import CLI
+from tests.test_cli import _assert_one_line_error
+
+REPO = Path(__file__).resolve().parent.parent
+CHAT = REPO / "fixtures" / "chat"
+TRIALS = [str(CHAT / "trial-a.jsonl"), str(CHAT / "trial-b.jsonl")]
+MAP = str(CHAT / "map.toml")
+WRITES = {"update_reservation_flights", "cancel_reservation", "book_reservation"}
+
+
+def _ok(out: Any) -> Any:
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+def _events(sdbctl: CLI, run: str) -> list[dict[str, Any]]:
+    return list(json.loads(_ok(sdbctl("show", run, "--limit", "0", "--json")).stdout))
+
+
+def _by_session(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        out.setdefault(e["session_id"], []).append(e)
+    return out
+
+
+def _import_fixtures(sdbctl: CLI, run: str = "air") -> dict[str, Any]:
+    return dict(json.loads(_ok(sdbctl("import", "chat", *TRIALS, "--map", MAP, "--run-id", run, "--json")).stdout))
+
+
+def _committed(session: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """The committed writes of a session: write actions whose effect succeeded, in order."""
+    ok = {e["parent"] for e in session if e["kind"] == "effect" and e["status"] == "ok"}
+    return [
+        (e["name"], e["digest"]) for e in session if e["kind"] == "action" and e["name"] in WRITES and e["seq"] in ok
+    ]
+
+
+def test_the_airline_fixtures_import_as_sessions_trials_effects_and_outcomes(sdbctl: CLI, tmp_path: Path) -> None:
+    assert _import_fixtures(sdbctl) == {"run_id": "air", "events": 124, "sessions": 10, "skipped": 0}
+    manifest = json.loads((tmp_path / ".sdb" / "runs" / "air" / "run.json").read_text())
+    assert manifest["recorder"] == "chat" and manifest["mode"] == "record" and manifest["repeat"] == 2
+    assert manifest["meta"]["fields"]["session"] == "task_id" and manifest["meta"]["skipped"] == 0
+    assert "openai_key" in manifest["meta"]["redaction"] and manifest["meta"]["map"] == MAP
+    sessions = _by_session(_events(sdbctl, "air"))
+    assert sorted(sessions) == ["0", "0#r1", "1", "1#r1", "2", "2#r1", "3", "3#r1", "4", "4#r1"]  # trial 1 is #r1
+    for events in sessions.values():
+        assert [e["seq"] for e in events] == list(range(len(events)))
+        for e in events:  # every action is linked to its llm event, every effect to its action, same step
+            if e["kind"] in ("action", "effect"):
+                parent = events[e["parent"]]
+                assert parent["kind"] == ("llm" if e["kind"] == "action" else "action") and parent["step"] == e["step"]
+        steps = [e["step"] for e in events if e["kind"] == "llm"]
+        assert steps == [f"call-{i:03d}" for i in range(1, len(steps) + 1)]
+
+    # reused ids (call_0 every turn): each result answers the earliest unanswered call with its id,
+    # so the failed update is linked to the first update and the retry's success to the second
+    noah = sessions["0#r1"]
+    actions = [e for e in noah if e["kind"] == "action" and e["name"] != "message"]
+    effects = [e for e in noah if e["kind"] == "effect"]
+    assert {a["payload"]["call_id"] for a in actions} == {"call_0"} and len(actions) == len(effects) == 5
+    assert [e["parent"] for e in effects] == [a["seq"] for a in actions]  # one result each, none dropped
+    assert [(e["name"], e["status"]) for e in effects][-2:] == [
+        ("update_reservation_flights", "error"),  # effect_error = "^Error" matched
+        ("update_reservation_flights", "ok"),
+    ]
+    assert effects[-2]["payload"]["result"] == {"call_id": "call_0", "content": "Error: payment method not found"}
+    assert actions[-2]["payload"]["args"]["payment_id"] == "credit_card_4412"
+
+    # parallel tool calls: two actions of one llm event, each effect linked to its own call
+    first = [e for e in sessions["1"] if e["step"] == "call-001"]
+    assert [(e["kind"], e["name"]) for e in first] == [
+        ("llm", "chat"),
+        ("action", "get_user_details"),
+        ("action", "get_reservation_details"),
+        ("effect", "get_user_details"),
+        ("effect", "get_reservation_details"),
+    ]
+    assert first[3]["parent"] == first[1]["seq"] and first[4]["parent"] == first[2]["seq"]
+
+    # Anthropic content blocks: tool_use blocks are calls, tool_result blocks effects (is_error honoured)
+    claude = sessions["3#r1"]
+    assert [(e["kind"], e["name"], e["status"]) for e in claude if e["kind"] != "llm"] == [
+        ("action", "get_reservation_details", "ok"),
+        ("effect", "get_reservation_details", "error"),
+        ("action", "get_reservation_details", "ok"),
+        ("effect", "get_reservation_details", "ok"),
+        ("action", "get_user_details", "ok"),
+        ("effect", "get_user_details", "ok"),
+        ("action", "message", "ok"),
+        ("state", "outcome", "ok"),
+    ]
+    llm = [e for e in claude if e["kind"] == "llm"]
+    assert llm[0]["model"] == "openai:claude-3-5-sonnet-20241022"
+    history = llm[-1]["payload"]["request"]["messages"]
+    assert [m["role"] for m in history] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "tool",
+        "assistant",
+        "tool",
+    ]
+    assert history[2]["tool_calls"][0]["function"] == {
+        "name": "get_reservation_details",
+        "arguments": '{"reservation_id":"H8TQ1I"}',
+    }
+    assert history[2]["content"] == "Let me look up the reservation." and history[3]["tool_call_id"] == "toolu_01Hq"
+    assert llm[-1]["payload"]["request"]["tools"][0]["function"]["name"] == "get_user_details"  # input_schema converted
+    reply = llm[-1]["payload"]["response"]["choices"][0]
+    assert reply["finish_reason"] == "stop" and reply["message"]["content"].startswith("As a gold member")
+
+    # the outcome of every session, as a state event after its messages
+    outcomes = {s: [e for e in ev if e["kind"] == "state"] for s, ev in sessions.items()}
+    assert {s: [(o["name"], o["payload"]) for o in found] for s, found in outcomes.items()} == {
+        s: [("outcome", {"value": 0 if s in ("2#r1", "4#r1") else 1})] for s in sessions
+    }
+    assert all(found[0]["seq"] == len(sessions[s]) - 1 for s, found in outcomes.items())
+
+    # task 0: the conversations differ (an extra lookup, a failed-then-retried write), the committed
+    # writes do not; task 2: one write argument differs, and the reward flipped
+    assert len(sessions["0"]) != len(sessions["0#r1"])
+    assert _committed(sessions["0"]) == _committed(sessions["0#r1"]) != []
+    books = [
+        [e for e in sessions[s] if e["name"] == "book_reservation" and e["kind"] == "action"] for s in ("2", "2#r1")
+    ]
+    a, b = books[0][0]["payload"]["args"], books[1][0]["payload"]["args"]
+    assert {k for k in a if a[k] != b[k]} == {"cabin"} and (a["cabin"], b["cabin"]) == ("economy", "basic_economy")
+
+
+def test_an_imported_run_replays_with_zero_divergence(sdbctl: CLI) -> None:
+    _import_fixtures(sdbctl)
+    same = json.loads(_ok(sdbctl("replay", "air", "--model", "recorded", "--run-id", "again", "--json")).stdout)
+    assert same["divergences"] == 0 and same["steps"] == 42 and same["errors"] == 0
+    both = json.loads(_ok(sdbctl("diff", "air", "again", "--json")).stdout)  # two trials: ID and ID#r1 sessions
+    assert both["divergences"] == [] and both["summary"]["sessions_compared"] == 10  # 5 tasks x 2 trials
+    # one trial (no session repeats), replayed and diffed
+    _ok(sdbctl("import", "chat", TRIALS[1], "--map", MAP, "--run-id", "b"))
+    _ok(sdbctl("replay", "b", "--model", "recorded", "--run-id", "b-again"))
+    diff = json.loads(_ok(sdbctl("diff", "b", "b-again", "--json")).stdout)
+    assert diff["divergences"] == [] and diff["summary"]["steps_compared"] > 0
+
+
+def _query(sdbctl: CLI, sql: str) -> list[tuple[Any, ...]]:
+    rows = json.loads(_ok(sdbctl("query", sql, "--json")).stdout)
+    return sorted(tuple(r.values()) for r in rows)
+
+
+def _same_run(sdbctl: CLI, one: str, other: str) -> None:
+    """The two runs hold the same actions, effects (with their status) and outcomes."""
+    for kinds, cols in (
+        ("'action'", "session_id, step, name, digest, status"),
+        ("'effect'", "session_id, step, name, digest, status"),
+        ("'state'", "session_id, name, payload"),
+        ("'llm'", "session_id, step, digest"),
+    ):
+        rows = [
+            _query(sdbctl, f"SELECT {cols} FROM events WHERE run_id = '{run}' AND kind IN ({kinds})")
+            for run in (one, other)
+        ]
+        assert rows[0] == rows[1] and (rows[0] or kinds == "'state'"), kinds
+
+
+def test_export_chat_then_import_gives_the_same_run(sdbctl: CLI, tmp_path: Path) -> None:
+    _import_fixtures(sdbctl)
+    out = _ok(sdbctl("export", "air", "--format", "chat", "--out", "x.jsonl"))
+    assert "wrote 10 conversations" in out.stderr
+    lines = [json.loads(line) for line in (tmp_path / "x.jsonl").read_text().splitlines()]
+    noah = next(c for c in lines if c["id"] == "0" and c.get("repeat") == 1)  # session 0#r1
+    assert noah["outcome"] == 1 and noah["model"] == "gpt-4o-2024-08-06" and noah["tools"]
+    tools = [m for m in noah["messages"] if m["role"] == "tool"]
+    assert [m.get("is_error", False) for m in tools] == [False, False, False, True, False]
+    assert noah["messages"][-1]["role"] == "assistant" and noah["messages"][-1]["content"].startswith("Done:")
+    assert "repeat" not in next(c for c in lines if c["id"] == "0" and "repeat" not in c)
+    # the defaults read what the export writes: no map needed
+    _ok(sdbctl("import", "chat", "x.jsonl", "--run-id", "back"))
+    _same_run(sdbctl, "air", "back")
+    # to stdout too
+    assert [json.loads(line) for line in _ok(sdbctl("export", "air", "-f", "chat")).stdout.splitlines()] == lines
+
+
+def _proxied(store: Path, cwd: Path) -> None:
+    """A run as the recording proxy writes it: each call's request holds the whole history again."""
+    rec = Recorder(store, {"mode": "record"}, run_id="proxied", handle_signals=False, recorder="proxy")
+    conv = ConversationRecorder(rec, load_redactor(cwd))
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+
+    def call(messages: list[dict[str, Any]], message: dict[str, Any]) -> dict[str, Any]:
+        request = {"model": "gpt-4o-mini", "messages": list(messages), "tools": tools}
+        session = conv.session_for(None, request)
+        conv.request(session, request)
+        finish = "tool_calls" if message.get("tool_calls") else "stop"
+        response = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 5},
+        }
+        conv.answer(session, request, response, model="openai:gpt-4o-mini", latency_ms=3.0)
+        return message
+
+    def weather(city: str) -> dict[str, Any]:  # the framework numbers its calls per turn: call_0 again
+        args = json.dumps({"city": city})
+        fn = {"name": "get_weather", "arguments": args}
+        return {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "call_0", "type": "function", "function": fn}],
+        }
+
+    for cities in (["Paris", "Lyon"], ["Oslo"]):
+        history: list[dict[str, Any]] = [
+            {"role": "system", "content": "You tell the weather."},
+            {"role": "user", "content": f"Weather in {' and '.join(cities)}?"},
+        ]
+        for i, city in enumerate(cities):
+            history.append(call(history, weather(city)))
+            history.append({"role": "tool", "tool_call_id": "call_0", "content": json.dumps({"c": 10 + i})})
+        history.append(call(history, {"role": "assistant", "content": "Mild everywhere."}))
+    rec.close()
+
+
+def test_a_proxied_run_exported_and_imported_back_gives_the_same_actions(sdbctl: CLI, tmp_path: Path) -> None:
+    _proxied(tmp_path / ".sdb", tmp_path)
+    events = _by_session(_events(sdbctl, "proxied"))
+    paris = next(ev for ev in events.values() if len([e for e in ev if e["kind"] == "llm"]) == 3)
+    calls = [e for e in paris if e["kind"] == "action" and e["name"] == "get_weather"]
+    effects = [e for e in paris if e["kind"] == "effect"]
+    # the request of call 3 holds both results with id call_0: the k-th answers the k-th call, once
+    assert [e["parent"] for e in effects] == [c["seq"] for c in calls] and len(effects) == 2
+    assert [e["payload"]["result"]["content"] for e in effects] == [{"c": 10}, {"c": 11}]
+    _ok(sdbctl("export", "proxied", "--format", "chat", "--out", "p.jsonl"))
+    _ok(sdbctl("import", "chat", "p.jsonl", "--run-id", "p-back"))
+    _same_run(sdbctl, "proxied", "p-back")
+    diff = json.loads(_ok(sdbctl("diff", "proxied", "p-back", "--json")).stdout)  # closed loop, by commit
+    assert diff["summary"]["comparison"] == "commit" and diff["divergences"] == []
+    assert diff["summary"]["by_layer"]["write"]["steps_compared"] > 0
+
+
+GOOD = {
+    "id": "t1",
+    "messages": [
+        {"role": "user", "content": "cancel ABC123"},
+        {"role": "assistant", "tool_calls": [{"id": "c1", "function": {"name": "cancel", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "done"},
+    ],
+}
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    return {**json.loads(json.dumps(GOOD)), **changes}
+
+
+def _bad_call(call: dict[str, Any]) -> dict[str, Any]:
+    return _with(id="t2", messages=[GOOD["messages"][0], {"role": "assistant", "tool_calls": [call]}])
+
+
+BAD_LINES = {
+    "truncated": (json.dumps(GOOD)[:-9], "not valid JSON"),
+    "not-object": ("[1, 2]", "must be a JSON object, not list"),
+    "no-messages": (json.dumps({"id": "t2", "turns": []}), "no messages list at 'messages'"),
+    "empty-messages": (json.dumps(_with(id="t2", messages=[])), "is empty"),
+    "message-not-object": (json.dumps(_with(id="t2", messages=["hi"])), "messages[0]: a message must be an object"),
+    "no-role": (json.dumps(_with(id="t2", messages=[{"content": "hi"}])), "messages[0]: a message with no role"),
+    "no-function-name": (
+        json.dumps(_bad_call({"id": "c", "function": {"arguments": "{}"}})),
+        "messages[1].tool_calls[0]: a tool call with no function name",
+    ),
+    "bad-arguments": (
+        json.dumps(_bad_call({"id": "c", "function": {"name": "cancel", "arguments": 42}})),
+        "arguments of 'cancel' are a int, neither an object nor a JSON string",
+    ),
+    "outcome-range": (json.dumps(_with(id="t2", outcome=1.5)), "outcome at 'outcome' must be a boolean or a number"),
+    "outcome-text": (json.dumps(_with(id="t2", outcome="pass")), "'pass'"),
+    "repeat-text": (json.dumps(_with(id="t2", repeat="first")), "repeat at 'repeat' must be an integer"),
+    "duplicate": (json.dumps(GOOD), "session 't1' is also at"),
+}
+
+
+def _runs(sdbctl: CLI) -> list[Any]:
+    return list(json.loads(_ok(sdbctl("runs", "--json")).stdout))
+
+
+def test_bad_input_is_one_line_naming_the_place_and_writes_no_run(sdbctl: CLI, tmp_path: Path) -> None:
+    good = json.dumps(GOOD)
+    (tmp_path / "good.jsonl").write_text(good + "\n")
+    _ok(sdbctl("import", "chat", "good.jsonl", "--run-id", "first"))
+    before = _runs(sdbctl)
+    for label, (bad, reason) in BAD_LINES.items():
+        (tmp_path / f"{label}.jsonl").write_text(good + "\n" + bad + "\n")
+        _assert_one_line_error(sdbctl("import", "chat", f"{label}.jsonl"), f"{label}.jsonl:2:", reason)
+    _assert_one_line_error(sdbctl("import", "chat", "duplicate.jsonl"), "duplicate.jsonl:2:", "duplicate.jsonl:1")
+    (tmp_path / "binary.jsonl").write_bytes(good.encode() + b"\n\x89PNG\r\n\x1a\n\xff\xfe\x00\x00")
+    _assert_one_line_error(sdbctl("import", "chat", "binary.jsonl"), "binary.jsonl:2:", "binary")
+    # a JSON array: FILE[i]; one pretty-printed object: FILE; a broken one: FILE:LINE
+    (tmp_path / "array.json").write_text(json.dumps([GOOD, _with(id="t2", messages=3)], indent=2))
+    _assert_one_line_error(sdbctl("import", "chat", "array.json"), "array.json[1]:", "no messages list")
+    (tmp_path / "one.json").write_text(json.dumps(_with(messages=[{"role": 7}]), indent=2))
+    _assert_one_line_error(sdbctl("import", "chat", "one.json"), "one.json: messages[0]: a message with no role")
+    (tmp_path / "broken.json").write_text(json.dumps(GOOD, indent=2)[:-30])
+    _assert_one_line_error(sdbctl("import", "chat", "broken.json"), "broken.json:", "not valid JSON")
+    for empty in ("", "[]", "\n\n"):
+        (tmp_path / "empty.jsonl").write_text(empty)
+        _assert_one_line_error(sdbctl("import", "chat", "empty.jsonl"), "empty.jsonl: no conversation to import")
+    _assert_one_line_error(sdbctl("import", "chat", "nowhere.jsonl"), "nowhere.jsonl: cannot read")
+    # several files are all or nothing: a good one followed by a bad one writes nothing
+    _assert_one_line_error(sdbctl("import", "chat", "good.jsonl", "truncated.jsonl"), "truncated.jsonl:2:")
+    # a bad map: one line naming it
+    maps = {
+        "unknown.toml": ('sesion = "task_id"\n', "unknown map key(s) sesion"),
+        "regex.toml": ('effect_error = "(unclosed"\n', "effect_error '(unclosed' is not a valid regular expression"),
+        "broken.toml": ('session = "task_id\n', "not valid TOML"),
+        "type.toml": ("outcome = 3\n", "outcome must be a string"),
+    }
+    for name, (text, reason) in maps.items():
+        (tmp_path / name).write_text(text)
+        _assert_one_line_error(sdbctl("import", "chat", "good.jsonl", "--map", name), f"{name}: ", reason)
+    _assert_one_line_error(sdbctl("import", "chat", "good.jsonl", "--map", "none.toml"), "none.toml: cannot read")
+    assert _runs(sdbctl) == before  # no run written, none touched
+
+
+def test_skip_bad_imports_the_rest_and_counts(sdbctl: CLI, tmp_path: Path) -> None:
+    lines = [json.dumps(GOOD), BAD_LINES["no-role"][0], json.dumps(_with(id="t3")), "{oops", json.dumps(GOOD)]
+    (tmp_path / "mixed.jsonl").write_text("\n".join(lines) + "\n")
+    out = _ok(sdbctl("import", "chat", "mixed.jsonl", "--skip-bad", "--run-id", "mixed"))
+    assert out.stdout.strip() == "mixed" and "3 bad conversations skipped" in out.stderr  # 2 bad, 1 duplicate
+    assert sorted(_by_session(_events(sdbctl, "mixed"))) == ["t1", "t3"]
+    summary = json.loads(_ok(sdbctl("import", "chat", "mixed.jsonl", "--skip-bad", "--json")).stdout)
+    assert summary["skipped"] == 3 and summary["sessions"] == 2 and summary["events"] == 6
+
+
+def test_defaults_ids_booleans_models_unknown_results_and_model_parse_failures(sdbctl: CLI, tmp_path: Path) -> None:
+    conversations = [
+        {  # no id: conv-0; a boolean outcome; a top-level model
+            "model": "gpt-4.1-mini",
+            "outcome": True,
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "tool", "tool_call_id": "nobody", "content": "stray result"},  # answers no call
+                {"role": "assistant", "content": [{"type": "text", "text": "Hello"}, {"type": "text", "text": "!"}]},
+            ],
+        },
+        {  # no id, no model; arguments the model wrote as broken JSON: its parse failure, kept
+            "outcome": False,
+            "messages": [
+                {"role": "user", "content": "x"},
+                {
+                    "role": "assistant",
+                    "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a": '}}],
+                },
+            ],
+        },
+    ]
+    (tmp_path / "plain.json").write_text(json.dumps(conversations))
+    _ok(sdbctl("import", "chat", "plain.json", "--run-id", "plain"))
+    sessions = _by_session(_events(sdbctl, "plain"))
+    assert sorted(sessions) == ["conv-0", "conv-1"]
+    first = [(e["kind"], e["name"], e["status"], e["model"]) for e in sessions["conv-0"]]
+    assert first == [
+        ("effect", "?", "ok", None),
+        ("llm", "chat", "ok", "openai:gpt-4.1-mini"),
+        ("action", "message", "ok", None),
+        ("state", "outcome", "ok", None),
+    ]
+    assert sessions["conv-0"][0]["parent"] is None and sessions["conv-0"][2]["payload"]["args"] == {"content": "Hello!"}
+    second = sessions["conv-1"]
+    assert second[0]["model"] == "chat" and (second[1]["name"], second[1]["status"]) == ("?", "parse_failed")
+    assert [e["payload"] for e in second if e["kind"] == "state"] == [{"value": 0}]
+    # a repeat map ranks the trials: the lowest is the plain id, then #r1, #r2 (gaps do not matter)
+    trials = [_with(id="t", trial=t) for t in (7, 3, 5)]
+    (tmp_path / "trials.jsonl").write_text("".join(json.dumps(t) + "\n" for t in trials))
+    (tmp_path / "map.toml").write_text('repeat = "trial"\noutcome = ""\n')
+    _ok(sdbctl("import", "chat", "trials.jsonl", "--map", "map.toml", "--run-id", "trials"))
+    assert sorted(_by_session(_events(sdbctl, "trials"))) == ["t", "t#r1", "t#r2"]
+    manifest = json.loads((tmp_path / ".sdb" / "runs" / "trials" / "run.json").read_text())
+    assert manifest["repeat"] == 3 and manifest["mode"] == "record"
+    rows = _query(
+        sdbctl, "SELECT session_id, payload FROM events WHERE run_id = 'trials' AND step = 'call-001' AND kind = 'llm'"
+    )
+    assert [json.loads(p)["request"]["messages"][0]["content"] for _, p in rows] == ["cancel ABC123"] * 3
+
+
+def test_secrets_never_reach_the_store(sdbctl: CLI, tmp_path: Path) -> None:
+    key = "sk-proj-TESTKEY0123456789abcdefghijklmnop"
+    leaky = _with(
+        id="ticket-jane.doe@example.com",
+        messages=[
+            {"role": "user", "content": f"my key is {key}, mail me at jane.doe@example.com"},
+            {"role": "assistant", "content": f"Noted: {key}"},
+            {"role": "tool", "tool_call_id": "x", "content": json.dumps({"token": key})},
+        ],
+    )
+    (tmp_path / "leaky.jsonl").write_text(json.dumps(leaky) + "\n")
+    _ok(sdbctl("import", "chat", "leaky.jsonl", "--run-id", "leaky"))
+    for path in (tmp_path / ".sdb").rglob("*"):
+        if path.is_file():
+            assert b"TESTKEY" not in path.read_bytes() and b"jane.doe" not in path.read_bytes(), path
+    text = _ok(sdbctl("export", "leaky")).stdout
+    assert "TESTKEY" not in text and "jane.doe" not in text
+    assert "[REDACTED:openai_key]" in text and '"session_id":"[REDACTED:email]"' in text
+    chat = _ok(sdbctl("export", "leaky", "--format", "chat")).stdout
+    assert "TESTKEY" not in chat and "[REDACTED:openai_key]" in chat
+
+
+@pytest.mark.parametrize("command", [("import", "chat"), ("export",)])
+def test_help_teaches(sdbctl: CLI, command: tuple[str, ...]) -> None:
+    out = _ok(sdbctl(*command, "--help")).stdout
+    assert "Example" in out and "chat" in out
+    if command == ("import", "chat"):
+        assert all(key in out for key in ("messages", "session", "repeat", "outcome", "model", "effect_error"))
