@@ -11,7 +11,13 @@ from cli.options import JsonOption, StoreOption
 
 def demo(
     sessions: Annotated[int, typer.Option("--sessions", "-n", help="Customers to record.")] = 100,
-    candidate: Annotated[str, typer.Option("--candidate", help="The model version to judge.")] = "sim:renewal@v2",
+    candidate: Annotated[
+        str,
+        typer.Option(
+            "--candidate",
+            help="The model spec to judge, as given (the default carries the base's per-answer noise, 0.05).",
+        ),
+    ] = "sim:renewal@v2?noise=0.05",
     repeat: Annotated[int, typer.Option("--repeat", help="Repeats of the candidate replay.")] = 3,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when the gate fails, like `sdbctl gate`.")] = False,
     store: StoreOption = None,
@@ -51,11 +57,12 @@ def demo(
     top = result.diff.divergences[:5]
     if top:
         print_table(
-            ["session", "step", "reason", "action", "fields"],
+            ["session", "step", "rep", "reason", "action", "fields"],
             [
                 [
                     d.session_id,
                     d.step,
+                    d.repeat,
                     d.reason,
                     d.candidate_action or d.base_action,
                     "; ".join(f"{f['path']}: {f['old']} -> {f['new']}" for f in d.fields),

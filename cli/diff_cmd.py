@@ -8,6 +8,15 @@ from typing import Annotated
 import typer
 
 from cli.options import AlignOption, AllowPartialOption, JsonOption, LayersOption, StoreOption
+from sdb.errors import UsageError
+
+
+def _resamples(value: int) -> int:
+    """--resamples is checked as it is parsed: an SdbError, so one line and exit 2 (typer's own min=
+    would print its usage block instead)."""
+    if value < 1:
+        raise UsageError(f"--resamples must be 1 or more, not {value}")
+    return value
 
 
 def diff(
@@ -17,7 +26,9 @@ def diff(
     noise: Annotated[
         str | None, typer.Option("--noise", help="A self-replay of the base model: the noise floor.")
     ] = None,
-    resamples: Annotated[int, typer.Option("--resamples", help="Bootstrap resamples of the sessions.")] = 10_000,
+    resamples: Annotated[
+        int, typer.Option("--resamples", callback=_resamples, help="Bootstrap resamples of the sessions.")
+    ] = 10_000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
     html_file: Annotated[Path | None, typer.Option("--html", help="Write the self-contained HTML report.")] = None,
     ignore: Annotated[

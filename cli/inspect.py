@@ -60,10 +60,16 @@ def show(
     Example: sdbctl show 20261126-004112-a1b2c3 --session contract-42 --kind action
     """
     from cli.render import note, print_json, print_table
+    from sdb.events.kinds import KINDS
+    from sdb.names import check_choice
     from sdb.store import Store
     from sdb.store.read import event_dicts, run_events
 
-    table = run_events(Store.open(store), run_id, session=session, kind=kind)
+    if kind is not None:
+        check_choice(kind, KINDS, "--kind")
+    st = Store.open(store)
+    run_id = st.resolve(run_id)  # @latest: the output names the run it is
+    table = run_events(st, run_id, session=session, kind=kind)
     if json:
         print_json(list(event_dicts(table)))
         return
@@ -89,16 +95,17 @@ def query(
     store: StoreOption = None,
     json: JsonOption = False,
 ) -> None:
-    """Run SQL with DuckDB over the views `events` (one row per event) and `runs` (one per run).
+    """Run SQL with DuckDB over the views `events` (one row per event), `runs` (one per run) and
+    `divergences`. Read-only: one SELECT (or EXPLAIN); COPY, ATTACH, CREATE, INSTALL, SET ... are
+    refused, and files outside the store cannot be read.
 
     Example: sdbctl query "SELECT run_id, kind, count(*) AS n FROM events GROUP BY ALL ORDER BY n DESC"
     """
     from cli.render import note, print_csv, print_json, print_table
+    from sdb.query import read_only_query
     from sdb.store import Store
-    from sdb.store.views import connect, run_query
 
-    con = connect(Store.open(store), run_id)
-    columns, rows = run_query(con, sql)
+    columns, rows = read_only_query(Store.open(store), sql, run_id)
     if json:
         print_json([dict(zip(columns, r, strict=True)) for r in rows])
     elif as_csv:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from cli.gate_cmd import gate
 from cli.proxy_cmd import proxy
 from cli.record import CommandAfterDashes, record
 from cli.replay import replay
+from cli.rm_cmd import rm
 from sdb import __version__
 from sdb.errors import SdbError
 
@@ -75,12 +77,34 @@ app.command()(diff)
 app.command()(gate)
 app.command()(diagnose)
 app.command()(demo)
+app.command()(rm)
 app.add_typer(patterns_cmd.app, name="patterns")
 app.add_typer(import_cmd.app, name="import")
 
 
+# commands that only read the store (or write files the user named) and print: a closed pipe may end them
+# at once. record, proxy and replay talk to sockets, where Python's ignored SIGPIPE must stay ignored
+# (a client or server that hangs up is an error to handle, not a reason to die).
+_OUTPUT_COMMANDS = frozenset(
+    {"runs", "show", "query", "export", "diff", "gate", "diagnose", "patterns", "demo", "import", "rm"}
+)
+
+
+_COMMANDS = _OUTPUT_COMMANDS | {"record", "proxy", "replay"}
+
+
+def _command(args: list[str]) -> str | None:
+    """The command named in ``args`` (the first word that names one)."""
+    return next((a for a in args if not a.startswith("-") and a in _COMMANDS), None)
+
+
 def run() -> None:
-    """Console-script entry: run the app; an :class:`SdbError` is one line on stderr and exit code 2."""
+    """Console-script entry: run the app; an :class:`SdbError` is one line on stderr and exit code 2.
+
+    A closed pipe (``sdbctl export RUN | head``) ends the process as it ends any Unix tool: killed by
+    SIGPIPE, quietly, exit status 141 in the shell (click would print nothing and exit 1)."""
+    if hasattr(signal, "SIGPIPE") and _command(sys.argv[1:]) in _OUTPUT_COMMANDS:
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         app(standalone_mode=True)
     except SdbError as exc:

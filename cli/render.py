@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import math
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -14,10 +16,12 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-console = Console()
+from sdb.text import visible
+
+console = Console(emoji=False)  # ":m:" in recorded text is text, not an emoji
 if not console.is_terminal and "COLUMNS" not in os.environ:
     console.width = 160  # piped or captured output: don't squeeze tables into 80 columns
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, emoji=False)
 
 
 def _json_default(value: Any) -> Any:
@@ -28,11 +32,51 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def _json_key(key: Any) -> str:
+    """A key as the text a JSON object needs: a string as it is, anything else as its JSON text
+    (``1`` -> ``"1"``, ``True`` -> ``"true"``, a date as ISO-8601)."""
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, bool | int | float):
+        return json.dumps(key)
+    plain = _json_default(key)
+    return plain if isinstance(plain, str) else json.dumps(plain)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every object's keys as strings and NaN and infinities as None (as orjson writes
+    them), for the standard library's writer; integers are left as they are, however big."""
+    if isinstance(value, dict):
+        return {_json_key(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def json_bytes(value: Any, *, indent: bool = False) -> bytes:
+    """``value`` as JSON (datetimes as ISO-8601). What orjson cannot write as it is takes the standard
+    library's writer instead: an integer beyond 64 bits (DuckDB's HUGEINT) is written as the JSON number
+    it is, digit for digit, and an object whose keys are not strings (a DuckDB MAP) is an object keyed
+    by each key's JSON text (``MAP {1: 'a'}`` is ``{"1": "a"}``)."""
+    option = orjson.OPT_NON_STR_KEYS | (orjson.OPT_INDENT_2 if indent else 0)
+    try:
+        return orjson.dumps(value, default=_json_default, option=option)
+    except TypeError:  # orjson.JSONEncodeError is one
+        text = json.dumps(
+            _plain(value),
+            default=_json_default,
+            ensure_ascii=False,
+            indent=2 if indent else None,
+            separators=(",", ": ") if indent else (",", ":"),
+        )
+        return text.encode("utf-8", "backslashreplace")  # a lone surrogate as the JSON escape it reads as
+
+
 def print_json(value: Any) -> None:
-    """Write ``value`` as indented JSON to standard output (datetimes as ISO-8601)."""
-    sys.stdout.buffer.write(
-        orjson.dumps(value, default=_json_default, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS) + b"\n"
-    )
+    """Write ``value`` as indented JSON to standard output (datetimes as ISO-8601; see :func:`json_bytes`)."""
+    sys.stdout.buffer.write(json_bytes(value, indent=True) + b"\n")
     sys.stdout.flush()
 
 
@@ -46,21 +90,10 @@ def print_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
 
 def _cell_csv(value: Any) -> Any:
     if isinstance(value, list | dict):
-        return orjson.dumps(value, default=_json_default).decode()
+        return json_bytes(value).decode()
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return value
-
-
-# C0 and C1 control characters (and DEL): a recorded text may carry terminal escape sequences
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
-_CONTROL.update({0x0A: "\\n", 0x09: "\\t", 0x0D: "\\r"})
-
-
-def visible(text: str) -> str:
-    """``text`` with every control character shown as an escape (``\\x1b``, ``\\n``): recorded text is
-    data, and must not move the cursor, retitle the terminal or hide what follows."""
-    return text.translate(_CONTROL)
 
 
 def data(value: Any) -> str:
@@ -76,7 +109,7 @@ def cell(value: Any, width: int | None = None) -> str:
     elif isinstance(value, list):
         text = ", ".join(str(v) for v in value)
     elif isinstance(value, dict):
-        text = orjson.dumps(value, default=_json_default).decode()
+        text = json_bytes(value).decode()
     elif hasattr(value, "isoformat"):
         text = value.isoformat(sep=" ", timespec="seconds")
     else:

@@ -48,6 +48,14 @@ def replay(
         bool, typer.Option("--no-cache", help="Ask the model even when the cache has the answer.")
     ] = False,
     allow_partial: AllowPartialOption = False,
+    agent: Annotated[
+        str | None,
+        typer.Option(
+            "--agent",
+            help="The agent's code, PATH.py:ATTR or MODULE:ATTR, for session mode or --prompt on a run of "
+            "an agent that is not a registered workload (a path named by a store is never imported).",
+        ),
+    ] = None,
     executor: Annotated[
         str,
         typer.Option(
@@ -87,7 +95,7 @@ def replay(
     )
 
     import fixtures.workloads
-    from cli.render import err_console, print_json
+    from cli.render import err_console, note, print_json
     from sdb.errors import UsageError
     from sdb.replay.engine import ReplayOptions, ReplayProgress
     from sdb.replay.engine import replay as run_replay
@@ -122,6 +130,7 @@ def replay(
         base_url=base_url,
         run_id=new_run_id,
         allow_partial=allow_partial,
+        agent=agent,
     )
     st = Store.open(store)
     with Progress(
@@ -177,3 +186,5 @@ def replay(
         + (f" · {p.no_content} steps recorded without content, not replayed" if p.no_content else ""),
         highlight=False,
     )
+    for kind, message in p.first_errors.items():  # the first of each kind of provider error, as said
+        note(f"first {kind}: {message}")

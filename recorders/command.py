@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from recorders.proxy import DEFAULT_UPSTREAM, ConversationRecorder, RecordingProxy
-from recorders.proxy.server import check_upstream, public_url
+from recorders.proxy.server import check_upstream
 from sdb.errors import SdbError
 from sdb.recording import Recorder
-from sdb.redaction import Redactor, load_redactor
+from sdb.redaction import Redactor, load_redactor, url_without_secrets
 
 BASE_URL_VARIABLES = ("OPENAI_BASE_URL", "OPENAI_API_BASE")
 
@@ -59,7 +59,7 @@ def _recording_proxy(
     rules = redactor if redactor is not None else load_redactor()
     recorder = Recorder(
         store,
-        {"mode": "record", "upstream": public_url(target), "redaction": rules.names, "via": mode},
+        {"mode": "record", "upstream": url_without_secrets(target), "redaction": rules.names, "via": mode},
         run_id=run_id,
         handle_signals=False,
         recorder="proxy",

@@ -139,7 +139,7 @@ class ConversationRecorder:
         another or at once, gives N sessions. A call repeating a failed call is its retry.
         """
         if header and header.strip():
-            return header.strip()
+            return str(self.redactor.text(header.strip()))  # a session id may be a key or an address
         key = session_key(None, request)
         raw = request.get("messages")
         messages = list(raw) if isinstance(raw, list) else []

@@ -96,28 +96,53 @@ def record_workload(
     with Recorder(store=store, meta=meta, run_id=run_id) as rec:
         truth = rec.side_file("truth.jsonl")
 
-        async def one(item: Any, gate: asyncio.Semaphore) -> str:
-            async with gate:
-                ctx = AgentContext(
-                    sink=rec.session(item.session_id),
-                    model=provider,
-                    prompts=workload.prompts,
-                    seed=seed,
-                    prompt_versions=dict(prompts or {}),
-                    options=opts,
-                    truth=truth,
-                )
-                return await workload.run_session(ctx, item)
+        async def one(item: Any) -> str:
+            ctx = AgentContext(
+                sink=rec.session(item.session_id),
+                model=provider,
+                prompts=workload.prompts,
+                seed=seed,
+                prompt_versions=dict(prompts or {}),
+                options=opts,
+                truth=truth,
+            )
+            return await workload.run_session(ctx, item)
 
-        async def main() -> None:
-            gate = asyncio.Semaphore(max(1, concurrency))
-            tasks = [asyncio.ensure_future(one(item, gate)) for item in items]
-            for done, task in enumerate(asyncio.as_completed(tasks), 1):
-                terminal[await task] += 1
-                if progress is not None:
-                    progress(done, len(items))
+        async def main() -> int:
+            """Episodes are taken from the workload as they are needed, ``concurrency`` at a time, so
+            memory holds the episodes in flight, not all of them; the first failure cancels the rest
+            and is raised once (no stream of unretrieved task exceptions)."""
+            limit, done = max(1, concurrency), 0
+            running: set[asyncio.Future[str]] = set()
 
-        asyncio.run(main())
+            def finish(finished: set[asyncio.Future[str]]) -> None:
+                nonlocal done
+                failed = [t.exception() for t in finished if not t.cancelled() and t.exception() is not None]
+                if failed:  # every exception is retrieved here; the first is raised
+                    raise failed[0]  # type: ignore[misc]
+                for task in finished:
+                    terminal[task.result()] += 1
+                    done += 1
+                    if progress is not None:
+                        progress(done, sessions if sessions is not None else done)
+
+            try:
+                for item in items:
+                    if len(running) >= limit:
+                        finished, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                        finish(finished)
+                    running.add(asyncio.ensure_future(one(item)))
+                while running:
+                    finished, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    finish(finished)
+            except BaseException:
+                for task in running:
+                    task.cancel()
+                await asyncio.gather(*running, return_exceptions=True)  # retrieved: no "never retrieved" noise
+                raise
+            return done
+
+        count = asyncio.run(main())
         run = rec.run_id
     manifest_events = rec.events_written
-    return RecordSummary(run, len(items), manifest_events, time.perf_counter() - started, terminal)
+    return RecordSummary(run, count, manifest_events, time.perf_counter() - started, terminal)

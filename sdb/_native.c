@@ -836,19 +836,29 @@ static int no_integral_float(const char *s, Py_ssize_t n) {
     return 1;
 }
 
+/* "null" somewhere in the text (memmem is not in every C library) */
+static int has_null(const char *s, Py_ssize_t n) {
+    const char *end = s + n;
+    for (const char *p = memchr(s, 'n', n); p && end - p >= 4; p = memchr(p + 1, 'n', end - p - 1))
+        if (p[1] == 'u' && p[2] == 'l' && p[3] == 'l') return 1;
+    return 0;
+}
+
 static PyObject *dumps(PyObject *value) {
     PyObject *argv[3] = {value, g_default, g_options};
     return PyObject_Vectorcall(g_dumps, argv, 3, NULL);
 }
 
 /* 1 if an integral float (which canonical JSON writes as an int) is somewhere in value, 0 if none is,
- * -1 if value holds a type other than exact dict, list, tuple, str, int, bool, None and float (or is
- * too deep): then orjson's default hook and the Python function decide. */
+ * -1 if value holds NaN or an infinity (which the Python function refuses), or a type other than exact
+ * dict, list, tuple, str, int, bool, None and float (or is too deep): then orjson's default hook and
+ * the Python function decide. */
 static int scan(PyObject *v, int depth) {
     if (PyUnicode_CheckExact(v) || PyLong_CheckExact(v) || PyBool_Check(v) || v == Py_None) return 0;
     if (PyFloat_CheckExact(v)) {
         double d = PyFloat_AS_DOUBLE(v);
-        return isfinite(d) && floor(d) == d;
+        if (!isfinite(d)) return -1;
+        return floor(d) == d;
     }
     if (depth > 100) return -1;
     int found = 0, r;
@@ -910,19 +920,24 @@ static PyObject *normalise(PyObject *v) {
 }
 
 /* canonical.canonical_bytes: the same bytes; errors are the Python function's to raise. orjson's text
- * is canonical when it shows no integral float (the common case, found by a scan of the text); when it
- * might, a walk of the value decides, and a copy with those floats as ints is dumped instead. */
+ * is canonical when it shows no integral float and no null (the common case, found by a scan of the
+ * text: orjson writes NaN and the infinities as null, and canonical JSON refuses them); when it
+ * might, a walk of the value decides, and a copy with those floats as ints is dumped instead. A key
+ * that is not a string fails the dump (the options have no OPT_NON_STR_KEYS): Python decides. */
 static PyObject *canonical(PyObject *value) {
     PyObject *out = dumps(value);
-    if (!out) { /* not JSON: the Python function raises the PayloadError that says why */
+    if (!out) { /* not JSON, or not only string keys: the Python function writes it or says why not */
         PyErr_Clear();
         return PyObject_CallOneArg(g_canonical, value);
     }
-    if (no_integral_float(PyBytes_AS_STRING(out), PyBytes_GET_SIZE(out))) return out;
+    const char *text = PyBytes_AS_STRING(out);
+    Py_ssize_t size = PyBytes_GET_SIZE(out);
+    if (no_integral_float(text, size) && !has_null(text, size)) return out;
     int r = scan(value, 0);
-    if (r == 0) return out; /* the ".0" was inside a string */
+    if (r == 0) return out; /* the ".0" or the null was inside a string, or a null is a None */
     Py_DECREF(out);
-    if (r < 0) return PyObject_CallOneArg(g_canonical, value); /* types only orjson's default knows */
+    /* NaN or an infinity (refused), or types only orjson's default knows: the Python function decides */
+    if (r < 0) return PyObject_CallOneArg(g_canonical, value);
     PyObject *norm = normalise(value);
     if (!norm) return NULL;
     out = dumps(norm);

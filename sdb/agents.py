@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -51,8 +51,9 @@ class Workload(Protocol):
         """Check and complete the options (``spine`` ...); raises :class:`AgentError` on a bad one."""
         ...
 
-    def sessions(self, n: int | None, seed: int, options: Mapping[str, Any]) -> list[SessionItem]:
-        """The first ``n`` episodes (all when None)."""
+    def sessions(self, n: int | None, seed: int, options: Mapping[str, Any]) -> Iterable[SessionItem]:
+        """The first ``n`` episodes (all when None), best made one at a time as they are taken: a load
+        test asks for millions."""
         ...
 
     async def run_session(self, ctx: AgentContext, item: SessionItem) -> str:

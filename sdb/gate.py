@@ -8,7 +8,6 @@ and are overridden by flags. A rate threshold below 1 is a proportion, 1 or more
 
 from __future__ import annotations
 
-import html
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from sdb.diff.config import parse_layers
 from sdb.diff.differ import DiffResult
 from sdb.errors import SdbError
 from sdb.settings import read_table
+from sdb.text import markdown_cell, visible
 
 KEYS = (
     "max_step_divergence",
@@ -63,7 +63,8 @@ def load_thresholds(directory: Path | None = None, overrides: Mapping[str, Any] 
     if unknown:
         raise SdbError(f"{source}: unknown gate key(s) {', '.join(sorted(unknown))} ({', '.join(KEYS)})")
     table: dict[str, Any] = found or dict(DEFAULTS)  # a config table replaces the shipped defaults
-    table.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    table.update(flags)
     crit = table.get("critical_actions") or ()
     if isinstance(crit, str):
         crit = [c.strip() for c in crit.split(",") if c.strip()]
@@ -75,10 +76,12 @@ def load_thresholds(directory: Path | None = None, overrides: Mapping[str, Any] 
         "max_negative_flips",
     ):
         value = table.get(key)
+        # a NaN threshold compares false with every measure, so it would never fail; nor would infinity
         if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0 or value == float("inf")
+            isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf")
         ):
-            raise SdbError(f"gate threshold {key} must be a number >= 0 (a proportion < 1, or a count), not {value!r}")
+            where = f"--{key.replace('_', '-')}" if key in flags else f"{source or 'defaults'}: gate threshold {key}"
+            raise SdbError(f"{where} must be a number >= 0 (a proportion < 1, or a count; finite), not {value!r}")
     alpha = table.get("outcome_alpha", 0.05)
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
         raise SdbError(f"gate outcome_alpha must be a number in (0, 1), not {alpha!r}")
@@ -189,9 +192,10 @@ def evaluate(result: DiffResult, t: Thresholds) -> Verdict:
 
 
 def _line(d: Any) -> str:
+    """One divergence as a line of text (control characters visible: the JUnit file must parse)."""
     fields = "; ".join(f"{f['path']}: {f['old']} -> {f['new']}" for f in d.fields)
     sim = f" similarity {d.similarity:.2f}" if d.similarity is not None else ""
-    return (
+    return visible(
         f"[{d.layer}] {d.step} rep {d.repeat} {d.reason} {d.base_action} -> {d.candidate_action}"
         + (f" {fields}" if fields else "")
         + sim
@@ -225,7 +229,7 @@ def junit(result: DiffResult, verdict: Verdict) -> str:
         failures=str(len(failing)),
     )
     for name in names:
-        case = ET.SubElement(suite, "testcase", classname=result.candidate_run, name=name)
+        case = ET.SubElement(suite, "testcase", classname=result.candidate_run, name=visible(name))
         if name in failing:
             divs = by_session.get(name, [])
             what = f"{len(divs)} divergence(s)" + (", outcome pass -> fail" if name in flipped else "")
@@ -264,16 +268,19 @@ def markdown(result: DiffResult, verdict: Verdict) -> str:
             f"{outcomes['positive_flips']} fail -> pass (McNemar one-sided p = {outcomes['mcnemar_p']:.4g}).",
         ]
     lines += ["", "| check | threshold | measured | result |", "|---|---|---|---|"]
-    lines += [f"| {c.name} | {c.limit} | {c.measured} | {'PASS' if c.passed else 'FAIL'} |" for c in verdict.checks]
+    lines += [
+        "| "
+        + " | ".join(markdown_cell(x) for x in (c.name, c.limit, c.measured))
+        + f" | {'PASS' if c.passed else 'FAIL'} |"
+        for c in verdict.checks
+    ]
     gated = sorted(_gated(result), key=lambda d: d.after_first)
     if gated:
         lines += ["", "| session | rep | step | layer | reason | action | fields |", "|---|---|---|---|---|---|---|"]
         for d in gated[:20]:
             fields = "; ".join(f"{f['path']}: {f['old']} -> {f['new']}" for f in d.fields)
-            lines.append(
-                f"| {d.session_id} | {d.repeat} | {d.step} | {d.layer} | {d.reason} | "
-                f"{d.candidate_action or d.base_action} | {html.escape(fields)} |"
-            )
+            cells = [d.session_id, d.repeat, d.step, d.layer, d.reason, d.candidate_action or d.base_action, fields]
+            lines.append("| " + " | ".join(markdown_cell(str(c)) for c in cells) + " |")
     rest = {k: v["divergences"] for k, v in (s.get("by_layer") or {}).items() if k not in (s.get("layers") or [])}
     if any(rest.values()):
         lines += ["", "Not gated: " + ", ".join(f"{k} {v} divergences" for k, v in rest.items() if v) + "."]

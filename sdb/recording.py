@@ -34,6 +34,7 @@ from sdb.events.canonical import canonical_bytes, digest
 from sdb.events.kinds import STATUSES
 from sdb.events.queue import EventQueue, new_queue
 from sdb.native import native as _native
+from sdb.redaction import RedactingSession, sdk_redactor
 from sdb.store.layout import Store, check_run_id
 from sdb.store.writer import RunWriter
 
@@ -193,7 +194,7 @@ class Session(_SessionCore):
         kind: str,
         name: str,
         payload: bytes,
-        dig: int,
+        digest_body: bytes,
         step: str | None,
         parent: int | None,
         status: str,
@@ -205,7 +206,9 @@ class Session(_SessionCore):
         tokens_in: int | None = None,
         tokens_out: int | None = None,
     ) -> int:
-        """Take the next seq and queue one row (the columns after run_id, in schema order)."""
+        """Take the next seq and queue one row (the columns after run_id, in schema order); the digest is
+        of ``name`` and ``digest_body``, taken once the fields are checked (a name that is not UTF-8
+        text is a PayloadError, never a UnicodeEncodeError)."""
         if not (
             type(name) is str
             and (step is None or type(step) is str)
@@ -215,6 +218,7 @@ class Session(_SessionCore):
             and _utf8(name, step, actor, pattern)
         ):
             raise PayloadError(_field_types(name, step, parent, actor, pattern))
+        dig = digest(name, digest_body)
         seq = self._next_seq()
         self._queue.append(
             (
@@ -250,7 +254,7 @@ class Session(_SessionCore):
     ) -> int:
         """An input to the episode: a contract, a user message, a human decision."""
         body = canonical_bytes(payload)
-        return self._put("input", name, body, digest(name, body), step, None, "ok", actor, pattern)
+        return self._put("input", name, body, body, step, None, "ok", actor, pattern)
 
     def _llm_py(
         self,
@@ -316,7 +320,7 @@ class Session(_SessionCore):
             "llm",
             label,
             b"".join(parts),
-            digest(label, req),
+            req,
             step,
             parent,
             "ok",
@@ -412,7 +416,7 @@ class Session(_SessionCore):
         status = status or _gate_status(decision)
         if status not in _STATUSES:
             raise PayloadError(f"status {status!r} is not one of {', '.join(STATUSES)}")
-        return self._put("gate", name, payload, digest(name, body), step, parent, status, actor, pattern)
+        return self._put("gate", name, payload, body, step, parent, status, actor, pattern)
 
     def _effect_py(
         self,
@@ -430,7 +434,7 @@ class Session(_SessionCore):
         if status not in _STATUSES:
             raise PayloadError(f"status {status!r} is not one of {', '.join(STATUSES)}")
         payload = b'{"result":' + body + b"}"
-        return self._put("effect", name, payload, digest(name, body), step, parent, status, actor, pattern)
+        return self._put("effect", name, payload, body, step, parent, status, actor, pattern)
 
     def _state_py(
         self,
@@ -444,7 +448,7 @@ class Session(_SessionCore):
     ) -> int:
         """A state the episode moved to (``name``) and its data."""
         body = canonical_bytes(payload)
-        return self._put("state", name, body, digest(name, body), step, parent, "ok", actor, pattern)
+        return self._put("state", name, body, body, step, parent, "ok", actor, pattern)
 
     def error(
         self,
@@ -463,8 +467,7 @@ class Session(_SessionCore):
         if replay is not None:
             fields["replay"] = replay
         body = canonical_bytes(fields)
-        dig = digest(name, canonical_bytes(message))
-        return self._put("error", name, body, dig, step, parent, "error", actor, pattern)
+        return self._put("error", name, body, canonical_bytes(message), step, parent, "error", actor, pattern)
 
     # With the C extension, the public methods are SessionCore's: each runs its common case in C and
     # hands every other call to the Python method above. Without it, they are those methods.
@@ -508,9 +511,14 @@ class Recorder:
         recorder: str = "sdk",
         clock: Callable[[], int] = time.time_ns,
         shard: str | None = None,
+        redact: bool | None = None,
     ) -> None:
         if flush_events < 1 or flush_interval <= 0:
             raise SdbError("flush_events must be >= 1 and flush_interval > 0")
+        # opt-in redaction of every recorded value (None: as [tool.sdbctl.redact] sdk says)
+        self._redactor = sdk_redactor(redact)
+        if self._redactor is not None:
+            meta = {**(meta or {}), "redaction": self._redactor.names}
         meta, fields = manifest_fields(meta)
         self.store = Store.open(store, must_exist=False)
         self.run_id = check_run_id(run_id) if run_id else new_run_id()
@@ -574,6 +582,8 @@ class Recorder:
             sid, actor, pattern = str(sid), str(actor), str(pattern)  # a str subclass: plain str
             if not _utf8(sid, actor, pattern):
                 raise PayloadError("session id, actor and pattern must be UTF-8 text (no lone surrogate)")
+        if self._redactor is not None:
+            return RedactingSession(Session(self, sid, actor, pattern), self._redactor)  # type: ignore[return-value]
         return Session(self, sid, actor, pattern)
 
     def _counter(self, session_id: str) -> Callable[[], int]:
@@ -649,7 +659,10 @@ class Recorder:
                 self._failure = self._failure or exc
             finally:
                 for name, fh in self._side.items():
-                    fh.close()
+                    try:
+                        fh.close()
+                    except OSError as exc:  # a full disk while flushing the side file: named, run partial
+                        self._failure = self._failure or SdbError(f"{fh.name}: cannot write ({exc.strerror or exc})")
                     if self.store.loc.remote:  # an object store cannot append: the file goes up whole
                         with contextlib.suppress(OSError, SdbError):
                             self.store.loc.write_bytes(f"{self._writer.dir}/{name}", Path(fh.name).read_bytes())
@@ -725,7 +738,10 @@ class Recorder:
         def append(record: Mapping[str, Any]) -> None:
             line = canonical_bytes(record) + b"\n"
             with lock:
-                fh.write(line)
+                try:
+                    fh.write(line)
+                except OSError as exc:  # a full disk: one line naming the file
+                    raise SdbError(f"{fh.name}: cannot write ({exc.strerror or exc})") from None
 
         return append
 

@@ -15,6 +15,7 @@ Headers are never recorded at all: redaction is for the text inside request and 
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,9 +79,11 @@ def load_redactor(directory: Path | None = None) -> Redactor:
     """The redaction rules configured in the current directory (the defaults when none are)."""
     table, origin = read_table("redact", directory)
     where = origin or "[tool.sdbctl.redact]"
-    unknown = set(table) - {"defaults", "rules"}
+    unknown = set(table) - {"defaults", "rules", "sdk"}
     if unknown:
-        raise SdbError(f"{where}: unknown redact key(s) {', '.join(sorted(unknown))} (keys: defaults, rules)")
+        raise SdbError(f"{where}: unknown redact key(s) {', '.join(sorted(unknown))} (keys: defaults, rules, sdk)")
+    if not isinstance(table.get("sdk", False), bool):
+        raise SdbError(f"{where}: redact.sdk must be true or false")
     defaults = table.get("defaults", True)
     if defaults is True:
         rules = dict(DEFAULT_RULES)
@@ -98,3 +101,82 @@ def load_redactor(directory: Path | None = None) -> Redactor:
         raise SdbError(f'{where}: redact.rules must be a table of NAME = "REGEX"')
     rules.update(extra)
     return build(rules, where)
+
+
+class RedactingSession:
+    """A recorder session whose recorded values pass through a :class:`Redactor` first: the in-process
+    SDK's redaction, opt-in (``Recorder(redact=True)`` or ``sdk = true`` under ``[tool.sdbctl.redact]``).
+    Names, steps and statuses are the caller's code, not data, and are recorded as given."""
+
+    def __init__(self, session: Any, redactor: Redactor) -> None:
+        self._session = session
+        self._redactor = redactor
+
+    def input(self, name: str, payload: Any, **kw: Any) -> int:
+        return int(self._session.input(name, self._redactor.redact(payload), **kw))
+
+    def llm(self, request: Any, response: Any, **kw: Any) -> int:
+        if kw.get("variables") is not None:
+            kw["variables"] = self._redactor.redact(kw["variables"])
+        return int(self._session.llm(self._redactor.redact(request), self._redactor.redact(response), **kw))
+
+    def action(self, name: str, args: Any, **kw: Any) -> int:
+        return int(self._session.action(name, self._redactor.redact(args), **kw))
+
+    def gate(self, name: str, decision: Any, reason: str | None = None, **kw: Any) -> int:
+        return int(self._session.gate(name, decision, self._redactor.redact(reason), **kw))
+
+    def effect(self, name: str, result: Any, **kw: Any) -> int:
+        return int(self._session.effect(name, self._redactor.redact(result), **kw))
+
+    def state(self, name: str, payload: Any, **kw: Any) -> int:
+        return int(self._session.state(name, self._redactor.redact(payload), **kw))
+
+    def error(self, name: str, message: str, **kw: Any) -> int:
+        if kw.get("detail") is not None:
+            kw["detail"] = self._redactor.redact(kw["detail"])
+        return int(self._session.error(name, self._redactor.redact(message), **kw))
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._session, attr)
+
+    def __enter__(self) -> RedactingSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    async def __aenter__(self) -> RedactingSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def sdk_redactor(redact: bool | None, directory: Path | None = None) -> Redactor | None:
+    """The SDK's redactor: ``redact`` when given, else ``sdk = true`` under ``[tool.sdbctl.redact]``."""
+    if redact is None:
+        table, _ = read_table("redact", directory)
+        redact = table.get("sdk") is True
+    return load_redactor(directory) if redact else None
+
+
+def url_without_secrets(url: str | None) -> str | None:
+    """``url`` with the password (and any query parameter named like a key or token) replaced by
+    ``[REDACTED]``: the form of a base URL or upstream that a manifest or an error message may hold."""
+    if not url:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":[REDACTED]@", 1)
+    elif parts.username is not None and "@" in netloc:
+        netloc = "[REDACTED]@" + netloc.rsplit("@", 1)[1]
+    query = urllib.parse.urlencode(
+        [
+            (k, "[REDACTED]" if re.search(r"key|token|secret|password|sig", k, re.I) else v)
+            for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        ],
+        safe="[]",
+    )
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -26,6 +26,16 @@ def _cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 CLI = Callable[..., subprocess.CompletedProcess[str]]
 
 
+def require(found: object, what: str, install: str) -> None:
+    """A test that needs a system part: in CI (``SDB_CI=1``, set by ``.ci/run``) its absence fails the
+    test; elsewhere the test skips with one line saying what to install."""
+    if found:
+        return
+    if os.environ.get("SDB_CI") == "1":
+        pytest.fail(f"{what} is missing, and CI requires it ({install})")
+    pytest.skip(f"needs {what}: {install}")
+
+
 @pytest.fixture
 def sdbctl(tmp_path: Path) -> CLI:
     """Run the installed ``sdbctl`` script in ``tmp_path``; returns the completed process."""

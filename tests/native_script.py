@@ -35,7 +35,12 @@ ARGS: list[Any] = [
     {"discount_pct": 25.0, "term_months": 12.0, "flag": True, "none": None},  # integral floats, flat
     {"nested": {"a": [1.0, 2.5, {"b": 3.0}], "t": (4.0, "x")}, "big": 1e20, "neg": -0.0},  # nested ones
     {"text": "1.0, then 2e+5 and 25.0}"},  # looks like an integral float, inside a string
-    {"é": "ü", "emoji": "\U0001f600", "inf": float("inf"), "nan": float("nan")},
+    {"é": "ü", "emoji": "\U0001f600"},
+    {"inf": float("inf")},  # refused, never written as null: NaN, the infinities
+    {"nan": float("nan"), "n": None},
+    {"deep": [{"x": float("-inf")}], "text": "null"},
+    {1: "a", "1": "b"},  # refused: two keys written as one text
+    {"k": {True: 1, "true": 2}},
     {"decimal": decimal.Decimal("3.0"), "set": {3, 1}, "enum": Channel.PHONE, "offer": Offer(10.0, 12)},
     [1.0, {"x": 2.0}],
     "just a string",
@@ -110,6 +115,18 @@ def calls(rec: Recorder) -> list[Callable[[], Any]]:
         lambda: s.llm({"q": 1}, {"a": 1}, model="m\ud800"),
         lambda: rec.session("x", actor="\udc00"),
         lambda: s.action("propose_offer", {"a": 1}, actor="tool", step="é"),
+        # refused in the caller, on both paths, with no seq taken: a name that is not a string (once a
+        # TypeError in C, an AttributeError in Python), a name that is not UTF-8 text (a UnicodeEncodeError)
+        lambda: s.gate(5, True),
+        lambda: s.effect(7, {"ok": True}),
+        lambda: s.llm({"q": 1}, {"a": 1}, model="m", name=5),
+        lambda: s.input("contract\udc00", {"a": 1}),
+        lambda: s.error("provider\ud800", "timeout"),
+        lambda: s.llm({"q": 1}, {"a": float("nan")}, model="m"),
+        lambda: s.llm({"q": 1}, {"a": 1}, model="m", variables={1: "x", "1": "y"}),
+        lambda: s.gate("policy", "allow", reason={"score": float("inf")}),
+        lambda: s.action("propose_offer", {"a": 1}, call_id="c", error={"why": float("nan")}),
+        lambda: s.state("after the refusals", {"a": 1}),
     ]
     return out
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import decimal
 import json
-import math
 from typing import Any
 
 import pytest
@@ -15,7 +14,11 @@ from sdb.errors import PayloadError
 from sdb.events import action_digest, canonical_json
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False) | st.text(),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
     max_leaves=20,
 )
@@ -59,7 +62,7 @@ def test_canonical_json_is_a_fixed_point(value: Any) -> None:
 def test_canonical_json_preserves_the_value(value: Any) -> None:
     def same(a: Any, b: Any) -> bool:
         if isinstance(a, float) and not isinstance(a, bool):
-            return (math.isinf(a) and b is None) or a == b
+            return bool(a == b)  # NaN and infinities are refused (tests/test_hostile_inputs.py)
         if isinstance(a, dict):
             return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
         if isinstance(a, list):

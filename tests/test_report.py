@@ -7,13 +7,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.conftest import CLI
+from tests.conftest import CLI, require
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def test_report_is_self_contained_and_renders_in_headless_chromium(sdbctl: CLI, tmp_path: Path) -> None:
-    assert CHROMIUM, "Debian's chromium is needed: .ci/run installs it"
+    require(CHROMIUM, "a headless Chromium", "sh .ci/system-packages, or apt-get install chromium")
     assert sdbctl("record", "contract-renewal", "-n", "40", "--run-id", "base").returncode == 0
     assert sdbctl("replay", "base", "--model", "sim:renewal@v1?noise=0.05", "--run-id", "noise").returncode == 0
     assert sdbctl("replay", "base", "--model", "sim:renewal@v3", "--run-id", "v3").returncode == 0
@@ -24,11 +24,12 @@ def test_report_is_self_contained_and_renders_in_headless_chromium(sdbctl: CLI, 
     assert "<script" not in page
     sections = ("Summary", "Drift versus noise", "Divergences by step", "Divergences by action", "Diverged sessions")
     assert all(section in page for section in sections)
+    assert "Outcomes" in page and "By layer" in page  # writes and flips lead
     assert "args_changed" in page and "day-030/offer" in page
     shot = tmp_path / "report.png"
     run = subprocess.run(
         [
-            CHROMIUM,
+            str(CHROMIUM),
             "--headless",
             "--no-sandbox",
             "--disable-gpu",

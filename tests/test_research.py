@@ -200,10 +200,10 @@ def test_noise_makes_a_version_disagree_with_itself_across_repeats(baseline: Pat
 
 def test_sessions_cycle_with_a_suffix_past_the_distinct_questions() -> None:
     workload = load_agent("research")
-    items = workload.sessions(None, 0, {})
+    items = list(workload.sessions(None, 0, {}))
     ids = [i.session_id for i in items]
     assert len(ids) == len(set(ids)) > 40
-    more = workload.sessions(len(items) + 3, 0, {})
+    more = list(workload.sessions(len(items) + 3, 0, {}))
     assert [i.session_id for i in more[len(items) :]] == [f"{i}-r2" for i in ids[:3]]
     first = items[0].data.question
     assert first.text.endswith("?") and 0 <= first.stats["churn_rate"] <= 1 and first.stats["customers"] >= 40

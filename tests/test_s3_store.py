@@ -180,3 +180,132 @@ def test_small_objects_go_up_in_one_put_and_large_ones_in_parts(
     requests = [r.getMessage() for r in caplog.records if "/runs/sizes/" in r.getMessage()]
     assert not any("small.json?uploads" in r for r in requests)
     assert any("large.bin?uploads" in r for r in requests)
+
+
+# -- one writer per run on S3: the lock object -----------------------------------------------------
+
+LOCK_KEY = "team-a/runs/{}/.writer.lock"
+HOLDER = """
+import sys
+import sdb.store.lock as lock
+from sdb.store import Store
+from sdb.store.writer import RunWriter
+lock.HEARTBEAT_SECONDS = float(sys.argv[2])
+writer = RunWriter.create(Store.open(sys.argv[1], must_exist=False), "held", recorder="sdk")
+print("ready", flush=True)
+sys.stdin.readline()
+writer.close("partial")
+print("closed", flush=True)
+"""
+
+
+def _planted_lock(s3: S3Server, run_id: str, *, age: float) -> bytes:
+    """A lock object of a writer on another host, last refreshed ``age`` seconds ago."""
+    import datetime as dt
+
+    when = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age)
+    body = json.dumps({"host": "elsewhere", "pid": 4242, "token": "theirs", "time": when.isoformat()}).encode()
+    s3.client().put_object(Bucket="runs", Key=LOCK_KEY.format(run_id), Body=body)
+    return body
+
+
+def _lock_body(s3: S3Server, run_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(s3.client().get_object(Bucket="runs", Key=LOCK_KEY.format(run_id))["Body"].read())
+    return body
+
+
+def test_a_live_writer_on_s3_keeps_its_run_and_its_heartbeat_keeps_its_lock_fresh(
+    sdbctl: CLI, s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import sdb.store.lock as lock
+    from sdb.store import Store
+    from sdb.store.lock import RunLocked
+    from sdb.store.writer import RunWriter
+
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(lock, "HEARTBEAT_SECONDS", 0.2)  # here: a lock 0.6 s old is stale
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, STORE, "0.2"],
+        env={**os.environ, **s3.env}, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline().strip() == "ready"
+        assert _lock_body(s3, "held")["pid"] == holder.pid
+        out = sdbctl("record", "contract-renewal", "-n", "2", "--run-id", "held", env={**s3.env, "SDB_STORE": STORE})
+        _assert_one_line_error(out, "run 'held'", f"being written by process {holder.pid}")
+        first = _lock_body(s3, "held")["time"]
+        time.sleep(1.5)  # more than three heartbeats: without them the lock would be stale by now
+        assert _lock_body(s3, "held")["time"] > first  # refreshed
+        store = Store.open(STORE)
+        with pytest.raises(RunLocked, match=rf"run 'held' in store {STORE} is being written by process {holder.pid}"):
+            RunWriter.reopen(store, "held")
+        assert store.manifest("held").events == 0 and _lock_body(s3, "held")["pid"] == holder.pid  # untouched
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "closed"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert LOCK_KEY.format("held") not in s3.keys("runs")  # released on close
+    again = RunWriter.reopen(store, "held")  # the run is free again
+    assert _lock_body(s3, "held")["pid"] == os.getpid()
+    again.close()
+    assert store.manifest("held").status == "complete" and LOCK_KEY.format("held") not in s3.keys("runs")
+
+
+def test_a_stale_lock_on_s3_is_taken_over_and_a_fresh_one_is_not(sdbctl: CLI, s3: S3Server) -> None:
+    env = {**s3.env, "SDB_STORE": STORE}
+    _planted_lock(s3, "orphan", age=3600)  # its writer was killed an hour ago: nothing refreshed it
+    out = sdbctl("record", "contract-renewal", "-n", "2", "--run-id", "orphan", env=env)
+    assert out.returncode == 0, out.stderr
+    runs = {r["run_id"]: r for r in json.loads(sdbctl("runs", "--json", env=env).stdout)}
+    assert runs["orphan"]["status"] == "complete" and runs["orphan"]["events"] > 0
+    assert LOCK_KEY.format("orphan") not in s3.keys("runs")  # the new writer's lock, released
+    fresh = _planted_lock(s3, "taken", age=2)  # a live writer elsewhere, refreshed 2 s ago
+    out = sdbctl("record", "contract-renewal", "-n", "2", "--run-id", "taken", env=env)
+    _assert_one_line_error(out, "run 'taken'", "s3://runs/team-a", "process 4242 on elsewhere")
+    assert s3.client().get_object(Bucket="runs", Key=LOCK_KEY.format("taken"))["Body"].read() == fresh
+    assert not any(k.startswith("team-a/runs/taken/") and not k.endswith(".writer.lock") for k in s3.keys("runs"))
+
+
+def test_without_boto3_an_s3_store_is_read_but_not_written(sdbctl: CLI, s3: S3Server, tmp_path: Path) -> None:
+    env = {**s3.env, "SDB_STORE": STORE}
+    assert sdbctl("record", "contract-renewal", "-n", "2", "--run-id", "base", env=env).returncode == 0
+    shadow = tmp_path / "no-boto3"
+    (shadow / "boto3").mkdir(parents=True)
+    (shadow / "boto3" / "__init__.py").write_text("raise ImportError(\"No module named 'boto3'\")\n")
+    env["PYTHONPATH"] = str(shadow)
+    out = sdbctl("record", "contract-renewal", "-n", "2", "--run-id", "nolock", env=env)
+    _assert_one_line_error(out, "run 'nolock'", "pip install 'sdbctl[s3]'")
+    assert not any("/runs/nolock/" in k for k in s3.keys("runs"))  # nothing written unlocked
+    listed = sdbctl("runs", "--json", env=env)  # reading needs no lock
+    assert listed.returncode == 0 and [r["run_id"] for r in json.loads(listed.stdout)] == ["base"]
+
+
+def test_a_writer_whose_s3_lock_was_taken_over_says_so_and_leaves_the_new_lock(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sdb.store.lock as lock
+    from sdb.store import Store
+    from sdb.store.writer import RunWriter
+
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(lock, "HEARTBEAT_SECONDS", 0.1)
+    writer = RunWriter.create(Store.open(STORE, must_exist=False), "stolen", recorder="sdk")
+    assert writer._run_lock is not None and not writer._run_lock.lost
+    theirs = _planted_lock(s3, "stolen", age=0)  # as if it had stalled and another writer took over
+    deadline = time.monotonic() + 10
+    while not writer._run_lock.lost:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert any("run 'stolen'" in r.getMessage() and "taken over" in r.getMessage() for r in caplog.records)
+    assert s3.client().get_object(Bucket="runs", Key=LOCK_KEY.format("stolen"))["Body"].read() == theirs
+    writer.close("partial")  # its release leaves the other writer's lock alone
+    assert s3.client().get_object(Bucket="runs", Key=LOCK_KEY.format("stolen"))["Body"].read() == theirs

@@ -94,7 +94,9 @@ def test_stop_at_the_first_unrecorded_effect_or_continue_through_pure_handlers(
     ref = f"{tmp_path / 'tiny_agent.py'}:workload"
     record_workload(load_agent(ref), ref, sessions=3, store=str(store), run_id="base")
     stopped = replay(
-        Store.open(store), "base", ReplayOptions(model="py:tiny_models:second", mode="session", run_id="stop")
+        Store.open(store),
+        "base",
+        ReplayOptions(model="py:tiny_models:second", mode="session", run_id="stop", agent=ref),
     )
     assert stopped.progress.stopped_sessions == 3
     reasons = run_query(
@@ -104,7 +106,9 @@ def test_stop_at_the_first_unrecorded_effect_or_continue_through_pure_handlers(
     went_on = replay(
         Store.open(store),
         "base",
-        ReplayOptions(model="py:tiny_models:second", mode="session", on_divergence="continue", run_id="cont"),
+        ReplayOptions(
+            model="py:tiny_models:second", mode="session", on_divergence="continue", run_id="cont", agent=ref
+        ),  # the agent is a path: named by the caller, never taken from the manifest
     )
     assert went_on.progress.stopped_sessions == 0
     con = connect(Store.open(store), "cont")

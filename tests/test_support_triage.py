@@ -164,7 +164,7 @@ def test_takes_no_options_and_is_registered() -> None:
 
 def test_tickets_are_seeded_from_the_real_customers() -> None:
     workload = TriageWorkload()
-    first = workload.sessions(20, 0, {})
+    first = list(workload.sessions(20, 0, {}))
     assert [s.session_id for s in first] == [f"TKT-{i:05d}" for i in range(1, 21)]
     assert [s.data for s in workload.sessions(20, 0, {})] == [s.data for s in first]
     assert [s.data.message for s in workload.sessions(20, 1, {})] != [s.data.message for s in first]

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import sysconfig
 import venv
+import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -18,6 +19,9 @@ def test_built_wheel_installs_and_runs(tmp_path: Path) -> None:
         check=True,
     )
     (wheel,) = dist.glob("sdbctl-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        tops = {name.split("/", 1)[0] for name in zf.namelist() if "/" in name and ".dist-info" not in name}
+    assert tops == {"cli", "sdb", "patterns", "recorders", "fixtures"}, tops  # no tests, no benchmarks
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"

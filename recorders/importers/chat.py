@@ -76,10 +76,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from recorders.conversation import ConversationRecorder, maybe_json
+from recorders.conversation import ConversationRecorder
 from recorders.importers import ImportSummary
 from sdb.errors import PayloadError, SdbError
-from sdb.events.canonical import canonical_bytes
+from sdb.events.canonical import canonical_bytes, json_or_text, loads
 from sdb.recording import Recorder
 from sdb.redaction import Redactor, load_redactor
 from sdb.store.layout import Store
@@ -199,12 +199,16 @@ def _documents(path: Path) -> Iterator[tuple[str, Any]]:
     lines = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
     if not lines:
         return
+    first = lines[0][1].strip()
+    pretty = first == "{" or first.startswith("[")
     try:
-        whole = json.loads(text)
+        whole = loads(text, check=False)  # each conversation is checked on its own
     except json.JSONDecodeError as exc:
-        first = lines[0][1].strip()
-        if first == "{" or first.startswith("["):  # one pretty-printed document: its own error says where
+        if pretty:  # one pretty-printed document: its own error says where
             raise _Bad(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    except PayloadError as exc:  # JSON, but not as it can be kept: one document says where it starts
+        if pretty or len(lines) == 1:
+            raise _Bad(f"{path}:{lines[0][0]}: {exc}") from None
     else:
         if isinstance(whole, list):
             for i, item in enumerate(whole):
@@ -216,9 +220,11 @@ def _documents(path: Path) -> Iterator[tuple[str, Any]]:
         return
     for number, line in lines:
         try:
-            yield f"{path}:{number}", json.loads(line)
+            yield f"{path}:{number}", loads(line, check=False)
         except json.JSONDecodeError as exc:
             yield f"{path}:{number}", _Bad(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})")
+        except PayloadError as exc:
+            yield f"{path}:{number}", _Bad(f"{path}:{number}: {exc}")
 
 
 def _text(content: Any) -> str:
@@ -240,6 +246,12 @@ def _arguments(value: Any, where: str, name: str) -> str:
     if value is None:
         return "{}"
     if isinstance(value, str):
+        try:  # the boundary reads them as JSON: JSON it could not keep as it is is refused here
+            loads(value)
+        except PayloadError as exc:
+            raise ValueError(f"{where}: arguments of {name!r}: {exc}") from None
+        except json.JSONDecodeError:
+            pass  # not JSON: the model's parse failure, recorded as such
         return value
     if isinstance(value, Mapping):
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
@@ -509,7 +521,7 @@ def _write(conversations: ConversationRecorder, session: str, conv: _Conversatio
         elif item.status is not None:  # a tool result
             call_id = message.get("tool_call_id")
             name = "?" if call_id is not None else str(message.get("name") or "?")
-            conversations.tool_result(session, call_id, name, maybe_json(message.get("content")), status=item.status)
+            conversations.tool_result(session, call_id, name, json_or_text(message.get("content")), status=item.status)
         history.append(message)
     if conv.outcome is not None:
         conversations.session(session).state("outcome", conversations.redactor.redact({"value": conv.outcome}))
@@ -556,7 +568,11 @@ def import_chat(
     conversations = ConversationRecorder(recorder, rules)
     try:
         for session, conv in named:
-            _write(conversations, session, conv)
+            try:
+                _write(conversations, session, conv)
+            except (PayloadError, RecursionError) as exc:  # found only as it is written: all or nothing
+                reason = "JSON nested too deep" if isinstance(exc, RecursionError) else str(exc)
+                raise SdbError(f"{conv.where}: {reason}") from None
         recorder.close()
     except BaseException:
         recorder.close("partial")

@@ -15,8 +15,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from recorders.conversation import maybe_json
 from recorders.importers.otlp import Span
+from sdb.events.canonical import json_or_text
 
 INFERENCE = frozenset({"chat", "text_completion", "generate_content"})
 _REQUEST_PARAMS = {
@@ -29,6 +29,7 @@ _REQUEST_PARAMS = {
     "gen_ai.request.stop_sequences": "stop",
     "gen_ai.request.choice.count": "n",
 }
+_TOKENS_LIMIT = 2**63  # a token count fits the int64 column
 _INDEXED = re.compile(r"^gen_ai\.(prompt|completion)\.(\d+)\.(.+)$")
 _EVENT_ROLES = {
     "gen_ai.system.message": "system",
@@ -69,7 +70,7 @@ def _text(value: Any) -> str:
 def from_parts(messages: Any) -> list[dict[str, Any]] | None:
     """GenAI semconv messages (``{"role", "parts": [...]}``) as OpenAI chat messages; messages already
     in the OpenAI shape pass through."""
-    messages = maybe_json(messages)
+    messages = json_or_text(messages)
     if isinstance(messages, str):
         return [{"role": "user", "content": messages}]
     if not isinstance(messages, list):
@@ -158,15 +159,15 @@ def _event_messages(span: Span) -> tuple[list[dict[str, Any]] | None, list[dict[
         if name in _EVENT_ROLES:
             entry: dict[str, Any] = {"role": attrs.get("role", _EVENT_ROLES[name]), "content": _json_text(attrs)}
             if attrs.get("tool_calls") is not None:
-                entry["tool_calls"] = _calls(maybe_json(attrs["tool_calls"]))
+                entry["tool_calls"] = _calls(json_or_text(attrs["tool_calls"]))
             if name == "gen_ai.tool.message" and attrs.get("id") is not None:
                 entry["tool_call_id"] = attrs["id"]
             inputs.append(entry)
         elif name == "gen_ai.choice":
-            message = maybe_json(attrs.get("message", {}))
+            message = json_or_text(attrs.get("message", {}))
             message = dict(message) if isinstance(message, Mapping) else {"content": message}
             if attrs.get("tool_calls") is not None:
-                message["tool_calls"] = maybe_json(attrs["tool_calls"])
+                message["tool_calls"] = json_or_text(attrs["tool_calls"])
             if "content" in attrs:
                 message["content"] = attrs["content"]
             message.setdefault("role", "assistant")
@@ -212,19 +213,19 @@ def _details(span: Span) -> dict[str, Any]:
 
 
 def _tools(attrs: Mapping[str, Any]) -> list[dict[str, Any]] | None:
-    definitions = maybe_json(attrs.get("gen_ai.tool.definitions"))
+    definitions = json_or_text(attrs.get("gen_ai.tool.definitions"))
     tools: list[dict[str, Any]] = []
     for tool in definitions if isinstance(definitions, list) else []:
         if isinstance(tool, Mapping) and isinstance(tool.get("function"), Mapping):
             tools.append(dict(tool))
         elif isinstance(tool, Mapping) and tool.get("name"):
-            fn = {k: maybe_json(tool[k]) for k in ("name", "description", "parameters") if k in tool}
+            fn = {k: json_or_text(tool[k]) for k in ("name", "description", "parameters") if k in tool}
             tools.append({"type": "function", "function": fn})
     legacy: dict[int, dict[str, Any]] = {}
     for key, value in attrs.items():
         m = re.match(r"^llm\.request\.functions\.(\d+)\.(name|description|parameters)$", key)
         if m is not None:
-            legacy.setdefault(int(m.group(1)), {})[m.group(2)] = maybe_json(value)
+            legacy.setdefault(int(m.group(1)), {})[m.group(2)] = json_or_text(value)
     tools += [{"type": "function", "function": legacy[i]} for i in sorted(legacy)]
     return tools or None
 
@@ -233,7 +234,7 @@ def inference(span: Span) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:
     """(request, response, content captured) of an inference span, in the OpenAI chat shape."""
     attrs = _details(span)
     event_in, event_out = _event_messages(span)
-    system = maybe_json(attrs.get("gen_ai.system_instructions"))
+    system = json_or_text(attrs.get("gen_ai.system_instructions"))
     messages = from_parts(attrs["gen_ai.input.messages"]) if "gen_ai.input.messages" in attrs else None
     messages = messages if messages is not None else _indexed(attrs, "prompt") or event_in
     if messages is not None and system:
@@ -276,8 +277,9 @@ def inference(span: Span) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:
 def tokens(attrs: Mapping[str, Any]) -> tuple[int | None, int | None]:
     def first(*keys: str) -> int | None:
         for key in keys:
-            if isinstance(attrs.get(key), int | float):
-                return int(attrs[key])
+            value = attrs.get(key)
+            if isinstance(value, int | float) and -_TOKENS_LIMIT <= value < _TOKENS_LIMIT:  # not NaN: finite
+                return int(value)
         return None
 
     return (
@@ -299,7 +301,7 @@ def tool_call(span: Span) -> tuple[str | None, str, Any, Any, bool]:
     attrs = span.attributes
     call_id = attrs.get("gen_ai.tool.call.id")
     name = attrs.get("gen_ai.tool.name") or span.name.removeprefix("execute_tool ").strip() or "?"
-    args = maybe_json(attrs["gen_ai.tool.call.arguments"]) if "gen_ai.tool.call.arguments" in attrs else None
+    args = json_or_text(attrs["gen_ai.tool.call.arguments"]) if "gen_ai.tool.call.arguments" in attrs else None
     captured = "gen_ai.tool.call.result" in attrs
-    result = maybe_json(attrs["gen_ai.tool.call.result"]) if captured else None
+    result = json_or_text(attrs["gen_ai.tool.call.result"]) if captured else None
     return (str(call_id) if call_id else None), str(name), args, result, captured

@@ -19,12 +19,15 @@ sdbctl's::
 
 All or nothing: every line is read and checked before anything is written, and the first bad line
 is a one-line ``FILE:LINE: what is wrong`` (``skip_bad`` imports the rest and counts what it
-skipped). An action is linked (``parent``) to the latest llm event before it in its session, so the
-differ compares it as a model action.
+skipped). A line is JSON that canonical JSON keeps as it is (:func:`sdb.events.canonical.loads`):
+nesting too deep, NaN or an infinity, a key twice, an integer outside 64 bits or a lone surrogate make
+it a bad line, as does a time outside what a timestamp holds. An action is linked (``parent``) to the
+latest llm event before it in its session, so the differ compares it as a model action.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import time
@@ -35,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from recorders.importers import ImportSummary
-from sdb.errors import SdbError
-from sdb.events.canonical import canonical_bytes, digest
+from sdb.errors import PayloadError, SdbError
+from sdb.events.canonical import canonical_bytes, digest, loads
 from sdb.events.kinds import KINDS
 from sdb.events.schema import COLUMNS, batch_from_columns
 from sdb.recording import new_run_id
@@ -99,11 +102,20 @@ def _order(value: Any) -> float:
     raise ValueError(f"order value {value!r} is neither a number nor an ISO-8601 timestamp")
 
 
+_TS_LIMIT_US = 2**63 - 1  # the event timestamp column: int64 microseconds since 1970
+
+
 def _ts_us(value: Any, fallback: float) -> int:
+    """Microseconds since 1970 of a timestamp field (``fallback`` seconds when it has none or none
+    that reads); a time beyond what the timestamp column holds is a ValueError."""
     try:
-        return int(_order(value) * 1_000_000) if value is not None else int(fallback * 1_000_000)
+        seconds = _order(value) if value is not None else fallback
     except ValueError:
-        return int(fallback * 1_000_000)
+        seconds = fallback
+    us = seconds * 1_000_000
+    if not -_TS_LIMIT_US <= us <= _TS_LIMIT_US:
+        raise ValueError(f"time {seconds:g} s since 1970 is out of the range of a timestamp")
+    return int(us)
 
 
 def _parse(path: Path, m: LogMap, skip_bad: bool) -> tuple[list[dict[str, Any]], int]:
@@ -121,7 +133,7 @@ def _parse(path: Path, m: LogMap, skip_bad: bool) -> tuple[list[dict[str, Any]],
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = loads(line)
             if not isinstance(obj, dict):
                 raise ValueError(f"a line must hold a JSON object, not {type(obj).__name__}")
             session = _get(obj, f["session"])
@@ -136,7 +148,7 @@ def _parse(path: Path, m: LogMap, skip_bad: bool) -> tuple[list[dict[str, Any]],
             order = _order(_get(obj, f["order"]))
             args = _get(obj, f["args"]) if "args" in f else None
             if isinstance(args, str):
-                args = json.loads(args)
+                args = loads(args)
             if args is not None and not isinstance(args, dict):
                 raise ValueError(f"arguments in field {f['args']!r} are not an object")
             name = _get(obj, f["name"]) if "name" in f else None
@@ -159,7 +171,7 @@ def _parse(path: Path, m: LogMap, skip_bad: bool) -> tuple[list[dict[str, Any]],
                     "response": _get(obj, f["response"]) if "response" in f else None,
                 }
             )
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, PayloadError) as exc:
             reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
             if not skip_bad:
                 raise SdbError(f"{path}:{number}: {reason}") from None
@@ -226,6 +238,12 @@ def import_jsonl(
         mode="record",
         meta={"imported_from": str(path), "map": str(map_path), "skipped": skipped, "redaction": redactor.names},
     )
-    writer.write(batch_from_columns(columns))
-    writer.close("complete")
+    try:
+        writer.write(batch_from_columns(columns))
+        writer.close("complete")
+    except BaseException:
+        with contextlib.suppress(OSError, SdbError):
+            writer.close("partial")  # the lock released first, then the run removed
+        writer.store.delete_run(rid)  # all or nothing, as the other importers
+        raise
     return ImportSummary(rid, len(records), len(seqs), skipped)

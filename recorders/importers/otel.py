@@ -9,11 +9,15 @@ gives ``parent``. A span recorded without content still imports, marked ``conten
 step-mode replay skips it. Other spans (HTTP, database, ...) are ignored and counted.
 
 All or nothing: every file is read and checked before the run is created; a bad line or span is a
-one-line ``FILE:LINE: what is wrong``.
+one-line ``FILE:LINE: what is wrong``. Content held as JSON text inside an attribute (messages, tool
+arguments) is parsed only when canonical JSON keeps it as it is, else kept as the text it is; a span
+whose content still cannot be written (a tool call's arguments nested too deep, or holding NaN, as
+the boundary reads them) stops the import at that span's ``FILE:LINE``, also under ``skip_bad``.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,7 @@ from recorders.conversation import ConversationRecorder
 from recorders.importers import ImportSummary
 from recorders.importers.genai import inference, model_spec, operation, tokens, tool_call
 from recorders.importers.otlp import Span, read_spans
-from sdb.errors import SdbError
+from sdb.errors import PayloadError, SdbError
 from sdb.recording import Recorder
 from sdb.redaction import Redactor, load_redactor
 
@@ -104,14 +108,19 @@ def import_otel(
                 clock[0] = span.start_ns
                 parent = _nearest(span, by_id, events)
                 actor = _nearest(span, by_id, agents)
-                seq = _event(conversations, trace_id, span, op, parent, actor)
+                try:
+                    seq = _event(conversations, trace_id, span, op, parent, actor)
+                except (PayloadError, RecursionError) as exc:  # found only as it is written: all or nothing
+                    reason = "JSON nested too deep" if isinstance(exc, RecursionError) else str(exc)
+                    raise SdbError(f"{span.file}:{span.line}: span {span.name[:80]!r}: {reason}") from None
                 if op == "invoke_agent":
                     agents[span.span_id] = str(span.attributes.get("gen_ai.agent.name") or "agent")
                 if seq is not None:
                     events[span.span_id] = seq
         recorder.close()
     except BaseException:
-        recorder.close("partial")
+        with contextlib.suppress(SdbError):  # events that could not be written: removed next anyway
+            recorder.close("partial")  # its lock released first, then the run removed
         recorder.store.delete_run(recorder.run_id)  # all or nothing
         raise
     return ImportSummary(recorder.run_id, recorder.events_written, len(traces), bad)

@@ -4,6 +4,12 @@ Two layouts: the OpenTelemetry Collector's file exporter (one ``ExportTraceServi
 object per line) and a single OTLP/JSON object (pretty-printed or not). Field names are accepted in
 the OTLP/JSON spelling (``resourceSpans``, ``traceId``) and in the protobuf one (``resource_spans``,
 ``trace_id``); ids as hex (the OTLP/JSON rule) or base64 (protobuf's default JSON mapping).
+
+A document is JSON that canonical JSON keeps as it is (:func:`sdb.events.canonical.loads`: not nested
+too deep, no NaN or infinity, no key twice, no integer outside 64 bits, no lone surrogate), and the
+values in it are what OTLP says they are: an ``intValue`` is an int64, a ``doubleValue`` a finite
+number (protobuf's JSON spells NaN and infinities as strings: refused, as canonical JSON would), a
+time a count of nanoseconds in 64 bits.
 """
 
 from __future__ import annotations
@@ -11,12 +17,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdb.errors import SdbError
+from sdb.errors import PayloadError, SdbError
+from sdb.events.canonical import loads
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class BadSpan(ValueError):
@@ -40,6 +50,12 @@ class Span:
     order: int = 0  # position in the input, the tie-break of equal start times
 
 
+def _shown(value: Any) -> str:
+    """``repr(value)``, cut to a readable length (a value in an error message may be megabytes)."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
+
+
 def _get(obj: Mapping[str, Any], camel: str) -> Any:
     """``obj[camel]``, or its snake_case spelling."""
     if camel in obj:
@@ -51,7 +67,7 @@ def _get(obj: Mapping[str, Any], camel: str) -> Any:
 def any_value(value: Any) -> Any:
     """An OTLP ``AnyValue`` as a Python value."""
     if not isinstance(value, Mapping):
-        raise BadSpan(f"attribute value {value!r} is not an OTLP AnyValue object")
+        raise BadSpan(f"attribute value {_shown(value)} is not an OTLP AnyValue object")
     for key in ("stringValue", "string_value"):
         if key in value:
             return value[key]
@@ -61,15 +77,21 @@ def any_value(value: Any) -> Any:
     for key in ("intValue", "int_value"):
         if key in value:
             try:
-                return int(value[key])
-            except (TypeError, ValueError):
-                raise BadSpan(f"intValue {value[key]!r} is not an integer") from None
+                number = int(value[key])
+            except (TypeError, ValueError, OverflowError):
+                raise BadSpan(f"intValue {_shown(value[key])} is not an integer") from None
+            if not _INT64_MIN <= number <= _INT64_MAX:
+                raise BadSpan(f"intValue {_shown(value[key])} is outside the 64-bit range of an OTLP int")
+            return number
     for key in ("doubleValue", "double_value"):
         if key in value:
             try:
-                return float(value[key])
-            except (TypeError, ValueError):
-                raise BadSpan(f"doubleValue {value[key]!r} is not a number") from None
+                double = float(value[key])
+            except (TypeError, ValueError, OverflowError):
+                raise BadSpan(f"doubleValue {_shown(value[key])} is not a number") from None
+            if not math.isfinite(double):
+                raise BadSpan(f"doubleValue {_shown(value[key])} is not a finite number (NaN and infinities refused)")
+            return double
     array = _get(value, "arrayValue")
     if array is not None:
         values = array.get("values", []) if isinstance(array, Mapping) else None
@@ -96,7 +118,7 @@ def attributes(items: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         if not isinstance(item, Mapping) or not isinstance(item.get("key"), str):
-            raise BadSpan(f"attribute {item!r} has no string key")
+            raise BadSpan(f"attribute {_shown(item)} has no string key")
         out[item["key"]] = any_value(item.get("value", {}))
     return out
 
@@ -118,14 +140,17 @@ def _span_id(value: Any, what: str, size: int) -> str:
         raw = b""
     if len(raw) == size:
         return raw.hex()
-    raise BadSpan(f"{what} {value!r} is neither {size * 2} hex digits nor base64 of {size} bytes")
+    raise BadSpan(f"{what} {_shown(value)} is neither {size * 2} hex digits nor base64 of {size} bytes")
 
 
 def _nanos(value: Any, what: str) -> int:
     try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise BadSpan(f"{what} {value!r} is not an integer count of nanoseconds") from None
+        nanos = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise BadSpan(f"{what} {_shown(value)} is not an integer count of nanoseconds") from None
+    if not 0 <= nanos <= _INT64_MAX:
+        raise BadSpan(f"{what} {_shown(value)} is not a count of nanoseconds since 1970 in 64 bits")
+    return nanos
 
 
 def _list(obj: Mapping[str, Any], key: str, where: str) -> list[Any]:
@@ -157,7 +182,7 @@ def spans_of(doc: Any, file: str, line: int) -> Iterator[Span | BadSpan]:
                 try:
                     yield _span(raw, file, line)
                 except BadSpan as exc:
-                    label = f" ({raw.get('name')!r})" if isinstance(raw, Mapping) and raw.get("name") else ""
+                    label = f" ({_shown(raw.get('name'))})" if isinstance(raw, Mapping) and raw.get("name") else ""
                     yield BadSpan(f"{where}{label}: {exc}")
 
 
@@ -173,7 +198,7 @@ def _span(raw: Any, file: str, line: int) -> Span:
         raise BadSpan("status must be an object")
     code = status.get("code", 0)
     if not isinstance(code, int | str) or isinstance(code, bool):
-        raise BadSpan(f"status.code {code!r} is not a status code")
+        raise BadSpan(f"status.code {_shown(code)} is not a status code")
     events = []
     for e, event in enumerate(_list(raw, "events", "span")):
         if not isinstance(event, Mapping) or not isinstance(event.get("name"), str):
@@ -203,9 +228,9 @@ def _status_code(code: int | str) -> int:
     names = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
     if code in names:
         return names[code]
-    if code.isdigit():
+    if code.isdigit() and len(code) <= 9:
         return int(code)
-    raise BadSpan(f"status.code {code!r} is not a status code")
+    raise BadSpan(f"status.code {_shown(code)} is not a status code")
 
 
 def _documents(path: Path) -> Iterator[tuple[int, Any]]:
@@ -226,12 +251,15 @@ def _documents(path: Path) -> Iterator[tuple[int, Any]]:
     stripped = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
     if not stripped:
         return
+    pretty = stripped[0][1].strip() in ("{", "[")
     try:
-        whole = json.loads(text)
+        whole = loads(text)
     except json.JSONDecodeError as exc:
-        pretty = stripped[0][1].strip() in ("{", "[")
         if pretty:  # one pretty-printed object: its own parse error says where
             raise BadSpan(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    except PayloadError as exc:  # JSON, but not as it can be kept: one document says where it starts
+        if pretty or len(stripped) == 1:
+            raise BadSpan(f"{path}:{stripped[0][0]}: {exc}") from None
     else:
         if isinstance(whole, list):  # a JSON array of export objects
             for item in whole:
@@ -241,9 +269,11 @@ def _documents(path: Path) -> Iterator[tuple[int, Any]]:
         return
     for number, line in stripped:
         try:
-            yield number, json.loads(line)
+            yield number, loads(line)
         except json.JSONDecodeError as exc:
             yield number, BadSpan(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})")
+        except PayloadError as exc:
+            yield number, BadSpan(f"{path}:{number}: {exc}")
 
 
 def read_spans(paths: list[Path], *, skip_bad: bool) -> tuple[list[Span], int]:

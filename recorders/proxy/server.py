@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 from aiohttp import web
@@ -25,6 +25,7 @@ from aiohttp import web
 from recorders.conversation import SESSION_HEADER, ConversationRecorder
 from recorders.proxy.stream import CompletionAssembler, SSEDecoder
 from sdb.errors import SdbError
+from sdb.redaction import url_without_secrets
 
 DEFAULT_UPSTREAM = "https://api.openai.com/v1"
 
@@ -60,22 +61,23 @@ def check_upstream(url: str) -> str:
     return url.rstrip("/")
 
 
-def public_url(url: str) -> str:
-    """``url`` without user info or query, the form that may be written to a manifest."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 class RecordingProxy:
     """``start()`` serves on a thread of its own; ``url`` is the base URL to give the agent."""
 
     def __init__(
         self, upstream: str, conversations: ConversationRecorder, *, port: int = 0, host: str = "127.0.0.1"
     ) -> None:
-        self.upstream = check_upstream(upstream)
-        self._upstream_path = urlsplit(self.upstream).path.rstrip("/")
+        # credentials in the upstream URL become a Basic Authorization header for requests that carry
+        # none of their own (aiohttp refuses both at once); the URL kept has none
+        parts = urlsplit(check_upstream(upstream))
+        self._auth = (
+            aiohttp.BasicAuth(unquote(parts.username), unquote(parts.password or "")).encode()
+            if parts.username
+            else None
+        )
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        self.upstream = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+        self._upstream_path = parts.path.rstrip("/")
         self.conversations = conversations
         self.host = host
         self.port = port
@@ -133,6 +135,10 @@ class RecordingProxy:
             loop.run_until_complete(self._startup())
         except BaseException as exc:  # reported by start() in the caller's thread
             self._startup_error = exc
+            if self._client is not None:  # a port in use: close what started, so no warning follows
+                loop.run_until_complete(self._client.close())
+            if self._runner is not None:
+                loop.run_until_complete(self._runner.cleanup())
             self._ready.set()
             loop.close()
             return
@@ -198,7 +204,12 @@ class RecordingProxy:
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _REQUEST_DROP}
         headers["Accept-Encoding"] = "identity"  # else aiohttp asks for gzip, and we pass bytes on as they come
-        call = self._chat_call(request, body)
+        if self._auth is not None and not any(k.lower() == "authorization" for k in headers):
+            headers["Authorization"] = self._auth
+        try:
+            call = self._chat_call(request, body)
+        except SdbError:  # a request canonical JSON cannot keep (NaN ...): forwarded, not recorded
+            call = None
         started = time.perf_counter()
         assert self._client is not None
         try:
@@ -206,7 +217,9 @@ class RecordingProxy:
                 request.method, self._target(request), headers=headers, data=body, allow_redirects=False
             )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            message = f"sdbctl proxy: upstream {public_url(self.upstream)} unreachable ({type(exc).__name__}: {exc})"
+            message = (
+                f"sdbctl proxy: upstream {url_without_secrets(self.upstream)} unreachable ({type(exc).__name__}: {exc})"
+            )
             if call is not None:
                 self.conversations.failure(call[0], call[1], 502, {"error": message})
             return web.json_response({"error": {"message": message, "type": "proxy_error"}}, status=502)
@@ -241,7 +254,11 @@ class RecordingProxy:
             await out.write_eof()
         if call is not None:
             latency_ms = (time.perf_counter() - started) * 1000
-            self._record(call, upstream.status, kept, decoder, assembler, latency_ms)
+            try:
+                self._record(call, upstream.status, kept, decoder, assembler, latency_ms)
+            except SdbError as exc:  # an answer that cannot be kept as it is: the call is noted, not lost
+                self.conversations.session(call[0]).error("chat", f"answer not recorded: {exc}")
+                self.conversations.errors += 1
         return out
 
     def _chat_call(self, request: web.Request, body: bytes) -> tuple[str, dict[str, Any]] | None:

@@ -14,6 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sdb.errors import PayloadError
+from sdb.events.canonical import canonical_bytes, loads
+
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.S)
 _NAME_KEYS = ("name", "tool", "action", "function")
 _ARG_KEYS = ("arguments", "args", "input", "parameters")
@@ -45,12 +48,19 @@ def _json_object_in_text(text: str) -> Any:
         while start >= 0:
             try:
                 value, _ = decoder.raw_decode(chunk, start)
+            except RecursionError:
+                raise ValueError("JSON nested too deep") from None
             except json.JSONDecodeError as exc:
                 last_error = f"invalid JSON ({exc.msg} at position {exc.pos})"
                 start = chunk.find("{", start + 1)
                 continue
             if isinstance(value, dict):
-                return value
+                try:
+                    canonical_bytes(value)  # NaN, an infinity, an int outside 64 bits: not an action to keep
+                except PayloadError as exc:
+                    last_error = str(exc)
+                else:
+                    return value
             start = chunk.find("{", start + 1)
     raise ValueError(last_error)
 
@@ -64,9 +74,11 @@ def _from_object(obj: Mapping[str, Any]) -> Proposal | ParseFailure:
     args: Any = next((obj[k] for k in _ARG_KEYS if k in obj), {})
     if isinstance(args, str):
         try:
-            args = json.loads(args) if args.strip() else {}
+            args = loads(args) if args.strip() else {}
         except json.JSONDecodeError as exc:
             return ParseFailure(f"arguments of {name!r} are not valid JSON ({exc.msg} at position {exc.pos})")
+        except PayloadError as exc:  # NaN, a key twice, nested too deep: not an action we can keep
+            return ParseFailure(f"arguments of {name!r}: {exc}")
     return Proposal(name, args, obj.get("id") if isinstance(obj.get("id"), str) else None)
 
 
@@ -94,11 +106,13 @@ def _openai_message(message: Mapping[str, Any]) -> list[Proposal] | ParseFailure
                 args: Any = dict(raw)
             else:
                 try:
-                    args = json.loads(raw) if isinstance(raw, str) and raw.strip() else {}
+                    args = loads(raw) if isinstance(raw, str) and raw.strip() else {}
                 except json.JSONDecodeError as exc:
                     return ParseFailure(
                         f"arguments of tool call {name!r} are not valid JSON ({exc.msg} at position {exc.pos})"
                     )
+                except PayloadError as exc:  # NaN, a key twice, nested too deep: not an action we can keep
+                    return ParseFailure(f"arguments of tool call {name!r}: {exc}")
             proposals.append(Proposal(name, args, call.get("id")))
         return proposals
     legacy = message.get("function_call")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sdb.errors import SdbError
+from sdb.names import did_you_mean
 from sdb.settings import read_table
 
 TEXT_RULES = ("case", "whitespace")
@@ -106,7 +107,10 @@ def parse_layers(value: Sequence[str] | str, where: str) -> tuple[str, ...]:
     items = [v for v in items if v]
     bad = [v for v in items if v not in LAYERS]
     if bad or not items:
-        raise SdbError(f"{where}: layers are {', '.join(LAYERS)} (comma-separated), not {', '.join(bad) or 'nothing'}")
+        hint = did_you_mean(bad[0], LAYERS) if bad else ""
+        raise SdbError(
+            f"{where}: layers are {', '.join(LAYERS)} (comma-separated), not {', '.join(bad) or 'nothing'}{hint}"
+        )
     return tuple(dict.fromkeys(items))
 
 

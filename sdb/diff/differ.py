@@ -291,7 +291,7 @@ def _diff_runs(
             "(use --align step or auto)"
         )
     by_commit = both_closed and alignment != "step"
-    con = connect(store)
+    con = connect(store, runs=(base, candidate))  # the two runs only: the rest of the store is not read
     names = [
         r[0]
         for r in con.execute(
@@ -755,7 +755,9 @@ def _repeat_disagreement(con: Any, layers: Sequence[str]) -> dict[str, float]:
 
 
 def save_divergences(store: Store, result: DiffResult) -> None:
-    """Write the divergences as ``diffs/<base>..<candidate>/divergences.parquet`` (the ``divergences`` view)."""
+    """Write the divergences as ``diffs/<base>..<candidate>/divergences.parquet`` (the ``divergences`` view),
+    the folder named by :func:`sdb.store.layout.diff_key`: one folder per pair of runs, also for ids
+    that hold ``..``."""
     folder = store.diff_dir(result.base_run, result.candidate_run)
     store.loc.make_dir(folder)
     divs = result.divergences

@@ -2,7 +2,13 @@
 
 Canonical JSON is compact, UTF-8 (no ``\\u`` escapes), has sorted keys, and writes a number the same
 way whatever its Python type: an integral float (``1.0``) is written as the integer (``1``), so that
-``{"n": 1}`` and ``{"n": 1.0}`` give one text and one digest. NaN and infinities become ``null``.
+``{"n": 1}`` and ``{"n": 1.0}`` give one text and one digest.
+
+Nothing is changed silently: what JSON cannot hold as it is raises :class:`PayloadError` rather than
+being written as something else. That is NaN and the infinities (orjson writes them as ``null``, with
+the digest of ``null``), two keys of one object that are one text once written (``{1: "a", "1": "b"}``
+would be an object with a duplicate key), an integer outside 64 bits, a lone surrogate, and nesting
+deeper than orjson writes. :func:`loads` reads JSON text (what the importers read) by the same rule.
 
 The digest of an event is xxh3-64 of ``name``, a NUL byte, and the canonical JSON of the event's
 deterministic part (an action's arguments). It is the equality fast path of the differ.
@@ -13,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import decimal
 import enum
+import json
+import math
 import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -23,10 +31,21 @@ import xxhash
 from sdb.errors import PayloadError
 from sdb.native import native
 
-ORJSON_OPTIONS: Final = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+# string keys only: a dict with any other key fails this first write and takes the slow path, which
+# checks that no two keys become one text before writing them with OPT_NON_STR_KEYS
+ORJSON_OPTIONS: Final = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY
+_ANY_KEYS: Final = ORJSON_OPTIONS | orjson.OPT_NON_STR_KEYS
 _INT64 = 2**63
 _xxh3 = xxhash.xxh3_64_intdigest
 _dumps = orjson.dumps
+_isfinite = math.isfinite
+_NOT_JSON: Final = "payload is not JSON-serialisable: "
+# orjson's words for what it refuses, in ours
+_REASONS: Final = {
+    "Integer exceeds 64-bit range": "an integer outside the 64-bit range",
+    "str is not valid UTF-8: surrogates not allowed": "a string holds a lone surrogate (not UTF-8)",
+    "Recursion limit reached": "nested too deep",
+}
 
 
 def json_default(value: Any) -> Any:
@@ -37,7 +56,7 @@ def json_default(value: Any) -> Any:
     if isinstance(value, decimal.Decimal):
         return float(value)
     if isinstance(value, set | frozenset):
-        return sorted(value, key=lambda v: orjson.dumps(v, default=json_default, option=ORJSON_OPTIONS))
+        return sorted(value, key=lambda v: orjson.dumps(v, default=json_default, option=_ANY_KEYS))
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).decode("utf-8", errors="backslashreplace")
     if isinstance(value, pathlib.PurePath):
@@ -55,7 +74,8 @@ _ATOMS: Final = frozenset({str, int, bool, type(None)})
 
 
 def _normalise(value: Any) -> Any:
-    """Replace integral floats by ints, recursively (the slow path, taken only when one may exist).
+    """Replace integral floats by ints, recursively, and refuse NaN and the infinities (the slow path,
+    taken only when one of them may be there).
 
     Dispatches on the exact type first: the common JSON types cost one set lookup each.
     """
@@ -65,6 +85,8 @@ def _normalise(value: Any) -> Any:
     if kind is float or isinstance(value, float):
         if value.is_integer() and -_INT64 <= value < _INT64:
             return int(value)
+        if not _isfinite(value):
+            raise PayloadError(f"{_NOT_JSON}{float(value)!r} is not a JSON number (NaN and infinities are refused)")
         return float(value)
     if kind is dict or isinstance(value, Mapping):
         atoms = _ATOMS
@@ -78,6 +100,32 @@ def _normalise(value: Any) -> Any:
         return _normalise(json_default(value))
     except TypeError:
         return value  # orjson will name the type in its error
+
+
+def _key_clash(value: Any) -> str | None:
+    """Two keys of one dict that are written as the same text (``1`` and ``"1"``), anywhere in a value
+    :func:`_normalise` returned, said in words; None when there are none."""
+    if isinstance(value, dict):
+        if not all(type(k) is str for k in value):
+            texts: dict[str, Any] = {}
+            for key in value:
+                try:
+                    text = key if type(key) is str else next(iter(orjson.loads(_dumps({key: 0}, None, _ANY_KEYS))))
+                except TypeError:
+                    return None  # a key orjson cannot write at all: its own error says so
+                if text in texts:
+                    return f"keys {texts[text]!r} and {key!r} are both written as {text!r}"
+                texts[text] = key
+        items: Any = value.values()
+    elif isinstance(value, list | tuple):
+        items = value
+    else:
+        return None
+    for item in items:
+        clash = _key_clash(item)
+        if clash is not None:
+            return clash
+    return None
 
 
 def no_integral_float(out: bytes) -> bool:
@@ -96,24 +144,43 @@ def no_integral_float(out: bytes) -> bool:
 
 
 def _canonical_bytes(value: Any) -> bytes:
-    """Canonical JSON of ``value`` as UTF-8 bytes. Raises :class:`PayloadError` if it is not JSON."""
+    """Canonical JSON of ``value`` as UTF-8 bytes. Raises :class:`PayloadError` if it is not JSON, or
+    not JSON as it is (see the module docstring)."""
+    if value is None:  # a gate's reason, mostly: its "null" would send it down the slow path below
+        return b"null"
     try:
         out = _dumps(value, json_default, ORJSON_OPTIONS)  # positional: keywords cost ~0.3 us here
-        if type(value) is dict:  # the common flat dict: its value types decide, exactly and cheaply
-            for item in value.values():
-                kind = type(item)
-                if kind is float:
-                    if item.is_integer():
-                        return _dumps(_normalise(value), json_default, ORJSON_OPTIONS)
-                elif kind not in _ATOMS:
-                    break  # nested: let the text decide
-            else:
-                return out
-        if no_integral_float(out):
+    except TypeError:  # orjson.JSONEncodeError is one: a key that is not a string, or not JSON at all
+        return _slow(value, keys=True)
+    if type(value) is dict:  # the common flat dict: its value types decide, exactly and cheaply
+        for item in value.values():
+            kind = type(item)
+            if kind is float:
+                if item.is_integer() or not _isfinite(item):
+                    return _slow(value, keys=False)
+            elif kind not in _ATOMS:
+                break  # nested: let the text decide
+        else:
             return out
-        return _dumps(_normalise(value), json_default, ORJSON_OPTIONS)
-    except (TypeError, orjson.JSONEncodeError) as exc:
-        raise PayloadError(f"payload is not JSON-serialisable: {exc}") from None
+    # orjson writes NaN and the infinities as null: a "null" anywhere (also inside a string) is looked at
+    if no_integral_float(out) and out.find(b"null") < 0:
+        return out
+    return _slow(value, keys=False)
+
+
+def _slow(value: Any, *, keys: bool) -> bytes:
+    """The walk of the value: integral floats written as ints, NaN and infinities refused, and (with
+    ``keys``: some key is not a string) keys that would be written as one text refused."""
+    try:
+        if keys:  # not JSON at all, or too deep to walk: orjson's own error says why
+            _dumps(value, json_default, _ANY_KEYS)
+        normal = _normalise(value)
+        clash = _key_clash(normal) if keys else None
+        if clash is not None:
+            raise PayloadError(_NOT_JSON + clash)
+        return _dumps(normal, json_default, _ANY_KEYS)
+    except TypeError as exc:
+        raise PayloadError(_NOT_JSON + _REASONS.get(str(exc), str(exc))) from None
 
 
 if native is not None:
@@ -124,6 +191,56 @@ if native is not None:
     canonical_bytes: Callable[[Any], bytes] = native.canonical_bytes
 else:
     canonical_bytes = _canonical_bytes
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict, refused when a key is in it twice (a dict would keep the last)."""
+    out = dict(pairs)
+    if len(out) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise PayloadError(f"JSON object has the key {key!r} twice")
+            seen.add(key)
+    return out
+
+
+def loads(text: str | bytes, *, check: bool = True) -> Any:
+    """JSON text read into a value that canonical JSON writes back as it is: what importers read.
+
+    Raises :class:`json.JSONDecodeError` for text that is not JSON, and :class:`PayloadError` for JSON
+    that cannot be kept as it is: nesting too deep to read, an object with a key twice (the parser
+    keeps the last), an integer of more than 4,300 digits; and, unless ``check`` is False (the caller
+    checks the parts it keeps with :func:`canonical_bytes`), NaN or an infinity (Python's parser takes
+    ``NaN``, ``Infinity`` and ``1e400``), an integer outside 64 bits, a lone surrogate (``"\\ud800"``).
+    """
+    try:
+        value = json.loads(text, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise PayloadError("JSON nested too deep") from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as exc:  # int(): more digits than Python converts
+        raise PayloadError(f"JSON holds a number too long to read ({str(exc).split(':', 1)[0]})") from None
+    if not check:
+        return value
+    try:
+        canonical_bytes(value)
+    except PayloadError as exc:
+        raise PayloadError(f"JSON cannot be kept as it is: {str(exc).removeprefix(_NOT_JSON)}") from None
+    return value
+
+
+def json_or_text(value: Any) -> Any:
+    """A value held as JSON text, parsed when :func:`loads` keeps it; other text (not JSON, or JSON that
+    cannot be kept as it is, such as a tool's ``{"mean": NaN}``) and every other value as they are, so
+    nothing is changed on the way in."""
+    if isinstance(value, str):
+        try:
+            return loads(value)
+        except (ValueError, PayloadError):  # json.JSONDecodeError is a ValueError
+            return value
+    return value
 
 
 def canonical_json(value: Any) -> str:

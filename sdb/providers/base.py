@@ -17,12 +17,20 @@ class ProviderError(Exception):
     timeouts, connection errors); ``retry_after`` is the server's ``Retry-After`` in seconds."""
 
     def __init__(
-        self, message: str, *, retryable: bool, retry_after: float | None = None, status: int | None = None
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        status: int | None = None,
+        kind: str | None = None,
     ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
         self.status = status
+        #: what went wrong, for summaries: "connection refused", "DNS", "TLS", "timeout", "HTTP 429" ...
+        self.kind = kind or (f"HTTP {status}" if status else "error")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import ssl
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -74,15 +76,50 @@ def _provider_error(spec: str, exc: Exception, *, sdk: Any, busy: tuple[int, ...
     connection errors are retryable (the two SDKs share these class names)."""
     if isinstance(exc, sdk.APIStatusError):
         status = int(exc.status_code)
+        body = exc.body if isinstance(exc.body, dict) else {}
+        error = body.get("error") if isinstance(body.get("error"), dict) else body
+        said = error.get("message") if isinstance(error, dict) else None
         return ProviderError(
-            f"{spec}: HTTP {status}: {str(exc)[:200]}",
+            f"{spec}: HTTP {status}: {str(said or exc)[:300]}",
             retryable=status in busy or status >= 500,
             retry_after=_retry_after(exc.response.headers),
             status=status,
         )
-    if isinstance(exc, sdk.APITimeoutError):  # a subclass of APIConnectionError: test it first
-        return ProviderError(f"{spec}: timed out", retryable=True)
-    return ProviderError(f"{spec}: cannot connect ({exc})", retryable=True)
+    kind, detail = connection_cause(exc)
+    return ProviderError(f"{spec}: {kind} ({detail})" if detail else f"{spec}: {kind}", retryable=True, kind=kind)
+
+
+def connection_cause(exc: BaseException) -> tuple[str, str]:
+    """The real cause of a failed connection, from the chain of exceptions an SDK wraps: an SDK says
+    "timed out" or "connection error" for a refused port, a failed DNS lookup and a bad certificate
+    alike. Returns (kind, detail)."""
+    seen: set[int] = set()
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    for e in chain:
+        errno_ = getattr(e, "errno", None)
+        if isinstance(e, ConnectionRefusedError) or errno_ == 111:
+            return "connection refused", str(e)
+        if isinstance(e, socket.gaierror):
+            return "DNS lookup failed", str(e)
+        if isinstance(e, ssl.SSLError):
+            return "TLS error", str(e)
+        inner = getattr(e, "os_error", None)  # aiohttp's ClientConnectorError holds the OSError
+        if isinstance(inner, ConnectionRefusedError):
+            return "connection refused", str(e)
+        if isinstance(inner, socket.gaierror):
+            return "DNS lookup failed", str(e)
+        if isinstance(inner, ssl.SSLError):
+            return "TLS error", str(e)
+    for e in chain:
+        if isinstance(e, TimeoutError) or type(e).__name__ in ("APITimeoutError", "ReadTimeout", "ConnectTimeout"):
+            return "timeout", ""
+    root = chain[-1]
+    return "cannot connect", f"{type(root).__name__}: {root}"
 
 
 def _timeout(params: Mapping[str, str]) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from urllib.parse import parse_qsl
 
+from sdb.names import did_you_mean
 from sdb.providers.base import Provider, UnknownModel
 
 Factory = Callable[[str, dict[str, str]], Provider]
@@ -62,7 +63,7 @@ def resolve(spec: str, options: Mapping[str, str] | None = None) -> Provider:
         name, at, version = rest.partition("@")
         if name not in _SIMULATORS:
             known = ", ".join(f"sim:{n}@vN" for n in sorted(_SIMULATORS)) or "none registered"
-            raise UnknownModel(f"unknown simulator {spec!r}; simulators: {known}")
+            raise UnknownModel(f"unknown simulator {spec!r}; simulators: {known}{did_you_mean(name, _SIMULATORS)}")
         if not at or not version:
             raise UnknownModel(f"model spec {spec!r}: a simulator needs a version, e.g. sim:{name}@v1")
         return _SIMULATORS[name](version, params)
@@ -72,4 +73,5 @@ def resolve(spec: str, options: Mapping[str, str] | None = None) -> Provider:
         return _FAMILIES[family](rest, params)
     if not sep and body in _FAMILIES:
         return _FAMILIES[body]("", params)
-    raise UnknownModel(f"unknown model spec {spec!r}; expected one of: {', '.join(known_specs())}")
+    near = did_you_mean(family, [*_FAMILIES, "sim", "recorded"]) if family != "recorded" else ""
+    raise UnknownModel(f"unknown model spec {spec!r}; expected one of: {', '.join(known_specs())}{near}")

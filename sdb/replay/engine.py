@@ -24,18 +24,19 @@ import copy
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 
-from sdb.agents import AgentContext, Workload, load_agent
+from sdb.agents import AgentContext, Workload, load_agent, workload_names
 from sdb.boundary import EXECUTE, Boundary, StopSession, ValidAction
 from sdb.boundary.observe import write_actions
 from sdb.errors import SdbError, UsageError
 from sdb.events.canonical import canonical_bytes, digest
 from sdb.providers import Completion, Provider, ProviderError, resolve
 from sdb.recording import Recorder, Session, manifest_fields, new_run_id
+from sdb.redaction import load_redactor, url_without_secrets
 from sdb.replay.cache import ResponseCache, cache_key
 from sdb.replay.limits import Limiter, RateLimiter, RetryPolicy, call_with_retries
 from sdb.replay.source import SourceStep, count_steps, finished_units, iter_steps
@@ -65,6 +66,20 @@ class ReplayOptions:
     run_id: str | None = None
     seed: int | None = None
     allow_partial: bool = False  # replay a partial (interrupted) source run anyway
+    agent: str | None = None  # the agent named on the command line (never taken from a store)
+
+    def __post_init__(self) -> None:
+        """Refuse counts and times no replay can mean, also when built from saved options (``--resume``,
+        the Ray executor's workers): NaN passes no comparison, so each check says what is allowed."""
+        counts = (("repeat", self.repeat, 1), ("concurrency", self.concurrency, 1), ("retries", self.retries, 0))
+        for name, count, least in counts:
+            if isinstance(count, bool) or not isinstance(count, int) or count < least:
+                raise UsageError(f"--{name} must be a whole number >= {least}, not {count!r}")
+        for name, number, optional in (("timeout", self.timeout, False), ("rpm", self.rpm, True)):
+            if number is None and optional:
+                continue
+            if isinstance(number, bool) or not isinstance(number, int | float) or not 0 < number < float("inf"):
+                raise UsageError(f"--{name} must be a finite number > 0, not {number!r}")
 
 
 @dataclass
@@ -81,6 +96,11 @@ class ReplayProgress:
     divergences: int = 0
     stopped_sessions: int = 0
     no_content: int = 0  # recorded without their messages (traces without content): not replayable
+    first_errors: dict[str, str] = field(default_factory=dict)  # kind of provider error -> its first message
+
+    def error(self, exc: ProviderError, message: str) -> None:
+        self.errors += 1
+        self.first_errors.setdefault(exc.kind, message)
 
 
 @dataclass
@@ -112,18 +132,50 @@ class ReplayResult:
             "divergences": p.divergences,
             "stopped_sessions": p.stopped_sessions,
             "steps_without_content": p.no_content,
+            "first_errors": dict(p.first_errors),
             "seconds": round(self.seconds, 3),
             "cpu_seconds_per_step": round(self.cpu_seconds / max(p.done, 1), 6),
         }
 
 
-def _agent(manifest_agent: str | None) -> Workload | None:
-    if not manifest_agent:
+def _agent(manifest_agent: str | None, given: str | None) -> Workload | None:
+    """The agent to run: the one named on the command line (``--agent``), else the source manifest's
+    when it is a registered workload name. A path or module named by a manifest is never imported:
+    stores travel (CI artifacts, shared buckets), and code would run from whoever wrote the store."""
+    if given:
+        return load_agent(given)
+    if not manifest_agent or manifest_agent not in workload_names():
         return None
     try:
         return load_agent(manifest_agent)
     except SdbError:
         return None
+
+
+def _check_simulator(model: str, run: str, agent: str | None, workload: Workload | None) -> None:
+    """A simulator answers its own workload's questions only: ``sim:triage@v2`` on a renewal run would
+    give nothing but parse failures, so it is refused, naming the simulators that fit."""
+    if not model.startswith("sim:") or workload is None:
+        return
+    baseline = str(getattr(workload, "baseline_model", "") or "")
+    if not baseline.startswith("sim:"):
+        return
+    family = baseline[4:].split("@", 1)[0]
+    asked = model[4:].split("@", 1)[0]
+    if asked != family:
+        raise UsageError(
+            f"run {run!r} is of agent {agent!r}, whose simulators are sim:{family}@vN (e.g. {baseline}); "
+            f"{model} simulates another workload"
+        )
+
+
+def _no_agent(run: str, agent: str | None, needs: str) -> UsageError:
+    if agent and agent not in workload_names():
+        return UsageError(
+            f"{needs}, and run {run!r} names agent {agent!r}, code that sdbctl does not import from a store; "
+            f"check it and pass --agent {agent} to run it"
+        )
+    return UsageError(f"{needs}, and run {run!r} names no agent that can be loaded ({agent or 'none recorded'})")
 
 
 class _Caller:
@@ -141,6 +193,7 @@ class _Caller:
         self.opts = opts
         self.cache = cache
         self.progress = progress
+        self.redactor = load_redactor()  # an answer is redacted before the cache or a run holds it
         self.limiter: Limiter = limiter or RateLimiter(opts.rpm)
         self.policy = RetryPolicy(attempts=max(1, opts.retries))
         self.spec = provider.spec
@@ -152,7 +205,7 @@ class _Caller:
             hit = cache.get(key)
             if hit is not None:
                 self.progress.cached += 1
-                return Completion(hit["response"], truth=hit.get("truth"))
+                return Completion(self.redactor.redact(hit["response"]), truth=hit.get("truth"))
 
         def retried(attempt: int, error: ProviderError, pause: float) -> None:
             self.progress.retried += 1
@@ -160,6 +213,7 @@ class _Caller:
         async def once() -> Completion:
             self.progress.asked += 1
             done = await self.provider.complete(request, seed=seed, repeat=repeat)
+            done = replace(done, response=self.redactor.redact(done.response))
             # cached the moment it arrives, before this coroutine yields: a process killed later (a
             # Ray worker, a SIGKILL) loses no answer it was given, and a resumed run asks nothing twice
             if cache is not None:  # a simulator's ground truth is kept with its answer
@@ -204,7 +258,27 @@ class Replayer:
             saved = partial.meta.get("replay")
             if not saved or not partial.source_run:
                 raise UsageError(f"run {resume!r} is not a replay run, so it cannot be resumed")
-            opts = ReplayOptions(**{**saved, "prompts": dict(saved.get("prompts") or {}), "run_id": resume})
+            model = str(saved.get("model") or "")
+            if model.startswith("py:") and opts.model != model:  # code named by a store: the user names it
+                raise UsageError(
+                    f"run {resume!r} was replayed with {model}, code that sdbctl does not import from a store; "
+                    f"check it and pass --model {model} with --resume to run it"
+                )
+            base_url = opts.base_url or saved.get("base_url")
+            if base_url and "[REDACTED]" in base_url:
+                raise UsageError(
+                    f"run {resume!r} was replayed against {base_url}; its secret is not stored: "
+                    "pass --base-url again with --resume"
+                )
+            opts = ReplayOptions(
+                **{
+                    **saved,
+                    "prompts": dict(saved.get("prompts") or {}),
+                    "run_id": resume,
+                    "agent": opts.agent,
+                    "base_url": base_url,
+                }
+            )
             source_run = partial.source_run
         self.opts = opts
         self.source = store.manifest(source_run)
@@ -220,27 +294,23 @@ class Replayer:
             raise UsageError("--repeat and --concurrency must be 1 or more")
         if opts.on_divergence not in ("stop", "continue"):
             raise UsageError("--on-divergence must be stop or continue")
-        self.workload = _agent(self.source.agent)
+        self.workload = _agent(self.source.agent, opts.agent)
         agent_args = dict(self.source.meta.get("agent_args") or {})
         self.seed = opts.seed if opts.seed is not None else int(agent_args.get("seed") or 0)
         if opts.prompts:
             if self.workload is None:
-                raise UsageError(
-                    f"--prompt needs the agent's prompt templates, and run {self.source_run!r} names no agent "
-                    f"that can be loaded ({self.source.agent or 'none recorded'})"
-                )
+                raise _no_agent(self.source_run, self.source.agent, "--prompt needs the agent's prompt templates")
             for name, version in opts.prompts.items():
                 self.workload.prompts.check(f"{name}@{version}")  # refused before any model call
         if opts.mode == "session" and self.workload is None:
-            raise UsageError(
-                f"--mode session runs the agent again, and run {self.source_run!r} names no agent "
-                f"that can be loaded ({self.source.agent or 'none recorded'})"
-            )
+            raise _no_agent(self.source_run, self.source.agent, "--mode session runs the agent again")
         self.recorded = opts.model == RECORDED
         self.provider = (
             None if self.recorded else resolve(opts.model, {"base_url": opts.base_url} if opts.base_url else None)
         )
+        _check_simulator(opts.model, self.source_run, self.source.agent, self.workload)  # after resolve: typos first
         self.progress = ReplayProgress()
+        self.redactor = load_redactor()
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -258,7 +328,7 @@ class Replayer:
             "retries": opts.retries,
             "cache": opts.cache,
             "on_divergence": opts.on_divergence,
-            "base_url": opts.base_url,
+            "base_url": url_without_secrets(opts.base_url),  # a password in it never reaches the manifest
             "seed": self.seed,
         }
         meta: dict[str, Any] = {
@@ -269,6 +339,7 @@ class Replayer:
             "agent": self.source.agent,
             "prompts": [f"{k}@{v}" for k, v in sorted(opts.prompts.items())],
             "replay": saved,
+            "redaction": self.redactor.names,  # what ran on the answers (and the cache)
         }
         return meta
 
@@ -387,8 +458,15 @@ class Replayer:
                 with rec.unit():
                     if completion is None:
                         assert error is not None
-                        sink.error("provider", str(error), detail={"status": error.status}, replay=mark, **where)
-                        self.progress.errors += 1
+                        message = self.redactor.text(str(error))
+                        sink.error(
+                            "provider",
+                            message,
+                            detail={"status": error.status, "kind": error.kind},
+                            replay=mark,
+                            **where,
+                        )
+                        self.progress.error(error, message)
                     else:
                         model = step.model if caller is None else caller.spec
                         seq = sink.llm(
@@ -539,8 +617,8 @@ class Replayer:
                     sink.gate("replay", "stop", str(stop), status="gated")
                     sink.state("replay:finished", {"terminal": None, "stopped": str(stop)})
                 except ProviderError as exc:
-                    self.progress.errors += 1
-                    sink.error("provider", str(exc), detail={"status": exc.status})
+                    self.progress.error(exc, str(exc))
+                    sink.error("provider", str(exc), detail={"status": exc.status, "kind": exc.kind})
                     sink.state("replay:finished", {"terminal": None, "error": str(exc)})
                 with rec.unit():
                     sink.write_to(rec.session(sink.session_id))

@@ -70,7 +70,7 @@ async def call_with_retries(
         try:
             return await asyncio.wait_for(call(), timeout)
         except TimeoutError:
-            error = ProviderError(f"no answer within {timeout:g} s", retryable=True)
+            error = ProviderError(f"no answer within {timeout:g} s", retryable=True, kind="timeout")
         except ProviderError as exc:
             error = exc
         if not error.retryable or attempt == policy.attempts - 1:

@@ -124,7 +124,7 @@ class _Progress:
     def report(self, shard: str, counters: dict[str, Any]) -> None:
         self.shards[shard] = counters
 
-    def totals(self) -> dict[str, int]:
+    def totals(self) -> dict[str, Any]:
         return _summed(self.shards.values())
 
 
@@ -160,10 +160,11 @@ def replay_on_ray(
     with contextlib.redirect_stdout(sys.stderr):
         started_ray = _connect(ray, address, workers)  # before the run exists: a bad address leaves none
         try:
-            # the run exists (manifest partial) before any shard attaches to it
-            run_id = RunWriter.reopen(store, resume).run_id if resume is not None else driver.create_run().run_id
-            saved["run_id"] = run_id
-            status, totals = _run_shards(ray, store, source_run, saved, sessions, weights, workers, setup, on_progress)
+            # the run exists (manifest partial) before any shard attaches to it; the driver holds its
+            # writer, and so its lock, until the manifest is written last
+            writer = RunWriter.reopen(store, resume) if resume is not None else driver.create_run()
+            run_id = saved["run_id"] = writer.run_id
+            status, totals = _run_shards(ray, writer, source_run, saved, sessions, weights, workers, setup, on_progress)
         finally:
             if started_ray:
                 ray.shutdown()
@@ -181,7 +182,7 @@ def replay_on_ray(
 
 def _run_shards(
     ray: Any,
-    store: Store,
+    writer: RunWriter,
     source_run: str,
     saved: dict[str, Any],
     sessions: list[str],
@@ -191,7 +192,7 @@ def _run_shards(
     on_progress: Callable[[ReplayProgress], None] | None,
 ) -> tuple[RunStatus, dict[str, int]]:
     """Run every shard, then publish the manifest; the run's status and counters."""
-    run_id = saved["run_id"]
+    store, run_id = writer.store, saved["run_id"]
     count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     limiter = ray.remote(RateLimiter).options(num_cpus=0).remote(saved["rpm"])  # one, for every worker
     progress = ray.remote(_Progress).options(num_cpus=0).remote()
@@ -202,7 +203,7 @@ def _run_shards(
         for i, shard in enumerate(shards)
     ]
     status: RunStatus = "partial"
-    totals: dict[str, int] = {}
+    totals: dict[str, Any] = {}
     try:
         waiting = list(pending)
         while waiting:
@@ -218,8 +219,10 @@ def _run_shards(
             f"replay {run_id}: a Ray shard failed ({_first_line(exc)}); resume with --resume {run_id}"
         ) from None
     finally:
-        final = RunWriter.reopen(store, run_id)  # counts from the parts the shards published
-        final.close(status)  # the manifest, last
+        try:
+            writer.refresh()  # the parts the shards published: counted and checksummed from the files
+        finally:
+            writer.close(status)  # the manifest, last; the lock is released
     return status, totals
 
 
@@ -244,16 +247,22 @@ def _connect(ray: Any, address: str | None, workers: int | None) -> bool:
     return True
 
 
-def _summed(shards: Iterable[dict[str, Any]]) -> dict[str, int]:
-    """The shards' counters added up, key by key."""
-    out: dict[str, int] = {}
+def _summed(shards: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The shards' counters added up, key by key; the first error of each kind, from whichever shard."""
+    out: dict[str, Any] = {}
+    first: dict[str, str] = {}
     for counters in shards:
         for key, value in counters.items():
-            out[key] = out.get(key, 0) + int(value)
+            if key == "first_errors":
+                for kind, message in (value or {}).items():
+                    first.setdefault(kind, message)
+            else:
+                out[key] = out.get(key, 0) + int(value)
+    out["first_errors"] = first
     return out
 
 
-def _as_progress(totals: dict[str, int]) -> ReplayProgress:
+def _as_progress(totals: dict[str, Any]) -> ReplayProgress:
     known = {f.name for f in fields(ReplayProgress)}
     return ReplayProgress(**{k: v for k, v in totals.items() if k in known})
 

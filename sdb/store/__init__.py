@@ -1,6 +1,8 @@
 """The store: a directory of runs, each a manifest plus Parquet parts; DuckDB views laid over them.
 
 ``layout`` and ``manifest`` are cheap to import; ``writer`` and ``views`` import pyarrow and duckdb.
+``integrity`` checks a run's parts against its manifest before it is read; ``lock`` keeps one writer
+per run.
 """
 
 from sdb.store.layout import Store, resolve_store

@@ -12,6 +12,7 @@ backoff for up to ``SDB_S3_RETRY_SECONDS`` (default 60); anything else fails at 
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import random
 import time
@@ -24,10 +25,12 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+import xxhash
 
 from sdb.errors import SdbError, StoreNotFound
 
 T = TypeVar("T")
+_CHUNK = 8 << 20  # bytes read at a time when an object's checksum is computed
 ENDPOINT_ENV = "SDB_S3_ENDPOINT"
 RETRY_ENV = "SDB_S3_RETRY_SECONDS"
 _PERMANENT = (  # as S3 names them, and as Arrow's AWS SDK reports them (HEAD requests have no body)
@@ -87,6 +90,20 @@ def _s3(bucket: str) -> pafs.S3FileSystem:
 def _transient(exc: OSError) -> bool:
     text = str(exc)
     return not any(marker.lower() in text.lower() for marker in _PERMANENT)
+
+
+def checksum(data: bytes | mmap.mmap | pa.Buffer) -> str:
+    """xxh3-64 of ``data`` as 16 hex digits: the checksum a run's manifest keeps for each part."""
+    with memoryview(data) as view:
+        return str(xxhash.xxh3_64_hexdigest(view))
+
+
+@dataclass(frozen=True)
+class Published:
+    """What was published at a path: its size and :func:`checksum`."""
+
+    size: int
+    xxh3: str
 
 
 @dataclass(frozen=True)
@@ -153,9 +170,42 @@ class Location:
 
     def files(self, directory: str, *, recursive: bool = False) -> list[str]:
         """Paths of the files under ``directory`` (none if it does not exist), sorted."""
+        return [i.path for i in self.file_infos(directory, recursive=recursive)]
+
+    def file_infos(self, directory: str, *, recursive: bool = False) -> list[pafs.FileInfo]:
+        """The files under ``directory`` with their sizes and times (none if it does not exist), by path."""
         selector = pafs.FileSelector(directory, allow_not_found=True, recursive=recursive)
         infos = self.retry(f"listing {directory}", lambda: self.fs.get_file_info(selector))
-        return sorted(i.path for i in infos if i.type == pafs.FileType.File)
+        return sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path)
+
+    def checksum(self, path: str) -> str:
+        """:func:`checksum` of the file at ``path``, read once (locally mapped, remotely streamed)."""
+        if not self.remote:
+            with open(path, "rb") as fh:
+                if os.fstat(fh.fileno()).st_size == 0:
+                    return checksum(b"")
+                with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                    return checksum(mapped)
+
+        def read() -> str:
+            state = xxhash.xxh3_64()
+            with self.fs.open_input_stream(path) as stream:
+                while chunk := stream.read(_CHUNK):
+                    state.update(chunk)
+            return str(state.hexdigest())
+
+        return self.retry(f"reading {path}", read)
+
+    def read_footer(self, path: str) -> pq.FileMetaData:
+        """The Parquet footer of ``path`` (its schema and row count), without reading its data."""
+        if not self.remote:
+            return pq.read_metadata(path)
+
+        def read() -> pq.FileMetaData:
+            with self.fs.open_input_file(path) as file:
+                return pq.read_metadata(file)
+
+        return self.retry(f"reading {path}", read)
 
     def read_bytes(self, path: str) -> bytes:
         def read() -> bytes:
@@ -177,22 +227,26 @@ class Location:
         if not self.remote:  # object stores have no directories: a key's prefix is enough
             Path(path).mkdir(parents=True, exist_ok=True)
 
-    def write_bytes(self, path: str, data: bytes) -> None:
+    def write_bytes(self, path: str, data: bytes | pa.Buffer) -> None:
         """Publish ``data`` at ``path`` atomically: a reader sees the old file or the new, never half."""
         if not self.remote:
             # plain os calls: a writer thread re-takes the GIL after each, and every re-take can wait
             # for the switch interval while the recording thread runs (open() makes several more)
             target = Path(path)
             tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, target)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, target)
+            except OSError as exc:  # a full disk, a quota: one line, and no half-written temp file left
+                tmp.unlink(missing_ok=True)
+                raise SdbError(f"{target}: cannot write ({exc.strerror or exc})") from None
             return
 
         def put() -> None:
@@ -201,19 +255,23 @@ class Location:
 
         self.retry(f"writing {path}", put)
 
-    def write_parquet(self, table: pa.Table, path: str, **options: Any) -> None:
-        """Publish ``table`` as a Parquet file at ``path`` atomically."""
-        if not self.remote:
-            target = Path(path)
-            tmp = target.with_name(f".{target.name}.tmp")
-            with pa.OSFile(str(tmp), "wb") as file:  # a file, not a path: no filesystem lookups
-                pq.write_table(table, file, **options)
-                os.fsync(file.fileno())
-            os.replace(tmp, target)
-            return
-        sink = pa.BufferOutputStream()  # encoded once, then one PUT per attempt
+    def write_parquet(self, table: pa.Table, path: str, **options: Any) -> Published:
+        """Publish ``table`` as a Parquet file at ``path`` atomically; returns its size and checksum.
+
+        Encoded in memory once (the checksum is of the very bytes published), then written under a
+        hidden temporary name of this process, fsynced and renamed (locally) or sent as one PUT per
+        attempt (S3)."""
+        sink = pa.BufferOutputStream()
         pq.write_table(table, sink, **options)
-        self.write_bytes(path, sink.getvalue().to_pybytes())
+        data = sink.getvalue()
+        published = Published(data.size, checksum(data))
+        self.write_bytes(path, data)
+        return published
+
+    def delete_file(self, path: str) -> None:
+        """Remove the file at ``path``; one that is already gone is no error."""
+        with contextlib.suppress(FileNotFoundError):
+            self.retry(f"deleting {path}", lambda: self.fs.delete_file(path))
 
     def delete_dir(self, path: str) -> None:
         with contextlib.suppress(OSError, SdbError):

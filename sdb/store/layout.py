@@ -2,13 +2,16 @@
 
 A store is a directory (default ``.sdb/`` under the current directory; ``--store`` or ``SDB_STORE``
 change it) or an S3 prefix (``s3://bucket/prefix``, see :mod:`sdb.store.fs`). Each run is
-``runs/<run_id>/`` holding ``run.json`` and ``events-*.parquet`` parts. Every file is published
-atomically (a local file under a hidden temporary name first), so no reader ever sees half a file.
+``runs/<run_id>/`` holding ``run.json``, ``events-*.parquet`` parts and, locally, ``.writer.lock``
+(:mod:`sdb.store.lock`); a saved diff is ``diffs/<base>..<candidate>/`` (:func:`diff_key`). Every file
+is published atomically (a local file under a hidden temporary name first), so no reader ever sees
+half a file.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -18,6 +21,7 @@ from typing import Final
 import xxhash
 
 from sdb.errors import RunNotFound, SchemaError, SdbError, UsageError
+from sdb.names import did_you_mean
 from sdb.store.fs import Location
 from sdb.store.manifest import RunManifest, parse_manifest
 
@@ -27,6 +31,8 @@ MANIFEST_NAME: Final = "run.json"
 PART_GLOB: Final = "events-*.parquet"
 LATEST: Final = "@latest"
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_log = logging.getLogger(__name__)
+_skipped: set[str] = set()  # manifests already warned about in this process
 
 
 def resolve_store(path: str | os.PathLike[str] | None = None) -> str:
@@ -41,6 +47,23 @@ def check_run_id(run_id: str) -> str:
     if not _RUN_ID.fullmatch(run_id):
         raise UsageError(f"run id {run_id!r} is not valid: use letters, digits, '.', '_' and '-' (at most 128)")
     return run_id
+
+
+def diff_key(base: str, candidate: str) -> str:
+    """The name of the folder of a saved diff: ``<base>..<candidate>``, unambiguous for every pair.
+
+    A run id may hold ``..`` itself (``a..b`` is a valid id), so ``a`` vs ``b..c`` and ``a..b`` vs ``c``
+    would both be ``a..b..c``. So inside each id a ``.`` followed by another ``.`` is written ``.~``
+    (``~`` is never in a run id): ``a`` vs ``b..c`` is ``a..b.~.c``, ``a..b`` vs ``c`` is ``a.~.b..c``.
+    An id with no ``..`` is written as it is, so the folders of such pairs are the ones earlier
+    versions wrote. Once no id holds ``..``, the name splits one way only: a longer first id would
+    have to hold the ``..`` that follows the shorter one, or make the second start with ``.``, which
+    no run id does."""
+    return f"{_escape_dots(check_run_id(base))}..{_escape_dots(check_run_id(candidate))}"
+
+
+def _escape_dots(run_id: str) -> str:
+    return re.sub(r"\.(?=\.)", ".~", run_id)
 
 
 def part_name(index: int) -> str:
@@ -126,13 +149,29 @@ class Store:
         run_id = self.resolve(run_id)
         if not self.loc.is_file(self.loc.path("runs", run_id, MANIFEST_NAME)):
             known = self.run_ids()
-            hint = f"; known runs: {', '.join(known[-5:])}" if known else "; the store has no runs"
+            more = f" and {len(known) - 5} more (sdbctl runs lists them)" if len(known) > 5 else ""
+            hint = f"; known runs: {', '.join(known[-5:])}{more}" if known else "; the store has no runs"
+            hint = did_you_mean(run_id, known) + hint
             raise RunNotFound(f"run {run_id!r} not found in store {self.uri}{hint}")
         return self._read_manifest(run_id)
 
     def manifests(self) -> list[RunManifest]:
-        """Every run's manifest, oldest first."""
-        found = [self._read_manifest(rid) for rid in self.run_ids()]
+        """Every run's manifest, oldest first.
+
+        A run whose manifest cannot be read or is not a manifest (a truncated or garbage ``run.json``)
+        is left out, with a one-line warning on stderr naming the file (once per process, through
+        :mod:`logging`), so that one broken run does not stop the listing, the views or a diff of
+        the others. Asking for that run by id (:meth:`manifest`) is still the error naming the file.
+        """
+        found = []
+        for rid in self.run_ids():
+            try:
+                found.append(self._read_manifest(rid))
+            except SchemaError as exc:
+                problem = " ".join(str(exc).split())  # one line, whatever the file held
+                if problem not in _skipped:
+                    _skipped.add(problem)
+                    _log.warning("sdbctl: warning: %s; run %r left out", problem, rid)
         return sorted(found, key=lambda m: (m.created, m.run_id))
 
     def part_paths(self, run_id: str | None = None) -> list[str]:
@@ -145,7 +184,9 @@ class Store:
         return sorted(p for p in files if fnmatch.fnmatch(p.rsplit("/", 1)[-1], PART_GLOB))
 
     def diff_dir(self, base: str, candidate: str) -> str:
-        return self.loc.path("diffs", f"{base}..{candidate}")
+        """The folder of the saved diff of ``base`` against ``candidate``: ``diffs/<base>..<candidate>``,
+        with each id's ``..`` written ``.~.`` (see :func:`diff_key`)."""
+        return self.loc.path("diffs", diff_key(base, candidate))
 
     def divergence_paths(self) -> list[str]:
         """Every saved diff's ``divergences.parquet``."""

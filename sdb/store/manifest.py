@@ -2,7 +2,10 @@
 
 Written atomically (temporary file, then rename) when the run starts, after every part, and when it
 ends. ``status`` is ``partial`` until the writer closes the run cleanly, so a run whose writer died
-reads as ``partial`` while every part it flushed stays readable.
+reads as ``partial`` while every part it flushed stays readable. ``part_files`` lists every part the
+writer published, with its row count, size and checksum, so that a reader can tell a deleted, extra
+or damaged part from the run as it was written (:mod:`sdb.store.integrity`); a manifest written
+before that list existed has ``part_files: null`` and is checked on its count of parts only.
 """
 
 from __future__ import annotations
@@ -15,6 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sdb.errors import SchemaError
 
 RunStatus = Literal["complete", "partial"]
+
+
+class PartFile(BaseModel):
+    """One Parquet part as its writer published it."""
+
+    name: str  # the file's name in the run's directory: events-NNNNN.parquet, events-<shard>-NNNNN.parquet
+    rows: int  # events in it
+    size: int  # the file's size in bytes
+    xxh3: str  # xxh3-64 of the file's bytes, 16 hex digits
 
 
 class RunManifest(BaseModel):
@@ -35,6 +47,7 @@ class RunManifest(BaseModel):
     sessions: int = 0
     events: int = 0
     parts: int = 0
+    part_files: list[PartFile] | None = None  # None: written before parts were listed (count checked only)
     status: RunStatus = "partial"
     finished: str | None = None
     interrupted: str | None = None

@@ -1,23 +1,25 @@
 """DuckDB over the store: views ``events``, ``runs`` and ``divergences`` laid over the files on demand.
 
 ``events`` reads the Parquet parts directly (``read_parquet`` locally, an Arrow dataset through
-pyarrow's S3 filesystem for an object store), after each part's footer has been checked against
-the event schema; ``runs`` is the manifests as an Arrow table. No second copy of the
-events is made: the Parquet files are the truth.
+pyarrow's S3 filesystem for an object store), after each run's parts have been checked against its
+manifest and each part's footer against the event schema; ``runs`` is the manifests as an Arrow
+table. No second copy of the events is made: the Parquet files are the truth.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from sdb.errors import QueryError, SchemaError
-from sdb.events.schema import DIVERGENCE_SCHEMA, EVENT_SCHEMA, check_schema, read_file_schema
+from sdb.errors import QueryError
+from sdb.events.schema import DIVERGENCE_SCHEMA, EVENT_SCHEMA
+from sdb.store.integrity import verified_paths
 from sdb.store.layout import Store
 
 RUNS_SCHEMA = pa.schema(
@@ -65,38 +67,39 @@ def _view(con: duckdb.DuckDBPyConnection, store: Store, name: str, paths: list[s
 MEMORY_ENV = "SDB_DUCKDB_MEMORY"
 
 
+def spill_directory() -> Path:
+    """Where DuckDB spills a join or sort that does not fit its memory limit."""
+    return Path(tempfile.gettempdir()) / f"sdbctl-duckdb-{os.getuid() if hasattr(os, 'getuid') else 0}"
+
+
 def _duckdb_config() -> dict[str, str | bool | int | float | list[str]]:
     """DuckDB's memory is capped (``SDB_DUCKDB_MEMORY``, default 1GB): a join or sort over a big run
     spills to a temporary directory instead of growing with the run."""
-    spill = Path(tempfile.gettempdir()) / f"sdbctl-duckdb-{os.getuid() if hasattr(os, 'getuid') else 0}"
-    return {"memory_limit": os.environ.get(MEMORY_ENV) or "1GB", "temp_directory": str(spill)}
+    return {"memory_limit": os.environ.get(MEMORY_ENV) or "1GB", "temp_directory": str(spill_directory())}
 
 
-def connect(store: Store, run_id: str | None = None) -> duckdb.DuckDBPyConnection:
+def connect(store: Store, run_id: str | None = None, *, runs: Sequence[str] | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with ``events`` and ``runs`` views over ``store``.
 
-    With ``run_id``, ``events`` holds that run only.
+    With ``run_id``, ``events`` holds that run only; with ``runs``, those runs only (a diff of two
+    runs needs no other, and then neither reads nor checks the rest of the store). Every run in
+    ``events`` is first checked against its manifest (:mod:`sdb.store.integrity`): a missing, extra
+    or damaged part is a one-line error naming the run and the part, before any row is read.
     """
-    parts = store.part_paths(run_id)
-    for part in parts:
-        check_schema(_footer(store, part), part)
+    if run_id is not None:
+        manifests = [store.manifest(run_id)]
+    elif runs is not None:
+        manifests = [store.manifest(r) for r in dict.fromkeys(runs)]
+    else:
+        manifests = store.manifests()
+    parts = verified_paths(store, manifests)  # listed after the manifests were read: see checked_parts
     con = duckdb.connect(":memory:", config=_duckdb_config())
     _view(con, store, "events", parts, EVENT_SCHEMA)
     _view(con, store, "divergences", store.divergence_paths(), DIVERGENCE_SCHEMA)
-    manifests = store.manifests() if run_id is None else [store.manifest(run_id)]
     rows = [m.model_dump(include=set(RUNS_SCHEMA.names)) for m in manifests]
     con.register("_runs", pa.Table.from_pylist(rows, schema=RUNS_SCHEMA))
     con.execute("CREATE VIEW runs AS SELECT * FROM _runs")
     return con
-
-
-def _footer(store: Store, path: str) -> pa.Schema:
-    if not store.loc.remote:
-        return read_file_schema(path)
-    try:
-        return store.loc.read_schema(path)
-    except pa.ArrowException as exc:
-        raise SchemaError(f"{store.uri}: {path}: not a readable Parquet file ({exc})") from None
 
 
 def run_query(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:

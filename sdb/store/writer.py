@@ -2,14 +2,19 @@
 
 Each part is published atomically (locally: written under a hidden temporary name, fsynced, renamed;
 on S3: one PUT), so a reader only ever sees whole parts. The manifest is rewritten after each part
-with the counts so far; closing the run sets ``status: complete``. Recorders and the replay
-engine both write through :class:`RunWriter`.
+with the counts so far and the part's entry (name, rows, size, xxh3-64 of its bytes), which readers
+check the files against (:mod:`sdb.store.integrity`); closing the run sets ``status: complete``.
+Recorders, importers, the proxy and the replay engine all write through :class:`RunWriter`, which
+holds the run's lock (:mod:`sdb.store.lock`) from opening the run to closing it: one writer per run.
+A run that never got an event and whose writer is gone does not keep its id (see
+:meth:`RunWriter.create`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fnmatch
 import re
 import subprocess
 import threading
@@ -21,8 +26,10 @@ import pyarrow as pa
 import sdb
 from sdb.errors import SdbError
 from sdb.events.schema import EVENT_SCHEMA, SCHEMA_VERSION
-from sdb.store.layout import MANIFEST_NAME, Store
-from sdb.store.manifest import RunManifest, RunStatus, manifest_bytes
+from sdb.store.integrity import checked_parts, describe_part, part_key
+from sdb.store.layout import MANIFEST_NAME, PART_GLOB, Store
+from sdb.store.lock import LOCK_NAME, RunLock
+from sdb.store.manifest import PartFile, RunManifest, RunStatus, manifest_bytes, parse_manifest
 
 COMPRESSION: Final = "zstd"
 
@@ -56,10 +63,19 @@ def git_commit(cwd: Path | None = None) -> str | None:
 class RunWriter:
     """Creates a run in a store and appends record batches to it as Parquet parts.
 
-    Thread-safe: parts are numbered and published under a lock.
+    Thread-safe: parts are numbered and published under a lock. The run's writer lock is held from
+    here to :meth:`close` (a shard's writer takes none: its driver holds it).
     """
 
-    def __init__(self, store: Store, manifest: RunManifest, *, reopen: bool = False, shard: str | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        manifest: RunManifest,
+        *,
+        reopen: bool = False,
+        shard: str | None = None,
+        _run_lock: RunLock | None = None,
+    ) -> None:
         self.store = store
         self.manifest = manifest
         self.dir: str = store.run_dir(manifest.run_id)
@@ -71,54 +87,130 @@ class RunWriter:
         self._models: set[str] = set()
         self._closed = False
         self._next_part = 0
-        if reopen or shard:
-            self._recount()
-        else:
-            loc = store.loc
-            if loc.is_file(f"{self.dir}/{MANIFEST_NAME}"):
-                raise RunExists(f"run {manifest.run_id!r} already exists in store {store.uri}")
-            loc.make_dir(store.runs_dir)
-            if not loc.remote:
-                try:
-                    Path(self.dir).mkdir()
-                except FileExistsError:
-                    raise RunExists(f"run {manifest.run_id!r} already exists in store {store.uri}") from None
-        if not shard:
-            self._write_manifest()
+        self._run_lock = _run_lock
+        try:
+            if reopen or shard:
+                self._recount(adopt=not shard)
+            else:
+                self._run_lock = self._claim_id()
+                manifest.part_files = []
+            if not shard:
+                self._write_manifest()
+        except BaseException:
+            if self._run_lock is not None:
+                self._run_lock.release()
+            raise
+
+    def _claim_id(self) -> RunLock:
+        """Make the run's directory and take its lock; an id in use is a :class:`RunExists`, unless
+        the run there never got an event and its writer is gone (see :meth:`create`)."""
+        store, loc, run_id = self.store, self.store.loc, self.manifest.run_id
+        manifest_path = f"{self.dir}/{MANIFEST_NAME}"
+        loc.make_dir(store.runs_dir)
+        created = True
+        if not loc.remote:
+            try:
+                Path(self.dir).mkdir()
+            except FileExistsError:
+                created = False
+        lock = RunLock.take(store, run_id)  # a live writer of the id: RunLocked, at once
+        try:
+            if loc.remote:
+                created = not loc.is_file(manifest_path)
+            if not created:
+                self._take_over_abandoned()
+        except BaseException:
+            lock.release()
+            raise
+        return lock
+
+    def _take_over_abandoned(self) -> None:
+        """Clear a run left behind with no event by a writer that is gone, else refuse the id."""
+        store, loc, run_id = self.store, self.store.loc, self.manifest.run_id
+        manifest_path = f"{self.dir}/{MANIFEST_NAME}"
+        exists = RunExists(f"run {run_id!r} already exists in store {store.uri}")
+        files = loc.files(self.dir)
+        if any(fnmatch.fnmatch(f.rsplit("/", 1)[-1], PART_GLOB) for f in files):
+            raise exists
+        if loc.is_file(manifest_path):
+            try:
+                old = parse_manifest(loc.read_bytes(manifest_path), manifest_path)
+            except SdbError:
+                raise exists from None
+            # locally the lock proves the old writer gone; on S3 only a writer's own close does
+            gone = not loc.remote or old.finished is not None
+            if old.status != "partial" or old.events != 0 or not gone:
+                raise exists
+        for path in files:  # side files (truth.jsonl) and temporaries: nothing of value; the manifest
+            name = path.rsplit("/", 1)[-1]  # is overwritten next
+            if name != LOCK_NAME and (name.endswith(".jsonl") or name.startswith(".")):
+                loc.delete_file(path)
 
     @classmethod
     def reopen(cls, store: Store, run_id: str) -> RunWriter:
-        """Continue writing a run that did not finish: counts are taken from the parts on disk (a
-        writer may have died between publishing a part and updating the manifest)."""
-        manifest = store.manifest(run_id)
-        manifest.status = "partial"
-        manifest.finished = None
-        manifest.interrupted = None
-        return cls(store, manifest, reopen=True)
+        """Continue writing a run that did not finish, under its lock: the parts on disk are checked
+        against the manifest, and those it does not list yet (a writer died between publishing a part
+        and updating the manifest; a Ray replay's shards) are adopted, counted from the files. A
+        complete run is not reopened."""
+        run_id = store.manifest(run_id).run_id  # an unknown run: RunNotFound, before any lock file
+        lock = RunLock.take(store, run_id)
+        try:
+            manifest = store.manifest(run_id)  # again, under the lock: the last writer's final word
+            if manifest.status == "complete":
+                raise RunExists(f"run {run_id!r} is complete; it is not written again")
+            manifest.status = "partial"
+            manifest.finished = None
+            manifest.interrupted = None
+        except BaseException:
+            lock.release()
+            raise
+        return cls(store, manifest, reopen=True, _run_lock=lock)
 
     @classmethod
     def for_shard(cls, store: Store, run_id: str, shard: str) -> RunWriter:
         """A writer of one shard's parts (``events-<shard>-NNNNN.parquet``) into an open run, for a
-        distributed replay: it never writes the manifest, which the driver publishes last."""
+        distributed replay: it never writes the manifest, which the driver publishes last (adopting
+        the shards' parts: :meth:`refresh`), and takes no lock (the driver holds it)."""
         if not re.fullmatch(r"[a-z0-9]{1,16}", shard):
             raise SdbError(f"shard name {shard!r}: use 1-16 lowercase letters and digits")
         return cls(store, store.manifest(run_id), shard=shard)
 
-    def _recount(self) -> None:
-        parts = self.store.part_paths(self.manifest.run_id)
+    def refresh(self) -> None:
+        """Take in the parts other processes published into this run since it was opened (a Ray
+        replay's shards): checked, then counted and checksummed from the files."""
+        with self._lock:
+            self._recount(adopt=True)
+
+    def _recount(self, *, adopt: bool) -> None:
+        """Counts from the parts on disk. With ``adopt`` (a writer that owns the manifest), the parts
+        are first checked against it, and the ones it does not list are added to it from the files."""
+        run_id = self.manifest.run_id
+        infos = self.store.loc.file_infos(self.dir)
+        if adopt:
+            paths = checked_parts(self.store, self.manifest, infos)
+            listed = {p.name: p for p in self.manifest.part_files or []}
+            by_path = {i.path: i for i in infos}
+            entries = []
+            for path in paths:
+                name = path.rsplit("/", 1)[-1]
+                entries.append(listed.get(name) or describe_part(self.store, by_path[path], run=run_id))
+            entries.sort(key=lambda e: part_key(e.name) or (e.name, 0))
+            self.manifest.part_files = entries
+        else:
+            paths = sorted(i.path for i in infos if fnmatch.fnmatch(i.path.rsplit("/", 1)[-1], PART_GLOB))
         events = 0
-        for part in parts:
+        for part in paths:
             table = self.store.loc.read_parquet(part, columns=["session_id", "prompt", "model"])
             events += table.num_rows
             self._note_vocabulary(table)
-        mine = [p.rsplit("/", 1)[-1] for p in parts if p.rsplit("/", 1)[-1].startswith(self._prefix)]
+        mine = [p.rsplit("/", 1)[-1] for p in paths if p.rsplit("/", 1)[-1].startswith(self._prefix)]
         numbers = [
             int(m[len(self._prefix) : -len(".parquet")])
             for m in mine
             if m[len(self._prefix) : -len(".parquet")].isdigit()
         ]
         self._next_part = max(numbers, default=-1) + 1
-        self.manifest.parts = len(parts)
+        self.manifest.parts = len(paths)
         self.manifest.events = events
         self.manifest.sessions = len(self._sessions)
 
@@ -132,7 +224,14 @@ class RunWriter:
         meta: dict[str, Any] | None = None,
         **fields: Any,
     ) -> RunWriter:
-        """Start a new run ``run_id`` with manifest ``fields`` (model, prompts, mode, agent, ...)."""
+        """Start a new run ``run_id`` with manifest ``fields`` (model, prompts, mode, agent, ...).
+
+        An id already in the store is a :class:`RunExists`, and one being written by a live process a
+        :class:`~sdb.store.lock.RunLocked`, except for a run that never got an event (``partial``, no
+        part) whose writer is gone — a proxy whose port was taken, an import killed before its first
+        part: that run is cleared and the id taken. Gone means, locally, that nobody holds its lock
+        (the OS drops the lock of a dead process); on S3, which has no lock, only that its writer
+        closed it (``finished`` is set): an empty run on S3 whose writer was killed keeps its id."""
         fields.setdefault("git_commit", git_commit())
         manifest = RunManifest(
             run_id=run_id,
@@ -166,10 +265,17 @@ class RunWriter:
         with self._lock:
             if self._closed:
                 raise SdbError(f"run {self.run_id}: already closed, cannot write more events")
-            path = f"{self.dir}/{self._prefix}{self._next_part:05d}.parquet"
-            self.store.loc.write_parquet(table, path, compression=COMPRESSION, row_group_size=max(table.num_rows, 1))
+            name = f"{self._prefix}{self._next_part:05d}.parquet"
+            path = f"{self.dir}/{name}"
+            published = self.store.loc.write_parquet(
+                table, path, compression=COMPRESSION, row_group_size=max(table.num_rows, 1)
+            )
             self._note_vocabulary(table, vocabulary)
             self._next_part += 1
+            if self.manifest.part_files is not None:
+                self.manifest.part_files.append(
+                    PartFile(name=name, rows=table.num_rows, size=published.size, xxh3=published.xxh3)
+                )
             self.manifest.parts += 1
             self.manifest.events += table.num_rows
             self.manifest.sessions = len(self._sessions)
@@ -191,7 +297,11 @@ class RunWriter:
             self.manifest.status = status
             self.manifest.finished = utc_now()
             self.manifest.interrupted = interrupted
-            self._write_manifest()
+            try:
+                self._write_manifest()
+            finally:
+                if self._run_lock is not None:
+                    self._run_lock.release()
             return self.manifest
 
     def _note_vocabulary(self, table: pa.Table, known: tuple[set[str], set[str], set[str]] | None = None) -> None:

@@ -1,0 +1,133 @@
+"""``sdbctl rm``: removing runs, with the diffs that compared them and the cached answers they asked.
+
+A run is removed whole or not at all: its diffs go first (a diff of a run that no longer exists is
+noise), then the response-cache entries its replay wrote (the keys are rebuilt from its llm events:
+provider, request and seed), then the run's folder. The bulk forms (``older_than``, ``keep_last``)
+choose runs by their manifests' creation time; the CLI makes them a dry run unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+import sqlite3
+from dataclasses import dataclass, field
+
+import orjson
+
+from sdb.errors import SdbError, UsageError
+from sdb.replay.cache import cache_key
+from sdb.store.layout import Store
+from sdb.store.manifest import RunManifest
+from sdb.store.views import connect
+
+_AGE = re.compile(r"^(\d+)([smhdw])$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@dataclass
+class Removal:
+    """What a removal did (or, in a dry run, would do)."""
+
+    runs: list[str] = field(default_factory=list)
+    diffs: list[str] = field(default_factory=list)
+    cache_entries: int = 0
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        return {"runs": self.runs, "diffs": self.diffs, "cache_entries": self.cache_entries, "dry_run": self.dry_run}
+
+
+def parse_age(text: str) -> dt.timedelta:
+    """``30d``, ``12h``, ``90m``, ``2w``, ``45s`` as a duration; anything else is a one-line error."""
+    found = _AGE.match(text.strip())
+    if found is None:
+        raise UsageError(f"--older-than {text!r}: use a number and a unit, e.g. 30d, 12h, 90m, 2w")
+    return dt.timedelta(seconds=int(found.group(1)) * _UNIT[found.group(2)])
+
+
+def _created(m: RunManifest) -> dt.datetime:
+    when = dt.datetime.fromisoformat(m.created.replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def choose(
+    store: Store,
+    run_ids: list[str],
+    *,
+    older_than: str | None = None,
+    keep_last: int | None = None,
+    now: dt.datetime | None = None,
+) -> list[str]:
+    """The runs named (``@latest`` too; an unknown id is an error, before anything is removed), plus
+    the runs older than ``older_than``, plus all but the newest ``keep_last``."""
+    chosen = [store.manifest(r).run_id for r in run_ids]
+    manifests = store.manifests()  # oldest first
+    if older_than is not None:
+        limit = (now or dt.datetime.now(dt.UTC)) - parse_age(older_than)
+        chosen += [m.run_id for m in manifests if _created(m) < limit]
+    if keep_last is not None:
+        if keep_last < 0:
+            raise UsageError(f"--keep-last {keep_last}: must be 0 or more")
+        chosen += [m.run_id for m in manifests[: max(0, len(manifests) - keep_last)]]
+    return list(dict.fromkeys(chosen))
+
+
+def _diffs_of(store: Store, run_id: str) -> list[str]:
+    """The folders of saved diffs that name ``run_id`` as base or candidate (from their summaries)."""
+    out = []
+    for path in store.divergence_paths():
+        folder = path.rsplit("/", 1)[0]
+        try:
+            summary = orjson.loads(store.loc.read_bytes(f"{folder}/summary.json"))
+        except (OSError, SdbError, orjson.JSONDecodeError):
+            continue
+        if isinstance(summary, dict) and run_id in (summary.get("base_run"), summary.get("candidate_run")):
+            out.append(folder)
+    return sorted(out)
+
+
+def _cache_keys(store: Store, m: RunManifest) -> list[str]:
+    """The cache keys a replay run's answers were stored under (none for a recording)."""
+    saved = m.meta.get("replay") if isinstance(m.meta.get("replay"), dict) else None
+    if saved is None or (m.repeat or 1) > 1:
+        return []  # repeats never write the cache
+    seed = int(saved.get("seed") or 0)
+    con = connect(store, m.run_id)
+    rows = con.execute("SELECT model, payload FROM events WHERE kind = 'llm'").fetchall()
+    return [cache_key(str(model), orjson.loads(payload).get("request"), seed) for model, payload in rows]
+
+
+def remove_runs(store: Store, run_ids: list[str], *, dry_run: bool = False) -> Removal:
+    """Remove each run in ``run_ids`` with its diffs and cache entries (see the module docstring)."""
+    done = Removal(dry_run=dry_run)
+    cache = store.local_dir("cache") / "responses.sqlite"
+    for run_id in run_ids:
+        m = store.manifest(run_id)
+        diffs = _diffs_of(store, m.run_id)
+        keys = _cache_keys(store, m) if cache.exists() else []
+        done.runs.append(m.run_id)
+        done.diffs += diffs
+        if dry_run:
+            done.cache_entries += len(keys)
+            continue
+        # the run leaves the listing in one step (a rename out of runs/), then what hangs off it goes
+        trash = None
+        if not store.loc.remote:
+            trash = store.root / ".trash" / f"{m.run_id}-{os.getpid()}"
+            trash.parent.mkdir(exist_ok=True)
+            os.rename(store.run_dir(m.run_id), trash)
+        for folder in diffs:
+            store.loc.delete_dir(folder)
+        if keys:
+            with sqlite3.connect(cache, timeout=60) as db:
+                before = db.total_changes
+                db.executemany("DELETE FROM completions WHERE key = ?", [(k,) for k in keys])
+                done.cache_entries += db.total_changes - before
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            store.delete_run(m.run_id)
+    return done

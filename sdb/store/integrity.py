@@ -1,0 +1,206 @@
+"""A run's parts checked against its manifest before the run is read.
+
+The manifest lists every part its writer published (``part_files``: name, rows, size, and the xxh3-64
+of the file's bytes, computed from the very bytes that were published). Before a run is read — the
+DuckDB views, hence ``show``, ``export``, ``query``, ``diff``, ``gate``, ``replay`` — the parts on disk
+must be those: a listed part that is missing, a part that is not listed, or a size, row count or
+checksum that differs is one line (:class:`DamagedRun`) naming the run and the part, never an
+empty or short read, and never a DuckDB error halfway through a diff.
+
+**A partial run** (its writer died, or is still writing) may hold parts that its manifest does not
+list yet: the writer died between publishing a part and rewriting the manifest, or the parts are a
+Ray replay's shards, whose driver writes the manifest last. Such a part is read: it was published
+atomically (renamed into place after an fsync, or one PUT), so it is a whole file as its writer
+wrote it, and its footer is checked like every part's. What it lacks is a checksum to compare with,
+so only the part names a writer would have published next are accepted: per writer (``events-`` or
+``events-<shard>-``), numbers 0, 1, 2, ... with no gap, every unlisted one after every listed one.
+Reopening the run (``--resume``) or closing it (the Ray driver) adopts those parts into the manifest
+with their checksums. A complete run has no unlisted part.
+
+**Runs written before the list existed** (``part_files`` is null) are checked on their count of
+parts only: as many as the manifest counts (a partial run: at least as many), each with a readable
+event-schema footer.
+
+Cost: each part's bytes are read once per process (mapped locally, streamed from S3; xxh3 runs at
+memory speed) plus its footer; a part already checked in this process, unchanged since (same size
+and modification time), is not read again.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import threading
+from collections.abc import Iterable
+from typing import Final
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from sdb.errors import SchemaError
+from sdb.events.schema import check_schema
+from sdb.store.layout import PART_GLOB, Store
+from sdb.store.manifest import PartFile, RunManifest
+
+# events-NNNNN.parquet (a writer of the run) or events-<shard>-NNNNN.parquet (a shard of a Ray replay)
+PART_NAME: Final = re.compile(r"events-(?:(?P<shard>[a-z0-9]{1,16})-)?(?P<n>[0-9]{5,})\.parquet")
+
+_checked: dict[tuple[str, str, int, int | None], PartFile] = {}  # (store, path, size, mtime) -> as read
+_checked_lock = threading.Lock()
+
+
+class DamagedRun(SchemaError):
+    """A run whose parts on disk are not the parts its manifest lists (missing, extra or changed)."""
+
+
+def describe_part(store: Store, info: pafs.FileInfo, expected: PartFile | None = None, run: str = "") -> PartFile:
+    """What a writer records of the part ``info``: its name, rows, size and checksum, read from the
+    file itself (a footer that is not an event file's is refused, naming the file). With
+    ``expected`` (the manifest's entry), a checksum that differs is a :class:`DamagedRun` of ``run``."""
+    key = (store.uri, info.path, int(info.size or 0), info.mtime_ns)
+    with _checked_lock:
+        known = _checked.get(key)
+    if known is None:
+        try:
+            digest = store.loc.checksum(info.path)
+        except OSError as exc:
+            raise SchemaError(f"{info.path}: cannot be read ({_first_line(exc)})") from None
+    else:
+        digest = known.xxh3
+    name = info.path.rsplit("/", 1)[-1]
+    if expected is not None and digest != expected.xxh3:
+        raise DamagedRun(
+            f"run {run!r} is damaged: part {name} does not match its manifest's checksum "
+            f"(xxh3 {digest}, expected {expected.xxh3})"
+        )
+    if known is not None:
+        return known
+    footer = _read_footer(store, info.path)
+    part = PartFile(name=name, rows=footer.num_rows, size=int(info.size or 0), xxh3=digest)
+    with _checked_lock:
+        _checked[key] = part
+    return part
+
+
+def part_key(name: str) -> tuple[str, int] | None:
+    """(writer prefix, number) of a part name a writer of sdbctl publishes, else None."""
+    m = PART_NAME.fullmatch(name)
+    if m is None:
+        return None
+    shard = m.group("shard")
+    return (f"events-{shard}-" if shard else "events-", int(m.group("n")))
+
+
+def checked_parts(store: Store, manifest: RunManifest, on_disk: Iterable[pafs.FileInfo]) -> list[str]:
+    """The paths of ``manifest``'s run to read, after checking them against the manifest (see the
+    module docstring); a mismatch is a one-line :class:`DamagedRun`. ``on_disk``: the files of the
+    run's directory, listed *after* the manifest was read (a writer publishes a part, then the
+    manifest: the other order could see a part listed that the listing missed)."""
+    run = manifest.run_id
+    parts = {i.path.rsplit("/", 1)[-1]: i for i in on_disk if _is_part(i.path)}
+    if manifest.part_files is None:
+        return _checked_legacy(store, manifest, parts)
+    listed = {p.name: p for p in manifest.part_files}
+    for name, entry in listed.items():
+        if name not in parts:
+            raise DamagedRun(
+                f"run {run!r} is damaged: part {name} is missing (its manifest lists it, {entry.rows} events)"
+            )
+    unlisted = sorted(set(parts) - set(listed))
+    if unlisted and manifest.status == "complete":
+        raise DamagedRun(
+            f"run {run!r} is damaged: part {unlisted[0]} is not in its manifest (no writer of the run published it)"
+        )
+    _check_numbering(run, listed, unlisted)
+    for name, entry in listed.items():
+        info = parts[name]
+        if info.size is not None and info.size != entry.size:
+            raise DamagedRun(
+                f"run {run!r} is damaged: part {name} has {info.size} bytes, its manifest says {entry.size}"
+            )
+        found = describe_part(store, info, entry, run)
+        if found.rows != entry.rows:
+            raise DamagedRun(
+                f"run {run!r} is damaged: part {name} has {found.rows} events, its manifest says {entry.rows}"
+            )
+    for name in unlisted:  # a partial run's parts published after its manifest was last written
+        _check_footer(store, parts[name])
+    return sorted(i.path for i in parts.values())
+
+
+def _checked_legacy(store: Store, manifest: RunManifest, parts: dict[str, pafs.FileInfo]) -> list[str]:
+    counted, found = manifest.parts, len(parts)
+    if found < counted or (found > counted and manifest.status == "complete"):
+        raise DamagedRun(
+            f"run {manifest.run_id!r} is damaged: {found} part(s) on disk, its manifest counts {counted} "
+            "(a part is missing or extra; the run predates per-part checksums, so which one is not known)"
+        )
+    for info in parts.values():
+        _check_footer(store, info)
+    return sorted(i.path for i in parts.values())
+
+
+def _check_numbering(run: str, listed: dict[str, PartFile], unlisted: list[str]) -> None:
+    """Unlisted parts of a partial run must be the ones its writers would have published next."""
+    numbers: dict[str, list[int]] = {}
+    for name in [*listed, *unlisted]:
+        key = part_key(name)
+        if key is None:
+            raise DamagedRun(f"run {run!r} is damaged: {name} is not a part name sdbctl writes")
+        numbers.setdefault(key[0], []).append(key[1])
+    for name in unlisted:
+        prefix, n = part_key(name) or ("", 0)
+        last_listed = max((k[1] for k in map(part_key, listed) if k is not None and k[0] == prefix), default=-1)
+        if n < last_listed:
+            raise DamagedRun(
+                f"run {run!r} is damaged: part {name} is not in its manifest, which lists later parts of its writer"
+            )
+    for prefix, seen in numbers.items():
+        missing = sorted(set(range(max(seen) + 1)) - set(seen))
+        if missing:
+            raise DamagedRun(f"run {run!r} is damaged: part {prefix}{missing[0]:05d}.parquet is missing")
+
+
+def _check_footer(store: Store, info: pafs.FileInfo) -> None:
+    _read_footer(store, info.path)
+
+
+def _read_footer(store: Store, path: str) -> pq.FileMetaData:
+    """The footer of the part at ``path``, checked to be an event file's; else a one-line SchemaError."""
+    where = f"s3://{path}" if store.loc.remote else path
+    try:
+        footer = store.loc.read_footer(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise SchemaError(f"{where}: not a readable Parquet file ({_first_line(exc)})") from None
+    check_schema(footer.schema.to_arrow_schema(), where)
+    return footer
+
+
+def _is_part(path: str) -> bool:
+    return fnmatch.fnmatch(path.rsplit("/", 1)[-1], PART_GLOB)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def verified_paths(store: Store, manifests: list[RunManifest]) -> list[str]:
+    """The parts to read of the runs of ``manifests`` (read just before), each run checked against
+    its manifest: one listing of the run's directory, or of every run's for more than one run."""
+    if not manifests:
+        return []
+    if len(manifests) == 1:
+        run = manifests[0].run_id
+        return checked_parts(store, manifests[0], store.loc.file_infos(store.run_dir(run)))
+    by_run: dict[str, list[pafs.FileInfo]] = {}
+    prefix = store.runs_dir + "/"
+    for info in store.loc.file_infos(store.runs_dir, recursive=True):
+        run, _, name = info.path[len(prefix) :].partition("/")
+        if name and "/" not in name:  # a run's own files, not what may sit in folders below it
+            by_run.setdefault(run, []).append(info)
+    paths: list[str] = []
+    for manifest in manifests:
+        paths.extend(checked_parts(store, manifest, by_run.get(manifest.run_id, [])))
+    return sorted(paths)
