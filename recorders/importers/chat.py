@@ -70,14 +70,13 @@ import itertools
 import json
 import math
 import re
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from recorders.conversation import ConversationRecorder
-from recorders.importers import ImportSummary
+from recorders.importers import ImportSummary, read_map, read_text
 from sdb.errors import PayloadError, SdbError
 from sdb.events.canonical import canonical_bytes, json_or_text, loads
 from sdb.recording import Recorder
@@ -120,12 +119,7 @@ def load_chat_map(path: Path | None) -> ChatMap:
     """The map in ``path`` (the defaults when None); a bad one is one line naming the file."""
     if path is None:
         return ChatMap()
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SdbError(f"{path}: cannot read the map ({exc.strerror})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SdbError(f"{path}: not valid TOML ({exc})") from None
+    data = read_map(path)
     unknown = sorted(set(data) - set(KEYS))
     if unknown:
         raise SdbError(f"{path}: unknown map key(s) {', '.join(unknown)} (keys: {', '.join(KEYS)})")
@@ -184,18 +178,7 @@ def _documents(path: Path) -> Iterator[tuple[str, Any]]:
     """(place, value) of each conversation object in ``path``: ``FILE:LINE`` for JSON lines,
     ``FILE[i]`` for an array element, ``FILE`` for one object. A line that is not JSON is yielded
     as a :class:`_Bad`; a file that is not text, or a broken pretty-printed document, raises it."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SdbError(f"{path}: cannot read ({exc.strerror})") from None
-    for number, raw in enumerate(data.split(b"\n"), 1):
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise _Bad(f"{path}:{number}: not UTF-8 text (a binary file?)") from None
-        if b"\x00" in raw:
-            raise _Bad(f"{path}:{number}: holds NUL bytes (a binary file?)")
-    text = data.decode("utf-8").lstrip("\ufeff")
+    text = read_text(path, _Bad)
     lines = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
     if not lines:
         return

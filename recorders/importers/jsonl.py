@@ -31,13 +31,12 @@ import contextlib
 import datetime as dt
 import json
 import time
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from recorders.importers import ImportSummary
+from recorders.importers import ImportSummary, read_map
 from sdb.errors import PayloadError, SdbError
 from sdb.events.canonical import canonical_bytes, digest, loads
 from sdb.events.kinds import KINDS
@@ -60,12 +59,7 @@ class LogMap:
 
 def load_map(path: Path) -> LogMap:
     """Read and check a map file."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SdbError(f"{path}: cannot read ({exc.strerror})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SdbError(f"{path}: not valid TOML ({exc})") from None
+    data = read_map(path)
     kinds = data.pop("kinds", {})
     unknown = set(data) - set(FIELDS)
     if unknown:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recorders.importers import read_text
 from sdb.errors import PayloadError, SdbError
 from sdb.events.canonical import loads
 
@@ -235,19 +236,7 @@ def _status_code(code: int | str) -> int:
 
 def _documents(path: Path) -> Iterator[tuple[int, Any]]:
     """(line, parsed object) of each document in ``path``; a bad line raises ``FILE:LINE``."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SdbError(f"{path}: cannot read ({exc.strerror})") from None
-    lines = data.split(b"\n")
-    for number, raw in enumerate(lines, 1):
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadSpan(f"{path}:{number}: not UTF-8 text (a binary file?)") from None
-        if b"\x00" in raw:
-            raise BadSpan(f"{path}:{number}: holds NUL bytes (a binary file?)")
-    text = data.decode("utf-8").lstrip("\ufeff")
+    text = read_text(path, BadSpan)
     stripped = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
     if not stripped:
         return

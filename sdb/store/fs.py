@@ -33,6 +33,16 @@ T = TypeVar("T")
 _CHUNK = 8 << 20  # bytes read at a time when an object's checksum is computed
 ENDPOINT_ENV = "SDB_S3_ENDPOINT"
 RETRY_ENV = "SDB_S3_RETRY_SECONDS"
+
+
+def retry_budget() -> float:
+    """Seconds an object-store request may be retried for (``SDB_S3_RETRY_SECONDS``, default 60)."""
+    try:
+        return float(os.environ.get(RETRY_ENV) or "60")
+    except ValueError:
+        raise SdbError(f"{RETRY_ENV}={os.environ[RETRY_ENV]!r}: not a number of seconds") from None
+
+
 _PERMANENT = (  # as S3 names them, and as Arrow's AWS SDK reports them (HEAD requests have no body)
     "NoSuchBucket",
     "NO_SUCH_BUCKET",
@@ -135,11 +145,7 @@ class Location:
         """``fn()``, retried with backoff on a transient object-store error (local: called once)."""
         if not self.remote:
             return fn()
-        try:
-            budget = float(os.environ.get(RETRY_ENV) or "60")
-        except ValueError:
-            raise SdbError(f"{RETRY_ENV}={os.environ[RETRY_ENV]!r}: not a number of seconds") from None
-        deadline = time.monotonic() + budget
+        deadline = time.monotonic() + retry_budget()
         pause = 0.2
         while True:
             try:

@@ -49,7 +49,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 from sdb.errors import SdbError
-from sdb.store.fs import RETRY_ENV, s3_endpoint
+from sdb.store.fs import retry_budget, s3_endpoint
 from sdb.store.layout import Store
 
 LOCK_NAME: Final = ".writer.lock"
@@ -266,10 +266,7 @@ class _S3Lock:
         """``fn()``, retried with backoff on a transient error for ``SDB_S3_RETRY_SECONDS``, as the
         store's own requests are; any other error that is not a ClientError is one line."""
         if budget is None:
-            try:
-                budget = float(os.environ.get(RETRY_ENV) or "60")
-            except ValueError:
-                raise SdbError(f"{RETRY_ENV}={os.environ[RETRY_ENV]!r}: not a number of seconds") from None
+            budget = retry_budget()
         deadline = time.monotonic() + budget
         pause = 0.2
         errors = self._botocore
@@ -383,7 +380,10 @@ class _S3Lock:
             self._released = True
             if self.lost or not self.etag:
                 return
-            budget = min(_retry_budget(), 10.0)
+            try:
+                budget = min(retry_budget(), 10.0)
+            except SdbError:  # releasing: a bad setting must not hide the error being handled
+                budget = 10.0
             with contextlib.suppress(Exception):  # left behind, it goes stale
                 if not self._delete(self.etag, budget=budget) and self._still_ours(budget):
                     self._delete(self.etag, budget=budget)
@@ -399,13 +399,6 @@ class _S3Lock:
             return False
         self.etag = found[1]
         return True
-
-
-def _retry_budget() -> float:
-    try:
-        return float(os.environ.get(RETRY_ENV) or "60")
-    except ValueError:
-        return 60.0
 
 
 def _age(held: dict[str, Any]) -> float:

@@ -137,9 +137,9 @@ class RunWriter:
                 old = parse_manifest(loc.read_bytes(manifest_path), manifest_path)
             except SdbError:
                 raise exists from None
-            # locally the lock proves the old writer gone; on S3 only a writer's own close does
-            gone = not loc.remote or old.finished is not None
-            if old.status != "partial" or old.events != 0 or not gone:
+            # we hold the run's lock (an flock, or an S3 lock object whose holder closed or went stale):
+            # whoever wrote this empty run is gone
+            if old.status != "partial" or old.events != 0:
                 raise exists
         for path in files:  # side files (truth.jsonl) and temporaries: nothing of value; the manifest
             name = path.rsplit("/", 1)[-1]  # is overwritten next
@@ -229,9 +229,9 @@ class RunWriter:
         An id already in the store is a :class:`RunExists`, and one being written by a live process a
         :class:`~sdb.store.lock.RunLocked`, except for a run that never got an event (``partial``, no
         part) whose writer is gone — a proxy whose port was taken, an import killed before its first
-        part: that run is cleared and the id taken. Gone means, locally, that nobody holds its lock
-        (the OS drops the lock of a dead process); on S3, which has no lock, only that its writer
-        closed it (``finished`` is set): an empty run on S3 whose writer was killed keeps its id."""
+        part: that run is cleared and the id taken. Gone means that nobody holds its lock: locally the
+        OS drops the flock of a dead process; on S3 the lock object is released at close, or goes
+        stale once its holder stops refreshing it (see :mod:`sdb.store.lock`)."""
         fields.setdefault("git_commit", git_commit())
         manifest = RunManifest(
             run_id=run_id,
