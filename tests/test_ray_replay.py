@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CLI, SDBCTL, _cli_env
+from tests.conftest import CLI, REPO, SDBCTL, _cli_env
 from tests.llm_server import LLMServer
 
 ray = pytest.importorskip("ray")  # in the dev extra: a missing Ray fails CI's "no skips" check
@@ -26,11 +26,18 @@ ray = pytest.importorskip("ray")  # in the dev extra: a missing Ray fails CI's "
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
     """The address of a local Ray instance with 2 CPUs."""
+    # the tests are not installed: workers find tests.ray_model (a py: model) through the checkout
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), before) if p)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         yield str(ray.get_runtime_context().gcs_address)
     finally:
         ray.shutdown()
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
 
 
 def _start_replay(tmp_path: Path, model: LLMServer, run_id: str, *extra: str) -> subprocess.Popen[bytes]:
@@ -102,7 +109,7 @@ def test_a_worker_killed_mid_replay_loses_no_step_and_asks_none_twice(
 ) -> None:
     assert sdbctl("record", "contract-renewal", "-n", "30", "--run-id", "base").returncode == 0
     asked = tmp_path / "asked.log"
-    env = {"SDB_TEST_ASKED": str(asked), "SDB_TEST_KILL_AT": "20"}
+    env = {"SDB_TEST_ASKED": str(asked), "SDB_TEST_KILL_AT": "20", "PYTHONPATH": str(REPO)}
     result = _ray_replay(sdbctl, cluster, "base", "-m", "py:tests.ray_model:answer", "--run-id", "killed", env=env)
     assert (tmp_path / "asked.killed").exists()  # a worker process did die with SIGKILL
     keys = asked.read_text().splitlines()
