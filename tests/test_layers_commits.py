@@ -123,6 +123,7 @@ def test_one_changed_argument_of_one_committed_write_is_one_divergence_with_its_
     assert s["first_divergence"]["task-2"]["reason"] == "args_changed"
     assert s["outcomes"] == {
         "sessions": 4,
+        "missing": 0,
         "base_pass": 4,
         "candidate_pass": 3,
         "negative_flips": 1,
@@ -285,3 +286,86 @@ def test_the_differ_gives_the_same_result_in_two_halves_as_in_one(store: Path, m
     monkeypatch.setattr(_parallel, "MIN_ITEMS", 2)  # fork even for this small diff
     two = diff_runs(Store.open(store), "base", "cand", config, save=False)
     assert one.as_dict() == two.as_dict() and len(one.divergences) >= 40
+
+
+# -- found in review: each pinned -----------------------------------------------------------------
+
+
+def _tool(
+    s: Any, step: str, name: str, args: dict[str, Any], *, failed: bool = False, state: str | None = None
+) -> None:
+    _call(s, step, name, args, failed=failed)
+    if state:
+        s.state(state, {}, step=step)
+
+
+def _diff_api(store: Path, **kw: Any) -> Any:
+    from sdb.diff.config import DiffConfig
+    from sdb.diff.differ import diff_runs
+    from sdb.store import Store
+
+    return diff_runs(Store.open(store), "base", "cand", DiffConfig(read_only=("get_*",)), save=False, **kw)
+
+
+def test_an_extra_step_shifts_no_state_and_the_first_divergence_is_the_earliest(store: Path) -> None:
+    with Recorder(store=store, run_id="base") as rec:
+        for k in range(4):
+            s = rec.session(f"t{k}")
+            for i, (name, state) in enumerate((("book", "booked"), ("pay", "paid"), ("notify", "done"))):
+                _tool(s, f"{i}", name, {"k": k}, state=state)
+    with Recorder(store=store, run_id="cand") as rec:
+        for k in range(4):
+            s = rec.session(f"t{k}")
+            _tool(s, "x", "get_x", {"k": k})  # one extra lookup shifts every step key after it
+            for i, (name, state) in enumerate((("book", "booked"), ("pay", "paid"), ("notify", "done"))):
+                _tool(s, f"{i}b", name, {"k": k + (k == 1 and i == 0)}, state=state)
+            if k == 1:
+                _tool(s, "late", "refund", {"k": k})  # and an extra write at the end
+    result = _diff_api(store)
+    writes = [d for d in result.divergences if d.layer == "write"]
+    assert [(d.session_id, d.reason, d.after_first) for d in writes] == [
+        ("t1", "args_changed", False),  # the cause, first in the session's alignment
+        ("t1", "extra", True),
+    ]
+    assert result.summary["first_divergence"]["t1"]["reason"] == "args_changed"
+
+
+def test_the_noise_floor_keeps_sessions_the_candidate_lost(store: Path) -> None:
+    _base(store, sessions=10)
+    with Recorder(store=store, run_id="cand", meta={"repeat": 3}) as rec:
+        for k in range(10):
+            for r in range(3):
+                s = rec.session(f"task-{k}" + (f"#r{r}" if r else ""))
+                lost = k < 5  # half the sessions: every write now fails
+                _call(s, "call-001", "get_reservation", {"id": f"R{k}"})
+                _call(s, "call-002", "update_flight", {"id": f"R{k}", "flight": "HAT170"}, failed=lost)
+                _call(s, "call-003", "cancel_insurance", {"id": f"R{k}"}, failed=lost)
+    drift = _diff_api(store).summary["drift"]
+    assert drift["sessions"] == 10 and drift["drift_above_noise"] is True
+
+
+def test_a_session_without_an_outcome_in_the_candidate_is_a_failure(store: Path) -> None:
+    _base(store, sessions=6)
+    with Recorder(store=store, run_id="cand") as rec:
+        for k in range(6):
+            s = rec.session(f"task-{k}")
+            _call(s, "call-001", "get_reservation", {"id": f"R{k}"})
+            _call(s, "call-002", "update_flight", {"id": f"R{k}", "flight": "HAT170"})
+            _call(s, "call-003", "cancel_insurance", {"id": f"R{k}"})
+            if k < 2:
+                _outcome(s, 1.0)  # four sessions never reach their end
+    outcomes = _diff_api(store).summary["outcomes"]
+    assert outcomes["sessions"] == 6 and outcomes["missing"] == 4 and outcomes["negative_flips"] == 4
+
+
+def test_a_base_of_two_trials_against_one_trial_compares_its_first(store: Path) -> None:
+    with Recorder(store=store, run_id="base", meta={"repeat": 2}) as rec:
+        for k in range(4):
+            for r in range(2):
+                s = rec.session(f"t{k}" + (f"#r{r}" if r else ""))
+                _call(s, "call-001", "book", {"k": k})
+    with Recorder(store=store, run_id="cand") as rec:
+        for k in range(4):
+            _call(rec.session(f"t{k}"), "call-001", "book", {"k": k})
+    s = _diff_api(store).summary
+    assert s["sessions_compared"] == 4 and s["divergences"] == 0

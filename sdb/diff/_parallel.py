@@ -11,6 +11,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -41,10 +43,15 @@ def in_halves(fn: Callable[[Sequence[T]], R], items: Sequence[T]) -> list[R]:
     mid = len(items) // 2
     _WORK = (fn, items[mid:])
     try:
-        with mp.get_context("fork").Pool(1) as pool:
-            later = pool.apply_async(_child, (0,))
+        # a ProcessPoolExecutor, not a Pool: a child that dies (killed for memory) is a BrokenProcessPool
+        # here, and its half is computed in this process instead of waiting forever
+        with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("fork")) as pool:
+            later = pool.submit(_child, 0)
             first = fn(items[:mid])
-            second: R = later.get()
+            try:
+                second: R = later.result()
+            except BrokenProcessPool:
+                second = fn(items[mid:])
     finally:
         _WORK = None
     return [first, second]

@@ -20,9 +20,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from sdb.diff.align import align_by_name, reordered
+from sdb.diff.align import align, align_by_name, reordered
 from sdb.diff.config import LAYERS, DiffConfig
-from sdb.diff.differ import Compared, Divergence, divergence, explain, states_changed
+from sdb.diff.differ import Compared, Divergence, divergence, explain
 
 _LISTS = """
 WITH gb AS (SELECT session_id, layer, list(digest ORDER BY seq) AS ds FROM b WHERE committed GROUP BY ALL),
@@ -86,15 +86,11 @@ def compare_commits(con: Any, base: str, candidate: str, config: DiffConfig) -> 
     _payloads(con, base, [b for _, b, _ in pending])
     _payloads(con, candidate, [c for _, _, c in pending])
     divergences += explain(pending, config, True)
-    states = states_changed(con, base, candidate)
+    states, state_units = _states(con, base, candidate)
     divergences += states
-    for session_id, n in con.execute(
-        "SELECT session_id, count(DISTINCT coalesce(step, '')) FROM events WHERE run_id = ? AND kind = 'state' "
-        "AND name NOT LIKE 'replay:%' AND name <> 'outcome' GROUP BY 1",
-        [base],
-    ).fetchall():
+    for session_id, n in state_units.items():
         units["write"][session_id] += n
-    divergences.sort(key=lambda d: (d.session_id, d.repeat, d.layer, _order(d)))
+    divergences.sort(key=lambda d: (d.session_id, d.repeat, d.layer, d.order))
     for d in divergences:
         diverged[d.layer][d.session_id] += 1
     failures = sum(
@@ -167,8 +163,52 @@ def _explain(
     return explain(list(pending), config, True)
 
 
-def _order(d: Divergence) -> tuple[int, int]:
-    return (d.base_seq if d.base_seq is not None else -1, d.candidate_seq if d.candidate_seq is not None else -1)
+_STATES = """
+SELECT run_id, regexp_replace(session_id, '#r[0-9]+$', '') AS sid, list(name ORDER BY seq), list(seq ORDER BY seq),
+       list(coalesce(step, '') ORDER BY seq), any_value(pattern)
+FROM events
+WHERE run_id IN (?, ?) AND kind = 'state' AND name NOT LIKE 'replay:%' AND name <> 'outcome'
+  AND NOT regexp_matches(session_id, '#r[0-9]+$')
+GROUP BY ALL
+"""
+_AFTER_ACTIONS = 1 << 40  # states sort after the actions of their session: they follow from the writes
+
+
+def _states(con: Any, base: str, candidate: str) -> tuple[list[Divergence], Counter[str]]:
+    """``state_changed`` by commit: each session's states entered (repeat 0), aligned over the whole
+    session like its actions, so one extra step shifts no state after it. Returns the divergences
+    (write layer) and the positions compared per session."""
+    found: dict[str, dict[str, tuple[list[str], list[int], list[str], str | None]]] = defaultdict(dict)
+    for run, sid, names, seqs, steps, pattern in con.execute(_STATES, [base, candidate]).fetchall():
+        found[sid][run] = (list(names), list(seqs), list(steps), pattern)
+    empty: tuple[list[str], list[int], list[str], str | None] = ([], [], [], None)
+    out: list[Divergence] = []
+    units: Counter[str] = Counter()
+    for sid, sides in found.items():
+        (bn, bs, bst, bp), (cn, cs, cst, cp) = sides.get(base, empty), sides.get(candidate, empty)
+        pairs = align([hash(n) for n in bn], [hash(n) for n in cn])
+        units[sid] += len(pairs)
+        for k, pair in enumerate(pairs):
+            if pair.equal:
+                continue
+            old = bn[pair.base] if pair.base is not None else None
+            new = cn[pair.candidate] if pair.candidate is not None else None
+            out.append(
+                Divergence(
+                    session_id=sid,
+                    step=(bst[pair.base] if pair.base is not None else cst[pair.candidate or 0]) or None,
+                    repeat=0,
+                    base_seq=bs[pair.base] if pair.base is not None else None,
+                    candidate_seq=cs[pair.candidate] if pair.candidate is not None else None,
+                    reason="state_changed",
+                    base_action=old,
+                    candidate_action=new,
+                    pattern=cp or bp,
+                    fields=[{"path": "state", "old": old, "new": new}],
+                    order=_AFTER_ACTIONS + k,
+                )
+            )
+    return out, units
 
 
 @dataclass(frozen=True)
@@ -223,16 +263,18 @@ def _session(
     cd = [c_dig[i] for i in ci]
     out: list[Divergence] = []
 
-    def div(reason: str, b: dict[str, Any] | None, c: dict[str, Any] | None) -> Divergence:
+    def div(reason: str, b: dict[str, Any] | None, c: dict[str, Any] | None, at: int) -> Divergence:
+        """A divergence at alignment position ``at`` (its order in the session)."""
         found = divergence(reason, b, c, session_id=session_id, rep=rep)
+        found.order = at
         out.append(found)
         return found
 
     if reordered(bd, cd):
         assert base is not None and cand is not None
-        for x, y in zip(bi, ci, strict=True):
+        for position, (x, y) in enumerate(zip(bi, ci, strict=True)):
             if b_dig[x] != c_dig[y]:
-                div("reordered", base.row(x), cand.row(y))
+                div("reordered", base.row(x), cand.row(y), position)
         return out, len(bd)
 
     def refused(ok: list[bool], digests: list[int], statuses: list[str]) -> dict[int, int]:
@@ -244,7 +286,7 @@ def _session(
     # an unpaired commit whose twin on the other side was refused or invalid says why
     base_refused, cand_refused = refused(b_ok, b_dig, b_status), refused(c_ok, c_dig, c_status)
     pairs = align_by_name(bd, [b_name[i] for i in bi], cd, [c_name[i] for i in ci])
-    for pair in pairs:
+    for position, pair in enumerate(pairs):
         if pair.equal:
             continue
         b = base.row(bi[pair.base]) if base is not None and pair.base is not None else None
@@ -253,21 +295,21 @@ def _session(
             twin = cand_refused.get(b["digest"])
             if twin is not None and cand is not None:
                 c = cand.row(twin)
-                div("gate_changed" if c["status"] == "gated" else "invalid", b, c)
+                div("gate_changed" if c["status"] == "gated" else "invalid", b, c, position)
             else:
-                div("missing", b, None)
+                div("missing", b, None, position)
         elif c is not None and b is None:
             twin = base_refused.get(c["digest"])
             if twin is not None and base is not None:
                 b = base.row(twin)
-                div("gate_changed" if b["status"] == "gated" else "invalid", b, c)
+                div("gate_changed" if b["status"] == "gated" else "invalid", b, c, position)
             else:
-                div("extra", None, c)
+                div("extra", None, c, position)
         elif b is not None and c is not None:
             if b["name"] != c["name"]:
-                div("tool_changed", b, c)
+                div("tool_changed", b, c, position)
             else:
-                pending.append((div("args_changed", b, c), b, c))
+                pending.append((div("args_changed", b, c, position), b, c))
                 out.pop()
     return out, len(pairs)
 

@@ -101,6 +101,7 @@ class Divergence:
     layer: str = "write"  #: the action's class: write, read or speech
     similarity: float | None = None  #: speech: the texts' similarity in [0, 1]
     after_first: bool = False  #: not the first divergence of its session, repeat and layer
+    order: int = field(default=0, repr=False, compare=False)  #: its place in the session's alignment (sorting)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -300,7 +301,9 @@ def _diff_runs(
     ]
     declared = _declared_read(base_manifest, cand_manifest)
     con.register("layers", pa.table({"name": names, "layer": [config.layer(n, declared) for n in names]}))
-    _load(con, "b", base, base_manifest, base_side=True, split_repeats=_session_repeats(cand_manifest))
+    # by commit, a base of trials is its repeat 0; a step-mode replay keeps the ids its source had
+    split = True if by_commit else _session_repeats(cand_manifest)
+    _load(con, "b", base, base_manifest, base_side=True, split_repeats=split)
     _load(con, "c", candidate, cand_manifest, base_side=False)
     errors = _rows(
         con,
@@ -341,7 +344,10 @@ def _diff_runs(
         noise_rates = noise.session_rates
         source = f"self-replay {noise.candidate_run}"
     elif len(compared.repeats) > 1:
-        noise_rates = compared.repeat_noise(con, config)
+        found = compared.repeat_noise(con, config)
+        # a session whose repeats gave nothing to disagree on (none committed anything) has no noise:
+        # it stays in the test, so a candidate that lost whole sessions is not judged on the rest
+        noise_rates = {s: found.get(s, 0.0) for s in cand_rates}
         source = f"{len(compared.repeats)} repeats of the candidate"
     if noise_rates is not None:
         sessions = sorted(set(cand_rates) & set(noise_rates))

@@ -103,17 +103,22 @@ def _pass_k(found: Mapping[tuple[str, int], bool]) -> dict[str, float | None] | 
 def compare_outcomes(
     base: Mapping[tuple[str, int], bool], candidate: Mapping[tuple[str, int], bool]
 ) -> dict[str, Any] | None:
-    """The outcome figures of a diff (None when either side has no outcome): pass counts and flips
-    over the sessions both sides have (repeat 0), the one-sided McNemar p-value, and pass^k per side."""
-    paired = sorted({s for s, r in base if r == 0} & {s for s, r in candidate if r == 0})
-    if not paired:
+    """The outcome figures of a diff (None when either side has no outcome at all): pass counts and
+    flips over the base's sessions (repeat 0), the one-sided McNemar p-value, and pass^k per side. A
+    base session the candidate has no outcome for (lost, or never reached its end) counts as a
+    candidate failure, and is counted under ``missing``: a task that no longer completes did not pass."""
+    if not base or not candidate:
         return None
-    negative = [s for s in paired if base[(s, 0)] and not candidate[(s, 0)]]
-    positive = [s for s in paired if not base[(s, 0)] and candidate[(s, 0)]]
+    paired = sorted({s for s, r in base if r == 0})
+    missing = [s for s in paired if (s, 0) not in candidate]
+    got = {s: candidate.get((s, 0), False) for s in paired}
+    negative = [s for s in paired if base[(s, 0)] and not got[s]]
+    positive = [s for s in paired if not base[(s, 0)] and got[s]]
     return {
         "sessions": len(paired),
+        "missing": len(missing),
         "base_pass": sum(base[(s, 0)] for s in paired),
-        "candidate_pass": sum(candidate[(s, 0)] for s in paired),
+        "candidate_pass": sum(got.values()),
         "negative_flips": len(negative),
         "positive_flips": len(positive),
         "mcnemar_p": mcnemar_one_sided(len(negative), len(positive)),
