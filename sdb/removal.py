@@ -75,18 +75,18 @@ def choose(
     return list(dict.fromkeys(chosen))
 
 
-def _diffs_of(store: Store, run_id: str) -> list[str]:
-    """The folders of saved diffs that name ``run_id`` as base or candidate (from their summaries)."""
-    out = []
+def _saved_diffs(store: Store) -> dict[str, tuple[object, object]]:
+    """Every saved diff's folder and the (base, candidate) its summary names, read once."""
+    out: dict[str, tuple[object, object]] = {}
     for path in store.divergence_paths():
         folder = path.rsplit("/", 1)[0]
         try:
             summary = orjson.loads(store.loc.read_bytes(f"{folder}/summary.json"))
         except (OSError, SdbError, orjson.JSONDecodeError):
             continue
-        if isinstance(summary, dict) and run_id in (summary.get("base_run"), summary.get("candidate_run")):
-            out.append(folder)
-    return sorted(out)
+        if isinstance(summary, dict):
+            out[folder] = (summary.get("base_run"), summary.get("candidate_run"))
+    return out
 
 
 def _cache_keys(store: Store, m: RunManifest) -> list[str]:
@@ -104,9 +104,12 @@ def remove_runs(store: Store, run_ids: list[str], *, dry_run: bool = False) -> R
     """Remove each run in ``run_ids`` with its diffs and cache entries (see the module docstring)."""
     done = Removal(dry_run=dry_run)
     cache = store.local_dir("cache") / "responses.sqlite"
+    saved = _saved_diffs(store)
     for run_id in run_ids:
         m = store.manifest(run_id)
-        diffs = _diffs_of(store, m.run_id)
+        diffs = sorted(folder for folder, pair in saved.items() if m.run_id in pair)
+        for folder in diffs:  # a diff of two removed runs goes with the first
+            del saved[folder]
         keys = _cache_keys(store, m) if cache.exists() else []
         done.runs.append(m.run_id)
         done.diffs += diffs

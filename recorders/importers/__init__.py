@@ -4,12 +4,21 @@ conversations, JSONL), and what they share: reading a map file and reading a log
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sdb.errors import SdbError
+
+
+def get_path(obj: Any, dotted: str) -> Any:
+    """The value at a map's dotted path (``info.model``) in a JSON object, or None where it has none."""
+    for part in dotted.split("."):
+        if not isinstance(obj, Mapping) or part not in obj:
+            return None
+        obj = obj[part]
+    return obj
 
 
 def read_map(path: Path) -> dict[str, Any]:

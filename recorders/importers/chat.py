@@ -76,7 +76,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from recorders.conversation import ConversationRecorder
-from recorders.importers import ImportSummary, read_map, read_text
+from recorders.importers import ImportSummary, get_path, read_map, read_text
 from sdb.errors import PayloadError, SdbError
 from sdb.events.canonical import canonical_bytes, json_or_text, loads
 from sdb.recording import Recorder
@@ -164,14 +164,6 @@ class _Conversation:
     model: str | None
     tools: list[Any] | None
     messages: list[_Message]
-
-
-def _get(obj: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(obj, Mapping) or part not in obj:
-            return None
-        obj = obj[part]
-    return obj
 
 
 def _documents(path: Path) -> Iterator[tuple[str, Any]]:
@@ -386,31 +378,31 @@ def _conversation(where: str, index: int, obj: Any, m: ChatMap, redactor: Redact
         canonical_bytes(obj)
     except PayloadError as exc:
         raise ValueError(str(exc).replace("payload", "the conversation", 1)) from None
-    raw = _get(obj, m.messages)
+    raw = get_path(obj, m.messages)
     if not isinstance(raw, list):
         got = "nothing" if raw is None else f"a {type(raw).__name__}"
         raise ValueError(f"no messages list at {m.messages!r} (found {got})")
     if not raw:
         raise ValueError(f"the messages list at {m.messages!r} is empty")
     messages = _messages(raw, m.messages, m.effect_error)
-    sid: Any = _get(obj, m.session) if m.session else None
+    sid: Any = get_path(obj, m.session) if m.session else None
     if sid is None:
         sid = f"conv-{index}"
     elif isinstance(sid, int) and not isinstance(sid, bool):
         sid = str(sid)
     elif not isinstance(sid, str) or not sid.strip():
         raise ValueError(f"the session id at {m.session!r} must be a non-empty string or an integer, not {sid!r}")
-    repeat = _get(obj, m.repeat) if m.repeat else None
+    repeat = get_path(obj, m.repeat) if m.repeat else None
     if repeat is not None and (not isinstance(repeat, int) or isinstance(repeat, bool)):
         raise ValueError(f"the repeat at {m.repeat!r} must be an integer, not {repeat!r}")
-    outcome = _get(obj, m.outcome) if m.outcome else None
+    outcome = get_path(obj, m.outcome) if m.outcome else None
     if outcome is not None:
         if isinstance(outcome, bool):
             outcome = 1.0 if outcome else 0.0
         elif not isinstance(outcome, int | float) or not math.isfinite(outcome) or not 0 <= outcome <= 1:
             raise ValueError(f"the outcome at {m.outcome!r} must be a boolean or a number in [0, 1], not {outcome!r}")
         outcome = float(outcome)
-    model = _get(obj, m.model) if m.model else None
+    model = get_path(obj, m.model) if m.model else None
     if model is None and isinstance(obj.get("model"), str):
         model = obj["model"]
     if model is not None and (not isinstance(model, str) or not model.strip()):

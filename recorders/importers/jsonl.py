@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from recorders.importers import ImportSummary, read_map
+from recorders.importers import ImportSummary, get_path, read_map
 from sdb.errors import PayloadError, SdbError
 from sdb.events.canonical import canonical_bytes, digest, loads
 from sdb.events.kinds import KINDS
@@ -75,14 +75,6 @@ def load_map(path: Path) -> LogMap:
     if bad:
         raise SdbError(f"{path}: [kinds] maps onto {', '.join(bad)}; event kinds are {', '.join(KINDS)}")
     return LogMap({k: str(v) for k, v in data.items()}, mapped, skip)
-
-
-def _get(obj: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(obj, Mapping) or part not in obj:
-            return None
-        obj = obj[part]
-    return obj
 
 
 def _order(value: Any) -> float:
@@ -130,24 +122,24 @@ def _parse(path: Path, m: LogMap, skip_bad: bool) -> tuple[list[dict[str, Any]],
             obj = loads(line)
             if not isinstance(obj, dict):
                 raise ValueError(f"a line must hold a JSON object, not {type(obj).__name__}")
-            session = _get(obj, f["session"])
+            session = get_path(obj, f["session"])
             if session is None or isinstance(session, dict | list):
                 raise ValueError(f"no session id in field {f['session']!r}")
-            raw_kind = _get(obj, f["kind"])
+            raw_kind = get_path(obj, f["kind"])
             kind = m.kinds.get(str(raw_kind))
             if kind is None:
                 if m.skip_other:
                     continue
                 raise ValueError(f'kind {raw_kind!r} is not mapped in [kinds] (add it, or other = "skip")')
-            order = _order(_get(obj, f["order"]))
-            args = _get(obj, f["args"]) if "args" in f else None
+            order = _order(get_path(obj, f["order"]))
+            args = get_path(obj, f["args"]) if "args" in f else None
             if isinstance(args, str):
                 args = loads(args)
             if args is not None and not isinstance(args, dict):
                 raise ValueError(f"arguments in field {f['args']!r} are not an object")
-            name = _get(obj, f["name"]) if "name" in f else None
-            step = _get(obj, f["step"]) if "step" in f else None
-            model = _get(obj, f["model"]) if "model" in f else None
+            name = get_path(obj, f["name"]) if "name" in f else None
+            step = get_path(obj, f["step"]) if "step" in f else None
+            model = get_path(obj, f["model"]) if "model" in f else None
             records.append(
                 {
                     "session": str(session),
@@ -159,10 +151,10 @@ def _parse(path: Path, m: LogMap, skip_bad: bool) -> tuple[list[dict[str, Any]],
                     "step": str(step) if step is not None else None,
                     "model": str(model) if model is not None else None,
                     "ts": _ts_us(
-                        _get(obj, f["timestamp"]) if "timestamp" in f else None, order if order > 1e8 else now
+                        get_path(obj, f["timestamp"]) if "timestamp" in f else None, order if order > 1e8 else now
                     ),
-                    "request": _get(obj, f["request"]) if "request" in f else None,
-                    "response": _get(obj, f["response"]) if "response" in f else None,
+                    "request": get_path(obj, f["request"]) if "request" in f else None,
+                    "response": get_path(obj, f["response"]) if "response" in f else None,
                 }
             )
         except (ValueError, TypeError, PayloadError) as exc:

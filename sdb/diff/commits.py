@@ -23,6 +23,7 @@ import pyarrow as pa
 from sdb.diff.align import align, align_by_name, reordered
 from sdb.diff.config import LAYERS, DiffConfig
 from sdb.diff.differ import Compared, Divergence, divergence, explain
+from sdb.diff.outcomes import REPEAT_SUFFIX
 
 _LISTS = """
 WITH gb AS (SELECT session_id, layer, list(digest ORDER BY seq) AS ds FROM b WHERE committed GROUP BY ALL),
@@ -163,12 +164,12 @@ def _explain(
     return explain(list(pending), config, True)
 
 
-_STATES = """
-SELECT run_id, regexp_replace(session_id, '#r[0-9]+$', '') AS sid, list(name ORDER BY seq), list(seq ORDER BY seq),
-       list(coalesce(step, '') ORDER BY seq), any_value(pattern)
+_STATES = f"""
+SELECT run_id, regexp_replace(session_id, '{REPEAT_SUFFIX}', '') AS sid, list(name ORDER BY seq),
+       list(seq ORDER BY seq), list(coalesce(step, '') ORDER BY seq), any_value(pattern)
 FROM events
 WHERE run_id IN (?, ?) AND kind = 'state' AND name NOT LIKE 'replay:%' AND name <> 'outcome'
-  AND NOT regexp_matches(session_id, '#r[0-9]+$')
+  AND NOT regexp_matches(session_id, '{REPEAT_SUFFIX}')
 GROUP BY ALL
 """
 _AFTER_ACTIONS = 1 << 40  # states sort after the actions of their session: they follow from the writes

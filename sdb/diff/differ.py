@@ -38,7 +38,7 @@ from sdb.diff.align import align, reordered
 from sdb.diff.config import LAYERS, DiffConfig
 from sdb.diff.drift import drift_test
 from sdb.diff.explain import field_changes_many
-from sdb.diff.outcomes import OutcomeConfig, compare_outcomes, session_outcomes
+from sdb.diff.outcomes import REPEAT_SUFFIX, OutcomeConfig, compare_outcomes, session_outcomes
 from sdb.diff.speech import similarity
 from sdb.errors import SdbError
 from sdb.events.schema import DIVERGENCE_SCHEMA
@@ -80,8 +80,8 @@ _LLM_JOIN = """JOIN (SELECT session_id, seq, payload FROM events WHERE run_id = 
 # the repeat index lives in the llm payload of a step-mode replay with --repeat (parse it only there),
 # and in the session id (ID#rK) of a session-mode replay with --repeat or an import of trials
 _REPEAT = "coalesce(try_cast(json_extract(l.payload, '$.replay.repeat') AS BIGINT), 0)"
-_SESSION_REPEAT = "coalesce(try_cast(regexp_extract(a.session_id, '#r([0-9]+)$', 1) AS BIGINT), 0)"
-_SESSION_ID = "regexp_replace(a.session_id, '#r[0-9]+$', '')"
+_SESSION_REPEAT = f"coalesce(try_cast(regexp_extract(a.session_id, '{REPEAT_SUFFIX}', 1) AS BIGINT), 0)"
+_SESSION_ID = f"regexp_replace(a.session_id, '{REPEAT_SUFFIX}', '')"
 
 
 @dataclass(kw_only=True)
@@ -639,7 +639,7 @@ def states_changed(con: Any, base: str, candidate: str) -> list[Divergence]:
     repeats: sessions ``ID#rK`` are its other repeats, compared on actions only). A state is a
     committed write of the agent's own: its layer is ``write``."""
     rows = con.execute(
-        """
+        f"""
         WITH s AS (SELECT run_id, session_id, coalesce(step, '') AS step, list(name ORDER BY seq) AS names,
                           min(seq) AS seq, any_value(pattern) AS pattern
                    FROM events WHERE run_id IN (?, ?) AND kind = 'state' AND name NOT LIKE 'replay:%'
@@ -647,8 +647,8 @@ def states_changed(con: Any, base: str, candidate: str) -> list[Divergence]:
                    GROUP BY ALL)
         SELECT coalesce(b.session_id, c.session_id), coalesce(b.step, c.step), b.seq, c.seq, b.names, c.names,
                coalesce(c.pattern, b.pattern)
-        FROM (SELECT * FROM s WHERE run_id = ? AND NOT regexp_matches(session_id, '#r[0-9]+$')) b FULL OUTER JOIN
-             (SELECT * FROM s WHERE run_id = ? AND NOT regexp_matches(session_id, '#r[0-9]+$')) c
+        FROM (SELECT * FROM s WHERE run_id = ? AND NOT regexp_matches(session_id, '{REPEAT_SUFFIX}')) b FULL OUTER JOIN
+             (SELECT * FROM s WHERE run_id = ? AND NOT regexp_matches(session_id, '{REPEAT_SUFFIX}')) c
              USING (session_id, step)
         WHERE b.names IS DISTINCT FROM c.names
           AND coalesce(b.session_id, c.session_id) IN (SELECT DISTINCT session_id FROM events WHERE run_id = ?)
@@ -702,12 +702,13 @@ def _summary(
                 },
             )
     terminal = con.execute(
-        """
+        f"""
         WITH t AS (SELECT run_id, session_id, arg_max(name, seq) AS last FROM events
                    WHERE run_id IN (?, ?) AND kind = 'state' AND name NOT LIKE 'replay:%' AND name <> 'outcome'
                    GROUP BY ALL)
         SELECT b.session_id, b.last, c.last FROM (SELECT * FROM t WHERE run_id = ?) b
-        JOIN (SELECT * FROM t WHERE run_id = ? AND NOT regexp_matches(session_id, '#r[0-9]+$')) c USING (session_id)
+        JOIN (SELECT * FROM t WHERE run_id = ? AND NOT regexp_matches(session_id, '{REPEAT_SUFFIX}')) c
+          USING (session_id)
         WHERE b.last <> c.last ORDER BY 1
     """,
         [base, candidate, base, candidate],

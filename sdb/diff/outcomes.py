@@ -26,7 +26,8 @@ from sdb.errors import SdbError
 from sdb.settings import read_table
 
 OUTCOME_STATE = "outcome"
-_REPEAT = r"#r([0-9]+)$"
+# a session id ``ID#rK`` is repeat K of session ``ID``: the one spelling every query of the differ uses
+REPEAT_SUFFIX = r"#r([0-9]+)$"
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,8 @@ def session_outcomes(
     """(session, repeat) -> passed, for every session of ``run_id`` that has an outcome."""
     rows = con.execute(
         f"""
-        SELECT regexp_replace(session_id, '{_REPEAT}', '') AS sid,
-               coalesce(try_cast(regexp_extract(session_id, '{_REPEAT}', 1) AS BIGINT), 0) AS rep,
+        SELECT regexp_replace(session_id, '{REPEAT_SUFFIX}', '') AS sid,
+               coalesce(try_cast(regexp_extract(session_id, '{REPEAT_SUFFIX}', 1) AS BIGINT), 0) AS rep,
                max(CASE WHEN name = '{OUTCOME_STATE}' THEN try_cast(json_extract(payload, '$.value') AS DOUBLE) END),
                arg_max(name, seq) FILTER (WHERE name <> '{OUTCOME_STATE}' AND name NOT LIKE 'replay:%')
         FROM events WHERE run_id = ? AND kind = 'state' GROUP BY ALL
