@@ -9,7 +9,7 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "sdb._native",
+            "sdbctl.sdb._native",
             ["sdb/_native.c"],
             depends=["sdb/_vendor/xxhash.h"],
             optional=True,

@@ -21,9 +21,9 @@ from pathlib import Path
 from deepdiff import DeepDiff
 
 from benchmarks.machine import describe
-from recorders.sdk import Recorder
-from sdb.diff.differ import diff_runs
-from sdb.store import Store
+from sdbctl.recorders.sdk import Recorder
+from sdbctl.sdb.diff.differ import diff_runs
+from sdbctl.sdb.store import Store
 
 STEPS = 10
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from benchmarks.machine import describe
-from recorders.sdk import Recorder
+from sdbctl.recorders.sdk import Recorder
 
 CALLS = 10
 
@@ -49,9 +49,9 @@ def _write(store: Path, run_id: str, sessions: int, diverge: float) -> None:
 
 def _one(store: str, alignment: str) -> None:
     """In a child process: one diff, its time and its own peak RSS, as JSON."""
-    from sdb.diff.config import DiffConfig
-    from sdb.diff.differ import diff_runs
-    from sdb.store import Store
+    from sdbctl.sdb.diff.config import DiffConfig
+    from sdbctl.sdb.diff.differ import diff_runs
+    from sdbctl.sdb.store import Store
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()

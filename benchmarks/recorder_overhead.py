@@ -21,8 +21,8 @@ from typing import Any
 
 from benchmarks.machine import describe
 from benchmarks.workload import actions
-from recorders.sdk import Recorder
-from sdb.native import NATIVE
+from sdbctl.recorders.sdk import Recorder
+from sdbctl.sdb.native import NATIVE
 
 
 def run_ours(items: list[tuple[str, dict[str, Any]]], store: str) -> tuple[float, float]:

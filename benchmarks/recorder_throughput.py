@@ -24,9 +24,9 @@ from pathlib import Path
 
 from benchmarks.machine import describe
 from benchmarks.workload import EVENTS_PER_SESSION, PROMPT, Episode, episodes
-from fixtures.sample_run import MODEL
-from recorders.sdk import Recorder
-from sdb.native import NATIVE
+from sdbctl.fixtures.sample_run import MODEL
+from sdbctl.recorders.sdk import Recorder
+from sdbctl.sdb.native import NATIVE
 
 
 def record_ours(eps: list[Episode], store: Path) -> float:

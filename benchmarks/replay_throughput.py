@@ -17,13 +17,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-import fixtures.workloads
+import sdbctl.fixtures.workloads
 from benchmarks.machine import describe
-from recorders.workload import record_workload
-from sdb.agents import load_agent
-from sdb.replay.engine import ReplayOptions, replay
-from sdb.store import Store
-from sdb.store.views import connect, run_query
+from sdbctl.recorders.workload import record_workload
+from sdbctl.sdb.agents import load_agent
+from sdbctl.sdb.replay.engine import ReplayOptions, replay
+from sdbctl.sdb.store import Store
+from sdbctl.sdb.store.views import connect, run_query
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--delay", type=float, default=0.1)
     opts = parser.parse_args()
-    fixtures.workloads.register_all()
+    sdbctl.fixtures.workloads.register_all()
     print(describe())
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / ".sdb"

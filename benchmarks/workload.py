@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from fixtures.sample_run import MODEL, OFFER_TOOL, PROMPT, render_prompt, simulate_offer_model
-from fixtures.telco import customers
+from sdbctl.fixtures.sample_run import MODEL, OFFER_TOOL, PROMPT, render_prompt, simulate_offer_model
+from sdbctl.fixtures.telco import customers
 
 EVENTS_PER_SESSION = 6
 

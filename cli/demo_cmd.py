@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cli.options import JsonOption, StoreOption
+from sdbctl.cli.options import JsonOption, StoreOption
 
 
 def demo(
@@ -29,8 +29,8 @@ def demo(
 
     Example: sdbctl demo --sessions 100 --candidate sim:renewal@v3
     """
-    from cli.render import console, err_console, print_json, print_table
-    from fixtures.demo import run_demo
+    from sdbctl.cli.render import console, err_console, print_json, print_table
+    from sdbctl.fixtures.demo import run_demo
 
     result = run_demo(
         str(store) if store else None,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cli.options import JsonOption, StoreOption
+from sdbctl.cli.options import JsonOption, StoreOption
 
 
 def diagnose(
@@ -18,9 +18,9 @@ def diagnose(
 
     Example: sdbctl diff base cand && sdbctl diagnose cand
     """
-    from cli.render import console, data, print_json
-    from sdb.diagnose import diagnose as run_diagnose
-    from sdb.store import Store
+    from sdbctl.cli.render import console, data, print_json
+    from sdbctl.sdb.diagnose import diagnose as run_diagnose
+    from sdbctl.sdb.store import Store
 
     report = run_diagnose(Store.open(store), run)
     if json:

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from cli.options import AlignOption, AllowPartialOption, JsonOption, LayersOption, StoreOption
-from sdb.errors import UsageError
+from sdbctl.cli.options import AlignOption, AllowPartialOption, JsonOption, LayersOption, StoreOption
+from sdbctl.sdb.errors import UsageError
 
 
 def _resamples(value: int) -> int:
@@ -65,11 +65,11 @@ def diff(
 
     Example: sdbctl diff base @latest --json | jq .summary.by_layer.write
     """
-    from cli.render import console, data, note, print_json, print_table
-    from sdb.diff.config import load_config, tolerance_flags
-    from sdb.diff.differ import diff_runs
-    from sdb.diff.outcomes import load_outcome_config
-    from sdb.store import Store
+    from sdbctl.cli.render import console, data, note, print_json, print_table
+    from sdbctl.sdb.diff.config import load_config, tolerance_flags
+    from sdbctl.sdb.diff.differ import diff_runs
+    from sdbctl.sdb.diff.outcomes import load_outcome_config
+    from sdbctl.sdb.store import Store
 
     st = Store.open(store)
     config = tolerance_flags(
@@ -88,7 +88,7 @@ def diff(
         outcome_config=load_outcome_config(),
     )
     if html_file is not None:
-        from sdb.report import render_html
+        from sdbctl.sdb.report import render_html
 
         html_file.write_text(render_html(st, result), encoding="utf-8")
     if json:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli.options import AlignOption, AllowPartialOption, JsonOption, LayersOption, StoreOption
+from sdbctl.cli.options import AlignOption, AllowPartialOption, JsonOption, LayersOption, StoreOption
 
 
 def gate(
@@ -71,13 +71,13 @@ def gate(
 
     Example: sdbctl gate @latest --max-step-divergence 0.02 --critical-actions propose_offer --junit gate.xml
     """
-    from cli.render import console, print_json, print_table
-    from sdb.diff.config import load_config
-    from sdb.diff.differ import diff_runs
-    from sdb.diff.outcomes import load_outcome_config
-    from sdb.errors import UsageError
-    from sdb.gate import evaluate, junit, load_thresholds, markdown
-    from sdb.store import Store
+    from sdbctl.cli.render import console, print_json, print_table
+    from sdbctl.sdb.diff.config import load_config
+    from sdbctl.sdb.diff.differ import diff_runs
+    from sdbctl.sdb.diff.outcomes import load_outcome_config
+    from sdbctl.sdb.errors import UsageError
+    from sdbctl.sdb.gate import evaluate, junit, load_thresholds, markdown
+    from sdbctl.sdb.store import Store
 
     st = Store.open(store)
     manifest = st.manifest(candidate)
@@ -111,7 +111,7 @@ def gate(
     if junit_file is not None:
         junit_file.write_text(junit(result, verdict), encoding="utf-8")
     if html_file is not None:
-        from sdb.report import render_html
+        from sdbctl.sdb.report import render_html
 
         html_file.write_text(render_html(st, result, verdict), encoding="utf-8")
     if markdown_file is not None or os.environ.get("GITHUB_STEP_SUMMARY"):

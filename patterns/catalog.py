@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sdb.errors import SdbError
+from sdbctl.sdb.errors import SdbError
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ CATALOG: dict[str, PatternInfo] = {
             "merge silently follows; merging in arrival order makes the result depend on timing.",
             "The owner delegated differently (a changed dispatch action) or a specialist answered differently "
             "(a changed effect that changes the merge).",
-            "patterns.p1_delegation",
+            "sdbctl.patterns.p1_delegation",
         ),
         PatternInfo(
             "P2",
@@ -54,7 +54,7 @@ CATALOG: dict[str, PatternInfo] = {
             "was missing or ran in the wrong order.",
             "Another set of peers answered, or the saga took another path: a write that now fails and the "
             "compensations after it, or a compensation that no longer happens.",
-            "patterns.p2_saga",
+            "sdbctl.patterns.p2_saga",
         ),
         PatternInfo(
             "P3",
@@ -67,7 +67,7 @@ CATALOG: dict[str, PatternInfo] = {
             "it cannot be audited; state kept outside the log drifts from it.",
             "The log itself differs: another event appended, a field of an event changed, or events in another "
             "order — and every state folded from it with them.",
-            "patterns.p3_event_log",
+            "sdbctl.patterns.p3_event_log",
         ),
         PatternInfo(
             "P4",
@@ -79,7 +79,7 @@ CATALOG: dict[str, PatternInfo] = {
             "is restarted without bound.",
             "The gate decided differently: an action that passed is now denied or the reverse (gate_changed), "
             "often the first sign that a model drifted toward the policy's edge.",
-            "patterns.p4_supervisor",
+            "sdbctl.patterns.p4_supervisor",
         ),
         PatternInfo(
             "P5",
@@ -93,7 +93,7 @@ CATALOG: dict[str, PatternInfo] = {
             "transition slips through because it was not in the table.",
             "Another path through the table: a different state entered at the same step (state_changed), or the "
             "same state reached by another action.",
-            "patterns.p5_state_machine",
+            "sdbctl.patterns.p5_state_machine",
         ),
         PatternInfo(
             "P6",
@@ -107,7 +107,7 @@ CATALOG: dict[str, PatternInfo] = {
             "A decision now needs a human where it did not (or the reverse), the human answered differently, or "
             "a throttle or kill switch now holds an action back. Approvals are reused in replay only for an "
             "identical action.",
-            "patterns.p6_human",
+            "sdbctl.patterns.p6_human",
         ),
     ]
 }

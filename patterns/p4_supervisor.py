@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
-from sdb.boundary import GuardDecision, ValidAction
-from sdb.errors import SdbError
-from sdb.events.sink import EventSink
+from sdbctl.sdb.boundary import GuardDecision, ValidAction
+from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.events.sink import EventSink
 
 TAG = "P4"
 

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sdb.errors import SdbError
-from sdb.events.sink import EventSink
+from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.events.sink import EventSink
 
 TAG = "P5"
 HUMAN_REQUIRED = "human_required"

@@ -17,9 +17,9 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from sdb.boundary import GuardDecision, ValidAction
-from sdb.errors import SdbError
-from sdb.events.sink import EventSink
+from sdbctl.sdb.boundary import GuardDecision, ValidAction
+from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.events.sink import EventSink
 
 TAG = "P6"
 Decider = Callable[[Mapping[str, Any]], Any | Awaitable[Any]]

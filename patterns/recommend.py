@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from sdb.errors import SdbError
+from sdbctl.sdb.errors import SdbError
 
 Runtime = Literal["conversational", "autonomous", "long-horizon"]
 RUNTIMES: tuple[str, ...] = ("conversational", "autonomous", "long-horizon")

@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from recorders.proxy import DEFAULT_UPSTREAM, ConversationRecorder, RecordingProxy
-from recorders.proxy.server import check_upstream
-from sdb.errors import SdbError
-from sdb.recording import Recorder
-from sdb.redaction import Redactor, load_redactor, url_without_secrets
+from sdbctl.recorders.proxy import DEFAULT_UPSTREAM, ConversationRecorder, RecordingProxy
+from sdbctl.recorders.proxy.server import check_upstream
+from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.recording import Recorder
+from sdbctl.sdb.redaction import Redactor, load_redactor, url_without_secrets
 
 BASE_URL_VARIABLES = ("OPENAI_BASE_URL", "OPENAI_API_BASE")
 

@@ -23,11 +23,11 @@ from typing import Any
 
 import xxhash
 
-from sdb.boundary import Boundary
-from sdb.boundary.observe import write_actions
-from sdb.events.canonical import canonical_bytes
-from sdb.recording import Recorder, Session
-from sdb.redaction import Redactor
+from sdbctl.sdb.boundary import Boundary
+from sdbctl.sdb.boundary.observe import write_actions
+from sdbctl.sdb.events.canonical import canonical_bytes
+from sdbctl.sdb.recording import Recorder, Session
+from sdbctl.sdb.redaction import Redactor
 
 SESSION_HEADER = "X-SDB-Session"
 

@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from recorders.sdk import Recorder
-from sdb.agents import AgentContext, Workload
-from sdb.providers import resolve
+from sdbctl.recorders.sdk import Recorder
+from sdbctl.sdb.agents import AgentContext, Workload
+from sdbctl.sdb.providers import resolve
 
 
 @dataclass

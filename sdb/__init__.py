@@ -4,7 +4,7 @@ Nothing here imports ``cli``, ``patterns`` or ``recorders``. Heavy libraries (py
 imported by the submodules that need them, so that importing :mod:`sdb` stays cheap.
 """
 
-from sdb.errors import SdbError
+from sdbctl.sdb.errors import SdbError
 
 __version__ = "0.1.0"
 

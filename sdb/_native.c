@@ -701,7 +701,7 @@ static PyMemberDef EventBuffer_members[] = {
 static PySequenceMethods EventBuffer_as_sequence = {.sq_length = (lenfunc)EventBuffer_len};
 
 static PyTypeObject EventBufferType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sdb._native.EventBuffer",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sdbctl.sdb._native.EventBuffer",
     .tp_basicsize = sizeof(EventBuffer),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "The recorder's queue of events, as columns.",
@@ -736,7 +736,7 @@ static PyObject *Counter_call(Counter *c, PyObject *args, PyObject *kwds) {
 }
 
 static PyTypeObject CounterType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sdb._native.Counter",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sdbctl.sdb._native.Counter",
     .tp_basicsize = sizeof(Counter),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Counter(start=0)(): the next seq of a session.",
@@ -1346,7 +1346,7 @@ static PyMemberDef SessionCore_members[] = {
     {NULL}};
 
 static PyTypeObject SessionCoreType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sdb._native.SessionCore",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sdbctl.sdb._native.SessionCore",
     .tp_basicsize = sizeof(SessionCore),
     /* with the collector: its Python subclass Session is tracked anyway (every heap type's instances
      * are), and a clock or recorder that refers back to a session must not make a cycle it cannot see */

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from sdb.boundary import Boundary, Crossing, Guard
-from sdb.boundary.boundary import Commit
-from sdb.errors import SdbError
-from sdb.events.sink import EventSink
-from sdb.prompts import PromptLibrary
-from sdb.providers import Provider
-from sdb.settings import import_from_cwd
+from sdbctl.sdb.boundary import Boundary, Crossing, Guard
+from sdbctl.sdb.boundary.boundary import Commit
+from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.events.sink import EventSink
+from sdbctl.sdb.prompts import PromptLibrary
+from sdbctl.sdb.providers import Provider
+from sdbctl.sdb.settings import import_from_cwd
 
 
 class AgentError(SdbError):

@@ -8,9 +8,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sdb.errors import SdbError
-from sdb.store.layout import Store
-from sdb.store.views import connect, query_arrow
+from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.store.layout import Store
+from sdbctl.sdb.store.views import connect, query_arrow
 
 
 @dataclass(frozen=True)

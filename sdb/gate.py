@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdb.diff.config import parse_layers
-from sdb.diff.differ import DiffResult
-from sdb.errors import SdbError
-from sdb.settings import read_table
-from sdb.text import markdown_cell, visible
+from sdbctl.sdb.diff.config import parse_layers
+from sdbctl.sdb.diff.differ import DiffResult
+from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.settings import read_table
+from sdbctl.sdb.text import markdown_cell, visible
 
 KEYS = (
     "max_step_divergence",

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
-from sdb.errors import UsageError
+from sdbctl.sdb.errors import UsageError
 
 
 def closest(word: str, choices: Iterable[str], max_distance: int = 2) -> str | None:

@@ -12,7 +12,7 @@ from typing import Final
 
 native: types.ModuleType | None
 try:
-    from sdb import _native as native
+    from sdbctl.sdb import _native as native
 except ImportError:  # built without a C compiler
     native = None
 if os.environ.get("SDB_NATIVE") == "0":  # to compare the two paths, or to rule the C one out

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sdb.errors import SdbError
+from sdbctl.sdb.errors import SdbError
 
 _SECTION = re.compile(r"^## (system|user|assistant)\s*$", re.M)
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import duckdb
 
-from sdb.errors import QueryError
-from sdb.store.layout import Store
-from sdb.store.views import connect, run_query, spill_directory
+from sdbctl.sdb.errors import QueryError
+from sdbctl.sdb.store.layout import Store
+from sdbctl.sdb.store.views import connect, run_query, spill_directory
 
 _ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 

@@ -29,14 +29,14 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 import xxhash
 
-from sdb.errors import PayloadError, SdbError
-from sdb.events.canonical import canonical_bytes, digest
-from sdb.events.kinds import STATUSES
-from sdb.events.queue import EventQueue, new_queue
-from sdb.native import native as _native
-from sdb.redaction import RedactingSession, sdk_redactor
-from sdb.store.layout import Store, check_run_id
-from sdb.store.writer import RunWriter
+from sdbctl.sdb.errors import PayloadError, SdbError
+from sdbctl.sdb.events.canonical import canonical_bytes, digest
+from sdbctl.sdb.events.kinds import STATUSES
+from sdbctl.sdb.events.queue import EventQueue, new_queue
+from sdbctl.sdb.native import native as _native
+from sdbctl.sdb.redaction import RedactingSession, sdk_redactor
+from sdbctl.sdb.store.layout import Store, check_run_id
+from sdbctl.sdb.store.writer import RunWriter
 
 _xxh3 = xxhash.xxh3_64_intdigest
 _dumps = orjson.dumps

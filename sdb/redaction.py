@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sdb.errors import SdbError
-from sdb.settings import read_table
+from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.settings import read_table
 
 DEFAULT_RULES: dict[str, str] = {
     "openai_key": r"\bsk-(?:proj-|svcacct-|admin-|ant-(?:api\d\d-)?)?[A-Za-z0-9_\-]{20,}",

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from sdb.errors import SdbError, UsageError
-from sdb.replay.cache import cache_key
-from sdb.store.layout import Store
-from sdb.store.manifest import RunManifest
-from sdb.store.views import connect
+from sdbctl.sdb.errors import SdbError, UsageError
+from sdbctl.sdb.replay.cache import cache_key
+from sdbctl.sdb.store.layout import Store
+from sdbctl.sdb.store.manifest import RunManifest
+from sdbctl.sdb.store.views import connect
 
 _AGE = re.compile(r"^(\d+)([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

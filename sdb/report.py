@@ -10,10 +10,10 @@ from typing import Any
 
 import orjson
 
-from sdb.diff.differ import DiffResult
-from sdb.gate import Verdict
-from sdb.store.layout import Store
-from sdb.store.views import connect
+from sdbctl.sdb.diff.differ import DiffResult
+from sdbctl.sdb.gate import Verdict
+from sdbctl.sdb.store.layout import Store
+from sdbctl.sdb.store.views import connect
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#1d2330}

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from sdb.errors import SdbError
+from sdbctl.sdb.errors import SdbError
 
 
 def read_table(name: str, directory: Path | None = None) -> tuple[dict[str, Any], str | None]:

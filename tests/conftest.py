@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.sample_run import record_sample
+from sdbctl.fixtures.sample_run import record_sample
 
 SDBCTL = Path(sys.executable).with_name("sdbctl")
 REPO = Path(__file__).resolve().parent.parent
@@ -36,21 +36,28 @@ def require(found: object, what: str, install: str) -> None:
     pytest.skip(f"needs {what}: {install}")
 
 
+def run_cli(
+    cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``sdbctl`` script in ``cwd`` (its own cache under ``cwd/.cache``)."""
+    assert SDBCTL.exists(), f"console script not installed at {SDBCTL}; run pip install -e '.[dev]'"
+    return subprocess.run(
+        [str(SDBCTL), *args],
+        cwd=cwd,
+        env=_cli_env({"XDG_CACHE_HOME": str(cwd / ".cache"), **(env or {})}),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @pytest.fixture
 def sdbctl(tmp_path: Path) -> CLI:
     """Run the installed ``sdbctl`` script in ``tmp_path``; returns the completed process."""
-    assert SDBCTL.exists(), f"console script not installed at {SDBCTL}; run pip install -e '.[dev]'"
 
     def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(SDBCTL), *args],
-            cwd=cwd or tmp_path,
-            env=_cli_env({"XDG_CACHE_HOME": str(tmp_path / ".cache"), **(env or {})}),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return run_cli(cwd or tmp_path, *args, env={"XDG_CACHE_HOME": str(tmp_path / ".cache"), **(env or {})})
 
     return run
 
@@ -64,3 +71,12 @@ def store(tmp_path: Path) -> Path:
 def sample_run(store: Path) -> str:
     """A recorded sample run of 10 Telco customers in ``store``."""
     return record_sample(str(store), 10, run_id="sample")
+
+
+SLOWEST_FIRST = ("test_llama_models.py",)  # minutes of real-model answers: started first, the rest beside
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slowest files first: on two workers (``-n 2 --dist loadfile``) they start at once and the
+    other worker takes the rest, so they do not set the suite's wall time by starting last."""
+    items.sort(key=lambda item: item.path.name not in SLOWEST_FIRST)

@@ -17,17 +17,17 @@ from typing import Any
 
 import xxhash
 
-from sdb.events.canonical import canonical_bytes
+from sdbctl.sdb.events.canonical import canonical_bytes
 
 Answer = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def simulator_answer(spec: str = "sim:renewal@v1") -> Answer:
     """Answer as the simulator ``spec`` would (the request's model name is ignored)."""
-    import fixtures.workloads
-    from sdb.providers import resolve
+    import sdbctl.fixtures.workloads
+    from sdbctl.sdb.providers import resolve
 
-    fixtures.workloads.register_all()
+    sdbctl.fixtures.workloads.register_all()
     sim = resolve(spec)
 
     def answer(request: dict[str, Any]) -> dict[str, Any]:
@@ -254,7 +254,7 @@ if __name__ == "__main__":  # a server for manual runs: python -m tests.llm_serv
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     model: Answer | None = None
     if "--weather" in sys.argv:
-        from fixtures.agents.weather_model import answer as model
+        from sdbctl.fixtures.agents.weather_model import answer as model
     with LLMServer(model, delay=float(args[0]) if args else 0.0) as s:
         print(s.url, flush=True)
         while True:

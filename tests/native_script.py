@@ -16,8 +16,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from recorders.sdk import Recorder
-from sdb.native import NATIVE
+from sdbctl.recorders.sdk import Recorder
+from sdbctl.sdb.native import NATIVE
 
 
 class Channel(enum.Enum):

@@ -24,8 +24,8 @@ def main(out: str, content: str) -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-    from fixtures.agents import weather_agent
-    from fixtures.agents.weather_model import answer
+    from sdbctl.fixtures.agents import weather_agent
+    from sdbctl.fixtures.agents.weather_model import answer
     from tests.llm_server import LLMServer
 
     provider = TracerProvider()

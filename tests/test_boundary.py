@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from recorders.sdk import Recorder
-from sdb.boundary import Boundary, GuardDecision, ValidAction, parse_response
-from sdb.boundary.proposal import ParseFailure, Proposal
-from sdb.events import action_digest
-from sdb.events.schema import read_events
-from sdb.store import Store
+from sdbctl.recorders.sdk import Recorder
+from sdbctl.sdb.boundary import Boundary, GuardDecision, ValidAction, parse_response
+from sdbctl.sdb.boundary.proposal import ParseFailure, Proposal
+from sdbctl.sdb.events import action_digest
+from sdbctl.sdb.events.schema import read_events
+from sdbctl.sdb.store import Store
 
 SENT: list[dict[str, Any]] = []
 ARGS_TEXT = '{"customer_id": "C-1", "discount_pct": 10}'

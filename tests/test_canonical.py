@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sdb.errors import PayloadError
-from sdb.events import action_digest, canonical_json
+from sdbctl.sdb.errors import PayloadError
+from sdbctl.sdb.events import action_digest, canonical_json
 
 json_values = st.recursive(
     st.none()

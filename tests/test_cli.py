@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sdb.events.schema import read_events
+from sdbctl.sdb.events.schema import read_events
 from tests.conftest import CLI
 
 RUN_KEYS = {"run_id", "created", "source_run", "model", "prompts", "sessions", "events", "status"}
@@ -108,7 +108,8 @@ def test_version_and_help_with_examples(sdbctl: CLI) -> None:
 
 
 def test_cli_import_does_not_load_heavy_libraries() -> None:
-    code = "import cli.main, sys; print(sorted(m for m in ('duckdb', 'pyarrow', 'deepdiff') if m in sys.modules))"
+    heavy = "('duckdb', 'pyarrow', 'deepdiff')"
+    code = f"import sdbctl.cli.main, sys; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -32,7 +32,7 @@ def test_record_reference_agent_then_query_it(sdbctl: CLI) -> None:
 
 def test_record_a_workload_from_a_file(sdbctl: CLI, tmp_path: Path) -> None:
     (tmp_path / "my_agent.py").write_text(
-        "from fixtures.contract_renewal import RenewalWorkload\nworkload = RenewalWorkload()\n"
+        "from sdbctl.fixtures.contract_renewal import RenewalWorkload\nworkload = RenewalWorkload()\n"
     )
     out = sdbctl("record", "my_agent.py:workload", "--sessions", "3", "--spine", "p3", "--json")
     assert out.returncode == 0, out.stderr
@@ -46,8 +46,8 @@ def test_record_a_workload_from_a_file(sdbctl: CLI, tmp_path: Path) -> None:
     [
         (("record", "no-such-workload"), "agent 'no-such-workload': not a workload"),
         (("record", "nomodule_xyz:thing"), "cannot import module 'nomodule_xyz'"),
-        (("record", "fixtures.contract_renewal:Nothing"), "has no attribute 'Nothing'"),
-        (("record", "fixtures.telco:TELCO_CSV"), "is not a workload"),
+        (("record", "sdbctl.fixtures.contract_renewal:Nothing"), "has no attribute 'Nothing'"),
+        (("record", "sdbctl.fixtures.telco:TELCO_CSV"), "is not a workload"),
         (("record", "contract-renewal", "--model", "sim:renewal@v9"), "no such version"),
         (("record", "contract-renewal", "--model", "nope:x"), "unknown model spec 'nope:x'"),
         (("record", "contract-renewal", "--prompt", "offer@v7"), "versions: v1, v2"),

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-import fixtures.workloads
-from recorders.workload import RecordSummary, record_workload
-from sdb.agents import load_agent
-from sdb.providers import UnknownModel, resolve
-from sdb.store import Store
-from sdb.store.views import connect, run_query
+import sdbctl.fixtures.workloads
+from sdbctl.recorders.workload import RecordSummary, record_workload
+from sdbctl.sdb.agents import load_agent
+from sdbctl.sdb.providers import UnknownModel, resolve
+from sdbctl.sdb.store import Store
+from sdbctl.sdb.store.views import connect, run_query
 
-fixtures.workloads.register_all()
+sdbctl.fixtures.workloads.register_all()
 
 
 def _record(store: Path, run_id: str, n: int = 100, **kw: Any) -> RecordSummary:
@@ -163,3 +163,48 @@ def test_noise_makes_a_version_disagree_with_itself_across_repeats() -> None:
 def test_unknown_model_specs_are_refused(spec: str) -> None:
     with pytest.raises(UnknownModel):
         resolve(spec)
+
+
+@pytest.mark.parametrize("kind", ["p5", "p3"])
+def test_each_spine_shows_the_model_its_own_shape_of_the_same_state(kind: str) -> None:
+    from sdbctl.fixtures.contract_renewal.spines import make_spine
+    from sdbctl.patterns import EventLog
+    from sdbctl.sdb.events.sink import MemorySink
+
+    spine = make_spine(kind, MemorySink("c1"), EventLog(), "c1")
+    spine.create({"tenant": "C-001"}, step="open")
+    spine.move("score", {"churn_risk": 0.4}, step="score")
+    view = spine.view()
+    assert "0.4" in view and "C-001" in view  # the same facts in both
+    if kind == "p5":  # one row: its version, its state, where it may go next
+        assert "version 2" in view and "state = scored" in view
+        assert "legal next transitions = eol -> eol_notified, escalate -> human_required, offer -> offer_sent" in view
+    else:  # the log to fold: no state named, no transitions offered
+        assert "2 events since the renewal window opened" in view and "transition:score" in view
+        assert "scored" not in view and "legal" not in view
+    # the simulator reads only `key: value` lines: a view adds none of them to the prompt
+    from sdbctl.fixtures.contract_renewal.simulator import read_request
+
+    fields, *_ = read_request({"messages": [{"role": "user", "content": f"customer_id: c1\n\n{view}"}]})
+    assert fields == {"customer_id": "c1"}
+
+
+@pytest.mark.parametrize("kind", ["p5", "p3"])
+def test_a_closing_outcome_the_spine_cannot_reach_is_refused_and_the_state_closes_its_own_way(kind: str) -> None:
+    from sdbctl.fixtures.contract_renewal.spines import make_spine
+    from sdbctl.patterns import EventLog
+    from sdbctl.sdb.events.sink import MemorySink
+
+    sink = MemorySink("c1")
+    spine = make_spine(kind, sink, EventLog(), "c1")
+    spine.create({}, step="open")
+    for action in ("score", "offer", "accept"):
+        spine.move(action, {}, step=action)
+    assert spine.finish("restructure", step="close") == "renewed"  # accepted: restructured is out of reach
+    refused = [e for e in sink.events if e["kind"] == "gate" and e["name"] == "transition"]
+    assert len(refused) == 1 and refused[0]["status"] == "gated" and "'restructured'" in refused[0]["reason"]
+    legal = make_spine(kind, MemorySink("c2"), EventLog(), "c2")
+    legal.create({}, step="open")
+    for action in ("score", "offer", "reject"):
+        legal.move(action, {}, step=action)
+    assert legal.finish("renew", step="close") == "renewed"  # declined -> renew is a transition: taken

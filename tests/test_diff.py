@@ -11,16 +11,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import fixtures.workloads
-from recorders.workload import record_workload
-from sdb.agents import load_agent
-from sdb.diff.align import align, align_by_name
-from sdb.diff.config import DiffConfig, Tolerance
-from sdb.diff.differ import diff_runs
-from sdb.replay.engine import ReplayOptions, replay
-from sdb.store import Store
+import sdbctl.fixtures.workloads
+from sdbctl.recorders.workload import record_workload
+from sdbctl.sdb.agents import load_agent
+from sdbctl.sdb.diff.align import align, align_by_name
+from sdbctl.sdb.diff.config import DiffConfig, Tolerance
+from sdbctl.sdb.diff.differ import diff_runs
+from sdbctl.sdb.replay.engine import ReplayOptions, replay
+from sdbctl.sdb.store import Store
 
-fixtures.workloads.register_all()
+sdbctl.fixtures.workloads.register_all()
 
 
 def _truth(store: Path, run_id: str) -> dict[tuple[str, str], set[str]]:
@@ -138,7 +138,7 @@ def test_one_insertion_is_one_extra_and_one_deletion_one_missing(base: list[int]
     )
 )
 def test_a_reordering_is_reported_as_reordered_and_nothing_else(pair: tuple[list[int], list[int]]) -> None:
-    from sdb.diff.differ import _classify
+    from sdbctl.sdb.diff.differ import _classify
 
     base, cand = pair
 
@@ -155,8 +155,8 @@ def test_a_reordering_is_reported_as_reordered_and_nothing_else(pair: tuple[list
 
 
 def test_edge_cases_found_in_review(store: Path) -> None:
-    from recorders.sdk import Recorder
-    from sdb.errors import RunNotFound
+    from sdbctl.recorders.sdk import Recorder
+    from sdbctl.sdb.errors import RunNotFound
 
     with Recorder(store=store, run_id="b") as rec:
         s = rec.session("s")

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-import fixtures.workloads
-from recorders.workload import record_workload
-from sdb.agents import load_agent
-from sdb.replay.engine import ReplayOptions, replay
-from sdb.store import Store
+import sdbctl.fixtures.workloads
+from sdbctl.recorders.workload import record_workload
+from sdbctl.sdb.agents import load_agent
+from sdbctl.sdb.replay.engine import ReplayOptions, replay
+from sdbctl.sdb.store import Store
 from tests.conftest import CLI
 from tests.test_cli import _assert_one_line_error
 
-fixtures.workloads.register_all()
+sdbctl.fixtures.workloads.register_all()
 
 
 @pytest.fixture

@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fixtures.sample_run import record_sample
-from recorders.sdk import Recorder
-from sdb.errors import PayloadError, SdbError, UsageError
-from sdb.events import canonical
-from sdb.gate import load_thresholds
-from sdb.replay.engine import ReplayOptions
-from sdb.store.layout import Store
-from sdb.store.views import connect, query_arrow
+from sdbctl.fixtures.sample_run import record_sample
+from sdbctl.recorders.sdk import Recorder
+from sdbctl.sdb.errors import PayloadError, SdbError, UsageError
+from sdbctl.sdb.events import canonical
+from sdbctl.sdb.gate import load_thresholds
+from sdbctl.sdb.replay.engine import ReplayOptions
+from sdbctl.sdb.store.layout import Store
+from sdbctl.sdb.store.views import connect, query_arrow
 from tests.conftest import CLI
 
 DEEP = "[" * 10_000 + "]" * 10_000

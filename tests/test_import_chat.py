@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from recorders.conversation import ConversationRecorder
-from sdb.recording import Recorder
-from sdb.redaction import load_redactor
+from sdbctl.recorders.conversation import ConversationRecorder
+from sdbctl.sdb.recording import Recorder
+from sdbctl.sdb.redaction import load_redactor
 from tests.conftest import CLI
 from tests.test_cli import _assert_one_line_error
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from fixtures.agents.weather_model import answer as weather_answer
-from sdb.store.layout import Store
-from sdb.store.views import connect, query_arrow
+from sdbctl.fixtures.agents.weather_model import answer as weather_answer
+from sdbctl.sdb.store.layout import Store
+from sdbctl.sdb.store.views import connect, query_arrow
 from tests.conftest import CLI
 from tests.llm_server import LLMServer
 from tests.test_cli import _assert_one_line_error

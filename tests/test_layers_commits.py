@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from recorders.sdk import Recorder
-from sdb.diff.outcomes import mcnemar_one_sided, pass_hat_k
+from sdbctl.recorders.sdk import Recorder
+from sdbctl.sdb.diff.outcomes import mcnemar_one_sided, pass_hat_k
 from tests.conftest import CLI
 
 CONFIG = '[diff]\nread_only = ["get_*", "search_*"]\n'
@@ -267,10 +267,10 @@ def test_recorded_workloads_carry_outcomes_from_their_success_states(sdbctl: CLI
 
 
 def test_the_differ_gives_the_same_result_in_two_halves_as_in_one(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sdb.diff import _parallel
-    from sdb.diff.config import DiffConfig
-    from sdb.diff.differ import diff_runs
-    from sdb.store import Store
+    from sdbctl.sdb.diff import _parallel
+    from sdbctl.sdb.diff.config import DiffConfig
+    from sdbctl.sdb.diff.differ import diff_runs
+    from sdbctl.sdb.store import Store
 
     _base(store, sessions=40)
     with Recorder(store=store, run_id="cand") as rec:
@@ -300,9 +300,9 @@ def _tool(
 
 
 def _diff_api(store: Path, **kw: Any) -> Any:
-    from sdb.diff.config import DiffConfig
-    from sdb.diff.differ import diff_runs
-    from sdb.store import Store
+    from sdbctl.sdb.diff.config import DiffConfig
+    from sdbctl.sdb.diff.differ import diff_runs
+    from sdbctl.sdb.store import Store
 
     return diff_runs(Store.open(store), "base", "cand", DiffConfig(read_only=("get_*",)), save=False, **kw)
 

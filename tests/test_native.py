@@ -16,11 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recorders.sdk import Recorder
-from sdb.errors import PayloadError
-from sdb.events import canonical
-from sdb.events.queue import ListQueue, new_queue
-from sdb.native import NATIVE, native
+from sdbctl.recorders.sdk import Recorder
+from sdbctl.sdb.errors import PayloadError
+from sdbctl.sdb.events import canonical
+from sdbctl.sdb.events.queue import ListQueue, new_queue
+from sdbctl.sdb.native import NATIVE, native
 from tests.conftest import require
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,7 +31,7 @@ def _needs_the_extension() -> None:
     """Every test here compares the C path with the Python one: without a compiler at install time
     there is no C path (the recorder runs in pure Python), so outside CI they skip, saying so."""
     require(
-        native is not None, "the C extension sdb._native", "a C compiler (apt-get install gcc), then pip install -e ."
+        native is not None, "the C extension sdbctl.sdb._native", "a C compiler (apt-get install gcc), pip install -e ."
     )
 
 
@@ -62,7 +62,7 @@ def _outcome(write: Any, value: Any) -> bytes | str:
 
 def test_the_c_extension_is_built_and_in_use() -> None:
     """The install (pip install -e .) compiles it; the suite must exercise it, not the fallback."""
-    from sdb.recording import Session
+    from sdbctl.sdb.recording import Session
 
     assert NATIVE and native is not None
     assert type(Session.__dict__.get("action", Session.action)).__name__ == "method_descriptor"
@@ -226,7 +226,7 @@ def test_recording_leaves_every_reference_count_as_it_found_it(tmp_path: Path) -
 def test_a_flush_over_the_text_limit_of_a_part_writes_several_parts_and_loses_nothing(tmp_path: Path) -> None:
     """An Arrow string column holds under 2 GiB: a flush with more text than that cuts the queue into
     parts that fit. Shown with a limit of 2 kB instead of 2 GiB."""
-    from sdb.events.queue import NativeQueue
+    from sdbctl.sdb.events.queue import NativeQueue
 
     original = NativeQueue.text_limit
     NativeQueue.text_limit = 2_000

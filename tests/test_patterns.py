@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from fixtures import DATA_DIR
-from patterns import (
+from sdbctl.fixtures import DATA_DIR
+from sdbctl.patterns import (
     CasConflict,
     Delegation,
     EventLog,
@@ -26,9 +26,9 @@ from patterns import (
     load_policy,
     scatter_gather,
 )
-from patterns.p6_human import Unauthorised
-from sdb.boundary import Boundary, ValidAction
-from sdb.events.sink import MemorySink
+from sdbctl.patterns.p6_human import Unauthorised
+from sdbctl.sdb.boundary import Boundary, ValidAction
+from sdbctl.sdb.events.sink import MemorySink
 
 
 def offer(pct: float) -> ValidAction:

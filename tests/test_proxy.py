@@ -13,12 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
-from fixtures.agents.weather_model import answer as weather_answer
-from recorders.proxy import ConversationRecorder, RecordingProxy, session_key
-from sdb.recording import Recorder
-from sdb.redaction import load_redactor
-from sdb.store.layout import Store
-from sdb.store.views import connect, query_arrow
+from sdbctl.fixtures.agents.weather_model import answer as weather_answer
+from sdbctl.recorders.proxy import ConversationRecorder, RecordingProxy, session_key
+from sdbctl.sdb.recording import Recorder
+from sdbctl.sdb.redaction import load_redactor
+from sdbctl.sdb.store.layout import Store
+from sdbctl.sdb.store.views import connect, query_arrow
 from tests.conftest import CLI
 from tests.llm_server import LLMServer
 from tests.test_cli import _assert_one_line_error

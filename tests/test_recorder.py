@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from recorders.sdk import Recorder
-from sdb.errors import PayloadError, SdbError
-from sdb.events.schema import read_events
-from sdb.store import Store
-from sdb.store.views import connect, run_query
+from sdbctl.recorders.sdk import Recorder
+from sdbctl.sdb.errors import PayloadError, SdbError
+from sdbctl.sdb.events.schema import read_events
+from sdbctl.sdb.store import Store
+from sdbctl.sdb.store.views import connect, run_query
 
 
 def test_eight_threads_lose_no_event_and_seq_is_gap_free(store: Path) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sdb.errors import SdbError
-from sdb.redaction import DEFAULT_RULES, load_redactor
+from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.redaction import DEFAULT_RULES, load_redactor
 
 SECRETS = {
     "openai_key": "sk-proj-abcdefghijklmnopqrstuvwxyz012345",

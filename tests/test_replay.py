@@ -12,19 +12,19 @@ from typing import Any
 
 import pytest
 
-import fixtures.workloads
-from recorders.sdk import Recorder
-from recorders.workload import record_workload
-from sdb.agents import load_agent
-from sdb.errors import SdbError
-from sdb.replay.engine import ReplayOptions, replay
-from sdb.store import Store
-from sdb.store.views import connect, run_query
+import sdbctl.fixtures.workloads
+from sdbctl.recorders.sdk import Recorder
+from sdbctl.recorders.workload import record_workload
+from sdbctl.sdb.agents import load_agent
+from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.replay.engine import ReplayOptions, replay
+from sdbctl.sdb.store import Store
+from sdbctl.sdb.store.views import connect, run_query
 from tests.conftest import CLI, SDBCTL
 from tests.llm_server import LLMServer, as_plain_json, simulator_answer
 from tests.test_cli import _assert_one_line_error
 
-fixtures.workloads.register_all()
+sdbctl.fixtures.workloads.register_all()
 
 
 def _record(store: Path, workload: str, run_id: str, n: int = 10) -> None:
@@ -233,7 +233,7 @@ def test_repeat_records_the_repeat_index_and_never_reads_the_cache(store: Path) 
 def test_python_callable_provider(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _record(store, "contract-renewal", "src", n=2)
     (tmp_path / "my_model.py").write_text(
-        "from sdb.providers import resolve\n_sim = resolve('sim:renewal@v1')\n"
+        "from sdbctl.sdb.providers import resolve\n_sim = resolve('sim:renewal@v1')\n"
         "async def answer(request):\n    return (await _sim.complete(request)).response\n"
     )
     monkeypatch.chdir(tmp_path)

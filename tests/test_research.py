@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-import fixtures.research
-from fixtures.research.agent import SOURCES
-from recorders.workload import RecordSummary, record_workload
-from sdb.agents import AgentError, load_agent
-from sdb.events.schema import read_events
-from sdb.providers import UnknownModel, resolve
-from sdb.store import Store
-from sdb.store.views import connect, run_query
+import sdbctl.fixtures.research
+from sdbctl.fixtures.research.agent import SOURCES
+from sdbctl.recorders.workload import RecordSummary, record_workload
+from sdbctl.sdb.agents import AgentError, load_agent
+from sdbctl.sdb.events.schema import read_events
+from sdbctl.sdb.providers import UnknownModel, resolve
+from sdbctl.sdb.store import Store
+from sdbctl.sdb.store.views import connect, run_query
 
-assert fixtures.research.WORKLOAD.name == "research"
+assert sdbctl.fixtures.research.WORKLOAD.name == "research"
 
 
 def _record(store: Path, run_id: str, n: int = 30, **kw: Any) -> RecordSummary:

@@ -165,7 +165,7 @@ def test_small_objects_go_up_in_one_put_and_large_ones_in_parts(
 ) -> None:
     """A manifest is one PUT (no multipart round trips); a part above the SDK's 5 MB threshold goes up as a
     multipart upload. Both read back byte for byte."""
-    from sdb.store.fs import Location
+    from sdbctl.sdb.store.fs import Location
 
     for name, value in s3.env.items():
         monkeypatch.setenv(name, value)
@@ -187,9 +187,9 @@ def test_small_objects_go_up_in_one_put_and_large_ones_in_parts(
 LOCK_KEY = "team-a/runs/{}/.writer.lock"
 HOLDER = """
 import sys
-import sdb.store.lock as lock
-from sdb.store import Store
-from sdb.store.writer import RunWriter
+import sdbctl.sdb.store.lock as lock
+from sdbctl.sdb.store import Store
+from sdbctl.sdb.store.writer import RunWriter
 lock.HEARTBEAT_SECONDS = float(sys.argv[2])
 writer = RunWriter.create(Store.open(sys.argv[1], must_exist=False), "held", recorder="sdk")
 print("ready", flush=True)
@@ -221,10 +221,10 @@ def test_a_live_writer_on_s3_keeps_its_run_and_its_heartbeat_keeps_its_lock_fres
     import subprocess
     import sys
 
-    import sdb.store.lock as lock
-    from sdb.store import Store
-    from sdb.store.lock import RunLocked
-    from sdb.store.writer import RunWriter
+    import sdbctl.sdb.store.lock as lock
+    from sdbctl.sdb.store import Store
+    from sdbctl.sdb.store.lock import RunLocked
+    from sdbctl.sdb.store.writer import RunWriter
 
     for name, value in s3.env.items():
         monkeypatch.setenv(name, value)
@@ -291,9 +291,9 @@ def test_without_boto3_an_s3_store_is_read_but_not_written(sdbctl: CLI, s3: S3Se
 def test_a_writer_whose_s3_lock_was_taken_over_says_so_and_leaves_the_new_lock(
     s3: S3Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import sdb.store.lock as lock
-    from sdb.store import Store
-    from sdb.store.writer import RunWriter
+    import sdbctl.sdb.store.lock as lock
+    from sdbctl.sdb.store import Store
+    from sdbctl.sdb.store.writer import RunWriter
 
     for name, value in s3.env.items():
         monkeypatch.setenv(name, value)

@@ -8,18 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from recorders.workload import record_workload
-from sdb.agents import load_agent
-from sdb.replay.engine import ReplayOptions, replay
-from sdb.store import Store
-from sdb.store.views import connect, run_query
+from sdbctl.recorders.workload import record_workload
+from sdbctl.sdb.agents import load_agent
+from sdbctl.sdb.replay.engine import ReplayOptions, replay
+from sdbctl.sdb.store import Store
+from sdbctl.sdb.store.views import connect, run_query
 
 AGENT = textwrap.dedent(
     """
     from pathlib import Path
-    from sdb.agents import SessionItem
-    from sdb.boundary import Boundary
-    from sdb.prompts import PromptLibrary
+    from sdbctl.sdb.agents import SessionItem
+    from sdbctl.sdb.boundary import Boundary
+    from sdbctl.sdb.prompts import PromptLibrary
 
     CALLS = []
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from sdb.events.schema import read_events
-from sdb.store import Store
+from sdbctl.sdb.events.schema import read_events
+from sdbctl.sdb.store import Store
 
 AGENT = textwrap.dedent(
     """
     import sys, time
-    from recorders.sdk import Recorder
+    from sdbctl.recorders.sdk import Recorder
     mode, store, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     rec = Recorder(store=store, run_id="victim", flush_interval=float(sys.argv[4]), flush_events=10**9)
     s = rec.session("s")
@@ -108,7 +108,7 @@ def test_recorders_closed_out_of_order_leave_ctrl_c_a_keyboard_interrupt(tmp_pat
     code = textwrap.dedent(
         f"""
         import os, signal, time
-        from recorders.sdk import Recorder
+        from sdbctl.recorders.sdk import Recorder
         r1 = Recorder(store={str(tmp_path)!r}, run_id="a")
         r2 = Recorder(store={str(tmp_path)!r}, run_id="b")
         r1.close(); r2.close()

@@ -10,13 +10,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recorders.sdk import Recorder
-from sdb.errors import RunNotFound, SchemaError, StoreNotFound
-from sdb.events import action_digest, canonical_json
-from sdb.events.schema import EVENT_SCHEMA, VERSION_KEY, read_events, read_file_schema
-from sdb.store import Store
-from sdb.store.views import connect, run_query
-from sdb.store.writer import RunExists
+from sdbctl.recorders.sdk import Recorder
+from sdbctl.sdb.errors import RunNotFound, SchemaError, StoreNotFound
+from sdbctl.sdb.events import action_digest, canonical_json
+from sdbctl.sdb.events.schema import EVENT_SCHEMA, VERSION_KEY, read_events, read_file_schema
+from sdbctl.sdb.store import Store
+from sdbctl.sdb.store.views import connect, run_query
+from sdbctl.sdb.store.writer import RunExists
 
 
 def _full_run(store: Path) -> str:

@@ -19,13 +19,13 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from recorders.sdk import Recorder
-from sdb.errors import SdbError
-from sdb.store import Store
-from sdb.store.layout import diff_key
-from sdb.store.lock import RunLocked
-from sdb.store.views import connect, run_query
-from sdb.store.writer import RunWriter
+from sdbctl.recorders.sdk import Recorder
+from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.store import Store
+from sdbctl.sdb.store.layout import diff_key
+from sdbctl.sdb.store.lock import RunLocked
+from sdbctl.sdb.store.views import connect, run_query
+from sdbctl.sdb.store.writer import RunWriter
 from tests.conftest import CLI, SDBCTL, _cli_env
 from tests.llm_server import LLMServer
 from tests.s3_server import S3Server
@@ -231,7 +231,7 @@ def test_a_port_in_use_leaves_no_run_that_blocks_its_id(tmp_path: Path, sdbctl: 
 KILLED_WRITER = textwrap.dedent(
     """
     import sys, time
-    from recorders.sdk import Recorder
+    from sdbctl.recorders.sdk import Recorder
     rec = Recorder(store=sys.argv[1], run_id="imp", recorder="otel", handle_signals=False)
     open(sys.argv[2], "a").write("truth line of no event\\n")
     print("ready", flush=True)
@@ -340,7 +340,7 @@ def test_on_s3_an_empty_run_gives_its_id_back_once_its_writer_is_gone(
 
 
 def _one_event_batch(run_id: str) -> pa.RecordBatch:
-    from sdb.events.schema import batch_from_columns
+    from sdbctl.sdb.events.schema import batch_from_columns
 
     row = [run_id, "s", 0, None, None, 0, "input", "agent", "", "x", None, None, "{}", 0, "ok", None, None, None]
     return batch_from_columns([[value] for value in row])
@@ -375,8 +375,8 @@ def test_a_second_writer_of_an_s3_run_is_refused_until_the_first_closes(
 S3_KILLED_WRITER = textwrap.dedent(
     """
     import sys, time
-    from sdb.store import Store
-    from sdb.store.writer import RunWriter
+    from sdbctl.sdb.store import Store
+    from sdbctl.sdb.store.writer import RunWriter
     writer = RunWriter.create(Store.open(sys.argv[1], must_exist=False), "gone", recorder="sdk")
     print("ready", flush=True)
     time.sleep(600)

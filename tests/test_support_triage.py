@@ -11,14 +11,14 @@ from typing import Any
 import orjson
 import pytest
 
-from fixtures.support_triage import TriageWorkload
-from fixtures.support_triage.agent import make_ticket, simulated_human
-from fixtures.telco import customers
-from recorders.workload import RecordSummary, record_workload
-from sdb.agents import AgentError, load_agent
-from sdb.events.schema import read_events
-from sdb.providers import UnknownModel, resolve
-from sdb.store import Store
+from sdbctl.fixtures.support_triage import TriageWorkload
+from sdbctl.fixtures.support_triage.agent import make_ticket, simulated_human
+from sdbctl.fixtures.telco import customers
+from sdbctl.recorders.workload import RecordSummary, record_workload
+from sdbctl.sdb.agents import AgentError, load_agent
+from sdbctl.sdb.events.schema import read_events
+from sdbctl.sdb.providers import UnknownModel, resolve
+from sdbctl.sdb.store import Store
 
 TERMINAL = {"refunded", "resolved", "escalated"}
 

@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from recorders.sdk import Recorder
+from sdbctl.recorders.sdk import Recorder
 from tests.conftest import CLI, SDBCTL
 from tests.llm_server import LLMServer
 
@@ -35,7 +35,7 @@ def test_a_manifest_naming_code_in_the_store_runs_nothing(sdbctl: CLI, tmp_path:
     helper = store / "runs" / "v" / "helper.py"
     helper.write_text(
         f"open({str(marker)!r}, 'w').write('ran')\n"
-        "from fixtures.contract_renewal.agent import RenewalWorkload\n"
+        "from sdbctl.fixtures.contract_renewal.agent import RenewalWorkload\n"
         "W = RenewalWorkload()\n"
     )
     for agent in (f"{helper}:W", "runs.v.helper:W"):

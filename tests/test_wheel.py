@@ -21,7 +21,10 @@ def test_built_wheel_installs_and_runs(tmp_path: Path) -> None:
     (wheel,) = dist.glob("sdbctl-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         tops = {name.split("/", 1)[0] for name in zf.namelist() if "/" in name and ".dist-info" not in name}
-    assert tops == {"cli", "sdb", "patterns", "recorders", "fixtures"}, tops  # no tests, no benchmarks
+        packages = {name.rsplit("/", 1)[0] for name in zf.namelist() if name.startswith("sdbctl/")}
+    # one installed name: no tests, no benchmarks, no generic cli/fixtures that another project could shadow
+    assert tops == {"sdbctl"}, tops
+    assert {f"sdbctl/{p}" for p in ("cli", "sdb", "patterns", "recorders", "fixtures")} <= packages, packages
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
@@ -42,7 +45,7 @@ def test_built_wheel_installs_and_runs(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     where = subprocess.run(
-        [str(py), "-c", "import cli, fixtures; print(cli.__file__, fixtures.DATA_DIR)"],
+        [str(py), "-c", "import sdbctl.cli, sdbctl.fixtures as f; print(sdbctl.cli.__file__, f.DATA_DIR)"],
         cwd=work,
         capture_output=True,
         text=True,
@@ -50,7 +53,7 @@ def test_built_wheel_installs_and_runs(tmp_path: Path) -> None:
     ).stdout
     assert str(env_dir) in where and str(REPO) not in where
     run = subprocess.run(
-        [str(py), "-m", "fixtures.sample_run", "--customers", "3", "--run-id", "w"], cwd=work, check=True
+        [str(py), "-m", "sdbctl.fixtures.sample_run", "--customers", "3", "--run-id", "w"], cwd=work, check=True
     )
     assert run.returncode == 0
     out = subprocess.run(

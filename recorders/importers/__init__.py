@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sdb.errors import SdbError
+from sdbctl.sdb.errors import SdbError
 
 
 def get_path(obj: Any, dotted: str) -> Any:

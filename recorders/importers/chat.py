@@ -75,14 +75,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from recorders.conversation import ConversationRecorder
-from recorders.importers import ImportSummary, get_path, read_map, read_text
-from sdb.errors import PayloadError, SdbError
-from sdb.events.canonical import canonical_bytes, json_or_text, loads
-from sdb.recording import Recorder
-from sdb.redaction import Redactor, load_redactor
-from sdb.store.layout import Store
-from sdb.store.read import event_dicts, run_events
+from sdbctl.recorders.conversation import ConversationRecorder
+from sdbctl.recorders.importers import ImportSummary, get_path, read_map, read_text
+from sdbctl.sdb.errors import PayloadError, SdbError
+from sdbctl.sdb.events.canonical import canonical_bytes, json_or_text, loads
+from sdbctl.sdb.recording import Recorder
+from sdbctl.sdb.redaction import Redactor, load_redactor
+from sdbctl.sdb.store.layout import Store
+from sdbctl.sdb.store.read import event_dicts, run_events
 
 PATHS = ("messages", "session", "repeat", "outcome", "model")
 KEYS = (*PATHS, "effect_error")

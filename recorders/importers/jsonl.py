@@ -36,15 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from recorders.importers import ImportSummary, get_path, read_map
-from sdb.errors import PayloadError, SdbError
-from sdb.events.canonical import canonical_bytes, digest, loads
-from sdb.events.kinds import KINDS
-from sdb.events.schema import COLUMNS, batch_from_columns
-from sdb.recording import new_run_id
-from sdb.redaction import load_redactor
-from sdb.store.layout import Store, check_run_id
-from sdb.store.writer import RunWriter
+from sdbctl.recorders.importers import ImportSummary, get_path, read_map
+from sdbctl.sdb.errors import PayloadError, SdbError
+from sdbctl.sdb.events.canonical import canonical_bytes, digest, loads
+from sdbctl.sdb.events.kinds import KINDS
+from sdbctl.sdb.events.schema import COLUMNS, batch_from_columns
+from sdbctl.sdb.recording import new_run_id
+from sdbctl.sdb.redaction import load_redactor
+from sdbctl.sdb.store.layout import Store, check_run_id
+from sdbctl.sdb.store.writer import RunWriter
 
 FIELDS = ("session", "order", "kind", "name", "args", "step", "model", "timestamp", "request", "response")
 REQUIRED = ("session", "order", "kind")

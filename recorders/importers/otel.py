@@ -22,13 +22,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from recorders.conversation import ConversationRecorder
-from recorders.importers import ImportSummary
-from recorders.importers.genai import inference, model_spec, operation, tokens, tool_call
-from recorders.importers.otlp import Span, read_spans
-from sdb.errors import PayloadError, SdbError
-from sdb.recording import Recorder
-from sdb.redaction import Redactor, load_redactor
+from sdbctl.recorders.conversation import ConversationRecorder
+from sdbctl.recorders.importers import ImportSummary
+from sdbctl.recorders.importers.genai import inference, model_spec, operation, tokens, tool_call
+from sdbctl.recorders.importers.otlp import Span, read_spans
+from sdbctl.sdb.errors import PayloadError, SdbError
+from sdbctl.sdb.recording import Recorder
+from sdbctl.sdb.redaction import Redactor, load_redactor
 
 
 def _ordered(spans: list[Span]) -> list[Span]:

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recorders.importers import read_text
-from sdb.errors import PayloadError, SdbError
-from sdb.events.canonical import loads
+from sdbctl.recorders.importers import read_text
+from sdbctl.sdb.errors import PayloadError, SdbError
+from sdbctl.sdb.events.canonical import loads
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 

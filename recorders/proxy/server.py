@@ -22,10 +22,10 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import aiohttp
 from aiohttp import web
 
-from recorders.conversation import SESSION_HEADER, ConversationRecorder
-from recorders.proxy.stream import CompletionAssembler, SSEDecoder
-from sdb.errors import SdbError
-from sdb.redaction import url_without_secrets
+from sdbctl.recorders.conversation import SESSION_HEADER, ConversationRecorder
+from sdbctl.recorders.proxy.stream import CompletionAssembler, SSEDecoder
+from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.redaction import url_without_secrets
 
 DEFAULT_UPSTREAM = "https://api.openai.com/v1"
 

@@ -2,7 +2,7 @@
 
 Example::
 
-    from recorders.sdk import Recorder
+    from sdbctl.recorders.sdk import Recorder
 
     with Recorder(store=".sdb", meta={"agent": "renewal", "model": "gpt-x"}) as rec:
         with rec.session("contract-42") as s:
@@ -15,6 +15,6 @@ The implementation lives in :mod:`sdb.recording`, because the replay engine writ
 it too (``sdb`` cannot import ``recorders``); this package is its public face.
 """
 
-from sdb.recording import Recorder, Session
+from sdbctl.sdb.recording import Recorder, Session
 
 __all__ = ["Recorder", "Session"]

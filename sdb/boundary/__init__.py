@@ -4,11 +4,11 @@ Propose (parse the answer) -> verify (schema, then guards) -> normalize (canonic
 commit (run the handler, record its effect), or reject (a typed rejection handed back to the model).
 """
 
-from sdb.boundary.actions import ActionSpec, FieldError, InvalidArguments
-from sdb.boundary.boundary import Boundary, Commit, UnknownAction
-from sdb.boundary.crossing import EXECUTE, Crossing, Rejection, StopSession
-from sdb.boundary.guards import Guard, GuardDecision, ValidAction
-from sdb.boundary.proposal import ParseFailure, Proposal, parse_response
+from sdbctl.sdb.boundary.actions import ActionSpec, FieldError, InvalidArguments
+from sdbctl.sdb.boundary.boundary import Boundary, Commit, UnknownAction
+from sdbctl.sdb.boundary.crossing import EXECUTE, Crossing, Rejection, StopSession
+from sdbctl.sdb.boundary.guards import Guard, GuardDecision, ValidAction
+from sdbctl.sdb.boundary.proposal import ParseFailure, Proposal, parse_response
 
 __all__ = [
     "EXECUTE",

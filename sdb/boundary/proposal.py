@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sdb.errors import PayloadError
-from sdb.events.canonical import canonical_bytes, loads
+from sdbctl.sdb.errors import PayloadError
+from sdbctl.sdb.events.canonical import canonical_bytes, loads
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.S)
 _NAME_KEYS = ("name", "tool", "action", "function")

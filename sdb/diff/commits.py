@@ -20,10 +20,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from sdb.diff.align import align, align_by_name, reordered
-from sdb.diff.config import LAYERS, DiffConfig
-from sdb.diff.differ import Compared, Divergence, divergence, explain
-from sdb.diff.outcomes import REPEAT_SUFFIX
+from sdbctl.sdb.diff.align import align, align_by_name, reordered
+from sdbctl.sdb.diff.config import LAYERS, DiffConfig
+from sdbctl.sdb.diff.differ import Compared, Divergence, divergence, explain
+from sdbctl.sdb.diff.outcomes import REPEAT_SUFFIX
 
 _LISTS = """
 WITH gb AS (SELECT session_id, layer, list(digest ORDER BY seq) AS ds FROM b WHERE committed GROUP BY ALL),

@@ -23,9 +23,9 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from sdb.errors import SdbError
-from sdb.names import did_you_mean
-from sdb.settings import read_table
+from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.names import did_you_mean
+from sdbctl.sdb.settings import read_table
 
 TEXT_RULES = ("case", "whitespace")
 LAYERS = ("write", "read", "speech")

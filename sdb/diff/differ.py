@@ -34,17 +34,17 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from sdb.diff.align import align, reordered
-from sdb.diff.config import LAYERS, DiffConfig
-from sdb.diff.drift import drift_test
-from sdb.diff.explain import field_changes_many
-from sdb.diff.outcomes import REPEAT_SUFFIX, OutcomeConfig, compare_outcomes, session_outcomes
-from sdb.diff.speech import similarity
-from sdb.errors import SdbError
-from sdb.events.schema import DIVERGENCE_SCHEMA
-from sdb.store.layout import Store
-from sdb.store.manifest import RunManifest
-from sdb.store.views import connect
+from sdbctl.sdb.diff.align import align, reordered
+from sdbctl.sdb.diff.config import LAYERS, DiffConfig
+from sdbctl.sdb.diff.drift import drift_test
+from sdbctl.sdb.diff.explain import field_changes_many
+from sdbctl.sdb.diff.outcomes import REPEAT_SUFFIX, OutcomeConfig, compare_outcomes, session_outcomes
+from sdbctl.sdb.diff.speech import similarity
+from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.events.schema import DIVERGENCE_SCHEMA
+from sdbctl.sdb.store.layout import Store
+from sdbctl.sdb.store.manifest import RunManifest
+from sdbctl.sdb.store.views import connect
 
 REASONS = (
     "tool_changed",
@@ -312,7 +312,7 @@ def _diff_runs(
         [candidate],
     )
     if by_commit:
-        from sdb.diff.commits import compare_commits
+        from sdbctl.sdb.diff.commits import compare_commits
 
         compared = compare_commits(con, base, candidate, config)
     else:

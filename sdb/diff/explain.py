@@ -8,8 +8,8 @@ from typing import Any
 
 from deepdiff import DeepDiff
 
-from sdb.diff._parallel import in_halves
-from sdb.diff.config import Tolerance
+from sdbctl.sdb.diff._parallel import in_halves
+from sdbctl.sdb.diff.config import Tolerance
 
 
 def field_changes_many(

@@ -22,8 +22,8 @@ from math import comb
 from pathlib import Path
 from typing import Any
 
-from sdb.errors import SdbError
-from sdb.settings import read_table
+from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.settings import read_table
 
 OUTCOME_STATE = "outcome"
 # a session id ``ID#rK`` is repeat K of session ``ID``: the one spelling every query of the differ uses

@@ -3,7 +3,7 @@
 ``canonical`` (JSON and digests) is cheap to import; ``schema`` imports pyarrow.
 """
 
-from sdb.events.canonical import action_digest, canonical_bytes, canonical_json, digest
-from sdb.events.kinds import KINDS, STATUSES
+from sdbctl.sdb.events.canonical import action_digest, canonical_bytes, canonical_json, digest
+from sdbctl.sdb.events.kinds import KINDS, STATUSES
 
 __all__ = ["KINDS", "STATUSES", "action_digest", "canonical_bytes", "canonical_json", "digest"]

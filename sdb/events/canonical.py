@@ -28,8 +28,8 @@ from typing import Any, Final
 import orjson
 import xxhash
 
-from sdb.errors import PayloadError
-from sdb.native import native
+from sdbctl.sdb.errors import PayloadError
+from sdbctl.sdb.native import native
 
 # string keys only: a dict with any other key fails this first write and takes the slow path, which
 # checks that no two keys become one text before writing them with OPT_NON_STR_KEYS

@@ -15,8 +15,8 @@ from typing import Any, Final, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sdb.events.schema import COLUMNS, EVENT_SCHEMA, batch_from_columns
-from sdb.native import native as _native
+from sdbctl.sdb.events.schema import COLUMNS, EVENT_SCHEMA, batch_from_columns
+from sdbctl.sdb.native import native as _native
 
 Vocabulary = tuple[set[str], set[str], set[str]]
 

@@ -14,7 +14,7 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sdb.errors import SchemaError
+from sdbctl.sdb.errors import SchemaError
 
 SCHEMA_VERSION: Final = "1"
 VERSION_KEY: Final = b"sdb.schema_version"

@@ -5,8 +5,8 @@ the workloads), and, as the replay issue adds them, ``recorded``, ``openai:MODEL
 ``anthropic:MODEL`` and ``py:module:function``.
 """
 
-from sdb.providers.base import Completion, Provider, ProviderError, UnknownModel
-from sdb.providers.registry import known_specs, register_family, register_simulator, resolve
+from sdbctl.sdb.providers.base import Completion, Provider, ProviderError, UnknownModel
+from sdbctl.sdb.providers.registry import known_specs, register_family, register_simulator, resolve
 
 __all__ = [
     "Completion",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sdb.errors import SdbError
+from sdbctl.sdb.errors import SdbError
 
 
 class UnknownModel(SdbError):

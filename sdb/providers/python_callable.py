@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sdb.providers.base import Completion, ProviderError, UnknownModel
-from sdb.settings import import_from_cwd
+from sdbctl.sdb.providers.base import Completion, ProviderError, UnknownModel
+from sdbctl.sdb.settings import import_from_cwd
 
 
 class PythonCallable:

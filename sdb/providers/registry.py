@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from urllib.parse import parse_qsl
 
-from sdb.names import did_you_mean
-from sdb.providers.base import Provider, UnknownModel
+from sdbctl.sdb.names import did_you_mean
+from sdbctl.sdb.providers.base import Provider, UnknownModel
 
 Factory = Callable[[str, dict[str, str]], Provider]
 SimFactory = Callable[[str, dict[str, str]], Provider]
@@ -26,12 +26,13 @@ def register_simulator(name: str, factory: SimFactory) -> None:
 
 
 def _load_builtin_families() -> None:
-    """Register openai:, anthropic: and py: on first use (their modules import their SDKs lazily)."""
+    """Register openai:, anthropic:, llama: and py: on first use (their modules import their SDKs lazily)."""
     if "openai" not in _FAMILIES:
-        from sdb.providers import openai_compat, python_callable
+        from sdbctl.sdb.providers import llama_local, openai_compat, python_callable
 
         register_family("openai", openai_compat.make_openai)
         register_family("anthropic", openai_compat.make_anthropic)
+        register_family("llama", llama_local.make_llama)
         register_family("py", python_callable.make_python)
 
 

@@ -29,20 +29,20 @@ from typing import Any
 
 import orjson
 
-from sdb.agents import AgentContext, Workload, load_agent, workload_names
-from sdb.boundary import EXECUTE, Boundary, StopSession, ValidAction
-from sdb.boundary.observe import write_actions
-from sdb.errors import SdbError, UsageError
-from sdb.events.canonical import canonical_bytes, digest
-from sdb.providers import Completion, Provider, ProviderError, resolve
-from sdb.recording import Recorder, Session, manifest_fields, new_run_id
-from sdb.redaction import load_redactor, url_without_secrets
-from sdb.replay.cache import ResponseCache, cache_key
-from sdb.replay.limits import Limiter, RateLimiter, RetryPolicy, call_with_retries
-from sdb.replay.source import SourceStep, count_steps, finished_units, iter_steps
-from sdb.store.layout import Store
-from sdb.store.views import connect, query_arrow
-from sdb.store.writer import RunWriter
+from sdbctl.sdb.agents import AgentContext, Workload, load_agent, workload_names
+from sdbctl.sdb.boundary import EXECUTE, Boundary, StopSession, ValidAction
+from sdbctl.sdb.boundary.observe import write_actions
+from sdbctl.sdb.errors import SdbError, UsageError
+from sdbctl.sdb.events.canonical import canonical_bytes, digest
+from sdbctl.sdb.providers import Completion, Provider, ProviderError, resolve
+from sdbctl.sdb.recording import Recorder, Session, manifest_fields, new_run_id
+from sdbctl.sdb.redaction import load_redactor, url_without_secrets
+from sdbctl.sdb.replay.cache import ResponseCache, cache_key
+from sdbctl.sdb.replay.limits import Limiter, RateLimiter, RetryPolicy, call_with_retries
+from sdbctl.sdb.replay.source import SourceStep, count_steps, finished_units, iter_steps
+from sdbctl.sdb.store.layout import Store
+from sdbctl.sdb.store.views import connect, query_arrow
+from sdbctl.sdb.store.writer import RunWriter
 
 RECORDED = "recorded"
 MODES = ("step", "session")
@@ -312,6 +312,13 @@ class Replayer:
         self.progress = ReplayProgress()
         self.redactor = load_redactor()
 
+    def _in_flight(self) -> int:
+        """Model calls in flight: ``--concurrency``, capped by a provider that answers fewer at once
+        (``max_concurrency``: a local model answers as many as the cores), so that a call queued behind
+        the model does not spend its ``--timeout`` waiting."""
+        most = getattr(self.provider, "max_concurrency", None)
+        return min(self.opts.concurrency, int(most)) if most else self.opts.concurrency
+
     # -- the run -------------------------------------------------------------------------------
 
     def manifest_meta(self) -> dict[str, Any]:
@@ -435,7 +442,7 @@ class Replayer:
         self._tick()
         boundary = self._boundary()
         caller = self._caller(cache)
-        gate = asyncio.Semaphore(self.opts.concurrency)
+        gate = asyncio.Semaphore(self._in_flight())
         sessions: dict[str, Session] = {}
 
         async def one(step: SourceStep, repeat: int) -> None:
@@ -567,7 +574,7 @@ class Replayer:
         self._tick()
         book = self._recorded_session()
         caller = self._caller(cache)
-        gate = asyncio.Semaphore(self.opts.concurrency)
+        gate = asyncio.Semaphore(self._in_flight())
 
         async def one(item: Any, repeat: int) -> None:
             async with gate:

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from sdb.providers.base import ProviderError
+from sdbctl.sdb.providers.base import ProviderError
 
 T = TypeVar("T")
 

@@ -26,14 +26,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, fields
 from typing import Any
 
-from sdb.errors import SdbError, UsageError
-from sdb.replay.engine import RECORDED, Replayer, ReplayOptions, ReplayProgress, ReplayResult
-from sdb.replay.limits import RateLimiter
-from sdb.replay.source import count_steps
-from sdb.store.layout import Store
-from sdb.store.manifest import RunStatus
-from sdb.store.views import connect, query_arrow
-from sdb.store.writer import RunWriter
+from sdbctl.sdb.errors import SdbError, UsageError
+from sdbctl.sdb.replay.engine import RECORDED, Replayer, ReplayOptions, ReplayProgress, ReplayResult
+from sdbctl.sdb.replay.limits import RateLimiter
+from sdbctl.sdb.replay.source import count_steps
+from sdbctl.sdb.store.layout import Store
+from sdbctl.sdb.store.manifest import RunStatus
+from sdbctl.sdb.store.views import connect, query_arrow
+from sdbctl.sdb.store.writer import RunWriter
 
 # passed to the workers: where the store is, the keys their model clients need, how to reach S3
 _ENV_PREFIXES = ("SDB_", "AWS_", "OPENAI_", "ANTHROPIC_", "XDG_CACHE_HOME", "HOME")

@@ -10,9 +10,9 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from sdb.errors import QueryError
-from sdb.store.layout import Store
-from sdb.store.views import connect, query_arrow
+from sdbctl.sdb.errors import QueryError
+from sdbctl.sdb.store.layout import Store
+from sdbctl.sdb.store.views import connect, query_arrow
 
 
 @dataclass(frozen=True)

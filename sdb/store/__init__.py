@@ -5,7 +5,7 @@
 per run.
 """
 
-from sdb.store.layout import Store, resolve_store
-from sdb.store.manifest import RunManifest
+from sdbctl.sdb.store.layout import Store, resolve_store
+from sdbctl.sdb.store.manifest import RunManifest
 
 __all__ = ["RunManifest", "Store", "resolve_store"]

@@ -27,7 +27,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import xxhash
 
-from sdb.errors import SdbError, StoreNotFound
+from sdbctl.sdb.errors import SdbError, StoreNotFound
 
 T = TypeVar("T")
 _CHUNK = 8 << 20  # bytes read at a time when an object's checksum is computed

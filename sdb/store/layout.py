@@ -20,10 +20,10 @@ from typing import Final
 
 import xxhash
 
-from sdb.errors import RunNotFound, SchemaError, SdbError, UsageError
-from sdb.names import did_you_mean
-from sdb.store.fs import Location
-from sdb.store.manifest import RunManifest, parse_manifest
+from sdbctl.sdb.errors import RunNotFound, SchemaError, SdbError, UsageError
+from sdbctl.sdb.names import did_you_mean
+from sdbctl.sdb.store.fs import Location
+from sdbctl.sdb.store.manifest import RunManifest, parse_manifest
 
 DEFAULT_STORE: Final = ".sdb"
 STORE_ENV: Final = "SDB_STORE"

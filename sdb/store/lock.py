@@ -48,9 +48,9 @@ from collections.abc import Callable
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
-from sdb.errors import SdbError
-from sdb.store.fs import retry_budget, s3_endpoint
-from sdb.store.layout import Store
+from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.store.fs import retry_budget, s3_endpoint
+from sdbctl.sdb.store.layout import Store
 
 LOCK_NAME: Final = ".writer.lock"
 HEARTBEAT_SECONDS: float = 10.0  # how often the holder of an S3 lock rewrites it (read when a lock is taken)

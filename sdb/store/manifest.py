@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sdb.errors import SchemaError
+from sdbctl.sdb.errors import SchemaError
 
 RunStatus = Literal["complete", "partial"]
 

@@ -14,10 +14,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sdb.errors import UsageError
-from sdb.events.schema import EVENT_SCHEMA
-from sdb.store.layout import Store
-from sdb.store.views import connect, query_arrow
+from sdbctl.sdb.errors import UsageError
+from sdbctl.sdb.events.schema import EVENT_SCHEMA
+from sdbctl.sdb.store.layout import Store
+from sdbctl.sdb.store.views import connect, query_arrow
 
 ExportFormat = Literal["jsonl", "parquet"]
 

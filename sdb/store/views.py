@@ -17,10 +17,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from sdb.errors import QueryError
-from sdb.events.schema import DIVERGENCE_SCHEMA, EVENT_SCHEMA
-from sdb.store.integrity import verified_paths
-from sdb.store.layout import Store
+from sdbctl.sdb.errors import QueryError
+from sdbctl.sdb.events.schema import DIVERGENCE_SCHEMA, EVENT_SCHEMA
+from sdbctl.sdb.store.integrity import verified_paths
+from sdbctl.sdb.store.layout import Store
 
 RUNS_SCHEMA = pa.schema(
     [

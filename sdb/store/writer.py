@@ -23,13 +23,13 @@ from typing import Any, Final
 
 import pyarrow as pa
 
-import sdb
-from sdb.errors import SdbError
-from sdb.events.schema import EVENT_SCHEMA, SCHEMA_VERSION
-from sdb.store.integrity import checked_parts, describe_part, part_key
-from sdb.store.layout import MANIFEST_NAME, PART_GLOB, Store
-from sdb.store.lock import LOCK_NAME, RunLock
-from sdb.store.manifest import PartFile, RunManifest, RunStatus, manifest_bytes, parse_manifest
+import sdbctl.sdb as sdb
+from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.events.schema import EVENT_SCHEMA, SCHEMA_VERSION
+from sdbctl.sdb.store.integrity import checked_parts, describe_part, part_key
+from sdbctl.sdb.store.layout import MANIFEST_NAME, PART_GLOB, Store
+from sdbctl.sdb.store.lock import LOCK_NAME, RunLock
+from sdbctl.sdb.store.manifest import PartFile, RunManifest, RunStatus, manifest_bytes, parse_manifest
 
 COMPRESSION: Final = "zstd"
 
