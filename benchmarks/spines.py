@@ -138,7 +138,7 @@ def simulators(sessions: int, candidates: list[str]) -> None:
                 repeated = diff_runs(steps, f"{spine}-base", f"{spine}-{version}-rep", save=False)
                 s = result.summary
                 rates[(spine, version)] = result.session_rates
-                refused = _refused(store, [f"{spine}-base", closed])
+                refused = _refused(store, [closed])
                 row = (s["step_divergence_rate"], s["session_divergence_rate"], len(s["terminal_changes"]))
                 rows.append((spine.upper(), version, *row, repeated.summary["pass_k"], refused))
     print(

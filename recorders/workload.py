@@ -16,7 +16,8 @@ from typing import Any
 
 from sdbctl.recorders.sdk import Recorder
 from sdbctl.sdb.agents import AgentContext, Workload
-from sdbctl.sdb.providers import resolve
+from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.providers import ProviderError, resolve
 
 
 @dataclass
@@ -142,7 +143,10 @@ def record_workload(
                 raise
             return done
 
-        count = asyncio.run(main())
+        try:
+            count = asyncio.run(main())
+        except ProviderError as exc:  # the model failed: one line naming it, and the run stays partial
+            raise SdbError(f"recording stopped, the run {rec.run_id} is partial: {exc}") from None
         run = rec.run_id
     manifest_events = rec.events_written
     return RecordSummary(run, count, manifest_events, time.perf_counter() - started, terminal)

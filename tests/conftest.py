@@ -40,7 +40,7 @@ def run_cli(
     cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """Run the installed ``sdbctl`` script in ``cwd`` (its own cache under ``cwd/.cache``)."""
-    assert SDBCTL.exists(), f"console script not installed at {SDBCTL}; run pip install -e '.[dev]'"
+    assert SDBCTL.exists(), f"console script not installed at {SDBCTL}; run pip install -e '.[dev,local]'"
     return subprocess.run(
         [str(SDBCTL), *args],
         cwd=cwd,

