@@ -128,7 +128,7 @@ def test_an_outage_longer_than_the_retries_leaves_a_partial_run_that_resumes(sdb
     assert sdbctl("record", "contract-renewal", "-n", "30", "--run-id", "base", env=env).returncode == 0
     expected = json.loads(sdbctl("replay", "base", "--model", "recorded", "--json", env=env).stdout)["steps"]
     with LLMServer() as model:
-        model.delay = 0.03
+        model.delay = 0.1  # 99 steps, about 10 s: the outage below starts well before the replay could end
 
         def outage() -> None:
             while not any("/runs/cut/events-" in k for k in s3.keys("runs")):
