@@ -36,6 +36,17 @@ def require(found: object, what: str, install: str) -> None:
     pytest.skip(f"needs {what}: {install}")
 
 
+def assert_one_line_error(out: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """Bad input's contract: exit 2, one line on stderr naming the problem (each of ``needles``), no
+    traceback."""
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
 def run_cli(
     cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sdbctl.sdb.events.schema import read_events
-from tests.conftest import CLI
+from tests.conftest import CLI, assert_one_line_error
 
 RUN_KEYS = {"run_id", "created", "source_run", "model", "prompts", "sessions", "events", "status"}
 
@@ -114,29 +114,20 @@ def test_cli_import_does_not_load_heavy_libraries() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def _assert_one_line_error(out: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert out.returncode == 2, (out.stdout, out.stderr)
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1, out.stderr
-    assert "Traceback" not in out.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
-
 def test_missing_store_is_exit_2(sdbctl: CLI) -> None:
-    _assert_one_line_error(sdbctl("runs", "--store", "nowhere"), "store nowhere", "no such directory")
-    _assert_one_line_error(sdbctl("runs", env={"SDB_STORE": "elsewhere"}), "store elsewhere")
+    assert_one_line_error(sdbctl("runs", "--store", "nowhere"), "store nowhere", "no such directory")
+    assert_one_line_error(sdbctl("runs", env={"SDB_STORE": "elsewhere"}), "store elsewhere")
 
 
 def test_unknown_run_is_exit_2(sdbctl: CLI, sample_run: str) -> None:
-    _assert_one_line_error(sdbctl("show", "nope"), "run 'nope' not found", "sample")
-    _assert_one_line_error(sdbctl("show", "sample", "--session", "nobody"), "no session 'nobody'")
-    _assert_one_line_error(sdbctl("export", "../etc"), "run id '../etc' is not valid")
+    assert_one_line_error(sdbctl("show", "nope"), "run 'nope' not found", "sample")
+    assert_one_line_error(sdbctl("show", "sample", "--session", "nobody"), "no session 'nobody'")
+    assert_one_line_error(sdbctl("export", "../etc"), "run id '../etc' is not valid")
 
 
 def test_sql_error_is_exit_2(sdbctl: CLI, sample_run: str) -> None:
-    _assert_one_line_error(sdbctl("query", "SELEC 1"), "query failed", "syntax error")
-    _assert_one_line_error(sdbctl("query", "SELECT nope FROM events"), "query failed", "nope")
+    assert_one_line_error(sdbctl("query", "SELEC 1"), "query failed", "syntax error")
+    assert_one_line_error(sdbctl("query", "SELECT nope FROM events"), "query failed", "nope")
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "foreign", "future"])
@@ -152,7 +143,7 @@ def test_bad_parquet_is_exit_2_and_nothing_is_touched(sdbctl: CLI, sample_run: s
         pq.write_table(table.replace_schema_metadata({b"sdb.schema_version": b"2"}), bad)
     before = _tree_digest(store)
     for args in (("query", "SELECT count(*) FROM events"), ("show", "sample"), ("export", "sample", "-o", "x.jsonl")):
-        _assert_one_line_error(sdbctl(*args), "events-00099.parquet")
+        assert_one_line_error(sdbctl(*args), "events-00099.parquet")
     assert _tree_digest(store) == before
     assert not (store.parent / "x.jsonl").exists()
 
@@ -163,9 +154,9 @@ def test_debug_shows_the_traceback(sdbctl: CLI) -> None:
 
 
 def test_unwritable_export_path_and_damaged_manifest_are_exit_2(sdbctl: CLI, sample_run: str, store: Path) -> None:
-    _assert_one_line_error(sdbctl("export", "sample", "--out", "/nonexistent/dir/x.jsonl"), "No such file")
+    assert_one_line_error(sdbctl("export", "sample", "--out", "/nonexistent/dir/x.jsonl"), "No such file")
     (store / "runs" / "broken").mkdir()
     (store / "runs" / "broken" / "run.json").write_text("{")
     # asked for by id, a damaged run is its error; the listing leaves it out with a warning
     # (tests/test_hostile_inputs.py)
-    _assert_one_line_error(sdbctl("show", "broken"), "broken/run.json: not a valid run manifest")
+    assert_one_line_error(sdbctl("show", "broken"), "broken/run.json: not a valid run manifest")

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLI
-from tests.test_cli import _assert_one_line_error
+from tests.conftest import CLI, assert_one_line_error
 
 
 def test_record_reference_agent_then_query_it(sdbctl: CLI) -> None:
@@ -58,7 +57,7 @@ def test_record_a_workload_from_a_file(sdbctl: CLI, tmp_path: Path) -> None:
 def test_bad_record_and_pattern_arguments_are_exit_2(
     sdbctl: CLI, tmp_path: Path, args: tuple[str, ...], needle: str
 ) -> None:
-    _assert_one_line_error(sdbctl(*args), needle)
+    assert_one_line_error(sdbctl(*args), needle)
     assert not (tmp_path / ".sdb").exists()  # refused before anything was written
 
 
@@ -89,4 +88,4 @@ def test_patterns_list_show_and_recommend(sdbctl: CLI, tmp_path: Path) -> None:
     from_file = json.loads(sdbctl("patterns", "recommend", "--from", "triage.toml", "--json").stdout)
     assert from_file["steps"]["2_spine"] == "P3 event log" and from_file["steps"]["4_control"] == ["P4"]
     (tmp_path / "bad.toml").write_text('[workload]\nruntime = "weekly"\n')
-    _assert_one_line_error(sdbctl("patterns", "recommend", "--from", "bad.toml"), "runtime 'weekly'")
+    assert_one_line_error(sdbctl("patterns", "recommend", "--from", "bad.toml"), "runtime 'weekly'")

@@ -12,8 +12,7 @@ from sdbctl.recorders.workload import record_workload
 from sdbctl.sdb.agents import load_agent
 from sdbctl.sdb.replay.engine import ReplayOptions, replay
 from sdbctl.sdb.store import Store
-from tests.conftest import CLI
-from tests.test_cli import _assert_one_line_error
+from tests.conftest import CLI, assert_one_line_error
 
 sdbctl.fixtures.workloads.register_all()
 
@@ -32,9 +31,9 @@ def test_exit_codes_pass_fail_and_usage(sdbctl: CLI, runs: Path) -> None:
     assert failed.returncode == 1 and "FAIL" in failed.stdout and "step divergence" in failed.stdout
     assert sdbctl("gate", "v2", "--max-step-divergence", "0.9", "--max-session-divergence", "0.9").returncode == 0
     assert sdbctl("gate", "v2", "--max-step-divergence", "100", "--max-session-divergence", "100").returncode == 0
-    _assert_one_line_error(sdbctl("gate", "base"), "no source run")
-    _assert_one_line_error(sdbctl("gate", "nope"), "'nope' not found")
-    _assert_one_line_error(sdbctl("gate", "v2", "--max-step-divergence", "-1"), "must be a number >= 0")
+    assert_one_line_error(sdbctl("gate", "base"), "no source run")
+    assert_one_line_error(sdbctl("gate", "nope"), "'nope' not found")
+    assert_one_line_error(sdbctl("gate", "v2", "--max-step-divergence", "-1"), "must be a number >= 0")
 
 
 def test_critical_action_fails_on_any_divergence(sdbctl: CLI, runs: Path) -> None:
@@ -55,7 +54,7 @@ def test_thresholds_from_pyproject(sdbctl: CLI, runs: Path, tmp_path: Path) -> N
     (tmp_path / "pyproject.toml").write_text("[tool.sdbctl.gate]\nmax_step_divergence = 0.99\n")
     assert sdbctl("gate", "v2").returncode == 0  # the table replaces the shipped defaults
     (tmp_path / "pyproject.toml").write_text("[tool.sdbctl.gate]\nmax_steps = 1\n")
-    _assert_one_line_error(sdbctl("gate", "v2"), "unknown gate key(s) max_steps")
+    assert_one_line_error(sdbctl("gate", "v2"), "unknown gate key(s) max_steps")
 
 
 def test_junit_has_one_testcase_per_session_and_markdown_reaches_the_step_summary(
@@ -77,7 +76,7 @@ def test_junit_has_one_testcase_per_session_and_markdown_reaches_the_step_summar
 
 
 def test_noise_aware_gate_needs_a_noise_floor_and_uses_it(sdbctl: CLI, runs: Path) -> None:
-    _assert_one_line_error(sdbctl("gate", "v2", "--noise-aware"), "needs a noise floor")
+    assert_one_line_error(sdbctl("gate", "v2", "--noise-aware"), "needs a noise floor")
     replay(Store.open(runs), "base", ReplayOptions(model="sim:renewal@v1", run_id="self"))
     out = sdbctl("gate", "v2", "--noise", "self", "--noise-aware", "--json")
     verdict = __import__("json").loads(out.stdout)["verdict"]
@@ -88,7 +87,7 @@ def test_noise_aware_gate_needs_a_noise_floor_and_uses_it(sdbctl: CLI, runs: Pat
 
 
 def test_diagnose_names_the_weak_field_with_advice(sdbctl: CLI, runs: Path) -> None:
-    _assert_one_line_error(sdbctl("diagnose", "v2"), "no stored divergences")
+    assert_one_line_error(sdbctl("diagnose", "v2"), "no stored divergences")
     assert sdbctl("diff", "base", "v2").returncode == 0
     report = __import__("json").loads(sdbctl("diagnose", "v2", "--json").stdout)
     top = report["findings"][0]
@@ -120,4 +119,4 @@ def test_tolerance_flags_and_config_override_the_digest_comparison(sdbctl: CLI, 
     assert __import__("json").loads(loose.stdout)["divergences"] == []
     (tmp_path / "sdbctl.toml").write_text('[diff.actions.propose_offer]\nignore = ["plan", "discount_pct"]\n')
     assert __import__("json").loads(sdbctl("diff", "base", "v2", "--json").stdout)["divergences"] == []
-    _assert_one_line_error(sdbctl("diff", "base", "v2", "--text", "propose_offer=loud"), "text rules are")
+    assert_one_line_error(sdbctl("diff", "base", "v2", "--text", "propose_offer=loud"), "text rules are")

@@ -14,8 +14,7 @@ import pytest
 from sdbctl.recorders.conversation import ConversationRecorder
 from sdbctl.sdb.recording import Recorder
 from sdbctl.sdb.redaction import load_redactor
-from tests.conftest import CLI
-from tests.test_cli import _assert_one_line_error
+from tests.conftest import CLI, assert_one_line_error
 
 REPO = Path(__file__).resolve().parent.parent
 CHAT = REPO / "fixtures" / "chat"
@@ -307,23 +306,23 @@ def test_bad_input_is_one_line_naming_the_place_and_writes_no_run(sdbctl: CLI, t
     before = _runs(sdbctl)
     for label, (bad, reason) in BAD_LINES.items():
         (tmp_path / f"{label}.jsonl").write_text(good + "\n" + bad + "\n")
-        _assert_one_line_error(sdbctl("import", "chat", f"{label}.jsonl"), f"{label}.jsonl:2:", reason)
-    _assert_one_line_error(sdbctl("import", "chat", "duplicate.jsonl"), "duplicate.jsonl:2:", "duplicate.jsonl:1")
+        assert_one_line_error(sdbctl("import", "chat", f"{label}.jsonl"), f"{label}.jsonl:2:", reason)
+    assert_one_line_error(sdbctl("import", "chat", "duplicate.jsonl"), "duplicate.jsonl:2:", "duplicate.jsonl:1")
     (tmp_path / "binary.jsonl").write_bytes(good.encode() + b"\n\x89PNG\r\n\x1a\n\xff\xfe\x00\x00")
-    _assert_one_line_error(sdbctl("import", "chat", "binary.jsonl"), "binary.jsonl:2:", "binary")
+    assert_one_line_error(sdbctl("import", "chat", "binary.jsonl"), "binary.jsonl:2:", "binary")
     # a JSON array: FILE[i]; one pretty-printed object: FILE; a broken one: FILE:LINE
     (tmp_path / "array.json").write_text(json.dumps([GOOD, _with(id="t2", messages=3)], indent=2))
-    _assert_one_line_error(sdbctl("import", "chat", "array.json"), "array.json[1]:", "no messages list")
+    assert_one_line_error(sdbctl("import", "chat", "array.json"), "array.json[1]:", "no messages list")
     (tmp_path / "one.json").write_text(json.dumps(_with(messages=[{"role": 7}]), indent=2))
-    _assert_one_line_error(sdbctl("import", "chat", "one.json"), "one.json: messages[0]: a message with no role")
+    assert_one_line_error(sdbctl("import", "chat", "one.json"), "one.json: messages[0]: a message with no role")
     (tmp_path / "broken.json").write_text(json.dumps(GOOD, indent=2)[:-30])
-    _assert_one_line_error(sdbctl("import", "chat", "broken.json"), "broken.json:", "not valid JSON")
+    assert_one_line_error(sdbctl("import", "chat", "broken.json"), "broken.json:", "not valid JSON")
     for empty in ("", "[]", "\n\n"):
         (tmp_path / "empty.jsonl").write_text(empty)
-        _assert_one_line_error(sdbctl("import", "chat", "empty.jsonl"), "empty.jsonl: no conversation to import")
-    _assert_one_line_error(sdbctl("import", "chat", "nowhere.jsonl"), "nowhere.jsonl: cannot read")
+        assert_one_line_error(sdbctl("import", "chat", "empty.jsonl"), "empty.jsonl: no conversation to import")
+    assert_one_line_error(sdbctl("import", "chat", "nowhere.jsonl"), "nowhere.jsonl: cannot read")
     # several files are all or nothing: a good one followed by a bad one writes nothing
-    _assert_one_line_error(sdbctl("import", "chat", "good.jsonl", "truncated.jsonl"), "truncated.jsonl:2:")
+    assert_one_line_error(sdbctl("import", "chat", "good.jsonl", "truncated.jsonl"), "truncated.jsonl:2:")
     # a bad map: one line naming it
     maps = {
         "unknown.toml": ('sesion = "task_id"\n', "unknown map key(s) sesion"),
@@ -333,8 +332,8 @@ def test_bad_input_is_one_line_naming_the_place_and_writes_no_run(sdbctl: CLI, t
     }
     for name, (text, reason) in maps.items():
         (tmp_path / name).write_text(text)
-        _assert_one_line_error(sdbctl("import", "chat", "good.jsonl", "--map", name), f"{name}: ", reason)
-    _assert_one_line_error(sdbctl("import", "chat", "good.jsonl", "--map", "none.toml"), "none.toml: cannot read")
+        assert_one_line_error(sdbctl("import", "chat", "good.jsonl", "--map", name), f"{name}: ", reason)
+    assert_one_line_error(sdbctl("import", "chat", "good.jsonl", "--map", "none.toml"), "none.toml: cannot read")
     assert _runs(sdbctl) == before  # no run written, none touched
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import CLI
-from tests.test_cli import _assert_one_line_error
+from tests.conftest import CLI, assert_one_line_error
 
 MAP = """
 session = "session_id"
@@ -61,11 +60,11 @@ def test_bad_lines_are_named_and_no_run_is_written(sdbctl: CLI, tmp_path: Path) 
     }
     for label, bad in cases.items():
         (tmp_path / f"{label}.jsonl").write_text(json.dumps(good) + "\n" + bad + "\n")
-        _assert_one_line_error(sdbctl("import", "jsonl", f"{label}.jsonl", "--map", "map.toml"), f"{label}.jsonl:2:")
+        assert_one_line_error(sdbctl("import", "jsonl", f"{label}.jsonl", "--map", "map.toml"), f"{label}.jsonl:2:")
     (tmp_path / "binary.jsonl").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
-    _assert_one_line_error(sdbctl("import", "jsonl", "binary.jsonl", "--map", "map.toml"), "not a text file")
+    assert_one_line_error(sdbctl("import", "jsonl", "binary.jsonl", "--map", "map.toml"), "not a text file")
     assert not (tmp_path / ".sdb" / "runs").exists() or not any((tmp_path / ".sdb" / "runs").iterdir())
     skipped = sdbctl("import", "jsonl", "truncated.jsonl", "--map", "map.toml", "--skip-bad", "--json")
     assert json.loads(skipped.stdout)["skipped"] == 1 and json.loads(skipped.stdout)["events"] == 1
     (tmp_path / "bad-map.toml").write_text('session = "s"\n[kinds]\nx = "action"\n')
-    _assert_one_line_error(sdbctl("import", "jsonl", "truncated.jsonl", "--map", "bad-map.toml"), "needs order, kind")
+    assert_one_line_error(sdbctl("import", "jsonl", "truncated.jsonl", "--map", "bad-map.toml"), "needs order, kind")

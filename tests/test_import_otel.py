@@ -15,9 +15,8 @@ import pytest
 from sdbctl.fixtures.agents.weather_model import answer as weather_answer
 from sdbctl.sdb.store.layout import Store
 from sdbctl.sdb.store.views import connect, query_arrow
-from tests.conftest import CLI
+from tests.conftest import CLI, assert_one_line_error
 from tests.llm_server import LLMServer
-from tests.test_cli import _assert_one_line_error
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -231,14 +230,14 @@ def test_malformed_traces_name_the_line_and_write_no_run(sdbctl: CLI, tmp_path: 
     }
     for label, (bad, reason) in cases.items():
         (tmp_path / f"{label}.jsonl").write_text(good + "\n" + bad + "\n")
-        _assert_one_line_error(sdbctl("import", "otel", f"{label}.jsonl"), f"{label}.jsonl:2:", reason)
+        assert_one_line_error(sdbctl("import", "otel", f"{label}.jsonl"), f"{label}.jsonl:2:", reason)
     (tmp_path / "binary.jsonl").write_bytes(good.encode() + b"\n\x89PNG\r\n\x1a\n\xff\xfe\x00\x00")
-    _assert_one_line_error(sdbctl("import", "otel", "binary.jsonl"), "binary.jsonl:2:", "binary")
+    assert_one_line_error(sdbctl("import", "otel", "binary.jsonl"), "binary.jsonl:2:", "binary")
     (tmp_path / "empty.jsonl").write_text(_otlp([]) + "\n")
-    _assert_one_line_error(sdbctl("import", "otel", "empty.jsonl"), "no GenAI spans")
+    assert_one_line_error(sdbctl("import", "otel", "empty.jsonl"), "no GenAI spans")
     # several files are all or nothing too: a good one followed by a bad one writes nothing
     (tmp_path / "good.jsonl").write_text(good + "\n")
-    _assert_one_line_error(sdbctl("import", "otel", "good.jsonl", "truncated.jsonl"), "truncated.jsonl:2:")
+    assert_one_line_error(sdbctl("import", "otel", "good.jsonl", "truncated.jsonl"), "truncated.jsonl:2:")
     assert not (tmp_path / ".sdb" / "runs").exists() or not any((tmp_path / ".sdb" / "runs").iterdir())
     skipped = sdbctl("import", "otel", "no-trace.jsonl", "--skip-bad", "--json")
     assert skipped.returncode == 0, skipped.stderr

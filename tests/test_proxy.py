@@ -19,9 +19,8 @@ from sdbctl.sdb.recording import Recorder
 from sdbctl.sdb.redaction import load_redactor
 from sdbctl.sdb.store.layout import Store
 from sdbctl.sdb.store.views import connect, query_arrow
-from tests.conftest import CLI
+from tests.conftest import CLI, assert_one_line_error
 from tests.llm_server import LLMServer
-from tests.test_cli import _assert_one_line_error
 
 API_KEY = "sk-proj-TESTKEY0123456789abcdefghijklmnop"
 # run as a plain script, by path, as a user would: `sdbctl record -- python weather_agent.py`
@@ -116,12 +115,12 @@ def test_the_command_exit_code_and_failures(sdbctl: CLI, tmp_path: Path) -> None
         )
         summary = json.loads(out.stdout[out.stdout.rindex('{\n  "run_id"') :])  # after the agent's output
         assert summary["errors"] >= 1 and summary["exit_code"] == out.returncode
-    _assert_one_line_error(sdbctl("record", "--", "no-such-command-xyz"), "command not found: no-such-command-xyz")
-    _assert_one_line_error(sdbctl("record", "--upstream", "ftp://x", "--", "true"), "not an http(s) URL")
-    _assert_one_line_error(sdbctl("record", "contract-renewal", "--", "true"), "not both")
-    _assert_one_line_error(sdbctl("record", "-n", "3", "--", "true"), "--sessions only apply to a workload")
+    assert_one_line_error(sdbctl("record", "--", "no-such-command-xyz"), "command not found: no-such-command-xyz")
+    assert_one_line_error(sdbctl("record", "--upstream", "ftp://x", "--", "true"), "not an http(s) URL")
+    assert_one_line_error(sdbctl("record", "contract-renewal", "--", "true"), "not both")
+    assert_one_line_error(sdbctl("record", "-n", "3", "--", "true"), "--sessions only apply to a workload")
     (tmp_path / "pyproject.toml").write_text('[tool.sdbctl.redact.rules]\nbad = "([unclosed"\n')
-    _assert_one_line_error(sdbctl("record", "--", "true"), "pyproject.toml", "redaction rule 'bad'")
+    assert_one_line_error(sdbctl("record", "--", "true"), "pyproject.toml", "redaction rule 'bad'")
     names = [p.name for p in (tmp_path / ".sdb" / "runs").iterdir()]
     assert sorted(names) == ["failed", "three"]  # the refused commands wrote no run
 

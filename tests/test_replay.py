@@ -20,9 +20,8 @@ from sdbctl.sdb.errors import SdbError
 from sdbctl.sdb.replay.engine import ReplayOptions, replay
 from sdbctl.sdb.store import Store
 from sdbctl.sdb.store.views import connect, run_query
-from tests.conftest import CLI, SDBCTL
+from tests.conftest import CLI, SDBCTL, assert_one_line_error
 from tests.llm_server import LLMServer, as_plain_json, simulator_answer
-from tests.test_cli import _assert_one_line_error
 
 sdbctl.fixtures.workloads.register_all()
 
@@ -256,13 +255,13 @@ def test_replay_refuses_bad_requests_before_asking_anything(store: Path, sdbctl:
             "--store",
             str(store),
         )
-        _assert_one_line_error(bad, "no version 'v9' of 'offer'", "versions: v1, v2")
+        assert_one_line_error(bad, "no version 'v9' of 'offer'", "versions: v1, v2")
         assert server.total == 0
-    _assert_one_line_error(sdbctl("replay", "src", "--store", str(store)), "needs RUN and --model")
-    _assert_one_line_error(sdbctl("replay", "src", "--model", "sim:renewal@v8", "--store", str(store)), "v8")
-    _assert_one_line_error(sdbctl("replay", "nope", "--model", "recorded", "--store", str(store)), "'nope' not found")
+    assert_one_line_error(sdbctl("replay", "src", "--store", str(store)), "needs RUN and --model")
+    assert_one_line_error(sdbctl("replay", "src", "--model", "sim:renewal@v8", "--store", str(store)), "v8")
+    assert_one_line_error(sdbctl("replay", "nope", "--model", "recorded", "--store", str(store)), "'nope' not found")
     replay(Store.open(store), "src", ReplayOptions(model="recorded", run_id="done"))
-    _assert_one_line_error(sdbctl("replay", "--resume", "done", "--store", str(store)), "nothing to resume")
+    assert_one_line_error(sdbctl("replay", "--resume", "done", "--store", str(store)), "nothing to resume")
     with Recorder(store=store, run_id="half") as rec:
         rec.session("s").input("x", 1)
         rec.close("partial")

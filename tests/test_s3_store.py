@@ -13,10 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CLI
+from tests.conftest import CLI, assert_one_line_error
 from tests.llm_server import LLMServer
 from tests.s3_server import S3Server
-from tests.test_cli import _assert_one_line_error
 
 
 def _query(sdbctl: CLI, env: dict[str, str], sql: str) -> list[dict[str, Any]]:
@@ -76,15 +75,13 @@ def test_every_command_works_on_an_s3_store(sdbctl: CLI, tmp_path: Path, s3: S3S
 
 
 def test_bad_s3_stores_are_one_line_errors(sdbctl: CLI, s3: S3Server) -> None:
-    _assert_one_line_error(sdbctl("runs", "--store", "s3://no-such-bucket/x", env=s3.env), "bucket 'no-such-bucket'")
-    _assert_one_line_error(
-        sdbctl("runs", "--store", "s3://runs/empty", env=s3.env), "s3://runs/empty", "no such prefix"
-    )
-    _assert_one_line_error(sdbctl("runs", "--store", "s3://", env=s3.env), "no bucket")
+    assert_one_line_error(sdbctl("runs", "--store", "s3://no-such-bucket/x", env=s3.env), "bucket 'no-such-bucket'")
+    assert_one_line_error(sdbctl("runs", "--store", "s3://runs/empty", env=s3.env), "s3://runs/empty", "no such prefix")
+    assert_one_line_error(sdbctl("runs", "--store", "s3://", env=s3.env), "no bucket")
     started = time.monotonic()  # a missing bucket is not a transient error: no minute of retries
     out = sdbctl("record", "contract-renewal", "-n", "2", "--store", "s3://no-such-bucket/x", env=s3.env)
     assert time.monotonic() - started < 20
-    _assert_one_line_error(out, "s3://no-such-bucket/x")
+    assert_one_line_error(out, "s3://no-such-bucket/x")
 
 
 def test_a_server_restart_mid_write_completes_after_retries(sdbctl: CLI, s3: S3Server) -> None:
@@ -144,7 +141,7 @@ def test_an_outage_longer_than_the_retries_leaves_a_partial_run_that_resumes(sdb
             "--run-id", "cut", env={**env, "OPENAI_API_KEY": "sk-test"},
         )  # fmt: skip
         cut.join()
-        _assert_one_line_error(failed, "cut")
+        assert_one_line_error(failed, "cut")
         runs = {r["run_id"]: r for r in json.loads(sdbctl("runs", "--json", env=env).stdout)}
         assert runs["cut"]["status"] == "partial"  # readable, and says so
         done = sdbctl("replay", "--resume", "cut", "--json", env={**env, "OPENAI_API_KEY": "sk-test"})
@@ -238,7 +235,7 @@ def test_a_live_writer_on_s3_keeps_its_run_and_its_heartbeat_keeps_its_lock_fres
         assert holder.stdout.readline().strip() == "ready"
         assert _lock_body(s3, "held")["pid"] == holder.pid
         out = sdbctl("record", "contract-renewal", "-n", "2", "--run-id", "held", env={**s3.env, "SDB_STORE": STORE})
-        _assert_one_line_error(out, "run 'held'", f"being written by process {holder.pid}")
+        assert_one_line_error(out, "run 'held'", f"being written by process {holder.pid}")
         first = _lock_body(s3, "held")["time"]
         time.sleep(1.5)  # more than three heartbeats: without them the lock would be stale by now
         assert _lock_body(s3, "held")["time"] > first  # refreshed
@@ -269,7 +266,7 @@ def test_a_stale_lock_on_s3_is_taken_over_and_a_fresh_one_is_not(sdbctl: CLI, s3
     assert LOCK_KEY.format("orphan") not in s3.keys("runs")  # the new writer's lock, released
     fresh = _planted_lock(s3, "taken", age=2)  # a live writer elsewhere, refreshed 2 s ago
     out = sdbctl("record", "contract-renewal", "-n", "2", "--run-id", "taken", env=env)
-    _assert_one_line_error(out, "run 'taken'", "s3://runs/team-a", "process 4242 on elsewhere")
+    assert_one_line_error(out, "run 'taken'", "s3://runs/team-a", "process 4242 on elsewhere")
     assert s3.client().get_object(Bucket="runs", Key=LOCK_KEY.format("taken"))["Body"].read() == fresh
     assert not any(k.startswith("team-a/runs/taken/") and not k.endswith(".writer.lock") for k in s3.keys("runs"))
 
@@ -282,7 +279,7 @@ def test_without_boto3_an_s3_store_is_read_but_not_written(sdbctl: CLI, s3: S3Se
     (shadow / "boto3" / "__init__.py").write_text("raise ImportError(\"No module named 'boto3'\")\n")
     env["PYTHONPATH"] = str(shadow)
     out = sdbctl("record", "contract-renewal", "-n", "2", "--run-id", "nolock", env=env)
-    _assert_one_line_error(out, "run 'nolock'", "pip install 'sdbctl[s3]'")
+    assert_one_line_error(out, "run 'nolock'", "pip install 'sdbctl[s3]'")
     assert not any("/runs/nolock/" in k for k in s3.keys("runs"))  # nothing written unlocked
     listed = sdbctl("runs", "--json", env=env)  # reading needs no lock
     assert listed.returncode == 0 and [r["run_id"] for r in json.loads(listed.stdout)] == ["base"]

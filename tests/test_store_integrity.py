@@ -26,10 +26,9 @@ from sdbctl.sdb.store.layout import diff_key
 from sdbctl.sdb.store.lock import RunLocked
 from sdbctl.sdb.store.views import connect, run_query
 from sdbctl.sdb.store.writer import RunWriter
-from tests.conftest import CLI, SDBCTL, _cli_env
+from tests.conftest import CLI, SDBCTL, _cli_env, assert_one_line_error
 from tests.llm_server import LLMServer
 from tests.s3_server import S3Server
-from tests.test_cli import _assert_one_line_error
 
 
 def _run(store: Path, run_id: str, *, sessions: int = 12, parts: int = 3, changed: bool = False) -> None:
@@ -80,7 +79,7 @@ def test_an_intact_run_reads_and_its_manifest_lists_every_part(sdbctl: CLI, pair
 def test_a_deleted_part_is_exit_2_naming_the_run_and_the_part(sdbctl: CLI, pair: Path) -> None:
     (pair / "events-00001.parquet").unlink()
     for out in _reads(sdbctl).values():
-        _assert_one_line_error(out, "run 'base'", "events-00001.parquet", "missing")
+        assert_one_line_error(out, "run 'base'", "events-00001.parquet", "missing")
 
 
 def test_a_bit_flipped_part_is_exit_2_naming_the_run_and_the_part(sdbctl: CLI, pair: Path) -> None:
@@ -89,16 +88,16 @@ def test_a_bit_flipped_part_is_exit_2_naming_the_run_and_the_part(sdbctl: CLI, p
     data[len(data) // 2] ^= 0x01
     part.write_bytes(bytes(data))
     for out in _reads(sdbctl).values():
-        _assert_one_line_error(out, "run 'base'", "events-00001.parquet", "checksum")
+        assert_one_line_error(out, "run 'base'", "events-00001.parquet", "checksum")
 
 
 def test_an_extra_or_replaced_part_is_exit_2(sdbctl: CLI, pair: Path, store: Path) -> None:
     cand = store / "runs" / "cand"
     shutil.copy(cand / "events-00000.parquet", pair / "events-00003.parquet")  # a valid part, not this run's
-    _assert_one_line_error(sdbctl("show", "base"), "run 'base'", "events-00003.parquet", "not in its manifest")
+    assert_one_line_error(sdbctl("show", "base"), "run 'base'", "events-00003.parquet", "not in its manifest")
     (pair / "events-00003.parquet").unlink()
     shutil.copy(cand / "events-00002.parquet", pair / "events-00002.parquet")  # same rows, other bytes
-    _assert_one_line_error(sdbctl("diff", "base", "cand"), "run 'base'", "events-00002.parquet")
+    assert_one_line_error(sdbctl("diff", "base", "cand"), "run 'base'", "events-00002.parquet")
 
 
 def test_a_damaged_run_stops_a_store_wide_read_but_not_one_scoped_to_other_runs(pair: Path, store: Path) -> None:
@@ -117,7 +116,7 @@ def test_a_run_written_before_part_lists_is_checked_on_its_count(sdbctl: CLI, pa
     assert sdbctl("show", "base", "--json").returncode == 0
     (pair / "events-00000.parquet").unlink()
     for out in _reads(sdbctl).values():
-        _assert_one_line_error(out, "run 'base'", "3", "2 part(s) on disk")
+        assert_one_line_error(out, "run 'base'", "3", "2 part(s) on disk")
 
 
 def test_a_partial_runs_unlisted_last_part_is_read_then_adopted_on_resume(store: Path) -> None:
@@ -147,7 +146,7 @@ def test_a_partial_run_with_a_gap_in_its_parts_is_refused(sdbctl: CLI, store: Pa
     manifest["part_files"] = manifest["part_files"][:1]  # parts 1 and 2 unlisted: 1 then deleted
     (run / "run.json").write_text(json.dumps(manifest))
     (run / "events-00001.parquet").unlink()
-    _assert_one_line_error(sdbctl("show", "p"), "run 'p'", "events-00001.parquet", "missing")
+    assert_one_line_error(sdbctl("show", "p"), "run 'p'", "events-00001.parquet", "missing")
 
 
 # -- one writer per run ----------------------------------------------------------------------------
@@ -248,7 +247,7 @@ def test_an_empty_run_of_a_killed_writer_gives_its_id_back(tmp_path: Path, store
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         # alive, it keeps the id: the second writer is refused
-        _assert_one_line_error(sdbctl("record", "contract-renewal", "-n", "2", "--run-id", "imp"), "run 'imp'")
+        assert_one_line_error(sdbctl("record", "contract-renewal", "-n", "2", "--run-id", "imp"), "run 'imp'")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -264,10 +263,10 @@ def test_a_run_with_events_keeps_its_id(store: Path, sdbctl: CLI) -> None:
     rec = Recorder(store=store, run_id="kept", handle_signals=False)
     rec.session("s").input("x", 1)
     rec.close("partial")
-    _assert_one_line_error(sdbctl("record", "contract-renewal", "-n", "2", "--run-id", "kept"), "already exists")
+    assert_one_line_error(sdbctl("record", "contract-renewal", "-n", "2", "--run-id", "kept"), "already exists")
     empty_but_complete = Recorder(store=store, run_id="empty", handle_signals=False)
     empty_but_complete.close()
-    _assert_one_line_error(sdbctl("record", "contract-renewal", "-n", "2", "--run-id", "empty"), "already exists")
+    assert_one_line_error(sdbctl("record", "contract-renewal", "-n", "2", "--run-id", "empty"), "already exists")
 
 
 # -- saved diffs -----------------------------------------------------------------------------------
@@ -318,9 +317,9 @@ def test_a_deleted_or_replaced_part_on_s3_is_exit_2(sdbctl: CLI, s3: S3Server) -
     other = next(k for k in s3.keys("runs") if k.startswith("team-b/runs/two/events-"))
     body = client.get_object(Bucket="runs", Key=other)["Body"].read()
     client.put_object(Bucket="runs", Key=part, Body=body)
-    _assert_one_line_error(sdbctl("show", "one", env=env), "run 'one'", part.rsplit("/", 1)[-1])
+    assert_one_line_error(sdbctl("show", "one", env=env), "run 'one'", part.rsplit("/", 1)[-1])
     client.delete_object(Bucket="runs", Key=part)
-    _assert_one_line_error(sdbctl("show", "one", env=env), "run 'one'", part.rsplit("/", 1)[-1], "missing")
+    assert_one_line_error(sdbctl("show", "one", env=env), "run 'one'", part.rsplit("/", 1)[-1], "missing")
 
 
 def test_on_s3_an_empty_run_gives_its_id_back_once_its_writer_is_gone(
