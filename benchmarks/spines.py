@@ -27,11 +27,12 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import sdbctl.fixtures.workloads
 from benchmarks.machine import describe
 from sdbctl.recorders.workload import record_workload
-from sdbctl.sdb.agents import load_agent
+from sdbctl.sdb.agents import Workload, load_agent
 from sdbctl.sdb.diff.differ import diff_runs
 from sdbctl.sdb.diff.drift import drift_test
 from sdbctl.sdb.replay.engine import ReplayOptions, replay
@@ -43,11 +44,28 @@ GEMMA = "llama:gemma3-270m?temperature=0.7"
 
 
 def _refused(store: str, runs: list[str]) -> int:
-    """Closing outcomes the spine refused as illegal transitions, in ``runs``."""
-    names = ", ".join(f"'{r}'" for r in runs)
-    sql = f"SELECT count(*) FROM events WHERE run_id IN ({names}) AND kind = 'gate' AND name = 'transition'"
+    """Closing outcomes the spine refused as illegal transitions, in ``runs`` (the only runs the
+    connection's ``events`` view holds)."""
+    sql = "SELECT count(*) FROM events WHERE kind = 'gate' AND name = 'transition'"
     row = connect(Store.open(store), runs=runs).execute(sql).fetchone()
     return int(row[0]) if row else 0
+
+
+def _record(agent: Workload, store: str, run_id: str, spine: str, sessions: int, **kw: Any) -> None:
+    """The reference agent on ``spine``, ``sessions`` customers, into ``run_id``."""
+    record_workload(
+        agent, "contract-renewal", sessions=sessions, store=store, run_id=run_id, options={"spine": spine}, **kw
+    )
+
+
+def _p3_minus_p5(p3: dict[str, float], p5: dict[str, float]) -> str:
+    """The bootstrap of P3 - P5 per-session step divergence, over the sessions both spines ran."""
+    common = sorted(set(p3) & set(p5))
+    d = drift_test([p3[x] for x in common], [p5[x] for x in common], source="P5", seed=0)
+    return (
+        f"P3 - P5 step divergence {d.difference:+.2%}, 95% CI [{d.ci95[0]:+.2%}, {d.ci95[1]:+.2%}] "
+        f"over {d.sessions} sessions"
+    )
 
 
 def real_models(sessions: int, repeat: int) -> None:
@@ -60,16 +78,7 @@ def real_models(sessions: int, repeat: int) -> None:
         store = str(Path(tmp) / ".sdb")
         for spine in ("p5", "p3"):
             for name, model in (("smol", SMOL), ("gemma", GEMMA)):
-                record_workload(
-                    agent,
-                    "contract-renewal",
-                    model=model,
-                    sessions=sessions,
-                    store=store,
-                    run_id=f"{spine}-{name}",
-                    options={"spine": spine},
-                    concurrency=2,
-                )
+                _record(agent, store, f"{spine}-{name}", spine, sessions, model=model, concurrency=2)
             closed = diff_runs(Store.open(store), f"{spine}-smol", f"{spine}-gemma", save=False).summary
             replay(Store.open(store), f"{spine}-smol", ReplayOptions(model=GEMMA, run_id=f"{spine}-step"))
             step = diff_runs(Store.open(store), f"{spine}-smol", f"{spine}-step", save=False)
@@ -98,12 +107,7 @@ def real_models(sessions: int, repeat: int) -> None:
     print(f" {'illegal refused':>16}")
     for spine, step_rate, session_rate, smol, gemma, refused in rows:
         print(f"{spine:6} {step_rate:9.1%} {session_rate:12.1%} {smol:11.1%} {gemma:12.1%} {refused:16d}")
-    common = sorted(set(rates["p3"]) & set(rates["p5"]))
-    d = drift_test([rates["p3"][x] for x in common], [rates["p5"][x] for x in common], source="P5", seed=0)
-    print(
-        f"P3 - P5 step divergence (gemma vs smol) {d.difference:+.2%}, 95% CI [{d.ci95[0]:+.2%}, {d.ci95[1]:+.2%}] "
-        f"over {d.sessions} sessions; {time.perf_counter() - started:.0f} s"
-    )
+    print(f"gemma vs smol: {_p3_minus_p5(rates['p3'], rates['p5'])}; {time.perf_counter() - started:.0f} s")
 
 
 def simulators(sessions: int, candidates: list[str]) -> None:
@@ -115,22 +119,11 @@ def simulators(sessions: int, candidates: list[str]) -> None:
         store = str(Path(tmp) / ".sdb")
         agent = load_agent("contract-renewal")
         for spine in ("p5", "p3"):
-            options = {"spine": spine}
-            record_workload(
-                agent, "contract-renewal", sessions=sessions, store=store, run_id=f"{spine}-base", options=options
-            )
+            _record(agent, store, f"{spine}-base", spine, sessions)
             for version in candidates:
                 model = f"sim:renewal@{version}"
                 closed = f"{spine}-{version}-closed"
-                record_workload(
-                    agent,
-                    "contract-renewal",
-                    model=model,
-                    sessions=sessions,
-                    store=store,
-                    run_id=closed,
-                    options=options,
-                )
+                _record(agent, store, closed, spine, sessions, model=model)
                 result = diff_runs(Store.open(store), f"{spine}-base", closed, save=False)
                 steps = Store.open(store)
                 opts = ReplayOptions(model=f"{model}?noise=0.05", repeat=3, run_id=f"{spine}-{version}-rep")
@@ -148,13 +141,7 @@ def simulators(sessions: int, candidates: list[str]) -> None:
     for spine, version, step, session, changes, pass_k, refused in rows:
         print(f"{spine:6} {version:9} {step:9.1%} {session:12.1%} {changes:16d} {pass_k:7.1%} {refused:16d}")
     for version in candidates:
-        p3, p5 = rates[("p3", version)], rates[("p5", version)]
-        common = sorted(set(p3) & set(p5))
-        d = drift_test([p3[x] for x in common], [p5[x] for x in common], source="P5", seed=0)
-        print(
-            f"{version}: P3 - P5 step divergence {d.difference:+.2%}, 95% CI [{d.ci95[0]:+.2%}, {d.ci95[1]:+.2%}] "
-            f"over {d.sessions} sessions"
-        )
+        print(f"{version}: {_p3_minus_p5(rates[('p3', version)], rates[('p5', version)])}")
     print(f"{time.perf_counter() - started:.0f} s")
 
 
