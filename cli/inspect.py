@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sdbctl.cli.options import JsonOption, StoreOption
+from sdbctl.cli._options import JsonOption, StoreOption
 
 RUN_KEYS = ("run_id", "created", "source_run", "model", "prompts", "sessions", "events", "status")
 TIMELINE = ("seq", "kind", "actor", "pattern", "name", "status", "step", "payload")
@@ -26,7 +26,7 @@ def runs(store: StoreOption = None, json: JsonOption = False) -> None:
 
     Example: sdbctl runs --json | jq '.[] | select(.status == "partial") | .run_id'
     """
-    from sdbctl.cli.render import note, print_json, print_table
+    from sdbctl.cli._render import note, print_json, print_table
     from sdbctl.sdb.store import Store
 
     manifests = Store.open(store).manifests()
@@ -59,7 +59,7 @@ def show(
 
     Example: sdbctl show 20261126-004112-a1b2c3 --session contract-42 --kind action
     """
-    from sdbctl.cli.render import note, print_json, print_table
+    from sdbctl.cli._render import note, print_json, print_table
     from sdbctl.sdb.events.kinds import KINDS
     from sdbctl.sdb.names import check_choice
     from sdbctl.sdb.store import Store
@@ -101,7 +101,7 @@ def query(
 
     Example: sdbctl query "SELECT run_id, kind, count(*) AS n FROM events GROUP BY ALL ORDER BY n DESC"
     """
-    from sdbctl.cli.render import note, print_csv, print_json, print_table
+    from sdbctl.cli._render import note, print_csv, print_json, print_table
     from sdbctl.sdb.query import read_only_query
     from sdbctl.sdb.store import Store
 
@@ -137,7 +137,7 @@ def export(
 
     Example: sdbctl export RUN --format parquet --out run.parquet  ·  sdbctl export RUN --format chat -o chat.jsonl
     """
-    from sdbctl.cli.render import note
+    from sdbctl.cli._render import note
     from sdbctl.sdb.store import Store
 
     target: Any = out if out is not None else sys.stdout.buffer

@@ -9,15 +9,15 @@ from typing import Annotated
 
 import typer
 
-from sdbctl.cli import import_cmd, inspect, patterns_cmd
-from sdbctl.cli.demo_cmd import demo
-from sdbctl.cli.diagnose_cmd import diagnose
-from sdbctl.cli.diff_cmd import diff
-from sdbctl.cli.gate_cmd import gate
-from sdbctl.cli.proxy_cmd import proxy
+from sdbctl.cli import import_, inspect, patterns
+from sdbctl.cli.demo import demo
+from sdbctl.cli.diagnose import diagnose
+from sdbctl.cli.diff import diff
+from sdbctl.cli.gate import gate
+from sdbctl.cli.proxy import proxy
 from sdbctl.cli.record import CommandAfterDashes, record
 from sdbctl.cli.replay import replay
-from sdbctl.cli.rm_cmd import rm
+from sdbctl.cli.rm import rm
 from sdbctl.sdb import __version__
 from sdbctl.sdb.errors import SdbError
 
@@ -78,8 +78,8 @@ app.command()(gate)
 app.command()(diagnose)
 app.command()(demo)
 app.command()(rm)
-app.add_typer(patterns_cmd.app, name="patterns")
-app.add_typer(import_cmd.app, name="import")
+app.add_typer(patterns.app, name="patterns")
+app.add_typer(import_.app, name="import")
 
 
 # commands that only read the store (or write files the user named) and print: a closed pipe may end them

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand
 
-from sdbctl.cli.options import JsonOption, StoreOption
+from sdbctl.cli._options import JsonOption, StoreOption
 
 WORKLOADS_HELP = "contract-renewal, support-triage, research"
 COMMAND_KEY = "sdbctl.command"
@@ -97,7 +97,7 @@ def record(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     import sdbctl.fixtures.workloads
-    from sdbctl.cli.render import err_console, print_json, print_table
+    from sdbctl.cli._render import err_console, print_json, print_table
     from sdbctl.recorders.workload import record_workload
     from sdbctl.sdb.agents import load_agent
     from sdbctl.sdb.errors import UsageError
@@ -163,7 +163,7 @@ def _record_command(
     json: bool,
 ) -> None:
     """``sdbctl record -- CMD``: the command's exit code becomes ours, after the run is closed."""
-    from sdbctl.cli.render import err_console, print_json
+    from sdbctl.cli._render import err_console, print_json
     from sdbctl.recorders.command import record_command
     from sdbctl.sdb.errors import UsageError
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from sdbctl.cli.options import AllowPartialOption, JsonOption, StoreOption
+from sdbctl.cli._options import AllowPartialOption, JsonOption, StoreOption
 
 
 def replay(
@@ -96,7 +96,7 @@ def replay(
     )
 
     import sdbctl.fixtures.workloads
-    from sdbctl.cli.render import err_console, note, print_json
+    from sdbctl.cli._render import err_console, note, print_json
     from sdbctl.sdb.errors import UsageError
     from sdbctl.sdb.replay.engine import ReplayOptions, ReplayProgress
     from sdbctl.sdb.replay.engine import replay as run_replay

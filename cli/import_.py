@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sdbctl.cli.options import JsonOption, StoreOption
+from sdbctl.cli._options import JsonOption, StoreOption
 
 if TYPE_CHECKING:
     from sdbctl.recorders.importers import ImportSummary
@@ -125,7 +125,7 @@ def import_chat(
 
 
 def _report(summary: ImportSummary, json: bool, what: str) -> None:
-    from sdbctl.cli.render import err_console, print_json
+    from sdbctl.cli._render import err_console, print_json
 
     if json:
         print_json(summary.as_dict())

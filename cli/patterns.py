@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sdbctl.cli.options import JsonOption
+from sdbctl.cli._options import JsonOption
 
 app = typer.Typer(
     help="The six runtime patterns (P1-P6) and the five-step selection method.\n\n"
@@ -23,7 +23,7 @@ def list_patterns(json: JsonOption = False) -> None:
 
     Example: sdbctl patterns list --json | jq -r '.[].tag'
     """
-    from sdbctl.cli.render import print_json, print_table
+    from sdbctl.cli._render import print_json, print_table
     from sdbctl.patterns.catalog import CATALOG
 
     if json:
@@ -43,7 +43,7 @@ def show_pattern(
 
     Example: sdbctl patterns show P5
     """
-    from sdbctl.cli.render import console, print_json
+    from sdbctl.cli._render import console, print_json
     from sdbctl.patterns.catalog import pattern
 
     info = pattern(tag)
@@ -95,7 +95,7 @@ def recommend_patterns(
     Example: sdbctl patterns recommend --name renewal --runtime long-horizon --external-events
     --deadlines --specialists 4 --fan-out --multi-system-writes --policy --human-approval
     """
-    from sdbctl.cli.render import print_json
+    from sdbctl.cli._render import print_json
     from sdbctl.patterns.recommend import WorkloadProfile, load_profile, recommend
 
     if from_file is not None:

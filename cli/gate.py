@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sdbctl.cli.options import AlignOption, AllowPartialOption, JsonOption, LayersOption, StoreOption
+from sdbctl.cli._options import AlignOption, AllowPartialOption, JsonOption, LayersOption, StoreOption
 
 
 def gate(
@@ -71,7 +71,7 @@ def gate(
 
     Example: sdbctl gate @latest --max-step-divergence 0.02 --critical-actions propose_offer --junit gate.xml
     """
-    from sdbctl.cli.render import console, print_json, print_table
+    from sdbctl.cli._render import console, print_json, print_table
     from sdbctl.sdb.diff.config import load_config
     from sdbctl.sdb.diff.differ import diff_runs
     from sdbctl.sdb.diff.outcomes import load_outcome_config

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sdbctl.cli.options import JsonOption, StoreOption
+from sdbctl.cli._options import JsonOption, StoreOption
 
 
 def proxy(
@@ -32,7 +32,7 @@ def proxy(
 
     Example: sdbctl proxy --port 8765 --run-id staging-agent  (then OPENAI_BASE_URL=http://127.0.0.1:8765/v1)
     """
-    from sdbctl.cli.render import err_console, print_json
+    from sdbctl.cli._render import err_console, print_json
     from sdbctl.recorders.command import serve_proxy
 
     def started(server: Any, rid: str) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from sdbctl.cli.options import JsonOption, StoreOption
+from sdbctl.cli._options import JsonOption, StoreOption
 
 
 def demo(
@@ -29,7 +29,7 @@ def demo(
 
     Example: sdbctl demo --sessions 100 --candidate sim:renewal@v3
     """
-    from sdbctl.cli.render import console, err_console, print_json, print_table
+    from sdbctl.cli._render import console, err_console, print_json, print_table
     from sdbctl.fixtures.demo import run_demo
 
     result = run_demo(

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from sdbctl.cli.options import JsonOption, StoreOption
+from sdbctl.cli._options import JsonOption, StoreOption
 
 
 def rm(
@@ -31,7 +31,7 @@ def rm(
 
     Example: sdbctl rm old-nightly  ·  sdbctl rm --older-than 30d --keep-last 10 --yes
     """
-    from sdbctl.cli.render import note, print_json, print_table
+    from sdbctl.cli._render import note, print_json, print_table
     from sdbctl.sdb.errors import UsageError
     from sdbctl.sdb.removal import choose, remove_runs
     from sdbctl.sdb.store import Store

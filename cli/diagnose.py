@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from sdbctl.cli.options import JsonOption, StoreOption
+from sdbctl.cli._options import JsonOption, StoreOption
 
 
 def diagnose(
@@ -18,7 +18,7 @@ def diagnose(
 
     Example: sdbctl diff base cand && sdbctl diagnose cand
     """
-    from sdbctl.cli.render import console, data, print_json
+    from sdbctl.cli._render import console, data, print_json
     from sdbctl.sdb.diagnose import diagnose as run_diagnose
     from sdbctl.sdb.store import Store
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sdbctl.cli.options import AlignOption, AllowPartialOption, JsonOption, LayersOption, StoreOption
+from sdbctl.cli._options import AlignOption, AllowPartialOption, JsonOption, LayersOption, StoreOption
 from sdbctl.sdb.errors import UsageError
 
 
@@ -65,7 +65,7 @@ def diff(
 
     Example: sdbctl diff base @latest --json | jq .summary.by_layer.write
     """
-    from sdbctl.cli.render import console, data, note, print_json, print_table
+    from sdbctl.cli._render import console, data, note, print_json, print_table
     from sdbctl.sdb.diff.config import load_config, tolerance_flags
     from sdbctl.sdb.diff.differ import diff_runs
     from sdbctl.sdb.diff.outcomes import load_outcome_config

@@ -1,0 +1,37 @@
+"""The one serialisation of the typed results (``DiffSummary``, ``ReplayResult``, ...): what ``--json``
+prints, what a diff saves, what a report reads, all from the dataclass's own fields, so that no result
+has a second, hand-written list of its keys that could drift from the first."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections.abc import Mapping
+from pathlib import PurePath
+from typing import Any
+
+SKIP = "json_skip"  # field(metadata={SKIP: True}): kept in the object, left out of its JSON
+
+
+def as_json(value: Any) -> Any:
+    """``value`` as plain JSON data: a dataclass becomes a dict of its fields in declaration order
+    (without those whose metadata sets :data:`SKIP`), tuples and sets lists, paths and enums strings,
+    a non-finite float ``None`` (JSON has no NaN)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: as_json(getattr(value, f.name)) for f in dataclasses.fields(value) if not f.metadata.get(SKIP)
+        }
+    if isinstance(value, Mapping):
+        return {str(k): as_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [as_json(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted(as_json(v) for v in value)
+    if isinstance(value, enum.Enum):
+        return as_json(value.value)
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
