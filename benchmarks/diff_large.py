@@ -22,7 +22,7 @@ from deepdiff import DeepDiff
 
 from benchmarks.machine import describe
 from sdbctl.recorders.sdk import Recorder
-from sdbctl.sdb.diff.differ import diff_runs
+from sdbctl.sdb.diff import diff_runs
 from sdbctl.sdb.store import Store
 
 STEPS = 10
@@ -69,8 +69,8 @@ def main() -> None:
     peer = per_pair * pairs
     s = result.summary
     print(
-        f"runs: {opts.events:,} events each ({pairs:,} actions), {s['steps_diverged']:,} steps diverged "
-        f"({s['step_divergence_rate']:.2%})"
+        f"runs: {opts.events:,} events each ({pairs:,} actions), {s.steps_diverged:,} steps diverged "
+        f"({s.step_divergence_rate:.2%})"
     )
     print(
         f"sdbctl diff: {seconds:.2f} s (target <= 3 s), peak RSS {peak / 1024:.0f} MB "

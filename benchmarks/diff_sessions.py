@@ -49,8 +49,8 @@ def _write(store: Path, run_id: str, sessions: int, diverge: float) -> None:
 
 def _one(store: str, alignment: str) -> None:
     """In a child process: one diff, its time and its own peak RSS, as JSON."""
-    from sdbctl.sdb.diff.config import DiffConfig
-    from sdbctl.sdb.diff.differ import diff_runs
+    from sdbctl.sdb.diff import DiffConfig, diff_runs
+    from sdbctl.sdb.results import as_json
     from sdbctl.sdb.store import Store
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -64,9 +64,9 @@ def _one(store: str, alignment: str) -> None:
                 "seconds": seconds,
                 "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "before_mb": before / 1024,
-                "comparison": s["comparison"],
-                "write": s["by_layer"]["write"],
-                "divergences": s["divergences"],
+                "comparison": s.comparison,
+                "write": as_json(s.by_layer["write"]),
+                "divergences": s.divergences,
             }
         )
     )

@@ -22,7 +22,6 @@ from typing import Any
 from benchmarks.machine import describe
 from benchmarks.workload import actions
 from sdbctl.recorders.sdk import Recorder
-from sdbctl.sdb.native import NATIVE
 
 
 def run_ours(items: list[tuple[str, dict[str, Any]]], store: str) -> tuple[float, float]:
@@ -72,7 +71,6 @@ def main() -> None:
         otel.append(run_otel(otel_items))
     med = statistics.median
     print(describe())
-    print(f"recorder path: {'C extension (sdb/_native.c)' if NATIVE else 'pure Python'}")
     print(f"sdbctl recorder, caller loop (flushes running): {med(caller):6.2f} us/event  ({opts.events:,} events)")
     print(f"sdbctl recorder, until durable (incl. close):   {med(durable):6.2f} us/event")
     print(f"OpenTelemetry span (Simple + InMemory):         {med(otel):6.2f} us/event  ({opts.otel_events:,} events)")

@@ -5,8 +5,7 @@ full request and response, action, gate, effect, state) for real Telco customers
 columns. Timed from the first event to the moment the file is closed on disk (the recorder's close
 flushes and publishes every part). Prints events/s, bytes on disk, and the ratios.
 
-Each side runs ``--repeats`` times (default 3), alternating; the medians are printed. Whether the
-recorder ran its C path (``sdb/_native.c``) or pure Python (``SDB_NATIVE=0``) is printed too.
+Each side runs ``--repeats`` times (default 3), alternating; the medians are printed.
 
     python -m benchmarks.recorder_throughput [--events N] [--repeats R]
 """
@@ -26,7 +25,6 @@ from benchmarks.machine import describe
 from benchmarks.workload import EVENTS_PER_SESSION, PROMPT, Episode, episodes
 from sdbctl.fixtures.sample_run import MODEL
 from sdbctl.recorders.sdk import Recorder
-from sdbctl.sdb.native import NATIVE
 
 
 def record_ours(eps: list[Episode], store: Path) -> float:
@@ -98,7 +96,6 @@ def main() -> None:
             peer_bytes = (Path(tmp) / "events.jsonl").stat().st_size
     ours_s, peer_s = statistics.median(ours), statistics.median(peer)
     print(describe())
-    print(f"recorder path: {'C extension (sdb/_native.c)' if NATIVE else 'pure Python'}")
     print(f"events: {n:,} ({len(eps):,} sessions x {EVENTS_PER_SESSION}), median of {opts.repeats}")
     print(f"sdbctl recorder -> Parquet: {n / ours_s:>12,.0f} events/s  {ours_bytes / 1e6:8.1f} MB")
     print(f"stdlib json -> JSONL:       {n / peer_s:>12,.0f} events/s  {peer_bytes / 1e6:8.1f} MB")

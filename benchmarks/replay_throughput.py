@@ -21,9 +21,8 @@ import sdbctl.fixtures.workloads
 from benchmarks.machine import describe
 from sdbctl.recorders.workload import record_workload
 from sdbctl.sdb.agents import load_agent
-from sdbctl.sdb.replay.engine import ReplayOptions, replay
-from sdbctl.sdb.store import Store
-from sdbctl.sdb.store.views import connect, run_query
+from sdbctl.sdb.replay import ReplayOptions, replay
+from sdbctl.sdb.store import Store, connect, run_query
 
 
 def main() -> None:
@@ -62,16 +61,15 @@ def main() -> None:
             server.terminate()
             server.wait()
     ideal = steps * opts.delay / opts.concurrency
-    p = result.progress
     print(
-        f"steps replayed: {p.done:,} (errors {p.errors}, retries {p.retried}), concurrency {opts.concurrency}, "
-        f"server delay {opts.delay * 1000:.0f} ms"
+        f"steps replayed: {result.steps_done:,} (errors {result.errors}, retries {result.retries}), "
+        f"concurrency {opts.concurrency}, server delay {opts.delay * 1000:.0f} ms"
     )
     print(
         f"wall time: {result.seconds:.2f} s   ideal: {ideal:.2f} s   ratio wall / ideal: {result.seconds / ideal:.3f}x "
         f"({ideal / result.seconds:.0%} of ideal throughput)"
     )
-    print(f"engine CPU time: {result.cpu_seconds / max(p.done, 1) * 1000:.2f} ms per step")
+    print(f"engine CPU time: {result.cpu_seconds_per_step * 1000:.2f} ms per step")
 
 
 if __name__ == "__main__":

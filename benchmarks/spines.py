@@ -33,11 +33,9 @@ import sdbctl.fixtures.workloads
 from benchmarks.machine import describe
 from sdbctl.recorders.workload import record_workload
 from sdbctl.sdb.agents import Workload, load_agent
-from sdbctl.sdb.diff.differ import diff_runs
-from sdbctl.sdb.diff.drift import drift_test
-from sdbctl.sdb.replay.engine import ReplayOptions, replay
-from sdbctl.sdb.store import Store
-from sdbctl.sdb.store.views import connect
+from sdbctl.sdb.diff import diff_runs, drift_test
+from sdbctl.sdb.replay import ReplayOptions, replay
+from sdbctl.sdb.store import Store, connect
 
 SMOL = "llama:smollm2-135m?temperature=0.7"
 GEMMA = "llama:gemma3-270m?temperature=0.7"
@@ -90,13 +88,13 @@ def real_models(sessions: int, repeat: int) -> None:
                 opts = ReplayOptions(model=f"{model}&seed=100", repeat=repeat, run_id=f"{spine}-{name}-noise")
                 replay(Store.open(store), f"{spine}-{name}", opts)
                 own = diff_runs(Store.open(store), f"{spine}-{name}", f"{spine}-{name}-noise", save=False)
-                noise[name] = own.summary["step_divergence_rate"]
+                noise[name] = own.summary.step_divergence_rate
             refused = _refused(store, [f"{spine}-smol", f"{spine}-gemma"])
             rows.append(
                 (
                     spine.upper(),
-                    step.summary["step_divergence_rate"],
-                    closed["session_divergence_rate"],
+                    step.summary.step_divergence_rate,
+                    closed.session_divergence_rate,
                     noise["smol"],
                     noise["gemma"],
                     refused,
@@ -132,8 +130,8 @@ def simulators(sessions: int, candidates: list[str]) -> None:
                 s = result.summary
                 rates[(spine, version)] = result.session_rates
                 refused = _refused(store, [closed])
-                row = (s["step_divergence_rate"], s["session_divergence_rate"], len(s["terminal_changes"]))
-                rows.append((spine.upper(), version, *row, repeated.summary["pass_k"], refused))
+                row = (s.step_divergence_rate, s.session_divergence_rate, len(s.terminal_changes))
+                rows.append((spine.upper(), version, *row, repeated.summary.pass_k, refused))
     print(
         f"{'spine':6} {'candidate':9} {'step div':>9} {'session div':>12} {'outcome changes':>16} {'pass^3':>7}", end=""
     )

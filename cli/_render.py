@@ -1,8 +1,8 @@
-"""Output for humans (rich tables) and for scripts (JSON, CSV, NDJSON). Formatting only."""
+"""Output for humans (rich tables, notes) and JSON for scripts. Formatting only; the listings' formats
+(table, JSON, CSV, JSON lines) are chosen in :mod:`sdbctl.cli._listing`."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -18,10 +18,19 @@ from rich.text import Text
 
 from sdbctl.sdb.text import visible
 
-console = Console(emoji=False)  # ":m:" in recorded text is text, not an emoji
-if not console.is_terminal and "COLUMNS" not in os.environ:
-    console.width = 160  # piped or captured output: don't squeeze tables into 80 columns
-err_console = Console(stderr=True, emoji=False)
+
+def consoles() -> tuple[Console, Console]:
+    """The console for output and the one for messages, as the process's streams and environment make
+    them (a terminal or not, ``COLUMNS``, ``NO_COLOR``). Each writes to whatever ``sys.stdout`` /
+    ``sys.stderr`` is when it prints; an in-process test run (tests/conftest.py) makes them again for
+    each command line, so that what was decided at import does not outlive the environment."""
+    out = Console(emoji=False)  # ":m:" in recorded text is text, not an emoji
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = 160  # piped or captured output: don't squeeze tables into 80 columns
+    return out, Console(stderr=True, emoji=False)
+
+
+console, err_console = consoles()
 
 
 def _json_default(value: Any) -> Any:
@@ -78,22 +87,6 @@ def print_json(value: Any) -> None:
     """Write ``value`` as indented JSON to standard output (datetimes as ISO-8601; see :func:`json_bytes`)."""
     sys.stdout.buffer.write(json_bytes(value, indent=True) + b"\n")
     sys.stdout.flush()
-
-
-def print_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """Write a header and rows as CSV to standard output; nested values as JSON text."""
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_cell_csv(v) for v in row])
-
-
-def _cell_csv(value: Any) -> Any:
-    if isinstance(value, list | dict):
-        return json_bytes(value).decode()
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return value
 
 
 def data(value: Any) -> str:

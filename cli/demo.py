@@ -30,7 +30,9 @@ def demo(
     Example: sdbctl demo --sessions 100 --candidate sim:renewal@v3
     """
     from sdbctl.cli._render import console, err_console, print_json, print_table
+    from sdbctl.cli.gate import print_checks
     from sdbctl.fixtures.demo import run_demo
+    from sdbctl.sdb.results import as_json
 
     result = run_demo(
         str(store) if store else None,
@@ -43,35 +45,22 @@ def demo(
     if json:
         print_json(
             {
-                "verdict": result.verdict.as_dict(),
-                "summary": s,
+                "verdict": as_json(result.verdict),
+                "summary": as_json(s),
                 "runs": {"base": result.base, "noise": result.noise, "candidate": result.candidate},
                 "report": str(result.report),
             }
         )
         return
-    print_table(
-        ["check", "threshold", "measured", "result"],
-        [[c.name, c.limit, c.measured, "PASS" if c.passed else "FAIL"] for c in result.verdict.checks],
-    )
+    print_checks(result.verdict)
     top = result.diff.divergences[:5]
     if top:
         print_table(
             ["session", "step", "rep", "reason", "action", "fields"],
-            [
-                [
-                    d.session_id,
-                    d.step,
-                    d.repeat,
-                    d.reason,
-                    d.candidate_action or d.base_action,
-                    "; ".join(f"{f['path']}: {f['old']} -> {f['new']}" for f in d.fields),
-                ]
-                for d in top
-            ],
+            [[d.session_id, d.step, d.repeat, d.reason, d.candidate_action or d.base_action, d.changes()] for d in top],
         )
     console.print(
-        f"[bold]{'PASS' if result.verdict.passed else 'FAIL'}[/]: {s['steps_diverged']}/{s['steps_compared']} "
+        f"[bold]{'PASS' if result.verdict.passed else 'FAIL'}[/]: {s.steps_diverged}/{s.steps_compared} "
         f"steps diverged; HTML report: {result.report}",
         highlight=False,
     )

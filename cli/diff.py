@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from sdbctl.cli._options import AlignOption, AllowPartialOption, JsonOption, LayersOption, StoreOption
 from sdbctl.sdb.errors import UsageError
+
+if TYPE_CHECKING:
+    from sdbctl.sdb.diff import DiffResult, DiffSummary
 
 
 def _resamples(value: int) -> int:
@@ -65,10 +68,8 @@ def diff(
 
     Example: sdbctl diff base @latest --json | jq .summary.by_layer.write
     """
-    from sdbctl.cli._render import console, data, note, print_json, print_table
-    from sdbctl.sdb.diff.config import load_config, tolerance_flags
-    from sdbctl.sdb.diff.differ import diff_runs
-    from sdbctl.sdb.diff.outcomes import load_outcome_config
+    from sdbctl.cli._render import print_json
+    from sdbctl.sdb.diff import diff_runs, load_config, load_outcome_config, tolerance_flags
     from sdbctl.sdb.store import Store
 
     st = Store.open(store)
@@ -94,58 +95,19 @@ def diff(
     if json:
         print_json(result.as_dict())
         return
-    s = result.summary
-    unit = "committed actions" if s["comparison"] == "commit" else "steps"
-    if s["partial"]:
-        note(f"PARTIAL run(s) {', '.join(s['partial'])}: compared with --allow-partial; missing may be unfinished")
-    console.print(
-        f"[bold]{data(s['base_run'])} -> {data(s['candidate_run'])}[/] "
-        f"(by {s['comparison']}, layers {','.join(s['layers'])}): "
-        f"{unit} {s['steps_diverged']}/{s['steps_compared']} diverged "
-        f"({s['step_divergence_rate']:.1%}), sessions {s['sessions_diverged']}/{s['sessions_compared']} "
-        f"({s['session_divergence_rate']:.1%}), {s['errors']} provider errors",
-        highlight=False,
-    )
-    console.print(
-        "by layer: "
-        + ", ".join(
-            f"{k} {v['steps_diverged']}/{v['steps_compared']} ({v['sessions_diverged']}/{v['sessions_compared']} "
-            "sessions)"
-            for k, v in s["by_layer"].items()
-            if v["steps_compared"]
-        ),
-        highlight=False,
-    )
-    outcomes = s.get("outcomes")
-    if outcomes:
-        console.print(
-            f"outcomes ({outcomes['sessions']} sessions): base {outcomes['base_pass']} pass, candidate "
-            f"{outcomes['candidate_pass']} pass; {outcomes['negative_flips']} pass -> fail, "
-            f"{outcomes['positive_flips']} fail -> pass; McNemar one-sided p = {outcomes['mcnemar_p']:.4g}",
-            highlight=False,
-        )
-    attempts = s.get("attempts") or {}
-    if any(attempts.values()):
-        console.print(
-            "attempts not committed: "
-            + "; ".join(f"{side} " + ", ".join(f"{k} {v}" for k, v in a.items()) for side, a in attempts.items() if a),
-            highlight=False,
-        )
-    drift = s.get("drift")
-    if drift:
-        lo, hi = drift["ci95"]
-        verdict = "drift above noise" if drift["drift_above_noise"] else "within the noise"
-        console.print(
-            f"noise floor {drift['noise_floor']:.1%} ({drift['source']}), candidate {drift['candidate']:.1%}, "
-            f"difference {drift['difference']:+.1%}, 95% CI [{lo:+.1%}, {hi:+.1%}]: [bold]{verdict}[/]",
-            highlight=False,
-        )
-    if s["by_reason"]:
-        console.print("by reason: " + ", ".join(f"{k} {v}" for k, v in s["by_reason"].items()), highlight=False)
-        console.print("by action: " + ", ".join(f"{data(k)} {v}" for k, v in s["by_action"].items()), highlight=False)
-    gated = set(s["layers"])
+    _print_summary(result.summary)
+    _print_divergences(_COLUMNS, _divergence_rows(result), limit)
+
+
+_COLUMNS = ["session", "step", "rep", "base seq", "cand seq", "layer", "reason", "action", "fields"]
+
+
+def _divergence_rows(result: DiffResult) -> list[list[Any]]:
+    """One row per divergence (:data:`_COLUMNS`): the gated layers first, each session's
+    first divergence (marked ``*``) before the rest."""
+    gated = set(result.summary.layers)
     ordered = sorted(result.divergences, key=lambda d: (d.layer not in gated, d.after_first))
-    rows = [
+    return [
         [
             d.session_id,
             d.step or "",
@@ -155,18 +117,68 @@ def diff(
             d.layer + ("" if d.after_first else " *"),
             d.reason,
             d.base_action if d.base_action == d.candidate_action else f"{d.base_action} -> {d.candidate_action}",
-            "; ".join(f"{f['path']}: {f['old']} -> {f['new']}" for f in d.fields)
-            + (f"similarity {d.similarity:.2f}" if d.similarity is not None else ""),
+            d.changes() + (f"similarity {d.similarity:.2f}" if d.similarity is not None else ""),
         ]
         for d in ordered
     ]
+
+
+def _print_divergences(columns: list[str], rows: list[list[Any]], limit: int) -> None:
+    """The table of divergences, cut at ``limit`` rows (0: all), with a note of what was cut."""
+    from sdbctl.cli._render import note, print_table
+
     shown = rows if limit <= 0 else rows[:limit]
     if shown:
-        print_table(
-            ["session", "step", "rep", "base seq", "cand seq", "layer", "reason", "action", "fields"],
-            shown,
-            widths={"fields": 70, "action": 40},
-        )
+        print_table(columns, shown, widths={"fields": 70, "action": 40})
         note("* the first divergence of its session and layer; gated layers first")
     if len(shown) < len(rows):
         note(f"{len(rows) - len(shown)} more divergences; use --limit 0, --json, or sdbctl query ... FROM divergences")
+
+
+def _print_summary(s: DiffSummary) -> None:
+    """The summary's lines: the headline, each layer, outcomes, attempts, drift, reasons and actions."""
+    from sdbctl.cli._render import console, data, note
+
+    unit = "committed actions" if s.comparison == "commit" else "steps"
+    if s.partial:
+        note(f"PARTIAL run(s) {', '.join(s.partial)}: compared with --allow-partial; missing may be unfinished")
+    console.print(
+        f"[bold]{data(s.base_run)} -> {data(s.candidate_run)}[/] "
+        f"(by {s.comparison}, layers {','.join(s.layers)}): "
+        f"{unit} {s.steps_diverged}/{s.steps_compared} diverged "
+        f"({s.step_divergence_rate:.1%}), sessions {s.sessions_diverged}/{s.sessions_compared} "
+        f"({s.session_divergence_rate:.1%}), {s.errors} provider errors",
+        highlight=False,
+    )
+    console.print(
+        "by layer: "
+        + ", ".join(
+            f"{k} {v.steps_diverged}/{v.steps_compared} ({v.sessions_diverged}/{v.sessions_compared} sessions)"
+            for k, v in s.by_layer.items()
+            if v.steps_compared
+        ),
+        highlight=False,
+    )
+    outcomes = s.outcomes
+    if outcomes:
+        console.print(
+            f"outcomes ({outcomes.sessions} sessions): base {outcomes.base_pass} pass, candidate "
+            f"{outcomes.candidate_pass} pass; {outcomes.negative_flips} pass -> fail, "
+            f"{outcomes.positive_flips} fail -> pass; McNemar one-sided p = {outcomes.mcnemar_p:.4g}",
+            highlight=False,
+        )
+    if any(s.attempts.values()):
+        sides = [f"{side} " + ", ".join(f"{k} {v}" for k, v in a.items()) for side, a in s.attempts.items() if a]
+        console.print("attempts not committed: " + "; ".join(sides), highlight=False)
+    drift = s.drift
+    if drift:
+        lo, hi = drift.ci95
+        verdict = "drift above noise" if drift.drift_above_noise else "within the noise"
+        console.print(
+            f"noise floor {drift.noise_floor:.1%} ({drift.source}), candidate {drift.candidate:.1%}, "
+            f"difference {drift.difference:+.1%}, 95% CI [{lo:+.1%}, {hi:+.1%}]: [bold]{verdict}[/]",
+            highlight=False,
+        )
+    if s.by_reason:
+        console.print("by reason: " + ", ".join(f"{k} {v}" for k, v in s.by_reason.items()), highlight=False)
+        console.print("by action: " + ", ".join(f"{data(k)} {v}" for k, v in s.by_action.items()), highlight=False)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sdbctl.cli._options import AlignOption, AllowPartialOption, JsonOption, LayersOption, StoreOption
+
+if TYPE_CHECKING:
+    from sdbctl.sdb.gate import Verdict
 
 
 def gate(
@@ -71,20 +73,17 @@ def gate(
 
     Example: sdbctl gate @latest --max-step-divergence 0.02 --critical-actions propose_offer --junit gate.xml
     """
-    from sdbctl.cli._render import console, print_json, print_table
-    from sdbctl.sdb.diff.config import load_config
-    from sdbctl.sdb.diff.differ import diff_runs
-    from sdbctl.sdb.diff.outcomes import load_outcome_config
-    from sdbctl.sdb.errors import UsageError
-    from sdbctl.sdb.gate import evaluate, junit, load_thresholds, markdown
+    from sdbctl.cli._render import console, print_json
+    from sdbctl.sdb.ci_summary import write_ci_files
+    from sdbctl.sdb.gate import run_gate
+    from sdbctl.sdb.results import as_json
     from sdbctl.sdb.store import Store
 
     st = Store.open(store)
-    manifest = st.manifest(candidate)
-    base_run = base or manifest.source_run
-    if not base_run:
-        raise UsageError(f"run {manifest.run_id!r} has no source run; name the base with --base RUN")
-    thresholds = load_thresholds(
+    result, verdict = run_gate(
+        st,
+        candidate,
+        base=base,
         overrides={
             "max_step_divergence": max_step_divergence,
             "max_session_divergence": max_session_divergence,
@@ -95,46 +94,32 @@ def gate(
             "layers": layers,
             "max_negative_flips": max_negative_flips,
             "fail_on_outcome_regression": fail_on_outcome_regression,
-        }
-    )
-    result = diff_runs(
-        st,
-        base_run,
-        manifest.run_id,
-        load_config().with_layers(thresholds.layers),
+        },
         noise_run=noise,
         allow_partial=allow_partial,
         alignment=align,
-        outcome_config=load_outcome_config(),
     )
-    verdict = evaluate(result, thresholds)
-    if junit_file is not None:
-        junit_file.write_text(junit(result, verdict), encoding="utf-8")
-    if html_file is not None:
-        from sdbctl.sdb.report import render_html
-
-        html_file.write_text(render_html(st, result, verdict), encoding="utf-8")
-    if markdown_file is not None or os.environ.get("GITHUB_STEP_SUMMARY"):
-        text = markdown(result, verdict)
-        if markdown_file is not None:
-            markdown_file.write_text(text, encoding="utf-8")
-        summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
-        if summary_path:
-            with open(summary_path, "a", encoding="utf-8") as fh:
-                fh.write(text)
+    write_ci_files(st, result, verdict, junit_file=junit_file, markdown_file=markdown_file, html_file=html_file)
     if json:
-        print_json({"verdict": verdict.as_dict(), "summary": result.summary})
+        print_json({"verdict": as_json(verdict), "summary": as_json(result.summary)})
     else:
-        print_table(
-            ["check", "threshold", "measured", "result"],
-            [[c.name, c.limit, c.measured, "PASS" if c.passed else "FAIL"] for c in verdict.checks],
-        )
+        print_checks(verdict)
         s = result.summary
-        if s["partial"]:
-            console.print(f"PARTIAL run(s) {', '.join(s['partial'])}: judged with --allow-partial", highlight=False)
+        if s.partial:
+            console.print(f"PARTIAL run(s) {', '.join(s.partial)}: judged with --allow-partial", highlight=False)
         console.print(
-            f"[bold]{'PASS' if verdict.passed else 'FAIL'}[/] {s['base_run']} -> {manifest.run_id} "
-            f"(by {s['comparison']}, layers {','.join(s['layers'])})",
+            f"[bold]{'PASS' if verdict.passed else 'FAIL'}[/] {s.base_run} -> {s.candidate_run} "
+            f"(by {s.comparison}, layers {','.join(s.layers)})",
             highlight=False,
         )
     raise typer.Exit(0 if verdict.passed else 1)
+
+
+def print_checks(verdict: Verdict) -> None:
+    """The verdict's checks as a table (the gate's and the demo's)."""
+    from sdbctl.cli._render import print_table
+
+    print_table(
+        ["check", "threshold", "measured", "result"],
+        [[c.name, c.limit, c.measured, "PASS" if c.passed else "FAIL"] for c in verdict.checks],
+    )

@@ -34,7 +34,7 @@ def import_jsonl(
 
     Example: sdbctl import jsonl agent.log --map map.toml --run-id prod-2026-11
     """
-    from sdbctl.recorders.importers.jsonl import import_jsonl as run_import
+    from sdbctl.recorders.importers import import_jsonl as run_import
 
     summary = run_import(str(store) if store else None, file, map_file, run_id=run_id, skip_bad=skip_bad)
     _report(summary, json, "bad lines")
@@ -67,7 +67,7 @@ def import_otel(
 
     Example: sdbctl import otel otel-traces.jsonl --run-id prod-2026-11 && sdbctl replay prod-2026-11
     """
-    from sdbctl.recorders.importers.otel import import_otel as run_import
+    from sdbctl.recorders.importers import import_otel as run_import
 
     summary = run_import(str(store) if store else None, files, run_id=run_id, skip_bad=skip_bad)
     _report(summary, json, "bad lines or spans")
@@ -118,7 +118,7 @@ def import_chat(
     \b
     Example: sdbctl import chat trial-a.jsonl trial-b.jsonl --map map.toml --run-id airline
     """
-    from sdbctl.recorders.importers.chat import import_chat as run_import
+    from sdbctl.recorders.importers import import_chat as run_import
 
     summary = run_import(str(store) if store else None, files, map_file, run_id=run_id, skip_bad=skip_bad)
     _report(summary, json, "bad conversations")

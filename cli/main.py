@@ -1,4 +1,5 @@
-"""The ``sdbctl`` entry point: the typer app, ``--version``, and the one place errors become exit 2."""
+"""The ``sdbctl`` entry point: the typer app, ``--version``, and the one place errors become exit 2
+(:func:`execute`, which the console script and the in-process tests both run)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,19 @@ from typing import Annotated
 
 import typer
 
-from sdbctl.cli import import_, inspect, patterns
+from sdbctl.cli import import_, patterns
 from sdbctl.cli.demo import demo
 from sdbctl.cli.diagnose import diagnose
 from sdbctl.cli.diff import diff
+from sdbctl.cli.export import export
 from sdbctl.cli.gate import gate
 from sdbctl.cli.proxy import proxy
+from sdbctl.cli.query import query
 from sdbctl.cli.record import CommandAfterDashes, record
 from sdbctl.cli.replay import replay
 from sdbctl.cli.rm import rm
+from sdbctl.cli.runs import runs
+from sdbctl.cli.show import show
 from sdbctl.sdb import __version__
 from sdbctl.sdb.errors import SdbError
 
@@ -69,7 +74,10 @@ def main(
         os.environ["SDB_S3_ENDPOINT"] = s3_endpoint  # read where an s3:// store is opened
 
 
-inspect.register(app)
+app.command()(runs)
+app.command()(show)
+app.command()(query)
+app.command()(export)
 app.command(cls=CommandAfterDashes)(record)
 app.command()(proxy)
 app.command()(replay)
@@ -98,29 +106,58 @@ def _command(args: list[str]) -> str | None:
     return next((a for a in args if not a.startswith("-") and a in _COMMANDS), None)
 
 
-def run() -> None:
-    """Console-script entry: run the app; an :class:`SdbError` is one line on stderr and exit code 2.
-
-    A closed pipe (``sdbctl export RUN | head``) ends the process as it ends any Unix tool: killed by
-    SIGPIPE, quietly, exit status 141 in the shell (click would print nothing and exit 1)."""
-    if hasattr(signal, "SIGPIPE") and _command(sys.argv[1:]) in _OUTPUT_COMMANDS:
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+def execute(argv: list[str]) -> int:
+    """Run the command line ``argv`` (without the program's name) and return its exit status: the one
+    place errors become exit 2. An :class:`SdbError`, or an :class:`OSError` on a path the user gave, is
+    one line ``sdbctl: error: ...`` on stderr and status 2; with ``SDB_DEBUG=1`` it is raised instead
+    (a traceback). A closed pipe (:class:`BrokenPipeError`) is raised: what it does is the process's
+    business (:func:`run`). The console script calls this once; the tests call it in their own process.
+    """
+    debug = os.environ.get("SDB_DEBUG") == "1"
     try:
-        app(standalone_mode=True)
+        app(args=argv, prog_name="sdbctl", standalone_mode=True)
+    except SystemExit as exc:  # standalone click always ends so: the status, or a usage error's 2
+        return _status(exc.code)
+    except BrokenPipeError:
+        raise
     except SdbError as exc:
-        if os.environ.get("SDB_DEBUG") == "1":
+        if debug:
             raise
         sys.stderr.write(f"sdbctl: error: {exc}\n")
-        sys.exit(2)
-    except BrokenPipeError:  # `sdbctl query ... | head`
-        sys.stderr.close()
-        sys.exit(0)
+        return 2
     except OSError as exc:  # a path the user gave that cannot be read or written
-        if os.environ.get("SDB_DEBUG") == "1":
+        if debug:
             raise
         where = f"{exc.filename}: " if exc.filename else ""
         sys.stderr.write(f"sdbctl: error: {where}{exc.strerror or exc}\n")
-        sys.exit(2)
+        return 2
+    return 0
+
+
+def _status(code: object) -> int:
+    """The exit status ``sys.exit(code)`` gives: None is 0, a number itself, anything else printed and 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    sys.stderr.write(f"{code}\n")
+    return 1
+
+
+def run() -> None:
+    """Console-script entry: :func:`execute` on the process's arguments, exiting with its status.
+
+    A closed pipe (``sdbctl export RUN | head``) ends the process as it ends any Unix tool: killed by
+    SIGPIPE, quietly, exit status 141 in the shell (click would print nothing and exit 1); a
+    :class:`BrokenPipeError` that still gets here ends the process quietly with status 0."""
+    if hasattr(signal, "SIGPIPE") and _command(sys.argv[1:]) in _OUTPUT_COMMANDS:
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        status = execute(sys.argv[1:])
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(0)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sdbctl.cli._options import AllowPartialOption, JsonOption, StoreOption
+
+if TYPE_CHECKING:
+    from sdbctl.sdb.replay import ReplayResult
 
 
 def replay(
@@ -97,29 +100,13 @@ def replay(
 
     import sdbctl.fixtures.workloads
     from sdbctl.cli._render import err_console, note, print_json
-    from sdbctl.sdb.errors import UsageError
-    from sdbctl.sdb.replay.engine import ReplayOptions, ReplayProgress
-    from sdbctl.sdb.replay.engine import replay as run_replay
-    from sdbctl.sdb.store import Store
+    from sdbctl.sdb.replay import Executor, ReplayOptions, ReplayProgress, prepare, prompt_versions
+    from sdbctl.sdb.results import as_json
 
     sdbctl.fixtures.workloads.register_all()
-    if resume is None and (run_id is None or model is None):
-        raise UsageError("replay needs RUN and --model (or --resume RUN_ID)")
-    if executor not in ("local", "ray"):
-        raise UsageError(f"--executor must be local or ray, not {executor!r}")
-    if executor == "local" and (address or workers):
-        raise UsageError("--address and --workers apply to --executor ray")
-    if workers is not None and workers < 1:
-        raise UsageError("--workers must be 1 or more")
-    versions: dict[str, str] = {}
-    for ref in prompt or []:
-        name, at, version = ref.partition("@")
-        if not at or not name or not version:
-            raise UsageError(f"--prompt {ref!r}: use NAME@VERSION, e.g. offer@v2")
-        versions[name] = version
     opts = ReplayOptions(
         model=model or "",
-        prompts=versions,
+        prompts=prompt_versions(prompt or []),
         mode=mode,
         repeat=repeat,
         concurrency=concurrency,
@@ -133,7 +120,8 @@ def replay(
         allow_partial=allow_partial,
         agent=agent,
     )
-    st = Store.open(store)
+    where = Executor(kind=executor, address=address, workers=workers, setup=("sdbctl.fixtures.workloads:register_all",))
+    ready = prepare(store, run_id, opts, resume=resume, executor=where)  # refusals before the bar
     with Progress(
         TextColumn("[bold]replay[/]"),
         BarColumn(),
@@ -160,32 +148,25 @@ def replay(
                 rate=f"{speed:.1f}" if speed else "-",
             )
 
-        if executor == "ray":
-            from sdbctl.sdb.replay.ray_executor import replay_on_ray
-
-            result = replay_on_ray(
-                st,
-                run_id or "",
-                opts,
-                address=address,
-                workers=workers,
-                resume=resume,
-                on_progress=show,
-                setup=("sdbctl.fixtures.workloads:register_all",),
-            )
-        else:
-            result = run_replay(st, run_id or "", opts, resume=resume, on_progress=show)
+        result = ready.run(show)
     if json:
-        print_json(result.as_dict())
+        print_json(as_json(result))
         return
     typer.echo(result.run_id)
-    p = result.progress
-    err_console.print(
-        f"{p.done}/{p.total} steps ({p.skipped} resumed) in {result.seconds:.2f} s · {p.asked} model calls, "
-        f"{p.cached} from cache, {p.retried} retries · {p.divergences} diverged · {p.errors} errors"
-        + (f" · {p.stopped_sessions} sessions stopped" if p.stopped_sessions else "")
-        + (f" · {p.no_content} steps recorded without content, not replayed" if p.no_content else ""),
-        highlight=False,
-    )
-    for kind, message in p.first_errors.items():  # the first of each kind of provider error, as said
+    err_console.print(_summary(result), highlight=False)
+    for kind, message in result.first_errors.items():  # the first of each kind of provider error, as said
         note(f"first {kind}: {message}")
+
+
+def _summary(r: ReplayResult) -> str:
+    """The one line a replay ends with on stderr (stdout holds the run id, for scripts)."""
+    return (
+        f"{r.steps_done}/{r.steps} steps ({r.resumed_steps} resumed) in {r.seconds:.2f} s · {r.model_calls} model "
+        f"calls, {r.cache_hits} from cache, {r.retries} retries · {r.divergences} diverged · {r.errors} errors"
+        + (f" · {r.stopped_sessions} sessions stopped" if r.stopped_sessions else "")
+        + (
+            f" · {r.steps_without_content} steps recorded without content, not replayed"
+            if r.steps_without_content
+            else ""
+        )
+    )

@@ -8,9 +8,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sdbctl.sdb.diff import DiffSummary
 from sdbctl.sdb.errors import SdbError
-from sdbctl.sdb.store.layout import Store
-from sdbctl.sdb.store.views import connect, query_arrow
+from sdbctl.sdb.store import Store, connect, query_arrow
 
 
 @dataclass(frozen=True)
@@ -139,20 +139,20 @@ def _outcome_findings(store: Store, run: str, bases: list[str]) -> list[Finding]
     out = []
     for base in bases:
         try:
-            summary = json.loads(store.loc.read_bytes(f"{store.diff_dir(base, run)}/summary.json"))
+            saved = json.loads(store.loc.read_bytes(f"{store.diff_dir(base, run)}/summary.json"))
+            outcomes = DiffSummary.from_json(saved).outcomes
         except (OSError, ValueError, SdbError):
             continue
-        outcomes = summary.get("outcomes") if isinstance(summary, dict) else None
-        if not outcomes or not outcomes.get("negative_flips"):
+        if not outcomes or not outcomes.negative_flips:
             continue
-        neg = outcomes["negative_flips"]
-        first = (outcomes.get("flipped") or {}).get("negative", [])[:3]
+        neg = outcomes.negative_flips
+        first = outcomes.flipped.negative[:3]
         out.append(
             Finding(
-                neg / max(1, outcomes["sessions"]),
+                neg / max(1, outcomes.sessions),
                 "outcomes",
-                f"{neg} of {outcomes['sessions']} sessions went from pass to fail against {base} "
-                f"(McNemar one-sided p = {outcomes['mcnemar_p']:.3g}), e.g. {', '.join(first)}",
+                f"{neg} of {outcomes.sessions} sessions went from pass to fail against {base} "
+                f"(McNemar one-sided p = {outcomes.mcnemar_p:.3g}), e.g. {', '.join(first)}",
                 "start from the first write divergence of those sessions: it is the likely cause",
             )
         )

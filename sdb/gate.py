@@ -1,4 +1,5 @@
-"""The CI gate: thresholds over a diff, a verdict, and the files CI systems read.
+"""The CI gate: thresholds over a diff, and a verdict (the files CI systems read of it are
+:mod:`sdb.ci_summary`'s).
 
 A noise-aware gate (``noise_aware = true``) fails on step divergence only when the candidate's drift
 is above the model's own noise: when the bootstrap 95% interval of (candidate - noise floor) lies
@@ -8,17 +9,15 @@ and are overridden by flags. A rate threshold below 1 is a proportion, 1 or more
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdbctl.sdb.diff.config import parse_layers
-from sdbctl.sdb.diff.differ import DiffResult
-from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.diff import DiffResult, diff_runs, load_config, load_outcome_config, parse_layers
+from sdbctl.sdb.errors import SdbError, UsageError
 from sdbctl.sdb.settings import read_table
-from sdbctl.sdb.text import markdown_cell, visible
+from sdbctl.sdb.store import Store
 
 KEYS = (
     "max_step_divergence",
@@ -44,12 +43,14 @@ DEFAULTS: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class Thresholds:
-    max_step_divergence: float | None = None
-    max_session_divergence: float | None = None
-    critical_actions: tuple[str, ...] = ()
-    max_parse_failures: float | None = None
-    max_error_rate: float | None = None
-    noise_aware: bool = False
+    """What the gate checks; None (or empty, or false) leaves a check out."""
+
+    max_step_divergence: float | None = None  #: diverged units: a proportion (< 1) or a count
+    max_session_divergence: float | None = None  #: diverged sessions: a proportion or a count
+    critical_actions: tuple[str, ...] = ()  #: actions where any divergence fails
+    max_parse_failures: float | None = None  #: the candidate's extra parse failures: a proportion or a count
+    max_error_rate: float | None = None  #: provider errors: a proportion or a count
+    noise_aware: bool = False  #: fail on drift above the noise floor instead of on the two rates
     layers: tuple[str, ...] | None = None  #: the layers the divergence checks count (None: the diff's, write)
     max_negative_flips: float | None = None  #: sessions whose outcome went pass -> fail (a proportion or a count)
     fail_on_outcome_regression: bool = False  #: fail when the one-sided McNemar p-value < outcome_alpha
@@ -102,19 +103,20 @@ def load_thresholds(directory: Path | None = None, overrides: Mapping[str, Any] 
 
 @dataclass
 class Check:
-    name: str
-    limit: str
-    measured: str
-    passed: bool
+    """One threshold against what the diff measured."""
+
+    name: str  #: what is checked
+    limit: str  #: the threshold, as text
+    measured: str  #: what the diff measured, as text
+    passed: bool  #: within the threshold
 
 
 @dataclass
 class Verdict:
-    passed: bool
-    checks: list[Check] = field(default_factory=list)
+    """The gate's verdict: passed when every check did (its JSON is :func:`sdb.results.as_json`'s)."""
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "checks": [c.__dict__ for c in self.checks]}
+    passed: bool  #: every check passed
+    checks: list[Check] = field(default_factory=list)  #: the checks, in order
 
 
 def _within(limit: float, count: int, total: int) -> tuple[bool, str]:
@@ -129,46 +131,45 @@ def evaluate(result: DiffResult, t: Thresholds) -> Verdict:
     """Check ``result`` against every threshold that is set."""
     s = result.summary
     checks: list[Check] = []
-    if not s["steps_compared"]:
+    if not s.steps_compared:
         raise SdbError(
-            f"the gate's layers ({', '.join(s['layers'])}) compare nothing between {result.base_run!r} and "
+            f"the gate's layers ({', '.join(s.layers)}) compare nothing between {result.base_run!r} and "
             f"{result.candidate_run!r}: "
-            + ", ".join(f"{k} {v['steps_compared']}" for k, v in s["by_layer"].items())
+            + ", ".join(f"{k} {v.steps_compared}" for k, v in s.by_layer.items())
             + " units; widen with --layers write,read,speech"
         )
     if t.noise_aware:
-        drift = s.get("drift")
+        drift = s.drift
         if drift is None:
             raise SdbError(
                 "the noise-aware gate needs a noise floor: --noise RUN (a self-replay of the base model) "
                 "or a candidate replayed with --repeat"
             )
-        lo, hi = drift["ci95"]
+        lo, hi = drift.ci95
         checks.append(
             Check(
                 "drift above noise",
                 "95% CI of candidate - noise not above 0",
-                f"{drift['difference']:+.2%} [{lo:+.2%}, {hi:+.2%}] ({drift['source']})",
-                not drift["drift_above_noise"],
+                f"{drift.difference:+.2%} [{lo:+.2%}, {hi:+.2%}] ({drift.source})",
+                not drift.drift_above_noise,
             )
         )
     if t.max_step_divergence is not None and not t.noise_aware:  # noise-aware: the drift check replaces it
-        ok, got = _within(t.max_step_divergence, s["steps_diverged"], s["steps_compared"])
+        ok, got = _within(t.max_step_divergence, s.steps_diverged, s.steps_compared)
         checks.append(Check("step divergence", f"<= {t.max_step_divergence:g}", got, ok))
     if t.max_session_divergence is not None and not t.noise_aware:
-        ok, got = _within(t.max_session_divergence, s["sessions_diverged"], s["sessions_compared"])
+        ok, got = _within(t.max_session_divergence, s.sessions_diverged, s.sessions_compared)
         checks.append(Check("session divergence", f"<= {t.max_session_divergence:g}", got, ok))
     if t.max_parse_failures is not None:
-        count = s["parse_failures"]
-        ok, got = _within(t.max_parse_failures, count, s["steps_compared"])
+        ok, got = _within(t.max_parse_failures, s.parse_failures, s.steps_compared)
         checks.append(Check("parse failures", f"<= {t.max_parse_failures:g}", got, ok))
     if t.max_error_rate is not None:
-        ok, got = _within(t.max_error_rate, s["errors"], s["steps_compared"] + s["errors"])
+        ok, got = _within(t.max_error_rate, s.errors, s.steps_compared + s.errors)
         checks.append(Check("provider errors", f"<= {t.max_error_rate:g}", got, ok))
     for action in t.critical_actions:
         count = sum(1 for d in result.divergences if action in (d.base_action, d.candidate_action))
         checks.append(Check(f"critical action {action}", "no divergence", str(count), count == 0))
-    outcomes = s.get("outcomes")
+    outcomes = s.outcomes
     if (t.max_negative_flips is not None or t.fail_on_outcome_regression) and outcomes is None:
         raise SdbError(
             f"the outcome checks need outcomes on both sides, and {result.base_run!r} -> {result.candidate_run!r} "
@@ -176,112 +177,47 @@ def evaluate(result: DiffResult, t: Thresholds) -> Verdict:
             "has no outcomes)"
         )
     if t.max_negative_flips is not None and outcomes is not None:
-        ok, got = _within(t.max_negative_flips, outcomes["negative_flips"], outcomes["sessions"])
+        ok, got = _within(t.max_negative_flips, outcomes.negative_flips, outcomes.sessions)
         checks.append(Check("outcome flips pass -> fail", f"<= {t.max_negative_flips:g}", got, ok))
     if t.fail_on_outcome_regression and outcomes is not None:
-        p = outcomes["mcnemar_p"]
+        p = outcomes.mcnemar_p
         checks.append(
             Check(
                 "outcome regression (McNemar, one-sided)",
                 f"p >= {t.outcome_alpha:g}",
-                f"p = {p:.4g} ({outcomes['negative_flips']} pass -> fail, {outcomes['positive_flips']} fail -> pass)",
+                f"p = {p:.4g} ({outcomes.negative_flips} pass -> fail, {outcomes.positive_flips} fail -> pass)",
                 p >= t.outcome_alpha,
             )
         )
     return Verdict(all(c.passed for c in checks), checks)
 
 
-def _line(d: Any) -> str:
-    """One divergence as a line of text (control characters visible: the JUnit file must parse)."""
-    fields = "; ".join(f"{f['path']}: {f['old']} -> {f['new']}" for f in d.fields)
-    sim = f" similarity {d.similarity:.2f}" if d.similarity is not None else ""
-    return visible(
-        f"[{d.layer}] {d.step} rep {d.repeat} {d.reason} {d.base_action} -> {d.candidate_action}"
-        + (f" {fields}" if fields else "")
-        + sim
+def run_gate(
+    store: Store,
+    candidate: str,
+    *,
+    base: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    noise_run: str | None = None,
+    allow_partial: bool = False,
+    alignment: str = "auto",
+) -> tuple[DiffResult, Verdict]:
+    """Diff ``candidate`` against ``base`` (default: the run it was replayed from) with the project's
+    ``[diff]`` and ``[outcome]`` settings, counting the thresholds' layers, and judge the diff against
+    the thresholds of :func:`load_thresholds` (``overrides``: the flags)."""
+    manifest = store.manifest(candidate)  # an unknown run is named before a bad threshold
+    base_run = base or manifest.source_run
+    if not base_run:
+        raise UsageError(f"run {manifest.run_id!r} has no source run; name the base with --base RUN")
+    thresholds = load_thresholds(overrides=overrides)
+    result = diff_runs(
+        store,
+        base_run,
+        manifest.run_id,
+        load_config().with_layers(thresholds.layers),
+        noise_run=noise_run,
+        allow_partial=allow_partial,
+        alignment=alignment,
+        outcome_config=load_outcome_config(),
     )
-
-
-def _gated(result: DiffResult) -> list[Any]:
-    layers = result.summary.get("layers") or ["write"]
-    return [d for d in result.divergences if d.layer in layers]
-
-
-def junit(result: DiffResult, verdict: Verdict) -> str:
-    """JUnit XML: one testcase per session, a failure per session with a divergence in the gated
-    layers or an outcome that went from pass to fail; divergences of other layers are system-out."""
-    by_session: dict[str, list[Any]] = {}
-    for d in _gated(result):
-        by_session.setdefault(d.session_id, []).append(d)
-    layers = result.summary.get("layers") or ["write"]
-    others: dict[str, list[Any]] = {}
-    for d in result.divergences:
-        if d.layer not in layers:
-            others.setdefault(d.session_id, []).append(d)
-    outcomes = result.summary.get("outcomes") or {}
-    flipped = set((outcomes.get("flipped") or {}).get("negative") or [])
-    names = sorted(set(_compared_sessions(result)) | set(by_session) | flipped)
-    failing = set(by_session) | flipped
-    suite = ET.Element(
-        "testsuite",
-        name=f"sdbctl gate {result.base_run}..{result.candidate_run}",
-        tests=str(len(names)),
-        failures=str(len(failing)),
-    )
-    for name in names:
-        case = ET.SubElement(suite, "testcase", classname=result.candidate_run, name=visible(name))
-        if name in failing:
-            divs = by_session.get(name, [])
-            what = f"{len(divs)} divergence(s)" + (", outcome pass -> fail" if name in flipped else "")
-            failure = ET.SubElement(case, "failure", message=what, type="divergence")
-            failure.text = "\n".join((["outcome: pass -> fail"] if name in flipped else []) + [_line(d) for d in divs])
-        if name in others:
-            out = ET.SubElement(case, "system-out")
-            out.text = "\n".join(_line(d) for d in others[name])
-    return ET.tostring(suite, encoding="unicode", xml_declaration=True)
-
-
-def _compared_sessions(result: DiffResult) -> list[str]:
-    return list(result.summary.get("session_ids") or [])
-
-
-def markdown(result: DiffResult, verdict: Verdict) -> str:
-    """The gate as Markdown: the verdict, the checks, the outcome flips, then the gated layers'
-    divergences (first of each session first), with the other layers counted below."""
-    s = result.summary
-    layers = ", ".join(s.get("layers") or ["write"])
-    lines = [
-        f"## sdbctl gate: {'PASS' if verdict.passed else 'FAIL'}",
-        "",
-        f"`{result.base_run}` -> `{result.candidate_run}` ({s.get('comparison', 'step')} comparison, layers "
-        f"{layers}): {s['steps_diverged']}/{s['steps_compared']} units and "
-        f"{s['sessions_diverged']}/{s['sessions_compared']} sessions diverged; {s['errors']} provider errors.",
-    ]
-    if s.get("partial"):
-        lines += ["", f"**Partial run(s): {', '.join(s['partial'])}** (compared with --allow-partial)."]
-    outcomes = s.get("outcomes")
-    if outcomes:
-        lines += [
-            "",
-            f"Outcomes over {outcomes['sessions']} sessions: base {outcomes['base_pass']} pass, candidate "
-            f"{outcomes['candidate_pass']} pass; {outcomes['negative_flips']} pass -> fail, "
-            f"{outcomes['positive_flips']} fail -> pass (McNemar one-sided p = {outcomes['mcnemar_p']:.4g}).",
-        ]
-    lines += ["", "| check | threshold | measured | result |", "|---|---|---|---|"]
-    lines += [
-        "| "
-        + " | ".join(markdown_cell(x) for x in (c.name, c.limit, c.measured))
-        + f" | {'PASS' if c.passed else 'FAIL'} |"
-        for c in verdict.checks
-    ]
-    gated = sorted(_gated(result), key=lambda d: d.after_first)
-    if gated:
-        lines += ["", "| session | rep | step | layer | reason | action | fields |", "|---|---|---|---|---|---|---|"]
-        for d in gated[:20]:
-            fields = "; ".join(f"{f['path']}: {f['old']} -> {f['new']}" for f in d.fields)
-            cells = [d.session_id, d.repeat, d.step, d.layer, d.reason, d.candidate_action or d.base_action, fields]
-            lines.append("| " + " | ".join(markdown_cell(str(c)) for c in cells) + " |")
-    rest = {k: v["divergences"] for k, v in (s.get("by_layer") or {}).items() if k not in (s.get("layers") or [])}
-    if any(rest.values()):
-        lines += ["", "Not gated: " + ", ".join(f"{k} {v} divergences" for k, v in rest.items() if v) + "."]
-    return "\n".join(lines) + "\n"
+    return result, evaluate(result, thresholds)

@@ -1,4 +1,4 @@
-"""``sdbctl query``: a user's SQL over the store, read-only.
+"""What the reading commands list: the runs, a run's timeline, and a user's SQL over the store, read-only.
 
 Reading commands never write. A query is parsed first and must be one ``SELECT`` (``WITH``, ``FROM``,
 ``DESCRIBE``, ``SUMMARIZE`` and ``SHOW`` are SELECTs to DuckDB) or ``EXPLAIN``; ``COPY``, ``ATTACH``,
@@ -6,24 +6,81 @@ Reading commands never write. A query is parsed first and must be one ``SELECT``
 then runs on a connection whose file access DuckDB itself limits to the store's directory (and its
 spill directory): ``enable_external_access`` off, extensions neither installed nor loaded, and the
 configuration locked, so a ``read_csv('/etc/passwd')`` inside a SELECT is refused too.
+
+DuckDB and pyarrow are imported where a query runs, not with this module: ``sdbctl runs`` reads only
+manifests and should not pay a quarter of a second for them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import duckdb
+from typing import TYPE_CHECKING, Any, Final
 
 from sdbctl.sdb.errors import QueryError
-from sdbctl.sdb.store.layout import Store
-from sdbctl.sdb.store.views import connect, run_query, spill_directory
+from sdbctl.sdb.store import Store
 
-_ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+RUN_COLUMNS: Final = ("run_id", "created", "source_run", "model", "prompts", "sessions", "events", "status")
+TIMELINE: Final = ("seq", "kind", "actor", "pattern", "name", "status", "step", "payload")
+
+
+def run_rows(store: Store) -> list[dict[str, Any]]:
+    """One row per run, oldest first, keyed by :data:`RUN_COLUMNS` (the shape ``runs --json`` promises)."""
+    return [{k: getattr(m, k) for k in RUN_COLUMNS} for m in store.manifests()]
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """A run's events (one session and one kind, when asked) ordered by session then seq.
+
+    Iterating it yields each event as a dict with the payload parsed and ``ts`` as ISO-8601, and it
+    knows its length, so a listing that prints the first N rows decodes only those."""
+
+    run_id: str
+    sessions: list[str]
+    events: pa.Table
+
+    @property
+    def columns(self) -> list[str]:
+        """Every event column: what the JSON, CSV and JSON-lines forms carry."""
+        return list(self.events.column_names)
+
+    @property
+    def brief(self) -> list[str]:
+        """The columns a table shows: the session when there is more than one, then :data:`TIMELINE`."""
+        return (["session_id"] if len(self.sessions) > 1 else []) + list(TIMELINE)
+
+    def __len__(self) -> int:
+        return int(self.events.num_rows)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        from sdbctl.sdb.store import event_dicts
+
+        return event_dicts(self.events)
+
+
+def timeline(store: Store, ref: str, *, session: str | None = None, kind: str | None = None) -> Timeline:
+    """The timeline of run ``ref`` (an id or ``@latest``); an unknown kind or session is a one-line error."""
+    from sdbctl.sdb.events.kinds import KINDS
+    from sdbctl.sdb.names import check_choice
+    from sdbctl.sdb.store import run_events
+
+    if kind is not None:
+        check_choice(kind, KINDS, "--kind")
+    run_id = store.resolve(ref)  # @latest: the output names the run it is
+    table = run_events(store, run_id, session=session, kind=kind)
+    sessions = table.column("session_id").unique().to_pylist() if table.num_rows else []
+    return Timeline(run_id, [str(s) for s in sessions], table)
 
 
 def check_read_only(sql: str) -> None:
     """Refuse anything but one SELECT or EXPLAIN, with one line."""
+    import duckdb
+
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
@@ -32,13 +89,15 @@ def check_read_only(sql: str) -> None:
     if len(statements) != 1:
         raise QueryError(f"query: one statement at a time ({len(statements)} given)")
     kind = statements[0].type
-    if kind not in _ALLOWED:
+    if kind not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
         name = str(kind).rsplit(".", 1)[-1]
         raise QueryError(f"query: {name} statements are refused; sdbctl query only reads (SELECT or EXPLAIN)")
 
 
 def read_only_query(store: Store, sql: str, run_id: str | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run the user's ``sql`` (see the module docstring); returns column names and rows."""
+    from sdbctl.sdb.store import connect, run_query, spill_directory
+
     check_read_only(sql)
     con = connect(store, run_id)
     allowed = [str(spill_directory())]

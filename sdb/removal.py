@@ -18,10 +18,8 @@ from dataclasses import dataclass, field
 import orjson
 
 from sdbctl.sdb.errors import SdbError, UsageError
-from sdbctl.sdb.replay.cache import cache_key
-from sdbctl.sdb.store.layout import Store
-from sdbctl.sdb.store.manifest import RunManifest
-from sdbctl.sdb.store.views import connect
+from sdbctl.sdb.replay import cache_key
+from sdbctl.sdb.store import RunManifest, Store, connect
 
 _AGE = re.compile(r"^(\d+)([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -10,10 +10,9 @@ from typing import Any
 
 import orjson
 
-from sdbctl.sdb.diff.differ import DiffResult
+from sdbctl.sdb.diff import DiffResult, Divergence, DriftResult, OutcomeSummary
 from sdbctl.sdb.gate import Verdict
-from sdbctl.sdb.store.layout import Store
-from sdbctl.sdb.store.views import connect
+from sdbctl.sdb.store import Store, connect
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#1d2330}
@@ -48,33 +47,33 @@ def _bars(counts: Counter[str], title: str, width: int = 640) -> str:
     )
 
 
-def _drift(drift: dict[str, Any] | None) -> str:
+def _drift(drift: DriftResult | None) -> str:
     if not drift:
         return (
             "<p class=muted>No noise floor: replay the base model against itself (--noise RUN) or the candidate "
             "with --repeat to see drift versus variance.</p>"
         )
-    lo, hi = drift["ci95"]
-    span = max(abs(lo), abs(hi), abs(drift["difference"]), 0.05) * 1.2
+    lo, hi = drift.ci95
+    span = max(abs(lo), abs(hi), abs(drift.difference), 0.05) * 1.2
 
     def x(v: float) -> float:
         return float(300 + 280 * v / span)
 
-    verdict = "drift above noise" if drift["drift_above_noise"] else "within the noise"
-    cls = "fail" if drift["drift_above_noise"] else "pass"
+    verdict = "drift above noise" if drift.drift_above_noise else "within the noise"
+    cls = "fail" if drift.drift_above_noise else "pass"
     svg = (
         f'<svg width="600" height="70" role="img" aria-label="difference and interval">'
         f'<line x1="{x(0)}" y1="5" x2="{x(0)}" y2="55" stroke="#999" stroke-dasharray="3"/>'
         f'<line x1="{x(lo)}" y1="30" x2="{x(hi)}" y2="30" stroke="#1d2330" stroke-width="2"/>'
         f'<line x1="{x(lo)}" y1="22" x2="{x(lo)}" y2="38" stroke="#1d2330"/>'
         f'<line x1="{x(hi)}" y1="22" x2="{x(hi)}" y2="38" stroke="#1d2330"/>'
-        f'<circle cx="{x(drift["difference"])}" cy="30" r="5" fill="#b3261e"/>'
+        f'<circle cx="{x(drift.difference)}" cy="30" r="5" fill="#b3261e"/>'
         f'<text x="{x(0) - 4}" y="66" font-size="11">0</text></svg>'
     )
     return (
-        f"<p>Noise floor <b>{drift['noise_floor']:.1%}</b> ({html.escape(drift['source'])}), candidate "
-        f"<b>{drift['candidate']:.1%}</b>, difference <b>{drift['difference']:+.1%}</b>, 95% CI "
-        f"[{lo:+.1%}, {hi:+.1%}] over {drift['sessions']} sessions ({drift['resamples']:,} resamples): "
+        f"<p>Noise floor <b>{drift.noise_floor:.1%}</b> ({html.escape(drift.source)}), candidate "
+        f"<b>{drift.candidate:.1%}</b>, difference <b>{drift.difference:+.1%}</b>, 95% CI "
+        f"[{lo:+.1%}, {hi:+.1%}] over {drift.sessions} sessions ({drift.resamples:,} resamples): "
         f"<span class={cls}>{verdict}</span></p>{svg}"
     )
 
@@ -85,11 +84,8 @@ def _args(payload: str) -> str:
     return html.escape(orjson.dumps(args).decode()[:160])
 
 
-def _item(d: Any) -> str:
-    what = (
-        "; ".join(f"{f['path']}: {f['old']} -> {f['new']}" for f in d.fields)
-        or f"{d.base_action} -> {d.candidate_action}"
-    )
+def _item(d: Divergence) -> str:
+    what = d.changes() or f"{d.base_action} -> {d.candidate_action}"
     if d.similarity is not None:
         what += f" (similarity {d.similarity:.2f})"
     return (
@@ -102,8 +98,8 @@ def _item(d: Any) -> str:
 def _timelines(store: Store, result: DiffResult, limit: int) -> str:
     """Per diverged session (those with a gated-layer divergence first): its first divergence, the
     rest of the gated layers' list, the other layers folded, and both sides' actions side by side."""
-    layers = set(result.summary.get("layers") or ["write"])
-    gated_sessions = {d.session_id for d in result.divergences if d.layer in layers}
+    layers = set(result.summary.layers)
+    gated_sessions = {d.session_id for d in result.gated()}
     sessions = sorted({d.session_id for d in result.divergences}, key=lambda x: (x not in gated_sessions, x))[:limit]
     if not sessions:
         return "<p class=muted>No diverged session.</p>"
@@ -152,25 +148,24 @@ def _timelines(store: Store, result: DiffResult, limit: int) -> str:
     return "".join(out) + (f"<p class=muted>{more} more diverged sessions (see --json).</p>" if more > 0 else "")
 
 
-def _outcomes(outcomes: dict[str, Any] | None) -> str:
+def _outcomes(outcomes: OutcomeSummary | None) -> str:
     if not outcomes:
         return "<p class=muted>No outcomes on both sides (an imported outcome, or a terminal success state).</p>"
-    flipped = outcomes.get("flipped") or {}
-    neg = ", ".join(html.escape(x) for x in (flipped.get("negative") or [])[:50]) or "none"
-    pos = ", ".join(html.escape(x) for x in (flipped.get("positive") or [])[:50]) or "none"
+    neg = ", ".join(html.escape(x) for x in outcomes.flipped.negative[:50]) or "none"
+    pos = ", ".join(html.escape(x) for x in outcomes.flipped.positive[:50]) or "none"
     return (
-        f"<p>{outcomes['sessions']} sessions: base {outcomes['base_pass']} pass, candidate "
-        f"{outcomes['candidate_pass']} pass; McNemar one-sided p = {outcomes['mcnemar_p']:.4g}</p>"
-        f"<table><tr><th>pass &rarr; fail ({outcomes['negative_flips']})</th><td>{neg}</td></tr>"
-        f"<tr><th>fail &rarr; pass ({outcomes['positive_flips']})</th><td>{pos}</td></tr></table>"
+        f"<p>{outcomes.sessions} sessions: base {outcomes.base_pass} pass, candidate "
+        f"{outcomes.candidate_pass} pass; McNemar one-sided p = {outcomes.mcnemar_p:.4g}</p>"
+        f"<table><tr><th>pass &rarr; fail ({outcomes.negative_flips})</th><td>{neg}</td></tr>"
+        f"<tr><th>fail &rarr; pass ({outcomes.positive_flips})</th><td>{pos}</td></tr></table>"
     )
 
 
 def render_html(store: Store, result: DiffResult, verdict: Verdict | None = None, *, sessions: int = 30) -> str:
     """The report as one HTML document."""
     s = result.summary
-    layers = s.get("layers") or ["write"]
-    gated = [d for d in result.divergences if d.layer in layers]
+    layers = s.layers
+    gated = result.gated()
     by_step = Counter(d.step or "(no step)" for d in gated)
     by_action = Counter(d.candidate_action or d.base_action or "?" for d in gated)
     head = ""
@@ -189,26 +184,23 @@ def render_html(store: Store, result: DiffResult, verdict: Verdict | None = None
     kpis = "".join(
         f"<div>{html.escape(k)}<b>{v}</b></div>"
         for k, v in [
-            ("steps diverged", f"{s['steps_diverged']}/{s['steps_compared']} ({s['step_divergence_rate']:.1%})"),
-            (
-                "sessions diverged",
-                f"{s['sessions_diverged']}/{s['sessions_compared']} ({s['session_divergence_rate']:.1%})",
-            ),
-            ("divergences", s["divergences"]),
-            ("provider errors", s["errors"]),
-            ("pass^k", "-" if s.get("pass_k") is None else f"{s['pass_k']:.1%}"),
+            ("steps diverged", f"{s.steps_diverged}/{s.steps_compared} ({s.step_divergence_rate:.1%})"),
+            ("sessions diverged", f"{s.sessions_diverged}/{s.sessions_compared} ({s.session_divergence_rate:.1%})"),
+            ("divergences", s.divergences),
+            ("provider errors", s.errors),
+            ("pass^k", "-" if s.pass_k is None else f"{s.pass_k:.1%}"),
         ]
     )
-    reasons = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in s["by_reason"].items())
+    reasons = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in s.by_reason.items())
     layer_rows = "".join(
-        f"<tr><td>{html.escape(k)}{' (gated)' if k in layers else ''}</td><td>{v['steps_diverged']}/"
-        f"{v['steps_compared']}</td><td>{v['sessions_diverged']}/{v['sessions_compared']}</td>"
-        f"<td>{v['divergences']}</td></tr>"
-        for k, v in (s.get("by_layer") or {}).items()
+        f"<tr><td>{html.escape(k)}{' (gated)' if k in layers else ''}</td><td>{v.steps_diverged}/"
+        f"{v.steps_compared}</td><td>{v.sessions_diverged}/{v.sessions_compared}</td>"
+        f"<td>{v.divergences}</td></tr>"
+        for k, v in s.by_layer.items()
     )
     partial = (
-        f"<p class=fail>Partial run(s) {html.escape(', '.join(s['partial']))}: compared with --allow-partial.</p>"
-        if s.get("partial")
+        f"<p class=fail>Partial run(s) {html.escape(', '.join(s.partial))}: compared with --allow-partial.</p>"
+        if s.partial
         else ""
     )
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -216,13 +208,13 @@ def render_html(store: Store, result: DiffResult, verdict: Verdict | None = None
 {html.escape(result.candidate_run)}</title><style>{CSS}</style></head><body>
 <h1>{html.escape(result.base_run)} &rarr; {html.escape(result.candidate_run)}</h1>
 <p class=muted>sdbctl divergence report &middot; base run and candidate run compared action by action</p>
-{partial}{head}<h2>Summary</h2><p class=muted>compared by {html.escape(str(s.get("comparison", "step")))};
+{partial}{head}<h2>Summary</h2><p class=muted>compared by {html.escape(s.comparison)};
 the figures count the layers {html.escape(", ".join(layers))}</p><div class=kpi>{kpis}</div>
-<h2>Outcomes</h2>{_outcomes(s.get("outcomes"))}
+<h2>Outcomes</h2>{_outcomes(s.outcomes)}
 <h2>By layer</h2><table><tr><th>layer</th><th>units diverged</th><th>sessions diverged</th><th>divergences</th></tr>
 {layer_rows}</table>
 <table><tr><th>reason ({html.escape(", ".join(layers))})</th><th>divergences</th></tr>{reasons}</table>
-<h2>Drift versus noise</h2>{_drift(s.get("drift"))}
+<h2>Drift versus noise</h2>{_drift(s.drift)}
 <h2>Divergences by step</h2>{_bars(by_step, "by step")}
 <h2>Divergences by action</h2>{_bars(by_action, "by action")}
 <h2>Diverged sessions</h2>{_timelines(store, result, sessions)}

@@ -12,15 +12,19 @@ from pathlib import PurePath
 from typing import Any
 
 SKIP = "json_skip"  # field(metadata={SKIP: True}): kept in the object, left out of its JSON
+OMIT_NONE = "json_omit_none"  # field(metadata={OMIT_NONE: True}): left out of its JSON while None
 
 
 def as_json(value: Any) -> Any:
     """``value`` as plain JSON data: a dataclass becomes a dict of its fields in declaration order
-    (without those whose metadata sets :data:`SKIP`), tuples and sets lists, paths and enums strings,
-    a non-finite float ``None`` (JSON has no NaN)."""
+    (without those whose metadata sets :data:`SKIP`, nor, while they are None, those that set
+    :data:`OMIT_NONE`: a key a result's JSON has only sometimes keeps that contract), tuples and sets
+    lists, paths and enums strings, a non-finite float ``None`` (JSON has no NaN)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
-            f.name: as_json(getattr(value, f.name)) for f in dataclasses.fields(value) if not f.metadata.get(SKIP)
+            f.name: as_json(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not f.metadata.get(SKIP) and not (f.metadata.get(OMIT_NONE) and getattr(value, f.name) is None)
         }
     if isinstance(value, Mapping):
         return {str(k): as_json(v) for k, v in value.items()}

@@ -61,6 +61,16 @@ class S3Server:
         found = self.client().list_objects_v2(Bucket=bucket).get("Contents", [])
         return sorted(o["Key"] for o in found)
 
+    def empty_bucket(self, bucket: str) -> None:
+        """``bucket``, created, or emptied when it is there: moto's state outlives one server, and each
+        test starts from no objects."""
+        client = self.client()
+        if bucket in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
+            for key in self.keys(bucket):
+                client.delete_object(Bucket=bucket, Key=key)
+        else:
+            client.create_bucket(Bucket=bucket)
+
     def __enter__(self) -> S3Server:
         self.start()
         return self

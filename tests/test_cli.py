@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -71,6 +72,65 @@ def test_query_table_json_and_csv(sdbctl: CLI, sample_run: str) -> None:
         ).stdout
     )
     assert joined == [{"status": "complete", "n": sum(r["n"] for r in rows)}]
+
+
+# one listing per command, its values holding commas, quotes and newlines (the payloads are JSON text)
+LISTINGS = {
+    "runs": ("runs",),
+    "show": ("show", "sample", "--session", "7590-VHVEG"),
+    "query": (
+        "query",
+        "SELECT kind, count(*) AS n, 'a,b' AS comma, 'say \"hi\"' AS quote, 'two' || chr(10) || 'lines' AS nl, "
+        "kind = 'llm' AS is_llm, [1, 2] AS list, NULL AS nothing FROM events GROUP BY kind ORDER BY kind",
+    ),
+}
+
+
+def _csv_text(value: Any) -> str:
+    """A JSON value as the listings' CSV writes it."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return str(value)
+
+
+@pytest.mark.parametrize("listing", sorted(LISTINGS))
+def test_listing_csv_and_jsonl_carry_the_json_rows(sdbctl: CLI, sample_run: str, listing: str) -> None:
+    args = LISTINGS[listing]
+    out = sdbctl(*args, "--json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert rows and isinstance(rows, list)
+    as_csv = sdbctl(*args, "--csv")
+    assert as_csv.returncode == 0, as_csv.stderr
+    parsed = list(csv.DictReader(io.StringIO(as_csv.stdout, newline="")))
+    assert parsed == [{k: _csv_text(v) for k, v in r.items()} for r in rows]
+    assert as_csv.stdout.split("\n", 1)[0].split(",") == list(rows[0])  # the columns, in order
+    lines = sdbctl(*args, "--jsonl").stdout.splitlines()
+    assert len(lines) == len(rows) and [json.loads(line) for line in lines] == rows
+    if listing == "query":
+        assert parsed[0]["comma"] == "a,b" and parsed[0]["quote"] == 'say "hi"' and parsed[0]["nl"] == "two\nlines"
+    for pair in (("--json", "--csv"), ("--csv", "--jsonl"), ("--jsonl", "--json")):
+        assert_one_line_error(sdbctl(*args, *pair), "give one output format", *pair)
+
+
+def test_listing_help_teaches_the_formats(sdbctl: CLI) -> None:
+    for command in LISTINGS:
+        out = sdbctl(command, "--help")
+        assert out.returncode == 0, out.stderr
+        for flag in ("--json", "--csv", "--jsonl", "Output: a table", "Example"):
+            assert flag in out.stdout, (command, flag)
+
+
+def test_show_table_cuts_at_limit_and_says_how_many_more(sdbctl: CLI, sample_run: str) -> None:
+    out = sdbctl("show", "sample", "--limit", "3")
+    assert out.returncode == 0, out.stderr
+    total = len(json.loads(sdbctl("show", "sample", "--json").stdout))
+    assert f"{total - 3} more events; use --limit 0" in out.stderr and "--jsonl" in out.stderr
+    assert "session" in out.stdout and "10 sessions" in out.stdout
 
 
 def test_export_jsonl_and_parquet(sdbctl: CLI, sample_run: str, tmp_path: Path) -> None:
@@ -151,6 +211,21 @@ def test_bad_parquet_is_exit_2_and_nothing_is_touched(sdbctl: CLI, sample_run: s
 def test_debug_shows_the_traceback(sdbctl: CLI) -> None:
     out = sdbctl("runs", "--store", "nowhere", env={"SDB_DEBUG": "1"})
     assert out.returncode != 0 and "Traceback" in out.stderr and "StoreNotFound" in out.stderr
+
+
+def test_the_installed_script_prints_and_exits_as_the_in_process_runs(
+    sdbctl: CLI, sdbctl_process: CLI, sample_run: str
+) -> None:
+    """The tests run the command line in their own process (tests/conftest.py); the script a user runs
+    gives the same output and exit status: a listing (0), a one-line error (2), a usage error (2)."""
+    statuses = []
+    for args in (("runs",), ("show", "sample", "--limit", "2"), ("show", "nope"), ("shwo", "sample")):
+        script, here = sdbctl_process(*args), sdbctl(*args)
+        assert (script.returncode, script.stdout, script.stderr) == (here.returncode, here.stdout, here.stderr), args
+        statuses.append(script.returncode)
+    assert statuses == [0, 0, 2, 2]
+    debug = sdbctl_process("runs", "--store", "nowhere", env={"SDB_DEBUG": "1"})  # an uncaught exception: 1
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "StoreNotFound" in debug.stderr
 
 
 def test_unwritable_export_path_and_damaged_manifest_are_exit_2(sdbctl: CLI, sample_run: str, store: Path) -> None:

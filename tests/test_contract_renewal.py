@@ -6,51 +6,40 @@ import asyncio
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import sdbctl.fixtures.workloads
-from sdbctl.recorders.workload import RecordSummary, record_workload
-from sdbctl.sdb.agents import load_agent
 from sdbctl.sdb.providers import UnknownModel, resolve
 from sdbctl.sdb.store import Store
-from sdbctl.sdb.store.views import connect, run_query
+from tests.helpers import query_rows, record_run
 
 sdbctl.fixtures.workloads.register_all()
-
-
-def _record(store: Path, run_id: str, n: int = 100, **kw: Any) -> RecordSummary:
-    return record_workload(
-        load_agent("contract-renewal"), "contract-renewal", sessions=n, store=str(store), run_id=run_id, **kw
-    )
-
-
-def _q(store: Path, sql: str) -> list[tuple[Any, ...]]:
-    return run_query(connect(Store.open(store)), sql)[1]
 
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = tmp_path_factory.mktemp("renewal") / ".sdb"
-    _record(store, "v1", model="sim:renewal@v1")
+    record_run(store, "contract-renewal", "v1", sessions=100, model="sim:renewal@v1")
     return store
 
 
 def test_hundred_customers_show_every_pattern_a_gated_discount_and_every_terminal_state(baseline: Path) -> None:
-    tags = {r[0] for r in _q(baseline, "SELECT DISTINCT pattern FROM events WHERE run_id = 'v1'")}
+    tags = {r[0] for r in query_rows(baseline, "SELECT DISTINCT pattern FROM events WHERE run_id = 'v1'")}
     assert {"P1", "P2", "P3", "P4", "P5", "P6"} <= tags
-    gated = _q(
+    gated = query_rows(
         baseline,
         "SELECT count(*) FROM events WHERE run_id = 'v1' AND kind = 'action' "
         "AND name = 'propose_offer' AND status = 'gated'",
     )
     assert gated[0][0] >= 1
-    reasons = _q(baseline, "SELECT payload FROM events WHERE kind = 'gate' AND name = 'policy:v7' AND status = 'gated'")
+    reasons = query_rows(
+        baseline, "SELECT payload FROM events WHERE kind = 'gate' AND name = 'policy:v7' AND status = 'gated'"
+    )
     assert any("over the 30% cap" in r[0] for r in reasons)
     terminal = {
         r[0]
-        for r in _q(
+        for r in query_rows(
             baseline, "SELECT name FROM events WHERE run_id = 'v1' AND kind = 'state' AND step = 'day-000/terminal'"
         )
     }
@@ -62,7 +51,7 @@ def test_hundred_customers_show_every_pattern_a_gated_discount_and_every_termina
 
 
 def test_every_llm_event_records_template_variables_and_rendered_messages(baseline: Path) -> None:
-    rows = _q(baseline, "SELECT prompt, payload FROM events WHERE run_id = 'v1' AND kind = 'llm' LIMIT 50")
+    rows = query_rows(baseline, "SELECT prompt, payload FROM events WHERE run_id = 'v1' AND kind = 'llm' LIMIT 50")
     for prompt, payload in rows:
         body = json.loads(payload)
         assert prompt.count("@") == 1 and body["variables"]["customer_id"]
@@ -71,22 +60,22 @@ def test_every_llm_event_records_template_variables_and_rendered_messages(baseli
 
 
 def test_same_seed_twice_gives_identical_action_digests(baseline: Path) -> None:
-    _record(baseline, "v1-again", model="sim:renewal@v1")
+    record_run(baseline, "contract-renewal", "v1-again", sessions=100, model="sim:renewal@v1")
     sql = (
         "SELECT session_id, seq, name, digest FROM events WHERE run_id = '{}' AND kind = 'action' "
         "ORDER BY session_id, seq"
     )
-    first, second = _q(baseline, sql.format("v1")), _q(baseline, sql.format("v1-again"))
+    first, second = query_rows(baseline, sql.format("v1")), query_rows(baseline, sql.format("v1-again"))
     assert len(first) > 500 and first == second
 
 
 def test_a_new_version_drifts_and_the_ground_truth_says_how(baseline: Path) -> None:
-    _record(baseline, "v2", model="sim:renewal@v2")
+    record_run(baseline, "contract-renewal", "v2", sessions=100, model="sim:renewal@v2")
     sql = (
         "SELECT a.digest <> b.digest FROM events a JOIN events b USING (session_id, seq) WHERE a.run_id = 'v1' "
         "AND b.run_id = 'v2' AND a.kind = 'action' AND a.name = 'propose_offer' AND b.name = 'propose_offer'"
     )
-    changed = [r[0] for r in _q(baseline, sql)]
+    changed = [r[0] for r in query_rows(baseline, sql)]
     assert any(changed) and not all(changed)
     truth = [json.loads(line) for line in (baseline / "runs" / "v2" / "truth.jsonl").read_text().splitlines()]
     rules = Counter(rule for t in truth for rule in t["rules"])
@@ -96,22 +85,22 @@ def test_a_new_version_drifts_and_the_ground_truth_says_how(baseline: Path) -> N
 
 
 def test_prompt_version_changes_what_the_model_offers(tmp_path: Path) -> None:
-    _record(tmp_path, "p2", n=60, prompts={"offer": "v2"})
-    rows = _q(
+    record_run(tmp_path, "contract-renewal", "p2", sessions=60, prompts={"offer": "v2"})
+    rows = query_rows(
         tmp_path,
         "SELECT prompt, payload FROM events WHERE kind = 'action' AND name = 'propose_offer' AND status = 'ok'",
     )
     discounts = [json.loads(p)["args"]["discount_pct"] for _, p in rows]
     assert discounts and max(discounts) <= 25
-    prompts = {r[0] for r in _q(tmp_path, "SELECT DISTINCT prompt FROM events WHERE kind = 'llm'")}
+    prompts = {r[0] for r in query_rows(tmp_path, "SELECT DISTINCT prompt FROM events WHERE kind = 'llm'")}
     assert "offer@v2" in prompts and "offer@v1" not in prompts
 
 
 def test_both_spines_reach_the_same_terminal_states(tmp_path: Path) -> None:
-    p5 = _record(tmp_path, "p5", n=60, options={"spine": "p5"})
-    p3 = _record(tmp_path, "p3", n=60, options={"spine": "p3"})
+    p5 = record_run(tmp_path, "contract-renewal", "p5", sessions=60, options={"spine": "p5"})
+    p3 = record_run(tmp_path, "contract-renewal", "p3", sessions=60, options={"spine": "p3"})
     assert p5.terminal == p3.terminal
-    spine_tags = _q(
+    spine_tags = query_rows(
         tmp_path,
         "SELECT run_id, count(*) FROM events WHERE kind = 'state' AND step = 'day-000/terminal' "
         "AND pattern = CASE run_id WHEN 'p5' THEN 'P5' ELSE 'P3' END GROUP BY 1 ORDER BY 1",
@@ -120,9 +109,11 @@ def test_both_spines_reach_the_same_terminal_states(tmp_path: Path) -> None:
 
 
 def test_v3_sometimes_answers_malformed_and_the_boundary_rejects_it(tmp_path: Path) -> None:
-    _record(tmp_path, "v3", n=300, model="sim:renewal@v3")
+    record_run(tmp_path, "contract-renewal", "v3", sessions=300, model="sim:renewal@v3")
     statuses = dict(
-        _q(tmp_path, "SELECT status, count(*) FROM events WHERE kind = 'action' AND name <> 'dispatch' GROUP BY 1")
+        query_rows(
+            tmp_path, "SELECT status, count(*) FROM events WHERE kind = 'action' AND name <> 'dispatch' GROUP BY 1"
+        )
     )
     assert statuses.get("parse_failed", 0) >= 1 and statuses.get("gated", 0) >= 1
 

@@ -3,31 +3,31 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sdbctl.fixtures.workloads
 from sdbctl.recorders.workload import record_workload
 from sdbctl.sdb.agents import load_agent
-from sdbctl.sdb.diff.align import align, align_by_name
-from sdbctl.sdb.diff.config import DiffConfig, Tolerance
-from sdbctl.sdb.diff.differ import diff_runs
-from sdbctl.sdb.replay.engine import ReplayOptions, replay
+from sdbctl.sdb.diff import DiffConfig, DiffSummary, Tolerance, align, align_by_name, diff_runs
+from sdbctl.sdb.replay import ReplayOptions, replay
+from sdbctl.sdb.results import as_json
 from sdbctl.sdb.store import Store
+from tests.conftest import CLI
+from tests.helpers import ground_truth
 
 sdbctl.fixtures.workloads.register_all()
 
 
-def _truth(store: Path, run_id: str) -> dict[tuple[str, str], set[str]]:
+def _expected_reasons(store: Path, run_id: str) -> dict[tuple[str, str], set[str]]:
     """(session, step) -> the reasons the simulator's ground truth implies for that step."""
     out: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for line in (store / "runs" / run_id / "truth.jsonl").read_text().splitlines():
-        t = json.loads(line)
+    for t in ground_truth(store, run_id):
         if not t["changes"]:
             continue
         fields = {c["field"] for c in t["changes"]}
@@ -57,7 +57,7 @@ def test_divergences_equal_the_simulators_ground_truth(
         found: dict[tuple[str, str], set[str]] = defaultdict(set)
         for d in result.divergences:
             found[(d.session_id, d.step or "")].add(d.reason)
-        truth = _truth(store, run)
+        truth = _expected_reasons(store, run)
         assert truth, f"{version} drifted nowhere: the test would prove nothing"
         assert set(found) == set(truth), version  # precision and recall 1.0 on the positions
         assert dict(found) == dict(truth), version  # and on the reasons
@@ -66,8 +66,8 @@ def test_divergences_equal_the_simulators_ground_truth(
 def test_a_run_against_itself_has_no_divergence(store: Path) -> None:
     record_workload(load_agent("contract-renewal"), "contract-renewal", sessions=30, store=str(store), run_id="a")
     result = diff_runs(Store.open(store), "a", "a")
-    assert result.divergences == [] and result.summary["steps_compared"] > 0
-    assert result.summary["step_divergence_rate"] == 0.0
+    assert result.divergences == [] and result.summary.steps_compared > 0
+    assert result.summary.step_divergence_rate == 0.0
 
 
 def test_diff_is_symmetric_with_missing_and_extra_swapped(store: Path) -> None:
@@ -76,9 +76,9 @@ def test_diff_is_symmetric_with_missing_and_extra_swapped(store: Path) -> None:
     replay(Store.open(store), "base", ReplayOptions(model="sim:research@v3", run_id="b3"))
     ab = diff_runs(Store.open(store), "b2", "b3").summary
     ba = diff_runs(Store.open(store), "b3", "b2").summary
-    assert ab["steps_diverged"] == ba["steps_diverged"] and ab["divergences"] == ba["divergences"]
+    assert ab.steps_diverged == ba.steps_diverged and ab.divergences == ba.divergences
     swap = {"missing": "extra", "extra": "missing"}
-    assert {swap.get(k, k): v for k, v in ab["by_reason"].items()} == ba["by_reason"]
+    assert {swap.get(k, k): v for k, v in ab.by_reason.items()} == ba.by_reason
 
 
 def test_tolerances_hide_what_they_ignore(store: Path) -> None:
@@ -132,26 +132,27 @@ def test_one_insertion_is_one_extra_and_one_deletion_one_missing(base: list[int]
     assert sum(p.candidate is None for p in deleted) == 1 and sum(not p.equal for p in deleted) == 1
 
 
+@settings(max_examples=25, deadline=None)
 @given(
     st.lists(st.integers(0, 1000), min_size=2, max_size=8, unique=True).flatmap(
         lambda xs: st.tuples(st.just(xs), st.permutations(xs))
     )
 )
 def test_a_reordering_is_reported_as_reordered_and_nothing_else(pair: tuple[list[int], list[int]]) -> None:
-    from sdbctl.sdb.diff.differ import _classify
+    from sdbctl.recorders.sdk import Recorder
 
     base, cand = pair
-
-    def rows(ds: list[int]) -> list[dict[str, Any]]:
-        return [
-            {"seq": i, "digest": d, "name": "a", "status": "ok", "pattern": "P1", "payload": "{}"}
-            for i, d in enumerate(ds)
-        ]
-
-    pending: list[Any] = []
-    divs = _classify("s", "step", 0, rows(base), rows(cand), False, pending)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / ".sdb"
+        for run_id, values in (("b", base), ("c", cand)):
+            with Recorder(store=store, run_id=run_id) as rec:
+                s = rec.session("s")
+                llm = s.llm({"k": 0}, {}, model="m", step="step")
+                for v in values:
+                    s.action("a", {"v": v}, step="step", parent=llm)
+        divs = diff_runs(Store.open(store), "b", "c", alignment="step", save=False).divergences
     moved = sum(b != c for b, c in zip(base, cand, strict=True))
-    assert pending == [] and [d.reason for d in divs] == ["reordered"] * moved
+    assert [d.reason for d in divs] == ["reordered"] * moved
 
 
 def test_edge_cases_found_in_review(store: Path) -> None:
@@ -184,6 +185,23 @@ def test_session_mode_repeats_are_repeats_not_extra_sessions(store: Path) -> Non
     record_workload(load_agent("contract-renewal"), "contract-renewal", sessions=15, store=str(store), run_id="base")
     replay(Store.open(store), "base", ReplayOptions(model="recorded", mode="session", repeat=2, run_id="rep"))
     result = diff_runs(Store.open(store), "base", "rep")
-    assert result.divergences == [] and result.summary["repeats"] == 2 and result.summary["pass_k"] == 1.0
-    assert result.summary["drift"]["source"] == "2 repeats of the candidate"
-    assert result.summary["steps_diverged"] <= result.summary["steps_compared"]
+    s = result.summary
+    assert result.divergences == [] and s.repeats == 2 and s.pass_k == 1.0
+    assert s.drift is not None and s.drift.source == "2 repeats of the candidate"
+    assert s.steps_diverged <= s.steps_compared
+
+
+def test_the_json_and_the_saved_diff_are_the_summary_as_json(sdbctl: CLI, tmp_path: Path) -> None:
+    store = tmp_path / ".sdb"
+    record_workload(load_agent("contract-renewal"), "contract-renewal", sessions=20, store=str(store), run_id="base")
+    opts = ReplayOptions(model="sim:renewal@v3?noise=0.05", mode="session", repeat=2, run_id="v3")
+    replay(Store.open(store), "base", opts)
+    summary = diff_runs(Store.open(store), "base", "v3").summary
+    expected = as_json(summary)
+    nested = (summary.drift, summary.outcomes, summary.first_divergence, summary.terminal_changes)
+    assert all(nested)  # every nested part is filled in
+    printed = json.loads(sdbctl("diff", "base", "v3", "--json").stdout)["summary"]
+    saved = json.loads((store / "diffs" / "base..v3" / "summary.json").read_text())
+    assert list(printed) == list(saved) == list(expected)  # the same keys, in the same order
+    assert printed == saved == expected
+    assert DiffSummary.from_json(saved) == summary  # and a saved diff reads back as it was

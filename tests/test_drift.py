@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sdbctl.sdb.diff.drift import drift_test
+from sdbctl.sdb.diff import drift_test
 
 SESSIONS, STEPS, TRIALS, NOISE = 500, 4, 200, 0.10
 

@@ -10,7 +10,7 @@ import pytest
 import sdbctl.fixtures.workloads
 from sdbctl.recorders.workload import record_workload
 from sdbctl.sdb.agents import load_agent
-from sdbctl.sdb.replay.engine import ReplayOptions, replay
+from sdbctl.sdb.replay import ReplayOptions, replay
 from sdbctl.sdb.store import Store
 from tests.conftest import CLI, assert_one_line_error
 
@@ -73,6 +73,28 @@ def test_junit_has_one_testcase_per_session_and_markdown_reaches_the_step_summar
     assert "args_changed" in (failed[0].find("failure").text or "")  # type: ignore[union-attr]
     text = (tmp_path / "gate.md").read_text()
     assert text.startswith("## sdbctl gate: FAIL") and summary.read_text() == text
+
+
+def test_the_step_summary_is_appended_to_and_never_written_over(
+    runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sdbctl.sdb.ci_summary import markdown, write_ci_files
+    from sdbctl.sdb.gate import run_gate
+
+    monkeypatch.chdir(tmp_path)  # the shipped thresholds: no project settings
+    st = Store.open(runs)
+    result, verdict = run_gate(st, "v2")
+    step_summary = tmp_path / "step_summary.md"
+    step_summary.write_text("## an earlier step\n")
+    env = {"GITHUB_STEP_SUMMARY": str(step_summary)}
+    write_ci_files(st, result, verdict, junit_file=tmp_path / "gate.xml", env=env)
+    write_ci_files(st, result, verdict, env=env)  # a second gate in the same job
+    text = markdown(result, verdict)
+    assert not verdict.passed and text.startswith("## sdbctl gate: FAIL")
+    assert step_summary.read_text() == "## an earlier step\n" + text + text
+    assert ET.parse(tmp_path / "gate.xml").getroot().get("tests") == "40"
+    write_ci_files(st, result, verdict, markdown_file=tmp_path / "gate.md", env={})  # outside GitHub Actions
+    assert (tmp_path / "gate.md").read_text() == text and step_summary.read_text().count(text) == 2
 
 
 def test_noise_aware_gate_needs_a_noise_floor_and_uses_it(sdbctl: CLI, runs: Path) -> None:

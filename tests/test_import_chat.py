@@ -1,7 +1,7 @@
-"""``sdbctl import chat`` and ``sdbctl export RUN --format chat``, through the real CLI: the airline
-fixtures (reused call ids, failed-then-retried calls, parallel calls, Anthropic blocks, trials, rewards),
-replay with zero divergence, export and import back, a proxied run exported and imported back, bad
-input (one line, exit 2, no run), ``--skip-bad``, and redaction."""
+"""``sdbctl import chat``, through the real CLI: the airline fixtures (reused call ids,
+failed-then-retried calls, parallel calls, Anthropic blocks, trials, rewards), replay with zero
+divergence, bad input (one line, exit 2, no run), ``--skip-bad``, and redaction. The export and its
+round trips are in ``test_export_chat.py``."""
 
 from __future__ import annotations
 
@@ -11,53 +11,29 @@ from typing import Any
 
 import pytest
 
-from sdbctl.recorders.conversation import ConversationRecorder
-from sdbctl.sdb.recording import Recorder
-from sdbctl.sdb.redaction import load_redactor
+from tests.chat_runs import MAP, TRIALS, by_session, import_airline, ok, query_rows, shown_events
 from tests.conftest import CLI, assert_one_line_error
 
-REPO = Path(__file__).resolve().parent.parent
-CHAT = REPO / "fixtures" / "chat"
-TRIALS = [str(CHAT / "trial-a.jsonl"), str(CHAT / "trial-b.jsonl")]
-MAP = str(CHAT / "map.toml")
 WRITES = {"update_reservation_flights", "cancel_reservation", "book_reservation"}
-
-
-def _ok(out: Any) -> Any:
-    assert out.returncode == 0, out.stderr
-    return out
-
-
-def _events(sdbctl: CLI, run: str) -> list[dict[str, Any]]:
-    return list(json.loads(_ok(sdbctl("show", run, "--limit", "0", "--json")).stdout))
-
-
-def _by_session(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {}
-    for e in events:
-        out.setdefault(e["session_id"], []).append(e)
-    return out
-
-
-def _import_fixtures(sdbctl: CLI, run: str = "air") -> dict[str, Any]:
-    return dict(json.loads(_ok(sdbctl("import", "chat", *TRIALS, "--map", MAP, "--run-id", run, "--json")).stdout))
 
 
 def _committed(session: list[dict[str, Any]]) -> list[tuple[str, Any]]:
     """The committed writes of a session: write actions whose effect succeeded, in order."""
-    ok = {e["parent"] for e in session if e["kind"] == "effect" and e["status"] == "ok"}
+    succeeded = {e["parent"] for e in session if e["kind"] == "effect" and e["status"] == "ok"}
     return [
-        (e["name"], e["digest"]) for e in session if e["kind"] == "action" and e["name"] in WRITES and e["seq"] in ok
+        (e["name"], e["digest"])
+        for e in session
+        if e["kind"] == "action" and e["name"] in WRITES and e["seq"] in succeeded
     ]
 
 
 def test_the_airline_fixtures_import_as_sessions_trials_effects_and_outcomes(sdbctl: CLI, tmp_path: Path) -> None:
-    assert _import_fixtures(sdbctl) == {"run_id": "air", "events": 124, "sessions": 10, "skipped": 0}
+    assert import_airline(sdbctl) == {"run_id": "air", "events": 124, "sessions": 10, "skipped": 0}
     manifest = json.loads((tmp_path / ".sdb" / "runs" / "air" / "run.json").read_text())
     assert manifest["recorder"] == "chat" and manifest["mode"] == "record" and manifest["repeat"] == 2
     assert manifest["meta"]["fields"]["session"] == "task_id" and manifest["meta"]["skipped"] == 0
     assert "openai_key" in manifest["meta"]["redaction"] and manifest["meta"]["map"] == MAP
-    sessions = _by_session(_events(sdbctl, "air"))
+    sessions = by_session(shown_events(sdbctl, "air"))
     assert sorted(sessions) == ["0", "0#r1", "1", "1#r1", "2", "2#r1", "3", "3#r1", "4", "4#r1"]  # trial 1 is #r1
     for events in sessions.values():
         assert [e["seq"] for e in events] == list(range(len(events)))
@@ -146,113 +122,16 @@ def test_the_airline_fixtures_import_as_sessions_trials_effects_and_outcomes(sdb
 
 
 def test_an_imported_run_replays_with_zero_divergence(sdbctl: CLI) -> None:
-    _import_fixtures(sdbctl)
-    same = json.loads(_ok(sdbctl("replay", "air", "--model", "recorded", "--run-id", "again", "--json")).stdout)
+    import_airline(sdbctl)
+    same = json.loads(ok(sdbctl("replay", "air", "--model", "recorded", "--run-id", "again", "--json")).stdout)
     assert same["divergences"] == 0 and same["steps"] == 42 and same["errors"] == 0
-    both = json.loads(_ok(sdbctl("diff", "air", "again", "--json")).stdout)  # two trials: ID and ID#r1 sessions
+    both = json.loads(ok(sdbctl("diff", "air", "again", "--json")).stdout)  # two trials: ID and ID#r1 sessions
     assert both["divergences"] == [] and both["summary"]["sessions_compared"] == 10  # 5 tasks x 2 trials
     # one trial (no session repeats), replayed and diffed
-    _ok(sdbctl("import", "chat", TRIALS[1], "--map", MAP, "--run-id", "b"))
-    _ok(sdbctl("replay", "b", "--model", "recorded", "--run-id", "b-again"))
-    diff = json.loads(_ok(sdbctl("diff", "b", "b-again", "--json")).stdout)
+    ok(sdbctl("import", "chat", TRIALS[1], "--map", MAP, "--run-id", "b"))
+    ok(sdbctl("replay", "b", "--model", "recorded", "--run-id", "b-again"))
+    diff = json.loads(ok(sdbctl("diff", "b", "b-again", "--json")).stdout)
     assert diff["divergences"] == [] and diff["summary"]["steps_compared"] > 0
-
-
-def _query(sdbctl: CLI, sql: str) -> list[tuple[Any, ...]]:
-    rows = json.loads(_ok(sdbctl("query", sql, "--json")).stdout)
-    return sorted(tuple(r.values()) for r in rows)
-
-
-def _same_run(sdbctl: CLI, one: str, other: str) -> None:
-    """The two runs hold the same actions, effects (with their status) and outcomes."""
-    for kinds, cols in (
-        ("'action'", "session_id, step, name, digest, status"),
-        ("'effect'", "session_id, step, name, digest, status"),
-        ("'state'", "session_id, name, payload"),
-        ("'llm'", "session_id, step, digest"),
-    ):
-        rows = [
-            _query(sdbctl, f"SELECT {cols} FROM events WHERE run_id = '{run}' AND kind IN ({kinds})")
-            for run in (one, other)
-        ]
-        assert rows[0] == rows[1] and (rows[0] or kinds == "'state'"), kinds
-
-
-def test_export_chat_then_import_gives_the_same_run(sdbctl: CLI, tmp_path: Path) -> None:
-    _import_fixtures(sdbctl)
-    out = _ok(sdbctl("export", "air", "--format", "chat", "--out", "x.jsonl"))
-    assert "wrote 10 conversations" in out.stderr
-    lines = [json.loads(line) for line in (tmp_path / "x.jsonl").read_text().splitlines()]
-    noah = next(c for c in lines if c["id"] == "0" and c.get("repeat") == 1)  # session 0#r1
-    assert noah["outcome"] == 1 and noah["model"] == "gpt-4o-2024-08-06" and noah["tools"]
-    tools = [m for m in noah["messages"] if m["role"] == "tool"]
-    assert [m.get("is_error", False) for m in tools] == [False, False, False, True, False]
-    assert noah["messages"][-1]["role"] == "assistant" and noah["messages"][-1]["content"].startswith("Done:")
-    assert "repeat" not in next(c for c in lines if c["id"] == "0" and "repeat" not in c)
-    # the defaults read what the export writes: no map needed
-    _ok(sdbctl("import", "chat", "x.jsonl", "--run-id", "back"))
-    _same_run(sdbctl, "air", "back")
-    # to stdout too
-    assert [json.loads(line) for line in _ok(sdbctl("export", "air", "-f", "chat")).stdout.splitlines()] == lines
-
-
-def _proxied(store: Path, cwd: Path) -> None:
-    """A run as the recording proxy writes it: each call's request holds the whole history again."""
-    rec = Recorder(store, {"mode": "record"}, run_id="proxied", handle_signals=False, recorder="proxy")
-    conv = ConversationRecorder(rec, load_redactor(cwd))
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
-
-    def call(messages: list[dict[str, Any]], message: dict[str, Any]) -> dict[str, Any]:
-        request = {"model": "gpt-4o-mini", "messages": list(messages), "tools": tools}
-        session = conv.session_for(None, request)
-        conv.request(session, request)
-        finish = "tool_calls" if message.get("tool_calls") else "stop"
-        response = {
-            "id": "chatcmpl-1",
-            "object": "chat.completion",
-            "model": "gpt-4o-mini",
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": {"prompt_tokens": 20, "completion_tokens": 5},
-        }
-        conv.answer(session, request, response, model="openai:gpt-4o-mini", latency_ms=3.0)
-        return message
-
-    def weather(city: str) -> dict[str, Any]:  # the framework numbers its calls per turn: call_0 again
-        args = json.dumps({"city": city})
-        fn = {"name": "get_weather", "arguments": args}
-        return {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [{"id": "call_0", "type": "function", "function": fn}],
-        }
-
-    for cities in (["Paris", "Lyon"], ["Oslo"]):
-        history: list[dict[str, Any]] = [
-            {"role": "system", "content": "You tell the weather."},
-            {"role": "user", "content": f"Weather in {' and '.join(cities)}?"},
-        ]
-        for i, city in enumerate(cities):
-            history.append(call(history, weather(city)))
-            history.append({"role": "tool", "tool_call_id": "call_0", "content": json.dumps({"c": 10 + i})})
-        history.append(call(history, {"role": "assistant", "content": "Mild everywhere."}))
-    rec.close()
-
-
-def test_a_proxied_run_exported_and_imported_back_gives_the_same_actions(sdbctl: CLI, tmp_path: Path) -> None:
-    _proxied(tmp_path / ".sdb", tmp_path)
-    events = _by_session(_events(sdbctl, "proxied"))
-    paris = next(ev for ev in events.values() if len([e for e in ev if e["kind"] == "llm"]) == 3)
-    calls = [e for e in paris if e["kind"] == "action" and e["name"] == "get_weather"]
-    effects = [e for e in paris if e["kind"] == "effect"]
-    # the request of call 3 holds both results with id call_0: the k-th answers the k-th call, once
-    assert [e["parent"] for e in effects] == [c["seq"] for c in calls] and len(effects) == 2
-    assert [e["payload"]["result"]["content"] for e in effects] == [{"c": 10}, {"c": 11}]
-    _ok(sdbctl("export", "proxied", "--format", "chat", "--out", "p.jsonl"))
-    _ok(sdbctl("import", "chat", "p.jsonl", "--run-id", "p-back"))
-    _same_run(sdbctl, "proxied", "p-back")
-    diff = json.loads(_ok(sdbctl("diff", "proxied", "p-back", "--json")).stdout)  # closed loop, by commit
-    assert diff["summary"]["comparison"] == "commit" and diff["divergences"] == []
-    assert diff["summary"]["by_layer"]["write"]["steps_compared"] > 0
 
 
 GOOD = {
@@ -296,13 +175,13 @@ BAD_LINES = {
 
 
 def _runs(sdbctl: CLI) -> list[Any]:
-    return list(json.loads(_ok(sdbctl("runs", "--json")).stdout))
+    return list(json.loads(ok(sdbctl("runs", "--json")).stdout))
 
 
 def test_bad_input_is_one_line_naming_the_place_and_writes_no_run(sdbctl: CLI, tmp_path: Path) -> None:
     good = json.dumps(GOOD)
     (tmp_path / "good.jsonl").write_text(good + "\n")
-    _ok(sdbctl("import", "chat", "good.jsonl", "--run-id", "first"))
+    ok(sdbctl("import", "chat", "good.jsonl", "--run-id", "first"))
     before = _runs(sdbctl)
     for label, (bad, reason) in BAD_LINES.items():
         (tmp_path / f"{label}.jsonl").write_text(good + "\n" + bad + "\n")
@@ -340,10 +219,10 @@ def test_bad_input_is_one_line_naming_the_place_and_writes_no_run(sdbctl: CLI, t
 def test_skip_bad_imports_the_rest_and_counts(sdbctl: CLI, tmp_path: Path) -> None:
     lines = [json.dumps(GOOD), BAD_LINES["no-role"][0], json.dumps(_with(id="t3")), "{oops", json.dumps(GOOD)]
     (tmp_path / "mixed.jsonl").write_text("\n".join(lines) + "\n")
-    out = _ok(sdbctl("import", "chat", "mixed.jsonl", "--skip-bad", "--run-id", "mixed"))
+    out = ok(sdbctl("import", "chat", "mixed.jsonl", "--skip-bad", "--run-id", "mixed"))
     assert out.stdout.strip() == "mixed" and "3 bad conversations skipped" in out.stderr  # 2 bad, 1 duplicate
-    assert sorted(_by_session(_events(sdbctl, "mixed"))) == ["t1", "t3"]
-    summary = json.loads(_ok(sdbctl("import", "chat", "mixed.jsonl", "--skip-bad", "--json")).stdout)
+    assert sorted(by_session(shown_events(sdbctl, "mixed"))) == ["t1", "t3"]
+    summary = json.loads(ok(sdbctl("import", "chat", "mixed.jsonl", "--skip-bad", "--json")).stdout)
     assert summary["skipped"] == 3 and summary["sessions"] == 2 and summary["events"] == 6
 
 
@@ -370,8 +249,8 @@ def test_defaults_ids_booleans_models_unknown_results_and_model_parse_failures(s
         },
     ]
     (tmp_path / "plain.json").write_text(json.dumps(conversations))
-    _ok(sdbctl("import", "chat", "plain.json", "--run-id", "plain"))
-    sessions = _by_session(_events(sdbctl, "plain"))
+    ok(sdbctl("import", "chat", "plain.json", "--run-id", "plain"))
+    sessions = by_session(shown_events(sdbctl, "plain"))
     assert sorted(sessions) == ["conv-0", "conv-1"]
     first = [(e["kind"], e["name"], e["status"], e["model"]) for e in sessions["conv-0"]]
     assert first == [
@@ -388,11 +267,11 @@ def test_defaults_ids_booleans_models_unknown_results_and_model_parse_failures(s
     trials = [_with(id="t", trial=t) for t in (7, 3, 5)]
     (tmp_path / "trials.jsonl").write_text("".join(json.dumps(t) + "\n" for t in trials))
     (tmp_path / "map.toml").write_text('repeat = "trial"\noutcome = ""\n')
-    _ok(sdbctl("import", "chat", "trials.jsonl", "--map", "map.toml", "--run-id", "trials"))
-    assert sorted(_by_session(_events(sdbctl, "trials"))) == ["t", "t#r1", "t#r2"]
+    ok(sdbctl("import", "chat", "trials.jsonl", "--map", "map.toml", "--run-id", "trials"))
+    assert sorted(by_session(shown_events(sdbctl, "trials"))) == ["t", "t#r1", "t#r2"]
     manifest = json.loads((tmp_path / ".sdb" / "runs" / "trials" / "run.json").read_text())
     assert manifest["repeat"] == 3 and manifest["mode"] == "record"
-    rows = _query(
+    rows = query_rows(
         sdbctl, "SELECT session_id, payload FROM events WHERE run_id = 'trials' AND step = 'call-001' AND kind = 'llm'"
     )
     assert [json.loads(p)["request"]["messages"][0]["content"] for _, p in rows] == ["cancel ABC123"] * 3
@@ -409,20 +288,20 @@ def test_secrets_never_reach_the_store(sdbctl: CLI, tmp_path: Path) -> None:
         ],
     )
     (tmp_path / "leaky.jsonl").write_text(json.dumps(leaky) + "\n")
-    _ok(sdbctl("import", "chat", "leaky.jsonl", "--run-id", "leaky"))
+    ok(sdbctl("import", "chat", "leaky.jsonl", "--run-id", "leaky"))
     for path in (tmp_path / ".sdb").rglob("*"):
         if path.is_file():
             assert b"TESTKEY" not in path.read_bytes() and b"jane.doe" not in path.read_bytes(), path
-    text = _ok(sdbctl("export", "leaky")).stdout
+    text = ok(sdbctl("export", "leaky")).stdout
     assert "TESTKEY" not in text and "jane.doe" not in text
     assert "[REDACTED:openai_key]" in text and '"session_id":"[REDACTED:email]"' in text
-    chat = _ok(sdbctl("export", "leaky", "--format", "chat")).stdout
+    chat = ok(sdbctl("export", "leaky", "--format", "chat")).stdout
     assert "TESTKEY" not in chat and "[REDACTED:openai_key]" in chat
 
 
 @pytest.mark.parametrize("command", [("import", "chat"), ("export",)])
 def test_help_teaches(sdbctl: CLI, command: tuple[str, ...]) -> None:
-    out = _ok(sdbctl(*command, "--help")).stdout
+    out = ok(sdbctl(*command, "--help")).stdout
     assert "Example" in out and "chat" in out
     if command == ("import", "chat"):
         assert all(key in out for key in ("messages", "session", "repeat", "outcome", "model", "effect_error"))

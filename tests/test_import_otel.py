@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from sdbctl.fixtures.agents.weather_model import answer as weather_answer
-from sdbctl.sdb.store.layout import Store
-from sdbctl.sdb.store.views import connect, query_arrow
+from sdbctl.sdb.store import Store, connect, query_arrow
 from tests.conftest import CLI, assert_one_line_error
 from tests.llm_server import LLMServer
 

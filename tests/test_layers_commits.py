@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from sdbctl.recorders.sdk import Recorder
-from sdbctl.sdb.diff.outcomes import mcnemar_one_sided, pass_hat_k
+from sdbctl.sdb.diff import DiffConfig, DiffResult, diff_runs, mcnemar_one_sided, pass_hat_k
 from tests.conftest import CLI
 
 CONFIG = '[diff]\nread_only = ["get_*", "search_*"]\n'
@@ -267,9 +267,6 @@ def test_recorded_workloads_carry_outcomes_from_their_success_states(sdbctl: CLI
 
 
 def test_the_differ_gives_the_same_result_in_two_halves_as_in_one(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sdbctl.sdb.diff import _parallel
-    from sdbctl.sdb.diff.config import DiffConfig
-    from sdbctl.sdb.diff.differ import diff_runs
     from sdbctl.sdb.store import Store
 
     _base(store, sessions=40)
@@ -283,7 +280,7 @@ def test_the_differ_gives_the_same_result_in_two_halves_as_in_one(store: Path, m
     monkeypatch.setenv("SDB_DIFF_WORKERS", "1")
     one = diff_runs(Store.open(store), "base", "cand", config, save=False)
     monkeypatch.setenv("SDB_DIFF_WORKERS", "2")
-    monkeypatch.setattr(_parallel, "MIN_ITEMS", 2)  # fork even for this small diff
+    monkeypatch.setenv("SDB_DIFF_MIN_ITEMS", "2")  # fork even for this small diff
     two = diff_runs(Store.open(store), "base", "cand", config, save=False)
     assert one.as_dict() == two.as_dict() and len(one.divergences) >= 40
 
@@ -299,9 +296,7 @@ def _tool(
         s.state(state, {}, step=step)
 
 
-def _diff_api(store: Path, **kw: Any) -> Any:
-    from sdbctl.sdb.diff.config import DiffConfig
-    from sdbctl.sdb.diff.differ import diff_runs
+def _diff_api(store: Path, **kw: Any) -> DiffResult:
     from sdbctl.sdb.store import Store
 
     return diff_runs(Store.open(store), "base", "cand", DiffConfig(read_only=("get_*",)), save=False, **kw)
@@ -327,7 +322,7 @@ def test_an_extra_step_shifts_no_state_and_the_first_divergence_is_the_earliest(
         ("t1", "args_changed", False),  # the cause, first in the session's alignment
         ("t1", "extra", True),
     ]
-    assert result.summary["first_divergence"]["t1"]["reason"] == "args_changed"
+    assert result.summary.first_divergence["t1"].reason == "args_changed"
 
 
 def test_the_noise_floor_keeps_sessions_the_candidate_lost(store: Path) -> None:
@@ -340,8 +335,8 @@ def test_the_noise_floor_keeps_sessions_the_candidate_lost(store: Path) -> None:
                 _call(s, "call-001", "get_reservation", {"id": f"R{k}"})
                 _call(s, "call-002", "update_flight", {"id": f"R{k}", "flight": "HAT170"}, failed=lost)
                 _call(s, "call-003", "cancel_insurance", {"id": f"R{k}"}, failed=lost)
-    drift = _diff_api(store).summary["drift"]
-    assert drift["sessions"] == 10 and drift["drift_above_noise"] is True
+    drift = _diff_api(store).summary.drift
+    assert drift is not None and drift.sessions == 10 and drift.drift_above_noise is True
 
 
 def test_a_session_without_an_outcome_in_the_candidate_is_a_failure(store: Path) -> None:
@@ -354,8 +349,8 @@ def test_a_session_without_an_outcome_in_the_candidate_is_a_failure(store: Path)
             _call(s, "call-003", "cancel_insurance", {"id": f"R{k}"})
             if k < 2:
                 _outcome(s, 1.0)  # four sessions never reach their end
-    outcomes = _diff_api(store).summary["outcomes"]
-    assert outcomes["sessions"] == 6 and outcomes["missing"] == 4 and outcomes["negative_flips"] == 4
+    outcomes = _diff_api(store).summary.outcomes
+    assert outcomes is not None and outcomes.sessions == 6 and outcomes.missing == 4 and outcomes.negative_flips == 4
 
 
 def test_a_base_of_two_trials_against_one_trial_compares_its_first(store: Path) -> None:
@@ -367,5 +362,5 @@ def test_a_base_of_two_trials_against_one_trial_compares_its_first(store: Path) 
     with Recorder(store=store, run_id="cand") as rec:
         for k in range(4):
             _call(rec.session(f"t{k}"), "call-001", "book", {"k": k})
-    s = _diff_api(store).summary
-    assert s["sessions_compared"] == 4 and s["divergences"] == 0
+    summary = _diff_api(store).summary
+    assert summary.sessions_compared == 4 and summary.divergences == 0

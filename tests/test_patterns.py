@@ -39,7 +39,7 @@ def test_p1_merge_is_deterministic_whatever_the_answer_order() -> None:
     sink = MemorySink()
 
     async def slow(task: Any) -> str:
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # answers after the other: the merge's order must not follow arrival
         return "slow"
 
     merged = asyncio.run(Delegation({"zeta": lambda t: "z", "alpha": slow}).run(sink, {"id": 1}))

@@ -17,14 +17,18 @@ from sdbctl.fixtures.agents.weather_model import answer as weather_answer
 from sdbctl.recorders.proxy import ConversationRecorder, RecordingProxy, session_key
 from sdbctl.sdb.recording import Recorder
 from sdbctl.sdb.redaction import load_redactor
-from sdbctl.sdb.store.layout import Store
-from sdbctl.sdb.store.views import connect, query_arrow
-from tests.conftest import CLI, assert_one_line_error
+from sdbctl.sdb.store import Store, connect, query_arrow
+from tests.conftest import CLI, assert_one_line_error, wait_until
 from tests.llm_server import LLMServer
 
 API_KEY = "sk-proj-TESTKEY0123456789abcdefghijklmnop"
 # run as a plain script, by path, as a user would: `sdbctl record -- python weather_agent.py`
 AGENT = [sys.executable, str(Path(__file__).resolve().parent.parent / "fixtures" / "agents" / "weather_agent.py")]
+
+
+def _children(pid: int) -> list[str]:
+    """The processes ``pid`` started (Linux)."""
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
 
 
 def _events(store: Path, run_id: str, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -41,11 +45,14 @@ def _events(store: Path, run_id: str, kinds: tuple[str, ...]) -> list[dict[str, 
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["non-streaming", "streaming"])
-def test_an_unmodified_sdk_agent_is_recorded_and_replays(sdbctl: CLI, tmp_path: Path, stream: bool) -> None:
+def test_an_unmodified_sdk_agent_is_recorded_and_replays(
+    sdbctl: CLI, sdbctl_process: CLI, tmp_path: Path, stream: bool
+) -> None:
     with LLMServer(weather_answer) as upstream:
         env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": upstream.url}
         flags = ["--stream"] if stream else []
-        out = sdbctl("record", "--run-id", "weather", "--", *AGENT, "Paris", "Oslo", "Lima", *flags, env=env)
+        # `record -- CMD` as a process: CMD, its child, writes to sdbctl's own stdout
+        out = sdbctl_process("record", "--run-id", "weather", "--", *AGENT, "Paris", "Oslo", "Lima", *flags, env=env)
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip().splitlines()[-1] == "weather"  # the run id is the last line
         assert "It is 14°C in Paris." in out.stdout  # the agent's own output passes through
@@ -101,16 +108,17 @@ def test_an_unmodified_sdk_agent_is_recorded_and_replays(sdbctl: CLI, tmp_path: 
         assert diff["divergences"] == [] and diff["summary"]["steps_compared"] == layers["write"]["steps_compared"]
 
 
-def test_the_command_exit_code_and_failures(sdbctl: CLI, tmp_path: Path) -> None:
+def test_the_command_exit_code_and_failures(sdbctl: CLI, sdbctl_process: CLI, tmp_path: Path) -> None:
     with LLMServer(weather_answer) as upstream:
         env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": upstream.url}
-        out = sdbctl("record", "--run-id", "three", "--", *AGENT, "Paris", "--exit-code", "3", env=env)
+        # the command's exit code is the console script's
+        out = sdbctl_process("record", "--run-id", "three", "--", *AGENT, "Paris", "--exit-code", "3", env=env)
         assert out.returncode == 3 and out.stdout.strip().splitlines()[-1] == "three"
         runs = {r["run_id"]: r for r in json.loads(sdbctl("runs", "--json").stdout)}
         assert runs["three"]["status"] == "complete" and runs["three"]["events"] == 5
         # the upstream fails: the agent sees the error, the run records it as an error event
         upstream.faults.append(("500", 0))
-        out = sdbctl(
+        out = sdbctl_process(
             "record", "--run-id", "failed", "--json", "--", *AGENT, "Oslo", env={**env, "OPENAI_MAX_RETRIES": "0"}
         )
         summary = json.loads(out.stdout[out.stdout.rindex('{\n  "run_id"') :])  # after the agent's output
@@ -214,12 +222,12 @@ def test_sdbctl_proxy_serves_until_a_signal_and_closes_the_run(tmp_path: Path) -
     import signal
     import subprocess
 
-    from tests.conftest import SDBCTL, _cli_env
+    from tests.conftest import SDBCTL, cli_env
 
     with LLMServer(weather_answer) as upstream:
         proc = subprocess.Popen(
             [str(SDBCTL), "proxy", "--upstream", upstream.url, "--run-id", "served"],
-            cwd=tmp_path, env=_cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
@@ -243,7 +251,7 @@ def test_a_client_leaving_mid_stream_is_an_error_event_and_the_proxy_serves_on(t
         body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "weather in Oslo?"}]}
         with httpx.Client() as client, client.stream("POST", f"{proxy.url}/chat/completions", json=body) as r:
             next(r.iter_raw())  # one chunk, then hang up
-        time.sleep(0.5)
+        wait_until(lambda: conversations.errors == 1, 10, "the hang-up recorded")
         upstream.chunk_delay = 0.0
         again = httpx.post(f"{proxy.url}/chat/completions", json={**body, "stream": False})
         assert again.status_code == 200
@@ -280,7 +288,7 @@ def test_repeated_conversations_are_separate_sessions(tmp_path: Path) -> None:
     rec.close()
 
 
-def test_a_stalled_stream_does_not_hold_up_the_commands_exit(sdbctl: CLI, tmp_path: Path) -> None:
+def test_a_stalled_stream_does_not_hold_up_the_commands_exit(sdbctl: CLI, sdbctl_process: CLI, tmp_path: Path) -> None:
     script = (
         "import sys\nfrom openai import OpenAI\n"
         "stream = OpenAI().chat.completions.create(model='m', stream=True, "
@@ -291,7 +299,7 @@ def test_a_stalled_stream_does_not_hold_up_the_commands_exit(sdbctl: CLI, tmp_pa
     with LLMServer(weather_answer) as upstream:
         upstream.chunk_delay = 60  # one chunk, then silence
         started = time.monotonic()
-        out = sdbctl(
+        out = sdbctl_process(  # the console script's own exit, with a call still in flight
             "record",
             "--run-id",
             "stall",
@@ -312,12 +320,12 @@ def test_a_sigint_sent_to_sdbctl_alone_reaches_the_command(tmp_path: Path) -> No
     import signal
     import subprocess
 
-    from tests.conftest import SDBCTL, _cli_env
+    from tests.conftest import SDBCTL, cli_env
 
     proc = subprocess.Popen(
         [str(SDBCTL), "record", "--upstream", "http://127.0.0.1:9/v1", "--", "sleep", "30"],
-        cwd=tmp_path, env=_cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=tmp_path, env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    time.sleep(1.5)  # the proxy is up and the command running
+    wait_until(lambda: _children(proc.pid), 15, "the command running")  # and so the proxy up, before it
     proc.send_signal(signal.SIGINT)  # not from a terminal: nothing else delivers it to `sleep`
     assert proc.wait(timeout=15) == 128 + signal.SIGINT

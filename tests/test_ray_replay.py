@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CLI, REPO, SDBCTL, _cli_env
+from tests.conftest import CLI, REPO, SDBCTL, cli_env, wait_until
 from tests.llm_server import LLMServer
 
 ray = pytest.importorskip("ray")  # in the dev extra: a missing Ray fails CI's "no skips" check
@@ -42,7 +42,7 @@ def cluster() -> Iterator[str]:
 
 def _start_replay(tmp_path: Path, model: LLMServer, run_id: str, *extra: str) -> subprocess.Popen[bytes]:
     """A one-call-at-a-time replay of ``base`` against ``model``, as a process to kill."""
-    env = _cli_env({"OPENAI_API_KEY": "sk-test", "XDG_CACHE_HOME": str(tmp_path / ".cache")})
+    env = cli_env({"OPENAI_API_KEY": "sk-test", "XDG_CACHE_HOME": str(tmp_path / ".cache")})
     args = ["replay", "base", "-m", "openai:m", "--base-url", model.url, "--run-id", run_id, "--concurrency", "1"]
     return subprocess.Popen(
         [str(SDBCTL), *args, *extra], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -80,6 +80,7 @@ def test_ray_gives_the_local_executors_results(sdbctl: CLI, cluster: str, tmp_pa
     remote = _ray_replay(sdbctl, cluster, "base", "-m", "sim:renewal@v2", "--run-id", "onray", "--no-cache")
     assert remote["status"] == "complete" and remote["steps_done"] == local["steps_done"] > 0
     assert remote["divergences"] == local["divergences"]
+    assert remote["sessions"] == local["sessions"]  # the shards' outcomes, gathered: the local ones
     assert _actions(sdbctl, "onray") == _actions(sdbctl, "local")  # the same digests, step for step
     parts = sorted(p.name for p in (tmp_path / ".sdb" / "runs" / "onray").glob("events-*.parquet"))
     assert len({p.split("-")[1] for p in parts}) >= 2  # written by several shards
@@ -107,12 +108,15 @@ def test_the_rate_limit_is_global_across_workers(sdbctl: CLI, cluster: str) -> N
 
 
 def test_a_worker_killed_mid_replay_loses_no_step_and_asks_none_twice(
-    sdbctl: CLI, cluster: str, tmp_path: Path
+    sdbctl: CLI, sdbctl_process: CLI, cluster: str, tmp_path: Path
 ) -> None:
     assert sdbctl("record", "contract-renewal", "-n", "30", "--run-id", "base").returncode == 0
     asked = tmp_path / "asked.log"
     env = {"SDB_TEST_ASKED": str(asked), "SDB_TEST_KILL_AT": "20", "PYTHONPATH": str(REPO)}
-    result = _ray_replay(sdbctl, cluster, "base", "-m", "py:tests.ray_model:answer", "--run-id", "killed", env=env)
+    # a driver process of its own: the workers get the model's environment from the job that driver
+    # starts (in this process Ray is up already, with the environment it had then)
+    args = ("base", "-m", "py:tests.ray_model:answer", "--run-id", "killed")
+    result = _ray_replay(sdbctl_process, cluster, *args, env=env)
     assert (tmp_path / "asked.killed").exists()  # a worker process did die with SIGKILL
     keys = asked.read_text().splitlines()
     assert result["status"] == "complete" and result["steps_done"] == len(keys) > 20
@@ -126,8 +130,7 @@ def test_a_local_replay_killed_resumes_on_ray(sdbctl: CLI, cluster: str, tmp_pat
     with LLMServer() as model:
         model.delay = 0.05
         proc = _start_replay(tmp_path, model, "half")
-        while model.total < 25:
-            time.sleep(0.02)
+        wait_until(lambda: model.total >= 25, 120, "25 answers asked for")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         runs = {r["run_id"]: r for r in json.loads(sdbctl("runs", "--json").stdout)}
@@ -147,8 +150,8 @@ def test_a_ray_replay_killed_resumes_locally(sdbctl: CLI, cluster: str, tmp_path
     with LLMServer() as model:
         model.delay = 0.05
         proc = _start_replay(tmp_path, model, "cut", "--executor", "ray", "--address", cluster)
-        while not list((tmp_path / ".sdb" / "runs" / "cut").glob("events-w*.parquet")):  # a shard has written
-            time.sleep(0.05)
+        parts = tmp_path / ".sdb" / "runs" / "cut"
+        wait_until(lambda: list(parts.glob("events-w*.parquet")), 120, "a shard has written a part")
         os.kill(proc.pid, signal.SIGKILL)  # the driver dies: Ray ends its job, the parts stay
         proc.wait()
         deadline = time.monotonic() + 30

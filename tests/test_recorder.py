@@ -13,8 +13,9 @@ import pytest
 from sdbctl.recorders.sdk import Recorder
 from sdbctl.sdb.errors import PayloadError, SdbError
 from sdbctl.sdb.events.schema import read_events
-from sdbctl.sdb.store import Store
-from sdbctl.sdb.store.views import connect, run_query
+from sdbctl.sdb.events.sink import MemorySink
+from sdbctl.sdb.store import Store, connect, run_query
+from tests.conftest import wait_until
 
 
 def test_eight_threads_lose_no_event_and_seq_is_gap_free(store: Path) -> None:
@@ -65,9 +66,7 @@ def test_usable_from_asyncio(store: Path) -> None:
 def test_flushes_by_time_while_running(store: Path) -> None:
     with Recorder(store=store, run_id="timed", flush_interval=0.05) as rec:
         rec.session("s").input("x", 1)
-        deadline = time.monotonic() + 5
-        while Store.open(store).manifest("timed").events == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: Store.open(store).manifest("timed").events > 0, 5, "a flush by time")
         assert Store.open(store).manifest("timed").events == 1
         assert Store.open(store).manifest("timed").status == "partial"
     assert Store.open(store).manifest("timed").status == "complete"
@@ -78,11 +77,8 @@ def test_flushes_by_size(store: Path) -> None:
         s = rec.session("s")
         for n in range(1000):
             s.state("n", n)
-        deadline = time.monotonic() + 5
-        while Store.open(store).manifest("sized").events < 100 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        # flush_interval is 60 s: only the size trigger can have written these before we close
-        assert Store.open(store).manifest("sized").events >= 100
+        # flush_interval is 60 s: only the size trigger can write these before we close
+        wait_until(lambda: Store.open(store).manifest("sized").events >= 100, 5, "a flush by size")
 
 
 def test_bad_payload_raises_and_takes_no_seq(store: Path) -> None:
@@ -166,3 +162,21 @@ def test_a_unit_is_never_split_by_a_flush(store: Path) -> None:
     for part in parts:  # every part holds whole units of five events
         seqs = [int(x) for x in read_events([part]).column("seq").to_pylist() if x is not None]
         assert len(seqs) % 5 == 0 and min(seqs) % 5 == 0
+
+
+DECISIONS = [True, False, None, "allow", " Approved ", "PASSED", "accept", "ok", "deny", "blocked", 1, {"ok": True}]
+
+
+def test_the_recorder_and_the_memory_sink_read_a_gate_decision_alike(store: Path) -> None:
+    """One rule for what a decision allows: the in-memory sink once allowed fewer words than the
+    recorder ("passed", "accept" and any other case were gated there)."""
+    sink = MemorySink()
+    with Recorder(store=store, run_id="g", handle_signals=False) as rec:
+        s = rec.session("s")
+        for decision in DECISIONS:
+            s.gate("policy", decision)
+            sink.gate("policy", decision)
+    table = read_events(Store.open(store).part_paths("g"))
+    recorded = table.sort_by("seq").column("status").to_pylist()
+    assert recorded == [e["status"] for e in sink.events]
+    assert recorded == ["ok", "gated", "gated", "ok", "ok", "ok", "ok", "ok", "gated", "gated", "gated", "gated"]

@@ -12,47 +12,22 @@ import pytest
 
 import sdbctl.fixtures.research
 from sdbctl.fixtures.research.agent import SOURCES
-from sdbctl.recorders.workload import RecordSummary, record_workload
 from sdbctl.sdb.agents import AgentError, load_agent
-from sdbctl.sdb.events.schema import read_events
 from sdbctl.sdb.providers import UnknownModel, resolve
-from sdbctl.sdb.store import Store
-from sdbctl.sdb.store.views import connect, run_query
+from tests.helpers import action_digests, ground_truth, query_rows, record_run, run_events
 
 assert sdbctl.fixtures.research.WORKLOAD.name == "research"
-
-
-def _record(store: Path, run_id: str, n: int = 30, **kw: Any) -> RecordSummary:
-    return record_workload(load_agent("research"), "research", sessions=n, store=str(store), run_id=run_id, **kw)
-
-
-def _events(store: Path, run_id: str) -> list[dict[str, Any]]:
-    table = read_events(Store.open(store).part_paths(run_id))
-    return sorted(table.to_pylist(), key=lambda e: (e["session_id"], e["seq"]))
-
-
-def _actions(store: Path, run_id: str) -> list[tuple[str, int, int]]:
-    return [(e["session_id"], e["seq"], e["digest"]) for e in _events(store, run_id) if e["kind"] == "action"]
-
-
-def _q(store: Path, sql: str) -> list[tuple[Any, ...]]:
-    return run_query(connect(Store.open(store)), sql)[1]
-
-
-def _truth(store: Path, run_id: str) -> list[dict[str, Any]]:
-    text = (store / "runs" / run_id / "truth.jsonl").read_text()
-    return [json.loads(line) for line in text.splitlines()]
 
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = tmp_path_factory.mktemp("research") / ".sdb"
-    _record(store, "v1", model="sim:research@v1")
+    record_run(store, "research", "v1", model="sim:research@v1")
     return store
 
 
 def test_thirty_questions_fan_out_fail_peers_and_compensate_writes(baseline: Path) -> None:
-    events = _events(baseline, "v1")
+    events = run_events(baseline, "v1")
     assert len({e["session_id"] for e in events}) == 30
     terminal = Counter(e["name"] for e in events if e["kind"] == "state" and e["step"] == "terminal")
     assert sum(terminal.values()) == 30 and len(terminal) >= 2
@@ -80,7 +55,7 @@ def test_thirty_questions_fan_out_fail_peers_and_compensate_writes(baseline: Pat
 
 
 def test_compensations_run_in_reverse_order_and_a_rollback_publishes_nothing(baseline: Path) -> None:
-    events = _events(baseline, "v1")
+    events = run_events(baseline, "v1")
     sessions = {e["session_id"] for e in events if e["kind"] == "state" and e["name"] == "rolled_back"}
     assert sessions
     for sid in sessions:
@@ -92,7 +67,7 @@ def test_compensations_run_in_reverse_order_and_a_rollback_publishes_nothing(bas
 
 
 def test_partial_results_go_on_and_the_report_cites_only_fetched_sources(baseline: Path) -> None:
-    events = _events(baseline, "v1")
+    events = run_events(baseline, "v1")
     partial = {e["session_id"] for e in events if e["kind"] == "state" and e["name"] == "published_partial"}
     assert partial
     for sid in partial:
@@ -110,8 +85,8 @@ def test_partial_results_go_on_and_the_report_cites_only_fetched_sources(baselin
 
 
 def test_same_seed_twice_gives_identical_action_digests(baseline: Path) -> None:
-    _record(baseline, "v1-again", model="sim:research@v1")
-    first, second = _actions(baseline, "v1"), _actions(baseline, "v1-again")
+    record_run(baseline, "research", "v1-again", model="sim:research@v1")
+    first, second = action_digests(baseline, "v1"), action_digests(baseline, "v1-again")
     assert len(first) > 150 and first == second
 
 
@@ -121,13 +96,13 @@ def test_another_seed_asks_other_questions() -> None:
 
 
 def test_v2_drifts_on_the_same_questions_and_the_ground_truth_says_how(baseline: Path) -> None:
-    _record(baseline, "v2", model="sim:research@v2")
-    first, second = _actions(baseline, "v1"), _actions(baseline, "v2")
+    record_run(baseline, "research", "v2", model="sim:research@v2")
+    first, second = action_digests(baseline, "v1"), action_digests(baseline, "v2")
     assert [(s, q) for s, q, _ in first][:5] == [(s, q) for s, q, _ in second][:5]
     v1 = {(s, q): d for s, q, d in first}
     changed = {(s, q) for s, q, d in second if (s, q) in v1 and v1[(s, q)] != d}
     assert changed and len(changed) < len(second)
-    truth = _truth(baseline, "v2")
+    truth = ground_truth(baseline, "v2")
     assert {"session_id", "step", "llm_seq", "prompt", "model", "changes", "rules"} <= set(truth[0])
     assert all(t["model"] == "sim:research@v2" for t in truth)
     fields = Counter(c["field"] for t in truth for c in t["changes"])
@@ -138,29 +113,30 @@ def test_v2_drifts_on_the_same_questions_and_the_ground_truth_says_how(baseline:
 
 
 def test_prompt_plan_v2_changes_the_plan(tmp_path: Path) -> None:
-    _record(tmp_path, "p2", n=20, prompts={"plan": "v2"})
-    rows = _q(tmp_path, "SELECT payload FROM events WHERE kind = 'action' AND name = 'plan_research'")
+    record_run(tmp_path, "research", "p2", sessions=20, prompts={"plan": "v2"})
+    rows = query_rows(tmp_path, "SELECT payload FROM events WHERE kind = 'action' AND name = 'plan_research'")
     plans = [json.loads(r[0])["args"] for r in rows]
     assert len(plans) == 20
     assert all(len(p["specialists"]) <= 2 and len(p["subqueries"]) == 2 * len(p["specialists"]) for p in plans)
-    prompts = {r[0] for r in _q(tmp_path, "SELECT DISTINCT prompt FROM events WHERE kind = 'llm'")}
+    prompts = {r[0] for r in query_rows(tmp_path, "SELECT DISTINCT prompt FROM events WHERE kind = 'llm'")}
     assert prompts == {"plan@v2", "synthesize@v1"}
 
 
 def test_v3_cites_unfetched_sources_and_answers_malformed_and_the_boundary_rejects_it(tmp_path: Path) -> None:
-    _record(tmp_path, "v3", n=100, model="sim:research@v3")
+    record_run(tmp_path, "research", "v3", sessions=100, model="sim:research@v3")
     statuses = Counter(
-        (r[0], r[1]) for r in _q(tmp_path, "SELECT name, status FROM events WHERE kind = 'action' AND status <> 'ok'")
+        (r[0], r[1])
+        for r in query_rows(tmp_path, "SELECT name, status FROM events WHERE kind = 'action' AND status <> 'ok'")
     )
     assert statuses[("publish_report", "gated")] >= 1
     assert sum(n for (_, status), n in statuses.items() if status == "parse_failed") >= 1
-    denials = _q(
+    denials = query_rows(
         tmp_path, "SELECT payload FROM events WHERE kind = 'gate' AND name = 'sources:fetched' AND status <> 'ok'"
     )
     assert denials and all("never fetched" in r[0] for r in denials)
     confidences = [
         json.loads(r[0])["args"]["confidence"]
-        for r in _q(tmp_path, "SELECT payload FROM events WHERE kind = 'action' AND name = 'publish_report'")
+        for r in query_rows(tmp_path, "SELECT payload FROM events WHERE kind = 'action' AND name = 'publish_report'")
     ]
     assert confidences and all(c == round(c, 1) for c in confidences)
 
@@ -168,7 +144,7 @@ def test_v3_cites_unfetched_sources_and_answers_malformed_and_the_boundary_rejec
 def test_the_simulator_reads_only_the_request(baseline: Path) -> None:
     """Every recorded request, asked again, is answered with the recorded response."""
     model = resolve("sim:research@v1")
-    llm = [json.loads(e["payload"]) for e in _events(baseline, "v1") if e["kind"] == "llm"][:40]
+    llm = [json.loads(e["payload"]) for e in run_events(baseline, "v1") if e["kind"] == "llm"][:40]
 
     async def again() -> list[dict[str, Any]]:
         return [(await model.complete(body["request"])).response for body in llm]
@@ -179,7 +155,7 @@ def test_the_simulator_reads_only_the_request(baseline: Path) -> None:
 def test_noise_makes_a_version_disagree_with_itself_across_repeats(baseline: Path) -> None:
     request = next(
         json.loads(e["payload"])["request"]
-        for e in _events(baseline, "v1")
+        for e in run_events(baseline, "v1")
         if e["kind"] == "llm" and e["name"] == "synthesize"
     )
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CLI, assert_one_line_error
+from tests.conftest import CLI, assert_one_line_error, wait_until
 from tests.llm_server import LLMServer
 from tests.s3_server import S3Server
 
@@ -27,14 +27,8 @@ def _query(sdbctl: CLI, env: dict[str, str], sql: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def s3() -> Iterator[S3Server]:
-    """The server, with a new bucket ``runs`` (moto's state outlives one server: it is emptied first)."""
-    with S3Server() as server:
-        client = server.client()
-        if "runs" in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
-            for key in server.keys("runs"):
-                client.delete_object(Bucket="runs", Key=key)
-        else:
-            client.create_bucket(Bucket="runs")
+    with S3Server() as server:  # with an empty bucket "runs"
+        server.empty_bucket("runs")
         yield server
 
 
@@ -92,10 +86,9 @@ def test_a_server_restart_mid_write_completes_after_retries(sdbctl: CLI, s3: S3S
         model.delay = 0.03  # a replay of a few seconds, flushing a part every second
 
         def outage() -> None:
-            while not any("/runs/slow/events-" in k for k in s3.keys("runs")):
-                time.sleep(0.05)
+            wait_until(lambda: any("/runs/slow/events-" in k for k in s3.keys("runs")), 60, "a part written")
             s3.stop()  # mid-run: parts and the manifest cannot be written for 3 s
-            time.sleep(3)
+            time.sleep(3)  # the outage itself: its length is what is tested
             s3.start()
 
         cut = threading.Thread(target=outage)
@@ -128,8 +121,7 @@ def test_an_outage_longer_than_the_retries_leaves_a_partial_run_that_resumes(sdb
         model.delay = 0.1  # 99 steps, about 10 s: the outage below starts well before the replay could end
 
         def outage() -> None:
-            while not any("/runs/cut/events-" in k for k in s3.keys("runs")):
-                time.sleep(0.05)
+            wait_until(lambda: any("/runs/cut/events-" in k for k in s3.keys("runs")), 60, "a part written")
             s3.stop()
             time.sleep(4)  # longer than the 1 s of retries
             s3.start()
@@ -162,7 +154,7 @@ def test_small_objects_go_up_in_one_put_and_large_ones_in_parts(
 ) -> None:
     """A manifest is one PUT (no multipart round trips); a part above the SDK's 5 MB threshold goes up as a
     multipart upload. Both read back byte for byte."""
-    from sdbctl.sdb.store.fs import Location
+    from sdbctl.sdb.store import Location
 
     for name, value in s3.env.items():
         monkeypatch.setenv(name, value)
@@ -185,8 +177,7 @@ LOCK_KEY = "team-a/runs/{}/.writer.lock"
 HOLDER = """
 import sys
 import sdbctl.sdb.store.lock as lock
-from sdbctl.sdb.store import Store
-from sdbctl.sdb.store.writer import RunWriter
+from sdbctl.sdb.store import RunWriter, Store
 lock.HEARTBEAT_SECONDS = float(sys.argv[2])
 writer = RunWriter.create(Store.open(sys.argv[1], must_exist=False), "held", recorder="sdk")
 print("ready", flush=True)
@@ -219,9 +210,7 @@ def test_a_live_writer_on_s3_keeps_its_run_and_its_heartbeat_keeps_its_lock_fres
     import sys
 
     import sdbctl.sdb.store.lock as lock
-    from sdbctl.sdb.store import Store
-    from sdbctl.sdb.store.lock import RunLocked
-    from sdbctl.sdb.store.writer import RunWriter
+    from sdbctl.sdb.store import RunLocked, RunWriter, Store
 
     for name, value in s3.env.items():
         monkeypatch.setenv(name, value)
@@ -271,17 +260,20 @@ def test_a_stale_lock_on_s3_is_taken_over_and_a_fresh_one_is_not(sdbctl: CLI, s3
     assert not any(k.startswith("team-a/runs/taken/") and not k.endswith(".writer.lock") for k in s3.keys("runs"))
 
 
-def test_without_boto3_an_s3_store_is_read_but_not_written(sdbctl: CLI, s3: S3Server, tmp_path: Path) -> None:
+def test_without_boto3_an_s3_store_is_read_but_not_written(
+    sdbctl: CLI, sdbctl_process: CLI, s3: S3Server, tmp_path: Path
+) -> None:
+    """In processes of their own: this one has imported boto3 already."""
     env = {**s3.env, "SDB_STORE": STORE}
     assert sdbctl("record", "contract-renewal", "-n", "2", "--run-id", "base", env=env).returncode == 0
     shadow = tmp_path / "no-boto3"
     (shadow / "boto3").mkdir(parents=True)
     (shadow / "boto3" / "__init__.py").write_text("raise ImportError(\"No module named 'boto3'\")\n")
     env["PYTHONPATH"] = str(shadow)
-    out = sdbctl("record", "contract-renewal", "-n", "2", "--run-id", "nolock", env=env)
+    out = sdbctl_process("record", "contract-renewal", "-n", "2", "--run-id", "nolock", env=env)
     assert_one_line_error(out, "run 'nolock'", "pip install 'sdbctl[s3]'")
     assert not any("/runs/nolock/" in k for k in s3.keys("runs"))  # nothing written unlocked
-    listed = sdbctl("runs", "--json", env=env)  # reading needs no lock
+    listed = sdbctl_process("runs", "--json", env=env)  # reading needs no lock
     assert listed.returncode == 0 and [r["run_id"] for r in json.loads(listed.stdout)] == ["base"]
 
 
@@ -289,20 +281,19 @@ def test_a_writer_whose_s3_lock_was_taken_over_says_so_and_leaves_the_new_lock(
     s3: S3Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     import sdbctl.sdb.store.lock as lock
-    from sdbctl.sdb.store import Store
-    from sdbctl.sdb.store.writer import RunWriter
+    from sdbctl.sdb.store import RunWriter, Store
 
     for name, value in s3.env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(lock, "HEARTBEAT_SECONDS", 0.1)
     writer = RunWriter.create(Store.open(STORE, must_exist=False), "stolen", recorder="sdk")
-    assert writer._run_lock is not None and not writer._run_lock.lost
+    assert not writer.lock_lost
     theirs = _planted_lock(s3, "stolen", age=0)  # as if it had stalled and another writer took over
-    deadline = time.monotonic() + 10
-    while not writer._run_lock.lost:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    assert any("run 'stolen'" in r.getMessage() and "taken over" in r.getMessage() for r in caplog.records)
+
+    def warned() -> bool:  # logged a moment after lock_lost turns true, from the heartbeat's thread
+        return any("run 'stolen'" in r.getMessage() and "taken over" in r.getMessage() for r in caplog.records)
+
+    wait_until(lambda: writer.lock_lost and warned(), 10, "the heartbeat finds its lock taken over and says so")
     assert s3.client().get_object(Bucket="runs", Key=LOCK_KEY.format("stolen"))["Body"].read() == theirs
     writer.close("partial")  # its release leaves the other writer's lock alone
     assert s3.client().get_object(Bucket="runs", Key=LOCK_KEY.format("stolen"))["Body"].read() == theirs

@@ -10,9 +10,8 @@ import pytest
 
 from sdbctl.recorders.workload import record_workload
 from sdbctl.sdb.agents import load_agent
-from sdbctl.sdb.replay.engine import ReplayOptions, replay
-from sdbctl.sdb.store import Store
-from sdbctl.sdb.store.views import connect, run_query
+from sdbctl.sdb.replay import ReplayOptions, replay
+from sdbctl.sdb.store import Store, connect, run_query
 
 AGENT = textwrap.dedent(
     """
@@ -98,11 +97,15 @@ def test_stop_at_the_first_unrecorded_effect_or_continue_through_pure_handlers(
         "base",
         ReplayOptions(model="py:tiny_models:second", mode="session", run_id="stop", agent=ref),
     )
-    assert stopped.progress.stopped_sessions == 3
+    assert stopped.stopped_sessions == 3
     reasons = run_query(
         connect(Store.open(store), "stop"), "SELECT payload FROM events WHERE kind = 'gate' AND name = 'replay'"
     )[1]
     assert len(reasons) == 3 and all("no recorded effect for lookup" in r[0] for r in reasons)
+    assert [(s.session_id, s.status, s.divergences, s.steps) for s in stopped.sessions] == [
+        (f"s{i}", "stopped", 1, 1) for i in range(3)
+    ]  # each stopped at its first step, the lookup it answered otherwise
+    assert all("no recorded effect for lookup" in (s.reason or "") for s in stopped.sessions)
     went_on = replay(
         Store.open(store),
         "base",
@@ -110,7 +113,8 @@ def test_stop_at_the_first_unrecorded_effect_or_continue_through_pure_handlers(
             model="py:tiny_models:second", mode="session", on_divergence="continue", run_id="cont", agent=ref
         ),  # the agent is a path: named by the caller, never taken from the manifest
     )
-    assert went_on.progress.stopped_sessions == 0
+    assert went_on.stopped_sessions == 0
+    assert [(s.status, s.divergences, s.steps) for s in went_on.sessions] == [("complete", 1, 2)] * 3
     con = connect(Store.open(store), "cont")
     effects = run_query(con, "SELECT name, payload FROM events WHERE kind = 'effect' ORDER BY session_id, seq")[1]
     assert [n for n, _ in effects] == ["lookup", "send"] * 3

@@ -114,7 +114,7 @@ def test_recorders_closed_out_of_order_leave_ctrl_c_a_keyboard_interrupt(tmp_pat
         r1.close(); r2.close()
         try:
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(2)
+            time.sleep(2)  # a KeyboardInterrupt cuts it short at once; only a lost signal waits it out
             print("no interrupt")
         except KeyboardInterrupt:
             print("KeyboardInterrupt")

@@ -11,12 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from sdbctl.recorders.sdk import Recorder
-from sdbctl.sdb.errors import RunNotFound, SchemaError, StoreNotFound
+from sdbctl.sdb.errors import RunNotFound, SchemaError, StoreNotFound, UsageError
 from sdbctl.sdb.events import action_digest, canonical_json
 from sdbctl.sdb.events.schema import EVENT_SCHEMA, VERSION_KEY, read_events, read_file_schema
-from sdbctl.sdb.store import Store
-from sdbctl.sdb.store.views import connect, run_query
-from sdbctl.sdb.store.writer import RunExists
+from sdbctl.sdb.query import RUN_COLUMNS, TIMELINE, run_rows, timeline
+from sdbctl.sdb.store import RunExists, Store, connect, run_query
 
 
 def _full_run(store: Path) -> str:
@@ -71,6 +70,20 @@ def test_duckdb_views_read_the_parquet_parts(store: Path) -> None:
     assert runs == [("full", "complete", 7, 1)]
     plan = "".join(str(r) for r in con.execute("EXPLAIN SELECT * FROM events").fetchall())
     assert "PARQUET" in plan.upper()
+
+
+def test_listings_read_runs_and_a_timeline(store: Path) -> None:
+    _full_run(store)
+    st = Store.open(store)
+    (run,) = run_rows(st)
+    assert tuple(run) == RUN_COLUMNS and run["run_id"] == "full" and run["prompts"] == ["offer@v2"]
+    actions = timeline(st, "@latest", kind="action")
+    assert actions.run_id == "full" and actions.sessions == ["c-1"] and len(actions) == 1
+    assert actions.brief == list(TIMELINE) and actions.columns == list(EVENT_SCHEMA.names)
+    (event,) = list(actions)
+    assert event["payload"] == {"args": {"a": "x", "b": 2}} and isinstance(event["ts"], str)
+    with pytest.raises(UsageError, match="--kind 'acton' is not one of"):
+        timeline(st, "full", kind="acton")
 
 
 def test_manifest_holds_the_required_keys(store: Path) -> None:

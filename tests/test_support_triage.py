@@ -8,48 +8,24 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from sdbctl.fixtures.support_triage import TriageWorkload
 from sdbctl.fixtures.support_triage.agent import make_ticket, simulated_human
 from sdbctl.fixtures.telco import customers
-from sdbctl.recorders.workload import RecordSummary, record_workload
 from sdbctl.sdb.agents import AgentError, load_agent
-from sdbctl.sdb.events.schema import read_events
 from sdbctl.sdb.providers import UnknownModel, resolve
-from sdbctl.sdb.store import Store
+from tests.helpers import action_digests, ground_truth, record_run, run_events
 
 TERMINAL = {"refunded", "resolved", "escalated"}
 
 
-def _record(store: Path, run_id: str, **kw: Any) -> RecordSummary:
-    kw.setdefault("sessions", 30)
-    return record_workload(TriageWorkload(), "support-triage", store=str(store), run_id=run_id, **kw)
-
-
-def _events(store: Path, run_id: str) -> list[dict[str, Any]]:
-    rows = read_events(Store.open(store).part_paths(run_id)).to_pylist()
-    for row in rows:
-        row["payload"] = orjson.loads(row["payload"])
-    return sorted(rows, key=lambda r: (r["session_id"], r["seq"]))
-
-
-def _action_digests(store: Path, run_id: str) -> list[tuple[str, int, int]]:
-    return [(e["session_id"], e["seq"], e["digest"]) for e in _events(store, run_id) if e["kind"] == "action"]
-
-
-def _truth(store: Path, run_id: str) -> list[dict[str, Any]]:
-    path = store / "runs" / run_id / "truth.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
 def test_records_30_tickets_through_the_p4_gate_and_the_p6_human(store: Path) -> None:
-    summary = _record(store, "t30")
+    summary = record_run(store, "support-triage", "t30")
     assert summary.sessions == 30
     assert set(summary.terminal) <= TERMINAL
     assert len(summary.terminal) >= 2
-    events = _events(store, "t30")
+    events = run_events(store, "t30", payloads=True)
     assert {"P4", "P6"} <= {e["pattern"] for e in events}
     assert {e["session_id"] for e in events} == {f"TKT-{i:05d}" for i in range(1, 31)}
 
@@ -98,27 +74,27 @@ def test_records_30_tickets_through_the_p4_gate_and_the_p6_human(store: Path) ->
 
 
 def test_same_seed_gives_identical_action_digests(store: Path) -> None:
-    _record(store, "a", seed=7)
-    _record(store, "b", seed=7)
-    _record(store, "c", seed=8)
-    a, b, c = (_action_digests(store, r) for r in ("a", "b", "c"))
+    record_run(store, "support-triage", "a", seed=7)
+    record_run(store, "support-triage", "b", seed=7)
+    record_run(store, "support-triage", "c", seed=8)
+    a, b, c = (action_digests(store, r) for r in ("a", "b", "c"))
     assert a and a == b
     assert a != c  # another seed derives other tickets
 
 
 def test_v2_diverges_from_v1_and_the_truth_says_why(store: Path) -> None:
-    _record(store, "v1", model="sim:triage@v1")
-    _record(store, "v2", model="sim:triage@v2")
+    record_run(store, "support-triage", "v1", model="sim:triage@v1")
+    record_run(store, "support-triage", "v2", model="sim:triage@v2")
     per_session: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for run in ("v1", "v2"):
-        for session, _, digest in _action_digests(store, run):
+        for session, _, digest in action_digests(store, run):
             per_session[session][run].append(digest)
     differ = [s for s, runs in per_session.items() if runs["v1"] != runs["v2"]]
     assert differ
     assert len(differ) < len(per_session)  # drift, not a different workload
 
-    assert all(not r["changes"] for r in _truth(store, "v1"))
-    changed = [r for r in _truth(store, "v2") if r["changes"]]
+    assert all(not r["changes"] for r in ground_truth(store, "v1"))
+    changed = [r for r in ground_truth(store, "v2") if r["changes"]]
     assert changed
     assert all(r["model"] == "sim:triage@v2" for r in changed)
     assert {rule for r in changed for rule in r["rules"]} & {
@@ -130,19 +106,19 @@ def test_v2_diverges_from_v1_and_the_truth_says_why(store: Path) -> None:
 
 
 def test_prompt_triage_v2_caps_refunds(store: Path) -> None:
-    _record(store, "p1", sessions=60)
-    _record(store, "p2", sessions=60, prompts={"triage": "v2"})
+    record_run(store, "support-triage", "p1", sessions=60)
+    record_run(store, "support-triage", "p2", sessions=60, prompts={"triage": "v2"})
 
     def amounts(run: str) -> list[float]:
         return [
             float(e["payload"]["args"]["amount"])
-            for e in _events(store, run)
+            for e in run_events(store, run, payloads=True)
             if e["kind"] == "action" and e["name"] == "issue_refund"
         ]
 
     assert max(amounts("p1")) > 30
     assert amounts("p2") and max(amounts("p2")) <= 30
-    prompts = {e["prompt"] for e in _events(store, "p2") if e["kind"] == "llm"}
+    prompts = {e["prompt"] for e in run_events(store, "p2", payloads=True) if e["kind"] == "llm"}
     assert "triage@v2" in prompts and "triage@v1" not in prompts
 
 

@@ -1,61 +1,34 @@
 """Importers: runs built from logs and traces that other tools wrote (OTLP/JSON GenAI traces, chat
-conversations, JSONL), and what they share: reading a map file and reading a log file as text."""
+conversations, JSONL), and the chat export that ``sdbctl import chat`` reads back.
+
+The importers write through the recorder, which imports pyarrow, and the export reads through
+duckdb: they are imported on first use (:func:`sdb.lazy.lazy_exports`), so that importing this
+package for :class:`ImportSummary` stays cheap.
+"""
 
 from __future__ import annotations
 
-import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from sdbctl.sdb.errors import SdbError
+from sdbctl.recorders.importers._summary import ImportSummary
+from sdbctl.sdb.lazy import lazy_exports
 
+if TYPE_CHECKING:
+    from sdbctl.recorders.importers._chat_export import ChatExport, export_chat, write_chat
+    from sdbctl.recorders.importers.chat import import_chat
+    from sdbctl.recorders.importers.jsonl import import_jsonl
+    from sdbctl.recorders.importers.otel import import_otel
 
-def get_path(obj: Any, dotted: str) -> Any:
-    """The value at a map's dotted path (``info.model``) in a JSON object, or None where it has none."""
-    for part in dotted.split("."):
-        if not isinstance(obj, Mapping) or part not in obj:
-            return None
-        obj = obj[part]
-    return obj
+__all__ = ["ChatExport", "ImportSummary", "export_chat", "import_chat", "import_jsonl", "import_otel", "write_chat"]
 
-
-def read_map(path: Path) -> dict[str, Any]:
-    """A TOML map file as a table; unreadable or not TOML is one line naming the file."""
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SdbError(f"{path}: cannot read the map ({exc.strerror})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SdbError(f"{path}: not valid TOML ({exc})") from None
-
-
-def read_text(path: Path, bad: Callable[[str], Exception]) -> str:
-    """The text of a log file; a line that is not UTF-8 or holds NUL bytes (a binary file) raises
-    ``bad("FILE:LINE: ...")``, an unreadable file is one line naming it."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SdbError(f"{path}: cannot read ({exc.strerror})") from None
-    for number, raw in enumerate(data.split(b"\n"), 1):
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise bad(f"{path}:{number}: not UTF-8 text (a binary file?)") from None
-        if b"\x00" in raw:
-            raise bad(f"{path}:{number}: holds NUL bytes (a binary file?)")
-    return data.decode("utf-8").lstrip("\ufeff")
-
-
-@dataclass
-class ImportSummary:
-    """What an import wrote: the new run, its events and sessions, and the input it skipped."""
-
-    run_id: str
-    events: int
-    sessions: int
-    skipped: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "ChatExport": "_chat_export",
+        "export_chat": "_chat_export",
+        "write_chat": "_chat_export",
+        "import_chat": "chat",
+        "import_jsonl": "jsonl",
+        "import_otel": "otel",
+    },
+)

@@ -36,15 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sdbctl.recorders.importers import ImportSummary, get_path, read_map
+from sdbctl.recorders.importers._input import get_path, read_map
+from sdbctl.recorders.importers._summary import ImportSummary
 from sdbctl.sdb.errors import PayloadError, SdbError
 from sdbctl.sdb.events.canonical import canonical_bytes, digest, loads
 from sdbctl.sdb.events.kinds import KINDS
 from sdbctl.sdb.events.schema import COLUMNS, batch_from_columns
 from sdbctl.sdb.recording import new_run_id
 from sdbctl.sdb.redaction import load_redactor
-from sdbctl.sdb.store.layout import Store, check_run_id
-from sdbctl.sdb.store.writer import RunWriter
+from sdbctl.sdb.store import RunWriter, Store, check_run_id
 
 FIELDS = ("session", "order", "kind", "name", "args", "step", "model", "timestamp", "request", "response")
 REQUIRED = ("session", "order", "kind")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdbctl.recorders.importers import read_text
+from sdbctl.recorders.importers._input import read_text
 from sdbctl.sdb.errors import PayloadError, SdbError
 from sdbctl.sdb.events.canonical import loads
 

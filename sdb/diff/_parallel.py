@@ -4,6 +4,8 @@ at once, one in a forked child, where the machine has more than one core.
 The child is forked after the work is staged in a module global, so nothing is pickled on the way in;
 only its results come back. It runs pure Python on what it inherited and touches no DuckDB
 connection or file. ``SDB_DIFF_WORKERS=1`` turns it off; platforms without ``fork`` run serially.
+``SDB_DIFF_MIN_ITEMS=N`` sets the size from which it forks (default :data:`MIN_ITEMS`): a test can
+make a small diff take the parallel path.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ def _child(_: int) -> Any:
     return fn(items)
 
 
+def _min_items() -> int:
+    configured = os.environ.get("SDB_DIFF_MIN_ITEMS", "").strip()
+    return int(configured) if configured.isdigit() else MIN_ITEMS
+
+
 def _workers() -> int:
     configured = os.environ.get("SDB_DIFF_WORKERS", "").strip()
     if configured.isdigit() and int(configured) > 0:
@@ -38,7 +45,7 @@ def _workers() -> int:
 def in_halves(fn: Callable[[Sequence[T]], R], items: Sequence[T]) -> list[R]:
     """``[fn(items)]``, or ``[fn(first half), fn(second half)]`` computed at the same time."""
     global _WORK
-    if _workers() < 2 or len(items) < MIN_ITEMS or "fork" not in mp.get_all_start_methods():
+    if _workers() < 2 or len(items) < _min_items() or "fork" not in mp.get_all_start_methods():
         return [fn(items)]
     mid = len(items) // 2
     _WORK = (fn, items[mid:])

@@ -22,14 +22,13 @@ import enum
 import json
 import math
 import pathlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
 import xxhash
 
 from sdbctl.sdb.errors import PayloadError
-from sdbctl.sdb.native import native
 
 # string keys only: a dict with any other key fails this first write and takes the slow path, which
 # checks that no two keys become one text before writing them with OPT_NON_STR_KEYS
@@ -132,22 +131,35 @@ def no_integral_float(out: bytes) -> bool:
     """True when orjson's text surely holds no integral float, so it is already canonical.
 
     orjson writes an integral float as ``1.0`` (always followed by ``,``, ``}``, ``]`` or the end)
-    or in exponent form ``1e+16``. Plain substring finds rule both out: a one-byte find for the dot
-    first (most payloads have none), then three three-byte finds. A match inside a string only
-    sends the value down the slow (and correct) path.
+    or in exponent form ``1e+16``. Two finds rule both out (a find of ``+``, then of ``.0``: most
+    payloads have neither), and each ``.0`` found is looked at. A match inside a string only sends
+    the value down the slow (and correct) path.
     """
-    if out.find(b"+") >= 0:
+    find = out.find
+    if find(b"+") >= 0:
         return False
-    if out.find(b".") < 0:
-        return True
-    return out.find(b".0,") < 0 and out.find(b".0}") < 0 and out.find(b".0]") < 0 and not out.endswith(b".0")
+    end = len(out) - 2
+    at = find(b".0")
+    while at >= 0:
+        if at == end or out[at + 2] in _AFTER_NUMBER:
+            return False
+        at = find(b".0", at + 1)
+    return True
 
 
-def _canonical_bytes(value: Any) -> bytes:
+_AFTER_NUMBER: Final = frozenset(b",}]")
+
+
+def canonical_bytes(value: Any) -> bytes:
     """Canonical JSON of ``value`` as UTF-8 bytes. Raises :class:`PayloadError` if it is not JSON, or
     not JSON as it is (see the module docstring)."""
     if value is None:  # a gate's reason, mostly: its "null" would send it down the slow path below
         return b"null"
+    if type(value) is str:  # a gate's decision, mostly: text is canonical as orjson writes it
+        try:
+            return _dumps(value)
+        except TypeError:  # a lone surrogate
+            return _slow(value, keys=False)
     try:
         out = _dumps(value, json_default, ORJSON_OPTIONS)  # positional: keywords cost ~0.3 us here
     except TypeError:  # orjson.JSONEncodeError is one: a key that is not a string, or not JSON at all
@@ -165,7 +177,29 @@ def _canonical_bytes(value: Any) -> bytes:
     # orjson writes NaN and the infinities as null: a "null" anywhere (also inside a string) is looked at
     if no_integral_float(out) and out.find(b"null") < 0:
         return out
+    if _plain_floats(value):  # a model's answer with "content": null, mostly: its floats were fine
+        return out
     return _slow(value, keys=False)
+
+
+def _plain_floats(value: Any) -> bool:
+    """True when ``value`` is made of the plain JSON types only and none of its floats is integral,
+    NaN or infinite, so orjson's text is already canonical. Only looks (the slow path rebuilds the
+    value); any other type sends the value down the slow path."""
+    kind = type(value)
+    if kind is dict:
+        items: Any = value.values()
+    elif kind is list or kind is tuple:
+        items = value
+    elif kind is float:
+        return not value.is_integer() and _isfinite(value)
+    else:
+        return kind in _ATOMS
+    atoms = _ATOMS
+    for item in items:  # noqa: SIM110 - a loop: all() over a generator costs more per item
+        if type(item) not in atoms and not _plain_floats(item):
+            return False
+    return True
 
 
 def _slow(value: Any, *, keys: bool) -> bytes:
@@ -181,16 +215,6 @@ def _slow(value: Any, *, keys: bool) -> bytes:
         return _dumps(normal, json_default, _ANY_KEYS)
     except TypeError as exc:
         raise PayloadError(_NOT_JSON + _REASONS.get(str(exc), str(exc))) from None
-
-
-if native is not None:
-    # the same function in C: it reads orjson's text the same way, walks the value only when the text
-    # shows a possible integral float, and hands what it does not know (and every error) to the
-    # Python function above
-    native.configure(_dumps, json_default, ORJSON_OPTIONS, _canonical_bytes)
-    canonical_bytes: Callable[[Any], bytes] = native.canonical_bytes
-else:
-    canonical_bytes = _canonical_bytes
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -248,12 +272,9 @@ def canonical_json(value: Any) -> str:
     return canonical_bytes(value).decode()
 
 
-def _digest(name: str, body: bytes) -> int:
+def digest(name: str, body: bytes) -> int:
     """xxh3-64 of ``name``, a NUL byte and an already canonical JSON ``body``, as an unsigned int."""
     return _xxh3(name.encode() + b"\x00" + body)
-
-
-digest: Callable[[str, bytes], int] = native.digest if native is not None else _digest
 
 
 def action_digest(name: str, args: Any) -> int:

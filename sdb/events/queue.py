@@ -1,24 +1,19 @@
 """The recorder's queue of events between the caller and the background writer.
 
-Two implementations with one interface and one output: :class:`NativeQueue` keeps the events as
-columns in C (``sdb._native``, built when a C compiler is there), so that a flush hands pyarrow ready
-buffers; :class:`ListQueue` is the pure-Python fallback, one flat list of row values. Both queue an
-event with one step that no other thread can split, and both turn the queue into the same record
-batch. A row is the tuple of an event's columns after ``run_id``, in schema order.
+One flat list of row values: an event is queued with one step that no other thread can split, and a
+flush turns the queue into one record batch. A row is the tuple of an event's columns after
+``run_id``, in schema order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from sdbctl.sdb.events.schema import COLUMNS, EVENT_SCHEMA, batch_from_columns
-from sdbctl.sdb.native import native as _native
-
-Vocabulary = tuple[set[str], set[str], set[str]]
 
 ROW_WIDTH: Final = len(COLUMNS) - 1
 _TS: Final = COLUMNS.index("ts")
@@ -48,19 +43,7 @@ def _value_type(i: int) -> Any:
     return pa.string() if pa.types.is_dictionary(field_type) else field_type
 
 
-class EventQueue(Protocol):
-    gate: bool
-    # the last batch's distinct session ids, prompts and models, when the queue knows them
-    vocabulary: Vocabulary | None
-
-    def append(self, row: tuple[Any, ...]) -> None: ...
-    def append_held(self, values: list[Any]) -> None: ...
-    def __len__(self) -> int: ...
-    def batch(self, run_id: str) -> tuple[int, pa.RecordBatch | None]: ...
-    def drop(self, rows: int) -> None: ...
-
-
-class ListQueue:
+class EventQueue:
     """One flat list: each event extends it by ROW_WIDTH values. ``list.extend`` of a tuple is atomic
     under the GIL, so no lock is taken per event, and a flush takes one slice per column."""
 
@@ -69,10 +52,8 @@ class ListQueue:
         flush_rows: int,
         wake: Callable[[], Any],
         gated: Callable[[tuple[Any, ...]], Any],
-        counters: dict[str, Any] | None = None,
     ) -> None:
-        self.gate = False
-        self.vocabulary: Vocabulary | None = None  # the writer reads it off the batch
+        self.gate = False  # while set (recorder closed, a unit() block open), ``gated`` takes each row
         self._items: list[Any] = []
         self._flush_items = flush_rows * ROW_WIDTH
         self._wake = wake
@@ -123,35 +104,3 @@ class ListQueue:
     def drop(self, rows: int) -> None:
         # callers only extend the end; the flush (under the recorder's lock) cuts the front
         del self._items[: rows * ROW_WIDTH]
-
-
-if _native is not None:
-
-    class NativeQueue(_native.EventBuffer):  # type: ignore[name-defined,misc]
-        """The events as C columns (``sdb/_native.c``), handed to pyarrow as one Arrow C array."""
-
-        vocabulary: Vocabulary | None = None
-
-        text_limit = 2**31 - 1  # bytes of text in one part: an Arrow string column's limit
-
-        def batch(self, run_id: str) -> tuple[int, pa.RecordBatch | None]:
-            n, address, owner, self.vocabulary = self.export(run_id, self.text_limit)
-            if n == 0:
-                return 0, None
-            try:
-                return n, pa.RecordBatch._import_from_c(address, EVENT_SCHEMA)
-            finally:
-                del owner  # frees the exported struct (its buffers now belong to the batch)
-
-
-def new_queue(
-    flush_rows: int,
-    wake: Callable[[], Any],
-    gated: Callable[[tuple[Any, ...]], Any],
-    counters: dict[str, Any] | None = None,
-) -> EventQueue:
-    """The C queue when the extension is built, else the pure-Python one. ``counters`` (session id ->
-    seq counter) is the recorder's: the C queue hands them out itself."""
-    if _native is not None:
-        return NativeQueue(flush_rows, wake, gated, {} if counters is None else counters)
-    return ListQueue(flush_rows, wake, gated, counters)

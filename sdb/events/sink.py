@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from sdbctl.sdb.events.kinds import gate_status, llm_name
+
 
 class EventSink(Protocol):
     """One session's event writer. Every method records one event and returns its ``seq``."""
@@ -118,7 +120,8 @@ class MemorySink:
         return self._add("input", name, {"payload": payload}, kw)
 
     def llm(self, request: Any, response: Any, **kw: Any) -> int:
-        name = kw.pop("name", None) or (str(kw["prompt"]).split("@")[0] if kw.get("prompt") else "chat")
+        prompt = kw.get("prompt")
+        name = llm_name(kw.pop("name", None), None if prompt is None else str(prompt))
         return self._add("llm", name, {"request": request, "response": response}, kw)
 
     def action(self, name: str, args: Any, **kw: Any) -> int:
@@ -126,7 +129,7 @@ class MemorySink:
 
     def gate(self, name: str, decision: Any, reason: str | None = None, **kw: Any) -> int:
         if kw.get("status") is None:
-            kw["status"] = "ok" if decision in (True, "allow", "ok", "approve", "approved") else "gated"
+            kw["status"] = gate_status(decision)
         return self._add("gate", name, {"decision": decision, "reason": reason}, kw)
 
     def effect(self, name: str, result: Any, **kw: Any) -> int:

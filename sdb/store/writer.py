@@ -248,16 +248,14 @@ class RunWriter:
     def run_id(self) -> str:
         return self.manifest.run_id
 
-    def write(
-        self,
-        batch: pa.RecordBatch | pa.Table,
-        *,
-        vocabulary: tuple[set[str], set[str], set[str]] | None = None,
-    ) -> str | None:
-        """Publish ``batch`` as the next part; returns its path (None for an empty batch).
+    @property
+    def lock_lost(self) -> bool:
+        """True once this writer found its S3 writer lock taken over or deleted (see
+        :mod:`sdb.store.lock`): what it writes after that may interleave with another writer's."""
+        return self._run_lock is not None and self._run_lock.lost
 
-        ``vocabulary``: the batch's distinct session ids, prompts and models, when the caller has them
-        already (the recorder's C queue does), else they are read off the batch."""
+    def write(self, batch: pa.RecordBatch | pa.Table) -> str | None:
+        """Publish ``batch`` as the next part; returns its path (None for an empty batch)."""
         if batch.num_rows == 0:
             return None
         table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
@@ -270,7 +268,7 @@ class RunWriter:
             published = self.store.loc.write_parquet(
                 table, path, compression=COMPRESSION, row_group_size=max(table.num_rows, 1)
             )
-            self._note_vocabulary(table, vocabulary)
+            self._note_vocabulary(table)
             self._next_part += 1
             if self.manifest.part_files is not None:
                 self.manifest.part_files.append(
@@ -304,20 +302,13 @@ class RunWriter:
                     self._run_lock.release()
             return self.manifest
 
-    def _note_vocabulary(self, table: pa.Table, known: tuple[set[str], set[str], set[str]] | None = None) -> None:
+    def _note_vocabulary(self, table: pa.Table) -> None:
         """Keep the manifest's session count, prompt versions and models in step with the parts."""
-        if known is not None:
-            sessions, prompts, models = known
-        else:
-            sessions = {str(s) for s in table.column("session_id").unique().to_pylist()}
-            prompts = {p for p in table.column("prompt").unique().to_pylist() if p}
-        self._sessions.update(sessions)
-        self._prompts.update(p for p in prompts if p)
+        self._sessions.update(str(s) for s in table.column("session_id").unique().to_pylist())
+        self._prompts.update(p for p in table.column("prompt").unique().to_pylist() if p)
         self.manifest.prompts = sorted(self._prompts)
-        if self.manifest.model is None or self._models:
-            if known is None:  # read off the batch only when the manifest's model comes from the events
-                models = {m for m in table.column("model").unique().to_pylist() if m}
-            self._models.update(m for m in models if m)
+        if self.manifest.model is None or self._models:  # the manifest's model comes from the events
+            self._models.update(m for m in table.column("model").unique().to_pylist() if m)
             if self._models:
                 self.manifest.model = ",".join(sorted(self._models))
 

@@ -1,0 +1,35 @@
+"""``sdbctl runs``: the runs in the store."""
+
+from __future__ import annotations
+
+from sdbctl.cli._listing import CsvFlag, JsonFlag, JsonlFlag, TableView, emit, pick_format
+from sdbctl.cli._options import StoreOption
+
+
+def _minute(created: str) -> str:
+    """``2026-11-26T00:41:12.345678+00:00`` as ``2026-11-26 00:41:12``: a table cell, not a timestamp."""
+    return created[:19].replace("T", " ")
+
+
+def runs(store: StoreOption = None, json: JsonFlag = False, csv: CsvFlag = False, jsonl: JsonlFlag = False) -> None:
+    """List the runs in the store, oldest first.
+
+    A row per run: run id, created, source run, model, prompt versions, sessions, events, status.
+
+    Output: a table; --json one array of objects keyed run_id, created, source_run, model, prompts,
+    sessions, events, status; --csv the same columns (prompts as JSON text); --jsonl one object per line.
+
+    Example: sdbctl runs --json | jq '.[] | select(.status == "partial") | .run_id'
+    """
+    fmt = pick_format(json=json, csv=csv, jsonl=jsonl)
+    from sdbctl.sdb.query import RUN_COLUMNS, run_rows
+    from sdbctl.sdb.store import Store
+
+    st = Store.open(store)
+    view = TableView(
+        headers={"run_id": "run id", "source_run": "source run"},
+        styles={"run_id": "cyan", "status": "bold"},
+        cells={"created": _minute},
+        empty=f"no runs in store {st.uri}",
+    )
+    emit(run_rows(st), RUN_COLUMNS, fmt, view)

@@ -1,0 +1,19 @@
+"""What an import reports: one shape for every importer, so the CLI prints them alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class ImportSummary:
+    """What an import wrote: the new run, its events and sessions, and the input it skipped."""
+
+    run_id: str
+    events: int
+    sessions: int
+    skipped: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()

@@ -1,0 +1,131 @@
+"""What CI systems read of a gate: JUnit XML (one testcase per session), the Markdown summary, and
+GitHub's step summary (the Markdown appended to ``$GITHUB_STEP_SUMMARY``), written in one place so
+that every caller of the gate writes the same files the same way."""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from pathlib import Path
+
+from sdbctl.sdb.diff import DiffResult, Divergence
+from sdbctl.sdb.gate import Verdict
+from sdbctl.sdb.report import render_html
+from sdbctl.sdb.store import Store
+from sdbctl.sdb.text import markdown_cell, visible
+
+STEP_SUMMARY = "GITHUB_STEP_SUMMARY"  # the file GitHub Actions shows on the run's page
+
+
+def _line(d: Divergence) -> str:
+    """One divergence as a line of text (control characters visible: the JUnit file must parse)."""
+    fields = d.changes()
+    sim = f" similarity {d.similarity:.2f}" if d.similarity is not None else ""
+    return visible(
+        f"[{d.layer}] {d.step} rep {d.repeat} {d.reason} {d.base_action} -> {d.candidate_action}"
+        + (f" {fields}" if fields else "")
+        + sim
+    )
+
+
+def junit(result: DiffResult, verdict: Verdict) -> str:
+    """JUnit XML: one testcase per session, a failure per session with a divergence in the gated
+    layers or an outcome that went from pass to fail; divergences of other layers are system-out."""
+    by_session: dict[str, list[Divergence]] = {}
+    for d in result.gated():
+        by_session.setdefault(d.session_id, []).append(d)
+    others: dict[str, list[Divergence]] = {}
+    for d in result.divergences:
+        if d.layer not in result.summary.layers:
+            others.setdefault(d.session_id, []).append(d)
+    outcomes = result.summary.outcomes
+    flipped = set(outcomes.flipped.negative) if outcomes is not None else set()
+    names = sorted(set(result.summary.session_ids) | set(by_session) | flipped)
+    failing = set(by_session) | flipped
+    suite = ET.Element(
+        "testsuite",
+        name=f"sdbctl gate {result.base_run}..{result.candidate_run}",
+        tests=str(len(names)),
+        failures=str(len(failing)),
+    )
+    for name in names:
+        case = ET.SubElement(suite, "testcase", classname=result.candidate_run, name=visible(name))
+        if name in failing:
+            divs = by_session.get(name, [])
+            what = f"{len(divs)} divergence(s)" + (", outcome pass -> fail" if name in flipped else "")
+            failure = ET.SubElement(case, "failure", message=what, type="divergence")
+            failure.text = "\n".join((["outcome: pass -> fail"] if name in flipped else []) + [_line(d) for d in divs])
+        if name in others:
+            out = ET.SubElement(case, "system-out")
+            out.text = "\n".join(_line(d) for d in others[name])
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True)
+
+
+def markdown(result: DiffResult, verdict: Verdict) -> str:
+    """The gate as Markdown: the verdict, the checks, the outcome flips, then the gated layers'
+    divergences (first of each session first), with the other layers counted below."""
+    s = result.summary
+    lines = [
+        f"## sdbctl gate: {'PASS' if verdict.passed else 'FAIL'}",
+        "",
+        f"`{result.base_run}` -> `{result.candidate_run}` ({s.comparison} comparison, layers "
+        f"{', '.join(s.layers)}): {s.steps_diverged}/{s.steps_compared} units and "
+        f"{s.sessions_diverged}/{s.sessions_compared} sessions diverged; {s.errors} provider errors.",
+    ]
+    if s.partial:
+        lines += ["", f"**Partial run(s): {', '.join(s.partial)}** (compared with --allow-partial)."]
+    outcomes = s.outcomes
+    if outcomes:
+        lines += [
+            "",
+            f"Outcomes over {outcomes.sessions} sessions: base {outcomes.base_pass} pass, candidate "
+            f"{outcomes.candidate_pass} pass; {outcomes.negative_flips} pass -> fail, "
+            f"{outcomes.positive_flips} fail -> pass (McNemar one-sided p = {outcomes.mcnemar_p:.4g}).",
+        ]
+    lines += ["", "| check | threshold | measured | result |", "|---|---|---|---|"]
+    lines += [
+        "| "
+        + " | ".join(markdown_cell(x) for x in (c.name, c.limit, c.measured))
+        + f" | {'PASS' if c.passed else 'FAIL'} |"
+        for c in verdict.checks
+    ]
+    gated = sorted(result.gated(), key=lambda d: d.after_first)
+    if gated:
+        lines += ["", "| session | rep | step | layer | reason | action | fields |", "|---|---|---|---|---|---|---|"]
+        for d in gated[:20]:
+            action = d.candidate_action or d.base_action
+            cells = [d.session_id, d.repeat, d.step, d.layer, d.reason, action, d.changes()]
+            lines.append("| " + " | ".join(markdown_cell(str(c)) for c in cells) + " |")
+    rest = {k: v.divergences for k, v in s.by_layer.items() if k not in s.layers}
+    if any(rest.values()):
+        lines += ["", "Not gated: " + ", ".join(f"{k} {v} divergences" for k, v in rest.items() if v) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def write_ci_files(
+    store: Store,
+    result: DiffResult,
+    verdict: Verdict,
+    *,
+    junit_file: Path | None = None,
+    markdown_file: Path | None = None,
+    html_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Write the files asked for, and append the Markdown to GitHub's step summary when ``env``
+    (default: this process's environment) names one in ``$GITHUB_STEP_SUMMARY``: a gate in a GitHub
+    workflow shows its verdict on the run's page without a flag."""
+    step_summary = (os.environ if env is None else env).get(STEP_SUMMARY)
+    if junit_file is not None:
+        junit_file.write_text(junit(result, verdict), encoding="utf-8")
+    if html_file is not None:
+        html_file.write_text(render_html(store, result, verdict), encoding="utf-8")
+    if markdown_file is None and not step_summary:
+        return
+    text = markdown(result, verdict)
+    if markdown_file is not None:
+        markdown_file.write_text(text, encoding="utf-8")
+    if step_summary:
+        with open(step_summary, "a", encoding="utf-8") as fh:
+            fh.write(text)

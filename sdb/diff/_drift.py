@@ -1,0 +1,107 @@
+"""Drift versus variance: is the candidate's divergence more than the model's own noise?
+
+Per session, the candidate's step divergence rate (against the base) is paired with the noise floor's
+(the base model against itself: a self-replay, or the candidate's repeats against each other). The
+difference of their means gets a bootstrap 95% confidence interval: sessions are resampled with
+replacement, 10,000 times by default, with a fixed seed, all at once in numpy (one (resamples x
+sessions) index matrix, no Python loop). "Drift above noise" is said only when the whole interval
+lies above zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from sdbctl.sdb.diff._compared import Compared
+    from sdbctl.sdb.diff._config import DiffConfig
+    from sdbctl.sdb.diff._results import DiffResult
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """The candidate's divergence against the noise floor, per session, and the verdict on it."""
+
+    source: str  #: where the noise floor comes from (a self-replay, or the candidate's repeats)
+    sessions: int  #: sessions paired
+    noise_floor: float  #: mean per-session divergence of the noise
+    candidate: float  #: mean per-session divergence of the candidate
+    difference: float  #: candidate - noise_floor
+    ci95: tuple[float, float]  #: bootstrap 95% interval of the difference
+    resamples: int  #: bootstrap resamples
+    drift_above_noise: bool  #: the whole interval lies above zero
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DriftResult:
+        """A drift figure read back from its JSON (inside a saved summary)."""
+        lo, hi = data["ci95"]
+        return cls(**{**data, "ci95": (float(lo), float(hi))})
+
+
+def drift_test(
+    candidate: Sequence[float] | np.ndarray[Any, Any],
+    noise: Sequence[float] | np.ndarray[Any, Any],
+    *,
+    source: str = "noise",
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> DriftResult:
+    """Bootstrap the mean of the per-session differences ``candidate - noise`` (paired by session)."""
+    cand = np.asarray(candidate, dtype=np.float64)
+    base = np.asarray(noise, dtype=np.float64)
+    if cand.shape != base.shape or cand.size == 0:
+        raise ValueError("drift_test needs one candidate and one noise figure per session, for at least one session")
+    diff = cand - base
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, diff.size, size=(resamples, diff.size))
+    means = diff[idx].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return DriftResult(
+        source=source,
+        sessions=int(diff.size),
+        noise_floor=float(base.mean()),
+        candidate=float(cand.mean()),
+        difference=float(diff.mean()),
+        ci95=(float(lo), float(hi)),
+        resamples=resamples,
+        drift_above_noise=bool(lo > 0),
+    )
+
+
+def drift_of(
+    compared: Compared,
+    con: Any,
+    config: DiffConfig,
+    cand_rates: Mapping[str, float],
+    *,
+    self_replay: DiffResult | None,
+    resamples: int,
+    seed: int,
+) -> DriftResult | None:
+    """The drift test of a diff: the candidate's per-session rates (``cand_rates``) against the noise
+    floor of a self-replay of the base model (``self_replay``: its diff against the base), else of
+    the candidate's repeats against each other; None with neither, or no session in common."""
+    if self_replay is not None:
+        noise_rates, source = self_replay.session_rates, f"self-replay {self_replay.candidate_run}"
+    elif len(compared.repeats) > 1:
+        found = compared.repeat_noise(con, config)
+        # a session whose repeats gave nothing to disagree on (none committed anything) has no noise:
+        # it stays in the test, so a candidate that lost whole sessions is not judged on the rest
+        noise_rates = {s: found.get(s, 0.0) for s in cand_rates}
+        source = f"{len(compared.repeats)} repeats of the candidate"
+    else:
+        return None
+    sessions = sorted(set(cand_rates) & set(noise_rates))
+    if not sessions:
+        return None
+    return drift_test(
+        [cand_rates[x] for x in sessions],
+        [noise_rates[x] for x in sessions],
+        source=source,
+        resamples=resamples,
+        seed=seed,
+    )

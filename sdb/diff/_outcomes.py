@@ -1,0 +1,164 @@
+"""Session outcomes and their flips: did the task succeed, in the base and in the candidate?
+
+A session's outcome is an imported one (a ``state`` event named ``outcome`` with ``{"value": X}``,
+X in [0, 1]; it passes when X >= ``pass_threshold``, default 1.0), else the terminal state of a
+recorded agent: the last ``state`` event of the session, which passes when it is one of the
+workload's success states (``[outcome] success = [...]``, or what the workload declares in the run's
+manifest). Sessions ``ID#rK`` are repeat K of ``ID``.
+
+Flips pair repeat 0 of each session present on both sides. The paired test is the exact McNemar
+test, one-sided: the p-value of seeing at least this many negative flips (base passed, candidate
+failed) among the discordant pairs if either direction were equally likely. With repeats, pass^k is
+the unbiased estimator over each session's c successes in n repeats, C(c, k) / C(n, k), averaged over
+sessions (Yao et al., tau-bench).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from math import comb
+from pathlib import Path
+from typing import Any
+
+from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.settings import read_table
+
+OUTCOME_STATE = "outcome"
+# a session id ``ID#rK`` is repeat K of session ``ID``: the one spelling every query of the differ uses
+REPEAT_SUFFIX = r"#r([0-9]+)$"
+
+
+@dataclass(frozen=True)
+class OutcomeConfig:
+    """Which terminal states are a success, and the reward an imported outcome needs to pass."""
+
+    success: tuple[str, ...] | None = None
+    pass_threshold: float = 1.0
+
+
+def load_outcome_config(directory: Path | None = None) -> OutcomeConfig:
+    """``[outcome]`` of ``sdbctl.toml`` (or ``[tool.sdbctl.outcome]`` of ``pyproject.toml``)."""
+    table, source = read_table("outcome", directory)
+    where = source or "config"
+    unknown = set(table) - {"success", "pass_threshold"}
+    if unknown:
+        raise SdbError(f"{where}: unknown [outcome] key(s) {', '.join(sorted(unknown))} (success, pass_threshold)")
+    success = table.get("success")
+    if success is not None and (not isinstance(success, list) or not all(isinstance(s, str) for s in success)):
+        raise SdbError(f"{where}: [outcome] success must be a list of state names")
+    threshold = table.get("pass_threshold", 1.0)
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
+        raise SdbError(f"{where}: [outcome] pass_threshold must be a number in [0, 1], not {threshold!r}")
+    return OutcomeConfig(tuple(success) if success is not None else None, float(threshold))
+
+
+def session_outcomes(
+    con: Any, run_id: str, success: Sequence[str] | None, pass_threshold: float
+) -> dict[tuple[str, int], bool]:
+    """(session, repeat) -> passed, for every session of ``run_id`` that has an outcome."""
+    rows = con.execute(
+        f"""
+        SELECT regexp_replace(session_id, '{REPEAT_SUFFIX}', '') AS sid,
+               coalesce(try_cast(regexp_extract(session_id, '{REPEAT_SUFFIX}', 1) AS BIGINT), 0) AS rep,
+               max(CASE WHEN name = '{OUTCOME_STATE}' THEN try_cast(json_extract(payload, '$.value') AS DOUBLE) END),
+               arg_max(name, seq) FILTER (WHERE name <> '{OUTCOME_STATE}' AND name NOT LIKE 'replay:%')
+        FROM events WHERE run_id = ? AND kind = 'state' GROUP BY ALL
+        """,
+        [run_id],
+    ).fetchall()
+    out: dict[tuple[str, int], bool] = {}
+    for sid, rep, value, terminal in rows:
+        if value is not None:
+            out[(sid, int(rep))] = value >= pass_threshold
+        elif success is not None and terminal is not None:
+            out[(sid, int(rep))] = terminal in success
+    return out
+
+
+def mcnemar_one_sided(negative: int, positive: int) -> float:
+    """Exact one-sided McNemar p-value: P(X >= negative), X ~ Binomial(negative + positive, 1/2)."""
+    n = negative + positive
+    if n == 0:
+        return 1.0
+    return float(sum(comb(n, i) for i in range(negative, n + 1)) / 2**n)
+
+
+def pass_hat_k(results: Mapping[str, Sequence[bool]], k: int) -> float | None:
+    """The unbiased pass^k over sessions with at least k repeats: mean of C(c, k) / C(n, k)."""
+    scores = [comb(sum(r), k) / comb(len(r), k) for r in results.values() if len(r) >= k]
+    return sum(scores) / len(scores) if scores else None
+
+
+def _pass_k(found: Mapping[tuple[str, int], bool]) -> dict[str, float | None] | None:
+    by_session: dict[str, list[bool]] = defaultdict(list)
+    for (sid, _rep), ok in sorted(found.items()):
+        by_session[sid].append(ok)
+    n = max((len(v) for v in by_session.values()), default=0)
+    if n < 2:
+        return None
+    return {str(k): pass_hat_k(by_session, k) for k in range(1, n + 1)}
+
+
+@dataclass(kw_only=True)
+class Flips:
+    """The sessions whose outcome flipped (repeat 0, base order)."""
+
+    negative: list[str]  #: base passed, candidate failed (or has no outcome)
+    positive: list[str]  #: base failed, candidate passed
+
+
+@dataclass(kw_only=True)
+class PassK:
+    """pass^k per side: ``{"1": p, "2": p, ...}`` up to the repeats each session has (None without repeats)."""
+
+    base: dict[str, float | None] | None  #: the base's pass^k
+    candidate: dict[str, float | None] | None  #: the candidate's pass^k
+
+
+@dataclass(kw_only=True)
+class OutcomeSummary:
+    """The outcome figures of a diff, over the base's sessions (repeat 0)."""
+
+    sessions: int  #: base sessions with an outcome
+    missing: int  #: of them, sessions the candidate has no outcome for (counted as failures)
+    base_pass: int  #: sessions the base passed
+    candidate_pass: int  #: sessions the candidate passed
+    negative_flips: int  #: pass -> fail
+    positive_flips: int  #: fail -> pass
+    mcnemar_p: float  #: exact one-sided McNemar p-value of the negative flips
+    flipped: Flips  #: which sessions flipped
+    pass_k: PassK  #: pass^k per side
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> OutcomeSummary:
+        """Outcome figures read back from their JSON (inside a saved summary)."""
+        return cls(**{**data, "flipped": Flips(**data["flipped"]), "pass_k": PassK(**data["pass_k"])})
+
+
+def compare_outcomes(
+    base: Mapping[tuple[str, int], bool], candidate: Mapping[tuple[str, int], bool]
+) -> OutcomeSummary | None:
+    """The outcome figures of a diff (None when either side has no outcome at all): pass counts and
+    flips over the base's sessions (repeat 0), the one-sided McNemar p-value, and pass^k per side. A
+    base session the candidate has no outcome for (lost, or never reached its end) counts as a
+    candidate failure, and is counted under ``missing``: a task that no longer completes did not pass."""
+    if not base or not candidate:
+        return None
+    paired = sorted({s for s, r in base if r == 0})
+    missing = [s for s in paired if (s, 0) not in candidate]
+    got = {s: candidate.get((s, 0), False) for s in paired}
+    negative = [s for s in paired if base[(s, 0)] and not got[s]]
+    positive = [s for s in paired if not base[(s, 0)] and got[s]]
+    return OutcomeSummary(
+        sessions=len(paired),
+        missing=len(missing),
+        base_pass=sum(base[(s, 0)] for s in paired),
+        candidate_pass=sum(got.values()),
+        negative_flips=len(negative),
+        positive_flips=len(positive),
+        mcnemar_p=mcnemar_one_sided(len(negative), len(positive)),
+        flipped=Flips(negative=negative, positive=positive),
+        pass_k=PassK(base=_pass_k(base), candidate=_pass_k(candidate)),
+    )

@@ -1,0 +1,35 @@
+"""Saving a diff into the store, where the ``divergences`` view, ``sdbctl diagnose`` and ``sdbctl rm``
+find it again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from sdbctl.sdb.diff._results import DiffResult
+from sdbctl.sdb.events.schema import DIVERGENCE_SCHEMA
+from sdbctl.sdb.results import as_json
+from sdbctl.sdb.store import Store
+
+
+def save_divergences(store: Store, result: DiffResult) -> None:
+    """Write the divergences as ``diffs/<base>..<candidate>/divergences.parquet`` (the ``divergences`` view)
+    and the summary beside them as ``summary.json`` (the same JSON as ``--json``), the folder named by
+    :func:`sdb.store.layout.diff_key`: one folder per pair of runs, also for ids that hold ``..``."""
+    folder = store.diff_dir(result.base_run, result.candidate_run)
+    store.loc.make_dir(folder)
+    divs = result.divergences
+    columns: dict[str, list[Any]] = {
+        name: [getattr(d, name) for d in divs]
+        for name in DIVERGENCE_SCHEMA.names
+        if name not in ("fields", "base_run", "candidate_run")
+    }
+    columns["fields"] = [orjson.dumps(d.fields, default=str).decode() for d in divs]
+    columns["base_run"] = [result.base_run] * len(divs)
+    columns["candidate_run"] = [result.candidate_run] * len(divs)
+    table = pa.table({name: columns[name] for name in DIVERGENCE_SCHEMA.names}, schema=DIVERGENCE_SCHEMA)
+    store.loc.write_parquet(table, f"{folder}/divergences.parquet")
+    summary = orjson.dumps(as_json(result.summary), default=str, option=orjson.OPT_INDENT_2)
+    store.loc.write_bytes(f"{folder}/summary.json", summary + b"\n")

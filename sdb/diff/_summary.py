@@ -1,0 +1,105 @@
+"""The summary of a comparison: its headline figures over the configured layers, each layer's own,
+the counts by reason, action and pattern, each session's first divergence and its changed ends."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Literal
+
+from sdbctl.sdb.diff._compared import Compared
+from sdbctl.sdb.diff._config import LAYERS, DiffConfig
+from sdbctl.sdb.diff._drift import DriftResult
+from sdbctl.sdb.diff._outcomes import REPEAT_SUFFIX, OutcomeSummary
+from sdbctl.sdb.diff._results import DiffSummary, FirstDivergence, LayerCounts, TerminalChange
+
+_TERMINAL = f"""
+WITH t AS (SELECT run_id, session_id, arg_max(name, seq) AS last FROM events
+           WHERE run_id IN (?, ?) AND kind = 'state' AND name NOT LIKE 'replay:%' AND name <> 'outcome'
+           GROUP BY ALL)
+SELECT b.session_id, b.last, c.last FROM (SELECT * FROM t WHERE run_id = ?) b
+JOIN (SELECT * FROM t WHERE run_id = ? AND NOT regexp_matches(session_id, '{REPEAT_SUFFIX}')) c
+  USING (session_id)
+WHERE b.last <> c.last ORDER BY 1
+"""
+
+
+def _counts(values: Counter[str]) -> dict[str, int]:
+    return dict(sorted(values.items()))
+
+
+def build_summary(
+    compared: Compared,
+    config: DiffConfig,
+    con: Any,
+    base: str,
+    candidate: str,
+    *,
+    errors: int,
+    comparison: Literal["commit", "step"],
+    outcomes: OutcomeSummary | None,
+    partial: list[str],
+    drift: DriftResult | None,
+) -> DiffSummary:
+    """The :class:`DiffSummary` of ``compared`` (``errors``: the candidate's provider errors)."""
+    divs = compared.divergences
+    units, diverged, sessions, hit = compared.totals(config.layers)
+    by_layer = {}
+    for layer in LAYERS:
+        lu, ld, ls, lh = compared.totals((layer,))
+        by_layer[layer] = LayerCounts(
+            steps_compared=lu,
+            steps_diverged=ld,
+            sessions_compared=len(ls),
+            sessions_diverged=len(lh),
+            divergences=sum(1 for d in divs if d.layer == layer),
+        )
+    first: dict[str, FirstDivergence] = {}
+    for d in divs:
+        if d.layer in config.layers and not d.after_first and d.repeat == min(compared.repeats):
+            first.setdefault(
+                d.session_id,
+                FirstDivergence(
+                    step=d.step,
+                    reason=d.reason,
+                    layer=d.layer,
+                    base_seq=d.base_seq,
+                    candidate_seq=d.candidate_seq,
+                    action=d.candidate_action or d.base_action,
+                ),
+            )
+    terminal = con.execute(_TERMINAL, [base, candidate, base, candidate]).fetchall()
+    k = max(1, len(compared.repeats))
+    pass_k = None
+    if k > 1 and sessions:
+        bad = {(d.session_id, d.repeat) for d in divs if d.layer in config.layers}
+        pass_k = sum(all((s, r) not in bad for r in compared.repeats) for s in sessions) / len(sessions)
+    gated = [d for d in divs if d.layer in config.layers]
+    return DiffSummary(
+        base_run=base,
+        candidate_run=candidate,
+        layers=list(config.layers),
+        repeats=k,
+        steps_compared=units,
+        steps_diverged=diverged,
+        step_divergence_rate=diverged / units if units else 0.0,
+        sessions_compared=len(sessions),
+        session_ids=sorted(sessions),
+        sessions_diverged=len(hit),
+        session_divergence_rate=len(hit) / len(sessions) if sessions else 0.0,
+        divergences=len(divs),
+        errors=errors,
+        parse_failures=compared.parse_failures,
+        attempts=compared.attempts,
+        by_layer=by_layer,
+        by_reason=_counts(Counter(d.reason for d in gated)),
+        by_action=_counts(Counter(d.candidate_action or d.base_action or "?" for d in gated)),
+        by_pattern=_counts(Counter(d.pattern or "" for d in gated)),
+        by_reason_all_layers=_counts(Counter(d.reason for d in divs)),
+        first_divergence=first,
+        terminal_changes=[TerminalChange(session_id=s, base=b, candidate=c) for s, b, c in terminal],
+        pass_k=pass_k,
+        comparison=comparison,
+        outcomes=outcomes,
+        partial=partial,
+        drift=drift,
+    )

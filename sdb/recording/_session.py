@@ -1,0 +1,288 @@
+"""One agent episode's recording methods: each checks its fields, writes its payload as canonical JSON,
+takes the session's next ``seq`` and queues one row. That is all the caller pays for."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+
+from sdbctl.sdb.errors import PayloadError
+from sdbctl.sdb.events.canonical import canonical_bytes, digest
+from sdbctl.sdb.events.kinds import STATUSES, gate_status, llm_name
+from sdbctl.sdb.recording._fields import INT64_MAX, INT64_MIN, check_count, check_latency, usage, utf8, wrong_field
+
+if TYPE_CHECKING:
+    from sdbctl.sdb.recording._recorder import Recorder
+
+_dumps = orjson.dumps
+_STATUSES: Final = frozenset(STATUSES)
+
+
+def _own(payload: bytes) -> bytes:
+    """A copy of orjson's output that is only as large as its text. orjson returns its text in the
+    4 KiB buffer it wrote it into (``sys.getsizeof`` does not show it): kept as it is in a queue of
+    65,536 events, a 20-byte payload would hold 256 MiB, and the allocations alone cost ~2 us an
+    event. A payload built by concatenation is already a new, tight object."""
+    return bytes(memoryview(payload))
+
+
+def _check_status(status: str) -> None:
+    if status != "ok" and status not in _STATUSES:
+        raise PayloadError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+
+
+class Session:
+    """One agent episode inside a run. Every method records one event and returns its ``seq``.
+
+    ``seq`` is gap-free and 0-based per session, also when several threads record into one session.
+    """
+
+    __slots__ = ("_append", "_clock", "_next_seq", "actor", "pattern", "recorder", "session_id")
+
+    def __init__(self, recorder: Recorder, session_id: str, actor: str, pattern: str) -> None:
+        self.recorder = recorder
+        self.session_id = session_id
+        self.actor = actor
+        self.pattern = pattern
+        self._append = recorder._queue.append
+        self._next_seq: Callable[[], int] = recorder._counter(session_id)
+        self._clock = recorder.clock
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def _put(
+        self,
+        kind: str,
+        name: str,
+        payload: bytes,
+        digest_body: bytes,
+        step: str | None,
+        parent: int | None,
+        status: str,
+        actor: str | None,
+        pattern: str | None,
+        model: str | None = None,
+        prompt: str | None = None,
+        latency_ms: float | None = None,
+        tokens_in: int | None = None,
+        tokens_out: int | None = None,
+    ) -> int:
+        """Take the next seq and queue one row (the columns after run_id, in schema order). The fields
+        are checked first, so a name that is not UTF-8 text is a PayloadError, never a
+        UnicodeEncodeError from the digest of ``name`` and ``digest_body``."""
+        if not (  # the common case, plain strings and an int parent, in one expression
+            type(name) is str
+            and (step is None or type(step) is str)
+            and (parent is None or (type(parent) is int and INT64_MIN <= parent <= INT64_MAX))
+            and (actor is None or type(actor) is str)
+            and (pattern is None or type(pattern) is str)
+            and utf8(name, step, actor, pattern)
+        ):
+            raise PayloadError(wrong_field(name, step, parent, actor, pattern))
+        dig = digest(name, digest_body)
+        seq = self._next_seq()
+        self._append(
+            (
+                self.session_id,
+                seq,
+                step,
+                parent,
+                self._clock(),
+                kind,
+                actor or self.actor,
+                pattern or self.pattern,
+                name,
+                model,
+                prompt,
+                payload,
+                dig,
+                status,
+                latency_ms,
+                tokens_in,
+                tokens_out,
+            )
+        )
+        return seq
+
+    def input(
+        self,
+        name: str,
+        payload: Any,
+        *,
+        step: str | None = None,
+        actor: str | None = None,
+        pattern: str | None = None,
+    ) -> int:
+        """An input to the episode: a contract, a user message, a human decision."""
+        body = canonical_bytes(payload)
+        return self._put("input", name, _own(body), body, step, None, "ok", actor, pattern)
+
+    def llm(
+        self,
+        request: Any,
+        response: Any,
+        *,
+        model: str,
+        prompt: str | None = None,
+        step: str | None = None,
+        variables: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        latency_ms: float | None = None,
+        tokens_in: int | None = None,
+        tokens_out: int | None = None,
+        parent: int | None = None,
+        actor: str | None = None,
+        pattern: str | None = None,
+        replay: Mapping[str, Any] | None = None,
+        content_missing: bool = False,
+    ) -> int:
+        """A model call: the whole request, the raw response, and the prompt ``name@version``.
+
+        ``content_missing`` marks a call whose messages were not captured (a trace recorded without
+        content): it is kept for its place, model, timing and tokens, and a step-mode replay skips it.
+
+        ``variables`` are the prompt template's variables, kept so that a replay can re-render the
+        prompt under another version. Token counts default to the response's ``usage`` block. The
+        digest is of the request: two runs asked the same question when their llm digests agree.
+        """
+        if latency_ms is not None:
+            latency_ms = check_latency(latency_ms)
+        if tokens_in is not None or tokens_out is not None:
+            check_count("tokens_in", tokens_in)
+            check_count("tokens_out", tokens_out)
+        if type(model) is not str or (prompt is not None and type(prompt) is not str):
+            if not isinstance(model, str) or (prompt is not None and not isinstance(prompt, str)):
+                raise PayloadError("model must be a string (and prompt, when given)")
+            model, prompt = str(model), None if prompt is None else str(prompt)  # a str subclass: plain str
+        if not utf8(model, prompt):
+            raise PayloadError("model and prompt must be UTF-8 text (no lone surrogate)")
+        if prompt is not None and "@" not in prompt:
+            raise PayloadError(f"prompt {prompt!r} must be NAME@VERSION, e.g. offer@v3")
+        req = canonical_bytes(request)
+        parts = [b'{"replay":', canonical_bytes(replay)] if replay is not None else [b"{"]
+        parts += [b"," if replay is not None else b"", b'"request":', req, b',"response":', canonical_bytes(response)]
+        if variables is not None:
+            parts += [b',"variables":', canonical_bytes(variables)]
+        if content_missing:
+            parts.append(b',"content":"missing"')
+        parts.append(b"}")
+        if tokens_in is None or tokens_out is None:
+            uin, uout = usage(response)
+            tokens_in = uin if tokens_in is None else tokens_in
+            tokens_out = uout if tokens_out is None else tokens_out
+        label = llm_name(name, prompt)
+        return self._put(
+            "llm", label, b"".join(parts), req, step, parent, "ok", actor, pattern,
+            model, prompt, latency_ms, tokens_in, tokens_out,
+        )  # fmt: skip
+
+    def action(
+        self,
+        name: str,
+        args: Any,
+        *,
+        step: str | None = None,
+        status: str = "ok",
+        parent: int | None = None,
+        call_id: str | None = None,
+        error: Any = None,
+        actor: str | None = None,
+        pattern: str | None = None,
+        replay: Mapping[str, Any] | None = None,
+    ) -> int:
+        """An action the model proposed (a tool call); its digest is of ``name`` + canonical ``args``.
+
+        ``error`` says why a proposal failed (the parse reason, or the field errors of ``invalid``).
+        """
+        body = canonical_bytes(args)
+        if call_id is None and error is None and replay is None:
+            payload = b'{"args":' + body + b"}"
+        else:
+            payload = b'{"args":' + body + b',"call_id":' + _dumps(call_id)
+            if error is not None:
+                payload += b',"error":' + canonical_bytes(error)
+            if replay is not None:
+                payload += b',"replay":' + canonical_bytes(replay)
+            payload += b"}"
+        _check_status(status)
+        return self._put("action", name, payload, body, step, parent, status, actor, pattern)
+
+    def gate(
+        self,
+        name: str,
+        decision: Any,
+        reason: str | None = None,
+        *,
+        parent: int | None = None,
+        step: str | None = None,
+        status: str | None = None,
+        actor: str | None = None,
+        pattern: str | None = None,
+    ) -> int:
+        """A guard's decision on an action. ``status`` is ``ok`` when the decision allows, else ``gated``."""
+        body = canonical_bytes(decision)
+        payload = b'{"decision":' + body + b',"reason":' + canonical_bytes(reason) + b"}"
+        status = status or gate_status(decision)
+        _check_status(status)
+        return self._put("gate", name, payload, body, step, parent, status, actor, pattern)
+
+    def effect(
+        self,
+        name: str,
+        result: Any,
+        *,
+        parent: int | None = None,
+        step: str | None = None,
+        status: str = "ok",
+        actor: str | None = None,
+        pattern: str | None = None,
+    ) -> int:
+        """The result of executing an action (the commit): what the handler returned."""
+        body = canonical_bytes(result)
+        _check_status(status)
+        return self._put("effect", name, b'{"result":' + body + b"}", body, step, parent, status, actor, pattern)
+
+    def state(
+        self,
+        name: str,
+        payload: Any,
+        *,
+        step: str | None = None,
+        parent: int | None = None,
+        actor: str | None = None,
+        pattern: str | None = None,
+    ) -> int:
+        """A state the episode moved to (``name``) and its data."""
+        body = canonical_bytes(payload)
+        return self._put("state", name, _own(body), body, step, parent, "ok", actor, pattern)
+
+    def error(
+        self,
+        name: str,
+        message: str,
+        *,
+        detail: Any = None,
+        step: str | None = None,
+        parent: int | None = None,
+        actor: str | None = None,
+        pattern: str | None = None,
+        replay: Mapping[str, Any] | None = None,
+    ) -> int:
+        """An error at ``name`` (a provider failure, a handler exception); counted apart from divergence."""
+        fields = {"detail": detail, "message": message}
+        if replay is not None:
+            fields["replay"] = replay
+        body = _own(canonical_bytes(fields))
+        return self._put("error", name, body, canonical_bytes(message), step, parent, "error", actor, pattern)

@@ -1,0 +1,77 @@
+"""Asking the model: one provider behind the response cache, the rate limit, retries and the timeout,
+counted in the replay's progress. Both modes ask through it, so they pace and cache alike."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from sdbctl.sdb.events.canonical import canonical_bytes
+from sdbctl.sdb.providers import Completion, Provider, ProviderError
+from sdbctl.sdb.redaction import load_redactor
+from sdbctl.sdb.replay._cache import ResponseCache, cache_key
+from sdbctl.sdb.replay._limits import Limiter, RateLimiter, RetryPolicy, call_with_retries
+from sdbctl.sdb.replay._options import ReplayOptions
+from sdbctl.sdb.replay._results import ReplayProgress
+
+
+class Caller:
+    """A provider wrapped with the cache, the rate limit, retries, the timeout and the counters."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        opts: ReplayOptions,
+        cache: ResponseCache | None,
+        progress: ReplayProgress,
+        limiter: Limiter | None = None,
+    ) -> None:
+        self.provider = provider
+        self.opts = opts
+        self.cache = cache if opts.repeat == 1 else None  # repeats neither read nor write it
+        self.progress = progress
+        self.redactor = load_redactor()  # an answer is redacted before the cache or a run holds it
+        self.limiter: Limiter = limiter or RateLimiter(opts.rpm)
+        self.policy = RetryPolicy(attempts=max(1, opts.retries))
+        self.spec = provider.spec
+
+    async def ask(self, request: dict[str, Any], *, seed: int, repeat: int) -> Completion:
+        """The model's answer to ``request``: from the cache, else asked (paced, retried, cached)."""
+        cache = self.cache
+        key = cache_key(self.spec, request, seed) if cache is not None else ""
+        if cache is not None:
+            hit = cache.get(key)
+            if hit is not None:
+                self.progress.cached += 1
+                return Completion(self.redactor.redact(hit["response"]), truth=hit.get("truth"))
+
+        def retried(attempt: int, error: ProviderError, pause: float) -> None:
+            self.progress.retried += 1
+
+        async def once() -> Completion:
+            self.progress.asked += 1
+            done = await self.provider.complete(request, seed=seed, repeat=repeat)
+            done = replace(done, response=self.redactor.redact(done.response))
+            # cached the moment it arrives, before this coroutine yields: a process killed later (a
+            # Ray worker, a SIGKILL) loses no answer it was given, and a resumed run asks nothing twice
+            if cache is not None:  # a simulator's ground truth is kept with its answer
+                cache.put(key, {"response": done.response, "truth": done.truth})
+            return done
+
+        return await call_with_retries(
+            once, policy=self.policy, limiter=self.limiter, timeout=self.opts.timeout, on_retry=retried
+        )
+
+
+def in_flight(opts: ReplayOptions, provider: Provider | None) -> int:
+    """Model calls in flight: ``--concurrency``, capped by a provider that answers fewer at once
+    (``max_concurrency``: a local model answers as many as the cores), so that a call queued behind
+    the model does not spend its ``--timeout`` waiting."""
+    most = getattr(provider, "max_concurrency", None)
+    return min(opts.concurrency, int(most)) if most else opts.concurrency
+
+
+def without_model(request: Mapping[str, Any]) -> bytes:
+    """A request's identity apart from the model it names: the recorded answer to it fits any model."""
+    return canonical_bytes({k: v for k, v in request.items() if k != "model"})

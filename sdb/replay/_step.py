@@ -1,0 +1,150 @@
+"""Step mode: every recorded ``llm`` step asked again with its recorded context, its prompt re-rendered
+where a new version is given; the answer crosses the boundary rules and its actions are written with
+the source's session and step. Effects are never executed, so no agent code is needed. Each step's
+events are written as one unit, so a resumed replay asks no finished step again."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sdbctl.sdb.boundary import Boundary
+from sdbctl.sdb.boundary.observe import write_actions
+from sdbctl.sdb.errors import UsageError
+from sdbctl.sdb.providers import Completion, ProviderError
+from sdbctl.sdb.recording import Session
+from sdbctl.sdb.redaction import load_redactor
+from sdbctl.sdb.replay._job import Job
+from sdbctl.sdb.replay._source import SourceStep, count_steps, finished_units, iter_steps
+
+
+def _request(job: Job, step: SourceStep) -> tuple[dict[str, Any], str | None]:
+    """The step's request, its prompt re-rendered where a new version was asked for."""
+    request = dict(step.request)
+    prompt = step.prompt
+    if prompt and job.opts.prompts and job.workload is not None:
+        name = prompt.partition("@")[0]
+        version = job.opts.prompts.get(name)
+        if version is not None and prompt != f"{name}@{version}":
+            if step.variables is None:
+                raise UsageError(f"step {step.session_id}#{step.seq}: no recorded variables to re-render {prompt}")
+            old = job.workload.prompts.render(prompt, step.variables)
+            new = job.workload.prompts.render(f"{name}@{version}", step.variables)
+            request["messages"] = new + list(request.get("messages", []))[len(old) :]
+            prompt = f"{name}@{version}"
+    if job.caller is not None and "model" in request:
+        request["model"] = job.caller.spec
+    return request, prompt
+
+
+def _boundary(job: Job) -> Boundary:
+    """The agent's own replay boundary where it has one, else one that accepts any action name."""
+    replay_boundary = getattr(job.workload, "replay_boundary", None)
+    return replay_boundary() if callable(replay_boundary) else Boundary("replay", open_vocabulary=True)
+
+
+class _StepReplay:
+    """One step-mode pass over the source run: the boundary, the concurrency gate and the sessions."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.boundary = _boundary(job)
+        self.gate = asyncio.Semaphore(job.in_flight)
+        self.sinks: dict[str, Session] = {}
+        self.redactor = load_redactor()
+
+    async def one(self, step: SourceStep, repeat: int) -> None:
+        """Ask ``step`` (repeat ``repeat``) and write its answer, or its error, as one unit."""
+        job = self.job
+        async with self.gate:
+            request, prompt = _request(job, step)
+            completion: Completion | None = None
+            error: ProviderError | None = None
+            if job.caller is None:
+                response = step.response
+                completion = Completion(response if isinstance(response, dict) else {"content": response})
+            else:
+                try:
+                    completion = await job.caller.ask(request, seed=job.seed, repeat=repeat)
+                except ProviderError as exc:
+                    error = exc
+            with job.rec.unit():
+                self._write(step, repeat, request, prompt, completion, error)
+            job.progress.done += 1
+            job.tick()
+
+    def _write(
+        self,
+        step: SourceStep,
+        repeat: int,
+        request: dict[str, Any],
+        prompt: str | None,
+        completion: Completion | None,
+        error: ProviderError | None,
+    ) -> None:
+        """The step's llm event and its actions (or its error event), and what they count for."""
+        job = self.job
+        mark = {"source_seq": step.seq, "repeat": repeat}
+        sink = self.sinks.get(step.session_id) or self.sinks.setdefault(
+            step.session_id, job.rec.session(step.session_id)
+        )
+        where: dict[str, Any] = {"step": step.step, "actor": step.actor, "pattern": step.pattern}
+        outcome = job.outcome(step.session_id, repeat)
+        outcome.steps += 1
+        if completion is None:
+            assert error is not None
+            message = self.redactor.text(str(error))
+            detail = {"status": error.status, "kind": error.kind}
+            sink.error("provider", message, detail=detail, replay=mark, **where)
+            job.progress.error(error, message)
+            outcome.errors += 1
+            outcome.status = "failed"
+            outcome.reason = outcome.reason or message
+            return
+        model = step.model if job.caller is None else job.caller.spec
+        seq = sink.llm(
+            request,
+            completion.response,
+            model=model or "unknown",
+            prompt=prompt,
+            variables=step.variables,
+            latency_ms=completion.latency_ms,
+            replay=mark,
+            **where,
+        )
+        digests = write_actions(sink.action, self.boundary, completion.response, seq, where)
+        if tuple(digests) != step.actions:
+            job.progress.divergences += 1
+            outcome.divergences += 1
+        if completion.truth is not None:
+            at = {"session_id": step.session_id, "step": step.step, "llm_seq": seq, "source_seq": step.seq}
+            job.truth({**at, "repeat": repeat, **completion.truth})
+
+
+async def replay_steps(job: Job) -> None:
+    """Replay every step of the source run (of the shard's sessions), ``repeat`` times each."""
+    counts, _ = count_steps(job.store, job.source.run_id)
+    if job.sessions is not None:
+        counts = {k: n for k, n in counts.items() if k in job.sessions}
+    repeats = job.opts.repeat
+    job.progress.total = sum(counts.values()) * repeats
+    done = finished_units(job.store, job.rec.run_id) if job.resuming else set()
+    job.tick()
+    steps = _StepReplay(job)
+    # a batch of steps at a time: memory holds one batch of requests however long the run
+    for chunk in iter_steps(job.store, job.source.run_id, sessions=job.sessions):
+        asked = [s for s in chunk if not s.content_missing]
+        job.progress.no_content += len(chunk) - len(asked)
+        todo = []
+        for unit in ((s, r) for s in asked for r in range(repeats)):
+            if (unit[0].session_id, unit[0].seq, unit[1]) in done:
+                job.outcome(unit[0].session_id, unit[1]).resumed_steps += 1
+                job.progress.skipped += 1
+                job.progress.done += 1
+            else:
+                todo.append(unit)
+        job.tick()
+        await asyncio.gather(*(steps.one(s, r) for s, r in todo))
+    for outcome in job.outcomes.values():
+        if outcome.steps == 0 and outcome.resumed_steps:
+            outcome.status = "resumed"

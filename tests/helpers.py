@@ -1,0 +1,46 @@
+"""Recording a bundled workload and reading back what it wrote: one version of each, for every test file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sdbctl.recorders.workload import RecordSummary, record_workload
+from sdbctl.sdb.agents import load_agent
+from sdbctl.sdb.events.schema import read_events
+from sdbctl.sdb.store import Store, connect, run_query
+
+
+def record_run(store: Path, workload: str, run_id: str, sessions: int = 30, **kw: Any) -> RecordSummary:
+    """``sessions`` sessions of the bundled ``workload`` (``contract-renewal``, ``support-triage``,
+    ``research``) recorded in ``store`` as ``run_id``; ``kw`` as :func:`record_workload` takes them."""
+    return record_workload(load_agent(workload), workload, sessions=sessions, store=str(store), run_id=run_id, **kw)
+
+
+def query_rows(store: Path, sql: str) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` over the store's views (``events``, ``runs``, ...)."""
+    return run_query(connect(Store.open(store)), sql)[1]
+
+
+def run_events(store: Path, run_id: str, *, payloads: bool = False) -> list[dict[str, Any]]:
+    """Every event of the run as a dict, by session then ``seq``; ``payloads``: each payload parsed from
+    its JSON text."""
+    rows = read_events(Store.open(store).part_paths(run_id)).to_pylist()
+    if payloads:
+        for row in rows:
+            row["payload"] = orjson.loads(row["payload"])
+    return sorted(rows, key=lambda e: (e["session_id"], e["seq"]))
+
+
+def action_digests(store: Path, run_id: str) -> list[tuple[str, int, int]]:
+    """Every action of the run as (session, seq, digest), in order: what "the same run" compares."""
+    return [(e["session_id"], e["seq"], e["digest"]) for e in run_events(store, run_id) if e["kind"] == "action"]
+
+
+def ground_truth(store: Path, run_id: str) -> list[dict[str, Any]]:
+    """The simulator's ground truth of a replayed run (``truth.jsonl``): what each step's answer changed."""
+    text = (store / "runs" / run_id / "truth.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines()]
