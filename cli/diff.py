@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from sdbctl.cli._listing import CsvFlag, Format, JsonlFlag, emit, pick_format
 from sdbctl.cli._options import AlignOption, AllowPartialOption, JsonOption, LayersOption, StoreOption
 from sdbctl.sdb.errors import UsageError
+from sdbctl.sdb.results import SKIP, as_json
 
 if TYPE_CHECKING:
-    from sdbctl.sdb.diff import DiffResult, DiffSummary
+    from sdbctl.sdb.diff import DiffResult, DiffSummary, Divergence
 
 
 def _resamples(value: int) -> int:
@@ -51,6 +53,8 @@ def diff(
     allow_partial: AllowPartialOption = False,
     store: StoreOption = None,
     json: JsonOption = False,
+    csv: CsvFlag = False,
+    jsonl: JsonlFlag = False,
 ) -> None:
     """Compare the model's actions of two runs and explain every divergence.
 
@@ -66,12 +70,16 @@ def diff(
     --allow-partial. Divergences are stored (view `divergences`); tolerances come from
     [tool.sdbctl.diff] in pyproject.toml or [diff] in sdbctl.toml.
 
+    Output: a summary and a table of divergences; --json one document {summary, divergences,
+    errors}; --csv and --jsonl one row per divergence (its fields, as the divergences view has them).
+
     Example: sdbctl diff base @latest --json | jq .summary.by_layer.write
     """
     from sdbctl.cli._render import print_json
     from sdbctl.sdb.diff import diff_runs, load_config, load_outcome_config, tolerance_flags
     from sdbctl.sdb.store import Store
 
+    fmt = pick_format(json=json, csv=csv, jsonl=jsonl)
     st = Store.open(store)
     config = tolerance_flags(
         load_config(), ignore=ignore, unordered=unordered, numeric=numeric_tolerance, text=text
@@ -92,21 +100,35 @@ def diff(
         from sdbctl.sdb.report import render_html
 
         html_file.write_text(render_html(st, result), encoding="utf-8")
-    if json:
+    if fmt is Format.json:
         print_json(result.as_dict())
-        return
-    _print_summary(result.summary)
-    _print_divergences(_COLUMNS, _divergence_rows(result), limit)
+    elif fmt is not Format.table:
+        emit([as_json(d) for d in _ordered(result)], _divergence_fields(), fmt)
+    else:
+        _print_summary(result.summary)
+        _print_divergences(_COLUMNS, _divergence_rows(result), limit)
 
 
 _COLUMNS = ["session", "step", "rep", "base seq", "cand seq", "layer", "reason", "action", "fields"]
 
 
-def _divergence_rows(result: DiffResult) -> list[list[Any]]:
-    """One row per divergence (:data:`_COLUMNS`): the gated layers first, each session's
-    first divergence (marked ``*``) before the rest."""
+def _divergence_fields() -> list[str]:
+    """The columns of --csv and --jsonl: a divergence's fields, as its JSON has them."""
+    import dataclasses
+
+    from sdbctl.sdb.diff import Divergence
+
+    return [f.name for f in dataclasses.fields(Divergence) if not f.metadata.get(SKIP)]
+
+
+def _ordered(result: DiffResult) -> list[Divergence]:
+    """The gated layers first, each session's first divergence before the rest."""
     gated = set(result.summary.layers)
-    ordered = sorted(result.divergences, key=lambda d: (d.layer not in gated, d.after_first))
+    return sorted(result.divergences, key=lambda d: (d.layer not in gated, d.after_first))
+
+
+def _divergence_rows(result: DiffResult) -> list[list[Any]]:
+    """One table row per divergence (:data:`_COLUMNS`), the first of each session marked ``*``."""
     return [
         [
             d.session_id,
@@ -119,7 +141,7 @@ def _divergence_rows(result: DiffResult) -> list[list[Any]]:
             d.base_action if d.base_action == d.candidate_action else f"{d.base_action} -> {d.candidate_action}",
             d.changes() + (f"similarity {d.similarity:.2f}" if d.similarity is not None else ""),
         ]
-        for d in ordered
+        for d in _ordered(result)
     ]
 
 

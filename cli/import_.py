@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sdbctl.cli._options import JsonOption, StoreOption
+from sdbctl.sdb.results import as_json
 
 if TYPE_CHECKING:
     from sdbctl.recorders.importers import ImportSummary
@@ -128,7 +129,7 @@ def _report(summary: ImportSummary, json: bool, what: str) -> None:
     from sdbctl.cli._render import err_console, print_json
 
     if json:
-        print_json(summary.as_dict())
+        print_json(as_json(summary))
         return
     typer.echo(summary.run_id)
     err_console.print(

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from sdbctl.cli._options import JsonOption
+from sdbctl.sdb.results import as_json
 
 app = typer.Typer(
     help="The six runtime patterns (P1-P6) and the five-step selection method.\n\n"
@@ -27,7 +28,7 @@ def list_patterns(json: JsonOption = False) -> None:
     from sdbctl.patterns.catalog import CATALOG
 
     if json:
-        print_json([p.as_dict() for p in CATALOG.values()])
+        print_json(as_json(list(CATALOG.values())))
         return
     print_table(
         ["tag", "pattern", "concern", "in one line"], [[p.tag, p.name, p.concern, p.summary] for p in CATALOG.values()]
@@ -48,7 +49,7 @@ def show_pattern(
 
     info = pattern(tag)
     if json:
-        print_json(info.as_dict())
+        print_json(as_json(info))
         return
     console.print(f"[bold]{info.tag} {info.name}[/]  ({info.concern})  — {info.summary}", highlight=False)
     for label, text in (

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from sdbctl.cli._options import JsonOption, StoreOption
+from sdbctl.sdb.results import as_json
 
 
 def proxy(
@@ -44,7 +45,7 @@ def proxy(
         store=str(store) if store else None, upstream=upstream, run_id=run_id, port=port, on_start=started
     )
     if json:
-        print_json(summary.as_dict())
+        print_json(as_json(summary))
         return
     err_console.print(
         f"{summary.llm_calls} llm calls, {summary.actions} actions, {summary.effects} effects in "

@@ -8,6 +8,7 @@ import typer
 from typer.core import TyperCommand
 
 from sdbctl.cli._options import JsonOption, StoreOption
+from sdbctl.sdb.results import as_json
 
 WORKLOADS_HELP = "contract-renewal, support-triage, research"
 COMMAND_KEY = "sdbctl.command"
@@ -142,13 +143,13 @@ def record(
             progress=advance,
         )
     if json:
-        print_json(summary.as_dict())
+        print_json(as_json(summary))
         return
     typer.echo(summary.run_id)
     err_console.print(
         f"{summary.sessions} sessions, {summary.events} events in {summary.seconds:.2f} s", highlight=False
     )
-    print_table(["terminal state", "sessions"], [[state, n] for state, n in sorted(summary.terminal.items())])
+    print_table(["terminal state", "sessions"], [[state, n] for state, n in summary.terminal_states.items()])
 
 
 def _record_command(
@@ -181,7 +182,7 @@ def _record_command(
         command, store=str(store) if store else None, upstream=upstream, run_id=run_id, port=port, on_start=started
     )
     if json:
-        print_json(summary.as_dict())
+        print_json(as_json(summary))
     else:
         err_console.print(
             f"{summary.llm_calls} llm calls, {summary.actions} actions, {summary.effects} effects in "

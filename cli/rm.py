@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from sdbctl.cli._options import JsonOption, StoreOption
+from sdbctl.sdb.results import as_json
 
 
 def rm(
@@ -43,7 +44,7 @@ def rm(
     bulk = older_than is not None or keep_last is not None
     result = remove_runs(st, chosen, dry_run=dry_run or (bulk and not yes))
     if json:
-        print_json(result.as_dict())
+        print_json(as_json(result))
         return
     verb = "would remove" if result.dry_run else "removed"
     print_table(["run", verb], [[r, "run, its diffs and cache entries"] for r in result.runs])

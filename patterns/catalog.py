@@ -6,8 +6,7 @@ the code.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from sdbctl.sdb.errors import SdbError
 
@@ -22,9 +21,6 @@ class PatternInfo:
     failure_modes: str
     divergence: str
     module: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 CATALOG: dict[str, PatternInfo] = {

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sdbctl.sdb.events.sink import EventSink
+from sdbctl.sdb.events import EventSink
 
 TAG = "P2"
 Peer = Callable[[], Any | Awaitable[Any]]

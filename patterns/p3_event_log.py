@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sdbctl.sdb.events.sink import EventSink
+from sdbctl.sdb.events import EventSink
 
 TAG = "P3"
 

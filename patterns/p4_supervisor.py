@@ -21,7 +21,7 @@ import yaml
 
 from sdbctl.sdb.boundary import GuardDecision, ValidAction
 from sdbctl.sdb.errors import SdbError
-from sdbctl.sdb.events.sink import EventSink
+from sdbctl.sdb.events import EventSink
 
 TAG = "P4"
 

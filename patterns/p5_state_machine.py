@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdbctl.sdb.errors import SdbError
-from sdbctl.sdb.events.sink import EventSink
+from sdbctl.sdb.events import EventSink
 
 TAG = "P5"
 HUMAN_REQUIRED = "human_required"

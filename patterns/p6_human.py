@@ -19,7 +19,7 @@ from typing import Any
 
 from sdbctl.sdb.boundary import GuardDecision, ValidAction
 from sdbctl.sdb.errors import SdbError
-from sdbctl.sdb.events.sink import EventSink
+from sdbctl.sdb.events import EventSink
 
 TAG = "P6"
 Decider = Callable[[Mapping[str, Any]], Any | Awaitable[Any]]

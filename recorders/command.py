@@ -14,10 +14,8 @@ import time
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from sdbctl.recorders.proxy import DEFAULT_UPSTREAM, ConversationRecorder, RecordingProxy
-from sdbctl.recorders.proxy.server import check_upstream
+from sdbctl.recorders.proxy import DEFAULT_UPSTREAM, ConversationRecorder, RecordingProxy, check_upstream
 from sdbctl.sdb.errors import SdbError
 from sdbctl.sdb.recording import Recorder
 from sdbctl.sdb.redaction import Redactor, load_redactor, url_without_secrets
@@ -36,9 +34,6 @@ class CommandSummary:
     errors: int
     seconds: float
     status: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
 
 
 def default_upstream(environ: Mapping[str, str]) -> str:

@@ -23,9 +23,8 @@ from typing import Any
 
 import xxhash
 
-from sdbctl.sdb.boundary import Boundary
-from sdbctl.sdb.boundary.observe import write_actions
-from sdbctl.sdb.events.canonical import canonical_bytes
+from sdbctl.sdb.boundary import Boundary, write_actions
+from sdbctl.sdb.events import canonical_bytes
 from sdbctl.sdb.recording import Recorder, Session
 from sdbctl.sdb.redaction import Redactor
 

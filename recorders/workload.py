@@ -28,16 +28,7 @@ class RecordSummary:
     sessions: int
     events: int
     seconds: float
-    terminal: Counter[str] = field(default_factory=Counter)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "sessions": self.sessions,
-            "events": self.events,
-            "seconds": round(self.seconds, 3),
-            "terminal_states": dict(sorted(self.terminal.items())),
-        }
+    terminal_states: dict[str, int] = field(default_factory=dict)  #: sessions per terminal state, by name
 
 
 def workload_meta(workload: Workload) -> dict[str, Any]:
@@ -149,4 +140,4 @@ def record_workload(
             raise SdbError(f"recording stopped, the run {rec.run_id} is partial: {exc}") from None
         run = rec.run_id
     manifest_events = rec.events_written
-    return RecordSummary(run, count, manifest_events, time.perf_counter() - started, terminal)
+    return RecordSummary(run, count, manifest_events, time.perf_counter() - started, dict(sorted(terminal.items())))

@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from sdbctl.sdb.boundary import Boundary, Crossing, Guard
-from sdbctl.sdb.boundary.boundary import Commit
+from sdbctl.sdb.boundary import Boundary, Commit, Crossing, Guard
 from sdbctl.sdb.errors import SdbError
-from sdbctl.sdb.events.sink import EventSink
+from sdbctl.sdb.events import EventSink
 from sdbctl.sdb.prompts import PromptLibrary
 from sdbctl.sdb.providers import Provider
 from sdbctl.sdb.settings import import_from_cwd

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from sdbctl.sdb.diff import DiffSummary
 from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.results import as_json
 from sdbctl.sdb.store import Store, connect, query_arrow
 
 
@@ -19,9 +20,6 @@ class Finding:
     where: str
     evidence: str
     recommendation: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _kind(values: list[Any]) -> str:
@@ -130,7 +128,7 @@ def diagnose(store: Store, run: str) -> dict[str, Any]:
         "divergences": len(all_rows),
         "by_layer": dict(sorted(layer_counts.items())),
         "by_action": dict(actions.most_common()),
-        "findings": [f.as_dict() for f in [*lead, *findings, *tail]],
+        "findings": as_json([*lead, *findings, *tail]),
     }
 
 

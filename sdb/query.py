@@ -65,7 +65,7 @@ class Timeline:
 
 def timeline(store: Store, ref: str, *, session: str | None = None, kind: str | None = None) -> Timeline:
     """The timeline of run ``ref`` (an id or ``@latest``); an unknown kind or session is a one-line error."""
-    from sdbctl.sdb.events.kinds import KINDS
+    from sdbctl.sdb.events import KINDS
     from sdbctl.sdb.names import check_choice
     from sdbctl.sdb.store import run_events
 

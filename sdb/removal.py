@@ -34,9 +34,6 @@ class Removal:
     cache_entries: int = 0
     dry_run: bool = False
 
-    def as_dict(self) -> dict[str, object]:
-        return {"runs": self.runs, "diffs": self.diffs, "cache_entries": self.cache_entries, "dry_run": self.dry_run}
-
 
 def parse_age(text: str) -> dt.timedelta:
     """``30d``, ``12h``, ``90m``, ``2w``, ``45s`` as a duration; anything else is a one-line error."""

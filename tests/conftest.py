@@ -111,7 +111,7 @@ _OWN_CODE = tuple(str(p) for p in {Path(sys.prefix), Path(sys.base_prefix), REPO
 
 # what the program keeps for its process's life (a warning given once, checksums read), which each
 # command line in this process starts without, as a process of its own would
-_PER_PROCESS = {"sdbctl.sdb.store.layout": "_skipped", "sdbctl.sdb.store.integrity": "_checked"}
+_PER_PROCESS = {"sdbctl.sdb.store._layout": "_skipped", "sdbctl.sdb.store._integrity": "_checked"}
 
 
 def _set_environ(target: Mapping[str, str]) -> None:

@@ -10,7 +10,7 @@ import orjson
 
 from sdbctl.recorders.workload import RecordSummary, record_workload
 from sdbctl.sdb.agents import load_agent
-from sdbctl.sdb.events.schema import read_events
+from sdbctl.sdb.events import read_events
 from sdbctl.sdb.store import Store, connect, run_query
 
 

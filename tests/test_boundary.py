@@ -10,10 +10,8 @@ from typing import Any
 import pytest
 
 from sdbctl.recorders.sdk import Recorder
-from sdbctl.sdb.boundary import Boundary, GuardDecision, ValidAction, parse_response
-from sdbctl.sdb.boundary.proposal import ParseFailure, Proposal
-from sdbctl.sdb.events import action_digest
-from sdbctl.sdb.events.schema import read_events
+from sdbctl.sdb.boundary import Boundary, GuardDecision, ParseFailure, Proposal, ValidAction, parse_response
+from sdbctl.sdb.events import action_digest, read_events
 from sdbctl.sdb.store import Store
 
 SENT: list[dict[str, Any]] = []

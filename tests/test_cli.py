@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sdbctl.sdb.events.schema import read_events
+from sdbctl.sdb.events import read_events
 from tests.conftest import CLI, assert_one_line_error
 
 RUN_KEYS = {"run_id", "created", "source_run", "model", "prompts", "sessions", "events", "status"}
@@ -115,6 +115,31 @@ def test_listing_csv_and_jsonl_carry_the_json_rows(sdbctl: CLI, sample_run: str,
         assert parsed[0]["comma"] == "a,b" and parsed[0]["quote"] == 'say "hi"' and parsed[0]["nl"] == "two\nlines"
     for pair in (("--json", "--csv"), ("--csv", "--jsonl"), ("--jsonl", "--json")):
         assert_one_line_error(sdbctl(*args, *pair), "give one output format", *pair)
+
+
+def test_diff_csv_and_jsonl_carry_one_row_per_divergence_of_the_json(sdbctl: CLI) -> None:
+    for args in (
+        ("record", "contract-renewal", "--sessions", "6", "--run-id", "base"),
+        ("replay", "base", "--model", "sim:renewal@v2", "--run-id", "cand"),
+    ):
+        assert sdbctl(*args).returncode == 0
+    out = sdbctl("diff", "base", "cand", "--json")
+    assert out.returncode == 0, out.stderr
+    divergences = json.loads(out.stdout)["divergences"]
+    assert divergences
+    # the JSON document nests the action names; the rows have them flat, as the divergences view does
+    flat = [
+        {**{k: v for k, v in d.items() if k != "action"}, "base_action": d["action"]["base"],
+         "candidate_action": d["action"]["candidate"]}
+        for d in divergences
+    ]  # fmt: skip
+    lines = sdbctl("diff", "base", "cand", "--jsonl").stdout.splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert sorted(rows, key=json.dumps) == sorted(flat, key=json.dumps)
+    as_csv = sdbctl("diff", "base", "cand", "--csv").stdout
+    parsed = list(csv.DictReader(io.StringIO(as_csv, newline="")))
+    assert parsed == [{k: _csv_text(v) for k, v in r.items()} for r in rows]
+    assert_one_line_error(sdbctl("diff", "base", "cand", "--csv", "--jsonl"), "give one output format")
 
 
 def test_listing_help_teaches_the_formats(sdbctl: CLI) -> None:

@@ -99,7 +99,7 @@ def test_prompt_version_changes_what_the_model_offers(tmp_path: Path) -> None:
 def test_both_spines_reach_the_same_terminal_states(tmp_path: Path) -> None:
     p5 = record_run(tmp_path, "contract-renewal", "p5", sessions=60, options={"spine": "p5"})
     p3 = record_run(tmp_path, "contract-renewal", "p3", sessions=60, options={"spine": "p3"})
-    assert p5.terminal == p3.terminal
+    assert p5.terminal_states == p3.terminal_states
     spine_tags = query_rows(
         tmp_path,
         "SELECT run_id, count(*) FROM events WHERE kind = 'state' AND step = 'day-000/terminal' "
@@ -160,7 +160,7 @@ def test_unknown_model_specs_are_refused(spec: str) -> None:
 def test_each_spine_shows_the_model_its_own_shape_of_the_same_state(kind: str) -> None:
     from sdbctl.fixtures.contract_renewal.spines import make_spine
     from sdbctl.patterns import EventLog
-    from sdbctl.sdb.events.sink import MemorySink
+    from sdbctl.sdb.events import MemorySink
 
     spine = make_spine(kind, MemorySink("c1"), EventLog(), "c1")
     spine.create({"tenant": "C-001"}, step="open")
@@ -184,7 +184,7 @@ def test_each_spine_shows_the_model_its_own_shape_of_the_same_state(kind: str) -
 def test_a_closing_outcome_the_spine_cannot_reach_is_refused_and_the_state_closes_its_own_way(kind: str) -> None:
     from sdbctl.fixtures.contract_renewal.spines import make_spine
     from sdbctl.patterns import EventLog
-    from sdbctl.sdb.events.sink import MemorySink
+    from sdbctl.sdb.events import MemorySink
 
     sink = MemorySink("c1")
     spine = make_spine(kind, sink, EventLog(), "c1")

@@ -18,7 +18,7 @@ import pytest
 from sdbctl.fixtures.sample_run import record_sample
 from sdbctl.recorders.sdk import Recorder
 from sdbctl.sdb.errors import PayloadError, SdbError, UsageError
-from sdbctl.sdb.events import canonical
+from sdbctl.sdb.events import canonical_bytes, canonical_json
 from sdbctl.sdb.gate import load_thresholds
 from sdbctl.sdb.replay import ReplayOptions
 from sdbctl.sdb.store import Store, connect, query_arrow
@@ -41,13 +41,13 @@ REFUSED_IDS = ["nan", "infinity", "nested-minus-infinity", "numpy-nan", "decimal
 @pytest.mark.parametrize(("value", "reason"), REFUSED, ids=REFUSED_IDS)
 def test_canonical_json_refuses_nan_infinities_and_keys_written_as_one_text(value: Any, reason: str) -> None:
     with pytest.raises(PayloadError, match="not JSON-serialisable") as error:
-        canonical.canonical_bytes(value)
+        canonical_bytes(value)
     assert reason in str(error.value)
 
 
 def test_canonical_json_still_writes_non_string_keys_nulls_and_the_text_null() -> None:
-    assert canonical.canonical_json({1: "a", "b": None, 2.5: 1.0}) == '{"1":"a","2.5":1,"b":null}'
-    assert canonical.canonical_json({"text": "null", "n": None}) == '{"n":null,"text":"null"}'
+    assert canonical_json({1: "a", "b": None, 2.5: 1.0}) == '{"1":"a","2.5":1,"b":null}'
+    assert canonical_json({"text": "null", "n": None}) == '{"n":null,"text":"null"}'
 
 
 def _methods(s: Any, value: Any) -> list[Callable[[], int]]:

@@ -28,7 +28,7 @@ from sdbctl.patterns import (
 )
 from sdbctl.patterns.p6_human import Unauthorised
 from sdbctl.sdb.boundary import Boundary, ValidAction
-from sdbctl.sdb.events.sink import MemorySink
+from sdbctl.sdb.events import MemorySink
 
 
 def offer(pct: float) -> ValidAction:

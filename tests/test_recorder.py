@@ -12,8 +12,7 @@ import pytest
 
 from sdbctl.recorders.sdk import Recorder
 from sdbctl.sdb.errors import PayloadError, SdbError
-from sdbctl.sdb.events.schema import read_events
-from sdbctl.sdb.events.sink import MemorySink
+from sdbctl.sdb.events import MemorySink, read_events
 from sdbctl.sdb.store import Store, connect, run_query
 from tests.conftest import wait_until
 

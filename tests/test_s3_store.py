@@ -176,9 +176,9 @@ def test_small_objects_go_up_in_one_put_and_large_ones_in_parts(
 LOCK_KEY = "team-a/runs/{}/.writer.lock"
 HOLDER = """
 import sys
-import sdbctl.sdb.store.lock as lock
+import sdbctl.sdb.store as store
 from sdbctl.sdb.store import RunWriter, Store
-lock.HEARTBEAT_SECONDS = float(sys.argv[2])
+store.HEARTBEAT_SECONDS = float(sys.argv[2])
 writer = RunWriter.create(Store.open(sys.argv[1], must_exist=False), "held", recorder="sdk")
 print("ready", flush=True)
 sys.stdin.readline()
@@ -209,12 +209,12 @@ def test_a_live_writer_on_s3_keeps_its_run_and_its_heartbeat_keeps_its_lock_fres
     import subprocess
     import sys
 
-    import sdbctl.sdb.store.lock as lock
+    from sdbctl.sdb import store as sdb_store
     from sdbctl.sdb.store import RunLocked, RunWriter, Store
 
     for name, value in s3.env.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(lock, "HEARTBEAT_SECONDS", 0.2)  # here: a lock 0.6 s old is stale
+    monkeypatch.setattr(sdb_store, "HEARTBEAT_SECONDS", 0.2)  # here: a lock 0.6 s old is stale
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, STORE, "0.2"],
         env={**os.environ, **s3.env}, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -280,12 +280,12 @@ def test_without_boto3_an_s3_store_is_read_but_not_written(
 def test_a_writer_whose_s3_lock_was_taken_over_says_so_and_leaves_the_new_lock(
     s3: S3Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import sdbctl.sdb.store.lock as lock
+    from sdbctl.sdb import store as sdb_store
     from sdbctl.sdb.store import RunWriter, Store
 
     for name, value in s3.env.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(lock, "HEARTBEAT_SECONDS", 0.1)
+    monkeypatch.setattr(sdb_store, "HEARTBEAT_SECONDS", 0.1)
     writer = RunWriter.create(Store.open(STORE, must_exist=False), "stolen", recorder="sdk")
     assert not writer.lock_lost
     theirs = _planted_lock(s3, "stolen", age=0)  # as if it had stalled and another writer took over

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sdbctl.sdb.events.schema import read_events
+from sdbctl.sdb.events import read_events
 from sdbctl.sdb.store import Store
 
 AGENT = textwrap.dedent(

@@ -12,8 +12,7 @@ import pytest
 
 from sdbctl.recorders.sdk import Recorder
 from sdbctl.sdb.errors import RunNotFound, SchemaError, StoreNotFound, UsageError
-from sdbctl.sdb.events import action_digest, canonical_json
-from sdbctl.sdb.events.schema import EVENT_SCHEMA, VERSION_KEY, read_events, read_file_schema
+from sdbctl.sdb.events import EVENT_SCHEMA, VERSION_KEY, action_digest, canonical_json, read_events, read_file_schema
 from sdbctl.sdb.query import RUN_COLUMNS, TIMELINE, run_rows, timeline
 from sdbctl.sdb.store import RunExists, Store, connect, run_query
 

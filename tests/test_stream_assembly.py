@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdbctl.recorders.proxy.stream import CompletionAssembler, SSEDecoder
+from sdbctl.recorders.proxy import CompletionAssembler, SSEDecoder
 from tests.llm_server import stream_chunks
 
 ANSWER: dict[str, Any] = {

@@ -23,8 +23,8 @@ TERMINAL = {"refunded", "resolved", "escalated"}
 def test_records_30_tickets_through_the_p4_gate_and_the_p6_human(store: Path) -> None:
     summary = record_run(store, "support-triage", "t30")
     assert summary.sessions == 30
-    assert set(summary.terminal) <= TERMINAL
-    assert len(summary.terminal) >= 2
+    assert set(summary.terminal_states) <= TERMINAL
+    assert len(summary.terminal_states) >= 2
     events = run_events(store, "t30", payloads=True)
     assert {"P4", "P6"} <= {e["pattern"] for e in events}
     assert {e["session_id"] for e in events} == {f"TKT-{i:05d}" for i in range(1, 31)}
@@ -32,7 +32,7 @@ def test_records_30_tickets_through_the_p4_gate_and_the_p6_human(store: Path) ->
     # every session ends in exactly one terminal state event, and they add up to the summary
     terminal = [e for e in events if e["kind"] == "state" and e["name"] in TERMINAL]
     assert sorted(e["session_id"] for e in terminal) == sorted({e["session_id"] for e in events})
-    assert Counter(e["name"] for e in terminal) == summary.terminal
+    assert Counter(e["name"] for e in terminal) == summary.terminal_states
 
     # a refund over the limit is gated by the P4 policy, and the rejection is handed back once
     gated = [e for e in events if e["kind"] == "action" and e["name"] == "issue_refund" and e["status"] == "gated"]

@@ -1,5 +1,5 @@
 """``sdbctl export RUN --format chat``: every session of a run as one chat-format conversation, the
-file ``sdbctl import chat`` reads back with no map (see :mod:`.chat`)."""
+file ``sdbctl import chat`` reads back with no map (see :mod:`._chat`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sdbctl.recorders.importers._chat_messages import assistant_message
-from sdbctl.sdb.events.canonical import canonical_bytes
+from sdbctl.sdb.events import canonical_bytes
 from sdbctl.sdb.store import Store, event_dicts, run_events
 
 _REPEATED = re.compile(r"^(.*)#r([0-9]+)$")
@@ -62,7 +62,7 @@ def _content(value: Any) -> str:
 
 def _session_chat(session: str, events: list[dict[str, Any]], report: ChatExport) -> dict[str, Any] | None:
     """The conversation of one session: its last call's history, the answer, the tool results after it
-    (see :mod:`.chat`); None, and counted, when it has no call with messages."""
+    (see :mod:`._chat`); None, and counted, when it has no call with messages."""
     calls = [
         e
         for e in events

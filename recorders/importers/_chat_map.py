@@ -1,5 +1,5 @@
 """The map of ``sdbctl import chat``: where, in each conversation object, its messages, session id,
-trial number, outcome and model are, and which tool results failed (see :mod:`.chat`)."""
+trial number, outcome and model are, and which tool results failed (see :mod:`._chat`)."""
 
 from __future__ import annotations
 

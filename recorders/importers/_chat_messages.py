@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sdbctl.sdb.errors import PayloadError
-from sdbctl.sdb.events.canonical import loads
+from sdbctl.sdb.events import loads
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Reading chat logs: the conversation objects of each file (a JSON array, JSON lines or one
 object), each checked into a :class:`Conversation`, and the trials of one session id ranked into
-``ID``, ``ID#r1`` ... (see :mod:`.chat`)."""
+``ID``, ``ID#r1`` ... (see :mod:`._chat`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from sdbctl.recorders.importers._chat_map import ChatMap
 from sdbctl.recorders.importers._chat_messages import Message, openai_messages, openai_tools
 from sdbctl.recorders.importers._input import get_path, read_text
 from sdbctl.sdb.errors import PayloadError, SdbError
-from sdbctl.sdb.events.canonical import canonical_bytes, loads
+from sdbctl.sdb.events import canonical_bytes, loads
 from sdbctl.sdb.redaction import Redactor
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 
 @dataclass
@@ -14,6 +13,3 @@ class ImportSummary:
     events: int
     sessions: int
     skipped: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()

@@ -2,13 +2,18 @@
 
 Propose (parse the answer) -> verify (schema, then guards) -> normalize (canonical args, digest) ->
 commit (run the handler, record its effect), or reject (a typed rejection handed back to the model).
+:func:`write_actions` observes the boundary without committing: the actions of a model answer as a
+recording of an agent we have no code for (the proxy, the importers) or a step-mode replay writes them.
+
+This module is the package's whole interface; its modules are private.
 """
 
-from sdbctl.sdb.boundary.actions import ActionSpec, FieldError, InvalidArguments
-from sdbctl.sdb.boundary.boundary import Boundary, Commit, UnknownAction
-from sdbctl.sdb.boundary.crossing import EXECUTE, Crossing, Rejection, StopSession
-from sdbctl.sdb.boundary.guards import Guard, GuardDecision, ValidAction
-from sdbctl.sdb.boundary.proposal import ParseFailure, Proposal, parse_response
+from sdbctl.sdb.boundary._actions import ActionSpec, FieldError, InvalidArguments
+from sdbctl.sdb.boundary._boundary import Boundary, Commit, UnknownAction
+from sdbctl.sdb.boundary._crossing import EXECUTE, Crossing, Rejection, StopSession
+from sdbctl.sdb.boundary._guards import Guard, GuardDecision, ValidAction
+from sdbctl.sdb.boundary._observe import write_actions
+from sdbctl.sdb.boundary._proposal import ParseFailure, Proposal, parse_response
 
 __all__ = [
     "EXECUTE",
@@ -27,4 +32,5 @@ __all__ = [
     "UnknownAction",
     "ValidAction",
     "parse_response",
+    "write_actions",
 ]

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from sdbctl.sdb.diff._drift import DriftResult
 from sdbctl.sdb.diff._outcomes import OutcomeSummary
-from sdbctl.sdb.results import OMIT_NONE, as_json
+from sdbctl.sdb.results import OMIT_NONE, SKIP, as_json
 
 REASONS = (
     "tool_changed",
@@ -42,7 +42,8 @@ class Divergence:
     layer: str = "write"  #: the action's class: write, read or speech
     similarity: float | None = None  #: speech: the texts' similarity in [0, 1]
     after_first: bool = False  #: not the first divergence of its session, repeat and layer
-    order: int = field(default=0, repr=False, compare=False)  #: its place in the session's alignment (sorting)
+    #: its place in the session's alignment (for sorting; not in the JSON)
+    order: int = field(default=0, repr=False, compare=False, metadata={SKIP: True})
 
     def changes(self) -> str:
         """The changed fields as one line, ``path: old -> new; ...`` (every output shows them so)."""

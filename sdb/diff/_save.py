@@ -9,7 +9,7 @@ import orjson
 import pyarrow as pa
 
 from sdbctl.sdb.diff._results import DiffResult
-from sdbctl.sdb.events.schema import DIVERGENCE_SCHEMA
+from sdbctl.sdb.events import DIVERGENCE_SCHEMA
 from sdbctl.sdb.results import as_json
 from sdbctl.sdb.store import Store
 
@@ -17,7 +17,7 @@ from sdbctl.sdb.store import Store
 def save_divergences(store: Store, result: DiffResult) -> None:
     """Write the divergences as ``diffs/<base>..<candidate>/divergences.parquet`` (the ``divergences`` view)
     and the summary beside them as ``summary.json`` (the same JSON as ``--json``), the folder named by
-    :func:`sdb.store.layout.diff_key`: one folder per pair of runs, also for ids that hold ``..``."""
+    :func:`sdb.store.diff_key`: one folder per pair of runs, also for ids that hold ``..``."""
     folder = store.diff_dir(result.base_run, result.candidate_run)
     store.loc.make_dir(folder)
     divs = result.divergences

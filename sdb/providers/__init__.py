@@ -8,11 +8,13 @@ the workloads), and, as the replay issue adds them, ``recorded``, ``openai:MODEL
 turns a chat request into what a small local model takes and its answer back (no model needed to
 call them, and none of them imports llama.cpp): public so that this translation is pinned down
 where it is cheap to, apart from the real models.
+
+This module is the package's whole interface; its modules are private.
 """
 
+from sdbctl.sdb.providers._base import Completion, Provider, ProviderError, UnknownModel
 from sdbctl.sdb.providers._llama_format import as_openai, chat_messages, response_format, tool_schema
-from sdbctl.sdb.providers.base import Completion, Provider, ProviderError, UnknownModel
-from sdbctl.sdb.providers.registry import known_specs, register_family, register_simulator, resolve
+from sdbctl.sdb.providers._registry import known_specs, register_family, register_simulator, resolve
 
 __all__ = [
     "Completion",

@@ -1,7 +1,7 @@
 """What ``llama:MODEL`` hands llama.cpp and reads back: a chat request as plain turns a small model's
 template takes, the tools offered as one JSON-schema-constrained call (compiled to a llama.cpp
 grammar), and the constrained answer as a chat-completions ``tool_calls`` answer (see
-:mod:`sdb.providers.llama_local`). Pure functions of the request, so they are tested without a model."""
+:mod:`sdb.providers._llama_local`). Pure functions of the request, so they are tested without a model."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from sdbctl.sdb.providers.base import ProviderError
+from sdbctl.sdb.providers._base import ProviderError
 
 MAX_STRING = 32  # characters in a free string of a constrained answer
 MAX_ITEMS = 4  # items in a list of a constrained answer

@@ -1,5 +1,5 @@
 """The models ``llama:MODEL`` names: where each bundled model's GGUF file is, and the chat format of
-those whose file carries none (see :mod:`sdb.providers.llama_local`)."""
+those whose file carries none (see :mod:`sdb.providers._llama_local`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from sdbctl.sdb.providers.base import UnknownModel
+from sdbctl.sdb.providers._base import UnknownModel
 
 INSTALL = "pip install 'sdbctl[local]'"
 

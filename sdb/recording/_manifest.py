@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 from sdbctl.sdb.store import Store
@@ -28,12 +28,14 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
-def new_counter(start: int = 0) -> Callable[[], int]:
-    """A session's seq counter: each call returns the next int, atomically under the GIL (one C call)."""
-    return itertools.count(start).__next__
+def new_counter(start: int = 0) -> itertools.count[int]:
+    """A session's seq counter: ``next()`` of it is the next int, atomically under the GIL (one C call).
+    The count itself is kept per session, not its bound ``__next__``: one object the cyclic garbage
+    collector tracks per session instead of two (100,000 sessions' counters set off its collections)."""
+    return itertools.count(start)
 
 
-def resumed_counters(store: Store, run_id: str) -> dict[str, Callable[[], int]]:
+def resumed_counters(store: Store, run_id: str) -> dict[str, itertools.count[int]]:
     """Per-session seq counters that continue after the events already in a run."""
     last: dict[str, int] = {}
     for part in store.part_paths(run_id):

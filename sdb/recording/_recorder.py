@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import itertools
 import os
 import signal
 import tempfile
@@ -23,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sdbctl.sdb.errors import PayloadError, SdbError
-from sdbctl.sdb.events.canonical import canonical_bytes
-from sdbctl.sdb.events.queue import EventQueue
+from sdbctl.sdb.events import EventQueue, canonical_bytes
 from sdbctl.sdb.recording._fields import int_clock, utf8
 from sdbctl.sdb.recording._manifest import manifest_fields, new_counter, new_run_id, resumed_counters
 from sdbctl.sdb.recording._session import Session
@@ -83,7 +83,7 @@ class Recorder:
             self._writer = RunWriter.reopen(self.store, self.run_id)
         else:
             self._writer = RunWriter.create(self.store, self.run_id, recorder=recorder, meta=meta, **fields)
-        self._counters: dict[str, Callable[[], int]] = (
+        self._counters: dict[str, itertools.count[int]] = (
             resumed_counters(self.store, self.run_id) if resume or shard is not None else {}
         )
         self._wake = threading.Event()
@@ -130,11 +130,11 @@ class Recorder:
         return Session(self, sid, actor, pattern)
 
     def _counter(self, session_id: str) -> Callable[[], int]:
-        with self._counters_lock:
-            counter = self._counters.get(session_id)
-            if counter is None:
-                counter = self._counters[session_id] = new_counter()
-            return counter
+        counter = self._counters.get(session_id)  # one atomic lookup: a session asked again
+        if counter is None:
+            with self._counters_lock:
+                counter = self._counters.setdefault(session_id, new_counter())
+        return counter.__next__
 
     def _gated(self, row: tuple[Any, ...]) -> None:
         """An event recorded while the queue's gate is up: the recorder is closed, or a unit() block is

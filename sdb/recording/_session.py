@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from sdbctl.sdb.errors import PayloadError
-from sdbctl.sdb.events.canonical import canonical_bytes, digest
-from sdbctl.sdb.events.kinds import STATUSES, gate_status, llm_name
+from sdbctl.sdb.events import STATUSES, canonical_bytes, digest, gate_status, llm_name
 from sdbctl.sdb.recording._fields import INT64_MAX, INT64_MIN, check_count, check_latency, usage, utf8, wrong_field
 
 if TYPE_CHECKING:
@@ -88,7 +87,11 @@ class Session:
             and (parent is None or (type(parent) is int and INT64_MIN <= parent <= INT64_MAX))
             and (actor is None or type(actor) is str)
             and (pattern is None or type(pattern) is str)
-            and utf8(name, step, actor, pattern)
+            # UTF-8 text: ASCII, the common case, is known without a call
+            and (
+                (name.isascii() and (step is None or step.isascii()) and not actor and not pattern)
+                or utf8(name, step, actor, pattern)
+            )
         ):
             raise PayloadError(wrong_field(name, step, parent, actor, pattern))
         dig = digest(name, digest_body)

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import xxhash
 
-from sdbctl.sdb.events.canonical import canonical_bytes
+from sdbctl.sdb.events import canonical_bytes
 
 
 def cache_key(provider: str, request: Any, seed: int) -> str:

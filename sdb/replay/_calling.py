@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from sdbctl.sdb.events.canonical import canonical_bytes
+from sdbctl.sdb.events import canonical_bytes
 from sdbctl.sdb.providers import Completion, Provider, ProviderError
 from sdbctl.sdb.redaction import load_redactor
 from sdbctl.sdb.replay._cache import ResponseCache, cache_key

@@ -18,7 +18,7 @@ import orjson
 
 from sdbctl.sdb.agents import AgentContext, SessionItem, Workload
 from sdbctl.sdb.boundary import EXECUTE, StopSession, ValidAction
-from sdbctl.sdb.events.canonical import canonical_bytes, digest
+from sdbctl.sdb.events import canonical_bytes, digest
 from sdbctl.sdb.providers import Completion, Provider, ProviderError
 from sdbctl.sdb.recording import Session
 from sdbctl.sdb.replay._calling import Caller, without_model

@@ -8,8 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sdbctl.sdb.boundary import Boundary
-from sdbctl.sdb.boundary.observe import write_actions
+from sdbctl.sdb.boundary import Boundary, write_actions
 from sdbctl.sdb.errors import UsageError
 from sdbctl.sdb.providers import Completion, ProviderError
 from sdbctl.sdb.recording import Session

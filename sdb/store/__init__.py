@@ -1,11 +1,12 @@
 """The store: a directory of runs, each a manifest plus Parquet parts; DuckDB views laid over them.
 
-``layout`` (where things live), ``fs`` (a local directory or an S3 prefix) and ``manifest`` are
-imported with the package; ``writer`` (one writer per run, holding its ``lock``), ``views`` and
-``read`` (duckdb) are imported on first use of their names (:func:`sdb.lazy.lazy_exports`), so that
-a command that only lists runs never loads duckdb. ``integrity`` checks a run's parts against its
-manifest before they are read. :data:`sdb.store.lock.HEARTBEAT_SECONDS` is the one setting read
-from a module: how often the holder of an S3 lock rewrites it.
+This module is the package's whole interface; its modules are private. ``_layout`` (where things
+live), ``_fs`` (a local directory or an S3 prefix) and ``_manifest`` are imported with the package;
+``_writer`` (one writer per run, holding its ``_lock``), ``_views`` and ``_read`` (duckdb) are
+imported on first use of their names (:func:`sdb.lazy.lazy_exports`), so that a command that only
+lists runs never loads duckdb. ``_integrity`` checks a run's parts against its manifest before they
+are read. :data:`HEARTBEAT_SECONDS` is the one setting, set on this package: how often the holder of
+an S3 lock rewrites it (read when a lock is taken).
 """
 
 from __future__ import annotations
@@ -13,17 +14,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sdbctl.sdb.lazy import lazy_exports
-from sdbctl.sdb.store.fs import Location
-from sdbctl.sdb.store.layout import Store, check_run_id, diff_key, resolve_store
-from sdbctl.sdb.store.manifest import RunManifest, RunStatus
+from sdbctl.sdb.store._fs import Location
+from sdbctl.sdb.store._layout import Store, check_run_id, diff_key, resolve_store
+from sdbctl.sdb.store._manifest import RunManifest, RunStatus
 
 if TYPE_CHECKING:
-    from sdbctl.sdb.store.lock import RunLocked
-    from sdbctl.sdb.store.read import event_dicts, export_run, run_events
-    from sdbctl.sdb.store.views import connect, query_arrow, run_query, spill_directory
-    from sdbctl.sdb.store.writer import RunExists, RunWriter
+    from sdbctl.sdb.store._lock import RunLocked
+    from sdbctl.sdb.store._read import event_dicts, export_run, run_events
+    from sdbctl.sdb.store._views import connect, query_arrow, run_query, spill_directory
+    from sdbctl.sdb.store._writer import RunExists, RunWriter
+
+HEARTBEAT_SECONDS: float = 10.0  # how often the holder of an S3 lock rewrites it (read when a lock is taken)
 
 __all__ = [
+    "HEARTBEAT_SECONDS",
     "Location",
     "RunExists",
     "RunLocked",
@@ -46,15 +50,15 @@ __all__ = [
 __getattr__ = lazy_exports(
     __name__,
     {
-        "RunLocked": "lock",
-        "event_dicts": "read",
-        "export_run": "read",
-        "run_events": "read",
-        "connect": "views",
-        "query_arrow": "views",
-        "run_query": "views",
-        "spill_directory": "views",
-        "RunExists": "writer",
-        "RunWriter": "writer",
+        "RunLocked": "_lock",
+        "event_dicts": "_read",
+        "export_run": "_read",
+        "run_events": "_read",
+        "connect": "_views",
+        "query_arrow": "_views",
+        "run_query": "_views",
+        "spill_directory": "_views",
+        "RunExists": "_writer",
+        "RunWriter": "_writer",
     },
 )

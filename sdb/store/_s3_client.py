@@ -9,8 +9,8 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from sdbctl.sdb.errors import SdbError
-from sdbctl.sdb.store.fs import s3_endpoint
-from sdbctl.sdb.store.layout import Store
+from sdbctl.sdb.store._fs import s3_endpoint
+from sdbctl.sdb.store._layout import Store
 
 INSTALL_HINT: Final = "pip install 'sdbctl[s3]'"
 CONFLICT: Final = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})

@@ -1,6 +1,6 @@
 """The writer lock of a run in an S3 store: an object created with a conditional PUT, kept alive by
 a heartbeat, taken over once stale, deleted on release only if it is still ours (the protocol is in
-:mod:`sdb.store.lock`'s docstring)."""
+:mod:`sdb.store._lock`'s docstring)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.store._fs import retry_budget
+from sdbctl.sdb.store._layout import Store
+from sdbctl.sdb.store._lock import LOCK_NAME, STALE_AFTER, RunLocked
 from sdbctl.sdb.store._s3_client import (
     CONFLICT,
     MISSING,
@@ -29,11 +32,8 @@ from sdbctl.sdb.store._s3_client import (
     import_boto3,
     make_client,
 )
-from sdbctl.sdb.store.fs import retry_budget
-from sdbctl.sdb.store.layout import Store
-from sdbctl.sdb.store.lock import LOCK_NAME, STALE_AFTER, RunLocked
 
-_log = logging.getLogger("sdbctl.sdb.store.lock")  # named for the public module: the logger a user configures
+_log = logging.getLogger("sdbctl.sdb.store")  # named for the public package: the logger a user configures
 T = TypeVar("T")
 
 

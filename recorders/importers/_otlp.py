@@ -5,7 +5,7 @@ object per line) and a single OTLP/JSON object (pretty-printed or not). Field na
 the OTLP/JSON spelling (``resourceSpans``, ``traceId``) and in the protobuf one (``resource_spans``,
 ``trace_id``); ids as hex (the OTLP/JSON rule) or base64 (protobuf's default JSON mapping).
 
-A document is JSON that canonical JSON keeps as it is (:func:`sdb.events.canonical.loads`: not nested
+A document is JSON that canonical JSON keeps as it is (:func:`sdb.events.loads`: not nested
 too deep, no NaN or infinity, no key twice, no integer outside 64 bits, no lone surrogate), and the
 values in it are what OTLP says they are: an ``intValue`` is an int64, a ``doubleValue`` a finite
 number (protobuf's JSON spells NaN and infinities as strings: refused, as canonical JSON would), a
@@ -25,7 +25,7 @@ from typing import Any
 
 from sdbctl.recorders.importers._input import read_text
 from sdbctl.sdb.errors import PayloadError, SdbError
-from sdbctl.sdb.events.canonical import loads
+from sdbctl.sdb.events import loads
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 

@@ -14,13 +14,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
-from sdbctl.sdb.boundary.actions import ActionSpec, FieldError, Handler, InvalidArguments
-from sdbctl.sdb.boundary.crossing import EXECUTE, Crossing, Rejection, StopSession
-from sdbctl.sdb.boundary.guards import Guard, GuardDecision, ValidAction
-from sdbctl.sdb.boundary.proposal import ParseFailure, Proposal, parse_response
+from sdbctl.sdb.boundary._actions import ActionSpec, FieldError, Handler, InvalidArguments
+from sdbctl.sdb.boundary._crossing import EXECUTE, Crossing, Rejection, StopSession
+from sdbctl.sdb.boundary._guards import Guard, GuardDecision, ValidAction
+from sdbctl.sdb.boundary._proposal import ParseFailure, Proposal, parse_response
 from sdbctl.sdb.errors import SdbError
-from sdbctl.sdb.events.canonical import action_digest
-from sdbctl.sdb.events.sink import EventSink
+from sdbctl.sdb.events import EventSink, action_digest
 
 # How a crossing commits a valid, allowed action: run the handler ("execute"), record nothing more
 # ("skip", for step-mode replay), or a callable that returns the effect to record (a served effect).

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from sdbctl.recorders.conversation import ConversationRecorder
+from sdbctl.recorders.importers._genai import inference, model_spec, operation, tokens, tool_call
+from sdbctl.recorders.importers._otlp import Span, read_spans
 from sdbctl.recorders.importers._summary import ImportSummary
-from sdbctl.recorders.importers.genai import inference, model_spec, operation, tokens, tool_call
-from sdbctl.recorders.importers.otlp import Span, read_spans
 from sdbctl.sdb.errors import PayloadError, SdbError
 from sdbctl.sdb.recording import Recorder
 from sdbctl.sdb.redaction import Redactor, load_redactor

@@ -18,9 +18,9 @@ import duckdb
 import pyarrow as pa
 
 from sdbctl.sdb.errors import QueryError
-from sdbctl.sdb.events.schema import DIVERGENCE_SCHEMA, EVENT_SCHEMA
-from sdbctl.sdb.store.integrity import verified_paths
-from sdbctl.sdb.store.layout import Store
+from sdbctl.sdb.events import DIVERGENCE_SCHEMA, EVENT_SCHEMA
+from sdbctl.sdb.store._integrity import verified_paths
+from sdbctl.sdb.store._layout import Store
 
 RUNS_SCHEMA = pa.schema(
     [
@@ -83,7 +83,7 @@ def connect(store: Store, run_id: str | None = None, *, runs: Sequence[str] | No
 
     With ``run_id``, ``events`` holds that run only; with ``runs``, those runs only (a diff of two
     runs needs no other, and then neither reads nor checks the rest of the store). Every run in
-    ``events`` is first checked against its manifest (:mod:`sdb.store.integrity`): a missing, extra
+    ``events`` is first checked against its manifest (:mod:`sdb.store._integrity`): a missing, extra
     or damaged part is a one-line error naming the run and the part, before any row is read.
     """
     if run_id is not None:

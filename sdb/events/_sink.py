@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from sdbctl.sdb.events.kinds import gate_status, llm_name
+from sdbctl.sdb.events._kinds import gate_status, llm_name
 
 
 class EventSink(Protocol):

@@ -25,7 +25,7 @@ as the recording proxy writes live traffic:
   ``openai:MODEL``, or ``chat`` when no model is known) whose request is ``{"messages": <the messages
   before it>}`` (+ ``model``, + ``tools`` when the object carries a ``tools`` list) and whose
   response is ``{"choices": [{"index": 0, "message": <the message>, "finish_reason": ...}]}``; then
-  its actions (``sdb.boundary.observe.write_actions``): one per tool call, or ``message {"content":
+  its actions (``sdb.boundary.write_actions``): one per tool call, or ``message {"content":
   TEXT}`` for a text answer. Tool-call arguments that are a JSON string are kept as the model wrote
   them: a string that is not JSON is the model's parse failure (action ``?``, status
   ``parse_failed``), as the OpenTelemetry importer records it;
@@ -75,7 +75,7 @@ from sdbctl.recorders.importers._chat_map import load_chat_map
 from sdbctl.recorders.importers._chat_read import Conversation, ranked_sessions, read_conversations
 from sdbctl.recorders.importers._summary import ImportSummary
 from sdbctl.sdb.errors import PayloadError, SdbError
-from sdbctl.sdb.events.canonical import json_or_text
+from sdbctl.sdb.events import json_or_text
 from sdbctl.sdb.recording import Recorder
 from sdbctl.sdb.redaction import Redactor, load_redactor
 

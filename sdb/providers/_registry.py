@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from urllib.parse import parse_qsl
 
 from sdbctl.sdb.names import did_you_mean
-from sdbctl.sdb.providers.base import Provider, UnknownModel
+from sdbctl.sdb.providers._base import Provider, UnknownModel
 
 Factory = Callable[[str, dict[str, str]], Provider]
 SimFactory = Callable[[str, dict[str, str]], Provider]
@@ -28,12 +28,12 @@ def register_simulator(name: str, factory: SimFactory) -> None:
 def _load_builtin_families() -> None:
     """Register openai:, anthropic:, llama: and py: on first use (their modules import their SDKs lazily)."""
     if "openai" not in _FAMILIES:
-        from sdbctl.sdb.providers import llama_local, openai_compat, python_callable
+        from sdbctl.sdb.providers import _llama_local, _openai_compat, _python_callable
 
-        register_family("openai", openai_compat.make_openai)
-        register_family("anthropic", openai_compat.make_anthropic)
-        register_family("llama", llama_local.make_llama)
-        register_family("py", python_callable.make_python)
+        register_family("openai", _openai_compat.make_openai)
+        register_family("anthropic", _openai_compat.make_anthropic)
+        register_family("llama", _llama_local.make_llama)
+        register_family("py", _python_callable.make_python)
 
 
 def known_specs() -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sdbctl.sdb.events.schema import COLUMNS, EVENT_SCHEMA, batch_from_columns
+from sdbctl.sdb.events._schema import COLUMNS, EVENT_SCHEMA, batch_from_columns
 
 ROW_WIDTH: Final = len(COLUMNS) - 1
 _TS: Final = COLUMNS.index("ts")

@@ -3,9 +3,9 @@
 Each part is published atomically (locally: written under a hidden temporary name, fsynced, renamed;
 on S3: one PUT), so a reader only ever sees whole parts. The manifest is rewritten after each part
 with the counts so far and the part's entry (name, rows, size, xxh3-64 of its bytes), which readers
-check the files against (:mod:`sdb.store.integrity`); closing the run sets ``status: complete``.
+check the files against (:mod:`sdb.store._integrity`); closing the run sets ``status: complete``.
 Recorders, importers, the proxy and the replay engine all write through :class:`RunWriter`, which
-holds the run's lock (:mod:`sdb.store.lock`) from opening the run to closing it: one writer per run.
+holds the run's lock (:mod:`sdb.store._lock`) from opening the run to closing it: one writer per run.
 A run that never got an event and whose writer is gone does not keep its id (see
 :meth:`RunWriter.create`).
 """
@@ -25,11 +25,11 @@ import pyarrow as pa
 
 import sdbctl.sdb as sdb
 from sdbctl.sdb.errors import SdbError
-from sdbctl.sdb.events.schema import EVENT_SCHEMA, SCHEMA_VERSION
-from sdbctl.sdb.store.integrity import checked_parts, describe_part, part_key
-from sdbctl.sdb.store.layout import MANIFEST_NAME, PART_GLOB, Store
-from sdbctl.sdb.store.lock import LOCK_NAME, RunLock
-from sdbctl.sdb.store.manifest import PartFile, RunManifest, RunStatus, manifest_bytes, parse_manifest
+from sdbctl.sdb.events import EVENT_SCHEMA, SCHEMA_VERSION
+from sdbctl.sdb.store._integrity import checked_parts, describe_part, part_key
+from sdbctl.sdb.store._layout import MANIFEST_NAME, PART_GLOB, Store
+from sdbctl.sdb.store._lock import LOCK_NAME, RunLock
+from sdbctl.sdb.store._manifest import PartFile, RunManifest, RunStatus, manifest_bytes, parse_manifest
 
 COMPRESSION: Final = "zstd"
 
@@ -227,11 +227,11 @@ class RunWriter:
         """Start a new run ``run_id`` with manifest ``fields`` (model, prompts, mode, agent, ...).
 
         An id already in the store is a :class:`RunExists`, and one being written by a live process a
-        :class:`~sdb.store.lock.RunLocked`, except for a run that never got an event (``partial``, no
+        :class:`~sdb.store.RunLocked`, except for a run that never got an event (``partial``, no
         part) whose writer is gone — a proxy whose port was taken, an import killed before its first
         part: that run is cleared and the id taken. Gone means that nobody holds its lock: locally the
         OS drops the flock of a dead process; on S3 the lock object is released at close, or goes
-        stale once its holder stops refreshing it (see :mod:`sdb.store.lock`)."""
+        stale once its holder stops refreshing it (see :mod:`sdb.store._lock`)."""
         fields.setdefault("git_commit", git_commit())
         manifest = RunManifest(
             run_id=run_id,
@@ -251,7 +251,7 @@ class RunWriter:
     @property
     def lock_lost(self) -> bool:
         """True once this writer found its S3 writer lock taken over or deleted (see
-        :mod:`sdb.store.lock`): what it writes after that may interleave with another writer's."""
+        :mod:`sdb.store._lock`): what it writes after that may interleave with another writer's."""
         return self._run_lock is not None and self._run_lock.lost
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> str | None:

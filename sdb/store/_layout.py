@@ -1,9 +1,9 @@
 """Where things live in a store, and how a store is found.
 
 A store is a directory (default ``.sdb/`` under the current directory; ``--store`` or ``SDB_STORE``
-change it) or an S3 prefix (``s3://bucket/prefix``, see :mod:`sdb.store.fs`). Each run is
+change it) or an S3 prefix (``s3://bucket/prefix``, see :mod:`sdb.store._fs`). Each run is
 ``runs/<run_id>/`` holding ``run.json``, ``events-*.parquet`` parts and, locally, ``.writer.lock``
-(:mod:`sdb.store.lock`); a saved diff is ``diffs/<base>..<candidate>/`` (:func:`diff_key`). Every file
+(:mod:`sdb.store._lock`); a saved diff is ``diffs/<base>..<candidate>/`` (:func:`diff_key`). Every file
 is published atomically (a local file under a hidden temporary name first), so no reader ever sees
 half a file.
 """
@@ -22,8 +22,8 @@ import xxhash
 
 from sdbctl.sdb.errors import RunNotFound, SchemaError, SdbError, UsageError
 from sdbctl.sdb.names import did_you_mean
-from sdbctl.sdb.store.fs import Location
-from sdbctl.sdb.store.manifest import RunManifest, parse_manifest
+from sdbctl.sdb.store._fs import Location
+from sdbctl.sdb.store._manifest import RunManifest, parse_manifest
 
 DEFAULT_STORE: Final = ".sdb"
 STORE_ENV: Final = "SDB_STORE"

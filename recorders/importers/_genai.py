@@ -15,8 +15,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from sdbctl.recorders.importers.otlp import Span
-from sdbctl.sdb.events.canonical import json_or_text
+from sdbctl.recorders.importers._otlp import Span
+from sdbctl.sdb.events import json_or_text
 
 INFERENCE = frozenset({"chat", "text_completion", "generate_content"})
 _REQUEST_PARAMS = {

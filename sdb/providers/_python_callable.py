@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sdbctl.sdb.providers.base import Completion, ProviderError, UnknownModel
+from sdbctl.sdb.providers._base import Completion, ProviderError, UnknownModel
 from sdbctl.sdb.settings import import_from_cwd
 
 

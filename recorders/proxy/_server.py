@@ -23,7 +23,7 @@ import aiohttp
 from aiohttp import web
 
 from sdbctl.recorders.conversation import SESSION_HEADER, ConversationRecorder
-from sdbctl.recorders.proxy.stream import CompletionAssembler, SSEDecoder
+from sdbctl.recorders.proxy._stream import CompletionAssembler, SSEDecoder
 from sdbctl.sdb.errors import SdbError
 from sdbctl.sdb.redaction import url_without_secrets
 

@@ -4,7 +4,7 @@ Written atomically (temporary file, then rename) when the run starts, after ever
 ends. ``status`` is ``partial`` until the writer closes the run cleanly, so a run whose writer died
 reads as ``partial`` while every part it flushed stays readable. ``part_files`` lists every part the
 writer published, with its row count, size and checksum, so that a reader can tell a deleted, extra
-or damaged part from the run as it was written (:mod:`sdb.store.integrity`); a manifest written
+or damaged part from the run as it was written (:mod:`sdb.store._integrity`); a manifest written
 before that list existed has ``part_files: null`` and is checked on its count of parts only.
 """
 

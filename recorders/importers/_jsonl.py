@@ -19,7 +19,7 @@ sdbctl's::
 
 All or nothing: every line is read and checked before anything is written, and the first bad line
 is a one-line ``FILE:LINE: what is wrong`` (``skip_bad`` imports the rest and counts what it
-skipped). A line is JSON that canonical JSON keeps as it is (:func:`sdb.events.canonical.loads`):
+skipped). A line is JSON that canonical JSON keeps as it is (:func:`sdb.events.loads`):
 nesting too deep, NaN or an infinity, a key twice, an integer outside 64 bits or a lone surrogate make
 it a bad line, as does a time outside what a timestamp holds. An action is linked (``parent``) to the
 latest llm event before it in its session, so the differ compares it as a model action.
@@ -39,9 +39,7 @@ from typing import Any
 from sdbctl.recorders.importers._input import get_path, read_map
 from sdbctl.recorders.importers._summary import ImportSummary
 from sdbctl.sdb.errors import PayloadError, SdbError
-from sdbctl.sdb.events.canonical import canonical_bytes, digest, loads
-from sdbctl.sdb.events.kinds import KINDS
-from sdbctl.sdb.events.schema import COLUMNS, batch_from_columns
+from sdbctl.sdb.events import COLUMNS, KINDS, batch_from_columns, canonical_bytes, digest, loads
 from sdbctl.sdb.recording import new_run_id
 from sdbctl.sdb.redaction import load_redactor
 from sdbctl.sdb.store import RunWriter, Store, check_run_id

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sdbctl.sdb.errors import PayloadError
-from sdbctl.sdb.events.canonical import canonical_bytes, loads
+from sdbctl.sdb.events import canonical_bytes, loads
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.S)
 _NAME_KEYS = ("name", "tool", "action", "function")

@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sdbctl.sdb.errors import UsageError
-from sdbctl.sdb.events.schema import EVENT_SCHEMA
-from sdbctl.sdb.store.layout import Store
-from sdbctl.sdb.store.views import connect, query_arrow
+from sdbctl.sdb.events import EVENT_SCHEMA
+from sdbctl.sdb.store._layout import Store
+from sdbctl.sdb.store._views import connect, query_arrow
 
 ExportFormat = Literal["jsonl", "parquet"]
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sdbctl.sdb.boundary.actions import InvalidArguments
-from sdbctl.sdb.boundary.boundary import Boundary, UnknownAction
-from sdbctl.sdb.boundary.proposal import ParseFailure, parse_response
-from sdbctl.sdb.events.canonical import canonical_bytes, digest
+from sdbctl.sdb.boundary._actions import InvalidArguments
+from sdbctl.sdb.boundary._boundary import Boundary, UnknownAction
+from sdbctl.sdb.boundary._proposal import ParseFailure, parse_response
+from sdbctl.sdb.events import canonical_bytes, digest
 
 # In an open vocabulary (no agent code at hand) an answer that is plain text and names no action is
 # the action of sending that text: a chat agent's final reply is what it does at the boundary.

@@ -39,9 +39,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sdbctl.sdb.errors import SchemaError
-from sdbctl.sdb.events.schema import check_schema
-from sdbctl.sdb.store.layout import PART_GLOB, Store
-from sdbctl.sdb.store.manifest import PartFile, RunManifest
+from sdbctl.sdb.events import check_schema
+from sdbctl.sdb.store._layout import PART_GLOB, Store
+from sdbctl.sdb.store._manifest import PartFile, RunManifest
 
 # events-NNNNN.parquet (a writer of the run) or events-<shard>-NNNNN.parquet (a shard of a Ray replay)
 PART_NAME: Final = re.compile(r"events-(?:(?P<shard>[a-z0-9]{1,16})-)?(?P<n>[0-9]{5,})\.parquet")

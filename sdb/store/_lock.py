@@ -10,14 +10,14 @@ In an S3 store the lock is the object ``runs/<run_id>/.writer.lock``, created wi
 (``If-None-Match: *``: only if no such object exists), which pyarrow's S3 filesystem cannot send, so
 it goes through boto3 (the ``s3`` extra: ``pip install 'sdbctl[s3]'``; without it sdbctl refuses to
 write to S3 rather than write unlocked), to the endpoint and with the region and credentials the
-store's filesystem uses (:mod:`sdb.store.fs`). The object says who holds it (host, pid, a random
+store's filesystem uses (:mod:`sdb.store._fs`). The object says who holds it (host, pid, a random
 token) and since when; the server must honour conditional writes (AWS S3, MinIO and moto do).
 
 * A second writer's create fails (412 Precondition Failed, or 409 for a concurrent one): it reads the
   object and, if its holder is alive, is refused at once with :class:`RunLocked`.
-* The holder rewrites the object every :data:`HEARTBEAT_SECONDS` from a daemon thread, each time
-  only if it is still the object it wrote (``If-Match`` its ETag): a holder that finds it replaced
-  or gone has lost the lock, and says so once on stderr.
+* The holder rewrites the object every :data:`sdb.store.HEARTBEAT_SECONDS` from a daemon thread,
+  each time only if it is still the object it wrote (``If-Match`` its ETag): a holder that finds it
+  replaced or gone has lost the lock, and says so once on stderr.
 * Nothing drops the object of a writer that was SIGKILLed, so a lock whose time is more than
   :data:`STALE_AFTER` heartbeats old is stale, as is, at once, one whose holder was a process of
   this same machine (boot and pid namespace) that no longer exists. A stale lock is taken over:
@@ -40,14 +40,14 @@ import sys
 import weakref
 from typing import TYPE_CHECKING, Final
 
+import sdbctl.sdb.store as package
 from sdbctl.sdb.errors import SdbError
-from sdbctl.sdb.store.layout import Store
+from sdbctl.sdb.store._layout import Store
 
 if TYPE_CHECKING:
     from sdbctl.sdb.store._s3_lock import S3Lock
 
 LOCK_NAME: Final = ".writer.lock"
-HEARTBEAT_SECONDS: float = 10.0  # how often the holder of an S3 lock rewrites it (read when a lock is taken)
 STALE_AFTER: Final = 3  # heartbeats an S3 lock may miss before it counts as its holder's, dead
 
 
@@ -72,7 +72,7 @@ class RunLock:
         if store.loc.remote:  # its module imported here: only an S3 store's writer needs it
             from sdbctl.sdb.store._s3_lock import S3Lock
 
-            return cls(run_id, None, S3Lock.take(store, run_id, heartbeat=HEARTBEAT_SECONDS))
+            return cls(run_id, None, S3Lock.take(store, run_id, heartbeat=package.HEARTBEAT_SECONDS))
         if sys.platform == "win32":
             return cls(run_id, None)
         import fcntl

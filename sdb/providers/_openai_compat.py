@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sdbctl.sdb.providers.base import Completion, ProviderError, UnknownModel
+from sdbctl.sdb.providers._base import Completion, ProviderError, UnknownModel
 
 # The request fields an OpenAI-compatible server is expected to understand.
 STANDARD_FIELDS = (

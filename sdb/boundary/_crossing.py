@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sdbctl.sdb.boundary.guards import GuardDecision, ValidAction
+from sdbctl.sdb.boundary._guards import GuardDecision, ValidAction
 
 
 class StopSession(Exception):

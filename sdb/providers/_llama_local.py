@@ -42,11 +42,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from sdbctl.sdb.events.canonical import canonical_json, loads
+from sdbctl.sdb.events import canonical_json, loads
 from sdbctl.sdb.names import did_you_mean
+from sdbctl.sdb.providers._base import Completion, ProviderError, UnknownModel
 from sdbctl.sdb.providers._llama_format import as_openai, chat_messages, compile_grammar, response_format
 from sdbctl.sdb.providers._llama_models import INSTALL, MODELS, TEMPLATES, is_gguf
-from sdbctl.sdb.providers.base import Completion, ProviderError, UnknownModel
 
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 PARAMS = ("temperature", "seed", "max_tokens", "n_ctx")
