@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sdbctl.recorders.importers._chat_messages import assistant_message
+from sdbctl.sdb.boundary import answer_message
 from sdbctl.sdb.events import canonical_bytes
 from sdbctl.sdb.store import Store, event_dicts, run_events
 
@@ -30,15 +31,8 @@ class ChatExport:
 
 def _reply(response: Any) -> dict[str, Any] | None:
     """The assistant message of a recorded answer (OpenAI choices, an Anthropic message), OpenAI-shaped."""
-    if not isinstance(response, Mapping):
-        return None
-    choices = response.get("choices")
-    message: Any = None
-    if isinstance(choices, list) and choices and isinstance(choices[0], Mapping):
-        message = choices[0].get("message")
-    elif isinstance(response.get("content"), list):  # an Anthropic message
-        message = {"role": "assistant", "content": response["content"]}
-    if not isinstance(message, Mapping):
+    message = answer_message(response)
+    if message is None:
         return None
     try:
         return assistant_message({**message, "role": "assistant"}, "response").message

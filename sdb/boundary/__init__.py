@@ -12,7 +12,7 @@ from sdbctl.sdb.boundary._actions import ActionSpec, FieldError, InvalidArgument
 from sdbctl.sdb.boundary._boundary import Boundary, Commit, UnknownAction
 from sdbctl.sdb.boundary._crossing import EXECUTE, Crossing, Rejection, StopSession
 from sdbctl.sdb.boundary._guards import Guard, GuardDecision, ValidAction
-from sdbctl.sdb.boundary._observe import write_actions
+from sdbctl.sdb.boundary._observe import answer_message, write_actions
 from sdbctl.sdb.boundary._proposal import ParseFailure, Proposal, parse_response
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "StopSession",
     "UnknownAction",
     "ValidAction",
+    "answer_message",
     "parse_response",
     "write_actions",
 ]

@@ -21,17 +21,26 @@ TEXT_REPLY = "message"
 ActionSink = Callable[..., int]
 
 
-def answer_text(response: Any) -> str | None:
-    """The text of an OpenAI-shaped answer's first choice (or an Anthropic message), if any."""
-    if isinstance(response, str):
-        return response
+def answer_message(response: Any) -> Mapping[str, Any] | None:
+    """The assistant message of a recorded answer: an OpenAI answer's first choice's message, or an
+    Anthropic message (its ``content``); None for anything else."""
     if not isinstance(response, Mapping):
         return None
     choices = response.get("choices")
-    message: Any = response
     if isinstance(choices, list) and choices and isinstance(choices[0], Mapping):
         message = choices[0].get("message")
-    if not isinstance(message, Mapping):
+        return message if isinstance(message, Mapping) else None
+    if "content" in response:
+        return {"role": "assistant", "content": response["content"]}
+    return None
+
+
+def answer_text(response: Any) -> str | None:
+    """The text of an answer's assistant message (see :func:`answer_message`), if any."""
+    if isinstance(response, str):
+        return response
+    message = answer_message(response)
+    if message is None:
         return None
     content = message.get("content")
     if isinstance(content, list):
