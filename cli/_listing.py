@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import enum
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Annotated, Any, Final
@@ -76,12 +76,21 @@ class TableView:
     empty: str | None = None
 
 
-def emit(rows: Iterable[Row] | pa.Table, columns: Sequence[str], fmt: Format, view: TableView | None = None) -> None:
+def emit(
+    rows: Iterable[Row] | pa.Table,
+    columns: Sequence[str],
+    fmt: Format,
+    view: TableView | None = None,
+    *,
+    json_text: Collection[str] = (),
+) -> None:
     """Print ``rows`` to standard output as ``fmt``.
 
     A row is a mapping keyed by the column names or a sequence in ``columns`` order; an Arrow table
     is read batch by batch. The JSON forms write an object per row with exactly ``columns``, in order;
-    CSV writes the same values as text (None empty, booleans true/false, lists and objects as JSON)."""
+    CSV writes the same values as text (None empty, booleans true/false, lists and objects as JSON).
+    The ``json_text`` columns hold JSON values of any type (a payload): CSV and the table write each
+    as its JSON text."""
     records, total = _records(rows, columns)
     if fmt is Format.json:
         from sdbctl.cli._render import print_json
@@ -97,10 +106,10 @@ def emit(rows: Iterable[Row] | pa.Table, columns: Sequence[str], fmt: Format, vi
     elif fmt is Format.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
-        writer.writerows([_csv_cell(record[c]) for c in columns] for record in records)
+        writer.writerows([_csv_cell(record[c], c in json_text) for c in columns] for record in records)
         sys.stdout.flush()
     else:
-        _table(records, total, columns, view or TableView())
+        _table(records, total, columns, view or TableView(), json_text)
 
 
 def _records(rows: Iterable[Row] | pa.Table, columns: Sequence[str]) -> tuple[Iterator[dict[str, Any]], int | None]:
@@ -120,20 +129,34 @@ def _records(rows: Iterable[Row] | pa.Table, columns: Sequence[str]) -> tuple[It
     return records, total
 
 
-def _csv_cell(value: Any) -> Any:
-    """A value as CSV text: None empty, booleans as JSON writes them, lists and objects as JSON text."""
+def _json_text(value: Any) -> str:
+    from sdbctl.cli._render import json_bytes
+
+    return json_bytes(value).decode()
+
+
+def _csv_cell(value: Any, as_json: bool = False) -> Any:
+    """A value as CSV text: None empty, booleans as JSON writes them, lists and objects as JSON text;
+    with ``as_json`` (a column of JSON values, such as a payload) every value as its JSON text, so
+    that ``"1"``, ``1`` and ``null`` stay apart."""
+    if as_json:
+        return _json_text(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list | tuple | dict):
-        from sdbctl.cli._render import json_bytes
-
-        return json_bytes(value).decode()
+        return _json_text(value)
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return value
 
 
-def _table(records: Iterator[dict[str, Any]], total: int | None, columns: Sequence[str], view: TableView) -> None:
+def _table(
+    records: Iterator[dict[str, Any]],
+    total: int | None,
+    columns: Sequence[str],
+    view: TableView,
+    json_text: Collection[str],
+) -> None:
     """The rich table of the first ``view.limit`` rows, and a note on stderr of how many more there are."""
     from sdbctl.cli._render import note, print_table
 
@@ -145,7 +168,10 @@ def _table(records: Iterator[dict[str, Any]], total: int | None, columns: Sequen
         return
     keys = list(view.columns if view.columns is not None else columns)
     names = [view.headers.get(k, k) for k in keys]
-    cells = [[view.cells[k](r[k]) if k in view.cells else r[k] for k in keys] for r in shown]
+    cells = [
+        [view.cells[k](r[k]) if k in view.cells else _json_text(r[k]) if k in json_text else r[k] for k in keys]
+        for r in shown
+    ]
     print_table(
         names,
         cells,

@@ -110,8 +110,9 @@ def execute(argv: list[str]) -> int:
     """Run the command line ``argv`` (without the program's name) and return its exit status: the one
     place errors become exit 2. An :class:`SdbError`, or an :class:`OSError` on a path the user gave, is
     one line ``sdbctl: error: ...`` on stderr and status 2; with ``SDB_DEBUG=1`` it is raised instead
-    (a traceback). A closed pipe (:class:`BrokenPipeError`) is raised: what it does is the process's
-    business (:func:`run`). The console script calls this once; the tests call it in their own process.
+    (a traceback). A closed pipe is never one line: click ends its own writes to a closed pipe with
+    status 1, and a :class:`BrokenPipeError` raised past click is the process's business
+    (:func:`run`). The console script calls this once; the tests call it in their own process.
     """
     debug = os.environ.get("SDB_DEBUG") == "1"
     try:
@@ -147,9 +148,10 @@ def _status(code: object) -> int:
 def run() -> None:
     """Console-script entry: :func:`execute` on the process's arguments, exiting with its status.
 
-    A closed pipe (``sdbctl export RUN | head``) ends the process as it ends any Unix tool: killed by
-    SIGPIPE, quietly, exit status 141 in the shell (click would print nothing and exit 1); a
-    :class:`BrokenPipeError` that still gets here ends the process quietly with status 0."""
+    A closed pipe (``sdbctl export RUN | head``) ends an output command as it ends any Unix tool:
+    killed by SIGPIPE, quietly, exit status 141 in the shell. record, proxy and replay keep SIGPIPE
+    ignored (they use sockets): there click prints nothing and exits 1; a :class:`BrokenPipeError`
+    that gets past click ends the process quietly with status 0."""
     if hasattr(signal, "SIGPIPE") and _command(sys.argv[1:]) in _OUTPUT_COMMANDS:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:

@@ -46,4 +46,4 @@ def show(
         limit=limit,
         noun="events",
     )
-    emit(t, t.columns, fmt, view)
+    emit(t, t.columns, fmt, view, json_text=("payload",))

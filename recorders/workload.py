@@ -140,4 +140,5 @@ def record_workload(
             raise SdbError(f"recording stopped, the run {rec.run_id} is partial: {exc}") from None
         run = rec.run_id
     manifest_events = rec.events_written
-    return RecordSummary(run, count, manifest_events, time.perf_counter() - started, dict(sorted(terminal.items())))
+    seconds = round(time.perf_counter() - started, 3)
+    return RecordSummary(run, count, manifest_events, seconds, dict(sorted(terminal.items())))

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from sdbctl.sdb.diff import DiffSummary
+from sdbctl.sdb.diff import OutcomeSummary
 from sdbctl.sdb.errors import SdbError
 from sdbctl.sdb.results import as_json
 from sdbctl.sdb.store import Store, connect, query_arrow
@@ -138,7 +138,9 @@ def _outcome_findings(store: Store, run: str, bases: list[str]) -> list[Finding]
     for base in bases:
         try:
             saved = json.loads(store.loc.read_bytes(f"{store.diff_dir(base, run)}/summary.json"))
-            outcomes = DiffSummary.from_json(saved).outcomes
+            # only its outcomes: a summary saved by another version may differ elsewhere
+            part = saved.get("outcomes") if isinstance(saved, dict) else None
+            outcomes = OutcomeSummary.from_json(part) if isinstance(part, dict) else None
         except (OSError, ValueError, SdbError):
             continue
         if not outcomes or not outcomes.negative_flips:

@@ -106,7 +106,6 @@ def wait_until(predicate: Callable[[], object], timeout: float = 30, what: str |
 # ---- the command line in this process ----------------------------------------------------------------
 
 _SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGPIPE", "SIGHUP") if hasattr(signal, name))
-_OWN_CODE = tuple(str(p) for p in {Path(sys.prefix), Path(sys.base_prefix), REPO})
 
 
 # what the program keeps for its process's life (a warning given once, checksums read), which each
@@ -122,12 +121,12 @@ def _set_environ(target: Mapping[str, str]) -> None:
             os.environ[key] = value
 
 
-def _foreign(module: object) -> bool:
-    """A module imported from outside the installation and the checkout: user code a command loaded from
-    the test's directory (an agent named MODULE:ATTR), which the next test's own file of that name must
-    replace."""
+def _foreign(module: object, directory: Path) -> bool:
+    """A module a command imported from ``directory``, the test's own: user code (an agent named
+    MODULE:ATTR), which the next test's own file of that name must replace. Libraries are never taken
+    out, wherever they are installed."""
     path = getattr(module, "__file__", None)
-    return isinstance(path, str) and not path.startswith(_OWN_CODE)
+    return isinstance(path, str) and directory in Path(path).resolve().parents
 
 
 def _ours(thread: threading.Thread) -> bool:
@@ -157,6 +156,7 @@ def _this_process_kept(args: tuple[str, ...]) -> Iterator[None]:
     try:
         yield
     finally:
+        here = Path(os.getcwd()).resolve()  # the command's directory
         _set_environ(environ)
         os.chdir(cwd)
         for signum, handler in handlers.items():
@@ -165,7 +165,7 @@ def _this_process_kept(args: tuple[str, ...]) -> Iterator[None]:
         sys.excepthook = hook
         root.handlers[:], root.level = log
         sys.path[:] = path
-        for name in [m for m in sys.modules if m not in modules and _foreign(sys.modules[m])]:
+        for name in [m for m in sys.modules if m not in modules and _foreign(sys.modules[m], here)]:
             del sys.modules[name]
 
     def started() -> list[threading.Thread]:  # by the command: named sdb-..., or running sdbctl's code

@@ -142,6 +142,21 @@ def test_diff_csv_and_jsonl_carry_one_row_per_divergence_of_the_json(sdbctl: CLI
     assert_one_line_error(sdbctl("diff", "base", "cand", "--csv", "--jsonl"), "give one output format")
 
 
+def test_show_writes_every_payload_as_its_json_text_in_csv_and_the_table(sdbctl: CLI, store: Path) -> None:
+    """A payload is any JSON value: the text "1", the number 1, null and a list of objects stay apart."""
+    from sdbctl.recorders.sdk import Recorder
+
+    payloads: list[Any] = ["1", 1, None, [{"sku": "A", "n": 2}, "x"]]
+    with Recorder(store=store, run_id="p", handle_signals=False) as rec:
+        s = rec.session("s")
+        for payload in payloads:
+            s.state("st", payload)
+    parsed = list(csv.DictReader(io.StringIO(sdbctl("show", "p", "--csv").stdout, newline="")))
+    assert [r["payload"] for r in parsed] == ['"1"', "1", "null", '[{"n":2,"sku":"A"},"x"]']
+    table = sdbctl("show", "p", "--width", "40").stdout
+    assert '[{"n":2,"sku":"A"},"x"]' in table and '"1"' in table
+
+
 def test_listing_help_teaches_the_formats(sdbctl: CLI) -> None:
     for command in LISTINGS:
         out = sdbctl(command, "--help")

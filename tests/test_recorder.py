@@ -179,3 +179,13 @@ def test_the_recorder_and_the_memory_sink_read_a_gate_decision_alike(store: Path
     recorded = table.sort_by("seq").column("status").to_pylist()
     assert recorded == [e["status"] for e in sink.events]
     assert recorded == ["ok", "gated", "gated", "ok", "ok", "ok", "ok", "ok", "gated", "gated", "gated", "gated"]
+
+
+@pytest.mark.parametrize("kw", [{"call_id": float("nan")}, {"call_id": "\ud800"}, {"status": ["ok"]}])
+def test_a_bad_call_id_or_status_is_a_payload_error_and_takes_no_seq(store: Path, kw: dict[str, Any]) -> None:
+    """call_id is written by the canonical-JSON rule too: a NaN was once written as null."""
+    with Recorder(store=store, run_id="c", handle_signals=False) as rec:
+        s = rec.session("s")
+        with pytest.raises(PayloadError):
+            s.action("propose_offer", {"a": 1}, **kw)
+        assert s.action("propose_offer", {"a": 1}, call_id="c1") == 0

@@ -46,7 +46,9 @@ def test_built_wheel_installs_and_runs(tmp_path: Path) -> None:
     deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     deps |= {p for p in sys.path if p.endswith(("site-packages", "dist-packages"))}
     (Path(site) / "test-deps.pth").write_text("\n".join(sorted(deps)) + "\n")
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True)
+    # --ignore-installed: where the tests run from a non-editable install, the .pth line shows pip an
+    # sdbctl already installed, which it would keep instead of the wheel
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed", str(wheel)], check=True)
     work = tmp_path / "work"
     work.mkdir()
     where = subprocess.run(

@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-import orjson
-
 from sdbctl.sdb.errors import PayloadError
 from sdbctl.sdb.events import STATUSES, canonical_bytes, digest, gate_status, llm_name
 from sdbctl.sdb.recording._fields import INT64_MAX, INT64_MIN, check_count, check_latency, usage, utf8, wrong_field
@@ -15,7 +13,6 @@ from sdbctl.sdb.recording._fields import INT64_MAX, INT64_MIN, check_count, chec
 if TYPE_CHECKING:
     from sdbctl.sdb.recording._recorder import Recorder
 
-_dumps = orjson.dumps
 _STATUSES: Final = frozenset(STATUSES)
 
 
@@ -28,7 +25,7 @@ def _own(payload: bytes) -> bytes:
 
 
 def _check_status(status: str) -> None:
-    if status != "ok" and status not in _STATUSES:
+    if status != "ok" and (type(status) is not str or status not in _STATUSES):
         raise PayloadError(f"status {status!r} is not one of {', '.join(STATUSES)}")
 
 
@@ -213,7 +210,7 @@ class Session:
         if call_id is None and error is None and replay is None:
             payload = b'{"args":' + body + b"}"
         else:
-            payload = b'{"args":' + body + b',"call_id":' + _dumps(call_id)
+            payload = b'{"args":' + body + b',"call_id":' + canonical_bytes(call_id)
             if error is not None:
                 payload += b',"error":' + canonical_bytes(error)
             if replay is not None:
