@@ -224,11 +224,12 @@ def test_a_live_writer_on_s3_keeps_its_run_and_its_heartbeat_keeps_its_lock_fres
         assert _lock_body(s3, "held")["pid"] == holder.pid
         out = sdbctl("record", "contract-renewal", "-n", "2", "--run-id", "held", env={**s3.env, "SDB_STORE": STORE})
         assert_one_line_error(out, "run 'held'", f"being written by process {holder.pid}")
-        # from here on, in this process, a lock 0.6 s old is stale (the command above, a process of its
-        # own before the tests ran in process, kept the default, as the user's command does)
-        monkeypatch.setattr(sdb_store, "HEARTBEAT_SECONDS", 0.2)
+        # from here on, in this process, a lock 1.5 s old is stale (the command above, a process of its
+        # own before the tests ran in process, kept the default, as the user's command does); the
+        # holder beats every 0.2 s, so a busy machine may delay a beat by a second and the lock stays fresh
+        monkeypatch.setattr(sdb_store, "HEARTBEAT_SECONDS", 0.5)
         first = _lock_body(s3, "held")["time"]
-        time.sleep(1.5)  # more than three heartbeats: without them the lock would be stale by now
+        time.sleep(2.0)  # ten of the holder's beats: without them the lock would be stale by now
         assert _lock_body(s3, "held")["time"] > first  # refreshed
         store = Store.open(STORE)
         with pytest.raises(RunLocked, match=rf"run 'held' in store {STORE} is being written by process {holder.pid}"):
