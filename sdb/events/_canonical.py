@@ -168,7 +168,7 @@ def canonical_bytes(value: Any) -> bytes:
         for item in value.values():
             kind = type(item)
             if kind is float:
-                if item.is_integer() or not _isfinite(item):
+                if not _plain_floats(item):  # the one rule of a float written as it is
                     return _slow(value, keys=False)
             elif kind not in _ATOMS:
                 break  # nested: let the text decide
