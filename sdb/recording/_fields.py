@@ -70,10 +70,8 @@ def check_count(label: str, value: Any) -> None:
         raise PayloadError(f"{label} {value} is out of range")
 
 
-def check_latency(latency_ms: Any) -> float | None:
-    """A latency in ms: None, or a number taken as a float."""
-    if latency_ms is None:
-        return None
+def check_latency(latency_ms: Any) -> float:
+    """A latency in ms given (not None): a number, taken as a float."""
     if type(latency_ms) is bool or not isinstance(latency_ms, int | float):
         raise PayloadError(f"latency_ms must be a number, not {type(latency_ms).__name__}")
     try:
