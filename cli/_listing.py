@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 import typer
 
 from sdbctl.sdb.errors import UsageError
+from sdbctl.sdb.text import visible
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -88,7 +89,8 @@ def emit(
 
     A row is a mapping keyed by the column names or a sequence in ``columns`` order; an Arrow table
     is read batch by batch. The JSON forms write an object per row with exactly ``columns``, in order;
-    CSV writes the same values as text (None empty, booleans true/false, lists and objects as JSON).
+    CSV writes the same values as text (None empty, booleans true/false, lists and objects as JSON),
+    control and format characters shown as escapes as in the table (a terminal reads CSV too).
     The ``json_text`` columns hold JSON values of any type (a payload): CSV and the table write each
     as its JSON text."""
     records, total = _records(rows, columns)
@@ -105,7 +107,7 @@ def emit(
         out.flush()
     elif fmt is Format.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(columns)
+        writer.writerow([visible(c) for c in columns])
         writer.writerows([_csv_cell(record[c], c in json_text) for c in columns] for record in records)
         sys.stdout.flush()
     else:
@@ -138,16 +140,15 @@ def _json_text(value: Any) -> str:
 def _csv_cell(value: Any, as_json: bool = False) -> Any:
     """A value as CSV text: None empty, booleans as JSON writes them, lists and objects as JSON text;
     with ``as_json`` (a column of JSON values, such as a payload) every value as its JSON text, so
-    that ``"1"``, ``1`` and ``null`` stay apart."""
-    if as_json:
-        return _json_text(value)
+    that ``"1"``, ``1`` and ``null`` stay apart. Text shows control and format characters as the
+    table does (:func:`sdb.text.visible`)."""
+    if as_json or isinstance(value, list | tuple | dict):
+        return visible(_json_text(value))
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, list | tuple | dict):
-        return _json_text(value)
     if hasattr(value, "isoformat"):
         return value.isoformat()
-    return value
+    return visible(value) if isinstance(value, str) else value
 
 
 def _table(

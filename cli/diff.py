@@ -24,6 +24,13 @@ def _resamples(value: int) -> int:
     return value
 
 
+def _points(value: float) -> float:
+    """--min-detectable is a number of percentage points in (0, 100], checked as it is parsed."""
+    if not 0 < value <= 100:
+        raise UsageError(f"--min-detectable must be a number of percentage points in (0, 100], not {value:g}")
+    return value
+
+
 def diff(
     base: Annotated[str, typer.Argument(metavar="BASE", help="The base run (usually the recording).")],
     candidate: Annotated[str, typer.Argument(metavar="CANDIDATE", help="The run to compare (usually a replay).")],
@@ -35,6 +42,15 @@ def diff(
         int, typer.Option("--resamples", callback=_resamples, help="Bootstrap resamples of the sessions.")
     ] = 10_000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
+    min_detectable: Annotated[
+        float,
+        typer.Option(
+            "--min-detectable",
+            metavar="PCT",
+            callback=_points,
+            help="The difference, in points, whose sessions needed the drift and outcome tests report.",
+        ),
+    ] = 5.0,
     html_file: Annotated[Path | None, typer.Option("--html", help="Write the self-contained HTML report.")] = None,
     ignore: Annotated[
         list[str] | None, typer.Option("--ignore", help="ACTION.FIELD never compared (repeatable; * = any action).")
@@ -66,20 +82,25 @@ def diff(
     the headline rates count --layers (default write). Reasons: tool_changed, args_changed (with
     field paths, old -> new), missing, extra, reordered, parse_failed, invalid, gate_changed,
     state_changed, speech_changed. Outcomes (imported, or terminal states in [outcome] success) give
-    flips and a McNemar test. Provider errors are reported apart. A partial run is refused unless
-    --allow-partial. Divergences are stored (view `divergences`); tolerances come from
-    [tool.sdbctl.diff] in pyproject.toml or [diff] in sdbctl.toml.
+    flips and a McNemar test. The drift test (--noise, or repeats) and the McNemar test say the smallest
+    difference they could have detected at 80% power, and the sessions needed for --min-detectable. Provider
+    errors are reported apart. A partial run is refused unless --allow-partial, as is a candidate or
+    noise run lacking sessions of the base (with --allow-partial they are left out of the figures).
+    Divergences are stored (view `divergences`); tolerances come from [tool.sdbctl.diff] in
+    pyproject.toml or [diff] in sdbctl.toml.
 
     Output: a summary and a table of divergences; --json one document {summary, divergences,
     errors}; --csv and --jsonl one row per divergence (its fields, as the divergences view has them).
 
     Example: sdbctl diff base @latest --json | jq .summary.by_layer.write
     """
+    import sdbctl.fixtures.workloads
     from sdbctl.cli._render import print_json
     from sdbctl.sdb.diff import diff_runs, load_config, load_outcome_config, tolerance_flags
     from sdbctl.sdb.store import Store
 
     fmt = pick_format(json=json, csv=csv, jsonl=jsonl)
+    sdbctl.fixtures.workloads.register_all()  # the workloads a run may name: their code, never a store's
     st = Store.open(store)
     config = tolerance_flags(
         load_config(), ignore=ignore, unordered=unordered, numeric=numeric_tolerance, text=text
@@ -95,6 +116,7 @@ def diff(
         allow_partial=allow_partial,
         alignment=align,
         outcome_config=load_outcome_config(),
+        power_target=min_detectable / 100,
     )
     if html_file is not None:
         from sdbctl.sdb.report import render_html
@@ -160,8 +182,10 @@ def _print_divergences(columns: list[str], rows: list[list[Any]], limit: int) ->
 def _print_summary(s: DiffSummary) -> None:
     """The summary's lines: the headline, each layer, outcomes, attempts, drift, reasons and actions."""
     from sdbctl.cli._render import console, data, note
+    from sdbctl.sdb.diff import cached_text, power_lines
 
     unit = "committed actions" if s.comparison == "commit" else "steps"
+    drift_power, outcome_power, *left_out = power_lines(s)
     if s.partial:
         note(f"PARTIAL run(s) {', '.join(s.partial)}: compared with --allow-partial; missing may be unfinished")
     console.print(
@@ -181,6 +205,9 @@ def _print_summary(s: DiffSummary) -> None:
         ),
         highlight=False,
     )
+    print_rules(s)
+    if cached_text(s):  # a verdict on cached answers is on whatever model filled the cache
+        console.print(cached_text(s), highlight=False)
     outcomes = s.outcomes
     if outcomes:
         console.print(
@@ -189,9 +216,16 @@ def _print_summary(s: DiffSummary) -> None:
             f"{outcomes.positive_flips} fail -> pass; McNemar one-sided p = {outcomes.mcnemar_p:.4g}",
             highlight=False,
         )
-    if any(s.attempts.values()):
-        sides = [f"{side} " + ", ".join(f"{k} {v}" for k, v in a.items()) for side, a in s.attempts.items() if a]
-        console.print("attempts not committed: " + "; ".join(sides), highlight=False)
+    console.print(data(outcome_power), highlight=False)  # what the outcome test could have seen, or why none
+    attempts = [
+        f"{layer} ("
+        + "; ".join(f"{side} " + ", ".join(f"{k} {n}" for k, n in a.items()) for side, a in v.attempts.items() if a)
+        + ")"
+        for layer, v in s.by_layer.items()
+        if any(v.attempts.values())
+    ]
+    if attempts:  # per layer: a failed read is never counted as a failed write
+        console.print("attempts not committed: " + ", ".join(attempts), highlight=False)
     drift = s.drift
     if drift:
         lo, hi = drift.ci95
@@ -201,6 +235,21 @@ def _print_summary(s: DiffSummary) -> None:
             f"difference {drift.difference:+.1%}, 95% CI [{lo:+.1%}, {hi:+.1%}]: [bold]{verdict}[/]",
             highlight=False,
         )
+    console.print(data(drift_power), highlight=False)
+    for line in left_out:
+        console.print(data(line), highlight=False)
     if s.by_reason:
         console.print("by reason: " + ", ".join(f"{k} {v}" for k, v in s.by_reason.items()), highlight=False)
         console.print("by action: " + ", ".join(f"{data(k)} {v}" for k, v in s.by_action.items()), highlight=False)
+
+
+def print_rules(s: DiffSummary) -> None:
+    """The rules of the verdict and where each came from; a manifest's differing copy, not obeyed (the
+    diff's and the gate's)."""
+    from sdbctl.cli._render import console, data
+    from sdbctl.sdb.diff import rules_text
+
+    console.print("rules: " + data(rules_text(s.rules)), highlight=False)
+    shown = rules_text(s.rules, obeyed=False)
+    if shown:
+        console.print("not obeyed: " + data(shown), highlight=False)

@@ -57,6 +57,15 @@ def gate(
             help="Fail when the one-sided McNemar p-value of the outcome flips is below outcome_alpha (0.05).",
         ),
     ] = None,
+    min_detectable: Annotated[
+        float | None,
+        typer.Option(
+            "--min-detectable",
+            metavar="PCT",
+            help="Check power: fail when the noise-aware or outcome test could not have detected a difference "
+            "of PCT points at 80% power with these sessions.",
+        ),
+    ] = None,
     layers: LayersOption = None,
     align: AlignOption = "auto",
     allow_partial: AllowPartialOption = False,
@@ -66,19 +75,29 @@ def gate(
     """Diff the candidate against its base and check the thresholds; exit 1 when one fails, 2 when
     there is nothing to judge (a partial run, an empty comparison, a usage error).
 
-    Thresholds: [tool.sdbctl.gate] in pyproject.toml or [gate] in sdbctl.toml, else the shipped
-    defaults (step divergence 5%, session divergence 20%, no parse failures, provider errors 2%);
-    flags override either. The divergence checks count the write layer unless --layers widens them;
+    Thresholds: the shipped defaults (step divergence 5%, session divergence 20%, no parse failures,
+    provider errors 2%), each replaced by its key of [tool.sdbctl.gate] in pyproject.toml or [gate] in
+    sdbctl.toml (a key set to false switches that check off; a table never replaces them all), then by
+    the flags. A gate left with no check is refused (exit 2). The output lists the layer rules used
+    and where each came from (config, the registered workload's code, defaults; a run's manifest is
+    never obeyed). The divergence checks count the write layer unless --layers widens them;
     outcome checks (--max-negative-flips, --fail-on-outcome-regression) need outcomes on both sides.
+    The drift and McNemar checks say the smallest difference they could have detected; --min-detectable
+    fails the gate when that exceeds PCT points. A candidate or noise run lacking sessions of the base is
+    refused unless --allow-partial.
 
     Example: sdbctl gate @latest --max-step-divergence 0.02 --critical-actions propose_offer --junit gate.xml
     """
-    from sdbctl.cli._render import console, print_json
+    import sdbctl.fixtures.workloads
+    from sdbctl.cli._render import console, data, print_json
+    from sdbctl.cli.diff import print_rules
     from sdbctl.sdb.ci_summary import write_ci_files
+    from sdbctl.sdb.diff import cached_text, left_out_text
     from sdbctl.sdb.gate import run_gate
     from sdbctl.sdb.results import as_json
     from sdbctl.sdb.store import Store
 
+    sdbctl.fixtures.workloads.register_all()  # the workloads a run may name: their code, never a store's
     st = Store.open(store)
     result, verdict = run_gate(
         st,
@@ -94,6 +113,7 @@ def gate(
             "layers": layers,
             "max_negative_flips": max_negative_flips,
             "fail_on_outcome_regression": fail_on_outcome_regression,
+            "min_detectable": min_detectable,
         },
         noise_run=noise,
         allow_partial=allow_partial,
@@ -105,8 +125,14 @@ def gate(
     else:
         print_checks(verdict)
         s = result.summary
+        print_rules(s)
         if s.partial:
             console.print(f"PARTIAL run(s) {', '.join(s.partial)}: judged with --allow-partial", highlight=False)
+        left = left_out_text(s)
+        if left:
+            console.print(data(left), highlight=False)
+        if cached_text(s):  # a verdict on cached answers is on whatever model filled the cache
+            console.print(cached_text(s), highlight=False)
         console.print(
             f"[bold]{'PASS' if verdict.passed else 'FAIL'}[/] {s.base_run} -> {s.candidate_run} "
             f"(by {s.comparison}, layers {','.join(s.layers)})",

@@ -99,8 +99,10 @@ def import_chat(
     """Import OpenAI chat-format conversations (messages lists) as one run, all or nothing.
 
     Each assistant message is an llm event (step call-NNN) and its actions: one per tool call, or
-    `message` for a text answer; each tool message is the effect of its call (a reused call id answers
-    the earliest unanswered call with it). Anthropic tool_use / tool_result blocks are read too. Several
+    `message` for a text answer (JSON in a text answer is speech, unless the project's
+    [tool.sdbctl.boundary] says actions = "json_text"); each
+    tool message is the effect of its call (a reused call id answers the earliest unanswered call with
+    it). Anthropic tool_use / tool_result blocks are read too. Several
     FILEs make one run. A bad item is FILE:LINE (JSON lines), FILE[i] (an array element) or FILE, exit 2,
     no run written. Payloads are redacted by [tool.sdbctl.redact].
 
@@ -113,8 +115,10 @@ def import_chat(
         outcome = "reward"       # a number in [0, 1] or a boolean: a state event `outcome` (default "outcome")
         model = "info.model"     # the model: llm events are openai:MODEL (default "model")
         effect_error = "^Error"  # a regular expression: a tool result whose text matches it failed
+        actions = "json_text"    # must match the project's [tool.sdbctl.boundary] actions, if given
 
-    A key set to "" is not read. The defaults are what `sdbctl export RUN --format chat` writes.
+    A key set to "" is not read. The defaults are what `sdbctl export RUN --format chat` writes. Two
+    conversations that would be one session (the same id and repeat; `x#r1` beside `x`) are an error.
 
     \b
     Example: sdbctl import chat trial-a.jsonl trial-b.jsonl --map map.toml --run-id airline

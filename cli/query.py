@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import math
+from typing import Annotated, Any
 
 import typer
 
-from sdbctl.cli._listing import CsvFlag, JsonFlag, JsonlFlag, TableView, emit, pick_format
+from sdbctl.cli._listing import CsvFlag, Format, JsonFlag, JsonlFlag, TableView, emit, pick_format
 from sdbctl.cli._options import StoreOption
 
 
@@ -34,4 +35,21 @@ def query(
     from sdbctl.sdb.store import Store
 
     columns, rows = read_only_query(Store.open(store), sql, run_id)
+    if fmt in (Format.json, Format.jsonl):
+        rows = [tuple(_json_float(v) for v in row) for row in rows]
     emit(rows, columns, fmt, TableView(widths={c: 80 for c in columns}, limit=limit))
+
+
+def _json_float(value: Any) -> Any:
+    """NaN and ±inf as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (which JavaScript's
+    ``Number()`` and Python's ``float()`` read back), not as null, which would read as a missing value;
+    at any depth."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, list | tuple):
+        return [_json_float(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_float(v) for k, v in value.items()}
+    return value

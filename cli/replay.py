@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 
 def replay(
+    ctx: typer.Context,
     run_id: Annotated[
         str | None, typer.Argument(metavar="RUN", help="The run to replay (not needed with --resume).")
     ] = None,
@@ -51,6 +52,14 @@ def replay(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Ask the model even when the cache has the answer.")
     ] = False,
+    cache_from: Annotated[
+        str | None,
+        typer.Option(
+            "--cache-from",
+            help="Also answer from this response cache file, read-only (e.g. a store's cache/responses.sqlite; "
+            "a cache that came with a store is never read otherwise). Its answers count as cached.",
+        ),
+    ] = None,
     allow_partial: AllowPartialOption = False,
     agent: Annotated[
         str | None,
@@ -86,6 +95,9 @@ def replay(
     With --executor ray the sessions are sharded over Ray workers that write into the same store; the
     results are the local executor's, --rpm is global, and --resume works across executors.
 
+    --resume completes an interrupted replay: give --model (and --base-url) again, as the run names
+    them; an option that differs from the run's is refused.
+
     Example: sdbctl replay @latest --model sim:renewal@v2 --prompt offer@v2 --concurrency 16
     """
     from rich.progress import (
@@ -114,6 +126,7 @@ def replay(
         timeout=timeout,
         retries=retries,
         cache=not no_cache,
+        cache_from=cache_from,
         on_divergence=on_divergence,
         base_url=base_url,
         run_id=new_run_id,
@@ -121,7 +134,8 @@ def replay(
         agent=agent,
     )
     where = Executor(kind=executor, address=address, workers=workers, setup=("sdbctl.fixtures.workloads:register_all",))
-    ready = prepare(store, run_id, opts, resume=resume, executor=where)  # refusals before the bar
+    passed = {_FIELDS.get(p, p) for p in ctx.params if _given(ctx, p)}
+    ready = prepare(store, run_id, opts, resume=resume, executor=where, passed=passed)  # refusals before the bar
     with Progress(
         TextColumn("[bold]replay[/]"),
         BarColumn(),
@@ -156,6 +170,17 @@ def replay(
     err_console.print(_summary(result), highlight=False)
     for kind, message in result.first_errors.items():  # the first of each kind of provider error, as said
         note(f"first {kind}: {message}")
+
+
+#: command-line parameters named apart from the ReplayOptions field they set
+_FIELDS = {"prompt": "prompts", "no_cache": "cache", "new_run_id": "run_id"}
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user gave ``name`` (on the command line or in its environment variable), rather
+    than leaving its default: with --resume, only what the user gave can conflict with the run."""
+    source = ctx.get_parameter_source(name)  # typer's own click: its ParameterSource, compared by name
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
 def _summary(r: ReplayResult) -> str:

@@ -6,15 +6,18 @@ from sdbctl.cli._listing import CsvFlag, JsonFlag, JsonlFlag, TableView, emit, p
 from sdbctl.cli._options import StoreOption
 
 
-def _minute(created: str) -> str:
-    """``2026-11-26T00:41:12.345678+00:00`` as ``2026-11-26 00:41:12``: a table cell, not a timestamp."""
-    return created[:19].replace("T", " ")
+def _minute(created: str | None) -> str | None:
+    """``2026-11-26T00:41:12.345678+00:00`` as ``2026-11-26 00:41:12``: a table cell, not a timestamp
+    (None: a damaged run's, whose manifest is not believed)."""
+    return created[:19].replace("T", " ") if created is not None else None
 
 
 def runs(store: StoreOption = None, json: JsonFlag = False, csv: CsvFlag = False, jsonl: JsonlFlag = False) -> None:
     """List the runs in the store, oldest first.
 
-    A row per run: run id, created, source run, model, prompt versions, sessions, events, status.
+    A row per run: run id, created, source run, model, prompt versions, sessions, events, status
+    (complete, partial, or damaged: a manifest that is not valid or names another run, a part
+    missing; a warning on stderr says what; only `sdbctl rm` reads a damaged run).
 
     Output: a table; --json one array of objects keyed run_id, created, source_run, model, prompts,
     sessions, events, status; --csv the same columns (prompts as JSON text); --jsonl one object per line.

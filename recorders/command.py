@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sdbctl.recorders.proxy import DEFAULT_UPSTREAM, ConversationRecorder, RecordingProxy, check_upstream
+from sdbctl.sdb.boundary import load_actions_setting
 from sdbctl.sdb.errors import SdbError
 from sdbctl.sdb.recording import Recorder
 from sdbctl.sdb.redaction import Redactor, load_redactor, url_without_secrets
@@ -52,6 +53,7 @@ def _recording_proxy(
     the run closes with the block's outcome (``partial`` if the block raised)."""
     target = check_upstream(upstream or default_upstream(os.environ))
     rules = redactor if redactor is not None else load_redactor()
+    acting = load_actions_setting()  # a malformed config is refused before the run is created
     recorder = Recorder(
         store,
         {"mode": "record", "upstream": url_without_secrets(target), "redaction": rules.names, "via": mode},
@@ -60,7 +62,8 @@ def _recording_proxy(
         recorder="proxy",
     )
     try:
-        proxy = RecordingProxy(target, ConversationRecorder(recorder, rules), port=port).start()
+        conversations = ConversationRecorder(recorder, rules, text_actions=acting.text_actions)
+        proxy = RecordingProxy(target, conversations, port=port).start()
     except BaseException:
         recorder.close("partial", interrupted="proxy did not start")
         raise

@@ -23,7 +23,7 @@ from typing import Any
 
 import xxhash
 
-from sdbctl.sdb.boundary import Boundary, write_actions
+from sdbctl.sdb.boundary import Boundary, load_actions_setting, write_actions
 from sdbctl.sdb.events import canonical_bytes
 from sdbctl.sdb.recording import Recorder, Session
 from sdbctl.sdb.redaction import Redactor
@@ -110,9 +110,12 @@ def maybe_json(value: Any) -> Any:
 class ConversationRecorder:
     """Turns chat-completions calls into events of one run."""
 
-    def __init__(self, recorder: Recorder, redactor: Redactor) -> None:
+    def __init__(self, recorder: Recorder, redactor: Redactor, *, text_actions: bool | None = None) -> None:
         self.recorder = recorder
         self.redactor = redactor
+        # whether a text answer can hold an action (a JSON object in it); False: only tool calls are
+        # actions and text is speech. The project's setting (None), as a step-mode replay reads it
+        self.text_actions = load_actions_setting().text_actions if text_actions is None else text_actions
         # per opening key: [session id, messages in its last request, digest of them]
         self._lineages: dict[str, list[list[Any]]] = {}
         self._failed: set[str] = set()  # sessions whose last call failed (a retry is the same call)
@@ -281,7 +284,7 @@ class ConversationRecorder:
         if content_missing:
             return seq
         capture = _Capture(conv.session, actor)
-        write_actions(capture.action, self.boundary, resp, seq, {"step": step})
+        write_actions(capture.action, self.boundary, resp, seq, {"step": step}, text_actions=self.text_actions)
         for call_id, action_seq, name in capture.calls:
             if call_id:
                 conv.calls.setdefault(call_id, []).append(_Call(action_seq, name, step))

@@ -222,6 +222,28 @@ def _import_attr(ref: str) -> Any:
         raise AgentError(f"agent {ref!r}: module {target!r} has no attribute {attr!r}") from None
 
 
+def registered_workload(name: str) -> Workload | None:
+    """The workload registered under ``name``, else None. For a name read from a store: it may select
+    among the workloads this process registered (code sdbctl ships), never name code to import."""
+    load = _SHORT_NAMES.get(name)
+    return load() if load is not None else None
+
+
+def pure_actions(workload: object) -> tuple[str, ...]:
+    """The actions the workload's code declares read-only (``pure=True`` on its boundary's actions,
+    from ``replay_boundary()``): the differ's read layer."""
+    make = getattr(workload, "replay_boundary", None)
+    if not callable(make):
+        return ()
+    boundary = make()
+    return tuple(sorted(n for n, spec in boundary.actions.items() if spec.pure))
+
+
+def success_states(workload: object) -> tuple[str, ...]:
+    """The terminal states the workload's code declares a success (``success_states``): outcomes."""
+    return tuple(str(s) for s in getattr(workload, "success_states", None) or ())
+
+
 def load_agent(ref: str) -> Workload:
     """The workload an agent reference names."""
     if ref in _SHORT_NAMES:

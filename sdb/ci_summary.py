@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 
-from sdbctl.sdb.diff import DiffResult, Divergence
+from sdbctl.sdb.diff import DiffResult, Divergence, left_out_text, power_lines, rules_text
 from sdbctl.sdb.gate import Verdict
 from sdbctl.sdb.report import render_html
 from sdbctl.sdb.store import Store
@@ -49,6 +49,7 @@ def junit(result: DiffResult, verdict: Verdict) -> str:
         tests=str(len(names)),
         failures=str(len(failing)),
     )
+    _power_properties(ET.SubElement(suite, "properties"), result)
     for name in names:
         case = ET.SubElement(suite, "testcase", classname=result.candidate_run, name=visible(name))
         if name in failing:
@@ -62,6 +63,22 @@ def junit(result: DiffResult, verdict: Verdict) -> str:
     return ET.tostring(suite, encoding="unicode", xml_declaration=True)
 
 
+def _power_properties(properties: ET.Element, result: DiffResult) -> None:
+    """What each test could have seen, as testsuite properties: ``drift.min_detectable`` and
+    ``outcomes.min_detectable`` (percentage points; ``none`` when nothing up to 100 points is
+    detectable, ``not run`` without the test) and the sentence each output prints."""
+    s = result.summary
+    tests = (("drift", s.drift), ("outcomes", s.outcomes))
+    for (name, figures), line in zip(tests, power_lines(s)[:2], strict=True):
+        found = figures.min_detectable if figures is not None else None
+        value = "not run" if figures is None else "none" if found is None else f"{found * 100:.1f}"
+        ET.SubElement(properties, "property", name=f"{name}.min_detectable", value=value)
+        ET.SubElement(properties, "property", name=f"{name}.power", value=visible(line))
+    left = left_out_text(s)
+    if left:
+        ET.SubElement(properties, "property", name="left_out", value=visible(left))
+
+
 def markdown(result: DiffResult, verdict: Verdict) -> str:
     """The gate as Markdown: the verdict, the checks, the outcome flips, then the gated layers'
     divergences (first of each session first), with the other layers counted below."""
@@ -73,6 +90,9 @@ def markdown(result: DiffResult, verdict: Verdict) -> str:
         f"{', '.join(s.layers)}): {s.steps_diverged}/{s.steps_compared} units and "
         f"{s.sessions_diverged}/{s.sessions_compared} sessions diverged; {s.errors} provider errors.",
     ]
+    lines += ["", f"Rules: {markdown_cell(rules_text(s.rules))}."]
+    if rules_text(s.rules, obeyed=False):  # a manifest's differing copy: shown, never obeyed
+        lines += ["", f"Not obeyed: {markdown_cell(rules_text(s.rules, obeyed=False))}."]
     if s.partial:
         lines += ["", f"**Partial run(s): {', '.join(s.partial)}** (compared with --allow-partial)."]
     outcomes = s.outcomes
@@ -83,6 +103,7 @@ def markdown(result: DiffResult, verdict: Verdict) -> str:
             f"{outcomes.candidate_pass} pass; {outcomes.negative_flips} pass -> fail, "
             f"{outcomes.positive_flips} fail -> pass (McNemar one-sided p = {outcomes.mcnemar_p:.4g}).",
         ]
+    lines += ["", "What the tests could have seen:", ""] + [f"- {markdown_cell(x)}" for x in power_lines(s)]
     lines += ["", "| check | threshold | measured | result |", "|---|---|---|---|"]
     lines += [
         "| "

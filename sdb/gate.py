@@ -3,8 +3,15 @@
 
 A noise-aware gate (``noise_aware = true``) fails on step divergence only when the candidate's drift
 is above the model's own noise: when the bootstrap 95% interval of (candidate - noise floor) lies
-above zero. Thresholds come from ``[tool.sdbctl.gate]`` in ``pyproject.toml`` (or ``[gate]`` in ``sdbctl.toml``)
-and are overridden by flags. A rate threshold below 1 is a proportion, 1 or more a count.
+above zero. With ``min_detectable`` (points), the check ``power`` fails when a test the gate judges by
+(that one, or the McNemar test of outcomes) could not have detected a difference that large at 80%
+power with these sessions: a PASS that could not have failed. Thresholds come from
+``[tool.sdbctl.gate]`` in ``pyproject.toml`` (or ``[gate]`` in ``sdbctl.toml``) and are overridden by
+flags. A rate threshold below 1 is a proportion, 1 or more a count.
+
+A config table merges with the shipped defaults (a key replaces one threshold, never all of them); a
+default check is switched off only by its key set to ``false``, and a gate left with no check at all
+is refused: it could only pass.
 """
 
 from __future__ import annotations
@@ -14,9 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdbctl.sdb.diff import DiffResult, diff_runs, load_config, load_outcome_config, parse_layers
+from sdbctl.sdb.diff import (
+    DEFAULT_TARGET,
+    DiffResult,
+    DiffSummary,
+    detectable_text,
+    diff_runs,
+    load_config,
+    load_outcome_config,
+    parse_layers,
+    points,
+)
 from sdbctl.sdb.errors import SdbError, UsageError
-from sdbctl.sdb.settings import read_table
+from sdbctl.sdb.settings import check_names, check_number, read_table
 from sdbctl.sdb.store import Store
 
 KEYS = (
@@ -30,9 +47,20 @@ KEYS = (
     "max_negative_flips",
     "fail_on_outcome_regression",
     "outcome_alpha",
+    "min_detectable",
 )
 
 
+#: the thresholds that are a proportion (< 1) or a count; ``false`` in the config switches one off
+LIMITS = (
+    "max_step_divergence",
+    "max_session_divergence",
+    "max_parse_failures",
+    "max_error_rate",
+    "max_negative_flips",
+)
+
+#: the checks every gate makes unless its config switches one off (a key set to false)
 DEFAULTS: dict[str, Any] = {
     "max_step_divergence": 0.05,
     "max_session_divergence": 0.20,
@@ -55,50 +83,82 @@ class Thresholds:
     max_negative_flips: float | None = None  #: sessions whose outcome went pass -> fail (a proportion or a count)
     fail_on_outcome_regression: bool = False  #: fail when the one-sided McNemar p-value < outcome_alpha
     outcome_alpha: float = 0.05
+    #: points: fail (check ``power``) when a test the gate uses could not detect a difference this large
+    min_detectable: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        """No check at all: a gate that could only pass (refused)."""
+        return not (
+            self.noise_aware
+            or self.critical_actions
+            or self.fail_on_outcome_regression
+            or self.min_detectable is not None
+            or any(getattr(self, key) is not None for key in LIMITS)
+        )
 
 
 def load_thresholds(directory: Path | None = None, overrides: Mapping[str, Any] | None = None) -> Thresholds:
-    """Thresholds from the config file, then ``overrides`` (flags; None means "not given")."""
+    """The shipped :data:`DEFAULTS`, each replaced by its key of the config table, then by
+    ``overrides`` (flags; None means "not given"). A table never replaces the defaults whole: a key
+    changes its own threshold, and a default check is switched off only by its key set to ``false``.
+    Every key is checked for its type and range (one line naming the file or the flag)."""
     found, source = read_table("gate", directory)
     unknown = set(found) - set(KEYS)
     if unknown:
         raise SdbError(f"{source}: unknown gate key(s) {', '.join(sorted(unknown))} ({', '.join(KEYS)})")
-    table: dict[str, Any] = found or dict(DEFAULTS)  # a config table replaces the shipped defaults
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
-    table.update(flags)
-    crit = table.get("critical_actions") or ()
+    table: dict[str, Any] = {**DEFAULTS, **found, **flags}
+
+    def named(key: str) -> str:
+        """Where ``key``'s value came from: its flag, the config file, or the shipped defaults."""
+        if key in flags:
+            return f"--{key.replace('_', '-')}"
+        return f"{source}: gate threshold {key}" if key in found else f"defaults: gate threshold {key}"
+
+    for key in LIMITS:
+        if table.get(key) is False:  # a default check switched off, explicitly
+            table[key] = None
+        elif table.get(key) is not None:
+            what = "a number >= 0 (a proportion < 1, or a count; finite), or false for no such check"
+            table[key] = check_number(table[key], named(key), what=what)
+    crit = table.get("critical_actions", [])
     if isinstance(crit, str):
         crit = [c.strip() for c in crit.split(",") if c.strip()]
-    for key in (
-        "max_step_divergence",
-        "max_session_divergence",
-        "max_parse_failures",
-        "max_error_rate",
-        "max_negative_flips",
-    ):
-        value = table.get(key)
-        # a NaN threshold compares false with every measure, so it would never fail; nor would infinity
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf")
-        ):
-            where = f"--{key.replace('_', '-')}" if key in flags else f"{source or 'defaults'}: gate threshold {key}"
-            raise SdbError(f"{where} must be a number >= 0 (a proportion < 1, or a count; finite), not {value!r}")
-    alpha = table.get("outcome_alpha", 0.05)
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
-        raise SdbError(f"gate outcome_alpha must be a number in (0, 1), not {alpha!r}")
+    crit = check_names(crit, named("critical_actions"), "a list of action names (or comma-separated text)")
+    for key in ("noise_aware", "fail_on_outcome_regression"):
+        if not isinstance(table.get(key, False), bool):
+            raise SdbError(f"{named(key)} must be true or false, not {table[key]!r}")
+    alpha = check_number(
+        table.get("outcome_alpha", 0.05), named("outcome_alpha"), high=1, open_low=True, open_high=True
+    )
+    detectable = table.get("min_detectable")
+    if detectable is not None:
+        what = "a finite number of percentage points in (0, 100]"
+        detectable = check_number(detectable, named("min_detectable"), high=100, open_low=True, what=what)
     layers = table.get("layers")
-    return Thresholds(
+    thresholds = Thresholds(
         max_step_divergence=table.get("max_step_divergence"),
         max_session_divergence=table.get("max_session_divergence"),
         critical_actions=tuple(crit),
         max_parse_failures=table.get("max_parse_failures"),
         max_error_rate=table.get("max_error_rate"),
         noise_aware=bool(table.get("noise_aware", False)),
-        layers=parse_layers(layers, "gate layers") if layers is not None else None,
+        layers=parse_layers(layers, named("layers")) if layers is not None else None,
         max_negative_flips=table.get("max_negative_flips"),
         fail_on_outcome_regression=bool(table.get("fail_on_outcome_regression", False)),
         outcome_alpha=float(alpha),
+        min_detectable=detectable,
     )
+    if thresholds.empty:
+        raise SdbError(f"{source or 'the flags'}: {_NOTHING}")
+    return thresholds
+
+
+_NOTHING = (
+    "the gate checks nothing: every check is switched off (false); "
+    "set a threshold (e.g. max_step_divergence = 0.05) or remove the false"
+)
 
 
 @dataclass
@@ -150,7 +210,8 @@ def evaluate(result: DiffResult, t: Thresholds) -> Verdict:
             Check(
                 "drift above noise",
                 "95% CI of candidate - noise not above 0",
-                f"{drift.difference:+.2%} [{lo:+.2%}, {hi:+.2%}] ({drift.source})",
+                f"{drift.difference:+.2%} [{lo:+.2%}, {hi:+.2%}] ({drift.source}); "
+                + detectable_text(drift.min_detectable),
                 not drift.drift_above_noise,
             )
         )
@@ -185,11 +246,36 @@ def evaluate(result: DiffResult, t: Thresholds) -> Verdict:
             Check(
                 "outcome regression (McNemar, one-sided)",
                 f"p >= {t.outcome_alpha:g}",
-                f"p = {p:.4g} ({outcomes.negative_flips} pass -> fail, {outcomes.positive_flips} fail -> pass)",
+                f"p = {p:.4g} ({outcomes.negative_flips} pass -> fail, {outcomes.positive_flips} fail -> pass); "
+                + detectable_text(outcomes.min_detectable),
                 p >= t.outcome_alpha,
             )
         )
+    if t.min_detectable is not None:
+        checks.append(_power_check(s, t, t.min_detectable))
+    if not checks:  # a gate that could only pass is no gate
+        raise SdbError(_NOTHING)
     return Verdict(all(c.passed for c in checks), checks)
+
+
+def _power_check(s: DiffSummary, t: Thresholds, limit: float) -> Check:
+    """``power``: each test the gate judges by (drift above noise, the McNemar test) could have
+    detected a difference of ``limit`` points at 80% power with these sessions."""
+    tests: list[tuple[str, float | None, int]] = []
+    if t.noise_aware and s.drift is not None:
+        tests.append(("drift", s.drift.min_detectable, s.drift.sessions))
+    if t.fail_on_outcome_regression and s.outcomes is not None:
+        tests.append(("outcomes", s.outcomes.min_detectable, s.outcomes.sessions))
+    if not tests:
+        raise SdbError(
+            f"min_detectable ({limit:g} points) judges the tests the gate uses, and it uses none: "
+            "add --noise-aware or --fail-on-outcome-regression"
+        )
+    measured = ", ".join(
+        f"{name} {points(mde) if mde is not None else 'none up to 100 points'} ({n} sessions)" for name, mde, n in tests
+    )
+    ok = all(mde is not None and mde * 100 <= limit + 1e-9 for _, mde, _ in tests)
+    return Check("power", f"min detectable <= {limit:g} points (80% power)", measured, ok)
 
 
 def run_gate(
@@ -206,9 +292,13 @@ def run_gate(
     ``[diff]`` and ``[outcome]`` settings, counting the thresholds' layers, and judge the diff against
     the thresholds of :func:`load_thresholds` (``overrides``: the flags)."""
     manifest = store.manifest(candidate)  # an unknown run is named before a bad threshold
-    base_run = base or manifest.source_run
+    base_run = base or manifest.source_run  # the manifest's word, printed with the verdict; CI names --base
     if not base_run:
         raise UsageError(f"run {manifest.run_id!r} has no source run; name the base with --base RUN")
+    if base_run == manifest.run_id:
+        raise UsageError(
+            f"run {manifest.run_id!r}: its manifest names itself as its source run; name the base with --base RUN"
+        )
     thresholds = load_thresholds(overrides=overrides)
     result = diff_runs(
         store,
@@ -219,5 +309,7 @@ def run_gate(
         allow_partial=allow_partial,
         alignment=alignment,
         outcome_config=load_outcome_config(),
+        power_target=thresholds.min_detectable / 100 if thresholds.min_detectable is not None else DEFAULT_TARGET,
+        outcome_alpha=thresholds.outcome_alpha,
     )
     return result, evaluate(result, thresholds)

@@ -29,8 +29,15 @@ TIMELINE: Final = ("seq", "kind", "actor", "pattern", "name", "status", "step", 
 
 
 def run_rows(store: Store) -> list[dict[str, Any]]:
-    """One row per run, oldest first, keyed by :data:`RUN_COLUMNS` (the shape ``runs --json`` promises)."""
-    return [{k: getattr(m, k) for k in RUN_COLUMNS} for m in store.manifests()]
+    """One row per run, oldest first, keyed by :data:`RUN_COLUMNS` (the shape ``runs --json`` promises).
+
+    A damaged run is a row too, its status ``damaged`` (and a warning on stderr naming what is wrong):
+    its manifest's fields when the manifest itself is sound (a part is missing), else only its id."""
+    rows = []
+    for entry in store.entries(warn=True):
+        row = {k: getattr(entry.manifest, k) if entry.manifest is not None else None for k in RUN_COLUMNS}
+        rows.append({**row, "run_id": entry.run_id, "status": entry.status})
+    return rows
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,7 @@ def read_only_query(store: Store, sql: str, run_id: str | None = None) -> tuple[
     from sdbctl.sdb.store import connect, run_query, spill_directory
 
     check_read_only(sql)
-    con = connect(store, run_id)
+    con = connect(store, run_id, divergences=True)
     allowed = [str(spill_directory())]
     if not store.loc.remote:
         allowed.append(str(Path(store.root).resolve()))

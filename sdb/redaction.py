@@ -1,7 +1,9 @@
 """Secret and personal-data redaction, applied to payloads before they reach a store.
 
-Rules are regular expressions; a match is replaced by ``[REDACTED:<rule>]``. The defaults catch the
-usual API-key shapes and e-mail addresses. ``[tool.sdbctl.redact]`` in ``pyproject.toml`` (or
+Rules are regular expressions; a match is replaced by ``[REDACTED:<rule>]``, or only its group
+named ``secret`` when it has one (``x-api-key: [REDACTED:api_key_header]``: the context stays
+readable). The defaults catch the usual API-key and token shapes, credentials in URLs and headers,
+private-key blocks and e-mail addresses. ``[tool.sdbctl.redact]`` in ``pyproject.toml`` (or
 ``[redact]`` in ``sdbctl.toml``) switches defaults off and adds rules::
 
     [tool.sdbctl.redact]
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,20 @@ DEFAULT_RULES: dict[str, str] = {
     "google_api_key": r"\bAIza[0-9A-Za-z_\-]{35}",
     "slack_token": r"\bxox[abprs]-[A-Za-z0-9\-]{10,}",
     "bearer_token": r"(?i)\bbearer\s+[A-Za-z0-9._~+/\-]{16,}=*",
+    # after an Authorization header's name, or a header value on its own (not "basic" in prose)
+    "basic_auth": r"(?i:authorization)[\"']?\s*[:=]\s*[\"']?(?i:basic)\s+(?P<secret>[A-Za-z0-9+/]{4,}=*)"
+    r"|^(?i:basic)\s+(?P<value>[A-Za-z0-9+/]{4,}=*)$",
+    "url_credentials": r"(?<=://)(?P<secret>[^\s/?#@:\[\]]*:[^\s/?#@]+)(?=@)",
+    "stripe_key": r"\b[sr]k_(?:live|test)_[A-Za-z0-9]{10,}",
+    "jwt": r"\beyJ[A-Za-z0-9_\-]{4,}\.eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*",
+    "aws_secret_key": r"(?i:aws_?secret_?(?:access_?)?key|secret_?access_?key)[\"']?\s*[:=]\s*[\"']?"
+    r"(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])",
+    "huggingface_token": r"\bhf_[A-Za-z0-9]{30,}",
+    # the whole block, or to the end of the text when it was cut before its END line
+    "private_key": r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?s:.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
+    "api_key_header": r"(?i)\b(?:x-)?api-key[\"']?\s*:\s*[\"']?(?P<secret>[^\s\"',;]+)",
+    "api_key_param": r"(?i)[?&](?:api[_-]?key|access[_-]?token|auth[_-]?token|token|key|secret|password|auth|sig)"
+    r"=(?P<secret>[^\s&#\"'<>]+)",
     # starts only where a run of address characters starts: linear, however long the text
     "email": r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b",
 }
@@ -48,7 +64,7 @@ class Redactor:
 
     def text(self, value: str) -> str:
         for name, pattern in self.rules:
-            value = pattern.sub(f"[REDACTED:{name}]", value)
+            value = pattern.sub(_replacement(name, pattern), value)
         return value
 
     def redact(self, value: Any) -> Any:
@@ -61,6 +77,25 @@ class Redactor:
         if isinstance(value, list | tuple):
             return [self.redact(v) for v in value]
         return value
+
+
+def _replacement(name: str, pattern: re.Pattern[str]) -> str | Callable[[re.Match[str]], str]:
+    """What a match of rule ``name`` becomes: ``[REDACTED:name]`` in place of the whole match, or of
+    its group ``secret`` (or ``value``, for a second alternative) when the rule has one and it took
+    part in the match, so that what names the secret stays readable."""
+    tag = f"[REDACTED:{name}]"
+    groups = [g for g in ("secret", "value") if g in pattern.groupindex]
+    if not groups:
+        return tag
+
+    def replace(match: re.Match[str]) -> str:
+        whole, start = match.group(), match.start()
+        for group in groups:
+            if match.start(group) >= 0:
+                return whole[: match.start(group) - start] + tag + whole[match.end(group) - start :]
+        return tag
+
+    return replace
 
 
 def build(rules: Mapping[str, str], origin: str) -> Redactor:
@@ -162,8 +197,9 @@ def sdk_redactor(redact: bool | None, directory: Path | None = None) -> Redactor
 
 
 def url_without_secrets(url: str | None) -> str | None:
-    """``url`` with the password (and any query parameter named like a key or token) replaced by
-    ``[REDACTED]``: the form of a base URL or upstream that a manifest or an error message may hold."""
+    """``url`` with the password (and any query parameter named like a key, a token or an OAuth
+    ``auth``/``code``) replaced by ``[REDACTED]`` and no ``#fragment`` (where implicit OAuth puts its
+    tokens): the form of a base URL or upstream that a manifest or an error message may hold."""
     if not url:
         return url
     parts = urllib.parse.urlsplit(url)
@@ -174,9 +210,9 @@ def url_without_secrets(url: str | None) -> str | None:
         netloc = "[REDACTED]@" + netloc.rsplit("@", 1)[1]
     query = urllib.parse.urlencode(
         [
-            (k, "[REDACTED]" if re.search(r"key|token|secret|password|sig", k, re.I) else v)
+            (k, "[REDACTED]" if re.search(r"key|token|secret|password|sig|auth|code|credential", k, re.I) else v)
             for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
         ],
         safe="[]",
     )
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))

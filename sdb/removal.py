@@ -3,7 +3,12 @@
 A run is removed whole or not at all: its diffs go first (a diff of a run that no longer exists is
 noise), then the response-cache entries its replay wrote (the keys are rebuilt from its llm events:
 provider, request and seed), then the run's folder. The bulk forms (``older_than``, ``keep_last``)
-choose runs by their manifests' creation time; the CLI makes them a dry run unless told otherwise.
+choose runs in the store's order of runs (their creation time as far as it is believed: see
+:mod:`sdb.store._layout`); the CLI makes them a dry run unless told otherwise.
+
+A run is its folder: ``rm junk`` removes ``runs/junk`` whatever its manifest says, so a damaged run
+(a manifest that is garbage or names another run, a part missing) is removed like any other; only
+the cache entries of a run whose events cannot be read are left (their keys cannot be rebuilt).
 """
 
 from __future__ import annotations
@@ -17,9 +22,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from sdbctl.sdb.errors import SdbError, UsageError
-from sdbctl.sdb.replay import cache_key
-from sdbctl.sdb.store import RunManifest, Store, connect
+from sdbctl.sdb.errors import SchemaError, SdbError, UsageError
+from sdbctl.sdb.replay import cache_key, cache_path
+from sdbctl.sdb.store import LATEST, RunManifest, Store, connect
 
 _AGE = re.compile(r"^(\d+)([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -43,11 +48,6 @@ def parse_age(text: str) -> dt.timedelta:
     return dt.timedelta(seconds=int(found.group(1)) * _UNIT[found.group(2)])
 
 
-def _created(m: RunManifest) -> dt.datetime:
-    when = dt.datetime.fromisoformat(m.created.replace("Z", "+00:00"))
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
-
-
 def choose(
     store: Store,
     run_ids: list[str],
@@ -56,17 +56,24 @@ def choose(
     keep_last: int | None = None,
     now: dt.datetime | None = None,
 ) -> list[str]:
-    """The runs named (``@latest`` too; an unknown id is an error, before anything is removed), plus
-    the runs older than ``older_than``, plus all but the newest ``keep_last``."""
-    chosen = [store.manifest(r).run_id for r in run_ids]
-    manifests = store.manifests()  # oldest first
+    """The runs named (``@latest`` too, damaged or not; an unknown id is an error, before anything is
+    removed), plus the runs older than ``older_than``, plus all but the newest ``keep_last``: each a
+    folder of ``runs/``, damaged runs among them."""
+    entries = store.entries()  # oldest first
+    folders = {e.run_id for e in entries}
+    chosen = []
+    for ref in run_ids:
+        run_id = entries[-1].run_id if ref == LATEST and entries else store.resolve(ref)
+        if run_id not in folders:
+            store.manifest(run_id)  # RunNotFound, naming the known runs
+        chosen.append(run_id)
     if older_than is not None:
         limit = (now or dt.datetime.now(dt.UTC)) - parse_age(older_than)
-        chosen += [m.run_id for m in manifests if _created(m) < limit]
+        chosen += [e.run_id for e in entries if e.when < limit]
     if keep_last is not None:
         if keep_last < 0:
             raise UsageError(f"--keep-last {keep_last}: must be 0 or more")
-        chosen += [m.run_id for m in manifests[: max(0, len(manifests) - keep_last)]]
+        chosen += [e.run_id for e in entries[: max(0, len(entries) - keep_last)]]
     return list(dict.fromkeys(chosen))
 
 
@@ -84,29 +91,46 @@ def _saved_diffs(store: Store) -> dict[str, tuple[object, object]]:
     return out
 
 
-def _cache_keys(store: Store, m: RunManifest) -> list[str]:
-    """The cache keys a replay run's answers were stored under (none for a recording)."""
-    saved = m.meta.get("replay") if isinstance(m.meta.get("replay"), dict) else None
-    if saved is None or (m.repeat or 1) > 1:
+def _cache_keys(store: Store, m: RunManifest | None) -> list[str]:
+    """The cache keys a replay run's answers were stored under (none for a recording, nor for a run
+    whose manifest or events cannot be read: a damaged run is removed all the same)."""
+    saved = m.meta.get("replay") if m is not None and isinstance(m.meta.get("replay"), dict) else None
+    if m is None or saved is None or (m.repeat or 1) > 1:
         return []  # repeats never write the cache
-    seed = int(saved.get("seed") or 0)
-    con = connect(store, m.run_id)
-    rows = con.execute("SELECT model, payload FROM events WHERE kind = 'llm'").fetchall()
-    return [cache_key(str(model), orjson.loads(payload).get("request"), seed) for model, payload in rows]
+    seed = saved.get("seed") or 0
+    if not isinstance(seed, int):
+        return []
+    try:
+        con = connect(store, m.run_id)
+    except SchemaError:  # a damaged part: the run goes, its keys cannot be known
+        return []
+    keys = []
+    for model, payload in con.execute("SELECT model, payload FROM events WHERE kind = 'llm'").fetchall():
+        try:
+            request = orjson.loads(payload).get("request")
+        except (orjson.JSONDecodeError, AttributeError):  # not an object: no request to key
+            continue
+        keys.append(cache_key(str(model), request, seed))
+    return keys
 
 
 def remove_runs(store: Store, run_ids: list[str], *, dry_run: bool = False) -> Removal:
     """Remove each run in ``run_ids`` with its diffs and cache entries (see the module docstring)."""
     done = Removal(dry_run=dry_run)
-    cache = store.local_dir("cache") / "responses.sqlite"
+    cache = cache_path(store)  # this machine's cache of the store, never one inside it
     saved = _saved_diffs(store)
+    entries = {e.run_id: e for e in store.entries()}
     for run_id in run_ids:
-        m = store.manifest(run_id)
-        diffs = sorted(folder for folder, pair in saved.items() if m.run_id in pair)
+        entry = entries.get(run_id)
+        if entry is None:
+            store.manifest(run_id)  # RunNotFound, naming the known runs
+            continue
+        m = entry.manifest if entry.problem is None else None
+        diffs = sorted(folder for folder, pair in saved.items() if run_id in pair)
         for folder in diffs:  # a diff of two removed runs goes with the first
             del saved[folder]
         keys = _cache_keys(store, m) if cache.exists() else []
-        done.runs.append(m.run_id)
+        done.runs.append(run_id)
         done.diffs += diffs
         if dry_run:
             done.cache_entries += len(keys)
@@ -114,9 +138,9 @@ def remove_runs(store: Store, run_ids: list[str], *, dry_run: bool = False) -> R
         # the run leaves the listing in one step (a rename out of runs/), then what hangs off it goes
         trash = None
         if not store.loc.remote:
-            trash = store.root / ".trash" / f"{m.run_id}-{os.getpid()}"
+            trash = store.root / ".trash" / f"{run_id}-{os.getpid()}"
             trash.parent.mkdir(exist_ok=True)
-            os.rename(store.run_dir(m.run_id), trash)
+            os.rename(store.run_dir(run_id), trash)
         for folder in diffs:
             store.loc.delete_dir(folder)
         if keys:
@@ -127,5 +151,5 @@ def remove_runs(store: Store, run_ids: list[str], *, dry_run: bool = False) -> R
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
         else:
-            store.delete_run(m.run_id)
+            store.delete_run(run_id)
     return done

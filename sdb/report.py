@@ -10,9 +10,10 @@ from typing import Any
 
 import orjson
 
-from sdbctl.sdb.diff import DiffResult, Divergence, DriftResult, OutcomeSummary
+from sdbctl.sdb.diff import DiffResult, Divergence, DriftResult, OutcomeSummary, left_out_text, power_text
 from sdbctl.sdb.gate import Verdict
 from sdbctl.sdb.store import Store, connect
+from sdbctl.sdb.text import visible_markup
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#1d2330}
@@ -50,8 +51,8 @@ def _bars(counts: Counter[str], title: str, width: int = 640) -> str:
 def _drift(drift: DriftResult | None) -> str:
     if not drift:
         return (
-            "<p class=muted>No noise floor: replay the base model against itself (--noise RUN) or the candidate "
-            "with --repeat to see drift versus variance.</p>"
+            "<p class=muted>No noise floor, so no drift test: replay the base model against itself (--noise RUN) "
+            "or the candidate with --repeat to see drift versus variance.</p>"
         )
     lo, hi = drift.ci95
     span = max(abs(lo), abs(hi), abs(drift.difference), 0.05) * 1.2
@@ -75,6 +76,8 @@ def _drift(drift: DriftResult | None) -> str:
         f"<b>{drift.candidate:.1%}</b>, difference <b>{drift.difference:+.1%}</b>, 95% CI "
         f"[{lo:+.1%}, {hi:+.1%}] over {drift.sessions} sessions ({drift.resamples:,} resamples): "
         f"<span class={cls}>{verdict}</span></p>{svg}"
+        f"<p>What it could have seen: "
+        f"{html.escape(power_text(drift.min_detectable, drift.target, drift.sessions_needed))}</p>"
     )
 
 
@@ -103,7 +106,7 @@ def _timelines(store: Store, result: DiffResult, limit: int) -> str:
     sessions = sorted({d.session_id for d in result.divergences}, key=lambda x: (x not in gated_sessions, x))[:limit]
     if not sessions:
         return "<p class=muted>No diverged session.</p>"
-    con = connect(store)
+    con = connect(store, runs=(result.base_run, result.candidate_run))  # its two runs, no other
     quoted = ", ".join("'" + s.replace("'", "''") + "'" for s in sessions)
     rows = con.execute(
         f"SELECT run_id, session_id, seq, step, name, status, payload FROM events WHERE kind = 'action' AND "
@@ -150,12 +153,17 @@ def _timelines(store: Store, result: DiffResult, limit: int) -> str:
 
 def _outcomes(outcomes: OutcomeSummary | None) -> str:
     if not outcomes:
-        return "<p class=muted>No outcomes on both sides (an imported outcome, or a terminal success state).</p>"
+        return (
+            "<p class=muted>No outcomes on both sides, so no outcome test (an imported outcome, or a terminal "
+            "success state).</p>"
+        )
     neg = ", ".join(html.escape(x) for x in outcomes.flipped.negative[:50]) or "none"
     pos = ", ".join(html.escape(x) for x in outcomes.flipped.positive[:50]) or "none"
     return (
         f"<p>{outcomes.sessions} sessions: base {outcomes.base_pass} pass, candidate "
-        f"{outcomes.candidate_pass} pass; McNemar one-sided p = {outcomes.mcnemar_p:.4g}</p>"
+        f"{outcomes.candidate_pass} pass; McNemar one-sided p = {outcomes.mcnemar_p:.4g}</p><p>What it could "
+        f"have seen (at alpha {outcomes.alpha:g}): "
+        f"{html.escape(power_text(outcomes.min_detectable, outcomes.target, outcomes.sessions_needed))}</p>"
         f"<table><tr><th>pass &rarr; fail ({outcomes.negative_flips})</th><td>{neg}</td></tr>"
         f"<tr><th>fail &rarr; pass ({outcomes.positive_flips})</th><td>{pos}</td></tr></table>"
     )
@@ -202,8 +210,10 @@ def render_html(store: Store, result: DiffResult, verdict: Verdict | None = None
         f"<p class=fail>Partial run(s) {html.escape(', '.join(s.partial))}: compared with --allow-partial.</p>"
         if s.partial
         else ""
-    )
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+    ) + (f"<p class=fail>{html.escape(left_out_text(s) or '')}</p>" if s.left_out else "")
+    # recorded text is escaped where it is put in; a bidi override or a control character in it is
+    # then shown as an escape, by the same rule as every other output
+    return visible_markup(f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>sdbctl: {html.escape(result.base_run)} -&gt;
 {html.escape(result.candidate_run)}</title><style>{CSS}</style></head><body>
 <h1>{html.escape(result.base_run)} &rarr; {html.escape(result.candidate_run)}</h1>
@@ -219,4 +229,4 @@ the figures count the layers {html.escape(", ".join(layers))}</p><div class=kpi>
 <h2>Divergences by action</h2>{_bars(by_action, "by action")}
 <h2>Diverged sessions</h2>{_timelines(store, result, sessions)}
 </body></html>
-"""
+""")

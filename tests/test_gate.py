@@ -52,7 +52,10 @@ def test_critical_action_fails_on_any_divergence(sdbctl: CLI, runs: Path) -> Non
 
 def test_thresholds_from_pyproject(sdbctl: CLI, runs: Path, tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text("[tool.sdbctl.gate]\nmax_step_divergence = 0.99\n")
-    assert sdbctl("gate", "v2").returncode == 0  # the table replaces the shipped defaults
+    assert sdbctl("gate", "v2").returncode == 1  # a key replaces its own default: session divergence fails
+    both = "[tool.sdbctl.gate]\nmax_step_divergence = 0.99\nmax_session_divergence = 0.99\n"
+    (tmp_path / "pyproject.toml").write_text(both)
+    assert sdbctl("gate", "v2").returncode == 0
     (tmp_path / "pyproject.toml").write_text("[tool.sdbctl.gate]\nmax_steps = 1\n")
     assert_one_line_error(sdbctl("gate", "v2"), "unknown gate key(s) max_steps")
 

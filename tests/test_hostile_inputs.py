@@ -115,7 +115,11 @@ def test_a_garbage_manifest_leaves_its_run_out_with_a_warning_and_the_others_wor
     (tmp_path / ".sdb" / "runs" / "x" / "run.json").write_text("garbage\n")
     listed = sdbctl("runs", "--json")
     assert listed.returncode == 0, listed.stderr
-    assert [r["run_id"] for r in json.loads(listed.stdout)] == ["a", "b"]
+    assert [(r["run_id"], r["status"]) for r in json.loads(listed.stdout)] == [
+        ("a", "complete"),
+        ("b", "complete"),
+        ("x", "damaged"),  # listed as what it is (issue 20): its file is the newest
+    ]
     warning = listed.stderr.strip().splitlines()
     assert len(warning) == 1 and "x/run.json" in warning[0] and "warning" in warning[0], listed.stderr
     counted = sdbctl("query", "SELECT count(DISTINCT run_id) AS n FROM events", "--json")
@@ -124,7 +128,9 @@ def test_a_garbage_manifest_leaves_its_run_out_with_a_warning_and_the_others_wor
     diffed = sdbctl("diff", "a", "b", "--json")
     assert diffed.returncode == 0, diffed.stderr
     assert json.loads(diffed.stdout)["divergences"] == []
-    assert sdbctl("show", "@latest", "--json").returncode == 0
+    assert sdbctl("show", "b", "--json").returncode == 0
+    # @latest names the newest run, x: its error, never an older run in its place (tests/test_damaged_store.py)
+    assert_one_line_error(sdbctl("show", "@latest"), "x/run.json", "damaged")
     assert_one_line_error(sdbctl("show", "x"), "x/run.json", "not a valid run manifest")  # asked for by id: its error
 
 

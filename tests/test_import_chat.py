@@ -299,6 +299,99 @@ def test_secrets_never_reach_the_store(sdbctl: CLI, tmp_path: Path) -> None:
     assert "TESTKEY" not in chat and "[REDACTED:openai_key]" in chat
 
 
+REACT = 'I will book it: {"action": "book_reservation", "action_input": {"flight": "HAT1", "cabin": "economy"}}'
+
+
+def _actions(sdbctl: CLI, run: str) -> list[tuple[str, Any]]:
+    return [(e["name"], e["payload"]["args"]) for e in shown_events(sdbctl, run) if e["kind"] == "action"]
+
+
+JSON_TEXT = '[tool.sdbctl.boundary]\nactions = "json_text"\n'
+FLIGHT = ("get_flight", {"flight": "HAT1"})
+
+
+def _react(tmp_path: Path) -> None:
+    """``react.jsonl``: a JSON action in a text reply, then a tool call and its result."""
+    call = {"id": "c1", "function": {"name": "get_flight", "arguments": '{"flight": "HAT1"}'}}
+    conversation = _with(
+        id="r",
+        messages=[
+            {"role": "user", "content": "book HAT1"},
+            {"role": "assistant", "content": REACT},
+            {"role": "user", "content": "go on"},
+            {"role": "assistant", "content": "Checking.", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "HAT1: seats left"},
+        ],
+    )
+    (tmp_path / "react.jsonl").write_text(json.dumps(conversation) + "\n")
+
+
+def _replayed(sdbctl: CLI, run: str, again: str) -> int:
+    """The divergences of ``replay RUN --model recorded --run-id AGAIN`` (step mode, no agent code)."""
+    summary = json.loads(ok(sdbctl("replay", run, "--model", "recorded", "--run-id", again, "--json")).stdout)
+    assert summary["steps"] == 2
+    return int(summary["divergences"])
+
+
+def test_actions_come_from_tool_calls_and_text_is_speech_unless_the_project_says_json_text(
+    sdbctl: CLI, tmp_path: Path
+) -> None:
+    """A JSON action in a text reply was never run by an environment that runs tool calls: it is what
+    the agent said; only the project's ``actions = "json_text"`` makes it an action, with its
+    ``action_input``. A map may say the same, never the opposite."""
+    _react(tmp_path)
+    ok(sdbctl("import", "chat", "react.jsonl", "--run-id", "said"))
+    flight = FLIGHT
+    assert _actions(sdbctl, "said") == [("message", {"content": REACT}), flight]
+    (tmp_path / "react.toml").write_text('actions = "json_text"\n')
+    against = sdbctl("import", "chat", "react.jsonl", "--map", "react.toml", "--run-id", "acted")
+    assert_one_line_error(against, "react.toml: actions", "json_text", "[tool.sdbctl.boundary]")
+    (tmp_path / "pyproject.toml").write_text(JSON_TEXT)
+    ok(sdbctl("import", "chat", "react.jsonl", "--map", "react.toml", "--run-id", "acted"))
+    assert _actions(sdbctl, "acted") == [("book_reservation", {"flight": "HAT1", "cabin": "economy"}), flight]
+    manifest = json.loads((tmp_path / ".sdb" / "runs" / "acted" / "run.json").read_text())
+    assert manifest["meta"]["fields"]["actions"] == "json_text"
+    (tmp_path / "bad.toml").write_text('actions = "text"\n')
+    bad = sdbctl("import", "chat", "react.jsonl", "--map", "bad.toml")
+    assert_one_line_error(bad, "bad.toml: actions", "json_text")
+    (tmp_path / "pyproject.toml").write_text('[tool.sdbctl.boundary]\nactions = "text"\n')
+    bad = sdbctl("import", "chat", "react.jsonl")
+    assert_one_line_error(bad, "pyproject.toml: [tool.sdbctl.boundary] actions", "json_text")
+
+
+def test_a_recorded_replay_of_an_import_reads_its_text_by_the_project_setting(sdbctl: CLI, tmp_path: Path) -> None:
+    """``replay --model recorded`` of an import crosses the boundary as the import did: zero
+    divergence, JSON text speech by default and an action under ``actions = "json_text"``. The
+    setting is the project's: a run recorded under the other one diverges where its text holds an
+    action, whatever its manifest says."""
+    _react(tmp_path)
+    ok(sdbctl("import", "chat", "react.jsonl", "--run-id", "said"))
+    assert _replayed(sdbctl, "said", "said-again") == 0
+    assert sorted(_actions(sdbctl, "said-again"), key=str) == sorted(_actions(sdbctl, "said"), key=str)
+    (tmp_path / "pyproject.toml").write_text(JSON_TEXT)
+    ok(sdbctl("import", "chat", "react.jsonl", "--run-id", "acted"))
+    booked = ("book_reservation", {"flight": "HAT1", "cabin": "economy"})
+    assert _actions(sdbctl, "acted") == [booked, FLIGHT]
+    assert _replayed(sdbctl, "acted", "acted-again") == 0
+    assert sorted(_actions(sdbctl, "acted-again"), key=str) == sorted([booked, FLIGHT], key=str)
+    # its manifest's fields.actions = "tool_calls" is shown, never obeyed: the project's setting reads it
+    assert _replayed(sdbctl, "said", "said-under-json-text") == 1
+
+
+def test_an_id_read_as_the_trial_of_another_session_is_an_error_naming_both_places(sdbctl: CLI, tmp_path: Path) -> None:
+    """``{"id": "x", "repeat": 1}`` and ``{"id": "x#r1"}`` would be one session's trials: refused."""
+    (tmp_path / "map.toml").write_text('repeat = "trial"\n')
+    clash = [_with(id="x", trial=0), _with(id="x", trial=1), _with(id="x#r1")]
+    (tmp_path / "clash.jsonl").write_text("".join(json.dumps(c) + "\n" for c in clash))
+    out = sdbctl("import", "chat", "clash.jsonl", "--map", "map.toml")
+    assert_one_line_error(out, "clash.jsonl:3:", "'x#r1'", "clash.jsonl:1", "'x'")
+    (tmp_path / "two.jsonl").write_text(json.dumps(_with(id="x", repeat=1)) + "\n" + json.dumps(_with(id="x#r1")))
+    assert_one_line_error(sdbctl("import", "chat", "two.jsonl"), "two.jsonl:2:", "two.jsonl:1")
+    assert not list(tmp_path.glob(".sdb/runs/*"))  # nothing written
+    out = ok(sdbctl("import", "chat", "clash.jsonl", "--map", "map.toml", "--skip-bad", "--run-id", "kept"))
+    assert "1 bad conversation" in out.stderr and sorted(by_session(shown_events(sdbctl, "kept"))) == ["x", "x#r1"]
+
+
 @pytest.mark.parametrize("command", [("import", "chat"), ("export",)])
 def test_help_teaches(sdbctl: CLI, command: tuple[str, ...]) -> None:
     out = ok(sdbctl(*command, "--help")).stdout

@@ -79,6 +79,7 @@ def test_an_extra_read_and_a_failed_then_retried_write_are_not_write_divergences
         "sessions_compared": 4,
         "sessions_diverged": 0,
         "divergences": 0,
+        "attempts": {"base": {}, "candidate": {"failed": 4}},  # the failed updates, writes
     }
     assert s["steps_diverged"] == 0 and s["step_divergence_rate"] == 0.0
     assert s["attempts"]["candidate"] == {"failed": 4} and s["attempts"]["base"] == {}
@@ -131,6 +132,10 @@ def test_one_changed_argument_of_one_committed_write_is_one_divergence_with_its_
         "mcnemar_p": 0.5,
         "flipped": {"negative": ["task-2"], "positive": []},
         "pass_k": {"base": None, "candidate": None},
+        "alpha": 0.05,
+        "min_detectable": None,  # 4 sessions: the exact test at 0.05 can never reject (p >= 1/16)
+        "target": 0.05,
+        "sessions_needed": 134,  # for a fall of 5 points, with no fail -> pass
     }
     # the gate: writes fail it; the flip fails --max-negative-flips 0, in JUnit too
     gate = sdbctl("gate", "cand", "--base", "base", "--max-negative-flips", "0", "--junit", "g.xml", "--json")

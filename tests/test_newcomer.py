@@ -29,7 +29,8 @@ def test_an_interrupted_replay_is_no_verdict_until_resumed(sdbctl: CLI, tmp_path
         assert gate.returncode == 2, gate.stdout  # neither FAIL (1) nor PASS (0)
         assert "partial" in gate.stderr and len(gate.stderr.strip().splitlines()) == 1, gate.stderr
         assert "--resume cand" in gate.stderr  # and says what to do
-        resumed = sdbctl("replay", "--resume", "cand", env={"OPENAI_API_KEY": "sk-test"})
+        named = ["-m", "openai:m", "--base-url", model.url]  # a resume names the model again
+        resumed = sdbctl("replay", "--resume", "cand", *named, env={"OPENAI_API_KEY": "sk-test"})
         assert resumed.returncode == 0, resumed.stderr
     verdict = sdbctl("gate", "cand", "--json")
     assert verdict.returncode in (0, 1), verdict.stderr
@@ -113,8 +114,9 @@ def test_rm_removes_a_run_with_its_diffs_and_cache_entries_and_bulk_forms_are_dr
             assert out.returncode == 0, out.stderr
     for run in ("r1", "r2"):
         assert sdbctl("diff", "base", run).returncode == 0
-    cache = tmp_path / ".sdb" / "cache" / "responses.sqlite"
     import sqlite3
+
+    (cache,) = (tmp_path / ".cache").rglob("responses.sqlite")  # this machine's cache of the store
 
     def entries() -> int:
         with sqlite3.connect(cache) as db:

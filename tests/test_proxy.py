@@ -19,7 +19,7 @@ from sdbctl.sdb.recording import Recorder
 from sdbctl.sdb.redaction import load_redactor
 from sdbctl.sdb.store import Store, connect, query_arrow
 from tests.conftest import CLI, assert_one_line_error, wait_until
-from tests.llm_server import LLMServer
+from tests.llm_server import LLMServer, as_plain_json
 
 API_KEY = "sk-proj-TESTKEY0123456789abcdefghijklmnop"
 # run as a plain script, by path, as a user would: `sdbctl record -- python weather_agent.py`
@@ -329,3 +329,58 @@ def test_a_sigint_sent_to_sdbctl_alone_reaches_the_command(tmp_path: Path) -> No
     wait_until(lambda: _children(proc.pid), 15, "the command running")  # and so the proxy up, before it
     proc.send_signal(signal.SIGINT)  # not from a terminal: nothing else delivers it to `sleep`
     assert proc.wait(timeout=15) == 128 + signal.SIGINT
+
+
+def test_a_foreign_host_or_any_origin_is_refused_and_nothing_is_forwarded(tmp_path: Path) -> None:
+    """A web page in the user's browser can reach 127.0.0.1 (with an Origin header), and a DNS-rebound
+    name reaches it with its own Host: neither may use the upstream's credentials through the proxy."""
+    with LLMServer(weather_answer) as upstream:  # credentials of the upstream's own, which the proxy adds
+        rec, _, proxy = _serve(tmp_path, upstream.url.replace("http://", "http://user:upstream-secret@"))
+        body = {"model": "m", "messages": [{"role": "user", "content": "weather in Lima?"}]}
+        url = f"{proxy.url}/chat/completions"
+        refused = [
+            {"Host": f"rebound.example:{proxy.port}"},  # DNS rebinding: the attacker's name, our address
+            {"Host": "127.0.0.1"},  # not our port
+            {"Host": f"127.0.0.2:{proxy.port}"},
+            {"Origin": "https://evil.example"},  # a page in the browser
+            {"Origin": f"http://127.0.0.1:{proxy.port}"},  # any Origin: no browser page is an agent
+            {"Origin": "null"},
+        ]
+        for headers in refused:
+            r = httpx.post(url, json=body, headers=headers)
+            assert r.status_code == 403, (headers, r.status_code)
+            assert "refused" in r.json()["error"]["message"]
+            r = httpx.get(f"{proxy.url}/models", headers=headers)  # not only the recorded route
+            assert r.status_code == 403, headers
+        assert upstream.total == 0 and upstream.headers == []  # nothing forwarded
+        for host in (f"127.0.0.1:{proxy.port}", f"localhost:{proxy.port}", f"[::1]:{proxy.port}"):
+            assert httpx.post(url, json=body, headers={"Host": host}).status_code == 200, host
+        proxy.stop()
+        rec.close()
+    assert upstream.total == 3  # the three loopback calls, forwarded and recorded
+    assert len(_events(tmp_path / ".sdb", "direct", ("llm",))) == 3
+
+
+# one question through OPENAI_BASE_URL, as any agent asks it
+_ASK = (
+    "import os, httpx; httpx.post(os.environ['OPENAI_BASE_URL'] + '/chat/completions', "
+    "json={'model': 'm', 'messages': [{'role': 'user', 'content': 'weather in Oslo?'}]}).raise_for_status()"
+)
+
+
+def test_a_json_text_answer_is_speech_unless_the_project_says_json_text(sdbctl: CLI, tmp_path: Path) -> None:
+    """The proxy reads a text answer as the importer and a recorded replay do, by the project's one
+    setting: speech by default, the JSON in it an action under ``actions = "json_text"``; either way
+    its recorded replay shows no divergence."""
+    with LLMServer(as_plain_json(weather_answer)) as upstream:
+        for run in ("said", "acted"):
+            if run == "acted":
+                (tmp_path / "pyproject.toml").write_text('[tool.sdbctl.boundary]\nactions = "json_text"\n')
+            out = sdbctl("record", "--upstream", upstream.url, "--run-id", run, "--", sys.executable, "-c", _ASK)
+            assert out.returncode == 0, out.stderr
+            again = json.loads(sdbctl("replay", run, "--model", "recorded", "--json").stdout)
+            assert again["steps"] == 1 and again["divergences"] == 0
+    said, acted = (_events(tmp_path / ".sdb", run, ("action",)) for run in ("said", "acted"))
+    text = as_plain_json(weather_answer)(upstream.bodies[0])["choices"][0]["message"]["content"]
+    assert [(r["name"], r["payload"]["args"]) for r in said] == [("message", {"content": text})]
+    assert [(r["name"], r["payload"]["args"]) for r in acted] == [("get_weather", {"city": "Oslo", "unit": "C"})]

@@ -135,7 +135,8 @@ def test_a_local_replay_killed_resumes_on_ray(sdbctl: CLI, cluster: str, tmp_pat
         proc.wait()
         runs = {r["run_id"]: r for r in json.loads(sdbctl("runs", "--json").stdout)}
         assert runs["half"]["status"] == "partial"
-        result = _ray_replay(sdbctl, cluster, "--resume", "half", env={"OPENAI_API_KEY": "sk-test"})
+        named = ["-m", "openai:m", "--base-url", model.url]  # a resume names the model again
+        result = _ray_replay(sdbctl, cluster, "--resume", "half", *named, env={"OPENAI_API_KEY": "sk-test"})
         requests = dict(model.requests)
     # every step asked once, except the one call in flight when the process died (its answer, sent or
     # not, never reached the cache): one process at --concurrency 1 has at most one
@@ -159,7 +160,8 @@ def test_a_ray_replay_killed_resumes_locally(sdbctl: CLI, cluster: str, tmp_path
             time.sleep(0.1)
         runs = {r["run_id"]: r for r in json.loads(sdbctl("runs", "--json").stdout)}
         assert runs["cut"]["status"] == "partial"
-        done = sdbctl("replay", "--resume", "cut", "--json", env={"OPENAI_API_KEY": "sk-test"})
+        named = ["-m", "openai:m", "--base-url", model.url]  # a resume names the model again
+        done = sdbctl("replay", "--resume", "cut", *named, "--json", env={"OPENAI_API_KEY": "sk-test"})
         assert done.returncode == 0, done.stderr
         requests = dict(model.requests)
     # asked again: at most the calls in flight when the job died, one per worker at --concurrency 1

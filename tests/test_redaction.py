@@ -64,3 +64,87 @@ def test_bad_rules_are_refused_with_the_file_named(tmp_path: Path, table: str, m
 def test_keys_are_redacted_too(tmp_path: Path) -> None:
     out = load_redactor(tmp_path).redact({"jane@example.org": {"sk-proj-abcdefghijklmnopqrstuvwxyz": 1}})
     assert out == {"[REDACTED:email]": {"[REDACTED:openai_key]": 1}}
+
+
+# each: text holding a secret, the secret itself, and the rule that must catch it
+MORE_SECRETS = [
+    ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA", "basic_auth"),
+    ('{"authorization": "Basic YWxhZGRpbjpvcGVuc2VzYW1l"}', "YWxhZGRpbjpvcGVuc2VzYW1l", "basic_auth"),
+    ("Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA", "basic_auth"),  # a header's value on its own
+    ("postgres://admin:hunter2secret@db.internal:5432/prod", "hunter2secret", "url_credentials"),
+    ("clone https://bot:ghs_tok3n@git.example.com/repo.git", "ghs_tok3n", "url_credentials"),
+    ("stripe sk_live_51HxQk2eZvKYlo2C0aBcDeFgHiJ", "sk_live_51HxQk2eZvKYlo2C0aBcDeFgHiJ", "stripe_key"),
+    ("rk_live_abcdefghijklmnop1234", "rk_live_abcdefghijklmnop1234", "stripe_key"),
+    (
+        "token eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+        "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+        "eyJzdWIiOiIxMjM0NTY3ODkwIn0",
+        "jwt",
+    ),
+    (
+        "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "aws_secret_key",
+    ),
+    (
+        '{"AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}',
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "aws_secret_key",
+    ),
+    ("id AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE", "aws_access_key"),
+    ("hf token hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567", "hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567", "huggingface_token"),
+    (
+        "key:\n-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7b3\nq9Zt==\n-----END RSA PRIVATE KEY-----\ndone",
+        "MIIEowIBAAKCAQEA7b3",
+        "private_key",
+    ),
+    ("-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBg\\n-----END PRIVATE KEY-----", "MIIEvQIBADANBg", "private_key"),
+    ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk (cut)", "b3BlbnNzaC1rZXk", "private_key"),
+    ("curl -H 'x-api-key: 9f8e7d6c5b4a39281706' https://api", "9f8e7d6c5b4a39281706", "api_key_header"),
+    ('{"X-API-Key": "9f8e7d6c5b4a39281706"}', "9f8e7d6c5b4a39281706", "api_key_header"),
+    ("GET https://api.example.com/v1/x?api_key=9f8e7d6c5b4a&page=2", "9f8e7d6c5b4a", "api_key_param"),
+    ("see https://maps.example.com/q?city=Oslo&api_key=abc123def456", "abc123def456", "api_key_param"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "secret", "rule"), MORE_SECRETS, ids=[f"{r}-{i}" for i, (_, _, r) in enumerate(MORE_SECRETS)]
+)
+def test_the_defaults_catch_more_credential_shapes(tmp_path: Path, text: str, secret: str, rule: str) -> None:
+    redactor = load_redactor(tmp_path)
+    out = redactor.text(text)
+    assert secret not in out, out
+    assert f"[REDACTED:{rule}]" in out, out
+
+
+def test_the_context_of_a_redacted_secret_is_kept(tmp_path: Path) -> None:
+    redactor = load_redactor(tmp_path)
+    assert redactor.text("postgres://admin:pw12345@db:5432/x") == "postgres://[REDACTED:url_credentials]@db:5432/x"
+    assert redactor.text("GET /v1?api_key=abc123&page=2") == "GET /v1?api_key=[REDACTED:api_key_param]&page=2"
+    assert redactor.text("x-api-key: abc123def") == "x-api-key: [REDACTED:api_key_header]"
+    assert redactor.text("Authorization: Basic dXNlcjpwYXNz") == "Authorization: Basic [REDACTED:basic_auth]"
+
+
+def test_ordinary_text_is_untouched_by_the_defaults(tmp_path: Path) -> None:
+    redactor = load_redactor(tmp_path)
+    for text in (
+        "Basic understanding of the basic setup is needed; basic configuration follows.",
+        "See https://example.com/docs?page=2&sort=asc#section-3 and https://example.com:8443/x",
+        "The key = value pair, a skeleton_key, the risk_live_demo and sk_test are words here.",
+        "eyJ is how base64 JSON starts; the hf_ prefix marks a token; BEGIN and END are keywords.",
+        "A 40-char hash 0123456789abcdef0123456789abcdef01234567 is a commit, not a key.",
+        "ratio 3:2@home, time 10:30, an x-api-key header is described here without a value.",
+    ):
+        assert redactor.text(text) == text
+
+
+def test_a_base_url_keeps_no_credential_no_auth_or_code_value_and_no_fragment() -> None:
+    from sdbctl.sdb.redaction import url_without_secrets
+
+    url = "https://user:pw@host.example/v1?auth=AUTHVALUE&code=CODEVALUE&api_key=K&region=eu#access_token=FRAG"
+    kept = url_without_secrets(url)
+    assert kept is not None
+    for secret in ("pw", "AUTHVALUE", "CODEVALUE", "=K", "FRAG", "#"):
+        assert secret not in kept, (secret, kept)
+    assert kept.startswith("https://user:[REDACTED]@host.example/v1?") and "region=eu" in kept
+    assert url_without_secrets("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"  # nothing to drop

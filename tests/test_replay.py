@@ -198,7 +198,8 @@ def test_sigkill_then_resume_asks_no_finished_step_again(sdbctl: CLI, store: Pat
         }
         total = run_query(connect(Store.open(store), "src"), "SELECT count(*) FROM events WHERE kind = 'llm'")[1][0][0]
         assert 0 < len(finished) < total
-        out = sdbctl("replay", "--resume", "killed", "--store", str(store), "--json")
+        resume = ["--resume", "killed", "-m", "openai:x", "--base-url", server.url]  # named again: never the store's
+        out = sdbctl("replay", *resume, "--store", str(store), "--json")
         assert out.returncode == 0, out.stderr
         summary = json.loads(out.stdout)
         assert summary["status"] == "complete" and summary["resumed_steps"] >= len(finished)

@@ -136,7 +136,8 @@ def test_an_outage_longer_than_the_retries_leaves_a_partial_run_that_resumes(sdb
         assert_one_line_error(failed, "cut")
         runs = {r["run_id"]: r for r in json.loads(sdbctl("runs", "--json", env=env).stdout)}
         assert runs["cut"]["status"] == "partial"  # readable, and says so
-        done = sdbctl("replay", "--resume", "cut", "--json", env={**env, "OPENAI_API_KEY": "sk-test"})
+        named = ["-m", "openai:m", "--base-url", model.url]  # a resume names the model again
+        done = sdbctl("replay", "--resume", "cut", *named, "--json", env={**env, "OPENAI_API_KEY": "sk-test"})
         assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["status"] == "complete"
     rows = _query(
@@ -188,7 +189,7 @@ print("closed", flush=True)
 
 
 def _planted_lock(s3: S3Server, run_id: str, *, age: float) -> bytes:
-    """A lock object of a writer on another host, last refreshed ``age`` seconds ago."""
+    """A lock object of a writer on another host, written now, whose own clock says ``age`` seconds ago."""
     import datetime as dt
 
     when = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age)
@@ -248,15 +249,25 @@ def test_a_live_writer_on_s3_keeps_its_run_and_its_heartbeat_keeps_its_lock_fres
     assert store.manifest("held").status == "complete" and LOCK_KEY.format("held") not in s3.keys("runs")
 
 
-def test_a_stale_lock_on_s3_is_taken_over_and_a_fresh_one_is_not(sdbctl: CLI, s3: S3Server) -> None:
+def test_a_stale_lock_on_s3_is_taken_over_and_a_fresh_one_is_not(
+    sdbctl: CLI, s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stale and fresh by the object store's own clock (the lock object's Last-Modified against the
+    server's Date), never by the clock of the holder or of the reader."""
+    from sdbctl.sdb import store as sdb_store
+
     env = {**s3.env, "SDB_STORE": STORE}
-    _planted_lock(s3, "orphan", age=3600)  # its writer was killed an hour ago: nothing refreshed it
+    monkeypatch.setattr(sdb_store, "HEARTBEAT_SECONDS", 0.5)  # in this process: stale 1.5 s after a write
+    # its writer was killed 3 s ago, nothing refreshed it since; its clock, an hour ahead, says "just now"
+    _planted_lock(s3, "orphan", age=-3600)
+    time.sleep(3)
     out = sdbctl("record", "contract-renewal", "-n", "2", "--run-id", "orphan", env=env)
     assert out.returncode == 0, out.stderr
     runs = {r["run_id"]: r for r in json.loads(sdbctl("runs", "--json", env=env).stdout)}
     assert runs["orphan"]["status"] == "complete" and runs["orphan"]["events"] > 0
     assert LOCK_KEY.format("orphan") not in s3.keys("runs")  # the new writer's lock, released
-    fresh = _planted_lock(s3, "taken", age=2)  # a live writer elsewhere, refreshed 2 s ago
+    # a live writer elsewhere, refreshed just now by the server's clock; its own clock is an hour behind
+    fresh = _planted_lock(s3, "taken", age=3600)
     out = sdbctl("record", "contract-renewal", "-n", "2", "--run-id", "taken", env=env)
     assert_one_line_error(out, "run 'taken'", "s3://runs/team-a", "process 4242 on elsewhere")
     assert s3.client().get_object(Bucket="runs", Key=LOCK_KEY.format("taken"))["Body"].read() == fresh
@@ -280,23 +291,76 @@ def test_without_boto3_an_s3_store_is_read_but_not_written(
     assert listed.returncode == 0 and [r["run_id"] for r in json.loads(listed.stdout)] == ["base"]
 
 
-def test_a_writer_whose_s3_lock_was_taken_over_says_so_and_leaves_the_new_lock(
-    s3: S3Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def _one_event_batch(run_id: str) -> Any:
+    from sdbctl.sdb.events import batch_from_columns
+
+    row = [run_id, "s", 0, None, None, 0, "input", "agent", "", "x", None, None, "{}", 0, "ok", None, None, None]
+    return batch_from_columns([[value] for value in row])
+
+
+def test_a_writer_whose_s3_lock_was_taken_over_stops_and_leaves_the_new_lock(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sdbctl.sdb import store as sdb_store
+    from sdbctl.sdb.errors import SdbError
     from sdbctl.sdb.store import RunWriter, Store
 
     for name, value in s3.env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(sdb_store, "HEARTBEAT_SECONDS", 0.1)
-    writer = RunWriter.create(Store.open(STORE, must_exist=False), "stolen", recorder="sdk")
+    store = Store.open(STORE, must_exist=False)
+    writer = RunWriter.create(store, "stolen", recorder="sdk")
+    writer.write(_one_event_batch("stolen"))
     assert not writer.lock_lost
     theirs = _planted_lock(s3, "stolen", age=0)  # as if it had stalled and another writer took over
-
-    def warned() -> bool:  # logged a moment after lock_lost turns true, from the heartbeat's thread
-        return any("run 'stolen'" in r.getMessage() and "taken over" in r.getMessage() for r in caplog.records)
-
-    wait_until(lambda: writer.lock_lost and warned(), 10, "the heartbeat finds its lock taken over and says so")
+    wait_until(lambda: writer.lock_lost, 10, "the heartbeat finds its lock taken over")
+    keys = s3.keys("runs")
+    manifest = s3.client().get_object(Bucket="runs", Key="team-a/runs/stolen/run.json")["Body"].read()
+    with pytest.raises(SdbError, match=r"run 'stolen' in store s3://runs/team-a: .*lost its writer lock") as raised:
+        writer.write(_one_event_batch("stolen"))
+    assert len(str(raised.value).splitlines()) == 1
+    with pytest.raises(SdbError, match="lost its writer lock"):  # it cannot call the run complete either
+        writer.close()
+    writer.close("partial")
+    assert s3.keys("runs") == keys  # no part, no manifest written after the lock was lost
+    assert s3.client().get_object(Bucket="runs", Key="team-a/runs/stolen/run.json")["Body"].read() == manifest
+    assert store.manifest("stolen").status == "partial" and store.manifest("stolen").events == 1
+    # its release leaves the other writer's lock alone
     assert s3.client().get_object(Bucket="runs", Key=LOCK_KEY.format("stolen"))["Body"].read() == theirs
-    writer.close("partial")  # its release leaves the other writer's lock alone
-    assert s3.client().get_object(Bucket="runs", Key=LOCK_KEY.format("stolen"))["Body"].read() == theirs
+
+
+def test_a_replay_that_loses_its_s3_lock_stops_writing_and_exits_2(
+    sdbctl: CLI, s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: both writers PUT parts to the end and both exit 0."""
+    from sdbctl.sdb import store as sdb_store
+
+    env = {**s3.env, "SDB_STORE": STORE}
+    assert sdbctl("record", "contract-renewal", "-n", "30", "--run-id", "base", env=env).returncode == 0
+    monkeypatch.setattr(sdb_store, "HEARTBEAT_SECONDS", 0.2)  # in this process: the replay's lock beats often
+
+    def parts() -> list[str]:
+        return [k for k in s3.keys("runs") if k.startswith("team-a/runs/stolen/events-")]
+
+    seen: dict[str, list[str]] = {}
+    with LLMServer() as model:
+        model.delay = 0.1  # 99 steps, about 10 s, a part flushed every second
+
+        def takeover() -> None:
+            wait_until(lambda: parts(), 60, "a part written")
+            _planted_lock(s3, "stolen", age=0)  # another writer took the run over
+            seen["then"] = parts()
+
+        thief = threading.Thread(target=takeover)
+        thief.start()
+        out = sdbctl(
+            "replay", "base", "--model", "openai:m", "--base-url", model.url, "--concurrency", "1",
+            "--run-id", "stolen", env={**env, "OPENAI_API_KEY": "sk-test"},
+        )  # fmt: skip
+        thief.join()
+    assert_one_line_error(out, "run 'stolen'", "lost its writer lock")
+    # at most the part already on its way when the lock was taken; none after the next beat
+    assert len(parts()) <= len(seen["then"]) + 1
+    runs = {r["run_id"]: r for r in json.loads(sdbctl("runs", "--json", env=env).stdout)}
+    assert runs["stolen"]["status"] == "partial"
+    assert _lock_body(s3, "stolen")["token"] == "theirs"

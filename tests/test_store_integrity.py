@@ -87,13 +87,23 @@ def test_an_extra_or_replaced_part_is_exit_2(sdbctl: CLI, pair: Path, store: Pat
     assert_one_line_error(sdbctl("diff", "base", "cand"), "run 'base'", "events-00002.parquet")
 
 
-def test_a_damaged_run_stops_a_store_wide_read_but_not_one_scoped_to_other_runs(pair: Path, store: Path) -> None:
+def test_a_damaged_run_is_skipped_with_a_warning_by_a_store_wide_read_and_refused_when_named(
+    sdbctl: CLI, pair: Path, store: Path
+) -> None:
     _run(store, "other")
-    (store / "runs" / "other" / "events-00000.parquet").unlink()
-    with pytest.raises(SdbError, match=r"run 'other' is damaged: part events-00000.parquet is missing"):
-        connect(Store.open(store))  # every run is in `events`: no silent short read of any
+    part = store / "runs" / "other" / "events-00001.parquet"
+    data = bytearray(part.read_bytes())
+    data[len(data) // 2] ^= 0x01  # a changed byte: the listing cannot tell, the checksum does
+    part.write_bytes(bytes(data))
+    runs = "SELECT DISTINCT run_id FROM events ORDER BY 1"
+    out = sdbctl("query", runs, "--json")
+    assert out.returncode == 0 and json.loads(out.stdout) == [{"run_id": "base"}, {"run_id": "cand"}], out.stderr
+    assert "run 'other' is damaged: part events-00001.parquet" in out.stderr and "warning" in out.stderr
+    with pytest.raises(SdbError, match=r"run 'other' is damaged: part events-00001.parquet"):
+        connect(Store.open(store), runs=["base", "other"])  # named: its error, no short read
+    assert_one_line_error(sdbctl("query", runs, "--run", "other"), "run 'other'", "checksum")
     con = connect(Store.open(store), runs=["base", "cand"])
-    assert run_query(con, "SELECT DISTINCT run_id FROM events ORDER BY 1")[1] == [("base",), ("cand",)]
+    assert run_query(con, runs)[1] == [("base",), ("cand",)]
 
 
 def test_a_run_written_before_part_lists_is_checked_on_its_count(sdbctl: CLI, pair: Path) -> None:

@@ -43,7 +43,8 @@ def test_two_resumes_of_one_run_at_once_write_every_event_once(sdbctl: CLI, stor
     assert sdbctl("record", "contract-renewal", "-n", "30", "--run-id", "src").returncode == 0
     with LLMServer(delay=0.05) as server:
         _killed_replay(store, server)  # its lock died with it: the run resumes
-        resume = [str(SDBCTL), "replay", "--resume", "killed", "--store", str(store), "--json"]
+        resume = [str(SDBCTL), "replay", "--resume", "killed", "-m", "openai:x", "--base-url", server.url]
+        resume += ["--store", str(store), "--json"]
         procs = [
             subprocess.Popen(resume, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)

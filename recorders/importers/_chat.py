@@ -11,6 +11,7 @@ conversation object, where things are; every key is optional::
     outcome = "reward"         # success or reward: a number in [0, 1] or a boolean (default "outcome")
     model = "info.model"       # the model (default "model")
     effect_error = "^Error"    # a regular expression: a tool result whose text matches it failed
+    actions = "json_text"      # must be the project's [tool.sdbctl.boundary] actions (a map states it)
 
 The defaults are the keys :func:`export_chat` writes, so an exported file imports back with no map.
 A key set to ``""`` is not read at all (``outcome = ""`` ignores an ``outcome`` field that means
@@ -26,9 +27,13 @@ as the recording proxy writes live traffic:
   before it>}`` (+ ``model``, + ``tools`` when the object carries a ``tools`` list) and whose
   response is ``{"choices": [{"index": 0, "message": <the message>, "finish_reason": ...}]}``; then
   its actions (``sdb.boundary.write_actions``): one per tool call, or ``message {"content":
-  TEXT}`` for a text answer. Tool-call arguments that are a JSON string are kept as the model wrote
-  them: a string that is not JSON is the model's parse failure (action ``?``, status
-  ``parse_failed``), as the OpenTelemetry importer records it;
+  TEXT}`` for an answer with none. Actions come only from tool calls: a JSON action in a text answer
+  was never run by an environment that runs tool calls, so it is speech, unless the project says
+  ``actions = "json_text"`` (``sdb.boundary.load_actions_setting``, which the recording proxy and a
+  step-mode replay read too; then it is the action, arguments read from ``action_input`` and the
+  like). Tool-call arguments that are a JSON string are
+  kept as the model wrote them: a string that is not JSON is the model's parse failure (action
+  ``?``, status ``parse_failed``), as the OpenTelemetry importer records it;
 - each ``tool`` message is an ``effect`` of its call (``{"call_id", "content"}``), status ``error``
   when ``effect_error`` matches its text or it carries ``"is_error": true`` (what the chat export
   writes for a failed call), else ``ok``. Ids are reused in real logs: a result answers the earliest
@@ -46,7 +51,8 @@ as 0): the lowest keeps the plain id, the next is ``ID#r1``, then ``ID#r2`` ... 
 convention for repeat K of a session), and the manifest's ``repeat`` is the largest number of trials
 of any session (1 without repeats). Two conversations with the same session id and the same repeat
 value (or none) are an error naming both places: numbering them silently would pair trials of
-different tasks when the id field is wrong; map ``repeat`` to the field that numbers the trials.
+different tasks when the id field is wrong; map ``repeat`` to the field that numbers the trials. So is
+an id that reads as another's trial (``x#r1`` beside ``x``): the differ would merge the two.
 
 **Bad input** is all or nothing: every file is read and checked before anything is written, and the
 first bad item is one line ``FILE:LINE: what is wrong`` (JSON lines), ``FILE[i]: ...`` (an element
@@ -145,7 +151,7 @@ def import_chat(
         recorder="chat",
         clock=lambda: next(ticks) * _TICK_NS,
     )
-    conversations = ConversationRecorder(recorder, rules)
+    conversations = ConversationRecorder(recorder, rules, text_actions=m.text_actions)
     try:
         for session, conv in named:
             try:

@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from sdbctl.recorders.importers._chat_messages import assistant_message
+from sdbctl.recorders.importers._chat_read import REPEATED
 from sdbctl.sdb.boundary import answer_message
 from sdbctl.sdb.events import canonical_bytes
 from sdbctl.sdb.store import Store, event_dicts, run_events
-
-_REPEATED = re.compile(r"^(.*)#r([0-9]+)$")
 
 
 @dataclass
@@ -101,7 +99,7 @@ def _session_chat(session: str, events: list[dict[str, Any]], report: ChatExport
             flags = failed.get(cid, [])
             if k < len(flags) and flags[k]:
                 msg["is_error"] = True
-    base = _REPEATED.match(session)
+    base = REPEATED.match(session)
     out: dict[str, Any] = {"id": base.group(1) if base else session}
     if base:
         out["repeat"] = int(base.group(2))

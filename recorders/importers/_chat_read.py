@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,9 @@ from sdbctl.recorders.importers._input import get_path, read_text
 from sdbctl.sdb.errors import PayloadError, SdbError
 from sdbctl.sdb.events import canonical_bytes, loads
 from sdbctl.sdb.redaction import Redactor
+
+# session ID#rK is repeat K of session ID (the project's convention, which the differ reads)
+REPEATED = re.compile(r"^(.*)#r([0-9]+)$")
 
 
 class _Bad(Exception):
@@ -149,14 +153,37 @@ def read_conversations(
     return conversations, bad
 
 
+def _own_ids(conversations: list[Conversation], skip_bad: bool) -> tuple[list[Conversation], int]:
+    """``conversations`` less those whose id reads as a trial of another session id of the import
+    (``x#r1`` beside ``x``: the differ would merge them into trials of one session), and how many;
+    without ``skip_bad`` the first is an error naming both places."""
+    first: dict[str, Conversation] = {}
+    for conv in conversations:
+        first.setdefault(conv.session, conv)
+    out: list[Conversation] = []
+    for conv in conversations:
+        found = REPEATED.match(conv.session)
+        other = first.get(found.group(1)) if found else None
+        if found is None or other is None:
+            out.append(conv)
+        elif not skip_bad:
+            raise SdbError(
+                f"{conv.where}: session {conv.session!r} reads as trial {found.group(2)} of session "
+                f"{other.session!r} at {other.where}, and would be merged with it: give it another id, "
+                f"or number the trials of {other.session!r} with `repeat`"
+            )
+    return out, len(conversations) - len(out)
+
+
 def ranked_sessions(
     conversations: list[Conversation], skip_bad: bool
 ) -> tuple[list[tuple[str, Conversation]], int, int]:
     """(session id, conversation) in input order with repeats ranked (``ID``, ``ID#r1`` ...), the
-    largest number of trials of a session, and how many duplicates were skipped."""
+    largest number of trials of a session, and how many duplicates (or ids read as another's trials)
+    were skipped."""
     first: dict[tuple[str, int], Conversation] = {}
     kept: list[Conversation] = []
-    skipped = 0
+    conversations, skipped = _own_ids(conversations, skip_bad)
     for conv in conversations:
         key = (conv.session, conv.repeat or 0)
         if key in first:

@@ -26,6 +26,7 @@ from sdbctl.recorders.conversation import ConversationRecorder
 from sdbctl.recorders.importers._genai import inference, model_spec, operation, tokens, tool_call
 from sdbctl.recorders.importers._otlp import Span, read_spans
 from sdbctl.recorders.importers._summary import ImportSummary
+from sdbctl.sdb.boundary import load_actions_setting
 from sdbctl.sdb.errors import PayloadError, SdbError
 from sdbctl.sdb.recording import Recorder
 from sdbctl.sdb.redaction import Redactor, load_redactor
@@ -72,6 +73,7 @@ def import_otel(
     if not paths:
         raise SdbError("import otel: no FILE given")
     rules = redactor if redactor is not None else load_redactor()
+    acting = load_actions_setting()  # a malformed config is refused before the run is created
     spans, bad = read_spans(paths, skip_bad=skip_bad)
     wanted = [s for s in spans if operation(s) is not None]
     if not wanted:
@@ -94,7 +96,7 @@ def import_otel(
         recorder="otel",
         clock=lambda: clock[0],
     )
-    conversations = ConversationRecorder(recorder, rules)
+    conversations = ConversationRecorder(recorder, rules, text_actions=acting.text_actions)
     try:
         for trace_id in sorted(traces):
             members = traces[trace_id]

@@ -6,6 +6,11 @@ and one library gives both the server and the streaming upstream client on one e
 
 Streamed answers are written to the client chunk by chunk as they arrive; the record is assembled
 from the same bytes and written after the client has its last byte, so recording adds no wait.
+
+It answers 403, forwarding nothing, to a request whose ``Host`` is not its own loopback address
+(``127.0.0.1:PORT``, ``localhost:PORT``, ``[::1]:PORT``: a DNS-rebound name reaching it) or that
+carries an ``Origin`` header (a web page in the user's browser; no agent's SDK sends one): either
+would use the upstream's credentials on another site's behalf.
 """
 
 from __future__ import annotations
@@ -189,7 +194,22 @@ class RecordingProxy:
         query = request.rel_url.raw_query_string
         return self.upstream + path + (f"?{query}" if query else "")
 
+    def _refusal(self, request: web.Request) -> str | None:
+        """Why a request is not this machine's agent talking to the proxy (see the module docstring)."""
+        if "Origin" in request.headers:
+            return f"a request with an Origin header ({request.headers['Origin'][:100]!r}) is a web page's"
+        host = request.headers.get("Host", "").lower()
+        names = ("127.0.0.1", "localhost", "[::1]", self.host.lower())
+        own = {f"{name}:{self.port}" for name in names} | (set(names) if self.port == 80 else set())
+        if host not in own:
+            return f"Host {host[:100]!r} is not this proxy's loopback address ({self.host}:{self.port})"
+        return None
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        refusal = self._refusal(request)
+        if refusal is not None:  # before the body is read: nothing reaches the upstream
+            message = f"sdbctl proxy: refused: {refusal}"
+            return web.json_response({"error": {"message": message, "type": "proxy_error"}}, status=403)
         task = asyncio.current_task()
         if task is not None:
             self._inflight.add(task)

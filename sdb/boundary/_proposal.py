@@ -3,7 +3,8 @@
 Reads OpenAI chat-completions ``tool_calls`` (and the legacy ``function_call``), Anthropic Messages
 ``tool_use`` blocks, and a JSON object in plain text, fenced (```json ... ```) or bare, shaped as
 ``{"name": ..., "arguments": {...}}`` (``tool``/``action``/``function`` and ``args``/``input``/
-``parameters`` are accepted too). Nothing here validates arguments: that is the verifier's job.
+``parameters``/``action_input`` are accepted too, the last as ReAct-style agents write it). Nothing
+here validates arguments: that is the verifier's job.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sdbctl.sdb.events import canonical_bytes, loads
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.S)
 _NAME_KEYS = ("name", "tool", "action", "function")
-_ARG_KEYS = ("arguments", "args", "input", "parameters")
+_ARG_KEYS = ("arguments", "args", "input", "parameters", "action_input")
 
 
 @dataclass(frozen=True)

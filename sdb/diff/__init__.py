@@ -6,9 +6,10 @@ tool-call log), every action. Each action has a *layer* (``write``, ``read``, ``
 :class:`DiffConfig`). What is compared depends on what happened, as the boundary's contract says:
 
 - **By commit** (both runs ran the agent: recordings, imports, session-mode replays): per session and
-  layer, the sequence of *committed* actions (status ok, and an effect that succeeded, or no effect
-  recorded for any action of that name in the run), aligned over the whole session
-  (:mod:`sdb.diff._commits`). Failed, refused and invalid attempts are counted apart.
+  layer, the sequence of *committed* actions (status ok, and its effects succeeded; with none, unless
+  its own session records effects of that action name or the config says it needs one), aligned over
+  the whole session (:mod:`sdb.diff._commits`). Failed, refused and invalid attempts are counted
+  apart, per layer.
 - **By step** (a step-mode replay: teacher-forced, so step k of both runs answered the same
   question): actions are grouped by (session, step) and only the groups that differ come to Python
   (:mod:`sdb.diff._steps`). Candidate provider errors are reported apart and their steps are not
@@ -23,7 +24,17 @@ This module is the package's whole interface; its modules are private.
 """
 
 from sdbctl.sdb.diff._align import Pair, align, align_by_name
-from sdbctl.sdb.diff._config import LAYERS, DiffConfig, Tolerance, load_config, parse_layers, tolerance_flags
+from sdbctl.sdb.diff._cached import cached_answers, cached_text
+from sdbctl.sdb.diff._config import (
+    LAYERS,
+    DiffConfig,
+    Rule,
+    Tolerance,
+    load_config,
+    parse_layers,
+    rules_text,
+    tolerance_flags,
+)
 from sdbctl.sdb.diff._differ import ALIGNMENTS, diff_runs
 from sdbctl.sdb.diff._drift import DriftResult, drift_test
 from sdbctl.sdb.diff._outcomes import (
@@ -35,6 +46,7 @@ from sdbctl.sdb.diff._outcomes import (
     mcnemar_one_sided,
     pass_hat_k,
 )
+from sdbctl.sdb.diff._power import DEFAULT_TARGET, detectable_text, points, power_text
 from sdbctl.sdb.diff._results import (
     REASONS,
     DiffResult,
@@ -44,9 +56,11 @@ from sdbctl.sdb.diff._results import (
     LayerCounts,
     TerminalChange,
 )
+from sdbctl.sdb.diff._summary import left_out_text, power_lines
 
 __all__ = [
     "ALIGNMENTS",
+    "DEFAULT_TARGET",
     "LAYERS",
     "REASONS",
     "DiffConfig",
@@ -61,16 +75,25 @@ __all__ = [
     "OutcomeSummary",
     "Pair",
     "PassK",
+    "Rule",
     "TerminalChange",
     "Tolerance",
     "align",
     "align_by_name",
+    "cached_answers",
+    "cached_text",
+    "detectable_text",
     "diff_runs",
     "drift_test",
+    "left_out_text",
     "load_config",
     "load_outcome_config",
     "mcnemar_one_sided",
     "parse_layers",
     "pass_hat_k",
+    "points",
+    "power_lines",
+    "power_text",
+    "rules_text",
     "tolerance_flags",
 ]

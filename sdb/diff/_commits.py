@@ -2,13 +2,14 @@
 
 When both runs ran the agent (recordings, imports, session-mode replays), a proposal that was refused,
 failed or retried is not what the agent did: the committed actions are. Per session, repeat and layer,
-each run's *committed* actions (status ok, and an effect that succeeded, or no effect recorded for any
-action of that name in the run; see :mod:`sdb.diff._staging`) are compared first as digest lists
-in DuckDB; only the lists that differ come to Python, where they are aligned over the whole session
+each run's *committed* actions (status ok, and every effect of it succeeded; with none, unless its own
+session records effects of that action name or the config says it needs one: a session's verdict never
+depends on the other sessions; see :mod:`sdb.diff._staging`) are compared first as digest lists in
+DuckDB; only the lists that differ come to Python, where they are aligned over the whole session
 (:func:`sdb.diff._align.align_by_name`): one extra lookup or one failed-then-retried call shifts nothing
-after it. Uncommitted actions are counted apart (``attempts``); an unpaired committed action whose twin
-on the other side was refused by a guard, or failed validation, is ``gate_changed`` or ``invalid``
-instead of ``missing``/``extra``.
+after it. Uncommitted actions are counted apart, per layer (``attempts``); an unpaired committed action
+whose twin on the other side was refused by a guard, or failed validation, is ``gate_changed`` or
+``invalid`` instead of ``missing``/``extra``.
 """
 
 from __future__ import annotations
@@ -40,12 +41,17 @@ WHERE grid.rep IN (SELECT rep FROM c) OR NOT EXISTS (SELECT 1 FROM c)
 """
 
 
-def _attempts(con: Any, table: str) -> dict[str, int]:
+def _attempts(con: Any, table: str) -> dict[str, dict[str, int]]:
+    """Layer -> status -> the uncommitted actions of ``table`` (``failed``: status ok, but its effect
+    failed or is missing)."""
     rows = con.execute(
-        f"SELECT CASE WHEN status = 'ok' THEN 'failed' ELSE status END, count(*) FROM {table} "
-        "WHERE NOT committed GROUP BY 1 ORDER BY 1"
+        f"SELECT layer, CASE WHEN status = 'ok' THEN 'failed' ELSE status END, count(*) FROM {table} "
+        "WHERE NOT committed GROUP BY 1, 2 ORDER BY 1, 2"
     ).fetchall()
-    return {str(k): int(v) for k, v in rows}
+    out: dict[str, dict[str, int]] = {}
+    for layer, status, n in rows:
+        out.setdefault(str(layer), {})[str(status)] = int(n)
+    return out
 
 
 def compare_commits(con: Any, base: str, candidate: str, config: DiffConfig) -> Compared:

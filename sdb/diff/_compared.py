@@ -29,7 +29,8 @@ class Compared:
     units: dict[str, Counter[str]]  #: layer -> session -> units compared
     diverged: dict[str, Counter[str]]  #: layer -> session -> units with a divergence
     repeats: list[int]  #: the candidate's repeat indexes
-    attempts: dict[str, dict[str, int]] = field(default_factory=dict)  #: side -> status -> uncommitted actions
+    #: by commit: side -> layer -> status -> uncommitted actions
+    attempts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     parse_failures: int = 0  #: the candidate's parse failures the base did not have
     noise: Callable[[Any, DiffConfig], dict[str, float]] | None = None  #: the noise floor from repeats
 
@@ -40,6 +41,16 @@ class Compared:
         sessions = {s for x in layers for s, n in self.units.get(x, Counter()).items() if n}
         hit = {s for x in layers for s, n in self.diverged.get(x, Counter()).items() if n}
         return units, diverged, sessions, hit & sessions
+
+    def attempts_in(self, layers: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Side -> status -> uncommitted actions over ``layers`` (never a read counted as a write)."""
+        out: dict[str, dict[str, int]] = {}
+        for side, by_layer in self.attempts.items():
+            counts: Counter[str] = Counter()
+            for x in layers:
+                counts.update(by_layer.get(x, {}))
+            out[side] = dict(sorted(counts.items()))
+        return out
 
     def session_rates(self, layers: Sequence[str]) -> dict[str, float]:
         """Per session: the share of its units (in ``layers``) with a divergence."""

@@ -6,17 +6,21 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import orjson
 
+from sdbctl.sdb.agents import Workload, pure_actions, registered_workload, success_states
 from sdbctl.sdb.diff._commits import compare_commits
 from sdbctl.sdb.diff._compared import mark_first
-from sdbctl.sdb.diff._config import LAYERS, DiffConfig
+from sdbctl.sdb.diff._config import LAYERS, DiffConfig, Rule
+from sdbctl.sdb.diff._coverage import drop_sessions, lacking_sessions
 from sdbctl.sdb.diff._drift import drift_of
 from sdbctl.sdb.diff._outcomes import OutcomeConfig, compare_outcomes, session_outcomes
+from sdbctl.sdb.diff._power import DEFAULT_TARGET
 from sdbctl.sdb.diff._results import DiffResult
 from sdbctl.sdb.diff._save import save_divergences
-from sdbctl.sdb.diff._staging import closed, provider_errors, stage
+from sdbctl.sdb.diff._staging import mode_claims, provider_errors, shape, stage
 from sdbctl.sdb.diff._steps import compare_steps
 from sdbctl.sdb.diff._summary import build_summary
 from sdbctl.sdb.errors import SdbError
@@ -38,13 +42,20 @@ def diff_runs(
     allow_partial: bool = False,
     alignment: str = "auto",
     outcome_config: OutcomeConfig | None = None,
+    power_target: float = DEFAULT_TARGET,
+    outcome_alpha: float = 0.05,
 ) -> DiffResult:
     """Compare ``candidate`` with ``base`` (see the package docstring). ``alignment``: ``auto`` (by
     commit when both runs ran the agent, else by step), ``session`` or ``step``. With ``noise_run``
     (a self-replay of the base model) or a candidate with repeats, the summary gets ``drift``: the
-    noise floor, the candidate's divergence and the bootstrap interval of their difference. A partial
-    run is refused unless ``allow_partial``; a comparison of nothing is an error. ``save`` writes
-    the result into the store (``diffs/<base>..<candidate>/``)."""
+    noise floor, the candidate's divergence and the bootstrap interval of their difference. Both tests
+    report what they could have seen (the outcome test at ``outcome_alpha``; sessions needed for a
+    difference of ``power_target``). A partial run, or a candidate or noise run lacking sessions of
+    the base, is refused unless ``allow_partial`` (the lacking sessions are then left out); a
+    comparison of nothing is an error. ``save`` writes the result into the store
+    (``diffs/<base>..<candidate>/``). What the diff knows of the agent comes from ``config`` and the
+    code of the registered workloads the runs name, what each run is from its events; never from a
+    manifest, whose differing copies ``summary.rules`` shows as not obeyed."""
     with _no_cyclic_gc():
         return _diff_runs(
             store,
@@ -58,6 +69,8 @@ def diff_runs(
             allow_partial=allow_partial,
             alignment=alignment,
             outcome_config=outcome_config or OutcomeConfig(),
+            power_target=power_target,
+            outcome_alpha=outcome_alpha,
         )
 
 
@@ -80,7 +93,7 @@ def refuse_partial(*manifests: RunManifest) -> None:
     for m in manifests:
         if m.status == "partial":
             hint = (
-                f"complete it with `sdbctl replay --resume {m.run_id}`"
+                f"complete it with `sdbctl replay --resume {m.run_id} --model MODEL` (the model it was replayed with)"
                 if m.source_run and m.mode in ("step", "session")
                 else "record it again"
             )
@@ -90,15 +103,51 @@ def refuse_partial(*manifests: RunManifest) -> None:
             )
 
 
-def _success_states(config: OutcomeConfig, *manifests: RunManifest) -> tuple[str, ...] | None:
-    """The terminal states that are a success: the configured ones, else what a workload declared."""
-    if config.success is not None:
-        return config.success
+def _workloads(*manifests: RunManifest) -> list[tuple[str, Workload]]:
+    """The registered workloads the runs name, by name. A name read from a store only selects among
+    the workloads registered in this process (code sdbctl ships, or the user registered); a name that
+    is not one (``module:attr``, ``path.py:attr``) is never imported."""
+    found: dict[str, Workload] = {}
     for m in manifests:
-        found = (m.meta.get("outcome") or {}).get("success") if isinstance(m.meta.get("outcome"), dict) else None
-        if found:
-            return tuple(str(x) for x in found)
+        if m.agent and m.agent not in found:
+            workload = registered_workload(m.agent)
+            if workload is not None:
+                found[m.agent] = workload
+    return list(found.items())
+
+
+def _agent_rules(config: DiffConfig, workloads: list[tuple[str, Workload]]) -> DiffConfig:
+    """``config`` with the read-only actions the workloads' code declares (``pure=True``)."""
+    for name, workload in workloads:
+        config = config.with_pure(pure_actions(workload), f"workload {name}")
+    return config
+
+
+def _success_states(config: OutcomeConfig, workloads: list[tuple[str, Workload]]) -> Rule | None:
+    """The terminal states that are a success, and where they came from: ``[outcome] success``, else
+    what the workload's code declares (``success_states``)."""
+    if config.success is not None:
+        return Rule("success", config.success, Path(config.source).name if config.source else "config")
+    for name, workload in workloads:
+        states = success_states(workload)
+        if states:
+            return Rule("success", states, f"workload {name}")
     return None
+
+
+def _shown_copies(manifests: tuple[RunManifest, ...], config: DiffConfig, success: Rule | None) -> list[Rule]:
+    """The manifests' own copies of the rules, where they differ from the rules applied: shown only."""
+    out: list[Rule] = []
+    for m in manifests:
+        where = f"manifest of run {m.run_id!r}"
+        actions, outcome = m.meta.get("actions"), m.meta.get("outcome")
+        read = actions.get("read_only") if isinstance(actions, dict) else None
+        if isinstance(read, list) and set(map(str, read)) != set(config.pure):
+            out.append(Rule("pure", tuple(map(str, read)), where, obeyed=False))
+        states = outcome.get("success") if isinstance(outcome, dict) else None
+        if isinstance(states, list) and set(map(str, states)) != set(success.values if success else ()):
+            out.append(Rule("success", tuple(map(str, states)), where, obeyed=False))
+    return out
 
 
 def _diff_runs(
@@ -114,6 +163,8 @@ def _diff_runs(
     allow_partial: bool,
     alignment: str,
     outcome_config: OutcomeConfig,
+    power_target: float,
+    outcome_alpha: float,
 ) -> DiffResult:
     if alignment not in ALIGNMENTS:
         raise SdbError(f"alignment {alignment!r}: use one of {', '.join(ALIGNMENTS)}")
@@ -122,8 +173,10 @@ def _diff_runs(
     base, candidate = base_manifest.run_id, cand_manifest.run_id
     if not allow_partial:
         refuse_partial(base_manifest, cand_manifest)
-    closed_loop = closed(cand_manifest)
-    both_closed = closed_loop and closed(base_manifest)
+    con = connect(store, runs=(base, candidate))  # the two runs only: the rest of the store is not read
+    base_shape, cand_shape = shape(con, base), shape(con, candidate)  # from the events, not the manifests
+    closed_loop = cand_shape.closed
+    both_closed = closed_loop and base_shape.closed
     if alignment == "session" and not both_closed:
         step_run = candidate if not closed_loop else base
         raise SdbError(
@@ -131,13 +184,16 @@ def _diff_runs(
             "(use --align step or auto)"
         )
     by_commit = both_closed and alignment != "step"
-    con = connect(store, runs=(base, candidate))  # the two runs only: the rest of the store is not read
-    stage(con, config, base_manifest, cand_manifest, by_commit=by_commit)
+    workloads = _workloads(base_manifest, cand_manifest)
+    config = _agent_rules(config, workloads)
+    stage(con, config, base_shape, cand_shape, by_commit=by_commit)
+    lacking = lacking_sessions(con, base, candidate, allow_partial=allow_partial)
     errors = provider_errors(con, candidate)
     if by_commit:
         compared = compare_commits(con, base, candidate, config)
     else:
         compared = compare_steps(con, base, candidate, config, closed_loop, errors)
+    drop_sessions(compared, lacking)
     mark_first(compared.divergences)
     if not any(compared.units[layer] for layer in LAYERS):
         raise SdbError(
@@ -145,12 +201,16 @@ def _diff_runs(
             "(an action event answering an llm event, or any action in a run with no llm event) outside the "
             "steps that ended in a provider error"
         )
-    success = _success_states(outcome_config, base_manifest, cand_manifest)
+    success_rule = _success_states(outcome_config, workloads)
+    success = success_rule.values if success_rule is not None else None
     outcomes = None
     if by_commit or closed_loop:
         outcomes = compare_outcomes(
             session_outcomes(con, base, success, outcome_config.pass_threshold),
             session_outcomes(con, candidate, success, outcome_config.pass_threshold),
+            alpha=outcome_alpha,
+            target=power_target,
+            left_out=lacking,
         )
     cand_rates = compared.session_rates(config.layers)
     self_replay = None
@@ -168,8 +228,27 @@ def _diff_runs(
         comparison="commit" if by_commit else "step",
         outcomes=outcomes,
         partial=[m.run_id for m in (base_manifest, cand_manifest) if m.status == "partial"],
-        drift=drift_of(compared, con, config, cand_rates, self_replay=self_replay, resamples=resamples, seed=seed),
+        drift=drift_of(
+            compared,
+            con,
+            config,
+            cand_rates,
+            self_replay=self_replay,
+            resamples=resamples,
+            seed=seed,
+            target=power_target,
+        ),
+        left_out=({candidate: len(lacking)} if lacking else {})
+        | (self_replay.summary.left_out if self_replay is not None else {}),
     )
+    manifests = (base_manifest, cand_manifest)
+    summary.rules = [
+        *config.rules(),
+        *([success_rule] if success_rule is not None else []),
+        *_shown_copies(manifests, config, success_rule),
+        *mode_claims(base_manifest, base_shape),
+        *mode_claims(cand_manifest, cand_shape),
+    ]
     result = DiffResult(
         base,
         candidate,

@@ -5,16 +5,20 @@ Per session, the candidate's step divergence rate (against the base) is paired w
 difference of their means gets a bootstrap 95% confidence interval: sessions are resampled with
 replacement, 10,000 times by default, with a fixed seed, all at once in numpy (one (resamples x
 sessions) index matrix, no Python loop). "Drift above noise" is said only when the whole interval
-lies above zero.
+lies above zero. Beside the verdict, what the test could have seen: the smallest drift it detects at
+80% power with these sessions, and the sessions it would need for a given one (:mod:`sdb.diff._power`).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from sdbctl.sdb.diff._power import DEFAULT_TARGET, drift_power
 
 if TYPE_CHECKING:
     from sdbctl.sdb.diff._compared import Compared
@@ -34,6 +38,11 @@ class DriftResult:
     ci95: tuple[float, float]  #: bootstrap 95% interval of the difference
     resamples: int  #: bootstrap resamples
     drift_above_noise: bool  #: the whole interval lies above zero
+    standard_error: float | None = None  #: the bootstrap's standard error of the mean difference
+    #: the smallest drift (a proportion) detected at 80% power with these sessions; None: none up to 1
+    min_detectable: float | None = None
+    target: float | None = None  #: the drift ``sessions_needed`` is for
+    sessions_needed: int | None = None  #: sessions that would detect a drift of ``target`` at 80% power
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DriftResult:
@@ -49,8 +58,12 @@ def drift_test(
     source: str = "noise",
     resamples: int = 10_000,
     seed: int = 0,
+    units: Sequence[int] | None = None,
+    target: float = DEFAULT_TARGET,
 ) -> DriftResult:
-    """Bootstrap the mean of the per-session differences ``candidate - noise`` (paired by session)."""
+    """Bootstrap the mean of the per-session differences ``candidate - noise`` (paired by session).
+    ``units``: per session, the units its rate is a share of (None: 1 each, the most spread a drift
+    can add); ``target``: the drift whose sessions needed are reported."""
     cand = np.asarray(candidate, dtype=np.float64)
     base = np.asarray(noise, dtype=np.float64)
     if cand.shape != base.shape or cand.size == 0:
@@ -60,6 +73,9 @@ def drift_test(
     idx = rng.integers(0, diff.size, size=(resamples, diff.size))
     means = diff[idx].mean(axis=1)
     lo, hi = np.percentile(means, [2.5, 97.5])
+    se = float(means.std())
+    per_unit = 1.0 if units is None else float(np.mean(1.0 / np.maximum(np.asarray(units, dtype=np.float64), 1)))
+    detectable, needed = drift_power(se, int(diff.size), per_unit, target)
     return DriftResult(
         source=source,
         sessions=int(diff.size),
@@ -69,6 +85,10 @@ def drift_test(
         ci95=(float(lo), float(hi)),
         resamples=resamples,
         drift_above_noise=bool(lo > 0),
+        standard_error=se,
+        min_detectable=detectable,
+        target=target,
+        sessions_needed=needed,
     )
 
 
@@ -81,6 +101,7 @@ def drift_of(
     self_replay: DiffResult | None,
     resamples: int,
     seed: int,
+    target: float = DEFAULT_TARGET,
 ) -> DriftResult | None:
     """The drift test of a diff: the candidate's per-session rates (``cand_rates``) against the noise
     floor of a self-replay of the base model (``self_replay``: its diff against the base), else of
@@ -98,10 +119,15 @@ def drift_of(
     sessions = sorted(set(cand_rates) & set(noise_rates))
     if not sessions:
         return None
+    units: Counter[str] = Counter()
+    for layer in config.layers:
+        units.update(compared.units.get(layer, Counter()))
     return drift_test(
         [cand_rates[x] for x in sessions],
         [noise_rates[x] for x in sessions],
         source=source,
         resamples=resamples,
         seed=seed,
+        units=[units[x] for x in sessions],
+        target=target,
     )

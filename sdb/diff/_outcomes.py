@@ -10,18 +10,21 @@ Flips pair repeat 0 of each session present on both sides. The paired test is th
 test, one-sided: the p-value of seeing at least this many negative flips (base passed, candidate
 failed) among the discordant pairs if either direction were equally likely. With repeats, pass^k is
 the unbiased estimator over each session's c successes in n repeats, C(c, k) / C(n, k), averaged over
-sessions (Yao et al., tau-bench).
+sessions (Yao et al., tau-bench). Beside the p-value, what the test could have seen: the smallest fall
+of the pass rate it detects at 80% power with these sessions, and the sessions it would need for a
+given fall (:mod:`sdb.diff._power`).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from math import comb
 from pathlib import Path
 from typing import Any
 
+from sdbctl.sdb.diff._power import DEFAULT_TARGET, mcnemar_min_detectable, mcnemar_sessions_needed
 from sdbctl.sdb.errors import SdbError
 from sdbctl.sdb.settings import read_table
 
@@ -36,6 +39,7 @@ class OutcomeConfig:
 
     success: tuple[str, ...] | None = None
     pass_threshold: float = 1.0
+    source: str | None = None  #: the config file they came from
 
 
 def load_outcome_config(directory: Path | None = None) -> OutcomeConfig:
@@ -51,7 +55,7 @@ def load_outcome_config(directory: Path | None = None) -> OutcomeConfig:
     threshold = table.get("pass_threshold", 1.0)
     if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
         raise SdbError(f"{where}: [outcome] pass_threshold must be a number in [0, 1], not {threshold!r}")
-    return OutcomeConfig(tuple(success) if success is not None else None, float(threshold))
+    return OutcomeConfig(tuple(success) if success is not None else None, float(threshold), source)
 
 
 def session_outcomes(
@@ -130,6 +134,12 @@ class OutcomeSummary:
     mcnemar_p: float  #: exact one-sided McNemar p-value of the negative flips
     flipped: Flips  #: which sessions flipped
     pass_k: PassK  #: pass^k per side
+    alpha: float = 0.05  #: the level the power figures are for (the gate's outcome_alpha)
+    #: the smallest fall of the pass rate (a proportion: negative-flip rate - the observed positive-flip
+    #: rate) the test detects at 80% power with these sessions; None: none up to 1
+    min_detectable: float | None = None
+    target: float | None = None  #: the fall ``sessions_needed`` is for
+    sessions_needed: int | None = None  #: sessions that would detect a fall of ``target`` at 80% power
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> OutcomeSummary:
@@ -138,12 +148,21 @@ class OutcomeSummary:
 
 
 def compare_outcomes(
-    base: Mapping[tuple[str, int], bool], candidate: Mapping[tuple[str, int], bool]
+    base: Mapping[tuple[str, int], bool],
+    candidate: Mapping[tuple[str, int], bool],
+    *,
+    alpha: float = 0.05,
+    target: float = DEFAULT_TARGET,
+    left_out: Collection[str] = (),
 ) -> OutcomeSummary | None:
     """The outcome figures of a diff (None when either side has no outcome at all): pass counts and
-    flips over the base's sessions (repeat 0), the one-sided McNemar p-value, and pass^k per side. A
-    base session the candidate has no outcome for (lost, or never reached its end) counts as a
-    candidate failure, and is counted under ``missing``: a task that no longer completes did not pass."""
+    flips over the base's sessions (repeat 0) but those ``left_out``, the one-sided McNemar p-value
+    and its power figures at ``alpha`` (``target``: the fall whose sessions needed are reported), and
+    pass^k per side. A base session the candidate has no outcome for (never reached its end) counts as
+    a candidate failure, and is counted under ``missing``: a task that no longer completes did not pass."""
+    if left_out:
+        base = {k: v for k, v in base.items() if k[0] not in left_out}
+        candidate = {k: v for k, v in candidate.items() if k[0] not in left_out}
     if not base or not candidate:
         return None
     paired = sorted({s for s, r in base if r == 0})
@@ -151,6 +170,7 @@ def compare_outcomes(
     got = {s: candidate.get((s, 0), False) for s in paired}
     negative = [s for s in paired if base[(s, 0)] and not got[s]]
     positive = [s for s in paired if not base[(s, 0)] and got[s]]
+    positive_rate = len(positive) / len(paired) if paired else 0.0
     return OutcomeSummary(
         sessions=len(paired),
         missing=len(missing),
@@ -161,4 +181,8 @@ def compare_outcomes(
         mcnemar_p=mcnemar_one_sided(len(negative), len(positive)),
         flipped=Flips(negative=negative, positive=positive),
         pass_k=PassK(base=_pass_k(base), candidate=_pass_k(candidate)),
+        alpha=alpha,
+        min_detectable=mcnemar_min_detectable(len(paired), positive_rate, alpha) if paired else None,
+        target=target,
+        sessions_needed=mcnemar_sessions_needed(positive_rate, target, alpha),
     )

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sdbctl.sdb.diff._config import Rule
 from sdbctl.sdb.diff._drift import DriftResult
 from sdbctl.sdb.diff._outcomes import OutcomeSummary
 from sdbctl.sdb.results import OMIT_NONE, SKIP, as_json
@@ -77,6 +78,8 @@ class LayerCounts:
     sessions_compared: int  #: sessions with a unit compared
     sessions_diverged: int  #: sessions with a unit diverged
     divergences: int  #: the layer's divergences
+    #: by commit: side (base, candidate) -> status -> the layer's uncommitted actions
+    attempts: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -119,7 +122,7 @@ class DiffSummary:
     divergences: int  #: every divergence, in every layer
     errors: int  #: the candidate's provider errors (their steps are not compared)
     parse_failures: int  #: the candidate's parse failures beyond the base's
-    attempts: dict[str, dict[str, int]]  #: by commit: side (base, candidate) -> status -> uncommitted actions
+    attempts: dict[str, dict[str, int]]  #: by commit: side -> status -> uncommitted actions (headline layers)
     by_layer: dict[str, LayerCounts]  #: layer -> its figures, for every layer
     by_reason: dict[str, int]  #: reason -> divergences (headline layers)
     by_action: dict[str, int]  #: action -> divergences (headline layers)
@@ -131,8 +134,16 @@ class DiffSummary:
     comparison: Literal["commit", "step"]  #: by commit (both runs ran the agent) or by step
     outcomes: OutcomeSummary | None  #: outcome flips and their test (None without outcomes on both sides)
     partial: list[str]  #: the runs compared although partial (--allow-partial)
+    #: run -> the base's sessions it lacks, left out of every figure (--allow-partial; a noise run's:
+    #: of the drift test)
+    left_out: dict[str, int] = field(default_factory=dict)
     #: the candidate against the noise floor; None, and left out of the JSON, without one
     drift: DriftResult | None = field(default=None, metadata={OMIT_NONE: True})
+    cached_answers: int = 0  #: the candidate's answers that came from a response cache, not its model
+    answers: int = 0  #: the candidate's answers (llm events)
+    #: the rules of the verdict (layers, success) and where each came from; obeyed false: a manifest's
+    #: copy that differs, shown only
+    rules: list[Rule] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DiffSummary:
@@ -145,6 +156,7 @@ class DiffSummary:
             outcomes, drift = values.get("outcomes"), values.get("drift")
             values["outcomes"] = OutcomeSummary.from_json(outcomes) if outcomes is not None else None
             values["drift"] = DriftResult.from_json(drift) if drift is not None else None
+            values["rules"] = [Rule(**{**r, "values": tuple(r["values"])}) for r in values.get("rules", [])]
             return cls(**values)
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a diff summary: {exc}") from None

@@ -4,30 +4,40 @@
 The model's actions are ``action`` events whose parent is an ``llm`` event (the proposals that
 crossed, or failed to cross, the boundary); in a run with no ``llm`` event at all (a tool-call log),
 every action.
+
+What a run is (teacher-forced or not, with trials or not) is read from its events
+(:func:`shape`), never from its manifest: a manifest travels with the store, and its ``mode`` or
+``repeat`` would otherwise choose the comparison. A manifest that contradicts its events is shown
+(:func:`mode_claims`), not obeyed.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
-from sdbctl.sdb.diff._config import DiffConfig
+from sdbctl.sdb.diff._config import DiffConfig, Rule
 from sdbctl.sdb.diff._outcomes import REPEAT_SUFFIX
 from sdbctl.sdb.store import RunManifest
 
 # {llm} joins each action to the llm event it answers (dropped for a run with no llm events);
-# committed: status ok and its effects succeeded, or the run records no effect for that action name
+# committed, from the action's own session only: status ok and every effect of it succeeded (a handler's
+# error is a failed effect); with none recorded, unless its session records effects of that action name
+# elsewhere (then it did not run) or the config says the action needs one (table needs_effect)
 _ACTIONS = """
 SELECT {sid} AS session_id, a.session_id AS raw_sid, coalesce(a.step, '') AS step, a.seq, a.name, a.digest,
        a.status, a.pattern, {rep} AS rep, coalesce(ly.layer, 'write') AS layer,
-       (a.status = 'ok' AND coalesce(f.ok, a.name NOT IN (SELECT name FROM {effects}))) AS committed
+       (a.status = 'ok' AND coalesce(f.ok, se.name IS NULL AND a.name NOT IN (SELECT name FROM needs_effect)))
+         AS committed
 FROM (SELECT session_id, seq, step, name, digest, status, pattern, parent FROM events
       WHERE run_id = $run AND kind = 'action' {parented}) a
 {llm}
-LEFT JOIN (SELECT session_id, parent, bool_and(status = 'ok') AS ok FROM events
-           WHERE run_id = $run AND kind = 'effect' AND parent IS NOT NULL GROUP BY ALL) f
+LEFT JOIN (SELECT session_id, parent, bool_and(kind = 'effect' AND status = 'ok') AS ok FROM events
+           WHERE run_id = $run AND kind IN ('effect', 'error') AND parent IS NOT NULL GROUP BY ALL) f
   ON f.session_id = a.session_id AND f.parent = a.seq
+LEFT JOIN {effects} se ON se.session_id = a.session_id AND se.name = a.name
 LEFT JOIN layers ly ON ly.name = a.name
 """
 _LLM_JOIN = """JOIN (SELECT session_id, seq, payload FROM events WHERE run_id = $run AND kind = 'llm') l
@@ -46,27 +56,48 @@ def rows(con: Any, sql: str, params: list[Any] | dict[str, Any]) -> list[dict[st
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
-def closed(manifest: RunManifest) -> bool:
-    """The run ran the agent (a recording, an import or a session-mode replay), not teacher-forced."""
-    return manifest.mode != "step"
+# a step-mode replay marks each llm (and provider error) event it writes with the source step it
+# answered, `replay.source_seq` (a session-mode replay marks only cached answers, `replay.cached`); the
+# LIKE spares parsing the payloads that cannot have the key
+_FORCED = """SELECT 1 FROM events WHERE run_id = ? AND kind IN ('llm', 'error') AND payload LIKE '%"source_seq":%'
+             AND json_extract(payload, '$.replay.source_seq') IS NOT NULL LIMIT 1"""
+_TRIALS = f"""SELECT 1 FROM (SELECT DISTINCT session_id FROM events WHERE run_id = ?)
+              WHERE try_cast(regexp_extract(session_id, '{REPEAT_SUFFIX}', 1) AS BIGINT) > 0 LIMIT 1"""
 
 
-def _declared_read(*manifests: RunManifest) -> list[str]:
-    """The actions the runs' manifests declare read-only (``pure=True`` on a boundary action)."""
-    out: list[str] = []
-    for m in manifests:
-        found = (m.meta.get("actions") or {}).get("read_only") if isinstance(m.meta.get("actions"), dict) else None
-        out += [str(x) for x in found or []]
-    return out
+@dataclass(frozen=True)
+class Shape:
+    """What a run is, as its events say, whatever its manifest claims: the comparison, the repeats and
+    the outcomes follow from these, so a manifest's ``mode`` or ``repeat`` changes no verdict."""
+
+    run_id: str
+    forced: bool  #: teacher-forced (a step-mode replay): its llm or error events carry ``$.replay.source_seq``
+    trials: bool  #: ran the agent, with sessions ``ID#rK`` (K >= 1): repeat K of ``ID``
+    has_llm: bool  #: has llm events (else a tool-call log: every action is the model's)
+
+    @property
+    def closed(self) -> bool:
+        """The run ran the agent (a recording, an import or a session-mode replay), not teacher-forced."""
+        return not self.forced
 
 
-def _session_repeats(manifest: RunManifest) -> bool:
-    """Sessions ``ID#rK`` of this run are repeat K of ``ID`` (a session-mode replay with --repeat, or
-    an import of trials)."""
-    return (manifest.repeat or 1) > 1 and manifest.mode != "step"
+def shape(con: Any, run: str) -> Shape:
+    """The :class:`Shape` of ``run``, read from its events."""
+    forced = bool(con.execute(_FORCED, [run]).fetchall())
+    trials = not forced and bool(con.execute(_TRIALS, [run]).fetchall())
+    has_llm = bool(con.execute("SELECT 1 FROM events WHERE run_id = ? AND kind = 'llm' LIMIT 1", [run]).fetchall())
+    return Shape(run, forced, trials, has_llm)
 
 
-def stage(con: Any, config: DiffConfig, base: RunManifest, candidate: RunManifest, *, by_commit: bool) -> None:
+def mode_claims(manifest: RunManifest, found: Shape) -> list[Rule]:
+    """The manifest's ``mode`` when it contradicts the events (shown, not obeyed)."""
+    if (manifest.mode == "step") == found.forced:
+        return []
+    said = "a step-mode replay" if found.forced else "a closed-loop run"
+    return [Rule("mode", (str(manifest.mode),), f"manifest of run {manifest.run_id!r}; its events say {said}", False)]
+
+
+def stage(con: Any, config: DiffConfig, base: Shape, candidate: Shape, *, by_commit: bool) -> None:
     """Stage both runs: the layer of every action name (table ``layers``), then ``b`` and ``c``. By
     commit, a base of trials is its repeat 0; a step-mode replay keeps the session ids its source had."""
     names = [
@@ -76,27 +107,24 @@ def stage(con: Any, config: DiffConfig, base: RunManifest, candidate: RunManifes
             [base.run_id, candidate.run_id],
         ).fetchall()
     ]
-    declared = _declared_read(base, candidate)
-    con.register("layers", pa.table({"name": names, "layer": [config.layer(n, declared) for n in names]}))
-    split = True if by_commit else _session_repeats(candidate)
+    con.register("layers", pa.table({"name": names, "layer": [config.layer(n) for n in names]}))
+    con.register("needs_effect", pa.table({"name": pa.array([n for n in names if config.needs(n)], pa.string())}))
+    split = by_commit or candidate.trials
     _load(con, "b", base, base_side=True, split_repeats=split)
     _load(con, "c", candidate, base_side=False)
 
 
-def _load(con: Any, table: str, manifest: RunManifest, *, base_side: bool, split_repeats: bool | None = None) -> None:
+def _load(con: Any, table: str, found: Shape, *, base_side: bool, split_repeats: bool | None = None) -> None:
     """Stage one run's model actions as temp table ``table`` (see :data:`_ACTIONS`). ``split_repeats``
     (the base side): whether ``ID#rK`` sessions are repeats, which holds only when the candidate's are
     too; a step-mode replay of a run of trials keeps their session ids as they are."""
-    run = manifest.run_id
-    found = con.execute("SELECT 1 FROM events WHERE run_id = ? AND kind = 'llm' LIMIT 1", [run]).fetchall()
-    has_llm = bool(found)
-    session_repeats = (
-        _session_repeats(manifest) if split_repeats is None else split_repeats and _session_repeats(manifest)
-    )
-    step_repeats = (manifest.repeat or 1) > 1 and manifest.mode == "step" and has_llm and not base_side
+    run, has_llm = found.run_id, found.has_llm
+    session_repeats = found.trials if split_repeats is None else split_repeats and found.trials
+    step_repeats = found.forced and has_llm and not base_side
     rep = _SESSION_REPEAT if session_repeats else _REPEAT if step_repeats else "0"
     con.execute(
-        f"CREATE TEMP TABLE {table}_effects AS SELECT DISTINCT name FROM events WHERE run_id = ? AND kind = 'effect'",
+        f"CREATE TEMP TABLE {table}_effects AS SELECT DISTINCT session_id, name FROM events "
+        "WHERE run_id = ? AND kind = 'effect'",
         [run],
     )
     sql = _ACTIONS.format(

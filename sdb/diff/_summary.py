@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Literal
 
+from sdbctl.sdb.diff._cached import cached_answers
 from sdbctl.sdb.diff._compared import Compared
 from sdbctl.sdb.diff._config import LAYERS, DiffConfig
 from sdbctl.sdb.diff._drift import DriftResult
 from sdbctl.sdb.diff._outcomes import REPEAT_SUFFIX, OutcomeSummary
+from sdbctl.sdb.diff._power import power_text
 from sdbctl.sdb.diff._results import DiffSummary, FirstDivergence, LayerCounts, TerminalChange
 
 _TERMINAL = f"""
@@ -21,6 +23,36 @@ JOIN (SELECT * FROM t WHERE run_id = ? AND NOT regexp_matches(session_id, '{REPE
   USING (session_id)
 WHERE b.last <> c.last ORDER BY 1
 """
+
+
+def power_lines(s: DiffSummary) -> list[str]:
+    """What the two tests could have seen, one line each (or why one did not run), and the sessions
+    left out with --allow-partial: the same text in every output, so a PASS with no power reads so."""
+    drift, outcomes = s.drift, s.outcomes
+    lines = [
+        f"drift test ({drift.sessions} sessions): "
+        + power_text(drift.min_detectable, drift.target, drift.sessions_needed)
+        if drift is not None
+        else "drift test: not run (no noise floor: --noise RUN, or a candidate replayed with --repeat)",
+        f"outcome test (McNemar at alpha {outcomes.alpha:g}, {outcomes.sessions} sessions): "
+        + power_text(outcomes.min_detectable, outcomes.target, outcomes.sessions_needed)
+        if outcomes is not None
+        else "outcome test: not run (no outcomes on both sides)",
+    ]
+    left = left_out_text(s)
+    return lines + ([left] if left else [])
+
+
+def left_out_text(s: DiffSummary) -> str | None:
+    """How many of the base's sessions were left out, as the runs lacking them were compared with
+    --allow-partial (None: none)."""
+    if not s.left_out:
+        return None
+    return "left out with --allow-partial: " + ", ".join(
+        f"{n} session(s) of the base that run {run!r} lacks"
+        + (" (from every figure)" if run == s.candidate_run else " (from the drift test)")
+        for run, n in s.left_out.items()
+    )
 
 
 def _counts(values: Counter[str]) -> dict[str, int]:
@@ -39,6 +71,7 @@ def build_summary(
     outcomes: OutcomeSummary | None,
     partial: list[str],
     drift: DriftResult | None,
+    left_out: dict[str, int] | None = None,
 ) -> DiffSummary:
     """The :class:`DiffSummary` of ``compared`` (``errors``: the candidate's provider errors)."""
     divs = compared.divergences
@@ -52,6 +85,7 @@ def build_summary(
             sessions_compared=len(ls),
             sessions_diverged=len(lh),
             divergences=sum(1 for d in divs if d.layer == layer),
+            attempts=compared.attempts_in((layer,)),
         )
     first: dict[str, FirstDivergence] = {}
     for d in divs:
@@ -74,6 +108,7 @@ def build_summary(
         bad = {(d.session_id, d.repeat) for d in divs if d.layer in config.layers}
         pass_k = sum(all((s, r) not in bad for r in compared.repeats) for s in sessions) / len(sessions)
     gated = [d for d in divs if d.layer in config.layers]
+    cached, answers = cached_answers(con, candidate)
     return DiffSummary(
         base_run=base,
         candidate_run=candidate,
@@ -89,7 +124,7 @@ def build_summary(
         divergences=len(divs),
         errors=errors,
         parse_failures=compared.parse_failures,
-        attempts=compared.attempts,
+        attempts=compared.attempts_in(config.layers),
         by_layer=by_layer,
         by_reason=_counts(Counter(d.reason for d in gated)),
         by_action=_counts(Counter(d.candidate_action or d.base_action or "?" for d in gated)),
@@ -101,5 +136,8 @@ def build_summary(
         comparison=comparison,
         outcomes=outcomes,
         partial=partial,
+        left_out=left_out or {},
         drift=drift,
+        cached_answers=cached,
+        answers=answers,
     )

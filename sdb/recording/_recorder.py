@@ -141,6 +141,8 @@ class Recorder:
         open in some thread (this one's events are held until its block ends)."""
         if self._closed:
             raise SdbError(f"run {self.run_id}: recorder is closed; this event would be lost")
+        if self._failure is not None:  # nothing more can be written: stop the caller now, not at close
+            raise self._failed()
         held = getattr(self._local, "unit", None)
         if held is not None:
             held.extend(row)
@@ -148,7 +150,8 @@ class Recorder:
             self._queue.append_held(list(row))
 
     def _set_gate(self) -> None:
-        self._queue.gate = self._closed or self._units > 0
+        # a failed write (a full disk, a lost S3 lock) raises the gate too: the next event stops the caller
+        self._queue.gate = self._closed or self._units > 0 or self._failure is not None
 
     # -- flushing ------------------------------------------------------------------------------
 
@@ -177,8 +180,10 @@ class Recorder:
             self._wake.clear()
             try:
                 self.flush()
-            except BaseException as exc:  # kept and raised to the caller at close
+            except BaseException as exc:  # kept, and raised to the caller at its next event or at close
                 self._failure = exc
+                with self._counters_lock:
+                    self._set_gate()
                 return
 
     def close(self, status: str = "complete", *, interrupted: str | None = None) -> None:
@@ -204,17 +209,22 @@ class Recorder:
                         fh.close()
                     except OSError as exc:  # a full disk while flushing the side file: named, run partial
                         self._failure = self._failure or SdbError(f"{fh.name}: cannot write ({exc.strerror or exc})")
-                    if self.store.loc.remote:  # an object store cannot append: the file goes up whole
+                    # an object store cannot append: the file goes up whole (unless the run's lock was lost)
+                    if self.store.loc.remote and not self._writer.lock_lost:
                         with contextlib.suppress(OSError, SdbError):
                             self.store.loc.write_bytes(f"{self._writer.dir}/{name}", Path(fh.name).read_bytes())
                         Path(fh.name).unlink(missing_ok=True)
                 ok = status == "complete" and self._failure is None
                 self._writer.close("complete" if ok else "partial", interrupted=interrupted)
         if self._failure is not None:
-            raise SdbError(
-                f"run {self.run_id}: events could not be written ({type(self._failure).__name__}: "
-                f"{self._failure}); the run is partial"
-            ) from self._failure
+            raise self._failed() from self._failure
+
+    def _failed(self) -> SdbError:
+        """The one line for a run whose events could not be written."""
+        return SdbError(
+            f"run {self.run_id}: events could not be written ({type(self._failure).__name__}: "
+            f"{self._failure}); the run is partial"
+        )
 
     @contextlib.contextmanager
     def _busy(self) -> Iterator[None]:

@@ -13,15 +13,17 @@ Two modes (:data:`MODES`):
   ``on_divergence="continue"``, goes on through handlers marked ``pure``).
 
 Model calls are paced (concurrency, requests per minute), retried with backoff that honours
-Retry-After, bounded by a timeout, and cached in the store. A provider error after the last retry is
-an ``error`` event for that step, counted apart from divergence. Each step's events are written as
-one unit, so an interrupted replay (``partial``) resumes without asking any finished step again.
-With ``Executor(kind="ray")`` the sessions are sharded over Ray workers writing into the same run.
+Retry-After, bounded by a timeout, and cached on this machine (never in the store: see
+:mod:`sdb.replay._cache`); an answer a cache gave is marked ``$.replay.cached`` on its llm event. A
+provider error after the last retry is an ``error`` event for that step, counted apart from
+divergence. Each step's events are written as one unit, so an interrupted replay (``partial``)
+resumes without asking any finished step again. With ``Executor(kind="ray")`` the sessions are
+sharded over Ray workers writing into the same run.
 """
 
 from __future__ import annotations
 
-from sdbctl.sdb.replay._cache import cache_key
+from sdbctl.sdb.replay._cache import CacheError, cache_key, cache_path
 from sdbctl.sdb.replay._options import (
     EXECUTORS,
     MODES,
@@ -40,6 +42,7 @@ __all__ = [
     "ON_DIVERGENCE",
     "RECORDED",
     "SESSION_STATUSES",
+    "CacheError",
     "Executor",
     "PreparedReplay",
     "ReplayOptions",
@@ -47,6 +50,7 @@ __all__ = [
     "ReplayResult",
     "SessionOutcome",
     "cache_key",
+    "cache_path",
     "prepare",
     "prompt_versions",
     "replay",

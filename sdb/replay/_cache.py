@@ -1,8 +1,14 @@
-"""The response cache: a SQLite file in the store, keyed by (provider, seed, canonical request).
+"""The response cache: a SQLite file on this machine, keyed by (provider, seed, canonical request).
 
 Replaying the same run twice asks the model once. SQLite (standard library) gives atomic writes and
 safe concurrent readers; the cache is an optimisation, never the truth: deleting it changes nothing
 but the number of model calls.
+
+It lives under the user's cache directory (``$SDB_CACHE_DIR``, else ``$XDG_CACHE_HOME/sdbctl`` or
+``~/.cache/sdbctl``), in a folder named by a digest of the store's resolved location, and never in the
+store: a store travels, its cache keys are computable, so a cache that arrived with one could answer
+for a model that was never asked. Such a cache is read only when the user names it (``--cache-from``),
+read-only, and its answers are counted as cached like any other.
 """
 
 from __future__ import annotations
@@ -10,12 +16,22 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 import xxhash
 
+from sdbctl.sdb.errors import SdbError
 from sdbctl.sdb.events import canonical_bytes
+
+if TYPE_CHECKING:
+    from sdbctl.sdb.store import Store
+
+CACHE_FILE = "responses.sqlite"
+
+
+class CacheError(SdbError):
+    """A response cache that is not one: not SQLite, a foreign table, an entry that is no completion."""
 
 
 def cache_key(provider: str, request: Any, seed: int) -> str:
@@ -23,26 +39,92 @@ def cache_key(provider: str, request: Any, seed: int) -> str:
     return xxhash.xxh3_128_hexdigest(canonical_bytes({"provider": provider, "request": request, "seed": seed}))
 
 
-class ResponseCache:
-    """Completions (``{"response", "truth"}``) by key, in ``<store>/cache/responses.sqlite``."""
+def cache_path(store: Store) -> Path:
+    """This machine's response cache for ``store`` (see :meth:`Store.machine_dir`), never in the store."""
+    return store.machine_dir(CACHE_FILE)
 
-    def __init__(self, root: Path) -> None:
-        root.mkdir(parents=True, exist_ok=True)
-        self.path = root / "responses.sqlite"
+
+def _completion(path: Path, key: str, blob: Any, hint: str) -> dict[str, Any]:
+    """The completion an entry holds (``{"response": {...}, "truth": {...} | null}``), else CacheError."""
+    try:
+        value = orjson.loads(blob)
+    except (orjson.JSONDecodeError, TypeError):
+        value = None
+    ok = (
+        isinstance(value, dict)
+        and isinstance(value.get("response"), dict)
+        and isinstance(value.get("truth"), dict | None)
+    )
+    if not ok:
+        raise CacheError(f"response cache {path}: entry {key} is not a completion object{hint}")
+    assert isinstance(value, dict)
+    return value
+
+
+class ResponseCache:
+    """Completions (``{"response", "truth"}``) by key, in one SQLite file: this machine's cache for a
+    store (created when missing), or with ``read_only`` a cache the user named (``--cache-from``)."""
+
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        self.path = path
+        self.read_only = read_only
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, completion BLOB NOT NULL)")
+        try:
+            if read_only:
+                if not path.is_file():
+                    raise CacheError(f"response cache {path}: no such file")
+                self._db = sqlite3.connect(
+                    f"{path.absolute().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=60
+                )
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, completion BLOB NOT NULL)"
+                )
+            self._db.execute("SELECT key, completion FROM completions LIMIT 0").fetchall()  # its shape, now
+        except sqlite3.Error as exc:
+            self._fail(exc)
+        except OSError as exc:
+            raise CacheError(f"response cache {path}: {exc.strerror or exc}") from None
+
+    def _fail(self, exc: sqlite3.Error) -> NoReturn:
+        db = getattr(self, "_db", None)
+        if db is not None:
+            db.close()
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CacheError(f"response cache {self.path}: not a response cache ({reason}){self._hint}") from None
+
+    @property
+    def _hint(self) -> str:
+        """What to do about this machine's damaged cache (one the user named is theirs to judge)."""
+        return "" if self.read_only else "; delete it (it only saves model calls) or pass --no-cache"
 
     def get(self, key: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute("SELECT completion FROM completions WHERE key = ?", (key,)).fetchone()
-        return orjson.loads(row[0]) if row else None
+        """The completion cached under ``key``, or None; a damaged entry is a :class:`CacheError`."""
+        try:
+            with self._lock:
+                row = self._db.execute("SELECT completion FROM completions WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            self._fail(exc)
+        return _completion(self.path, key, row[0], self._hint) if row else None
 
     def put(self, key: str, completion: dict[str, Any]) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO completions VALUES (?, ?)", (key, orjson.dumps(completion)))
+        if self.read_only:
+            raise CacheError(f"response cache {self.path}: read-only")
+        try:
+            with self._lock:
+                self._db.execute("INSERT OR REPLACE INTO completions VALUES (?, ?)", (key, orjson.dumps(completion)))
+        except sqlite3.Error as exc:
+            self._fail(exc)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def check_cache(path: Path, *, read_only: bool) -> None:
+    """Refuse a damaged cache before a replay creates its run: opened, its table checked, closed."""
+    if read_only or path.exists():
+        ResponseCache(path, read_only=read_only).close()

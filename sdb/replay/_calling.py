@@ -4,7 +4,7 @@ counted in the replay's progress. Both modes ask through it, so they pace and ca
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sdbctl.sdb.events import canonical_bytes
@@ -14,6 +14,12 @@ from sdbctl.sdb.replay._cache import ResponseCache, cache_key
 from sdbctl.sdb.replay._limits import Limiter, RateLimiter, RetryPolicy, call_with_retries
 from sdbctl.sdb.replay._options import ReplayOptions
 from sdbctl.sdb.replay._results import ReplayProgress
+
+
+@dataclass(frozen=True)
+class CachedCompletion(Completion):
+    """An answer taken from a response cache, not from the model: its llm event says so
+    (``$.replay.cached``), and the diff and gate count it."""
 
 
 class Caller:
@@ -26,10 +32,12 @@ class Caller:
         cache: ResponseCache | None,
         progress: ReplayProgress,
         limiter: Limiter | None = None,
+        source: ResponseCache | None = None,
     ) -> None:
         self.provider = provider
         self.opts = opts
         self.cache = cache if opts.repeat == 1 else None  # repeats neither read nor write it
+        self.source = source if opts.repeat == 1 else None  # --cache-from: read, never written
         self.progress = progress
         self.redactor = load_redactor()  # an answer is redacted before the cache or a run holds it
         self.limiter: Limiter = limiter or RateLimiter(opts.rpm)
@@ -37,14 +45,15 @@ class Caller:
         self.spec = provider.spec
 
     async def ask(self, request: dict[str, Any], *, seed: int, repeat: int) -> Completion:
-        """The model's answer to ``request``: from the cache, else asked (paced, retried, cached)."""
+        """The model's answer to ``request``: from this machine's cache or the one named by
+        ``--cache-from`` (a :class:`CachedCompletion`), else asked (paced, retried, cached)."""
         cache = self.cache
-        key = cache_key(self.spec, request, seed) if cache is not None else ""
-        if cache is not None:
-            hit = cache.get(key)
+        key = cache_key(self.spec, request, seed) if cache is not None or self.source is not None else ""
+        for where in (cache, self.source):
+            hit = where.get(key) if where is not None else None
             if hit is not None:
                 self.progress.cached += 1
-                return Completion(self.redactor.redact(hit["response"]), truth=hit.get("truth"))
+                return CachedCompletion(self.redactor.redact(hit["response"]), truth=hit.get("truth"))
 
         def retried(attempt: int, error: ProviderError, pause: float) -> None:
             self.progress.retried += 1

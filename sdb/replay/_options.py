@@ -27,7 +27,8 @@ class ReplayOptions:
     rpm: float | None = None  #: at most this many requests per minute (None: no limit)
     timeout: float = 60.0  #: seconds before a model call is given up
     retries: int = 5  #: attempts per call (429, 5xx, timeouts)
-    cache: bool = True  #: read and write the response cache
+    cache: bool = True  #: read and write this machine's response cache
+    cache_from: str | None = None  #: also answer from this cache file, read-only (one that came with a store)
     on_divergence: str = "stop"  #: one of :data:`ON_DIVERGENCE`
     base_url: str | None = None  #: the server of an OpenAI-compatible or Anthropic provider
     run_id: str | None = None  #: the new run's id (None: generated)
@@ -50,6 +51,9 @@ class ReplayOptions:
             raise UsageError(f"--mode must be step or session, not {self.mode!r}")
         if self.on_divergence not in ON_DIVERGENCE:
             raise UsageError("--on-divergence must be stop or continue")
+        if self.cache_from is not None and (not self.cache or self.repeat > 1 or self.model == RECORDED):
+            why = "--no-cache" if not self.cache else "--repeat" if self.repeat > 1 else "--model recorded"
+            raise UsageError(f"--cache-from {self.cache_from}: no cache is read with {why}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, fields
+from pathlib import Path
 from typing import Any
 
 from sdbctl.sdb.errors import SdbError, UsageError
@@ -72,9 +73,11 @@ def run_shard(
     setup: tuple[str, ...],
     limiter: Any,
     progress: Any,
+    cache_file: str,
 ) -> dict[str, Any]:
     """One shard, in a Ray worker: the engine over ``sessions``, parts written as ``shard``; returns
-    its counters (``progress``) and its sessions' outcomes (``sessions``)."""
+    its counters (``progress``) and its sessions' outcomes (``sessions``). ``cache_file`` is the
+    driver's response cache, so that a retried shard or a resume finds the answers already given."""
     if os.path.isdir(cwd):
         os.chdir(cwd)  # a local store path, and user agents named MODULE:ATTR, are relative to it
     for ref in setup:  # what the driver's command registered (model specs, workloads)
@@ -91,7 +94,13 @@ def run_shard(
     options = ReplayOptions(**opts)
     shared = _SharedLimiter(limiter) if options.rpm else None
     replayer = Replayer(
-        Store.open(store_spec), source_run, options, shard=shard, sessions=frozenset(sessions), limiter=shared
+        Store.open(store_spec),
+        source_run,
+        options,
+        shard=shard,
+        sessions=frozenset(sessions),
+        limiter=shared,
+        cache_file=Path(cache_file),
     )
     result = replayer.run(report)
     progress.report.remote(shard, asdict(replayer.progress))
@@ -147,7 +156,10 @@ def replay_on_ray(
             # writer, and so its lock, until the manifest is written last
             writer = RunWriter.reopen(store, resume) if resume is not None else driver.create_run()
             run_id = saved["run_id"] = writer.run_id
-            status, results = _run_shards(ray, writer, source_run, saved, (sessions, weights), executor, on_progress)
+            work = (sessions, weights)
+            status, results = _run_shards(
+                ray, writer, source_run, saved, work, executor, on_progress, driver.cache_path
+            )
         finally:
             if started_ray:
                 ray.shutdown()
@@ -170,6 +182,7 @@ def _run_shards(
     work: tuple[list[str], dict[str, int]],
     executor: Executor,
     on_progress: Callable[[ReplayProgress], None] | None,
+    cache_file: Path,
 ) -> tuple[RunStatus, list[dict[str, Any]]]:
     """Run every shard over ``work`` (the sessions and their weights), then publish the manifest; the
     run's status and what each shard returned."""
@@ -182,7 +195,16 @@ def _run_shards(
     shards = _shards(sessions, weights, count * 2)
     pending = [
         task.remote(
-            _store_spec(store), source_run, saved, f"w{i}", shard, os.getcwd(), executor.setup, limiter, progress
+            _store_spec(store),
+            source_run,
+            saved,
+            f"w{i}",
+            shard,
+            os.getcwd(),
+            executor.setup,
+            limiter,
+            progress,
+            str(cache_file),
         )
         for i, shard in enumerate(shards)
     ]
@@ -198,7 +220,8 @@ def _run_shards(
         status = "complete"
     except ray.exceptions.RayError as exc:
         raise SdbError(
-            f"replay {run_id}: a Ray shard failed ({_first_line(exc)}); resume with --resume {run_id}"
+            f"replay {run_id}: a Ray shard failed ({_first_line(exc)}); resume with --resume {run_id} "
+            f"--model {saved['model']}" + (" and its --base-url" if saved.get("base_url") else "")
         ) from None
     finally:
         try:

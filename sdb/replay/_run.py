@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
+from sdbctl.sdb.boundary import load_actions_setting
 from sdbctl.sdb.errors import UsageError
 from sdbctl.sdb.providers import resolve
 from sdbctl.sdb.recording import Recorder, manifest_fields, new_run_id
 from sdbctl.sdb.redaction import load_redactor, url_without_secrets
 from sdbctl.sdb.replay._agent import check_simulator, choose_agent, no_agent
-from sdbctl.sdb.replay._cache import ResponseCache
+from sdbctl.sdb.replay._cache import CacheError, ResponseCache, cache_path, check_cache
 from sdbctl.sdb.replay._calling import Caller, in_flight
 from sdbctl.sdb.replay._job import Job
 from sdbctl.sdb.replay._limits import Limiter
@@ -25,30 +27,84 @@ from sdbctl.sdb.replay._session import replay_sessions
 from sdbctl.sdb.replay._step import replay_steps
 from sdbctl.sdb.store import RunWriter, Store
 
+#: saved options that say what the run is (its answers depend on them): a resume reads them, and a
+#: value given on the command line that differs is refused
+_RUN_OPTIONS = {
+    "mode": "--mode",
+    "repeat": "--repeat",
+    "prompts": "--prompt",
+    "seed": "seed",
+    "on_divergence": "--on-divergence",
+}
+#: saved options of how it was asked: a resume reads them unless the command line gives them
+_PACING = ("concurrency", "rpm", "timeout", "retries", "cache")
 
-def _resumed(store: Store, resume: str, given: ReplayOptions) -> tuple[ReplayOptions, str]:
-    """The options saved by the partial replay ``resume``, and its source run. What a store may not
-    decide is taken from ``given``: the agent, code named as a model, a base URL's secret."""
+
+def _shown(value: object) -> str:
+    if isinstance(value, Mapping):
+        return " ".join(f"{k}@{v}" for k, v in sorted(value.items())) or "(none)"
+    return "(none)" if value is None or value == "" else str(value)
+
+
+def _differs(flag: str, given: object, resume: str, stored: object, then: str) -> UsageError:
+    return UsageError(f"{flag} {_shown(given)} differs from run {resume!r}, replayed with {_shown(stored)}: {then}")
+
+
+def _passed(given: ReplayOptions) -> set[str]:
+    """The options an API caller set: those that differ from their defaults."""
+    default = ReplayOptions(model="")
+    return {f.name for f in fields(ReplayOptions) if getattr(given, f.name) != getattr(default, f.name)}
+
+
+def _resumed(
+    store: Store, resume: str, given: ReplayOptions, source_run: str, passed: Collection[str] | None
+) -> tuple[ReplayOptions, str]:
+    """The options of the partial replay ``resume``, and its source run. A store is data, never
+    configuration: the model and its base URL (where a credential goes, the file a local model loads)
+    come from ``given`` only, and must be the run's; so must what the run is (mode, repeat, prompt
+    versions, seed); the agent is ``given``'s; how it is paced is ``given``'s where set, else the run's."""
     partial = store.manifest(resume)
     if partial.status == "complete":
         raise UsageError(f"run {resume!r} is complete; there is nothing to resume")
     saved = partial.meta.get("replay")
-    if not saved or not partial.source_run:
+    if not isinstance(saved, Mapping) or not partial.source_run:
         raise UsageError(f"run {resume!r} is not a replay run, so it cannot be resumed")
-    model = str(saved.get("model") or "")
-    if model.startswith("py:") and given.model != model:  # code named by a store: the user names it
+    given_set = set(_passed(given) if passed is None else passed)
+    model, url = saved.get("model"), saved.get("base_url")
+    named = f"--model {_shown(model)}" + (f" --base-url {_shown(url)}" if url else "")
+    if not given.model:
         raise UsageError(
-            f"run {resume!r} was replayed with {model}, code that sdbctl does not import from a store; "
-            f"check it and pass --model {model} with --resume to run it"
+            f"run {resume!r} was replayed with {named}: pass it with --resume "
+            "(the model and where requests go are never taken from a store)"
         )
-    base_url = given.base_url or saved.get("base_url")
-    if base_url and "[REDACTED]" in base_url:
-        raise UsageError(
-            f"run {resume!r} was replayed against {base_url}; its secret is not stored: "
-            "pass --base-url again with --resume"
-        )
-    prompts = dict(saved.get("prompts") or {})
-    opts = ReplayOptions(**{**saved, "prompts": prompts, "run_id": resume, "agent": given.agent, "base_url": base_url})
+    if given.model != model:
+        raise _differs("--model", given.model, resume, model, "resume it with that model, or replay anew")
+    if (url_without_secrets(given.base_url) or None) != (url or None):
+        then = "resume it against the server it was replayed with, or replay anew"
+        raise _differs("--base-url", url_without_secrets(given.base_url), resume, url, then)
+    named_run = store.manifest(source_run).run_id if source_run else partial.source_run
+    if named_run != partial.source_run:
+        raise UsageError(f"RUN {named_run} differs from run {resume!r}, a replay of {partial.source_run}")
+    if given.run_id and given.run_id != partial.run_id:
+        raise UsageError(f"--run-id {given.run_id} differs from the run being resumed, {partial.run_id}")
+    values: dict[str, Any] = {}
+    for name, flag in _RUN_OPTIONS.items():
+        stored = saved.get(name, getattr(ReplayOptions(model=""), name))
+        if name == "prompts":
+            ok = isinstance(stored, Mapping) and all(isinstance(x, str) for kv in stored.items() for x in kv)
+            if not ok:
+                raise UsageError(f"run {resume!r}: its run.json's meta.replay.prompts is not NAME -> VERSION")
+            stored = dict(stored)
+        if name in given_set and getattr(given, name) != stored:
+            raise _differs(flag, getattr(given, name), resume, stored, "a resume completes the run as it began")
+        values[name] = stored
+    if values["seed"] is not None and (isinstance(values["seed"], bool) or not isinstance(values["seed"], int)):
+        raise UsageError(f"run {resume!r}: its run.json's meta.replay.seed is not a whole number")
+    for name in _PACING:
+        values[name] = getattr(given, name) if name in given_set else saved.get(name, getattr(given, name))
+    if not isinstance(values["cache"], bool):
+        raise UsageError(f"run {resume!r}: its run.json's meta.replay.cache is not true or false")
+    opts = replace(given, **values, run_id=resume)  # refused by ReplayOptions when a saved value is bad
     return opts, partial.source_run
 
 
@@ -65,6 +121,8 @@ class Replayer:
         shard: str | None = None,
         sessions: frozenset[str] | None = None,
         limiter: Limiter | None = None,
+        passed: Collection[str] | None = None,
+        cache_file: Path | None = None,
     ) -> None:
         self.store = store
         self.resume = resume
@@ -73,8 +131,8 @@ class Replayer:
         self.shard = shard
         self.sessions = sessions
         self.limiter = limiter
-        if resume is not None:
-            opts, source_run = _resumed(store, resume, opts)
+        if resume is not None:  # ``passed``: the options the command line set (None: those not default)
+            opts, source_run = _resumed(store, resume, opts, source_run, passed)
         self.opts = opts
         self.source = store.manifest(source_run)
         self.source_run = self.source.run_id
@@ -98,8 +156,15 @@ class Replayer:
             None if self.recorded else resolve(opts.model, {"base_url": opts.base_url} if opts.base_url else None)
         )
         check_simulator(opts.model, self.source_run, self.source.agent, self.workload)  # after resolve: typos first
+        # this machine's, never the store's (see sdb.replay._cache); a Ray shard is handed the driver's
+        self.cache_path = cache_file or cache_path(store)
+        if opts.cache and not self.recorded:  # a damaged cache is refused before the run is created
+            check_cache(self.cache_path, read_only=False)
+        if opts.cache_from is not None:
+            check_cache(Path(opts.cache_from), read_only=True)
         self.progress = ReplayProgress()
         self.redactor = load_redactor()
+        load_actions_setting()  # a malformed [boundary] table is refused before the run is created
 
     def manifest_meta(self) -> dict[str, Any]:
         """What the run's manifest says of this replay (``meta.replay`` is what ``--resume`` reads)."""
@@ -149,10 +214,17 @@ class Replayer:
             shard=self.shard,
             handle_signals=self.shard is None,
         )
-        cache = ResponseCache(self.store.local_dir("cache")) if opts.cache and not self.recorded else None
-        caller = None if self.provider is None else Caller(self.provider, opts, cache, self.progress, self.limiter)
+        caches: list[ResponseCache] = []
         try:
             with rec:
+                if self.provider is not None and opts.cache:
+                    caches.append(ResponseCache(self.cache_path))
+                    if opts.cache_from is not None:
+                        caches.append(ResponseCache(Path(opts.cache_from), read_only=True))
+                caller = None
+                if self.provider is not None:
+                    cache, source = caches[0] if caches else None, caches[1] if caches[1:] else None
+                    caller = Caller(self.provider, opts, cache, self.progress, self.limiter, source)
                 job = Job(
                     store=self.store,
                     source=self.source,
@@ -169,9 +241,13 @@ class Replayer:
                     resuming=self.resume is not None or self.shard is not None,
                 )
                 asyncio.run(self._main(job))
+        except CacheError as exc:  # one line: the cache it names, and the run it leaves partial
+            raise CacheError(
+                f"{exc}; run {rec.run_id!r} is left partial: --resume it with --model {opts.model}"
+            ) from None
         finally:
-            if cache is not None:
-                cache.close()
+            for each in caches:
+                each.close()
         return ReplayResult.of(
             run_id=rec.run_id,
             opts=opts,
@@ -219,9 +295,12 @@ def prepare(
     *,
     resume: str | None = None,
     executor: Executor | None = None,
+    passed: Collection[str] | None = None,
 ) -> PreparedReplay:
     """Check a replay of ``source_run`` (or the resumption of the partial replay ``resume``) in
-    ``store`` (a store, or where to open one), to run here or, with ``Executor(kind="ray")``, on Ray."""
+    ``store`` (a store, or where to open one), to run here or, with ``Executor(kind="ray")``, on Ray.
+    ``passed`` names the fields of ``opts`` the user set (the CLI knows; None: those not default): with
+    ``resume``, one that differs from the run's is refused."""
     if resume is None and not (source_run and opts.model):
         raise UsageError("replay needs RUN and --model (or --resume RUN_ID)")
     where = executor or Executor()
@@ -229,7 +308,7 @@ def prepare(
         from sdbctl.sdb.replay._ray import require_ray  # Ray is an optional extra
 
         require_ray()
-    return PreparedReplay(Replayer(Store.open(store), source_run or "", opts, resume=resume), where)
+    return PreparedReplay(Replayer(Store.open(store), source_run or "", opts, resume=resume, passed=passed), where)
 
 
 def replay(

@@ -21,7 +21,7 @@ from sdbctl.sdb.boundary import EXECUTE, StopSession, ValidAction
 from sdbctl.sdb.events import canonical_bytes, digest
 from sdbctl.sdb.providers import Completion, Provider, ProviderError
 from sdbctl.sdb.recording import Session
-from sdbctl.sdb.replay._calling import Caller, without_model
+from sdbctl.sdb.replay._calling import CachedCompletion, Caller, without_model
 from sdbctl.sdb.replay._job import Job
 from sdbctl.sdb.replay._options import RECORDED
 from sdbctl.sdb.store import Store, connect, query_arrow
@@ -172,7 +172,7 @@ class _SessionReplay:
             return recorded
 
         answers = {k: deque(v) for k, v in entry.answers.items()}
-        provider: Provider = _SessionProvider(answers, job.caller, job.seed, repeat)
+        provider: Provider = _SessionProvider(answers, job.caller, job.seed, repeat, sink.cached)
         return AgentContext(
             sink=sink,
             model=provider,
@@ -197,6 +197,7 @@ class _Buffer:
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         self.digests: list[int] = []
         self.steps = 0  #: llm events kept
+        self.cached: list[Any] = []  #: the responses a cache answered (by identity), kept alive here
 
     def _keep(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
         self.calls.append((method, copy.deepcopy(args), copy.deepcopy(kwargs)))
@@ -207,6 +208,9 @@ class _Buffer:
 
     def llm(self, *args: Any, **kwargs: Any) -> int:
         self.steps += 1
+        response = args[1] if len(args) > 1 else kwargs.get("response")
+        if any(response is hit for hit in self.cached):  # the agent records the answer it was given
+            kwargs["replay"] = {**(kwargs.get("replay") or {}), "cached": True}
         return self._keep("llm", args, kwargs)
 
     def action(self, name: str, args: Any, **kwargs: Any) -> int:
@@ -234,16 +238,22 @@ class _SessionProvider:
     """The model as one replayed session sees it: the recorded answers (``recorded``), or the real
     provider through the engine's cache, limits and retries."""
 
-    def __init__(self, answers: dict[bytes, deque[Any]], caller: Caller | None, seed: int, repeat: int) -> None:
+    def __init__(
+        self, answers: dict[bytes, deque[Any]], caller: Caller | None, seed: int, repeat: int, cached: list[Any]
+    ) -> None:
         self.answers = answers
         self.caller = caller
         self.seed = seed
         self.repeat = repeat
+        self.cached = cached  #: the session's sink marks the llm event of each of these responses as cached
         self.spec = caller.spec if caller is not None else RECORDED
 
     async def complete(self, request: dict[str, Any], *, seed: int = 0, repeat: int = 0) -> Completion:
         if self.caller is not None:
-            return await self.caller.ask(request, seed=self.seed, repeat=self.repeat)
+            done = await self.caller.ask(request, seed=self.seed, repeat=self.repeat)
+            if isinstance(done, CachedCompletion):
+                self.cached.append(done.response)
+            return done
         queue = self.answers.get(without_model(request))
         if not queue:
             raise StopSession("the agent asked a question the recorded run never asked")

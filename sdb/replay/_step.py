@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sdbctl.sdb.boundary import Boundary, write_actions
+from sdbctl.sdb.boundary import Boundary, load_actions_setting, write_actions
 from sdbctl.sdb.errors import UsageError
 from sdbctl.sdb.providers import Completion, ProviderError
 from sdbctl.sdb.recording import Session
 from sdbctl.sdb.redaction import load_redactor
+from sdbctl.sdb.replay._calling import CachedCompletion
 from sdbctl.sdb.replay._job import Job
 from sdbctl.sdb.replay._source import SourceStep, count_steps, finished_units, iter_steps
 
@@ -51,6 +52,9 @@ class _StepReplay:
         self.gate = asyncio.Semaphore(job.in_flight)
         self.sinks: dict[str, Session] = {}
         self.redactor = load_redactor()
+        # how an open vocabulary reads a text answer: the project's setting, as its recording read it
+        # (never the run's manifest, which would choose the verdict)
+        self.text_actions = load_actions_setting().text_actions
 
     async def one(self, step: SourceStep, repeat: int) -> None:
         """Ask ``step`` (repeat ``repeat``) and write its answer, or its error, as one unit."""
@@ -101,6 +105,8 @@ class _StepReplay:
             outcome.reason = outcome.reason or message
             return
         model = step.model if job.caller is None else job.caller.spec
+        if isinstance(completion, CachedCompletion):
+            mark["cached"] = True  # the answer is a cache's, not the model's: the diff and gate count it
         seq = sink.llm(
             request,
             completion.response,
@@ -111,7 +117,9 @@ class _StepReplay:
             replay=mark,
             **where,
         )
-        digests = write_actions(sink.action, self.boundary, completion.response, seq, where)
+        digests = write_actions(
+            sink.action, self.boundary, completion.response, seq, where, text_actions=self.text_actions
+        )
         if tuple(digests) != step.actions:
             job.progress.divergences += 1
             outcome.divergences += 1

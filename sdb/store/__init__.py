@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from sdbctl.sdb.lazy import lazy_exports
 from sdbctl.sdb.store._fs import Location
-from sdbctl.sdb.store._layout import Store, check_run_id, diff_key, resolve_store
+from sdbctl.sdb.store._layout import CACHE_DIR_ENV, LATEST, RunEntry, Store, check_run_id, diff_key, resolve_store
 from sdbctl.sdb.store._manifest import RunManifest, RunStatus
 
 if TYPE_CHECKING:
@@ -27,8 +27,11 @@ if TYPE_CHECKING:
 HEARTBEAT_SECONDS: float = 10.0  # how often the holder of an S3 lock rewrites it (read when a lock is taken)
 
 __all__ = [
+    "CACHE_DIR_ENV",
     "HEARTBEAT_SECONDS",
+    "LATEST",
     "Location",
+    "RunEntry",
     "RunExists",
     "RunLocked",
     "RunManifest",

@@ -38,9 +38,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from sdbctl.sdb.errors import SchemaError
-from sdbctl.sdb.events import check_schema
-from sdbctl.sdb.store._layout import PART_GLOB, Store
+from sdbctl.sdb.errors import SchemaError, SdbError
+from sdbctl.sdb.events import DIVERGENCE_SCHEMA, check_schema
+from sdbctl.sdb.store._layout import PART_GLOB, Store, damaged_warning, one_line, warn_skipped
 from sdbctl.sdb.store._manifest import PartFile, RunManifest
 
 # events-NNNNN.parquet (a writer of the run) or events-<shard>-NNNNN.parquet (a shard of a Ray replay)
@@ -92,15 +92,22 @@ def part_key(name: str) -> tuple[str, int] | None:
     return (f"events-{shard}-" if shard else "events-", int(m.group("n")))
 
 
-def checked_parts(store: Store, manifest: RunManifest, on_disk: Iterable[pafs.FileInfo]) -> list[str]:
-    """The paths of ``manifest``'s run to read, after checking them against the manifest (see the
-    module docstring); a mismatch is a one-line :class:`DamagedRun`. ``on_disk``: the files of the
-    run's directory, listed *after* the manifest was read (a writer publishes a part, then the
-    manifest: the other order could see a part listed that the listing missed)."""
+def check_listing(manifest: RunManifest, on_disk: Iterable[pafs.FileInfo]) -> list[str]:
+    """The names of the parts ``manifest`` does not list (a partial run's latest), after checking what
+    a listing of the run's directory shows against the manifest without reading a part: each listed
+    part there with its size, no part a complete run's writer did not publish, the numbering of the
+    unlisted ones (see the module docstring); a mismatch is a one-line :class:`DamagedRun`. This is
+    all ``sdbctl runs`` checks; :func:`checked_parts` reads the parts too."""
     run = manifest.run_id
-    parts = {i.path.rsplit("/", 1)[-1]: i for i in on_disk if _is_part(i.path)}
+    parts = _parts(on_disk)
     if manifest.part_files is None:
-        return _checked_legacy(store, manifest, parts)
+        counted, found = manifest.parts, len(parts)
+        if found < counted or (found > counted and manifest.status == "complete"):
+            raise DamagedRun(
+                f"run {run!r} is damaged: {found} part(s) on disk, its manifest counts {counted} "
+                "(a part is missing or extra; the run predates per-part checksums, so which one is not known)"
+            )
+        return sorted(parts)
     listed = {p.name: p for p in manifest.part_files}
     for name, entry in listed.items():
         if name not in parts:
@@ -114,11 +121,27 @@ def checked_parts(store: Store, manifest: RunManifest, on_disk: Iterable[pafs.Fi
         )
     _check_numbering(run, listed, unlisted)
     for name, entry in listed.items():
+        size = parts[name].size
+        if size is not None and size != entry.size:
+            raise DamagedRun(f"run {run!r} is damaged: part {name} has {size} bytes, its manifest says {entry.size}")
+    return unlisted
+
+
+def checked_parts(store: Store, manifest: RunManifest, on_disk: Iterable[pafs.FileInfo]) -> list[str]:
+    """The paths of ``manifest``'s run to read, after checking them against the manifest (see the
+    module docstring); a mismatch is a one-line :class:`DamagedRun`. ``on_disk``: the files of the
+    run's directory, listed *after* the manifest was read (a writer publishes a part, then the
+    manifest: the other order could see a part listed that the listing missed)."""
+    run = manifest.run_id
+    parts = _parts(on_disk)
+    unlisted = check_listing(manifest, parts.values())
+    if manifest.part_files is None:  # written before parts were listed: counted, and each footer read
+        for info in parts.values():
+            _check_footer(store, info)
+        return sorted(i.path for i in parts.values())
+    for entry in manifest.part_files:
+        name = entry.name
         info = parts[name]
-        if info.size is not None and info.size != entry.size:
-            raise DamagedRun(
-                f"run {run!r} is damaged: part {name} has {info.size} bytes, its manifest says {entry.size}"
-            )
         found = describe_part(store, info, entry, run)
         if found.rows != entry.rows:
             raise DamagedRun(
@@ -129,16 +152,8 @@ def checked_parts(store: Store, manifest: RunManifest, on_disk: Iterable[pafs.Fi
     return sorted(i.path for i in parts.values())
 
 
-def _checked_legacy(store: Store, manifest: RunManifest, parts: dict[str, pafs.FileInfo]) -> list[str]:
-    counted, found = manifest.parts, len(parts)
-    if found < counted or (found > counted and manifest.status == "complete"):
-        raise DamagedRun(
-            f"run {manifest.run_id!r} is damaged: {found} part(s) on disk, its manifest counts {counted} "
-            "(a part is missing or extra; the run predates per-part checksums, so which one is not known)"
-        )
-    for info in parts.values():
-        _check_footer(store, info)
-    return sorted(i.path for i in parts.values())
+def _parts(on_disk: Iterable[pafs.FileInfo]) -> dict[str, pafs.FileInfo]:
+    return {i.path.rsplit("/", 1)[-1]: i for i in on_disk if _is_part(i.path)}
 
 
 def _check_numbering(run: str, listed: dict[str, PartFile], unlisted: list[str]) -> None:
@@ -186,21 +201,50 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def verified_paths(store: Store, manifests: list[RunManifest]) -> list[str]:
-    """The parts to read of the runs of ``manifests`` (read just before), each run checked against
-    its manifest: one listing of the run's directory, or of every run's for more than one run."""
-    if not manifests:
-        return []
-    if len(manifests) == 1:
+def verified_paths(
+    store: Store, manifests: list[RunManifest], *, skip_damaged: bool = False
+) -> tuple[list[RunManifest], list[str]]:
+    """The runs of ``manifests`` (read just before) to read, and their parts, each run checked
+    against its manifest: one listing of the run's directory, or of every run's for more than one
+    run. A damaged run is its :class:`DamagedRun`, or with ``skip_damaged`` (a read of the whole
+    store) left out with a warning naming it."""
+    if len(manifests) == 1 and not skip_damaged:
         run = manifests[0].run_id
-        return checked_parts(store, manifests[0], store.loc.file_infos(store.run_dir(run)))
+        return manifests, checked_parts(store, manifests[0], store.loc.file_infos(store.run_dir(run)))
     by_run: dict[str, list[pafs.FileInfo]] = {}
     prefix = store.runs_dir + "/"
-    for info in store.loc.file_infos(store.runs_dir, recursive=True):
+    for info in store.loc.file_infos(store.runs_dir, recursive=True) if manifests else []:
         run, _, name = info.path[len(prefix) :].partition("/")
         if name and "/" not in name:  # a run's own files, not what may sit in folders below it
             by_run.setdefault(run, []).append(info)
+    kept: list[RunManifest] = []
     paths: list[str] = []
     for manifest in manifests:
-        paths.extend(checked_parts(store, manifest, by_run.get(manifest.run_id, [])))
-    return sorted(paths)
+        try:
+            paths.extend(checked_parts(store, manifest, by_run.get(manifest.run_id, [])))
+        except SchemaError as exc:
+            if not skip_damaged:
+                raise
+            warn_skipped(damaged_warning(manifest.run_id, one_line(exc)))
+            continue
+        kept.append(manifest)
+    return kept, sorted(paths)
+
+
+def readable_divergences(store: Store) -> list[str]:
+    """Every saved diff's ``divergences.parquet`` whose footer is a divergences file's. Another file
+    (truncated, foreign, of other columns) is skipped with a warning naming it: one damaged saved diff
+    must not stop the ``divergences`` view, nor any read of the store that does not ask for it."""
+    kept = []
+    for path in store.divergence_paths():
+        where = f"s3://{path}" if store.loc.remote else path
+        try:
+            schema = store.loc.read_footer(path).schema.to_arrow_schema()
+        except (pa.ArrowException, OSError, SdbError) as exc:
+            warn_skipped(f"saved diff {where} is damaged, skipped: not a readable Parquet file ({_first_line(exc)})")
+            continue
+        if not schema.equals(DIVERGENCE_SCHEMA, check_metadata=False):
+            warn_skipped(f"saved diff {where} is damaged, skipped: its columns are not those of divergences")
+            continue
+        kept.append(path)
+    return kept

@@ -6,33 +6,66 @@ change it) or an S3 prefix (``s3://bucket/prefix``, see :mod:`sdb.store._fs`). E
 (:mod:`sdb.store._lock`); a saved diff is ``diffs/<base>..<candidate>/`` (:func:`diff_key`). Every file
 is published atomically (a local file under a hidden temporary name first), so no reader ever sees
 half a file.
+
+**A run's id is its folder's name.** The ``run_id`` inside ``run.json`` is a copy: a manifest whose
+copy names another run is damaged (a planted ``runs/junk/run.json`` saying ``"run_id": "base"`` must
+never make ``sdbctl rm junk`` touch ``runs/base``). A damaged run (:class:`RunEntry`: a manifest that
+cannot be read, is not a valid manifest, names another run, or whose parts on disk are not those it
+lists) is its one-line error for a command that names it, and is skipped with a warning naming it by
+what reads the store as a whole; ``sdbctl rm`` removes it all the same.
+
+**The order of runs** (``runs``, ``@latest``, ``rm --keep-last`` / ``--older-than``) is their creation
+time, but a time is only believed up to now: a ``created`` after now (a clock ahead, or a planted
+``9999-...``) is replaced by the time the store received the manifest (its file's modification time),
+and when that is in the future too, the run sorts first, so that no claimed date can make a run
+``@latest``. A damaged run is placed by its file's time. ``@latest`` is the last run in that order;
+when that run is damaged, ``@latest`` is its error, never an older run in its place.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import fnmatch
 import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import xxhash
 
 from sdbctl.sdb.errors import RunNotFound, SchemaError, SdbError, UsageError
 from sdbctl.sdb.names import did_you_mean
 from sdbctl.sdb.store._fs import Location
-from sdbctl.sdb.store._manifest import RunManifest, parse_manifest
+from sdbctl.sdb.store._manifest import RUN_ID_PATTERN, RunManifest, parse_manifest
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
 
 DEFAULT_STORE: Final = ".sdb"
 STORE_ENV: Final = "SDB_STORE"
 MANIFEST_NAME: Final = "run.json"
 PART_GLOB: Final = "events-*.parquet"
 LATEST: Final = "@latest"
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_RUN_ID = re.compile(RUN_ID_PATTERN)
+_EPOCH: Final = dt.datetime.min.replace(tzinfo=dt.UTC)  # where a run with no believable time sorts
 _log = logging.getLogger(__name__)
-_skipped: set[str] = set()  # manifests already warned about in this process
+_skipped: set[str] = set()  # damaged runs and diffs already warned about in this process
+
+CACHE_DIR_ENV = "SDB_CACHE_DIR"  #: where this machine's directories for stores live (default: the user's cache dir)
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's text on one line, whatever the file it quotes held."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def warn_skipped(problem: str) -> None:
+    """Say once per process, on stderr, that a damaged run or diff was skipped (``problem`` names it)."""
+    if problem not in _skipped:
+        _skipped.add(problem)
+        _log.warning("sdbctl: warning: %s", problem)
 
 
 def resolve_store(path: str | os.PathLike[str] | None = None) -> str:
@@ -72,6 +105,43 @@ def part_name(index: int) -> str:
 
 
 @dataclass(frozen=True)
+class RunEntry:
+    """One folder of ``runs/`` holding a ``run.json``: its manifest, or why the run is damaged."""
+
+    run_id: str  #: the folder's name: a run's id
+    manifest: RunManifest | None  #: None when the manifest itself is damaged
+    problem: str | None  #: one line naming the file and what is wrong; None for a sound run
+    when: dt.datetime  #: the time the run is ordered by (see the module docstring)
+
+    @property
+    def status(self) -> str:
+        """``complete`` or ``partial`` as the manifest says, or ``damaged``."""
+        return "damaged" if self.problem is not None or self.manifest is None else self.manifest.status
+
+
+def damaged_warning(run_id: str, problem: str) -> str:
+    """The one line said when the damaged run ``run_id`` is listed or skipped (``problem``: its error)."""
+    if problem.startswith(f"run {run_id!r}"):
+        return f"{problem}; not read (sdbctl rm {run_id} removes it)"
+    return f"run {run_id!r} is damaged, not read (sdbctl rm {run_id} removes it): {problem}"
+
+
+def _believed(claimed: list[dt.datetime | None], now: dt.datetime) -> dt.datetime:
+    """The first of the ``claimed`` times that is not after ``now``, else :data:`_EPOCH`."""
+    return next((t for t in claimed if t is not None and t <= now), _EPOCH)
+
+
+def _parse_time(text: str) -> dt.datetime:
+    when = dt.datetime.fromisoformat(text)  # checked by the manifest's model
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def _file_time(info: pafs.FileInfo) -> dt.datetime | None:
+    ns = info.mtime_ns
+    return None if ns is None else dt.datetime.fromtimestamp(ns / 1e9, dt.UTC)
+
+
+@dataclass(frozen=True)
 class Store:
     """A store: a local directory or an S3 prefix. Reading methods never write; writing goes through
     :class:`RunWriter`."""
@@ -101,13 +171,21 @@ class Store:
         return Path(self.loc.base)
 
     def local_dir(self, *parts: str) -> Path:
-        """A local directory for what cannot live on an object store (the response cache, reports):
-        inside a local store, else under ``$XDG_CACHE_HOME/sdbctl/`` keyed by the store's URI."""
+        """A local directory for what cannot live on an object store (reports): inside a local store,
+        else :meth:`machine_dir`."""
         if not self.loc.remote:
             return Path(self.loc.base).joinpath(*parts)
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        key = xxhash.xxh3_64_hexdigest(self.uri.encode())
-        return cache.joinpath("sdbctl", key, *parts)
+        return self.machine_dir(*parts)
+
+    def machine_dir(self, *parts: str) -> Path:
+        """This machine's directory for this store, never inside it (what must not travel with a store,
+        such as the response cache): ``$SDB_CACHE_DIR`` (else ``$XDG_CACHE_HOME/sdbctl``, default
+        ``~/.cache/sdbctl``), then a digest of the store's location (an ``s3://`` URI, or the local
+        directory resolved, so that two names of one folder share it)."""
+        root = os.environ.get(CACHE_DIR_ENV)
+        base = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sdbctl"
+        where = self.uri if self.loc.remote else str(Path(self.loc.base).resolve())
+        return base.absolute().joinpath(xxhash.xxh3_64_hexdigest(where.encode()), *parts)
 
     @property
     def runs_dir(self) -> str:
@@ -116,63 +194,105 @@ class Store:
     def run_dir(self, run_id: str) -> str:
         return self.loc.path("runs", check_run_id(run_id))
 
-    def run_ids(self) -> list[str]:
-        """Ids of every run that has a manifest, sorted."""
-        suffix = "/" + MANIFEST_NAME
-        found = self.loc.files(self.runs_dir, recursive=True)
+    def _run_files(self) -> dict[str, dict[str, pafs.FileInfo]]:
+        """Per folder of ``runs/`` holding a ``run.json``, its own files by name (one listing)."""
         prefix = self.runs_dir + "/"
-        return sorted(
-            p[len(prefix) : -len(suffix)]
-            for p in found
-            if p.endswith(suffix) and "/" not in p[len(prefix) : -len(suffix)]
-        )
+        found: dict[str, dict[str, pafs.FileInfo]] = {}
+        for info in self.loc.file_infos(self.runs_dir, recursive=True):
+            run, _, name = info.path[len(prefix) :].partition("/")
+            if name and "/" not in name:  # a run's own files, not what may sit in folders below it
+                found.setdefault(run, {})[name] = info
+        return {run: files for run, files in sorted(found.items()) if MANIFEST_NAME in files}
+
+    def run_ids(self) -> list[str]:
+        """Names of every folder of ``runs/`` that holds a manifest (sound or damaged), sorted."""
+        return list(self._run_files())
+
+    def entries(self, *, warn: bool = False) -> list[RunEntry]:
+        """Every run, sound or damaged, in the order of the module docstring (oldest first).
+
+        A run is checked as far as its manifest and the list of its files go (one listing of the
+        store, no part read): a part its manifest lists that is missing, or of another size, makes it
+        damaged here already; a part's bytes are checked when the run is read (:mod:`_integrity`).
+        With ``warn``, each damaged run is a warning on stderr (:func:`warn_skipped`)."""
+        from sdbctl.sdb.store._integrity import check_listing
+
+        now = dt.datetime.now(dt.UTC)
+        entries = []
+        for run_id, files in self._run_files().items():
+            manifest: RunManifest | None = None
+            problem = None
+            try:
+                manifest = self._read_manifest(run_id)
+                try:
+                    check_listing(manifest, files.values())
+                except SchemaError:  # listed before the manifest was read: look again, in that order
+                    check_listing(manifest, self.loc.file_infos(self.run_dir(run_id)))
+            except SchemaError as exc:
+                problem = one_line(exc)
+            claimed = [_parse_time(manifest.created)] if manifest is not None and problem is None else []
+            when = _believed([*claimed, _file_time(files[MANIFEST_NAME])], now)
+            entries.append(RunEntry(run_id, manifest, problem, when))
+        entries.sort(key=lambda e: (e.when, e.run_id))
+        if warn:
+            for entry in entries:
+                if entry.problem is not None:
+                    warn_skipped(damaged_warning(entry.run_id, entry.problem))
+        return entries
 
     def resolve(self, ref: str) -> str:
-        """A run id from a reference: the id itself, or ``@latest`` for the most recently created run."""
+        """A run id from a reference: the id itself, or ``@latest`` for the newest run (see the module
+        docstring: never a run whose only claim to be newest is a date in the future, and never an
+        older run in the place of a damaged newest one)."""
         if ref != LATEST:
             return check_run_id(ref)
-        manifests = self.manifests()
-        if not manifests:
+        entries = self.entries()
+        if not entries:
             raise RunNotFound(f"store {self.uri} has no runs, so {LATEST} names nothing")
-        return manifests[-1].run_id
+        newest = entries[-1]
+        if newest.problem is not None:
+            raise SchemaError(f"{LATEST} is run {newest.run_id!r}, which is damaged: {newest.problem}")
+        return newest.run_id
 
     def _read_manifest(self, run_id: str) -> RunManifest:
+        """The manifest in ``runs/<run_id>/``; unreadable, invalid, or naming another run: a SchemaError."""
         path = self.loc.path("runs", run_id, MANIFEST_NAME)
         try:
             data = self.loc.read_bytes(path)
         except (OSError, SdbError) as exc:
             raise SchemaError(f"{path}: cannot read run manifest ({exc})") from None
-        return parse_manifest(data, path)
+        manifest = parse_manifest(data, path)
+        if manifest.run_id != run_id:
+            raise SchemaError(
+                f"{path}: names run {manifest.run_id!r}, but a run's id is its folder's name ({run_id!r}): "
+                "a copied or planted manifest"
+            )
+        return manifest
 
     def manifest(self, run_id: str) -> RunManifest:
-        """The manifest of ``run_id`` (or ``@latest``); an unknown id is a :class:`RunNotFound`."""
+        """The manifest of ``run_id`` (or ``@latest``); an unknown id is a :class:`RunNotFound` listing
+        the known runs (the damaged ones apart), a damaged manifest its :class:`SchemaError`."""
         run_id = self.resolve(run_id)
         if not self.loc.is_file(self.loc.path("runs", run_id, MANIFEST_NAME)):
-            known = self.run_ids()
+            entries = self.entries()
+            known = [e.run_id for e in entries if e.problem is None]
             more = f" and {len(known) - 5} more (sdbctl runs lists them)" if len(known) > 5 else ""
-            hint = f"; known runs: {', '.join(known[-5:])}{more}" if known else "; the store has no runs"
+            hint = f"; known runs: {', '.join(known[-5:])}{more}" if known else "; the store has no sound runs"
+            damaged = [e.run_id for e in entries if e.problem is not None]
+            if damaged:
+                hint += f"; damaged, left out: {', '.join(damaged[:5])}" + (" ..." if len(damaged) > 5 else "")
             hint = did_you_mean(run_id, known) + hint
             raise RunNotFound(f"run {run_id!r} not found in store {self.uri}{hint}")
         return self._read_manifest(run_id)
 
     def manifests(self) -> list[RunManifest]:
-        """Every run's manifest, oldest first.
+        """The manifest of every sound run, oldest first (:meth:`entries`).
 
-        A run whose manifest cannot be read or is not a manifest (a truncated or garbage ``run.json``)
-        is left out, with a one-line warning on stderr naming the file (once per process, through
-        :mod:`logging`), so that one broken run does not stop the listing, the views or a diff of
-        the others. Asking for that run by id (:meth:`manifest`) is still the error naming the file.
+        A damaged run is left out with a one-line warning on stderr naming it (once per process,
+        through :mod:`logging`), so that one broken run does not stop the listing, the views or a
+        diff of the others. Asking for that run by id (:meth:`manifest`) is still its error.
         """
-        found = []
-        for rid in self.run_ids():
-            try:
-                found.append(self._read_manifest(rid))
-            except SchemaError as exc:
-                problem = " ".join(str(exc).split())  # one line, whatever the file held
-                if problem not in _skipped:
-                    _skipped.add(problem)
-                    _log.warning("sdbctl: warning: %s; run %r left out", problem, rid)
-        return sorted(found, key=lambda m: (m.created, m.run_id))
+        return [e.manifest for e in self.entries(warn=True) if e.problem is None and e.manifest is not None]
 
     def part_paths(self, run_id: str | None = None) -> list[str]:
         """The published Parquet parts of one run, or of all runs, in order (hidden temporaries left out)."""

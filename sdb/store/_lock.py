@@ -17,13 +17,15 @@ token) and since when; the server must honour conditional writes (AWS S3, MinIO 
   object and, if its holder is alive, is refused at once with :class:`RunLocked`.
 * The holder rewrites the object every :data:`sdb.store.HEARTBEAT_SECONDS` from a daemon thread,
   each time only if it is still the object it wrote (``If-Match`` its ETag): a holder that finds it
-  replaced or gone has lost the lock, and says so once on stderr.
+  replaced or gone has lost the lock, and its writer stops there: no part and no manifest more, the
+  run left partial to the new holder, and one error line (exit 2).
 * Nothing drops the object of a writer that was SIGKILLed, so a lock whose time is more than
   :data:`STALE_AFTER` heartbeats old is stale, as is, at once, one whose holder was a process of
   this same machine (boot and pid namespace) that no longer exists. A stale lock is taken over:
   deleted only if it is still the object read (``If-Match``), then created again with
-  ``If-None-Match: *``; whoever loses that race is refused. The time is the holder's clock, read
-  with the new writer's, so the clocks of two hosts may differ by up to two heartbeats.
+  ``If-None-Match: *``; whoever loses that race is refused. The age is the object store's own: the
+  object's ``LastModified`` against the ``Date`` of the reply that read it, so no host's clock (the
+  holder's or the reader's, however skewed) can make a live lock look stale.
 * Release deletes the object only if it is still ours (``If-Match``); a lock that cannot be
   released (the server is down) is left to go stale. A lock that is never released (its writer
   object dropped unclosed, the process exiting normally) is released then, as the OS drops a flock.

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import email.utils
 import importlib
 import json
-import logging
 import os
 import random
 import secrets
@@ -33,7 +33,6 @@ from sdbctl.sdb.store._s3_client import (
     make_client,
 )
 
-_log = logging.getLogger("sdbctl.sdb.store")  # named for the public package: the logger a user configures
 T = TypeVar("T")
 
 
@@ -108,6 +107,7 @@ class S3Lock:
 
     def _acquire(self) -> None:
         held: dict[str, Any] | None = None
+        age = float("inf")
         for _ in range(5):  # each round lost to another writer ends in RunLocked; a few rounds are races
             try:
                 self.etag = self._put(IfNoneMatch="*")
@@ -123,27 +123,26 @@ class S3Lock:
             found = self._read()
             if found is None:  # released in between: create it again
                 continue
-            held, etag = found
+            held, etag, age = found
             if held.get("token") == self.body["token"]:  # our own create, answered after a lost reply
                 self.etag = etag
                 return
-            if not self._stale(held):
-                raise self._locked(held)
+            if not self._stale(held, age):
+                raise self._locked(held, age)
             self._delete(etag)  # only if it is still the stale lock read; else the next round reads again
-        raise self._locked(held or {})
+        raise self._locked(held or {}, age)
 
-    def _stale(self, held: dict[str, Any]) -> bool:
+    def _stale(self, held: dict[str, Any], age: float) -> bool:
         pid = held.get("pid")
         if held.get("machine") and held.get("machine") == _machine() and isinstance(pid, int) and not _alive(pid):
             return True  # its process, of this machine, is gone
-        return _age(held) > STALE_AFTER * self.heartbeat
+        return age > STALE_AFTER * self.heartbeat
 
-    def _locked(self, held: dict[str, Any]) -> RunLocked:
+    def _locked(self, held: dict[str, Any], age: float) -> RunLocked:
         pid, host = held.get("pid"), held.get("host")
         who = f"process {pid}" if isinstance(pid, int) else "another process"
         if isinstance(host, str) and host:
             who += f" on {host}"
-        age = _age(held)
         since = f", its lock refreshed {max(age, 0):.0f} s ago" if age != float("inf") else ""
         expiry = STALE_AFTER * self.heartbeat
         return RunLocked(
@@ -191,8 +190,9 @@ class S3Lock:
         )
         return str(reply.get("ETag") or "")
 
-    def _read(self, *, budget: float | None = None) -> tuple[dict[str, Any], str] | None:
-        """The lock object's owner (none when unreadable: then aged by its modification time) and ETag."""
+    def _read(self, *, budget: float | None = None) -> tuple[dict[str, Any], str, float] | None:
+        """The lock object's owner (empty when unreadable), ETag and age in seconds, by the server's
+        clock (see :func:`_server_age`)."""
         try:
             reply = self._call(
                 f"reading s3://{self.bucket}/{self.key}",
@@ -210,9 +210,7 @@ class S3Lock:
             held = None
         if not isinstance(held, dict):
             held = {}
-        if _age(held) == float("inf") and isinstance(reply.get("LastModified"), dt.datetime):
-            held["time"] = reply["LastModified"].isoformat()
-        return held, str(reply.get("ETag") or "")
+        return held, str(reply.get("ETag") or ""), _server_age(reply)
 
     def _delete(self, etag: str, *, budget: float | None = None) -> bool:
         """Delete the lock object if it is still ``etag``; False if it is not (or no longer there)."""
@@ -250,13 +248,9 @@ class S3Lock:
                 except self._botocore.ClientError as exc:
                     code = error_code(exc)
                     if (code in CONFLICT or code in MISSING) and not self._still_ours(0):
-                        _log.warning(
-                            "sdbctl: warning: run %r in store %s: its writer lock s3://%s/%s was %s by another "
-                            "process; this writer no longer holds it",
-                            self.run_id, self.uri, self.bucket, self.key,
-                            "deleted" if code in MISSING else "taken over",
-                        )  # fmt: skip
-                        self.lost = True  # after the warning: whoever sees the flag finds the warning said
+                        # taken over or deleted: the writer stops at its next part or manifest and says
+                        # so then (RunWriter.write), in the command's one error line
+                        self.lost = True
                         return
                 except Exception:  # the server is down (or the object is ours after all): the next beat
                     continue
@@ -293,15 +287,28 @@ class S3Lock:
         return True
 
 
-def _age(held: dict[str, Any]) -> float:
-    """Seconds since the lock's holder last wrote it, by this host's clock (inf when unknown)."""
-    stamp = held.get("time")
-    try:
-        when = dt.datetime.fromisoformat(stamp) if isinstance(stamp, str) else None
-    except ValueError:
-        when = None
-    if when is None:
+def _server_age(reply: dict[str, Any]) -> float:
+    """Seconds since the lock object was last written, at least, by the object store's own clock: its
+    ``LastModified`` against the ``Date`` of the same reply, both stamped by the server, so that
+    neither the holder's clock nor the reader's can make a live lock look stale. Both are whole
+    seconds, so a second is taken off: a lock is never judged older than it can be. A server that
+    sends no Date is read against this host's clock; no LastModified at all is inf."""
+    modified = reply.get("LastModified")
+    if not isinstance(modified, dt.datetime):
         return float("inf")
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return (dt.datetime.now(dt.UTC) - when).total_seconds()
+    if modified.tzinfo is None:
+        modified = modified.replace(tzinfo=dt.UTC)
+    headers = reply.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    now: dt.datetime | None = None
+    stamp = headers.get("date") if isinstance(headers, dict) else None
+    if isinstance(stamp, str):
+        try:
+            now = email.utils.parsedate_to_datetime(stamp)
+        except (TypeError, ValueError):
+            now = None
+    if now is None:
+        now = dt.datetime.now(dt.UTC)
+    elif now.tzinfo is None:
+        now = now.replace(tzinfo=dt.UTC)
+    age = (now - modified).total_seconds()
+    return age - 1 if modified.microsecond == now.microsecond == 0 else age

@@ -3,7 +3,13 @@
 ``events`` reads the Parquet parts directly (``read_parquet`` locally, an Arrow dataset through
 pyarrow's S3 filesystem for an object store), after each run's parts have been checked against its
 manifest and each part's footer against the event schema; ``runs`` is the manifests as an Arrow
-table. No second copy of the events is made: the Parquet files are the truth.
+table; ``divergences`` the saved diffs whose footers are divergences files'. No second copy of the
+events is made: the Parquet files are the truth.
+
+A read of the whole store (``sdbctl query`` without ``--run``, ``diagnose``) skips a damaged run or
+saved diff with a warning naming it; a read of named runs (``show``, ``diff``, ``replay``, ``query
+--run``) is the named run's error. Only what asks for ``divergences`` reads the saved diffs: a diff or
+a replay of two runs never opens the store's other files.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import pyarrow as pa
 
 from sdbctl.sdb.errors import QueryError
 from sdbctl.sdb.events import DIVERGENCE_SCHEMA, EVENT_SCHEMA
-from sdbctl.sdb.store._integrity import verified_paths
+from sdbctl.sdb.store._integrity import readable_divergences, verified_paths
 from sdbctl.sdb.store._layout import Store
 
 RUNS_SCHEMA = pa.schema(
@@ -78,24 +84,31 @@ def _duckdb_config() -> dict[str, str | bool | int | float | list[str]]:
     return {"memory_limit": os.environ.get(MEMORY_ENV) or "1GB", "temp_directory": str(spill_directory())}
 
 
-def connect(store: Store, run_id: str | None = None, *, runs: Sequence[str] | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with ``events`` and ``runs`` views over ``store``.
+def connect(
+    store: Store, run_id: str | None = None, *, runs: Sequence[str] | None = None, divergences: bool | None = None
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with ``events``, ``runs`` and ``divergences`` views over ``store``.
 
     With ``run_id``, ``events`` holds that run only; with ``runs``, those runs only (a diff of two
     runs needs no other, and then neither reads nor checks the rest of the store). Every run in
     ``events`` is first checked against its manifest (:mod:`sdb.store._integrity`): a missing, extra
-    or damaged part is a one-line error naming the run and the part, before any row is read.
+    or damaged part of a run asked for is a one-line error naming the run and the part, before any
+    row is read; with neither, a damaged run is left out with a warning (see the module docstring).
+    ``divergences`` holds the saved diffs when asked for, by default only for the whole store.
     """
+    whole = run_id is None and runs is None
     if run_id is not None:
         manifests = [store.manifest(run_id)]
     elif runs is not None:
         manifests = [store.manifest(r) for r in dict.fromkeys(runs)]
     else:
         manifests = store.manifests()
-    parts = verified_paths(store, manifests)  # listed after the manifests were read: see checked_parts
+    # listed after the manifests were read: see checked_parts
+    manifests, parts = verified_paths(store, manifests, skip_damaged=whole)
     con = duckdb.connect(":memory:", config=_duckdb_config())
     _view(con, store, "events", parts, EVENT_SCHEMA)
-    _view(con, store, "divergences", store.divergence_paths(), DIVERGENCE_SCHEMA)
+    saved = readable_divergences(store) if (whole if divergences is None else divergences) else []
+    _view(con, store, "divergences", saved, DIVERGENCE_SCHEMA)
     rows = [m.model_dump(include=set(RUNS_SCHEMA.names)) for m in manifests]
     con.register("_runs", pa.Table.from_pylist(rows, schema=RUNS_SCHEMA))
     con.execute("CREATE VIEW runs AS SELECT * FROM _runs")

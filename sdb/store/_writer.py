@@ -251,8 +251,15 @@ class RunWriter:
     @property
     def lock_lost(self) -> bool:
         """True once this writer found its S3 writer lock taken over or deleted (see
-        :mod:`sdb.store._lock`): what it writes after that may interleave with another writer's."""
+        :mod:`sdb.store._lock`): from then on it writes nothing more, neither part nor manifest."""
         return self._run_lock is not None and self._run_lock.lost
+
+    def _lost(self) -> SdbError:
+        """The error of a writer that lost its lock: it stops, and leaves the run to whoever holds it."""
+        return SdbError(
+            f"run {self.run_id!r} in store {self.store.uri}: this writer lost its writer lock (another process "
+            "took the run over or deleted the lock) and stopped writing"
+        )
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> str | None:
         """Publish ``batch`` as the next part; returns its path (None for an empty batch)."""
@@ -263,6 +270,8 @@ class RunWriter:
         with self._lock:
             if self._closed:
                 raise SdbError(f"run {self.run_id}: already closed, cannot write more events")
+            if self.lock_lost:  # another writer holds the run now: not one more part
+                raise self._lost()
             name = f"{self._prefix}{self._next_part:05d}.parquet"
             path = f"{self.dir}/{name}"
             published = self.store.loc.write_parquet(
@@ -296,7 +305,11 @@ class RunWriter:
             self.manifest.finished = utc_now()
             self.manifest.interrupted = interrupted
             try:
-                self._write_manifest()
+                if self.lock_lost:  # the manifest is the new holder's now: left as it is, partial
+                    if status == "complete":
+                        raise self._lost()
+                else:
+                    self._write_manifest()
             finally:
                 if self._run_lock is not None:
                     self._run_lock.release()
@@ -313,4 +326,6 @@ class RunWriter:
                 self.manifest.model = ",".join(sorted(self._models))
 
     def _write_manifest(self) -> None:
+        if self.lock_lost:
+            raise self._lost()
         self.store.loc.write_bytes(f"{self.dir}/{MANIFEST_NAME}", manifest_bytes(self.manifest))

@@ -1,0 +1,48 @@
+"""Sessions a run lacks: a candidate (or a noise run) with no event at all for some of the base's
+sessions. Compared as they are, those sessions are wholly ``missing``, so a noise run that lacks most
+of the base reads as a noise floor of 75% and hides any drift. Such a run is refused (one line, exit
+2); with ``--allow-partial`` the lacking sessions are left out of every figure, and the summary says
+how many (``left_out``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sdbctl.sdb.diff._compared import Compared
+from sdbctl.sdb.diff._outcomes import REPEAT_SUFFIX
+from sdbctl.sdb.errors import SdbError
+
+
+def lacking_sessions(con: Any, base: str, run: str, *, allow_partial: bool) -> set[str]:
+    """The sessions of the staged base (table ``b``) that ``run`` has no event for (a session ``ID#rK``
+    of a run of repeats counts for ``ID``); an SdbError naming ``run`` when there are any, unless
+    ``allow_partial``."""
+    ours = {r[0] for r in con.execute("SELECT DISTINCT session_id FROM b").fetchall()}
+    theirs = {
+        s
+        for row in con.execute(
+            f"SELECT DISTINCT session_id, regexp_replace(session_id, '{REPEAT_SUFFIX}', '') FROM events "
+            "WHERE run_id = ?",
+            [run],
+        ).fetchall()
+        for s in row
+    }
+    lacking = ours - theirs
+    if lacking and not allow_partial:
+        first = min(lacking)
+        raise SdbError(
+            f"run {run!r} lacks {len(lacking)} of the {len(ours)} sessions of the base {base!r} "
+            f"(e.g. {first!r}): they would count as wholly diverged; replay them, or pass --allow-partial "
+            "to count only the sessions all runs share"
+        )
+    return lacking
+
+
+def drop_sessions(compared: Compared, sessions: set[str]) -> None:
+    """Leave ``sessions`` out of ``compared``: their divergences and their units."""
+    if not sessions:
+        return
+    compared.divergences[:] = [d for d in compared.divergences if d.session_id not in sessions]
+    for counter in (*compared.units.values(), *compared.diverged.values()):
+        for s in sessions:
+            counter.pop(s, None)

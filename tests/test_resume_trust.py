@@ -1,0 +1,123 @@
+"""``replay --resume``: a store is data, never configuration. The model, its base URL (where the
+user's API key goes) and a local model's file come from the command line only; an option that differs
+from the run being resumed is refused naming both values (issue 20 item 1, issue 21 item 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sdbctl.fixtures.workloads
+from sdbctl.sdb.providers import _registry
+from sdbctl.sdb.recording import Recorder
+from sdbctl.sdb.replay import ReplayOptions, prepare
+from sdbctl.sdb.store import Store
+from tests.conftest import CLI, assert_one_line_error
+from tests.helpers import record_run
+from tests.llm_server import LLMServer
+
+KEY = "sk-USERSOWNKEY0123456789"
+
+sdbctl.fixtures.workloads.register_all()
+
+
+def _partial_replay(store: Path, run_id: str, opts: ReplayOptions) -> None:
+    """A replay run of ``src`` interrupted before its first step, its manifest saying ``opts``: what
+    a store that arrived from elsewhere may hold."""
+    meta = prepare(store, "src", opts).replayer.manifest_meta()
+    rec = Recorder(store=store, run_id=run_id, meta=meta, recorder="replay", handle_signals=False)
+    rec.close("partial", interrupted="KeyboardInterrupt")
+
+
+def test_a_base_url_named_by_the_store_gets_no_request_and_never_the_key(sdbctl: CLI, store: Path) -> None:
+    record_run(store, "contract-renewal", "src", sessions=3)
+    with LLMServer() as evil:
+        _partial_replay(store, "r", ReplayOptions(model="openai:x", base_url=evil.url))
+        env = {"OPENAI_API_KEY": KEY}
+        # no --model: refused, naming what the run says and what to pass
+        out = sdbctl("replay", "--resume", "r", env=env)
+        assert_one_line_error(out, "--model openai:x", f"--base-url {evil.url}", "pass it with --resume")
+        # the same model, no base URL: the store's URL is not used in its place
+        out = sdbctl("replay", "--resume", "r", "--model", "openai:x", env=env)
+        assert_one_line_error(out, "--base-url (none) differs", evil.url)
+        assert evil.total == 0 and not any(KEY in str(h) for h in evil.headers)
+    assert Store.open(store).manifest("r").status == "partial"
+
+
+def test_a_store_named_base_url_is_refused_when_the_user_names_another(sdbctl: CLI, store: Path) -> None:
+    record_run(store, "contract-renewal", "src", sessions=3)
+    with LLMServer() as evil, LLMServer() as mine:
+        _partial_replay(store, "r", ReplayOptions(model="openai:x", base_url=evil.url))
+        out = sdbctl("replay", "--resume", "r", "-m", "openai:x", "--base-url", mine.url, env={"OPENAI_API_KEY": KEY})
+        assert_one_line_error(out, f"--base-url {mine.url} differs", evil.url)
+        assert evil.total == 0 and mine.total == 0
+
+
+def test_a_local_model_file_named_by_the_store_is_never_loaded(
+    sdbctl: CLI, store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record_run(store, "contract-renewal", "src", sessions=2)
+    _partial_replay(store, "r", ReplayOptions(model="recorded"))
+    manifest = store / "runs" / "r" / "run.json"
+    data = json.loads(manifest.read_text())
+    evil = ".sdb/runs/r/evil.gguf"
+    (store / "runs" / "r" / "evil.gguf").write_bytes(b"GGUF not a model")
+    data["meta"]["replay"]["model"] = data["model"] = f"llama:{evil}"
+    manifest.write_text(json.dumps(data))
+    loaded: list[str] = []
+
+    def loader(name: str, params: dict[str, str]) -> Any:
+        loaded.append(name)
+        raise AssertionError(f"loaded {name}")
+
+    _registry.known_specs()  # the built-in families registered, so that the spy replaces llama:
+    monkeypatch.setitem(_registry._FAMILIES, "llama", loader)
+    assert_one_line_error(sdbctl("replay", "--resume", "r"), f"--model llama:{evil}", "pass it with --resume")
+    out = sdbctl("replay", "--resume", "r", "--model", "recorded")
+    assert_one_line_error(out, "--model recorded differs", f"llama:{evil}")
+    assert loaded == []
+
+
+def test_an_option_that_differs_from_the_run_is_refused_naming_both(sdbctl: CLI, store: Path) -> None:
+    record_run(store, "contract-renewal", "src", sessions=2)
+    record_run(store, "contract-renewal", "other", sessions=2)
+    _partial_replay(store, "r", ReplayOptions(model="sim:renewal@v2", prompts={"offer": "v2"}))
+    v2 = ["--model", "sim:renewal@v2"]
+    cases = [
+        (["--model", "sim:renewal@v3"], ["--model sim:renewal@v3 differs", "sim:renewal@v2"]),
+        ([*v2, "--mode", "session"], ["--mode session differs", "step"]),
+        ([*v2, "--mode", "step", "--repeat", "3"], ["--repeat 3 differs", "'r'"]),
+        ([*v2, "--prompt", "offer@v1"], ["--prompt offer@v1 differs", "offer@v2"]),
+        ([*v2, "--run-id", "elsewhere"], ["--run-id elsewhere differs", "r"]),
+    ]
+    for extra, needles in cases:
+        assert_one_line_error(sdbctl("replay", "--resume", "r", *extra), *needles)
+    out = sdbctl("replay", "other", "--resume", "r", "--model", "sim:renewal@v2")
+    assert_one_line_error(out, "RUN other differs", "a replay of src")
+    assert Store.open(store).manifest("r").status == "partial"
+
+
+def test_resume_completes_the_run_when_the_user_names_its_model(sdbctl: CLI, store: Path) -> None:
+    record_run(store, "contract-renewal", "src", sessions=3)
+    with LLMServer() as mine:
+        _partial_replay(store, "r", ReplayOptions(model="openai:x", base_url=mine.url, concurrency=2))
+        out = sdbctl(
+            "replay", "src", "--resume", "r", "-m", "openai:x", "--base-url", mine.url, "--mode", "step",
+            "--concurrency", "4", "--json", env={"OPENAI_API_KEY": KEY},
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert mine.total > 0 and all(
+            {k.lower(): v for k, v in h.items()}["authorization"] == f"Bearer {KEY}" for h in mine.headers
+        )
+    result = json.loads(out.stdout)
+    assert result["status"] == "complete" and result["run_id"] == "r" and result["model_calls"] == mine.total
+    assert Store.open(store).manifest("r").status == "complete"
+    # a simulator run resumes alike, its saved prompt versions read from the run
+    _partial_replay(store, "s", ReplayOptions(model="sim:renewal@v2", prompts={"offer": "v2"}))
+    out = sdbctl("replay", "--resume", "s", "--model", "sim:renewal@v2", "--json")
+    assert out.returncode == 0, out.stderr
+    resumed = Store.open(store).manifest("s")
+    assert resumed.status == "complete" and "offer@v2" in resumed.prompts
