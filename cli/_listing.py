@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 import typer
 
 from sdbctl.sdb.errors import UsageError
-from sdbctl.sdb.text import visible
+from sdbctl.sdb.text import csv_text, visible
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -64,7 +64,8 @@ class TableView:
     ``columns`` picks and orders what the table shows (default: every column); ``headers``,
     ``widths``, ``styles`` and ``cells`` (a function making a value's table text) are keyed by column;
     ``limit`` cuts the table to its first rows (0: all) with a note naming ``noun``; ``empty`` is the
-    note printed instead of an empty table."""
+    note printed instead of an empty table; ``drop`` names the columns a terminal too narrow for all of
+    them leaves out, the least useful first (see :func:`sdbctl.cli._render.print_table`)."""
 
     columns: Sequence[str] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -75,6 +76,7 @@ class TableView:
     limit: int = 0
     noun: str = "rows"
     empty: str | None = None
+    drop: Sequence[str] = ()
 
 
 def emit(
@@ -107,7 +109,7 @@ def emit(
         out.flush()
     elif fmt is Format.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow([visible(c) for c in columns])
+        writer.writerow([csv_text(c) for c in columns])
         writer.writerows([_csv_cell(record[c], c in json_text) for c in columns] for record in records)
         sys.stdout.flush()
     else:
@@ -141,14 +143,14 @@ def _csv_cell(value: Any, as_json: bool = False) -> Any:
     """A value as CSV text: None empty, booleans as JSON writes them, lists and objects as JSON text;
     with ``as_json`` (a column of JSON values, such as a payload) every value as its JSON text, so
     that ``"1"``, ``1`` and ``null`` stay apart. Text shows control and format characters as the
-    table does (:func:`sdb.text.visible`)."""
+    table does, and never starts a formula (:func:`sdb.text.csv_text`)."""
     if as_json or isinstance(value, list | tuple | dict):
         return visible(_json_text(value))
     if isinstance(value, bool):
         return "true" if value else "false"
     if hasattr(value, "isoformat"):
         return value.isoformat()
-    return visible(value) if isinstance(value, str) else value
+    return csv_text(value) if isinstance(value, str) else value
 
 
 def _table(
@@ -179,6 +181,7 @@ def _table(
         title=view.title,
         widths={view.headers.get(k, k): w for k, w in view.widths.items()},
         styles={view.headers.get(k, k): s for k, s in view.styles.items()},
+        drop=[view.headers.get(k, k) for k in view.drop],
     )
     if len(shown) < total:
         note(f"{total - len(shown)} more {view.noun}; {MORE}")

@@ -3,31 +3,62 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Final
 
 import orjson
+from rich.cells import cell_len
 from rich.console import Console
+from rich.errors import MarkupError
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from sdbctl.sdb.text import visible
 
+FOLD_AFTER: Final = 20
+"""A word of JSON text (holding a quote or a brace: a payload) longer than this may be folded in a table
+too narrow for it; no other word (an id, a path, a status) is ever broken."""
+_JSON_WORD: Final = re.compile(r'["{}]')
+
+
+class WholeWords(Console):
+    """A console that never breaks a word: text wraps at spaces, and a line holding a word longer than
+    the terminal is wide (a path, a long run id) is left for the terminal to wrap (rich's soft wrap),
+    so that rich never folds or cuts that word: it stays one line to copy."""
+
+    def print(self, *objects: Any, soft_wrap: bool | None = None, **kw: Any) -> None:
+        if soft_wrap is None and any(self._too_long(o, kw.get("markup")) for o in objects):
+            soft_wrap = True
+        super().print(*objects, soft_wrap=soft_wrap, **kw)
+
+    def _too_long(self, text: object, markup: bool | None) -> bool:
+        """Whether ``text`` (a string to print, read as markup unless ``markup`` is False) holds a word
+        wider than the console."""
+        if not isinstance(text, str):
+            return False  # a table lays itself out (print_table)
+        if markup is not False:
+            with contextlib.suppress(MarkupError):  # rich's print says what is wrong with it
+                text = Text.from_markup(text).plain
+        return _longest_word(text) > self.width
+
 
 def consoles() -> tuple[Console, Console]:
     """The console for output and the one for messages, as the process's streams and environment make
-    them (a terminal or not, ``COLUMNS``, ``NO_COLOR``). Each writes to whatever ``sys.stdout`` /
-    ``sys.stderr`` is when it prints; an in-process test run (tests/conftest.py) makes them again for
-    each command line, so that what was decided at import does not outlive the environment."""
-    out = Console(emoji=False)  # ":m:" in recorded text is text, not an emoji
+    them (a terminal or not, ``COLUMNS``, ``NO_COLOR``), each one that never breaks a word
+    (:class:`WholeWords`). Each writes to whatever ``sys.stdout`` / ``sys.stderr`` is when it prints; an
+    in-process test run (tests/conftest.py) makes them again for each command line, so that what was
+    decided at import does not outlive the environment."""
+    out = WholeWords(emoji=False)  # ":m:" in recorded text is text, not an emoji
     if not out.is_terminal and "COLUMNS" not in os.environ:
         out.width = 160  # piped or captured output: don't squeeze tables into 80 columns
-    return out, Console(stderr=True, emoji=False)
+    return out, WholeWords(stderr=True, emoji=False)
 
 
 console, err_console = consoles()
@@ -119,22 +150,87 @@ def print_table(
     title: str | None = None,
     widths: dict[str, int] | None = None,
     styles: dict[str, str] | None = None,
+    drop: Sequence[str] = (),
 ) -> None:
-    """Render rows as a rich table on standard output."""
+    """Render rows as a rich table on standard output, as wide as the terminal allows.
+
+    No id, path, status or word is broken across lines: a cell wraps at its spaces only, so a column
+    is never narrower than its longest word (but for JSON text: :data:`FOLD_AFTER`). When the columns
+    do not fit, those named in ``drop`` (the least useful first) are left out, as few as needed, with a
+    note on stderr; when even the rest do not fit, the table is printed wider than the terminal, which
+    wraps its lines, with a note."""
     widths = widths or {}
     styles = styles or {}
+    names = [visible(c) for c in columns]
+    texts = [[visible(cell(v, widths.get(c))) for c, v in zip(columns, row, strict=True)] for row in rows]
+    shown, sizes = _layout(names, texts, console.width, [columns.index(c) for c in drop if c in columns])
     table = Table(title=Text(visible(title)) if title else None, show_lines=False, header_style="bold")
-    for name in columns:
-        table.add_column(
-            name,
-            style=styles.get(name),
-            overflow="fold",
-            min_width=len(name) if name not in widths else min(len(name), 12),
-            max_width=widths.get(name),
-        )
-    for row in rows:  # Text: cells are never read as markup
-        table.add_row(*(Text(visible(cell(v, widths.get(c)))) for c, v in zip(columns, row, strict=True)))
-    console.print(table)
+    for i, size in zip(shown, sizes, strict=True):  # Text: names and cells are never read as markup
+        table.add_column(Text(names[i]), style=styles.get(columns[i]), overflow="fold", width=size)
+    for row in texts:
+        table.add_row(*(Text(row[i]) for i in shown))
+    width = sum(sizes) + _RULES * len(sizes) + 1
+    if width > console.width:  # rich would squeeze the columns and break words: the terminal wraps instead
+        table.width = width
+    console.print(table, crop=width <= console.width)
+    left_out = [names[i] for i in range(len(columns)) if i not in shown]
+    if left_out:
+        note(f"left out to fit {console.width} columns: {', '.join(left_out)} (a wider terminal shows them)")
+    if width > console.width:
+        note(f"the table needs {width} columns to keep its words whole; the terminal has {console.width}")
+
+
+_RULES: Final = 3  # a table's own width per column: a space either side and a rule (and one more rule)
+
+
+def _longest_word(text: str) -> int:
+    return max((cell_len(w) for w in text.split()), default=0)
+
+
+def _least(text: str) -> int:
+    """The narrowest a cell of ``text`` can be without breaking a word (a JSON word: at most FOLD_AFTER)."""
+    return max((min(cell_len(w), FOLD_AFTER) if _JSON_WORD.search(w) else cell_len(w) for w in text.split()), default=0)
+
+
+def _layout(
+    names: Sequence[str], texts: Sequence[Sequence[str]], width: int, drop: Sequence[int]
+) -> tuple[list[int], list[int]]:
+    """The columns a table of ``texts`` shows within ``width`` and the width of each (without padding).
+
+    Each column's least width is its widest word (:func:`_least`; the header's too). The ``drop``
+    columns go, in order, until the least widths fit; then each goes back, the most useful first, if
+    it fits after all. What is left over goes first to whole JSON words, then to each column up to its
+    widest cell, the smallest needs first."""
+    columns = [[names[i], *(row[i] for row in texts)] for i in range(len(names))]
+    natural = [max(cell_len(t) for t in col) for col in columns]
+    longest = [max(1, max(_longest_word(t) for t in col)) for col in columns]
+    least = [max(1, max(_least(t) for t in col)) for col in columns]
+
+    def need(shown: Iterable[int]) -> int:
+        return sum(least[i] + _RULES for i in shown) + 1
+
+    shown = list(range(len(names)))
+    dropped: list[int] = []
+    for i in drop:
+        if need(shown) <= width:
+            break
+        shown.remove(i)
+        dropped.append(i)
+    for i in reversed(dropped):
+        if need([*shown, i]) <= width:
+            shown = sorted([*shown, i])
+    sizes = {i: least[i] for i in shown}
+    spare = width - need(shown)
+    for i in sorted((i for i in shown if longest[i] > sizes[i]), key=lambda i: longest[i] - sizes[i]):
+        if longest[i] - sizes[i] <= spare:
+            spare -= longest[i] - sizes[i]
+            sizes[i] = longest[i]
+    wanting = sorted((i for i in shown if natural[i] > sizes[i]), key=lambda i: natural[i] - sizes[i])
+    for k, i in enumerate(wanting):
+        more = min(natural[i] - sizes[i], max(spare, 0) // (len(wanting) - k))
+        sizes[i] += more
+        spare -= more
+    return shown, [sizes[i] for i in shown]
 
 
 def note(message: str) -> None:

@@ -18,14 +18,21 @@ def diagnose(
 
     Example: sdbctl diff base cand && sdbctl diagnose cand
     """
+    import sdbctl.fixtures.workloads
     from sdbctl.cli._render import console, data, print_json
+    from sdbctl.patterns.catalog import CATALOG
     from sdbctl.sdb.diagnose import diagnose as run_diagnose
     from sdbctl.sdb.store import Store
 
-    report = run_diagnose(Store.open(store), run)
+    sdbctl.fixtures.workloads.register_all()  # the diffs are recomputed: the workloads' code, as diff's
+    report = run_diagnose(Store.open(store), run, known_patterns=CATALOG)
     if json:
         print_json(report)
         return
+    if not report["divergences"]:
+        against = ", ".join(report["bases"])
+        console.print(f"[bold]{data(report['run'])}[/]: 0 divergences against {data(against)}: nothing to diagnose")
+        return
     console.print(f"[bold]{data(report['run'])}[/]: {report['divergences']} divergences", highlight=False)
-    for i, f in enumerate(report["findings"], 1):
-        console.print(f"{i}. {data(f['evidence'])}\n   -> {data(f['recommendation'])}", highlight=False)
+    for i, f in enumerate(report["findings"], 1):  # unwrapped: a command in the advice pastes whole
+        console.print(f"{i}. {data(f['evidence'])}\n   -> {data(f['recommendation'])}", highlight=False, soft_wrap=True)

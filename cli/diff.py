@@ -144,13 +144,13 @@ def _divergence_fields() -> list[str]:
 
 
 def _ordered(result: DiffResult) -> list[Divergence]:
-    """The gated layers first, each session's first divergence before the rest."""
+    """The gated layers first; in each, the divergences marked ``*`` (:data:`sdb.diff.FIRST_MARK`) first."""
     gated = set(result.summary.layers)
     return sorted(result.divergences, key=lambda d: (d.layer not in gated, d.after_first))
 
 
 def _divergence_rows(result: DiffResult) -> list[list[Any]]:
-    """One table row per divergence (:data:`_COLUMNS`), the first of each session marked ``*``."""
+    """One table row per divergence (:data:`_COLUMNS`), ``*`` marking :data:`sdb.diff.FIRST_MARK`."""
     return [
         [
             d.session_id,
@@ -170,11 +170,13 @@ def _divergence_rows(result: DiffResult) -> list[list[Any]]:
 def _print_divergences(columns: list[str], rows: list[list[Any]], limit: int) -> None:
     """The table of divergences, cut at ``limit`` rows (0: all), with a note of what was cut."""
     from sdbctl.cli._render import note, print_table
+    from sdbctl.sdb.diff import FIRST_MARK
 
     shown = rows if limit <= 0 else rows[:limit]
     if shown:
-        print_table(columns, shown, widths={"fields": 70, "action": 40})
-        note("* the first divergence of its session and layer; gated layers first")
+        narrow_first = ["base seq", "cand seq", "rep", "layer", "step"]  # what a narrow terminal leaves out
+        print_table(columns, shown, widths={"fields": 70, "action": 40}, drop=narrow_first)
+        note(f"* {FIRST_MARK}; gated layers first")
     if len(shown) < len(rows):
         note(f"{len(rows) - len(shown)} more divergences; use --limit 0, --json, or sdbctl query ... FROM divergences")
 
@@ -216,6 +218,7 @@ def _print_summary(s: DiffSummary) -> None:
             f"{outcomes.positive_flips} fail -> pass; McNemar one-sided p = {outcomes.mcnemar_p:.4g}",
             highlight=False,
         )
+    print_flips(s)
     console.print(data(outcome_power), highlight=False)  # what the outcome test could have seen, or why none
     attempts = [
         f"{layer} ("
@@ -241,6 +244,15 @@ def _print_summary(s: DiffSummary) -> None:
     if s.by_reason:
         console.print("by reason: " + ", ".join(f"{k} {v}" for k, v in s.by_reason.items()), highlight=False)
         console.print("by action: " + ", ".join(f"{data(k)} {v}" for k, v in s.by_action.items()), highlight=False)
+
+
+def print_flips(s: DiffSummary) -> None:
+    """The sessions whose outcome flipped, named (the diff's and the gate's)."""
+    from sdbctl.cli._render import console, data
+    from sdbctl.sdb.diff import flip_lines
+
+    for label, names in flip_lines(s):
+        console.print(f"{label}: {data(names)}", highlight=False)
 
 
 def print_rules(s: DiffSummary) -> None:

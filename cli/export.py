@@ -36,7 +36,9 @@ def export(
 
     A chat line is {"id", "messages"} (+ "outcome", "model", "tools", and "repeat": K for a session
     ID#rK): the session's last llm request, its answer, then the tool results recorded after it; a
-    failed tool result carries "is_error": true. `sdbctl import chat` reads it back with no map.
+    failed tool result carries "is_error": true. The outcome is an imported one, else 1.0 or 0.0: the
+    terminal state, a success or not (the project's [outcome] success, else the workload's code).
+    `sdbctl import chat` reads it back with no map. An error leaves no file behind.
 
     Example: sdbctl export RUN --format parquet --out run.parquet  ·  sdbctl export RUN --format chat -o chat.jsonl
     """
@@ -45,12 +47,15 @@ def export(
 
     target: Any = out if out is not None else sys.stdout.buffer
     if fmt == ExportFormat.chat:
+        import sdbctl.fixtures.workloads
         from sdbctl.recorders.importers import write_chat
 
+        sdbctl.fixtures.workloads.register_all()  # the workloads a run may name: their success states
         report = write_chat(Store.open(store), run_id, target)
         skipped = f"; {len(report.skipped)} sessions with no chat call skipped" if report.skipped else ""
         partial = (
-            f"; {len(report.partial)} sessions hold calls outside their last call's history (only it is exported)"
+            f"; {report.left_out_calls} model calls of {len(report.partial)} sessions left out: a session's "
+            "line holds only the last call (its history, answer and tool results), and they are not in it"
             if report.partial
             else ""
         )

@@ -39,7 +39,12 @@ def gate(
         str | None, typer.Option("--noise", help="A self-replay of the base model: the noise floor.")
     ] = None,
     junit_file: Annotated[
-        Path | None, typer.Option("--junit", help="Write JUnit XML (one testcase per session).")
+        Path | None,
+        typer.Option(
+            "--junit",
+            help="Write JUnit XML: one testcase per check (failures: the failing checks) and one per session "
+            "(its divergences as system-out; never a failure).",
+        ),
     ] = None,
     markdown_file: Annotated[
         Path | None,
@@ -48,7 +53,12 @@ def gate(
     html_file: Annotated[Path | None, typer.Option("--html", help="Write the self-contained HTML report.")] = None,
     max_negative_flips: Annotated[
         float | None,
-        typer.Option("--max-negative-flips", help="Sessions whose outcome went pass -> fail: a proportion or a count."),
+        typer.Option(
+            "--max-negative-flips",
+            help="Sessions whose outcome went pass -> fail: a proportion or a count (default 0.05, i.e. 5% of the "
+            "sessions, checked when both runs have outcomes and the gate is not noise-aware; given, it requires "
+            "outcomes).",
+        ),
     ] = None,
     fail_on_outcome_regression: Annotated[
         bool | None,
@@ -76,21 +86,23 @@ def gate(
     there is nothing to judge (a partial run, an empty comparison, a usage error).
 
     Thresholds: the shipped defaults (step divergence 5%, session divergence 20%, no parse failures,
-    provider errors 2%), each replaced by its key of [tool.sdbctl.gate] in pyproject.toml or [gate] in
-    sdbctl.toml (a key set to false switches that check off; a table never replaces them all), then by
-    the flags. A gate left with no check is refused (exit 2). The output lists the layer rules used
-    and where each came from (config, the registered workload's code, defaults; a run's manifest is
-    never obeyed). The divergence checks count the write layer unless --layers widens them;
-    outcome checks (--max-negative-flips, --fail-on-outcome-regression) need outcomes on both sides.
-    The drift and McNemar checks say the smallest difference they could have detected; --min-detectable
-    fails the gate when that exceeds PCT points. A candidate or noise run lacking sessions of the base is
-    refused unless --allow-partial.
+    provider errors 2%, and, when both runs have outcomes, outcome flips pass -> fail 5% of the
+    sessions, or noise-aware the McNemar test), each replaced by its key of [tool.sdbctl.gate] in
+    pyproject.toml or [gate] in sdbctl.toml (a key set to false switches that check off; a table never
+    replaces them all), then by the flags. A value below 1 is a proportion, shown as a percentage; 0,
+    or 1 and more, a count. A gate left with no check is refused (exit 2). The output lists the layer
+    rules used and where each came from (config, the registered workload's code, defaults; a run's
+    manifest is never obeyed), and names the sessions whose outcome flipped. The divergence checks
+    count the write layer unless --layers widens them; outcome checks asked for (--max-negative-flips,
+    --fail-on-outcome-regression) need outcomes on both sides. The drift and McNemar checks say the
+    smallest difference they could have detected; --min-detectable fails the gate when that exceeds
+    PCT points. A candidate or noise run lacking sessions of the base is refused unless --allow-partial.
 
     Example: sdbctl gate @latest --max-step-divergence 0.02 --critical-actions propose_offer --junit gate.xml
     """
     import sdbctl.fixtures.workloads
     from sdbctl.cli._render import console, data, print_json
-    from sdbctl.cli.diff import print_rules
+    from sdbctl.cli.diff import print_flips, print_rules
     from sdbctl.sdb.ci_summary import write_ci_files
     from sdbctl.sdb.diff import cached_text, left_out_text
     from sdbctl.sdb.gate import run_gate
@@ -125,6 +137,7 @@ def gate(
     else:
         print_checks(verdict)
         s = result.summary
+        print_flips(s)
         print_rules(s)
         if s.partial:
             console.print(f"PARTIAL run(s) {', '.join(s.partial)}: judged with --allow-partial", highlight=False)

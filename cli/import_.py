@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -37,7 +39,8 @@ def import_jsonl(
     """
     from sdbctl.recorders.importers import import_jsonl as run_import
 
-    summary = run_import(str(store) if store else None, file, map_file, run_id=run_id, skip_bad=skip_bad)
+    with _all_or_nothing(store):
+        summary = run_import(str(store) if store else None, file, map_file, run_id=run_id, skip_bad=skip_bad)
     _report(summary, json, "bad lines")
 
 
@@ -70,7 +73,8 @@ def import_otel(
     """
     from sdbctl.recorders.importers import import_otel as run_import
 
-    summary = run_import(str(store) if store else None, files, run_id=run_id, skip_bad=skip_bad)
+    with _all_or_nothing(store):
+        summary = run_import(str(store) if store else None, files, run_id=run_id, skip_bad=skip_bad)
     _report(summary, json, "bad lines or spans")
 
 
@@ -117,16 +121,36 @@ def import_chat(
         effect_error = "^Error"  # a regular expression: a tool result whose text matches it failed
         actions = "json_text"    # must match the project's [tool.sdbctl.boundary] actions, if given
 
-    A key set to "" is not read. The defaults are what `sdbctl export RUN --format chat` writes. Two
+    A key set to "" is not read. A path the map names that matches nothing in any conversation is an
+    error; one line on stderr says which default paths were found. The defaults are what
+    `sdbctl export RUN --format chat` writes. Two
     conversations that would be one session (the same id and repeat; `x#r1` beside `x`) are an error.
 
     \b
     Example: sdbctl import chat trial-a.jsonl trial-b.jsonl --map map.toml --run-id airline
     """
+    from sdbctl.cli._render import note
     from sdbctl.recorders.importers import import_chat as run_import
 
-    summary = run_import(str(store) if store else None, files, map_file, run_id=run_id, skip_bad=skip_bad)
+    with _all_or_nothing(store):
+        summary = run_import(
+            str(store) if store else None, files, map_file, run_id=run_id, skip_bad=skip_bad, note=note
+        )
     _report(summary, json, "bad conversations")
+
+
+@contextmanager
+def _all_or_nothing(store: str | None) -> Iterator[None]:
+    """Ctrl-C during an import: one line and status 130. An import is all or nothing: whenever the
+    signal lands (reading, or writing the run, which is then removed), nothing was imported."""
+    from sdbctl.cli._interrupted import say_when_interrupted
+    from sdbctl.sdb.errors import Interrupted
+
+    with say_when_interrupted(store):
+        try:
+            yield
+        except KeyboardInterrupt:
+            raise Interrupted("nothing was imported (an import is all or nothing)", "run the command again") from None
 
 
 def _report(summary: ImportSummary, json: bool, what: str) -> None:

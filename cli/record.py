@@ -98,15 +98,14 @@ def record(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     import sdbctl.fixtures.workloads
+    from sdbctl.cli._interrupted import say_when_interrupted
     from sdbctl.cli._render import err_console, print_json, print_table
-    from sdbctl.recorders.workload import record_workload
+    from sdbctl.recorders.workload import check_sessions, record_workload
     from sdbctl.sdb.agents import load_agent
-    from sdbctl.sdb.errors import UsageError
     from sdbctl.sdb.providers import resolve
 
     sdbctl.fixtures.workloads.register_all()
-    if sessions is not None and sessions < 1:
-        raise UsageError("--sessions must be 1 or more")
+    check_sessions(sessions)
     workload = load_agent(agent)
     resolve(model or workload.baseline_model)  # an unknown spec fails here, before anything is written
     versions = {}
@@ -115,15 +114,18 @@ def record(
         workload.prompts.check(ref)
         versions[name] = version
     options = workload.options({"spine": spine} if spine is not None else {})  # refuse bad options up front
-    with Progress(
-        TextColumn("[bold]recording[/] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=json,
-    ) as progress:
+    with (
+        say_when_interrupted(str(store) if store else None),
+        Progress(
+            TextColumn("[bold]recording[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+            disable=json,
+        ) as progress,
+    ):
         task = progress.add_task(workload.name, total=None)
 
         def advance(done: int, total: int) -> None:

@@ -45,6 +45,13 @@ def replay(
     on_divergence: Annotated[
         str, typer.Option("--on-divergence", help="session mode: stop (default) or continue through pure handlers.")
     ] = "stop",
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Seed of the simulators and simulated world, as record --seed (default 0)."),
+    ] = None,
+    spine: Annotated[
+        str | None, typer.Option("--spine", help="session mode, contract-renewal only: p5 or p3, as record --spine.")
+    ] = None,
     new_run_id: Annotated[str | None, typer.Option("--run-id", help="Id of the new run (default: generated).")] = None,
     resume: Annotated[
         str | None, typer.Option("--resume", help="Complete this partial replay run; no finished step is asked again.")
@@ -95,8 +102,9 @@ def replay(
     With --executor ray the sessions are sharded over Ray workers that write into the same store; the
     results are the local executor's, --rpm is global, and --resume works across executors.
 
-    --resume completes an interrupted replay: give --model (and --base-url) again, as the run names
-    them; an option that differs from the run's is refused.
+    --resume completes an interrupted replay: name --model (and --base-url, a server you trust) yourself,
+    as sdbctl never sends credentials to an endpoint a store names; an option that differs from the
+    run's is refused.
 
     Example: sdbctl replay @latest --model sim:renewal@v2 --prompt offer@v2 --concurrency 16
     """
@@ -111,6 +119,7 @@ def replay(
     )
 
     import sdbctl.fixtures.workloads
+    from sdbctl.cli._interrupted import say_when_interrupted
     from sdbctl.cli._render import err_console, note, print_json
     from sdbctl.sdb.replay import Executor, ReplayOptions, ReplayProgress, prepare, prompt_versions
     from sdbctl.sdb.results import as_json
@@ -132,23 +141,28 @@ def replay(
         run_id=new_run_id,
         allow_partial=allow_partial,
         agent=agent,
+        seed=seed,
+        agent_options={"spine": spine} if spine is not None else None,
     )
     where = Executor(kind=executor, address=address, workers=workers, setup=("sdbctl.fixtures.workloads:register_all",))
     passed = {_FIELDS.get(p, p) for p in ctx.params if _given(ctx, p)}
     ready = prepare(store, run_id, opts, resume=resume, executor=where, passed=passed)  # refusals before the bar
-    with Progress(
-        TextColumn("[bold]replay[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[rate]} steps/s"),
-        TimeRemainingColumn(),
-        TimeElapsedColumn(),
-        TextColumn("[yellow]{task.fields[div]} diverged[/] [red]{task.fields[err]} errors[/]"),
-        console=err_console,
-        transient=True,
-        disable=json,
-    ) as bar:
+    with (
+        say_when_interrupted(store),
+        Progress(
+            TextColumn("[bold]replay[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]} steps/s"),
+            TimeRemainingColumn(),
+            TimeElapsedColumn(),
+            TextColumn("[yellow]{task.fields[div]} diverged[/] [red]{task.fields[err]} errors[/]"),
+            console=err_console,
+            transient=True,
+            disable=json,
+        ) as bar,
+    ):
         task = bar.add_task("replay", total=None, rate="-", div=0, err=0)
 
         def show(p: ReplayProgress) -> None:
@@ -168,12 +182,14 @@ def replay(
         return
     typer.echo(result.run_id)
     err_console.print(_summary(result), highlight=False)
+    if result.divergences:
+        note(_counted(result))
     for kind, message in result.first_errors.items():  # the first of each kind of provider error, as said
         note(f"first {kind}: {message}")
 
 
 #: command-line parameters named apart from the ReplayOptions field they set
-_FIELDS = {"prompt": "prompts", "no_cache": "cache", "new_run_id": "run_id"}
+_FIELDS = {"prompt": "prompts", "no_cache": "cache", "new_run_id": "run_id", "spine": "agent_options"}
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -184,14 +200,25 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 
 def _summary(r: ReplayResult) -> str:
-    """The one line a replay ends with on stderr (stdout holds the run id, for scripts)."""
+    """The one line a replay ends with on stderr (stdout holds the run id, for scripts), its counts in
+    its unit (model calls, or sessions) and over the whole run, resumed units included."""
     return (
-        f"{r.steps_done}/{r.steps} steps ({r.resumed_steps} resumed) in {r.seconds:.2f} s · {r.model_calls} model "
-        f"calls, {r.cache_hits} from cache, {r.retries} retries · {r.divergences} diverged · {r.errors} errors"
+        f"{r.steps_done}/{r.steps} {r.unit} ({r.resumed_steps} resumed) in {r.seconds:.2f} s · {r.model_calls} "
+        f"asked of the model, {r.cache_hits} from cache, {r.retries} retries · {r.divergences} diverged · "
+        f"{r.errors} errors"
         + (f" · {r.stopped_sessions} sessions stopped" if r.stopped_sessions else "")
         + (
             f" · {r.steps_without_content} steps recorded without content, not replayed"
             if r.steps_without_content
             else ""
         )
+    )
+
+
+def _counted(r: ReplayResult) -> str:
+    """What "diverged" counts, beside what ``sdbctl diff`` counts: the two figures differ in unit."""
+    theirs = "steps (the calls of one step as one)" if r.mode == "step" else "committed actions"
+    return (
+        f"diverged: {r.unit} whose actions differ from the recording's, exactly, in any layer; "
+        f"sdbctl diff counts {theirs} of its layers, with tolerances"
     )

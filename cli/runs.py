@@ -34,5 +34,6 @@ def runs(store: StoreOption = None, json: JsonFlag = False, csv: CsvFlag = False
         styles={"run_id": "cyan", "status": "bold"},
         cells={"created": _minute},
         empty=f"no runs in store {st.uri}",
+        drop=["prompts", "source_run", "created", "events", "model", "sessions"],  # never the id or status
     )
     emit(run_rows(st), RUN_COLUMNS, fmt, view)

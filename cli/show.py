@@ -45,5 +45,6 @@ def show(
         styles={"kind": "magenta", "name": "cyan"},
         limit=limit,
         noun="events",
+        drop=["pattern", "actor", "status", "step", "seq"],  # what a narrow terminal leaves out, in order
     )
     emit(t, t.columns, fmt, view, json_text=("payload",))

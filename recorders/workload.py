@@ -8,15 +8,16 @@ ground truth goes to the run's ``truth.jsonl`` side file, never into the events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sdbctl.recorders.sdk import Recorder
 from sdbctl.sdb.agents import AgentContext, Workload
-from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.errors import Interrupted, SdbError, UsageError
 from sdbctl.sdb.providers import ProviderError, resolve
 
 
@@ -48,6 +49,28 @@ def workload_meta(workload: Workload) -> dict[str, Any]:
     return meta
 
 
+def check_sessions(sessions: int | None) -> None:
+    """``--sessions`` of a recording (``record`` and the demo, which records first): 1 or more, or None
+    for every episode the workload has. Checked before anything runs, so a refusal leaves no run."""
+    if sessions is not None and sessions < 1:
+        raise UsageError(f"--sessions must be 1 or more, not {sessions}")
+
+
+@contextlib.contextmanager
+def _interruption_said(rec: Recorder, sessions: int | None, finished: Counter[str]) -> Iterator[None]:
+    """Ctrl-C, once the recorder has closed the run partial: :class:`Interrupted`, naming the run and
+    what to do with it (a recording cannot be resumed)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        done = f"{sum(finished.values())}/{sessions if sessions is not None else 'all'}"
+        raise Interrupted(
+            f"run {rec.run_id} is left partial ({done} sessions recorded)",
+            "a recording cannot be resumed: record again, and remove this one with",
+            ("rm", rec.run_id),
+        ) from None
+
+
 def record_workload(
     workload: Workload,
     agent_ref: str,
@@ -62,7 +85,9 @@ def record_workload(
     concurrency: int = 16,
     progress: Callable[[int, int], None] | None = None,
 ) -> RecordSummary:
-    """Record ``sessions`` episodes of ``workload`` (all when None); ``progress(done, total)`` per episode."""
+    """Record ``sessions`` episodes of ``workload`` (all when None); ``progress(done, total)`` per episode.
+    Ctrl-C raises :class:`Interrupted`, naming the run it left partial."""
+    check_sessions(sessions)
     spec = model or workload.baseline_model
     provider = resolve(spec)
     opts = workload.options(dict(options or {}))
@@ -85,7 +110,8 @@ def record_workload(
     }
     started = time.perf_counter()
     terminal: Counter[str] = Counter()
-    with Recorder(store=store, meta=meta, run_id=run_id) as rec:
+    rec = Recorder(store=store, meta=meta, run_id=run_id)
+    with _interruption_said(rec, sessions, terminal), rec:  # the run closed first, then said
         truth = rec.side_file("truth.jsonl")
 
         async def one(item: Any) -> str:

@@ -244,6 +244,22 @@ def success_states(workload: object) -> tuple[str, ...]:
     return tuple(str(s) for s in getattr(workload, "success_states", None) or ())
 
 
+def action_vocabulary(workload: object) -> tuple[str, ...] | None:
+    """The action names the workload's boundary knows (``replay_boundary()``); None when it declares no
+    boundary or takes any name (``open_vocabulary``): then no name is foreign to it."""
+    make = getattr(workload, "replay_boundary", None)
+    if not callable(make):
+        return None
+    boundary = make()
+    return None if boundary.open_vocabulary else tuple(sorted(boundary.actions))
+
+
+def declared_states(workload: object) -> tuple[str, ...] | None:
+    """Every state the workload's code writes (``states``), terminal or not; None when it declares none."""
+    states = getattr(workload, "states", None)
+    return tuple(str(s) for s in states) if states else None
+
+
 def load_agent(ref: str) -> Workload:
     """The workload an agent reference names."""
     if ref in _SHORT_NAMES:

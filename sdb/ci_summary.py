@@ -1,6 +1,6 @@
-"""What CI systems read of a gate: JUnit XML (one testcase per session), the Markdown summary, and
-GitHub's step summary (the Markdown appended to ``$GITHUB_STEP_SUMMARY``), written in one place so
-that every caller of the gate writes the same files the same way."""
+"""What CI systems read of a gate: JUnit XML (one testcase per check, one per session), the Markdown
+summary, and GitHub's step summary (the Markdown appended to ``$GITHUB_STEP_SUMMARY``), written in one
+place so that every caller of the gate writes the same files the same way."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 
-from sdbctl.sdb.diff import DiffResult, Divergence, left_out_text, power_lines, rules_text
+from sdbctl.sdb.diff import DiffResult, Divergence, flip_lines, left_out_text, named, power_lines, rules_text
 from sdbctl.sdb.gate import Verdict
 from sdbctl.sdb.report import render_html
 from sdbctl.sdb.store import Store
@@ -30,48 +30,58 @@ def _line(d: Divergence) -> str:
 
 
 def junit(result: DiffResult, verdict: Verdict) -> str:
-    """JUnit XML: one testcase per session, a failure per session with a divergence in the gated
-    layers or an outcome that went from pass to fail; divergences of other layers are system-out."""
-    by_session: dict[str, list[Divergence]] = {}
-    for d in result.gated():
-        by_session.setdefault(d.session_id, []).append(d)
-    others: dict[str, list[Divergence]] = {}
-    for d in result.divergences:
-        if d.layer not in result.summary.layers:
-            others.setdefault(d.session_id, []).append(d)
-    outcomes = result.summary.outcomes
-    flipped = set(outcomes.flipped.negative) if outcomes is not None else set()
-    names = sorted(set(result.summary.session_ids) | set(by_session) | flipped)
-    failing = set(by_session) | flipped
+    """JUnit XML whose failures are exactly the gate's failing checks, so that CI shows red exactly
+    when the gate fails: one testcase per check (``classname="checks"``, its threshold and measured
+    figure as ``system-out``; a failing one's failure names the sessions it counted, by
+    :func:`sdb.diff.named`'s rule), then one per session
+    (``classname="sessions"``), never a failure, with its divergences and a pass -> fail outcome as
+    ``system-out``. The testsuite's properties say what the tests could have seen."""
+    s = result.summary
+    lines: dict[str, list[str]] = {}
+    outcomes = s.outcomes
+    for name in outcomes.flipped.negative if outcomes is not None else []:
+        lines.setdefault(name, []).append("outcome: pass -> fail")
+    gated = set(s.layers)
+    for d in sorted(result.divergences, key=lambda d: (d.layer not in gated, d.after_first)):
+        lines.setdefault(d.session_id, []).append(_line(d) + ("" if d.layer in gated else " (not gated)"))
+    names = sorted(set(s.session_ids) | set(lines))
+    failing = [c for c in verdict.checks if not c.passed]
     suite = ET.Element(
         "testsuite",
-        name=f"sdbctl gate {result.base_run}..{result.candidate_run}",
-        tests=str(len(names)),
+        name=visible(f"sdbctl gate {result.base_run}..{result.candidate_run}"),
+        tests=str(len(verdict.checks) + len(names)),
         failures=str(len(failing)),
+        errors="0",
     )
     _power_properties(ET.SubElement(suite, "properties"), result)
+    for check in verdict.checks:
+        case = ET.SubElement(suite, "testcase", classname="checks", name=visible(check.name))
+        if not check.passed:
+            failure = ET.SubElement(
+                case, "failure", message=visible(f"{check.limit}; measured {check.measured}"), type="check"
+            )
+            text = [f"threshold: {check.limit}", f"measured: {check.measured}"]
+            if check.sessions:
+                text.append(f"sessions ({len(check.sessions)}): {named(check.sessions)}")
+            failure.text = "\n".join(visible(x) for x in text)
+        ET.SubElement(case, "system-out").text = visible(f"threshold {check.limit}; measured {check.measured}")
     for name in names:
-        case = ET.SubElement(suite, "testcase", classname=result.candidate_run, name=visible(name))
-        if name in failing:
-            divs = by_session.get(name, [])
-            what = f"{len(divs)} divergence(s)" + (", outcome pass -> fail" if name in flipped else "")
-            failure = ET.SubElement(case, "failure", message=what, type="divergence")
-            failure.text = "\n".join((["outcome: pass -> fail"] if name in flipped else []) + [_line(d) for d in divs])
-        if name in others:
-            out = ET.SubElement(case, "system-out")
-            out.text = "\n".join(_line(d) for d in others[name])
+        case = ET.SubElement(suite, "testcase", classname="sessions", name=visible(name))
+        if name in lines:
+            ET.SubElement(case, "system-out").text = "\n".join(lines[name])
     return ET.tostring(suite, encoding="unicode", xml_declaration=True)
 
 
 def _power_properties(properties: ET.Element, result: DiffResult) -> None:
     """What each test could have seen, as testsuite properties: ``drift.min_detectable`` and
-    ``outcomes.min_detectable`` (percentage points; ``none`` when nothing up to 100 points is
-    detectable, ``not run`` without the test) and the sentence each output prints."""
+    ``outcomes.min_detectable`` (the figure ``--json`` holds, a proportion like every rate of the
+    summary: a reader of both files reads one unit; ``none`` when nothing up to 100 points is
+    detectable, ``not run`` without the test) and the sentence each output prints (in points)."""
     s = result.summary
     tests = (("drift", s.drift), ("outcomes", s.outcomes))
     for (name, figures), line in zip(tests, power_lines(s)[:2], strict=True):
         found = figures.min_detectable if figures is not None else None
-        value = "not run" if figures is None else "none" if found is None else f"{found * 100:.1f}"
+        value = "not run" if figures is None else "none" if found is None else repr(found)
         ET.SubElement(properties, "property", name=f"{name}.min_detectable", value=value)
         ET.SubElement(properties, "property", name=f"{name}.power", value=visible(line))
     left = left_out_text(s)
@@ -103,6 +113,8 @@ def markdown(result: DiffResult, verdict: Verdict) -> str:
             f"{outcomes.candidate_pass} pass; {outcomes.negative_flips} pass -> fail, "
             f"{outcomes.positive_flips} fail -> pass (McNemar one-sided p = {outcomes.mcnemar_p:.4g}).",
         ]
+        flips = [f"- {label.capitalize()}: {markdown_cell(names)}" for label, names in flip_lines(s)]
+        lines += ["", *flips] if flips else []
     lines += ["", "What the tests could have seen:", ""] + [f"- {markdown_cell(x)}" for x in power_lines(s)]
     lines += ["", "| check | threshold | measured | result |", "|---|---|---|---|"]
     lines += [

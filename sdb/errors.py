@@ -33,3 +33,15 @@ class QueryError(SdbError):
 
 class UsageError(SdbError):
     """Arguments that do not make sense together."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) while a command wrote to a store: what it left there and what to do next, for the
+    one line the CLI prints. Still a :class:`KeyboardInterrupt`, so the process ends as interrupted
+    (status 130) and a caller of the API sees what it always saw."""
+
+    def __init__(self, left: str, then: str = "", command: tuple[str, ...] = ()) -> None:
+        super().__init__(left)
+        self.left = left  #: what the store holds now ("run R is left partial (12/66 steps)")
+        self.then = then  #: what to do ("resume it with")
+        self.command = command  #: the sdbctl arguments that do it, without the store's

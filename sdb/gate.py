@@ -7,17 +7,23 @@ above zero. With ``min_detectable`` (points), the check ``power`` fails when a t
 (that one, or the McNemar test of outcomes) could not have detected a difference that large at 80%
 power with these sessions: a PASS that could not have failed. Thresholds come from
 ``[tool.sdbctl.gate]`` in ``pyproject.toml`` (or ``[gate]`` in ``sdbctl.toml``) and are overridden by
-flags. A rate threshold below 1 is a proportion, 1 or more a count.
+flags. A rate threshold below 1 is a proportion, 1 or more a count (0, none, is shown as a count);
+every output shows a threshold in the unit of what it measures (:func:`_within`).
 
 A config table merges with the shipped defaults (a key replaces one threshold, never all of them); a
 default check is switched off only by its key set to ``false``, and a gate left with no check at all
 is refused: it could only pass.
+
+The default outcome check is made when both runs have outcomes, and left out when they have none
+(asked for by config or flag, an outcome check needs them): at most 5% of the sessions pass -> fail
+(``max_negative_flips``); noise-aware, the McNemar test instead (``fail_on_outcome_regression``), as
+a raw rate of flips is no more noise-aware than the raw divergence rates that the drift check replaces.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +72,7 @@ DEFAULTS: dict[str, Any] = {
     "max_session_divergence": 0.20,
     "max_parse_failures": 0,
     "max_error_rate": 0.02,
+    "max_negative_flips": 0.05,  # made only when both runs have outcomes; noise-aware, the McNemar test
 }
 
 
@@ -85,17 +92,26 @@ class Thresholds:
     outcome_alpha: float = 0.05
     #: points: fail (check ``power``) when a test the gate uses could not detect a difference this large
     min_detectable: float | None = None
+    #: the default outcome check's key (``max_negative_flips``, or noise-aware
+    #: ``fail_on_outcome_regression``) when it is the default's: made only when both runs have outcomes
+    from_defaults: frozenset[str] = frozenset()
 
     @property
     def empty(self) -> bool:
-        """No check at all: a gate that could only pass (refused)."""
+        """No check that is always made: a gate that could only pass (refused)."""
         return not (
             self.noise_aware
             or self.critical_actions
-            or self.fail_on_outcome_regression
+            or (self.fail_on_outcome_regression and "fail_on_outcome_regression" not in self.from_defaults)
             or self.min_detectable is not None
-            or any(getattr(self, key) is not None for key in LIMITS)
+            or any(getattr(self, key) is not None for key in LIMITS if key not in self.from_defaults)
         )
+
+    def without_outcomes(self) -> Thresholds:
+        """These thresholds for runs without outcomes: the default outcome check left out."""
+        flips = None if "max_negative_flips" in self.from_defaults else self.max_negative_flips
+        mcnemar = self.fail_on_outcome_regression and "fail_on_outcome_regression" not in self.from_defaults
+        return replace(self, max_negative_flips=flips, fail_on_outcome_regression=mcnemar, from_defaults=frozenset())
 
 
 def load_thresholds(directory: Path | None = None, overrides: Mapping[str, Any] | None = None) -> Thresholds:
@@ -137,6 +153,16 @@ def load_thresholds(directory: Path | None = None, overrides: Mapping[str, Any] 
         what = "a finite number of percentage points in (0, 100]"
         detectable = check_number(detectable, named("min_detectable"), high=100, open_low=True, what=what)
     layers = table.get("layers")
+    given = set(found) | set(flags)
+    from_defaults: frozenset[str] = frozenset()
+    if "max_negative_flips" not in given:  # the default outcome check
+        from_defaults = frozenset({"max_negative_flips"})
+        if table.get("noise_aware"):  # judged against chance by McNemar, not as a raw rate
+            table["max_negative_flips"] = None
+            from_defaults = frozenset()
+            if "fail_on_outcome_regression" not in given:
+                table["fail_on_outcome_regression"] = True
+                from_defaults = frozenset({"fail_on_outcome_regression"})
     thresholds = Thresholds(
         max_step_divergence=table.get("max_step_divergence"),
         max_session_divergence=table.get("max_session_divergence"),
@@ -149,9 +175,11 @@ def load_thresholds(directory: Path | None = None, overrides: Mapping[str, Any] 
         fail_on_outcome_regression=bool(table.get("fail_on_outcome_regression", False)),
         outcome_alpha=float(alpha),
         min_detectable=detectable,
+        from_defaults=from_defaults,
     )
     if thresholds.empty:
-        raise SdbError(f"{source or 'the flags'}: {_NOTHING}")
+        maybe = " (the default outcome check runs only on runs with outcomes: set max_negative_flips to require it)"
+        raise SdbError(f"{source or 'the flags'}: {_NOTHING}" + (maybe if thresholds.from_defaults else ""))
     return thresholds
 
 
@@ -166,9 +194,11 @@ class Check:
     """One threshold against what the diff measured."""
 
     name: str  #: what is checked
-    limit: str  #: the threshold, as text
+    limit: str  #: the threshold, as text, in the unit of ``measured``
     measured: str  #: what the diff measured, as text
     passed: bool  #: within the threshold
+    #: the sessions the measured figure counts (diverged, flipped, ...): a failing check names them
+    sessions: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -179,18 +209,28 @@ class Verdict:
     checks: list[Check] = field(default_factory=list)  #: the checks, in order
 
 
-def _within(limit: float, count: int, total: int) -> tuple[bool, str]:
-    """A proportion (< 1) compares with count/total, a count (>= 1) with count."""
-    if limit < 1:
+def _percent(x: float) -> str:
+    """A proportion as a percentage with two decimals, or as many as it takes to keep its value."""
+    text = f"{x * 100:.2f}"
+    return f"{text}%" if abs(float(text) - x * 100) < 1e-9 else f"{x * 100:.6g}%"
+
+
+def _within(limit: float, count: int, total: int) -> tuple[bool, str, str]:
+    """Whether ``count`` of ``total`` is within ``limit``, with the threshold and the measured figure
+    as text in one unit: a proportion (0 < limit < 1) as percentages (``<= 2.00%``, ``0.00% (0/180)``),
+    a count (0: none, or >= 1) as counts (``<= 3``, ``2 (of 180)``). The one formatting of every
+    output (table, Markdown, HTML, JUnit: all print a check's ``limit`` and ``measured``)."""
+    if 0 < limit < 1:
         rate = count / total if total else 0.0
-        return rate <= limit, f"{rate:.2%} ({count}/{total})"
-    return count <= limit, f"{count} (of {total})"
+        return rate <= limit, f"<= {_percent(limit)}", f"{rate:.2%} ({count}/{total})"
+    return count <= limit, f"<= {limit:g}", f"{count} (of {total})"
 
 
 def evaluate(result: DiffResult, t: Thresholds) -> Verdict:
     """Check ``result`` against every threshold that is set."""
     s = result.summary
     checks: list[Check] = []
+    diverged = sorted({d.session_id for d in result.gated()})
     if not s.steps_compared:
         raise SdbError(
             f"the gate's layers ({', '.join(s.layers)}) compare nothing between {result.base_run!r} and "
@@ -213,24 +253,29 @@ def evaluate(result: DiffResult, t: Thresholds) -> Verdict:
                 f"{drift.difference:+.2%} [{lo:+.2%}, {hi:+.2%}] ({drift.source}); "
                 + detectable_text(drift.min_detectable),
                 not drift.drift_above_noise,
+                diverged,
             )
         )
     if t.max_step_divergence is not None and not t.noise_aware:  # noise-aware: the drift check replaces it
-        ok, got = _within(t.max_step_divergence, s.steps_diverged, s.steps_compared)
-        checks.append(Check("step divergence", f"<= {t.max_step_divergence:g}", got, ok))
+        ok, limit, got = _within(t.max_step_divergence, s.steps_diverged, s.steps_compared)
+        checks.append(Check("step divergence", limit, got, ok, diverged))
     if t.max_session_divergence is not None and not t.noise_aware:
-        ok, got = _within(t.max_session_divergence, s.sessions_diverged, s.sessions_compared)
-        checks.append(Check("session divergence", f"<= {t.max_session_divergence:g}", got, ok))
+        ok, limit, got = _within(t.max_session_divergence, s.sessions_diverged, s.sessions_compared)
+        checks.append(Check("session divergence", limit, got, ok, diverged))
     if t.max_parse_failures is not None:
-        ok, got = _within(t.max_parse_failures, s.parse_failures, s.steps_compared)
-        checks.append(Check("parse failures", f"<= {t.max_parse_failures:g}", got, ok))
+        ok, limit, got = _within(t.max_parse_failures, s.parse_failures, s.steps_compared)
+        failed = sorted({d.session_id for d in result.divergences if d.reason == "parse_failed"})
+        checks.append(Check("parse failures", limit, got, ok, failed))
     if t.max_error_rate is not None:
-        ok, got = _within(t.max_error_rate, s.errors, s.steps_compared + s.errors)
-        checks.append(Check("provider errors", f"<= {t.max_error_rate:g}", got, ok))
+        ok, limit, got = _within(t.max_error_rate, s.errors, s.steps_compared + s.errors)
+        errored = sorted({str(e.get("session_id")) for e in result.errors})
+        checks.append(Check("provider errors", limit, got, ok, errored))
     for action in t.critical_actions:
-        count = sum(1 for d in result.divergences if action in (d.base_action, d.candidate_action))
-        checks.append(Check(f"critical action {action}", "no divergence", str(count), count == 0))
+        hits = [d.session_id for d in result.divergences if action in (d.base_action, d.candidate_action)]
+        checks.append(Check(f"critical action {action}", "no divergence", str(len(hits)), not hits, sorted(set(hits))))
     outcomes = s.outcomes
+    if outcomes is None:  # the default outcome check, on runs without outcomes: left out
+        t = t.without_outcomes()
     if (t.max_negative_flips is not None or t.fail_on_outcome_regression) and outcomes is None:
         raise SdbError(
             f"the outcome checks need outcomes on both sides, and {result.base_run!r} -> {result.candidate_run!r} "
@@ -238,8 +283,8 @@ def evaluate(result: DiffResult, t: Thresholds) -> Verdict:
             "has no outcomes)"
         )
     if t.max_negative_flips is not None and outcomes is not None:
-        ok, got = _within(t.max_negative_flips, outcomes.negative_flips, outcomes.sessions)
-        checks.append(Check("outcome flips pass -> fail", f"<= {t.max_negative_flips:g}", got, ok))
+        ok, limit, got = _within(t.max_negative_flips, outcomes.negative_flips, outcomes.sessions)
+        checks.append(Check("outcome flips pass -> fail", limit, got, ok, list(outcomes.flipped.negative)))
     if t.fail_on_outcome_regression and outcomes is not None:
         p = outcomes.mcnemar_p
         checks.append(
@@ -249,6 +294,7 @@ def evaluate(result: DiffResult, t: Thresholds) -> Verdict:
                 f"p = {p:.4g} ({outcomes.negative_flips} pass -> fail, {outcomes.positive_flips} fail -> pass); "
                 + detectable_text(outcomes.min_detectable),
                 p >= t.outcome_alpha,
+                list(outcomes.flipped.negative),
             )
         )
     if t.min_detectable is not None:

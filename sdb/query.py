@@ -102,11 +102,31 @@ def check_read_only(sql: str) -> None:
 
 
 def read_only_query(store: Store, sql: str, run_id: str | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run the user's ``sql`` (see the module docstring); returns column names and rows."""
-    from sdbctl.sdb.store import connect, run_query, spill_directory
+    """Run the user's ``sql`` (see the module docstring); returns column names and rows. A run whose
+    rows turn out damaged as they are read (a page that does not decode, a payload that is not JSON)
+    is the error of a query of that run, and is left out, with a warning naming it, of a query of the
+    whole store, which then runs again without it."""
+    from sdbctl.sdb.store import named_damage, unreadable_runs
 
     check_read_only(sql)
-    con = connect(store, run_id, divergences=True)
+    if run_id is not None:
+        with named_damage(store, [run_id]):
+            return _query(store, sql, run_id)
+    try:
+        return _query(store, sql)
+    except Exception as exc:
+        left_out = unreadable_runs(store, exc)
+        if not left_out:
+            raise
+    return _query(store, sql, runs=[m.run_id for m in store.manifests() if m.run_id not in left_out])
+
+
+def _query(
+    store: Store, sql: str, run_id: str | None = None, *, runs: list[str] | None = None
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    from sdbctl.sdb.store import connect, run_query, spill_directory
+
+    con = connect(store, run_id, runs=runs, divergences=True)
     allowed = [str(spill_directory())]
     if not store.loc.remote:
         allowed.append(str(Path(store.root).resolve()))

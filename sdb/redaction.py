@@ -26,6 +26,12 @@ from typing import Any
 from sdbctl.sdb.errors import SdbError
 from sdbctl.sdb.settings import read_table
 
+# keys whose text value is a credential, whatever its shape: in a JSON (or Python) text, and as the key of
+# a payload's mapping (a tool's arguments) under the rule secret_field
+_SECRET_KEYS = r"api[_-]?key|(?:access|refresh|auth|id)[_-]?token|(?:client[_-]?)?secret|password|passwd"
+_SECRET_KEY = re.compile(rf"(?i:{_SECRET_KEYS})")
+SECRET_FIELD = "secret_field"
+
 DEFAULT_RULES: dict[str, str] = {
     "openai_key": r"\bsk-(?:proj-|svcacct-|admin-|ant-(?:api\d\d-)?)?[A-Za-z0-9_\-]{20,}",
     "aws_access_key": r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
@@ -45,8 +51,22 @@ DEFAULT_RULES: dict[str, str] = {
     # the whole block, or to the end of the text when it was cut before its END line
     "private_key": r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?s:.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
     "api_key_header": r"(?i)\b(?:x-)?api-key[\"']?\s*:\s*[\"']?(?P<secret>[^\s\"',;]+)",
-    "api_key_param": r"(?i)[?&](?:api[_-]?key|access[_-]?token|auth[_-]?token|token|key|secret|password|auth|sig)"
-    r"=(?P<secret>[^\s&#\"'<>]+)",
+    # in a query, or in a fragment (where implicit OAuth puts its access_token)
+    "api_key_param": r"(?i)[?&#](?:api[_-]?key|(?:access|auth|id|refresh)[_-]?token|token|key|secret|password|auth|sig"
+    r"|x-amz-signature|x-amz-security-token)=(?P<secret>[^\s&#\"'<>]+)",
+    # a presigned URL's parameters written out of a query (X-Amz-Credential's key id: aws_access_key)
+    "aws_presigned": r"(?i)\bx-amz-(?:signature|security-token)=(?P<secret>(?!\[REDACTED)[^\s&#\"'<>]+)",
+    # "api_key": "...", 'password': '...': the whole quoted value (escaped quotes inside it too)
+    SECRET_FIELD: rf"(?i)[\"'](?:{_SECRET_KEYS})[\"']\s*:\s*"
+    r"(?:\"(?P<secret>(?!\[REDACTED)(?:[^\"\\]|\\.)+)\"|'(?P<value>(?!\[REDACTED)(?:[^'\\]|\\.)+)')",
+    # Authorization: Token ... (and a Bearer token shorter than bearer_token's), as a header or a JSON field
+    "authorization_token": r"(?i:authorization)[\"']?\s*[:=]\s*[\"']?(?i:token|bearer)\s+"
+    r"(?P<secret>[^\s\"',;\[][^\s\"',;]*)",
+    # a Cookie or Set-Cookie header's value: from its first NAME=VALUE to the end of the line or quote
+    "cookie_header": r"(?i)\b(?:set-)?cookie[\"']?\s*:\s*[\"']?(?P<secret>[^\s=;\"']+=[^\r\n\"']*)",
+    "slack_webhook": r"\bhooks\.slack\.com/(?:services|workflows|triggers)/(?P<secret>[A-Za-z0-9_/\-]{8,})",
+    "gitlab_token": r"\bgl(?:pat|dt|rt|ptt|cbt|ft|imt|oas|soat)-[A-Za-z0-9_\-]{20,}",
+    "npm_token": r"\bnpm_[A-Za-z0-9]{36}\b",
     # starts only where a run of address characters starts: linear, however long the text
     "email": r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b",
 }
@@ -73,7 +93,15 @@ class Redactor:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, Mapping):  # keys too: a tool's result may be keyed by an address
-            return {(self.text(k) if isinstance(k, str) else k): self.redact(v) for k, v in value.items()}
+            fields = any(name == SECRET_FIELD for name, _ in self.rules)
+            return {
+                (self.text(k) if isinstance(k, str) else k): (
+                    f"[REDACTED:{SECRET_FIELD}]"
+                    if fields and isinstance(k, str) and isinstance(v, str) and v and _SECRET_KEY.fullmatch(k)
+                    else self.redact(v)
+                )
+                for k, v in value.items()
+            }
         if isinstance(value, list | tuple):
             return [self.redact(v) for v in value]
         return value

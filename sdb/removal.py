@@ -2,7 +2,7 @@
 
 A run is removed whole or not at all: its diffs go first (a diff of a run that no longer exists is
 noise), then the response-cache entries its replay wrote (the keys are rebuilt from its llm events:
-provider, request and seed), then the run's folder. The bulk forms (``older_than``, ``keep_last``)
+provider, request, seed and the server asked), then the run's folder. The bulk forms (``older_than``, ``keep_last``)
 choose runs in the store's order of runs (their creation time as far as it is believed: see
 :mod:`sdb.store._layout`); the CLI makes them a dry run unless told otherwise.
 
@@ -63,7 +63,7 @@ def choose(
     folders = {e.run_id for e in entries}
     chosen = []
     for ref in run_ids:
-        run_id = entries[-1].run_id if ref == LATEST and entries else store.resolve(ref)
+        run_id = store.latest().run_id if ref == LATEST else store.resolve(ref)  # @latest: even damaged
         if run_id not in folders:
             store.manifest(run_id)  # RunNotFound, naming the known runs
         chosen.append(run_id)
@@ -98,7 +98,8 @@ def _cache_keys(store: Store, m: RunManifest | None) -> list[str]:
     if m is None or saved is None or (m.repeat or 1) > 1:
         return []  # repeats never write the cache
     seed = saved.get("seed") or 0
-    if not isinstance(seed, int):
+    endpoint = saved.get("endpoint")  # the server its answers came from (none: a simulator, an older run)
+    if not isinstance(seed, int) or not isinstance(endpoint, str | None):
         return []
     try:
         con = connect(store, m.run_id)
@@ -110,7 +111,7 @@ def _cache_keys(store: Store, m: RunManifest | None) -> list[str]:
             request = orjson.loads(payload).get("request")
         except (orjson.JSONDecodeError, AttributeError):  # not an object: no request to key
             continue
-        keys.append(cache_key(str(model), request, seed))
+        keys.append(cache_key(str(model), request, seed, endpoint))
     return keys
 
 
@@ -139,6 +140,7 @@ def remove_runs(store: Store, run_ids: list[str], *, dry_run: bool = False) -> R
         trash = None
         if not store.loc.remote:
             trash = store.root / ".trash" / f"{run_id}-{os.getpid()}"
+            store.loc.refuse_links(str(trash))  # a .trash planted as a link would move the run out of the store
             trash.parent.mkdir(exist_ok=True)
             os.rename(store.run_dir(run_id), trash)
         for folder in diffs:

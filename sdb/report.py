@@ -10,7 +10,15 @@ from typing import Any
 
 import orjson
 
-from sdbctl.sdb.diff import DiffResult, Divergence, DriftResult, OutcomeSummary, left_out_text, power_text
+from sdbctl.sdb.diff import (
+    DiffResult,
+    Divergence,
+    DriftResult,
+    OutcomeSummary,
+    left_out_text,
+    named,
+    power_text,
+)
 from sdbctl.sdb.gate import Verdict
 from sdbctl.sdb.store import Store, connect
 from sdbctl.sdb.text import visible_markup
@@ -82,8 +90,12 @@ def _drift(drift: DriftResult | None) -> str:
 
 
 def _args(payload: str) -> str:
-    body = orjson.loads(payload)
-    args = body.get("args", body)
+    """An action's arguments, shortened; a payload that is not a JSON object (a damaged store) as its text."""
+    try:
+        body = orjson.loads(payload)
+    except (orjson.JSONDecodeError, TypeError):
+        return html.escape(str(payload)[:160])
+    args = body.get("args", body) if isinstance(body, dict) else body
     return html.escape(orjson.dumps(args).decode()[:160])
 
 
@@ -157,8 +169,8 @@ def _outcomes(outcomes: OutcomeSummary | None) -> str:
             "<p class=muted>No outcomes on both sides, so no outcome test (an imported outcome, or a terminal "
             "success state).</p>"
         )
-    neg = ", ".join(html.escape(x) for x in outcomes.flipped.negative[:50]) or "none"
-    pos = ", ".join(html.escape(x) for x in outcomes.flipped.positive[:50]) or "none"
+    neg = html.escape(named(outcomes.flipped.negative)) or "none"  # the first ten, then "and N more"
+    pos = html.escape(named(outcomes.flipped.positive)) or "none"
     return (
         f"<p>{outcomes.sessions} sessions: base {outcomes.base_pass} pass, candidate "
         f"{outcomes.candidate_pass} pass; McNemar one-sided p = {outcomes.mcnemar_p:.4g}</p><p>What it could "

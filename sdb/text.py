@@ -23,8 +23,11 @@ _CONTROL_IN_MARKUP = {c: e for c, e in _CONTROL.items() if c not in (0x09, 0x0A,
 # and line and paragraph separators: shown as \uXXXX, as are the noncharacters (U+FFFE, U+FDD0, ...)
 _SHOWN = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
-# Markdown: backslash escapes of what opens a link, an image, emphasis, a code span or a strike-through
-_MARKDOWN = re.compile(r"\\(?=[!-/:-@\[-`{-~])|[\[\]*`~]|(?<![^\W_])_|_(?![^\W_])")
+# Markdown: backslash escapes of what opens a link, an image, emphasis, a code span or a strike-through,
+# and of the colon of "://" and the dot of "www.", which GFM's autolink extension would make a link of
+_MARKDOWN = re.compile(r"\\(?=[!-/:-@\[-`{-~])|[\[\]*`~]|(?<![^\W_])_|_(?![^\W_])|:(?=//)|(?<=[Ww]{3})\.")
+# a CSV cell a spreadsheet would read as a formula (or as one after a tab or a carriage return)
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _shown(match: re.Match[str]) -> str:
@@ -51,6 +54,14 @@ def visible_markup(document: str) -> str:
     """A whole markup document (the HTML report) under the rule of :func:`visible`, but for its own
     line breaks and tabs. Its template holds none of the other characters: all it changes is data."""
     return _unicode_visible(document.translate(_CONTROL_IN_MARKUP))
+
+
+def csv_text(text: str) -> str:
+    """A text cell of CSV: :func:`visible`, and a leading ``'`` when it starts as a formula would
+    (``=``, ``+``, ``-``, ``@``, a tab, a carriage return), which a spreadsheet then shows as text
+    instead of running (``=cmd|' /C calc'!A0``). Only text: a number is written as the number it is."""
+    shown = visible(text)
+    return "'" + shown if text.startswith(_FORMULA) else shown
 
 
 def markdown_cell(text: str) -> str:

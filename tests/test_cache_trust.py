@@ -18,6 +18,7 @@ from sdbctl.sdb.replay import cache_key, cache_path
 from sdbctl.sdb.store import Store
 from tests.conftest import CLI, assert_one_line_error
 from tests.helpers import run_events
+from tests.llm_server import LLMServer, simulator_answer
 
 sdbctl.fixtures.workloads.register_all()
 
@@ -162,3 +163,26 @@ def test_a_damaged_cache_is_one_line_naming_it_and_no_complete_run(
     if damage.startswith("entry"):
         assert "is not a completion object" in out.stderr and "left partial" in out.stderr
         assert Store.open(store).manifest("cand").status == "partial"
+
+
+def test_the_cache_key_names_the_endpoint_so_server_b_is_asked(sdbctl: CLI, store: Path) -> None:
+    """Two servers, one model name: the answers server A gave are never served for server B (issue 20
+    follow-up, item 7); each server's own answers are still cached, and ``rm`` finds them."""
+    assert sdbctl("record", "contract-renewal", "-n", "20", "--run-id", "base").returncode == 0
+    with LLMServer() as a, LLMServer(simulator_answer(V2)) as b:
+        on_a = _replay(sdbctl, "-m", "openai:m", "--base-url", a.url, "--run-id", "on-a")
+        on_b = _replay(sdbctl, "-m", "openai:m", "--base-url", b.url, "--run-id", "on-b")
+        assert on_b["cache_hits"] == 0 and on_b["model_calls"] == on_b["steps"] == b.total > 0
+        asked_a = a.total
+        again = _replay(sdbctl, "-m", "openai:m", "--base-url", a.url, "--run-id", "a-again")
+        assert again["cache_hits"] == on_a["steps"] and a.total == asked_a  # A's own answers, from the cache
+        # the key names the server without its secrets, and so does the manifest
+        secret = _replay(sdbctl, "-m", "openai:m", "--base-url", f"{a.url}?api_key=sk-x", "--run-id", "a-key")
+        assert secret["cache_hits"] == 0 and a.total == asked_a + secret["steps"]
+        saved = json.loads((store / "runs" / "a-key" / "run.json").read_text())["meta"]["replay"]
+        assert saved["endpoint"] == f"{a.url}?api_key=[REDACTED]" and "sk-x" not in json.dumps(saved)
+    assert not any("cached" in (e["payload"].get("replay") or {}) for e in _llm(store, "on-b"))
+    assert sdbctl("gate", "on-a", "--base", "base").returncode == 0
+    assert sdbctl("gate", "on-b", "--base", "base").returncode == 1  # B's own (v2) answers: FAIL
+    removed = json.loads(sdbctl("rm", "on-b", "--json").stdout)
+    assert removed["cache_entries"] == on_b["steps"]  # its keys rebuilt with its endpoint

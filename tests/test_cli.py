@@ -273,7 +273,7 @@ def test_the_installed_script_prints_and_exits_as_the_in_process_runs(
 
 
 def test_unwritable_export_path_and_damaged_manifest_are_exit_2(sdbctl: CLI, sample_run: str, store: Path) -> None:
-    assert_one_line_error(sdbctl("export", "sample", "--out", "/nonexistent/dir/x.jsonl"), "No such file")
+    assert_one_line_error(sdbctl("export", "sample", "--out", "/nonexistent/dir/x.jsonl"), "no such directory")
     (store / "runs" / "broken").mkdir()
     (store / "runs" / "broken" / "run.json").write_text("{")
     # asked for by id, a damaged run is its error; the listing leaves it out with a warning

@@ -75,7 +75,7 @@ def test_junit_markdown_and_html_of_hostile_names(sdbctl: CLI, tmp_path: Path) -
     assert out.returncode == 1, out.stderr
     xml = (tmp_path / "g.xml").read_text(encoding="utf-8")
     suite = ET.fromstring(xml.encode("utf-8"))  # valid XML: U+FFFE, U+FFFF, \x01, \x0b escaped
-    names = [c.get("name") or "" for c in suite.findall("testcase")]
+    names = [c.get("name") or "" for c in suite.findall("testcase[@classname='sessions']")]
     assert names == ["s-invoice\\u202egpj.exe-non\\ufffechar\\uffff ctl\\x01\\x0b"]
     _assert_shown_escaped(xml, "junit")
     md = (tmp_path / "g.md").read_text(encoding="utf-8")
@@ -105,7 +105,7 @@ def test_junit_stays_valid_xml_for_any_text(sdbctl: CLI, tmp_path: Path, monkeyp
     result.divergences[0].session_id = session + "\udc80"
     doc = junit(result, verdict).encode("utf-8")  # encodable (no lone surrogate) ...
     suite = ET.fromstring(doc)  # ... and parses
-    assert any("\\ud800\\udfff\\ufffe\\uffff\\u202e" in (f.text or "") for f in suite.iter("failure"))
+    assert any("\\ud800\\udfff\\ufffe\\uffff\\u202e" in (f.text or "") for f in suite.iter("system-out"))
 
 
 def test_markdown_cell_renders_as_its_literal_text() -> None:
@@ -152,3 +152,36 @@ def test_query_json_writes_nan_and_infinities_as_strings(sdbctl: CLI, tmp_path: 
     assert json.loads(out.stdout) == [expected]
     lines = sdbctl("query", sql, "--jsonl").stdout.splitlines()
     assert [json.loads(line) for line in lines] == [expected]
+
+
+# review item 12: a cell a spreadsheet would run as a formula, a URL a Markdown renderer would link
+FORMULAS = ("=cmd|' /C calc'!A0", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)", "\tx", "\r=1")
+
+
+def test_csv_text_cells_never_start_a_formula_and_numbers_stay_numbers(sdbctl: CLI, tmp_path: Path) -> None:
+    import csv
+    import io
+
+    _record(tmp_path / ".sdb")
+    cells = ", ".join(f"'{f}' AS c{i}" for i, f in enumerate(f.replace("'", "''") for f in FORMULAS))
+    out = sdbctl("query", f"SELECT {cells}, -5 AS n, -2.5 AS x, 'plain' AS p", "--csv")
+    assert out.returncode == 0, out.stderr
+    header, row = list(csv.reader(io.StringIO(out.stdout)))
+    assert header[-3:] == ["n", "x", "p"]
+    assert all(cell.startswith("'") for cell in row[: len(FORMULAS)]), row
+    assert row[0] == "'=cmd|' /C calc'!A0" and row[2] == "'-2+3"  # the text itself follows, as it was
+    assert row[-3:] == ["-5", "-2.5", "plain"]  # numbers are numbers; ordinary text as it is
+
+
+def test_a_url_in_store_text_does_not_autolink_in_the_markdown_summary() -> None:
+    """GitHub's renderer (cmark-gfm) links a bare ``http://``, ``https://``, ``ftp://`` or ``www.``: an
+    escaped colon or dot stops it and renders as the same text (checked with cmarkgfm; see
+    docs/diff-and-gate.md). Here: no bare scheme or ``www.`` is left, and CommonMark renders the text."""
+    from sdbctl.sdb.text import markdown_cell
+
+    md = MarkdownIt("commonmark").enable(["table"])
+    for text in ("see https://evil.example/pay now", "HTTP://X.EXAMPLE", "ftp://f.example/x", "go www.evil.example"):
+        cell = markdown_cell(text)
+        assert not re.search(r"(?<!\\)://|(?i:www)\.", cell), cell  # escaped: "\\://", "www\\."
+        rendered = md.render(f"| a |\n|---|\n| {cell} |\n").split("<td>", 1)[1].split("</td>", 1)[0]
+        assert rendered == text and "<a" not in rendered

@@ -398,3 +398,53 @@ def test_help_teaches(sdbctl: CLI, command: tuple[str, ...]) -> None:
     assert "Example" in out and "chat" in out
     if command == ("import", "chat"):
         assert all(key in out for key in ("messages", "session", "repeat", "outcome", "model", "effect_error"))
+
+
+# a map names a path; one that matches nothing in any conversation would drop what it asks for
+NOTHING = {
+    "session": 'session = "nosuchkey"',
+    "outcome": 'outcome = "nosuch"',
+    "repeat": 'repeat = "info.trial"',
+    "model": 'model = "info.nomodel"',
+}
+AIRLINE_KEYS = "has the keys task_id, trial, reward, info, tools, traj"
+
+
+@pytest.mark.parametrize("key", [*NOTHING, "messages"])
+def test_a_map_path_that_matches_nothing_in_any_conversation_is_an_error(sdbctl: CLI, tmp_path: Path, key: str) -> None:
+    text = 'messages = "turns"\n' if key == "messages" else f'messages = "traj"\n{NOTHING[key]}\n'
+    (tmp_path / "wrong.toml").write_text(text)
+    path = text.split(f'{key} = "')[1].split('"')[0]
+    for skip in ((), ("--skip-bad",)):
+        out = sdbctl("import", "chat", *TRIALS, "--map", "wrong.toml", *skip)
+        assert_one_line_error(
+            out, "wrong.toml: ", f'{key} = "{path}"', "matches nothing in any of the 10 conversations", AIRLINE_KEYS
+        )
+    assert not list(tmp_path.glob(".sdb/runs/*"))  # nothing written
+
+
+def test_a_map_path_found_in_some_conversations_imports(sdbctl: CLI, tmp_path: Path) -> None:
+    """Only a path that matches nothing anywhere is refused: a field some conversations lack is data."""
+    (tmp_path / "map.toml").write_text('outcome = "reward"\n')
+    (tmp_path / "some.jsonl").write_text(json.dumps(_with(reward=1)) + "\n" + json.dumps(_with(id="t2")) + "\n")
+    ok(sdbctl("import", "chat", "some.jsonl", "--map", "map.toml", "--run-id", "some"))
+    outcomes = [e for e in shown_events(sdbctl, "some") if e["kind"] == "state"]
+    assert [(e["session_id"], e["payload"]) for e in outcomes] == [("t1", {"value": 1})]
+
+
+def test_without_a_map_the_conventional_keys_found_and_not_found_are_said(sdbctl: CLI, tmp_path: Path) -> None:
+    (tmp_path / "plain.jsonl").write_text(json.dumps(_with(reward=1, trial=0)) + "\n")
+    out = ok(sdbctl("import", "chat", "plain.jsonl", "--run-id", "plain"))
+    lines = out.stderr.strip().splitlines()
+    assert lines[0] == "import chat: found messages, id; not found: repeat (trial), outcome (reward), model", lines
+    assert len(lines) == 2 and "events in 1 sessions" in lines[1]
+    # a map that names every path leaves no default to report
+    assert "found" not in ok(sdbctl("import", "chat", *TRIALS, "--map", MAP)).stderr
+    # one that names some: the defaults it relies on
+    (tmp_path / "map.toml").write_text('outcome = "reward"\nrepeat = "trial"\n')
+    out = ok(sdbctl("import", "chat", "plain.jsonl", "--map", "map.toml"))
+    assert out.stderr.splitlines()[0] == "import chat: found messages, id; not found: model"
+    # no messages list at the default path in any conversation: nothing would import; the keys it has
+    (tmp_path / "traj.jsonl").write_text(json.dumps({"id": "t", "traj": GOOD["messages"]}) + "\n")
+    out = sdbctl("import", "chat", "traj.jsonl", "--skip-bad")
+    assert_one_line_error(out, 'the default messages = "messages"', "has the keys id, traj", 'messages = "traj"')

@@ -83,7 +83,7 @@ def test_an_unknown_filter_value_is_refused_with_the_valid_ones(sdbctl: CLI) -> 
     spec = sdbctl("replay", "base", "--model", "sim:renewl@v2")
     assert spec.returncode == 2 and "did you mean 'renewal'" in spec.stderr
     command = sdbctl("shwo", "base")
-    assert command.returncode == 2 and "Did you mean 'show'" in command.stderr
+    assert command.returncode == 2 and "did you mean 'show'" in command.stderr
 
 
 def test_a_closed_pipe_ends_quietly_like_any_unix_tool(sdbctl: CLI, tmp_path: Path) -> None:

@@ -164,7 +164,7 @@ def test_an_underpowered_pass_says_so_in_every_output(sdbctl: CLI, weak: Path, t
     props = {p.get("name"): p.get("value") for p in ET.parse(tmp_path / "g.xml").getroot().iter("property")}
     shown = []
     for name, figures in (("drift", drift), ("outcomes", outcomes)):
-        assert props[f"{name}.min_detectable"] == f"{figures['min_detectable'] * 100:.1f}"
+        assert props[f"{name}.min_detectable"] == str(figures["min_detectable"])  # the JSON's figure, its unit
         shown.append(f"min detectable {figures['min_detectable'] * 100:.1f} points")
     table = sdbctl(*WEAK).stdout
     assert all(x in table for x in shown), table
@@ -215,8 +215,11 @@ def test_min_detectable_passes_a_powered_gate(sdbctl: CLI, store: Path) -> None:
     out = sdbctl(*args, "5", "--json")
     assert out.returncode == 0, out.stdout
     power = next(c for c in json.loads(out.stdout)["verdict"]["checks"] if c["name"] == "power")
-    # no spread over 200 sessions of one unit each: (k/n) / (1 + k/n)
-    assert power["passed"] and power["measured"] == f"drift {100 * (K / 200) / (1 + K / 200):.1f} points (200 sessions)"
+    # no spread over 200 sessions of one unit each: (k/n) / (1 + k/n); noise-aware, the default outcome
+    # check is the McNemar test, which the power check judges too
+    drift = f"drift {100 * (K / 200) / (1 + K / 200):.1f} points (200 sessions)"
+    outcomes = f"outcomes {100 * (mcnemar_min_detectable(200, 0.0, 0.05) or 0):.1f} points (200 sessions)"
+    assert power["passed"] and power["measured"] == f"{drift}, {outcomes}"
     assert sdbctl(*args, "3").returncode == 1
 
 

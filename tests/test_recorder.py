@@ -111,6 +111,7 @@ def test_exception_leaves_partial_run_with_everything_recorded(store: Path) -> N
 
 def test_run_id_is_given_or_generated(store: Path) -> None:
     with Recorder(store=store) as rec:
+        rec.session("s").input("x", 1)  # a run with no event is never complete
         generated = rec.run_id
     assert len(generated) > 10 and Store.open(store).manifest(generated).status == "complete"
 

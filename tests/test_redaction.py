@@ -148,3 +148,69 @@ def test_a_base_url_keeps_no_credential_no_auth_or_code_value_and_no_fragment() 
         assert secret not in kept, (secret, kept)
     assert kept.startswith("https://user:[REDACTED]@host.example/v1?") and "region=eu" in kept
     assert url_without_secrets("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"  # nothing to drop
+
+
+# review item 12: shapes the defaults still missed; each: text, the secret, the rule that must catch it
+STILL_MISSED = [
+    ('{"api_key": "9f8e7d6c5b4a39281706"}', "9f8e7d6c5b4a39281706", "secret_field"),
+    ('{"apiKey":"kq7-Zt2!pw"}', "kq7-Zt2!pw", "secret_field"),
+    ("{'access_token': 'ya29.a0AfH6SMBx'}", "ya29.a0AfH6SMBx", "secret_field"),
+    ('{"client_secret": "s3cr3t value"}', "s3cr3t value", "secret_field"),
+    ('{"password": "hunter2 \\" quoted"}', "quoted", "secret_field"),  # to the closing quote, not an escaped one
+    ("Authorization: Token 9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b", "9944b09199c62bcf", "authorization_token"),
+    ('{"Authorization": "Bearer abc123"}', "abc123", "authorization_token"),  # shorter than bearer_token's 16
+    ("Cookie: sessionid=38afes7a8; csrftoken=QkZ1", "38afes7a8", "cookie_header"),
+    ("set-cookie: __Host-sid=Zm9vYmFy; Path=/; Secure", "Zm9vYmFy", "cookie_header"),
+    (
+        "GET https://b.s3.amazonaws.com/k?X-Amz-Algorithm=AWS4&X-Amz-Signature=3f2a9c0d1e4b5a6978",
+        "3f2a9c0d1e4b5a6978",
+        "api_key_param",
+    ),
+    ("X-Amz-Security-Token=IQoJb3JpZ2luX2Vj", "IQoJb3JpZ2luX2Vj", "aws_presigned"),
+    (
+        "post to https://hooks.slack.com/services/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",
+        "Xyz1AbC2dEf3GhI4jKl5MnO6",
+        "slack_webhook",
+    ),
+    ("gitlab glpat-AbCdEf1234567890_xYz-", "glpat-AbCdEf1234567890_xYz-", "gitlab_token"),
+    ("//registry.npmjs.org/:_authToken=npm_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789", "npm_AbCdEfGh", "npm_token"),
+    ("https://app.example.com/cb#access_token=ya29.tok3n&token_type=bearer", "ya29.tok3n", "api_key_param"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "secret", "rule"), STILL_MISSED, ids=[f"{r}-{i}" for i, (_, _, r) in enumerate(STILL_MISSED)]
+)
+def test_the_defaults_catch_json_secret_fields_headers_webhooks_and_tokens(
+    tmp_path: Path, text: str, secret: str, rule: str
+) -> None:
+    out = load_redactor(tmp_path).text(text)
+    assert secret not in out, out
+    assert f"[REDACTED:{rule}]" in out, out
+
+
+def test_a_secret_field_of_a_payload_is_redacted_by_its_key(tmp_path: Path) -> None:
+    """A tool's arguments as a mapping: the key says what the value is, whatever its shape."""
+    args = {"user": "ann", "password": "hunter2", "nested": [{"apiKey": "k-1"}], "secret": 5, "password_hint": "pet"}
+    out = load_redactor(tmp_path).redact(args)
+    assert out == {
+        "user": "ann",
+        "password": "[REDACTED:secret_field]",
+        "nested": [{"apiKey": "[REDACTED:secret_field]"}],
+        "secret": 5,  # not text: not a credential
+        "password_hint": "pet",  # another key
+    }
+    (tmp_path / "sdbctl.toml").write_text('[redact]\ndefaults = ["email"]\n')
+    assert load_redactor(tmp_path).redact(args) == args  # the rule switched off: the key is not looked at
+
+
+def test_ordinary_text_near_the_new_rules_is_untouched(tmp_path: Path) -> None:
+    redactor = load_redactor(tmp_path)
+    for text in (
+        "The cookie: a sweet biscuit. A password is needed; the secret is patience.",
+        '{"password_policy": "12 chars", "token_count": 5, "secret": ""}',
+        "Authorization: required. A token of thanks; the npm_ prefix and glpat- are token prefixes.",
+        "See https://hooks.slack.com/ for docs and https://example.com/page#section-2 and #access.",
+        "X-Amz-Signature is a query parameter of presigned URLs.",
+    ):
+        assert redactor.text(text) == text

@@ -117,7 +117,7 @@ def test_reports_survive_control_characters_and_table_syntax(sdbctl: CLI, tmp_pa
     out = sdbctl("gate", "cand", "--base", "base", "--junit", "g.xml", "--markdown", "g.md")
     assert out.returncode == 1, out.stderr
     suite = ET.parse(tmp_path / "g.xml").getroot()  # parses: no raw control character in the XML
-    assert suite.get("failures") == "1"
+    assert suite.get("failures") == "2"  # the failing checks: step and session divergence
     md = (tmp_path / "g.md").read_text()
     rows = [line for line in md.splitlines() if "send" in line]
     assert len(rows) == 1 and rows[0].count(" | ") == 6  # one row, seven cells: no | or newline broke it

@@ -179,9 +179,10 @@ def test_pure_actions_come_from_the_registered_workloads_code_and_a_stored_path_
     # a run naming code by path: the differ never imports it, and the path selects nothing
     (tmp_path / "evil.py").write_text(f"open({str(tmp_path / 'imported')!r}, 'w').close()\nW = object\n")
     _tamper(store, "cand", {"agent": "evil.py:W"})
-    summary = json.loads(sdbctl("diff", "base", "cand", "--json").stdout)["summary"]
+    out = sdbctl("diff", "base", "cand", "--json")
     assert not (tmp_path / "imported").exists()
-    assert summary["by_layer"]["read"]["steps_compared"] == 3  # the base's registered name still selects
+    # and the runs no longer name one agent: refused (tests/test_verdict_inputs.py), never half-consulted
+    assert_one_line_error(out, "run 'base'", "pure-test", "run 'cand'", "evil.py:W")
 
 
 # -- item 3: a config table of the wrong type is one line, exit 2 -----------------------------------------
@@ -204,6 +205,7 @@ def test_pure_actions_come_from_the_registered_workloads_code_and_a_stored_path_
         ("diff", "[diff.actions.propose_offer]\nnumeric_tolerance = nan", "numeric_tolerance"),
         ("diff", "[diff.actions.propose_offer]\nnumeric_tolerance = -1", "numeric_tolerance"),
         ("diff", '[diff.actions.propose_offer]\nnumeric_tolerance = "0.5"', "numeric_tolerance"),
+        ("diff", "[diff.actions.propose_offer]\nnumeric_tolerance = 1e308", "numeric_tolerance"),  # all equal
         ("gate", "[gate]\ncritical_actions = 5", "critical_actions"),
         ("gate", '[gate]\ncritical_actions = ["propose_offer", 5]', "critical_actions"),
         ("gate", "[gate]\nlayers = 5", "layers"),
@@ -232,7 +234,7 @@ def test_a_config_key_of_the_wrong_type_is_one_line_naming_the_file_and_the_key(
     assert_one_line_error(out, "pyproject.toml", needle)
 
 
-@pytest.mark.parametrize("value", ["inf", "nan", "-1"])
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "1e308", "2e12"])
 def test_a_numeric_tolerance_flag_must_be_finite(sdbctl: CLI, store: Path, value: str) -> None:
     out = sdbctl("diff", "base", "cand", "--numeric-tolerance", f"propose_offer={value}")
     assert_one_line_error(out, "propose_offer", "numeric_tolerance")
@@ -258,7 +260,7 @@ def test_a_key_replaces_one_threshold_and_false_switches_one_default_check_off(
     _, doc = _gate(sdbctl, "cand")
     checks = {c["name"]: c for c in doc["verdict"]["checks"]}
     assert set(checks) == DEFAULT_CHECKS - {"session divergence"}
-    assert checks["step divergence"]["limit"] == "<= 0.99"
+    assert checks["step divergence"]["limit"] == "<= 99.00%"
 
 
 def test_a_gate_that_would_check_nothing_is_refused(sdbctl: CLI, store: Path, tmp_path: Path) -> None:

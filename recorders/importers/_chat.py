@@ -15,7 +15,9 @@ conversation object, where things are; every key is optional::
 
 The defaults are the keys :func:`export_chat` writes, so an exported file imports back with no map.
 A key set to ``""`` is not read at all (``outcome = ""`` ignores an ``outcome`` field that means
-something else). A conversation with no session id at its path is ``conv-N``, N its 0-based position
+something else). A path the map names that matches nothing in any conversation is an error, and the
+paths left to their defaults are said in one note, found or not (:func:`._chat_map.check_paths`).
+A conversation with no session id at its path is ``conv-N``, N its 0-based position
 among all the conversation objects read, across the files in the order given (bad ones counted, so
 ids do not move under ``--skip-bad``); a session id that is an integer is written as text.
 
@@ -73,6 +75,7 @@ its last conversation only, and is counted in :attr:`ChatExport.partial`.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,14 +124,16 @@ def import_chat(
     run_id: str | None = None,
     skip_bad: bool = False,
     redactor: Redactor | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> ImportSummary:
     """Import the conversations of ``paths`` (with the map in ``map_path``, else the defaults) into a
-    new run; nothing is written unless all input is good (or ``skip_bad``)."""
+    new run; nothing is written unless all input is good (or ``skip_bad``). Once it is written,
+    ``note`` is told which of the default paths were found (when the map leaves any to a default)."""
     if not paths:
         raise SdbError("import chat: no FILE given")
     m = load_chat_map(map_path)
     rules = redactor if redactor is not None else load_redactor()
-    found, bad = read_conversations(paths, m, rules, skip_bad=skip_bad)
+    found, bad, defaults = read_conversations(paths, m, rules, skip_bad=skip_bad)
     named, repeat, duplicates = ranked_sessions(found, skip_bad)
     bad += duplicates
     if not named:
@@ -164,4 +169,6 @@ def import_chat(
         recorder.close("partial")
         recorder.store.delete_run(recorder.run_id)  # all or nothing
         raise
+    if note is not None and defaults is not None:
+        note(defaults)
     return ImportSummary(recorder.run_id, recorder.events_written, len(conversations.conversations), bad)

@@ -13,18 +13,21 @@ from typing import IO, Any
 from sdbctl.recorders.importers._chat_messages import assistant_message
 from sdbctl.recorders.importers._chat_read import REPEATED
 from sdbctl.sdb.boundary import answer_message
+from sdbctl.sdb.diff import run_outcomes
 from sdbctl.sdb.events import canonical_bytes
-from sdbctl.sdb.store import Store, event_dicts, run_events
+from sdbctl.sdb.store import Store, event_dicts, run_events, write_file
 
 
 @dataclass
 class ChatExport:
     """What :func:`export_chat` wrote: conversations, the sessions it could not rebuild (no llm call
-    with messages), and those whose earlier calls are not all in the last call's history."""
+    with messages), and those whose earlier calls are not all in the last call's history (a line holds
+    one conversation: those calls are left out), with the number of calls left out."""
 
     conversations: int = 0
     skipped: list[str] = field(default_factory=list)
     partial: list[str] = field(default_factory=list)
+    left_out_calls: int = 0
 
 
 def _reply(response: Any) -> dict[str, Any] | None:
@@ -52,9 +55,12 @@ def _content(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _session_chat(session: str, events: list[dict[str, Any]], report: ChatExport) -> dict[str, Any] | None:
+def _session_chat(
+    session: str, events: list[dict[str, Any]], report: ChatExport, passed: bool | None = None
+) -> dict[str, Any] | None:
     """The conversation of one session: its last call's history, the answer, the tool results after it
-    (see :mod:`._chat`); None, and counted, when it has no call with messages."""
+    (see :mod:`._chat`), and its outcome (an imported one as it was, else ``passed`` as 1.0 or 0.0);
+    None, and counted, when it has no call with messages."""
     calls = [
         e
         for e in events
@@ -70,11 +76,14 @@ def _session_chat(session: str, events: list[dict[str, Any]], report: ChatExport
     request = last["payload"]["request"]
     messages: list[dict[str, Any]] = [dict(msg) for msg in request["messages"] if isinstance(msg, Mapping)]
     history = canonical_bytes(messages)
+    left_out = 0
     for call in calls[:-1]:
         earlier = call["payload"]["request"]["messages"]
         if len(earlier) > len(messages) or not history.startswith(canonical_bytes(earlier)[:-1]):
-            report.partial.append(session)
-            break
+            left_out += 1
+    if left_out:
+        report.partial.append(session)
+        report.left_out_calls += left_out
     reply = _reply(last["payload"].get("response"))
     if reply is not None:
         messages.append(reply)
@@ -115,6 +124,8 @@ def _session_chat(session: str, events: list[dict[str, Any]], report: ChatExport
     outcomes = [e for e in events if e["kind"] == "state" and e["name"] == "outcome"]
     if outcomes and isinstance(outcomes[-1]["payload"], Mapping) and "value" in outcomes[-1]["payload"]:
         out["outcome"] = outcomes[-1]["payload"]["value"]
+    elif passed is not None:  # a terminal state judged by the success states: what import chat reads back
+        out["outcome"] = 1.0 if passed else 0.0
     return out
 
 
@@ -123,8 +134,9 @@ def export_chat(store: Store, run_id: str, report: ChatExport | None = None) -> 
     docstring); ``report`` counts what was written and what could not be."""
     report = report if report is not None else ChatExport()
     table = run_events(store, run_id)
+    passed = run_outcomes(store, run_id)
     for session, events in itertools.groupby(event_dicts(table), key=lambda e: str(e["session_id"])):
-        conversation = _session_chat(session, list(events), report)
+        conversation = _session_chat(session, list(events), report, passed.get(session))
         if conversation is not None:
             report.conversations += 1
             yield conversation
@@ -139,14 +151,7 @@ def write_chat(store: Store, run_id: str, out: Path | IO[bytes]) -> ChatExport:
             fh.write(json.dumps(conversation, ensure_ascii=False).encode() + b"\n")
 
     if isinstance(out, Path):
-        tmp = out.with_name(f".{out.name}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                lines(fh)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        tmp.replace(out)
+        write_file(out, lines)  # whole or not at all; an error names ``out``
     else:
         lines(out)
     return report

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sdbctl.recorders.importers._chat_map import ChatMap
+from sdbctl.recorders.importers._chat_map import ChatMap, check_paths
 from sdbctl.recorders.importers._chat_messages import Message, openai_messages, openai_tools
 from sdbctl.recorders.importers._input import get_path, read_text
 from sdbctl.sdb.errors import PayloadError, SdbError
@@ -128,29 +128,34 @@ def _conversation(where: str, index: int, obj: Any, m: ChatMap, redactor: Redact
 
 def read_conversations(
     paths: list[Path], m: ChatMap, redactor: Redactor, *, skip_bad: bool = False
-) -> tuple[list[Conversation], int]:
-    """Every conversation of ``paths``, checked, in input order, and how many bad items were skipped;
-    the first bad item raises a one-line :class:`SdbError` unless ``skip_bad``."""
-    conversations: list[Conversation] = []
+) -> tuple[list[Conversation], int, str | None]:
+    """Every conversation of ``paths``, checked, in input order; how many bad items were skipped; and
+    the note of the default paths found (:func:`check_paths`). The first bad item raises a one-line
+    :class:`SdbError` unless ``skip_bad``; a path of the map that matches nothing anywhere always does,
+    before any single conversation is judged by it."""
+    read: list[tuple[str, int, Any]] = []
     bad = 0
     index = itertools.count()
     for path in paths:
         try:
             for where, obj in _documents(path):
-                n = next(index)
-                try:
-                    if isinstance(obj, _Bad):
-                        raise obj
-                    conversations.append(_conversation(where, n, obj, m, redactor))
-                except (_Bad, ValueError) as exc:
-                    if not skip_bad:
-                        raise SdbError(str(exc) if isinstance(exc, _Bad) else f"{where}: {exc}") from None
-                    bad += 1
+                read.append((where, next(index), obj))
         except _Bad as exc:  # the whole file: not text, or a broken pretty-printed document
             if not skip_bad:
                 raise SdbError(str(exc)) from None
             bad += 1
-    return conversations, bad
+    note = check_paths(m, [(where, obj) for where, _, obj in read if isinstance(obj, dict)])
+    conversations: list[Conversation] = []
+    for where, n, obj in read:
+        try:
+            if isinstance(obj, _Bad):
+                raise obj
+            conversations.append(_conversation(where, n, obj, m, redactor))
+        except (_Bad, ValueError) as exc:
+            if not skip_bad:
+                raise SdbError(str(exc) if isinstance(exc, _Bad) else f"{where}: {exc}") from None
+            bad += 1
+    return conversations, bad, note
 
 
 def _own_ids(conversations: list[Conversation], skip_bad: bool) -> tuple[list[Conversation], int]:

@@ -35,7 +35,7 @@ from sdbctl.sdb.diff._config import (
     rules_text,
     tolerance_flags,
 )
-from sdbctl.sdb.diff._differ import ALIGNMENTS, diff_runs
+from sdbctl.sdb.diff._differ import ALIGNMENTS, diff_runs, run_outcomes
 from sdbctl.sdb.diff._drift import DriftResult, drift_test
 from sdbctl.sdb.diff._outcomes import (
     Flips,
@@ -56,12 +56,16 @@ from sdbctl.sdb.diff._results import (
     LayerCounts,
     TerminalChange,
 )
-from sdbctl.sdb.diff._summary import left_out_text, power_lines
+from sdbctl.sdb.diff._save import divergence_table
+from sdbctl.sdb.diff._staging import Shape, shape
+from sdbctl.sdb.diff._summary import FIRST_MARK, NAMED, flip_lines, left_out_text, named, power_lines
 
 __all__ = [
     "ALIGNMENTS",
     "DEFAULT_TARGET",
+    "FIRST_MARK",
     "LAYERS",
+    "NAMED",
     "REASONS",
     "DiffConfig",
     "DiffResult",
@@ -76,6 +80,7 @@ __all__ = [
     "Pair",
     "PassK",
     "Rule",
+    "Shape",
     "TerminalChange",
     "Tolerance",
     "align",
@@ -84,16 +89,21 @@ __all__ = [
     "cached_text",
     "detectable_text",
     "diff_runs",
+    "divergence_table",
     "drift_test",
+    "flip_lines",
     "left_out_text",
     "load_config",
     "load_outcome_config",
     "mcnemar_one_sided",
+    "named",
     "parse_layers",
     "pass_hat_k",
     "points",
     "power_lines",
     "power_text",
     "rules_text",
+    "run_outcomes",
+    "shape",
     "tolerance_flags",
 ]

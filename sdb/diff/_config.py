@@ -38,6 +38,9 @@ TEXT_RULES = ("case", "whitespace")
 LAYERS = ("write", "read", "speech")
 SPEECH_THRESHOLD = 0.8
 _KEYS = ("actions", "read_only", "speech", "speech_threshold", "layers", "needs_effect")
+# the largest numeric tolerance: beyond it every number equals every other, a field compared by nothing
+# (to compare a field by nothing, say so: ignore)
+MAX_TOLERANCE = 1e12
 
 
 @dataclass(frozen=True)
@@ -192,7 +195,7 @@ def _tolerance(name: str, table: Any, where: str) -> Tolerance:
         raise SdbError(f"{where} text rules are {', '.join(TEXT_RULES)} (a list), not {text!r}")
     return Tolerance(
         check_names(table.get("ignore", []), f"{where} ignore", "a list of field names"),
-        check_number(table.get("numeric_tolerance", 0.0), f"{where} numeric_tolerance"),
+        check_number(table.get("numeric_tolerance", 0.0), f"{where} numeric_tolerance", high=MAX_TOLERANCE),
         check_names(table.get("unordered", []), f"{where} unordered", "a list of field names"),
         tuple(text),
     )

@@ -10,21 +10,23 @@ from pathlib import Path
 
 import orjson
 
-from sdbctl.sdb.agents import Workload, pure_actions, registered_workload, success_states
+from sdbctl.sdb.agents import Workload, pure_actions, success_states
 from sdbctl.sdb.diff._commits import compare_commits
 from sdbctl.sdb.diff._compared import mark_first
 from sdbctl.sdb.diff._config import LAYERS, DiffConfig, Rule
 from sdbctl.sdb.diff._coverage import drop_sessions, lacking_sessions
 from sdbctl.sdb.diff._drift import drift_of
-from sdbctl.sdb.diff._outcomes import OutcomeConfig, compare_outcomes, session_outcomes
+from sdbctl.sdb.diff._noise import check_self_replay
+from sdbctl.sdb.diff._outcomes import OutcomeConfig, compare_outcomes, load_outcome_config, session_outcomes
 from sdbctl.sdb.diff._power import DEFAULT_TARGET
 from sdbctl.sdb.diff._results import DiffResult
 from sdbctl.sdb.diff._save import save_divergences
 from sdbctl.sdb.diff._staging import mode_claims, provider_errors, shape, stage
 from sdbctl.sdb.diff._steps import compare_steps
 from sdbctl.sdb.diff._summary import build_summary
+from sdbctl.sdb.diff._workloads import consulted_workloads
 from sdbctl.sdb.errors import SdbError
-from sdbctl.sdb.store import RunManifest, Store, connect
+from sdbctl.sdb.store import RunManifest, Store, connect, named_damage
 
 ALIGNMENTS = ("auto", "session", "step")
 
@@ -55,8 +57,9 @@ def diff_runs(
     comparison of nothing is an error. ``save`` writes the result into the store
     (``diffs/<base>..<candidate>/``). What the diff knows of the agent comes from ``config`` and the
     code of the registered workloads the runs name, what each run is from its events; never from a
-    manifest, whose differing copies ``summary.rules`` shows as not obeyed."""
-    with _no_cyclic_gc():
+    manifest, whose differing copies ``summary.rules`` shows as not obeyed. A read that fails on
+    what a run holds (a damaged page, a payload that is not JSON) is that run's one-line error."""
+    with _no_cyclic_gc(), named_damage(store, (base, candidate, noise_run)):
         return _diff_runs(
             store,
             base,
@@ -88,6 +91,13 @@ def _no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
+def refuse_empty(*manifests: RunManifest) -> None:
+    """A run with no event has nothing to compare, partial or not: refused even with --allow-partial."""
+    for m in manifests:
+        if m.events == 0:
+            raise SdbError(f"run {m.run_id!r} has no events: nothing to compare (sdbctl rm {m.run_id} removes it)")
+
+
 def refuse_partial(*manifests: RunManifest) -> None:
     """A verdict on half a run is refused: one line naming the partial run and what to do."""
     for m in manifests:
@@ -101,19 +111,6 @@ def refuse_partial(*manifests: RunManifest) -> None:
                 f"run {m.run_id!r} is partial ({m.interrupted or 'its writer did not finish'}): "
                 f"no verdict on half a run; {hint}, or pass --allow-partial"
             )
-
-
-def _workloads(*manifests: RunManifest) -> list[tuple[str, Workload]]:
-    """The registered workloads the runs name, by name. A name read from a store only selects among
-    the workloads registered in this process (code sdbctl ships, or the user registered); a name that
-    is not one (``module:attr``, ``path.py:attr``) is never imported."""
-    found: dict[str, Workload] = {}
-    for m in manifests:
-        if m.agent and m.agent not in found:
-            workload = registered_workload(m.agent)
-            if workload is not None:
-                found[m.agent] = workload
-    return list(found.items())
 
 
 def _agent_rules(config: DiffConfig, workloads: list[tuple[str, Workload]]) -> DiffConfig:
@@ -133,6 +130,21 @@ def _success_states(config: OutcomeConfig, workloads: list[tuple[str, Workload]]
         if states:
             return Rule("success", states, f"workload {name}")
     return None
+
+
+def run_outcomes(store: Store, run_id: str, config: OutcomeConfig | None = None) -> dict[str, bool]:
+    """Session id -> passed, for each session of ``run_id`` that has an outcome, judged as a diff
+    judges it (an imported outcome, else the terminal state against the success states of the
+    project's config or the registered workload's code; never a manifest's copy): for an export."""
+    manifest = store.manifest(run_id)
+    config = config if config is not None else load_outcome_config()
+    con = connect(store, runs=(manifest.run_id,))
+    workloads = consulted_workloads(
+        con, [(manifest, shape(con, manifest.run_id))], success_from_workload=config.success is None
+    )
+    rule = _success_states(config, workloads)
+    found = session_outcomes(con, manifest.run_id, rule.values if rule else None, config.pass_threshold)
+    return {sid if rep == 0 else f"{sid}#r{rep}": passed for (sid, rep), passed in found.items()}
 
 
 def _shown_copies(manifests: tuple[RunManifest, ...], config: DiffConfig, success: Rule | None) -> list[Rule]:
@@ -171,6 +183,7 @@ def _diff_runs(
     base_manifest = store.manifest(base)  # an unknown run is a one-line error, not an empty side
     cand_manifest = store.manifest(candidate)
     base, candidate = base_manifest.run_id, cand_manifest.run_id
+    refuse_empty(base_manifest, cand_manifest)
     if not allow_partial:
         refuse_partial(base_manifest, cand_manifest)
     con = connect(store, runs=(base, candidate))  # the two runs only: the rest of the store is not read
@@ -184,7 +197,13 @@ def _diff_runs(
             "(use --align step or auto)"
         )
     by_commit = both_closed and alignment != "step"
-    workloads = _workloads(base_manifest, cand_manifest)
+    # a name read from a store selects among the workloads registered in this process, never code to
+    # import, and only a workload the runs' events fit (sdb.diff._workloads)
+    workloads = consulted_workloads(
+        con,
+        [(base_manifest, base_shape), (cand_manifest, cand_shape)],
+        success_from_workload=outcome_config.success is None,
+    )
     config = _agent_rules(config, workloads)
     stage(con, config, base_shape, cand_shape, by_commit=by_commit)
     lacking = lacking_sessions(con, base, candidate, allow_partial=allow_partial)
@@ -213,10 +232,18 @@ def _diff_runs(
             left_out=lacking,
         )
     cand_rates = compared.session_rates(config.layers)
-    self_replay = None
+    self_replay, noise_note = None, None
     if noise_run is not None:
+        noise_note = check_self_replay(store, base, noise_run)  # the base's model, as the events say
         self_replay = diff_runs(
-            store, base, noise_run, config, save=False, allow_partial=allow_partial, alignment=alignment
+            store,
+            base,
+            noise_run,
+            config,
+            save=False,
+            allow_partial=allow_partial,
+            alignment=alignment,
+            outcome_config=outcome_config,
         )
     summary = build_summary(
         compared,
@@ -234,6 +261,7 @@ def _diff_runs(
             config,
             cand_rates,
             self_replay=self_replay,
+            noise_note=noise_note,
             resamples=resamples,
             seed=seed,
             target=power_target,

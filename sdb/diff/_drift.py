@@ -102,12 +102,15 @@ def drift_of(
     resamples: int,
     seed: int,
     target: float = DEFAULT_TARGET,
+    noise_note: str | None = None,
 ) -> DriftResult | None:
     """The drift test of a diff: the candidate's per-session rates (``cand_rates``) against the noise
-    floor of a self-replay of the base model (``self_replay``: its diff against the base), else of
-    the candidate's repeats against each other; None with neither, or no session in common."""
+    floor of a self-replay of the base model (``self_replay``: its diff against the base; ``noise_note``
+    said beside its name, such as that its model could not be checked), else of the candidate's
+    repeats against each other; None with neither, or no session in common."""
     if self_replay is not None:
         noise_rates, source = self_replay.session_rates, f"self-replay {self_replay.candidate_run}"
+        source += f"; {noise_note}" if noise_note else ""
     elif len(compared.repeats) > 1:
         found = compared.repeat_noise(con, config)
         # a session whose repeats gave nothing to disagree on (none committed anything) has no noise:

@@ -31,6 +31,8 @@ from sdbctl.sdb.settings import read_table
 OUTCOME_STATE = "outcome"
 # a session id ``ID#rK`` is repeat K of session ``ID``: the one spelling every query of the differ uses
 REPEAT_SUFFIX = r"#r([0-9]+)$"
+# a session's terminal state: its last state event but an imported outcome and a replay's own marks
+_TERMINAL = f"arg_max(name, seq) FILTER (WHERE name <> '{OUTCOME_STATE}' AND name NOT LIKE 'replay:%')"
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ def session_outcomes(
         SELECT regexp_replace(session_id, '{REPEAT_SUFFIX}', '') AS sid,
                coalesce(try_cast(regexp_extract(session_id, '{REPEAT_SUFFIX}', 1) AS BIGINT), 0) AS rep,
                max(CASE WHEN name = '{OUTCOME_STATE}' THEN try_cast(json_extract(payload, '$.value') AS DOUBLE) END),
-               arg_max(name, seq) FILTER (WHERE name <> '{OUTCOME_STATE}' AND name NOT LIKE 'replay:%')
+               {_TERMINAL}
         FROM events WHERE run_id = ? AND kind = 'state' GROUP BY ALL
         """,
         [run_id],
@@ -79,6 +81,16 @@ def session_outcomes(
         elif success is not None and terminal is not None:
             out[(sid, int(rep))] = terminal in success
     return out
+
+
+def terminal_states(con: Any, run_id: str) -> list[str]:
+    """The terminal states the sessions of ``run_id`` ended in (as :func:`session_outcomes` reads them)."""
+    rows = con.execute(
+        f"SELECT DISTINCT t FROM (SELECT {_TERMINAL} AS t FROM events WHERE run_id = ? AND kind = 'state' "
+        "GROUP BY session_id) WHERE t IS NOT NULL ORDER BY 1",
+        [run_id],
+    ).fetchall()
+    return [r[0] for r in rows]
 
 
 def mcnemar_one_sided(negative: int, positive: int) -> float:

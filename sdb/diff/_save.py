@@ -14,12 +14,8 @@ from sdbctl.sdb.results import as_json
 from sdbctl.sdb.store import Store
 
 
-def save_divergences(store: Store, result: DiffResult) -> None:
-    """Write the divergences as ``diffs/<base>..<candidate>/divergences.parquet`` (the ``divergences`` view)
-    and the summary beside them as ``summary.json`` (the same JSON as ``--json``), the folder named by
-    :func:`sdb.store.diff_key`: one folder per pair of runs, also for ids that hold ``..``."""
-    folder = store.diff_dir(result.base_run, result.candidate_run)
-    store.loc.make_dir(folder)
+def divergence_table(result: DiffResult) -> pa.Table:
+    """The divergences of ``result`` as rows of the ``divergences`` view (``fields`` as JSON text)."""
     divs = result.divergences
     columns: dict[str, list[Any]] = {
         name: [getattr(d, name) for d in divs]
@@ -29,7 +25,18 @@ def save_divergences(store: Store, result: DiffResult) -> None:
     columns["fields"] = [orjson.dumps(d.fields, default=str).decode() for d in divs]
     columns["base_run"] = [result.base_run] * len(divs)
     columns["candidate_run"] = [result.candidate_run] * len(divs)
-    table = pa.table({name: columns[name] for name in DIVERGENCE_SCHEMA.names}, schema=DIVERGENCE_SCHEMA)
-    store.loc.write_parquet(table, f"{folder}/divergences.parquet")
+    return pa.table({name: columns[name] for name in DIVERGENCE_SCHEMA.names}, schema=DIVERGENCE_SCHEMA)
+
+
+def save_divergences(store: Store, result: DiffResult) -> None:
+    """Write the divergences as ``diffs/<base>..<candidate>/divergences.parquet`` (the ``divergences`` view)
+    and the summary beside them as ``summary.json`` (the same JSON as ``--json``), the folder named by
+    :func:`sdb.store.diff_key`: one folder per pair of runs, also for ids that hold ``..``. A link planted
+    as the folder or either file is refused before anything is written (see :mod:`sdb.store._fs`)."""
+    folder = store.diff_dir(result.base_run, result.candidate_run)
+    for name in ("divergences.parquet", "summary.json"):
+        store.loc.refuse_links(f"{folder}/{name}")
+    store.loc.make_dir(folder)
+    store.loc.write_parquet(divergence_table(result), f"{folder}/divergences.parquet")
     summary = orjson.dumps(as_json(result.summary), default=str, option=orjson.OPT_INDENT_2)
     store.loc.write_bytes(f"{folder}/summary.json", summary + b"\n")

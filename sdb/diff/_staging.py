@@ -139,6 +139,19 @@ def _load(con: Any, table: str, found: Shape, *, base_side: bool, split_repeats:
     con.execute(f"CREATE TEMP TABLE {table} AS {sql}", {"run": run})
 
 
+def model_action_names(con: Any, found: Shape) -> list[str]:
+    """The names of the run's model actions (as :data:`_ACTIONS` takes them) that the boundary knew: a
+    name it refused (``invalid``, or a reply it could not parse) is the model's error, in any workload."""
+    parented = "AND parent IS NOT NULL" if found.has_llm else ""
+    llm = _LLM_JOIN if found.has_llm else ""
+    sql = (
+        "SELECT DISTINCT a.name FROM (SELECT session_id, seq, name, parent, status FROM events "
+        f"WHERE run_id = $run AND kind = 'action' {parented}) a {llm} "
+        "WHERE coalesce(a.status, '') NOT IN ('invalid', 'parse_failed') ORDER BY 1"
+    )
+    return [r[0] for r in con.execute(sql, {"run": found.run_id}).fetchall()]
+
+
 def provider_errors(con: Any, run: str) -> list[dict[str, Any]]:
     """The provider errors of ``run``, in order: their steps are reported apart, not compared."""
     return rows(

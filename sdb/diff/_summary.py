@@ -4,6 +4,7 @@ the counts by reason, action and pattern, each session's first divergence and it
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from sdbctl.sdb.diff._cached import cached_answers
@@ -23,6 +24,31 @@ JOIN (SELECT * FROM t WHERE run_id = ? AND NOT regexp_matches(session_id, '{REPE
   USING (session_id)
 WHERE b.last <> c.last ORDER BY 1
 """
+
+
+#: what ``*`` marks in a table of divergences (``after_first`` is false): every output says it so
+FIRST_MARK = "the first divergence of its session, repeat and layer"
+
+#: how many names a list of sessions shows before it counts the rest
+NAMED = 10
+
+
+def named(names: Sequence[str], limit: int = NAMED) -> str:
+    """``names`` as a list for people: the first ``limit``, then "and N more". The one rule of every
+    list of sessions an output names (flips, the sessions a failing check counted); each output
+    escapes the text as it escapes any other."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def flip_lines(s: DiffSummary) -> list[tuple[str, str]]:
+    """The sessions whose outcome flipped, one ``(label, names)`` per direction that has any: the
+    diff's and the gate's table output, the Markdown and the HTML name them alike."""
+    if s.outcomes is None:
+        return []
+    flipped = s.outcomes.flipped
+    ways = (("sessions pass -> fail", flipped.negative), ("sessions fail -> pass", flipped.positive))
+    return [(label, named(ids)) for label, ids in ways if ids]
 
 
 def power_lines(s: DiffSummary) -> list[str]:

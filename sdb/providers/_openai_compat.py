@@ -141,6 +141,7 @@ class OpenAICompatible:
         self.model = model
         self.spec = f"openai:{model}"
         base_url = params.get("base_url") or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        self.endpoint = base_url  #: where requests go (the response cache keys its answers by it)
         api_key = os.environ.get("OPENAI_API_KEY") or ("sk-no-key" if "base_url" in params else None)
         if api_key is None:
             raise UnknownModel("openai:MODEL needs OPENAI_API_KEY (or --base-url for a local server)")
@@ -227,6 +228,7 @@ class AnthropicMessages:
         self.model = model
         self.spec = f"anthropic:{model}"
         base_url = params.get("base_url") or os.environ.get("ANTHROPIC_BASE_URL")
+        self.endpoint = base_url or "https://api.anthropic.com"  #: where requests go (see OpenAICompatible)
         api_key = os.environ.get("ANTHROPIC_API_KEY") or ("no-key" if base_url else None)
         if api_key is None:
             raise UnknownModel("anthropic:MODEL needs ANTHROPIC_API_KEY (or --base-url for a local server)")

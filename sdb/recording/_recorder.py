@@ -300,6 +300,12 @@ class Recorder:
     def events_written(self) -> int:
         return self._writer.manifest.events
 
+    @property
+    def status(self) -> str:
+        """The run's status as its writer left it: ``partial`` until closed complete (a run closed with
+        no event is never complete)."""
+        return self._writer.manifest.status
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     def __enter__(self) -> Recorder:

@@ -23,7 +23,7 @@ sharded over Ray workers writing into the same run.
 
 from __future__ import annotations
 
-from sdbctl.sdb.replay._cache import CacheError, cache_key, cache_path
+from sdbctl.sdb.replay._cache import CacheError, cache_endpoint, cache_key, cache_path
 from sdbctl.sdb.replay._options import (
     EXECUTORS,
     MODES,
@@ -49,6 +49,7 @@ __all__ = [
     "ReplayProgress",
     "ReplayResult",
     "SessionOutcome",
+    "cache_endpoint",
     "cache_key",
     "cache_path",
     "prepare",

@@ -23,6 +23,7 @@ import xxhash
 
 from sdbctl.sdb.errors import SdbError
 from sdbctl.sdb.events import canonical_bytes
+from sdbctl.sdb.redaction import url_without_secrets
 
 if TYPE_CHECKING:
     from sdbctl.sdb.store import Store
@@ -34,9 +35,21 @@ class CacheError(SdbError):
     """A response cache that is not one: not SQLite, a foreign table, an entry that is no completion."""
 
 
-def cache_key(provider: str, request: Any, seed: int) -> str:
-    """The key an answer is cached under; ``sdbctl rm`` rebuilds it from a run's llm events."""
-    return xxhash.xxh3_128_hexdigest(canonical_bytes({"provider": provider, "request": request, "seed": seed}))
+def cache_key(provider: str, request: Any, seed: int, endpoint: str | None = None) -> str:
+    """The key an answer is cached under; ``sdbctl rm`` rebuilds it from a run's llm events. A provider
+    that asks a server names it (``endpoint``, its base URL without secrets: :func:`cache_endpoint`):
+    two servers answering to one model name are two models."""
+    key: dict[str, Any] = {"provider": provider, "request": request, "seed": seed}
+    if endpoint is not None:  # a provider with no server (a simulator, a local model): keys as before
+        key["endpoint"] = endpoint
+    return xxhash.xxh3_128_hexdigest(canonical_bytes(key))
+
+
+def cache_endpoint(provider: object) -> str | None:
+    """The server a provider asks, as its cache keys (and a replay's manifest) name it: its base URL
+    without the secrets it may carry (:func:`url_without_secrets`); None for one that asks no server."""
+    endpoint = getattr(provider, "endpoint", None)
+    return url_without_secrets(endpoint) if isinstance(endpoint, str) else None
 
 
 def cache_path(store: Store) -> Path:

@@ -10,7 +10,7 @@ from typing import Any
 from sdbctl.sdb.events import canonical_bytes
 from sdbctl.sdb.providers import Completion, Provider, ProviderError
 from sdbctl.sdb.redaction import load_redactor
-from sdbctl.sdb.replay._cache import ResponseCache, cache_key
+from sdbctl.sdb.replay._cache import ResponseCache, cache_endpoint, cache_key
 from sdbctl.sdb.replay._limits import Limiter, RateLimiter, RetryPolicy, call_with_retries
 from sdbctl.sdb.replay._options import ReplayOptions
 from sdbctl.sdb.replay._results import ReplayProgress
@@ -43,12 +43,14 @@ class Caller:
         self.limiter: Limiter = limiter or RateLimiter(opts.rpm)
         self.policy = RetryPolicy(attempts=max(1, opts.retries))
         self.spec = provider.spec
+        self.endpoint = cache_endpoint(provider)  #: in every cache key: server A's answers never serve B
 
     async def ask(self, request: dict[str, Any], *, seed: int, repeat: int) -> Completion:
         """The model's answer to ``request``: from this machine's cache or the one named by
         ``--cache-from`` (a :class:`CachedCompletion`), else asked (paced, retried, cached)."""
         cache = self.cache
-        key = cache_key(self.spec, request, seed) if cache is not None or self.source is not None else ""
+        asks = cache is not None or self.source is not None
+        key = cache_key(self.spec, request, seed, self.endpoint) if asks else ""
         for where in (cache, self.source):
             hit = where.get(key) if where is not None else None
             if hit is not None:

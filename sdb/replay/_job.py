@@ -31,6 +31,7 @@ class Job:
     tick: Callable[[], None]  #: reports the counters to whoever watches
     in_flight: int  #: model calls at once
     sessions: frozenset[str] | None = None  #: the shard's sessions (None: every session)
+    options: Mapping[str, Any] = field(default_factory=dict)  #: session mode: the agent's options
     resuming: bool = False  #: the run may hold finished units already (``--resume``, a shard)
     outcomes: dict[tuple[str, int], SessionOutcome] = field(default_factory=dict)  #: by (session, repeat)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sdbctl.sdb.errors import UsageError
 
@@ -13,6 +14,8 @@ RECORDED = "recorded"  #: the model spec that answers with the recorded answers 
 MODES = ("step", "session")  #: step: ask each recorded step again; session: run the agent again
 ON_DIVERGENCE = ("stop", "continue")  #: session mode, at an action with no recorded effect
 EXECUTORS = ("local", "ray")  #: this process, or sessions sharded over Ray workers
+MAX_REPEAT = 1000  #: the most repeats of a replay (a saved ``repeat`` beyond it is refused, never run)
+DEFAULT_SEED = 0  #: the seed a replay asks with unless told (``record --seed``'s default)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,7 +35,8 @@ class ReplayOptions:
     on_divergence: str = "stop"  #: one of :data:`ON_DIVERGENCE`
     base_url: str | None = None  #: the server of an OpenAI-compatible or Anthropic provider
     run_id: str | None = None  #: the new run's id (None: generated)
-    seed: int | None = None  #: the seed the model is asked with (None: the recording's)
+    seed: int | None = None  #: the seed of the simulators and simulated world (None: :data:`DEFAULT_SEED`)
+    agent_options: Mapping[str, Any] | None = None  #: session mode: the agent's options (None: its defaults)
     allow_partial: bool = False  #: replay a partial (interrupted) source run anyway
     agent: str | None = None  #: the agent named on the command line (never taken from a store)
 
@@ -42,11 +46,15 @@ class ReplayOptions:
         for name, count, least in counts:
             if isinstance(count, bool) or not isinstance(count, int) or count < least:
                 raise UsageError(f"--{name} must be a whole number >= {least}, not {count!r}")
+        if self.repeat > MAX_REPEAT:
+            raise UsageError(f"--repeat must be at most {MAX_REPEAT}, not {self.repeat!r}")
         for name, number, optional in (("timeout", self.timeout, False), ("rpm", self.rpm, True)):
             if number is None and optional:
                 continue
             if isinstance(number, bool) or not isinstance(number, int | float) or not 0 < number < float("inf"):
                 raise UsageError(f"--{name} must be a finite number > 0, not {number!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise UsageError(f"--seed must be a whole number, not {self.seed!r}")
         if self.mode not in MODES:
             raise UsageError(f"--mode must be step or session, not {self.mode!r}")
         if self.on_divergence not in ON_DIVERGENCE:

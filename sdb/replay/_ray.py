@@ -221,7 +221,7 @@ def _run_shards(
     except ray.exceptions.RayError as exc:
         raise SdbError(
             f"replay {run_id}: a Ray shard failed ({_first_line(exc)}); resume with --resume {run_id} "
-            f"--model {saved['model']}" + (" and its --base-url" if saved.get("base_url") else "")
+            f"--model {saved['model']}" + (" and the --base-url you gave" if saved.get("base_url") else "")
         ) from None
     finally:
         try:

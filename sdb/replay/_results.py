@@ -21,14 +21,14 @@ SESSION_STATUSES = ("complete", "stopped", "failed", "resumed")
 class ReplayProgress:
     """Counters for the progress bar and the final summary, updated as the replay goes."""
 
-    total: int = 0  #: units to replay (step mode: steps x repeats; session mode: sessions x repeats)
+    total: int = 0  #: units to replay (step mode: recorded model calls x repeats; session mode: sessions x repeats)
     done: int = 0  #: units finished, resumed ones included
     skipped: int = 0  #: units an earlier attempt finished (``--resume``, a retried shard)
     asked: int = 0  #: model calls made (retries included)
     cached: int = 0  #: answers taken from the response cache
     retried: int = 0  #: calls retried
-    errors: int = 0  #: provider errors after the last retry
-    divergences: int = 0  #: steps (step mode) or sessions (session mode) whose actions differ
+    errors: int = 0  #: provider errors after the last retry, resumed units' included
+    divergences: int = 0  #: units whose actions differ from the recording's, resumed ones included
     stopped_sessions: int = 0  #: session mode: sessions stopped at a divergence
     no_content: int = 0  #: steps recorded without their messages (traces without content): not replayable
     first_errors: dict[str, str] = field(default_factory=dict)  #: kind of provider error -> its first message
@@ -48,7 +48,7 @@ class SessionOutcome:
     status: str = "complete"  #: one of :data:`SESSION_STATUSES`
     steps: int = 0  #: model steps replayed by this call
     resumed_steps: int = 0  #: model steps an earlier attempt wrote, not asked again
-    divergences: int = 0  #: step mode: steps whose actions differ; session mode: 1 when the session's do
+    divergences: int = 0  #: step mode: model calls whose actions differ; session mode: 1 when the session's do
     errors: int = 0  #: provider errors after the last retry
     reason: str | None = None  #: why it stopped or failed (the first such message)
 
@@ -67,20 +67,28 @@ class ReplayResult:
     mode: str  #: step or session
     model: str  #: the model spec asked
     status: str  #: the run's status: complete, or partial (interrupted: ``--resume`` it)
-    steps: int  #: units to replay (step mode: steps x repeats; session mode: sessions x repeats)
+    steps: int  #: units to replay (:attr:`unit`: model calls x repeats, or sessions x repeats)
     steps_done: int  #: units finished, resumed ones included
     resumed_steps: int  #: units an earlier attempt finished, not asked again
     model_calls: int  #: model calls made (retries included)
     cache_hits: int  #: answers taken from the response cache
     retries: int  #: calls retried (429, 5xx, timeouts)
-    errors: int  #: provider errors after the last retry (counted apart from divergence)
-    divergences: int  #: steps (step mode) or sessions (session mode) whose actions differ from the recording
+    errors: int  #: provider errors after the last retry, resumed units' included (apart from divergence)
+    #: units whose actions differ from the recording's (by digest, every layer), resumed ones included
+    divergences: int
     stopped_sessions: int  #: session mode: sessions stopped at a divergence
     steps_without_content: int  #: steps recorded without their messages, not replayed
     first_errors: dict[str, str]  #: kind of provider error -> its first message
     seconds: float  #: wall time, to the millisecond
     cpu_seconds_per_step: float  #: this process's CPU time per finished unit (the engine's own cost)
     sessions: list[SessionOutcome]  #: per session and repeat, sorted
+
+    @property
+    def unit(self) -> str:
+        """What ``steps``, ``resumed_steps`` and ``divergences`` count: recorded model calls (step mode,
+        each repeat apart) or sessions (session mode). ``sdbctl diff`` counts otherwise: steps (the calls
+        of one step of a session are one) or committed actions, of its layers, after tolerances."""
+        return "model calls" if self.mode == "step" else "sessions"
 
     @classmethod
     def of(

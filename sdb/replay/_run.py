@@ -6,36 +6,35 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Collection, Mapping
+import shlex
+import signal
+import threading
+import types
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from sdbctl.sdb.agents import Workload
 from sdbctl.sdb.boundary import load_actions_setting
-from sdbctl.sdb.errors import UsageError
+from sdbctl.sdb.errors import Interrupted, SchemaError, SdbError, UsageError
 from sdbctl.sdb.providers import resolve
 from sdbctl.sdb.recording import Recorder, manifest_fields, new_run_id
 from sdbctl.sdb.redaction import load_redactor, url_without_secrets
 from sdbctl.sdb.replay._agent import check_simulator, choose_agent, no_agent
-from sdbctl.sdb.replay._cache import CacheError, ResponseCache, cache_path, check_cache
+from sdbctl.sdb.replay._cache import CacheError, ResponseCache, cache_endpoint, cache_path, check_cache
 from sdbctl.sdb.replay._calling import Caller, in_flight
 from sdbctl.sdb.replay._job import Job
 from sdbctl.sdb.replay._limits import Limiter
-from sdbctl.sdb.replay._options import RECORDED, Executor, ReplayOptions
+from sdbctl.sdb.replay._options import DEFAULT_SEED, MAX_REPEAT, MODES, RECORDED, Executor, ReplayOptions
 from sdbctl.sdb.replay._results import ReplayProgress, ReplayResult, clock
-from sdbctl.sdb.replay._session import replay_sessions
+from sdbctl.sdb.replay._session import repeat_of, replay_sessions
 from sdbctl.sdb.replay._step import replay_steps
-from sdbctl.sdb.store import RunWriter, Store
+from sdbctl.sdb.store import RunManifest, RunWriter, Store, connect
 
-#: saved options that say what the run is (its answers depend on them): a resume reads them, and a
-#: value given on the command line that differs is refused
-_RUN_OPTIONS = {
-    "mode": "--mode",
-    "repeat": "--repeat",
-    "prompts": "--prompt",
-    "seed": "seed",
-    "on_divergence": "--on-divergence",
-}
+#: saved options that say how the run asks (its answers depend on them): a resume takes them from the
+#: command line (their defaults when not given) and refuses a saved value that differs; mode, repeat, seed apart
+_RUN_OPTIONS = {"prompts": "--prompt", "on_divergence": "--on-divergence"}
 #: saved options of how it was asked: a resume reads them unless the command line gives them
 _PACING = ("concurrency", "rpm", "timeout", "retries", "cache")
 
@@ -56,13 +55,106 @@ def _passed(given: ReplayOptions) -> set[str]:
     return {f.name for f in fields(ReplayOptions) if getattr(given, f.name) != getattr(default, f.name)}
 
 
+#: what a resume says of a store's endpoint, wherever it refuses one
+_NEVER_SENT = "sdbctl never sends credentials to an endpoint a store names"
+#: llm or error events that only a session-mode replay writes (step mode marks each with its source step)
+_SESSION_SIGNS = """SELECT count(*) FROM events WHERE run_id = $run AND (
+    (kind IN ('llm', 'error') AND json_valid(payload) AND json_extract(payload, '$.replay.source_seq') IS NULL)
+    OR (kind = 'state' AND name = 'replay:finished'))"""
+_STEP_REPEATS = """SELECT max(try_cast(json_extract(payload, '$.replay.repeat') AS BIGINT)) FROM events
+    WHERE run_id = $run AND kind IN ('llm', 'error') AND json_valid(payload)"""
+
+
+def _written(store: Store, run_id: str, source_run: str) -> tuple[str | None, int | None]:
+    """What the replay run ``run_id`` is, as its events say (never its manifest): its mode (None: it
+    wrote no event yet) and the highest repeat index its events hold. Teacher-forced is the differ's
+    one rule (:func:`sdb.diff.shape`); a run holding both modes' events is a :class:`SchemaError`."""
+    from sdbctl.sdb.diff import shape
+
+    con = connect(store, run_id)
+    forced = shape(con, run_id).forced
+    loose = con.execute(_SESSION_SIGNS, {"run": run_id}).fetchone()
+    closed = bool(loose and loose[0])
+    if forced and closed:
+        raise SchemaError(
+            f"run {run_id!r} holds events of both a step-mode and a session-mode replay: it cannot be "
+            f"resumed (sdbctl rm {run_id} removes it)"
+        )
+    if forced:
+        top = con.execute(_STEP_REPEATS, {"run": run_id}).fetchone()
+        return "step", None if top is None or top[0] is None else int(top[0])
+    ids = [
+        r[0]
+        for r in con.execute("SELECT DISTINCT session_id FROM events WHERE run_id = $run", {"run": run_id}).fetchall()
+    ]
+    if not ids:
+        return None, None
+    source_ids = {r[0] for r in connect(store, source_run).execute("SELECT DISTINCT session_id FROM events").fetchall()}
+    repeats = [r for r in (repeat_of(i, source_ids) for i in ids) if r is not None]
+    return "session", max(repeats, default=None)
+
+
+def _what_it_is(
+    store: Store, partial: RunManifest, saved: Mapping[str, Any], given: ReplayOptions, given_set: set[str]
+) -> tuple[str, int]:
+    """The mode and repeat of the partial replay ``partial``: the mode its events say (when it wrote
+    none, the command line's, which its manifest must not contradict), the repeat its manifest saves,
+    in range and above every repeat index of its events. A manifest that contradicts its events is
+    damaged (:class:`SchemaError` naming it)."""
+    resume = partial.run_id
+    path = store.loc.path("runs", resume, "run.json")
+    seen, highest = _written(store, resume, str(partial.source_run))
+    claims = [partial.mode, saved.get("mode", partial.mode)]
+    for claim in claims:
+        if claim not in MODES:
+            raise SchemaError(f"{path} says mode {_shown(claim)}, which is no replay mode: a damaged manifest")
+        if seen is not None and claim != seen:
+            raise SchemaError(
+                f"{path} says mode {claim}, but its events are a {seen}-mode replay's: a damaged manifest, not resumed"
+            )
+    if seen is not None:
+        mode = seen
+        if "mode" in given_set and given.mode != seen:
+            raise _differs("--mode", given.mode, resume, seen, f"its events are a {seen}-mode replay's")
+    elif "mode" in given_set:
+        mode = given.mode
+        if mode != claims[1]:
+            raise _differs("--mode", given.mode, resume, claims[1], "a resume completes the run as it began")
+    else:
+        mode = ReplayOptions(model="").mode
+        if claims[1] != mode:
+            raise UsageError(
+                f"run {resume!r} wrote no events yet, and its run.json says mode {claims[1]}: a store never "
+                f"chooses the mode; pass --mode {claims[1]} to resume it so, or replay anew"
+            )
+    repeat = saved.get("repeat", 1)
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= MAX_REPEAT:
+        raise SchemaError(
+            f"{path}: its meta.replay.repeat {repeat!r} is no repeat a replay takes "
+            f"(a whole number, at least 1 and at most {MAX_REPEAT})"
+        )
+    if partial.repeat is not None and partial.repeat != repeat:
+        raise SchemaError(
+            f"{path} says repeat {partial.repeat}, and its meta.replay.repeat {repeat}: a damaged manifest"
+        )
+    if highest is not None and highest >= repeat:
+        raise SchemaError(
+            f"{path} says repeat {repeat}, but its events hold repeat index {highest} (repeats count from 0): "
+            "a damaged manifest, not resumed"
+        )
+    if "repeat" in given_set and given.repeat != repeat:
+        raise _differs("--repeat", given.repeat, resume, repeat, "a resume completes the run as it began")
+    return mode, repeat
+
+
 def _resumed(
     store: Store, resume: str, given: ReplayOptions, source_run: str, passed: Collection[str] | None
 ) -> tuple[ReplayOptions, str]:
     """The options of the partial replay ``resume``, and its source run. A store is data, never
     configuration: the model and its base URL (where a credential goes, the file a local model loads)
-    come from ``given`` only, and must be the run's; so must what the run is (mode, repeat, prompt
-    versions, seed); the agent is ``given``'s; how it is paced is ``given``'s where set, else the run's."""
+    come from ``given`` only, and must be the run's; what the run is (mode, repeat) is what its events
+    say (:func:`_what_it_is`); its prompt versions and its seed must be the run's; the agent is
+    ``given``'s; how it is paced is ``given``'s where set, else the run's."""
     partial = store.manifest(resume)
     if partial.status == "complete":
         raise UsageError(f"run {resume!r} is complete; there is nothing to resume")
@@ -71,16 +163,27 @@ def _resumed(
         raise UsageError(f"run {resume!r} is not a replay run, so it cannot be resumed")
     given_set = set(_passed(given) if passed is None else passed)
     model, url = saved.get("model"), saved.get("base_url")
-    named = f"--model {_shown(model)}" + (f" --base-url {_shown(url)}" if url else "")
     if not given.model:
+        if url:
+            raise UsageError(
+                f"run {resume!r} was replayed with model {_shown(model)} and names an endpoint ({_shown(url)}): "
+                f"a resume takes both from the command line only, and {_NEVER_SENT}: pass --model, and "
+                "--base-url naming a server you trust"
+            )
         raise UsageError(
-            f"run {resume!r} was replayed with {named}: pass it with --resume "
-            "(the model and where requests go are never taken from a store)"
+            f"run {resume!r} was replayed with model {_shown(model)}: a store never chooses the model; "
+            "pass --model naming the one you mean"
         )
     if given.model != model:
-        raise _differs("--model", given.model, resume, model, "resume it with that model, or replay anew")
+        then = "a store never chooses the model: resume it with the run's, or replay anew"
+        raise _differs("--model", given.model, resume, model, then)
     if (url_without_secrets(given.base_url) or None) != (url or None):
-        then = "resume it against the server it was replayed with, or replay anew"
+        then = (
+            f"the run names an endpoint, and {_NEVER_SENT}: pass --base-url naming a server you trust "
+            "(a resume asks the server the run began with), or replay anew"
+            if url
+            else "a resume asks the server the run began with: resume it without --base-url, or replay anew"
+        )
         raise _differs("--base-url", url_without_secrets(given.base_url), resume, url, then)
     named_run = store.manifest(source_run).run_id if source_run else partial.source_run
     if named_run != partial.source_run:
@@ -88,6 +191,7 @@ def _resumed(
     if given.run_id and given.run_id != partial.run_id:
         raise UsageError(f"--run-id {given.run_id} differs from the run being resumed, {partial.run_id}")
     values: dict[str, Any] = {}
+    values["mode"], values["repeat"] = _what_it_is(store, partial, saved, given, given_set)
     for name, flag in _RUN_OPTIONS.items():
         stored = saved.get(name, getattr(ReplayOptions(model=""), name))
         if name == "prompts":
@@ -95,17 +199,122 @@ def _resumed(
             if not ok:
                 raise UsageError(f"run {resume!r}: its run.json's meta.replay.prompts is not NAME -> VERSION")
             stored = dict(stored)
-        if name in given_set and getattr(given, name) != stored:
-            raise _differs(flag, getattr(given, name), resume, stored, "a resume completes the run as it began")
-        values[name] = stored
-    if values["seed"] is not None and (isinstance(values["seed"], bool) or not isinstance(values["seed"], int)):
-        raise UsageError(f"run {resume!r}: its run.json's meta.replay.seed is not a whole number")
+        # the command line's value (its default when not given), never the store's, which must agree
+        if getattr(given, name) != stored:
+            then = "a resume completes the run as it began, and a store never chooses it: pass it again"
+            raise _differs(flag, getattr(given, name), resume, stored, then)
+        values[name] = getattr(given, name)
+    # the seed is the command line's (DEFAULT_SEED unless given), never the saved one, which must agree
+    seed = given.seed if "seed" in given_set else None
+    said = saved.get("seed")
+    if said is not None and said != (DEFAULT_SEED if seed is None else seed):
+        then = "a store never chooses the seed: pass --seed naming the one the run began with, or replay anew"
+        raise _differs("--seed", seed, resume, said, then)
+    values["seed"] = seed
     for name in _PACING:
         values[name] = getattr(given, name) if name in given_set else saved.get(name, getattr(given, name))
     if not isinstance(values["cache"], bool):
         raise UsageError(f"run {resume!r}: its run.json's meta.replay.cache is not true or false")
-    opts = replace(given, **values, run_id=resume)  # refused by ReplayOptions when a saved value is bad
+    try:
+        opts = replace(given, **values, run_id=resume)
+    except UsageError as exc:  # a saved value no replay takes
+        raise UsageError(f"run {resume!r}: its run.json's meta.replay holds what no replay takes: {exc}") from None
     return opts, partial.source_run
+
+
+def _agent_settings(source: RunManifest, opts: ReplayOptions, workload: Workload | None) -> tuple[int, dict[str, Any]]:
+    """The seed (it draws the simulators' answers and the simulated world) and, in session mode, the
+    agent's options (``{}`` in step mode): the command line's, else :data:`DEFAULT_SEED` and the
+    workload's defaults. The source manifest's copies (``meta.agent_args``) are never obeyed: one that
+    differs from what would be used, the user not having named it, is refused naming the flag."""
+    args = source.meta.get("agent_args")
+    claimed: Mapping[str, Any] = args if isinstance(args, Mapping) else {}
+    where = f"run {source.run_id!r}'s run.json's meta.agent_args"
+    seed = DEFAULT_SEED if opts.seed is None else opts.seed
+    said = claimed.get("seed")
+    if opts.seed is None and said is not None and said != seed:
+        raise UsageError(
+            f"{where}.seed says it was recorded with seed {_shown(said)}, and a store never chooses the seed: "
+            f"pass --seed to replay with the seed you mean (default {DEFAULT_SEED})"
+        )
+    if opts.mode != "session" or workload is None:
+        return seed, {}
+    options = workload.options(dict(opts.agent_options or {}))
+    said = claimed.get("options")
+    if opts.agent_options is None and said is not None and said != options:
+        shown = " ".join(f"{k}={v}" for k, v in sorted(said.items())) if isinstance(said, Mapping) else _shown(said)
+        raise UsageError(
+            f"{where}.options says its agent ran with {shown}, and a store never chooses the agent's options: "
+            f"pass them (--spine) to run it so; its defaults are "
+            + " ".join(f"{k}={v}" for k, v in sorted(options.items()))
+        )
+    return seed, options
+
+
+def resume_args(run_id: str, opts: ReplayOptions) -> tuple[str, ...]:
+    """The ``sdbctl`` arguments (the store's aside) that complete the partial replay ``run_id``: what a
+    resume takes from the command line only (:func:`_resumed`): the model and its server, which a store
+    never chooses, the agent's code, a read-only cache, and --allow-partial for a partial source; and
+    what a run that wrote no event yet cannot tell (its mode, seed and the agent's options); and the
+    prompt versions and --on-divergence, which a resume also takes from the command line only."""
+    args = ["replay", "--resume", run_id, "--model", opts.model]
+    if opts.base_url:
+        args += ["--base-url", url_without_secrets(opts.base_url) or opts.base_url]
+    if opts.mode != "step":
+        args += ["--mode", opts.mode]
+    for name, version in sorted(opts.prompts.items()):
+        args += ["--prompt", f"{name}@{version}"]
+    if opts.on_divergence != ReplayOptions(model="").on_divergence:
+        args += ["--on-divergence", opts.on_divergence]
+    if opts.seed is not None and opts.seed != DEFAULT_SEED:
+        args += ["--seed", str(opts.seed)]
+    if opts.agent_options and "spine" in opts.agent_options:
+        args += ["--spine", str(opts.agent_options["spine"])]
+    if opts.agent:
+        args += ["--agent", opts.agent]
+    if opts.cache_from:
+        args += ["--cache-from", opts.cache_from]
+    if opts.allow_partial:
+        args.append("--allow-partial")
+    return tuple(args)
+
+
+def _run_until_ctrl_c(main: Coroutine[Any, Any, None], sigint: object) -> None:
+    """``asyncio.run(main)``, where Ctrl-C cancels ``main`` at its next ``await`` rather than raising in
+    whichever task runs then: the steps in flight end as cancelled (a step's events are one unit: none
+    is half written), no task is left to print its traceback, and KeyboardInterrupt follows once the
+    tasks have ended. A second Ctrl-C stops at once. ``sigint`` is the handler from before the
+    recorder's: only Python's default one (Ctrl-C stops the program) is replaced so; an ignored SIGINT
+    stays ignored, and a handler of the caller's keeps the recorder's chain."""
+    if sigint is not signal.default_int_handler or threading.current_thread() is not threading.main_thread():
+        asyncio.run(main)
+        return
+    pressed = False
+
+    async def cancellable() -> None:
+        nonlocal pressed
+        task, loop = asyncio.current_task(), asyncio.get_running_loop()
+        assert task is not None
+
+        def on_sigint(signum: int, frame: types.FrameType | None) -> None:
+            nonlocal pressed
+            if pressed:
+                raise KeyboardInterrupt
+            pressed = True
+            loop.call_soon_threadsafe(task.cancel)
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            await main
+        except asyncio.CancelledError:
+            if not pressed:
+                raise
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    asyncio.run(cancellable())
+    if pressed:  # also when the replay ended before the cancel reached it: the run is closed partial
+        raise KeyboardInterrupt
 
 
 class Replayer:
@@ -133,6 +342,8 @@ class Replayer:
         self.limiter = limiter
         if resume is not None:  # ``passed``: the options the command line set (None: those not default)
             opts, source_run = _resumed(store, resume, opts, source_run, passed)
+        if opts.run_id is None:  # known before the run is made: a Ctrl-C can name it
+            opts = replace(opts, run_id=new_run_id())
         self.opts = opts
         self.source = store.manifest(source_run)
         self.source_run = self.source.run_id
@@ -142,8 +353,9 @@ class Replayer:
                 "a replay of half a run diffs as drift; complete it first, or pass --allow-partial"
             )
         self.workload = choose_agent(self.source.agent, opts.agent)
-        agent_args = dict(self.source.meta.get("agent_args") or {})
-        self.seed = opts.seed if opts.seed is not None else int(agent_args.get("seed") or 0)
+        self.seed, self.agent_options = _agent_settings(self.source, opts, self.workload)
+        # settled here, so that a Ray shard and a resume are handed them, never the manifest's
+        opts = self.opts = replace(opts, seed=self.seed, agent_options=self.agent_options or None)
         if opts.prompts:
             if self.workload is None:
                 raise no_agent(self.source_run, self.source.agent, "--prompt needs the agent's prompt templates")
@@ -181,6 +393,7 @@ class Replayer:
             "cache": opts.cache,
             "on_divergence": opts.on_divergence,
             "base_url": url_without_secrets(opts.base_url),  # a password in it never reaches the manifest
+            "endpoint": cache_endpoint(self.provider),  # the server asked, as the cache keys name it (for rm)
             "seed": self.seed,
         }
         return {
@@ -205,6 +418,7 @@ class Replayer:
         started = clock()
         self.on_progress = on_progress
         opts = self.opts
+        sigint = signal.getsignal(signal.SIGINT)  # before the recorder puts its own in front
         rec = Recorder(
             store=self.store,
             meta=self.manifest_meta() if self.shard is None else {},
@@ -238,13 +452,13 @@ class Replayer:
                     tick=self._tick,
                     in_flight=in_flight(opts, self.provider),
                     sessions=self.sessions,
+                    options=self.agent_options,
                     resuming=self.resume is not None or self.shard is not None,
                 )
-                asyncio.run(self._main(job))
+                _run_until_ctrl_c(self._main(job), sigint)
         except CacheError as exc:  # one line: the cache it names, and the run it leaves partial
-            raise CacheError(
-                f"{exc}; run {rec.run_id!r} is left partial: --resume it with --model {opts.model}"
-            ) from None
+            resume = shlex.join(["sdbctl", *resume_args(rec.run_id, opts)])
+            raise CacheError(f"{exc}; run {rec.run_id!r} is left partial: resume it with {resume}") from None
         finally:
             for each in caches:
                 each.close()
@@ -252,7 +466,7 @@ class Replayer:
             run_id=rec.run_id,
             opts=opts,
             source_run=self.source_run,
-            status="complete",
+            status=rec.status,  # partial when it wrote no event (a run of steps without content)
             progress=self.progress,
             sessions=job.outcomes.values(),
             started=started,
@@ -270,6 +484,19 @@ class Replayer:
         if self.on_progress is not None:
             self.on_progress(self.progress)
 
+    def interrupted(self) -> Interrupted:
+        """What a Ctrl-C left: the partial run and the command that resumes it."""
+        run_id = self.resume or self.opts.run_id or ""
+        try:
+            status = self.store.manifest(run_id).status
+        except SdbError:  # stopped before its run was made
+            return Interrupted(f"the replay stopped before its run {run_id} was created: nothing was written")
+        if status == "complete":
+            return Interrupted(f"run {run_id} was complete already")
+        p = self.progress
+        done = f" ({p.done}/{p.total} steps)" if p.total else ""
+        return Interrupted(f"run {run_id} is left partial{done}", "resume it with", resume_args(run_id, self.opts))
+
 
 @dataclass(frozen=True)
 class PreparedReplay:
@@ -280,12 +507,16 @@ class PreparedReplay:
     executor: Executor  #: where it runs
 
     def run(self, on_progress: Callable[[ReplayProgress], None] | None = None) -> ReplayResult:
-        """Run it, telling ``on_progress`` the counters as they change."""
-        if self.executor.kind == "ray":
-            from sdbctl.sdb.replay._ray import replay_on_ray
+        """Run it, telling ``on_progress`` the counters as they change. Ctrl-C raises
+        :class:`Interrupted`, saying which run it left partial and how to resume it."""
+        try:
+            if self.executor.kind == "ray":
+                from sdbctl.sdb.replay._ray import replay_on_ray
 
-            return replay_on_ray(self.replayer, self.executor, on_progress=on_progress)
-        return self.replayer.run(on_progress)
+                return replay_on_ray(self.replayer, self.executor, on_progress=on_progress)
+            return self.replayer.run(on_progress)
+        except KeyboardInterrupt:
+            raise self.replayer.interrupted() from None
 
 
 def prepare(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ import orjson
 
 from sdbctl.sdb.agents import AgentContext, SessionItem, Workload
 from sdbctl.sdb.boundary import EXECUTE, StopSession, ValidAction
+from sdbctl.sdb.errors import SdbError, UsageError
 from sdbctl.sdb.events import canonical_bytes, digest
 from sdbctl.sdb.providers import Completion, Provider, ProviderError
 from sdbctl.sdb.recording import Session
@@ -37,13 +38,14 @@ class _Recorded:
     humans: defaultdict[bytes, deque[Any]] = field(default_factory=lambda: defaultdict(deque))
     actions: list[int] = field(default_factory=list)
     digest_of: dict[int, int] = field(default_factory=dict)  #: an action's seq -> its digest
+    prompts: dict[str, str] = field(default_factory=dict)  #: template name -> the version its llm events name
 
 
 def _recorded(store: Store, run_id: str) -> defaultdict[str, _Recorded]:
     """Every session of ``run_id`` as its replay consults it."""
     rows = query_arrow(
         connect(store, run_id),
-        "SELECT session_id, seq, kind, name, parent, digest, payload FROM events "
+        "SELECT session_id, seq, kind, name, parent, digest, prompt, payload FROM events "
         "WHERE kind IN ('llm', 'action', 'effect', 'input') ORDER BY session_id, seq",
     )
     book: defaultdict[str, _Recorded] = defaultdict(_Recorded)
@@ -52,6 +54,9 @@ def _recorded(store: Store, run_id: str) -> defaultdict[str, _Recorded]:
         body = orjson.loads(row["payload"])
         if row["kind"] == "llm":
             entry.answers[without_model(body.get("request") or {})].append(body.get("response"))
+            name, at, version = (row["prompt"] or "").partition("@")
+            if at:
+                entry.prompts.setdefault(name, version)  # the first a session names (one, as agents ask)
         elif row["kind"] == "action":
             entry.digest_of[row["seq"]] = int(row["digest"])
             entry.actions.append(int(row["digest"]))
@@ -62,61 +67,120 @@ def _recorded(store: Store, run_id: str) -> defaultdict[str, _Recorded]:
     return book
 
 
+def _prompt_versions(run_id: str, workload: Workload, book: Mapping[str, _Recorded]) -> dict[str, str]:
+    """The template versions the source run used, as its llm events name them (never its manifest's
+    copy), for every template of the agent's that names one version over the run; a version the
+    agent's templates lack is refused before any model call."""
+    seen: defaultdict[str, set[str]] = defaultdict(set)
+    for entry in book.values():
+        for name, version in entry.prompts.items():
+            seen[name].add(version)
+    known = set(workload.prompts.names())
+    for name in sorted(set(seen) & known):
+        for version in sorted(seen[name]):
+            try:
+                workload.prompts.check(f"{name}@{version}")
+            except SdbError as exc:
+                raise UsageError(f"run {run_id!r}: its llm events name {name}@{version}: {exc}") from None
+    return {name: next(iter(versions)) for name, versions in seen.items() if name in known and len(versions) == 1}
+
+
 def replayed_id(session_id: str, repeat: int) -> str:
     """The session id of a session-mode replay: the source's, with ``#rK`` for repeat K >= 1."""
     return session_id if repeat == 0 else f"{session_id}#r{repeat}"
 
 
-def _finished(job: Job) -> dict[str, int]:
-    """The sessions the run already holds whole (resuming: each ends in ``replay:finished``), with
-    their model steps."""
+def repeat_of(replayed: str, source_ids: Collection[str]) -> int | None:
+    """The repeat that :func:`replayed_id` named ``replayed``, a session of a replay of a run whose
+    sessions are ``source_ids`` (None: no session of that run's)."""
+    if replayed in source_ids:
+        return 0
+    session_id, mark, repeat = replayed.rpartition("#r")
+    if mark and repeat.isdigit() and repeat.isascii() and session_id in source_ids:
+        return int(repeat)
+    return None
+
+
+@dataclass(frozen=True)
+class _Finished:
+    """A session the attempt being resumed wrote whole, as that attempt counted it."""
+
+    steps: int  #: its model steps
+    actions: list[int]  #: the digests of its actions, in order
+    stopped: bool  #: stopped at a divergence
+    failed: bool  #: ended by a provider error
+
+
+def _finished(job: Job) -> dict[str, _Finished]:
+    """The sessions the run already holds whole (resuming: each ends in ``replay:finished``, whose
+    payload says whether it stopped or failed), with their model steps and actions."""
     if not job.resuming:
         return {}
+    end = "kind = 'state' AND name = 'replay:finished'"
     rows = query_arrow(
         connect(job.store, job.rec.run_id),
-        "SELECT session_id, count(*) FILTER (WHERE kind = 'llm') AS steps FROM events GROUP BY 1 "
-        "HAVING bool_or(kind = 'state' AND name = 'replay:finished')",
+        "SELECT session_id, count(*) FILTER (WHERE kind = 'llm') AS steps, "
+        "list(digest ORDER BY seq) FILTER (WHERE kind = 'action') AS actions, "
+        f"bool_or({end} AND json_extract(payload, '$.stopped') IS NOT NULL) AS stopped, "
+        f"bool_or({end} AND json_extract(payload, '$.error') IS NOT NULL) AS failed "
+        f"FROM events GROUP BY 1 HAVING bool_or({end})",
     ).to_pylist()
-    return {str(r["session_id"]): int(r["steps"]) for r in rows}
+    return {
+        str(r["session_id"]): _Finished(
+            int(r["steps"]), [int(d) for d in r["actions"] or ()], bool(r["stopped"]), bool(r["failed"])
+        )
+        for r in rows
+    }
 
 
 async def replay_sessions(job: Job) -> None:
     """Run the agent again on every source session (of the shard's sessions), ``repeat`` times each."""
     workload = job.workload
     assert workload is not None
-    args = dict(job.source.meta.get("agent_args") or {})
-    options = workload.options(dict(args.get("options") or {}))
+    options = job.options  # the command line's or the workload's defaults, never the manifest's
     source_ids = query_arrow(connect(job.store, job.source.run_id), "SELECT DISTINCT session_id FROM events")
     ids = source_ids.column("session_id").to_pylist()
     wanted = set(ids) if job.sessions is None else set(ids) & job.sessions
     # as many as the recording had: a workload may make more sessions than its data has rows
     items = [i for i in workload.sessions(len(ids), job.seed, options) if i.session_id in wanted]
     finished = _finished(job)
+    book = _recorded(job.store, job.source.run_id)
     todo = []
     for item, repeat in ((i, r) for i in items for r in range(job.opts.repeat)):
-        steps = finished.get(replayed_id(item.session_id, repeat))
-        if steps is None:
+        done = finished.get(replayed_id(item.session_id, repeat))
+        if done is None:
             todo.append((item, repeat))
-        else:
+        else:  # counted as the attempt that wrote it counted it: a resumed run's counts are the whole run's
             outcome = job.outcome(item.session_id, repeat)
-            outcome.status, outcome.resumed_steps = "resumed", steps
+            outcome.status, outcome.resumed_steps = "resumed", done.steps
+            outcome.divergences = int(done.actions != book[item.session_id].actions)
+            outcome.errors = int(done.failed)
+            job.progress.divergences += outcome.divergences
+            job.progress.errors += outcome.errors
+            job.progress.stopped_sessions += int(done.stopped)
     job.progress.total = len(items) * job.opts.repeat
     job.progress.skipped = job.progress.done = job.progress.total - len(todo)
     job.tick()
-    loop = _SessionReplay(job, workload, options, _recorded(job.store, job.source.run_id))
+    loop = _SessionReplay(job, workload, options, book, _prompt_versions(job.source.run_id, workload, book))
     await asyncio.gather(*(loop.one(i, r) for i, r in todo))
 
 
 class _SessionReplay:
     """The closed loop over one source run: each session's agent served from its recorded session."""
 
-    def __init__(self, job: Job, workload: Workload, options: Any, book: defaultdict[str, _Recorded]) -> None:
+    def __init__(
+        self,
+        job: Job,
+        workload: Workload,
+        options: Any,
+        book: defaultdict[str, _Recorded],
+        prompts: Mapping[str, str],
+    ) -> None:
         self.job = job
         self.workload = workload
         self.options = options
         self.book = book
-        args = dict(job.source.meta.get("agent_args") or {})
-        self.prompts = {**dict(args.get("prompts") or {}), **dict(job.opts.prompts)}
+        self.prompts = prompts  #: the versions the source run used (its events); a session's own go first
         self.gate = asyncio.Semaphore(job.in_flight)
 
     async def one(self, item: SessionItem, repeat: int) -> None:
@@ -179,7 +243,7 @@ class _SessionReplay:
             prompts=self.workload.prompts,
             seed=job.seed,
             repeat=repeat,
-            prompt_versions=self.prompts,
+            prompt_versions={**self.prompts, **entry.prompts, **self.job.opts.prompts},  # --prompt last: obeyed
             options=self.options,
             truth=job.truth,
             commit=serve,

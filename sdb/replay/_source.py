@@ -98,14 +98,28 @@ def count_steps(store: Store, run_id: str) -> tuple[dict[str, int], int]:
     return {str(r["session_id"]): int(r["n"]) for r in rows if r["n"]}, sum(int(r["missing"]) for r in rows)
 
 
-def finished_units(store: Store, run_id: str) -> set[tuple[str, int, int]]:
-    """(session, source seq, repeat) of every step a (partial) replay run already wrote: each step's
-    events are written as one unit, so its llm (or error) event marks it finished."""
-    con = connect(store, run_id)
-    rows = query_arrow(
-        con,
-        "SELECT session_id, CAST(json_extract(payload, '$.replay.source_seq') AS BIGINT) AS src, "
-        "CAST(coalesce(json_extract(payload, '$.replay.repeat'), '0') AS BIGINT) AS rep "
-        "FROM events WHERE kind IN ('llm', 'error') AND json_extract(payload, '$.replay') IS NOT NULL",
-    ).to_pylist()
-    return {(r["session_id"], int(r["src"]), int(r["rep"])) for r in rows}
+_FINISHED_SQL = """
+WITH a AS (
+    SELECT session_id, parent, list(digest ORDER BY seq) AS digests
+    FROM events WHERE kind = 'action' AND parent IS NOT NULL GROUP BY ALL
+)
+SELECT l.session_id, l.kind,
+       CAST(json_extract(l.payload, '$.replay.source_seq') AS BIGINT) AS src,
+       CAST(coalesce(json_extract(l.payload, '$.replay.repeat'), '0') AS BIGINT) AS rep, a.digests
+FROM events l LEFT JOIN a ON a.session_id = l.session_id AND a.parent = l.seq
+WHERE l.kind IN ('llm', 'error') AND json_extract(l.payload, '$.replay.source_seq') IS NOT NULL
+"""
+
+
+def finished_units(store: Store, run_id: str) -> dict[tuple[str, int, int], tuple[int, ...] | None]:
+    """(session, source seq, repeat) of every step a (partial) replay run already wrote, with the
+    digests of the actions its answer proposed (None: the step's provider error). Each step's events
+    are written as one unit, so its llm (or error) event marks it finished; its actions let a resume
+    count its divergence as the attempt that wrote it did."""
+    rows = query_arrow(connect(store, run_id), _FINISHED_SQL).to_pylist()
+    return {
+        (r["session_id"], int(r["src"]), int(r["rep"])): (
+            None if r["kind"] == "error" else tuple(int(d) for d in r["digests"] or ())
+        )
+        for r in rows
+    }

@@ -128,6 +128,21 @@ class _StepReplay:
             job.truth({**at, "repeat": repeat, **completion.truth})
 
 
+def _resumed(job: Job, step: SourceStep, repeat: int, written: tuple[int, ...] | None) -> None:
+    """Count a step the attempt being resumed wrote (``written``: its actions' digests, None for its
+    provider error) as that attempt counted it, so that a resumed run's counts are the whole run's."""
+    outcome = job.outcome(step.session_id, repeat)
+    outcome.resumed_steps += 1
+    job.progress.skipped += 1
+    job.progress.done += 1
+    if written is None:
+        job.progress.errors += 1
+        outcome.errors += 1
+    elif written != step.actions:
+        job.progress.divergences += 1
+        outcome.divergences += 1
+
+
 async def replay_steps(job: Job) -> None:
     """Replay every step of the source run (of the shard's sessions), ``repeat`` times each."""
     counts, _ = count_steps(job.store, job.source.run_id)
@@ -135,7 +150,7 @@ async def replay_steps(job: Job) -> None:
         counts = {k: n for k, n in counts.items() if k in job.sessions}
     repeats = job.opts.repeat
     job.progress.total = sum(counts.values()) * repeats
-    done = finished_units(job.store, job.rec.run_id) if job.resuming else set()
+    done = finished_units(job.store, job.rec.run_id) if job.resuming else {}
     job.tick()
     steps = _StepReplay(job)
     # a batch of steps at a time: memory holds one batch of requests however long the run
@@ -144,10 +159,9 @@ async def replay_steps(job: Job) -> None:
         job.progress.no_content += len(chunk) - len(asked)
         todo = []
         for unit in ((s, r) for s in asked for r in range(repeats)):
-            if (unit[0].session_id, unit[0].seq, unit[1]) in done:
-                job.outcome(unit[0].session_id, unit[1]).resumed_steps += 1
-                job.progress.skipped += 1
-                job.progress.done += 1
+            key = (unit[0].session_id, unit[0].seq, unit[1])
+            if key in done:
+                _resumed(job, unit[0], unit[1], done[key])
             else:
                 todo.append(unit)
         job.tick()

@@ -5,8 +5,9 @@ live), ``_fs`` (a local directory or an S3 prefix) and ``_manifest`` are importe
 ``_writer`` (one writer per run, holding its ``_lock``), ``_views`` and ``_read`` (duckdb) are
 imported on first use of their names (:func:`sdb.lazy.lazy_exports`), so that a command that only
 lists runs never loads duckdb. ``_integrity`` checks a run's parts against its manifest before they
-are read. :data:`HEARTBEAT_SECONDS` is the one setting, set on this package: how often the holder of
-an S3 lock rewrites it (read when a lock is taken).
+are read, and names the damage a failed read met (:func:`named_damage`). :data:`HEARTBEAT_SECONDS`
+is the one setting, set on this package: how often the holder of an S3 lock rewrites it (read when a
+lock is taken).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from sdbctl.sdb.store._layout import CACHE_DIR_ENV, LATEST, RunEntry, Store, che
 from sdbctl.sdb.store._manifest import RunManifest, RunStatus
 
 if TYPE_CHECKING:
+    from sdbctl.sdb.store._integrity import named_damage, unreadable_runs
     from sdbctl.sdb.store._lock import RunLocked
-    from sdbctl.sdb.store._read import event_dicts, export_run, run_events
+    from sdbctl.sdb.store._read import event_dicts, export_run, run_events, write_file
     from sdbctl.sdb.store._views import connect, query_arrow, run_query, spill_directory
     from sdbctl.sdb.store._writer import RunExists, RunWriter
 
@@ -43,20 +45,26 @@ __all__ = [
     "diff_key",
     "event_dicts",
     "export_run",
+    "named_damage",
     "query_arrow",
     "resolve_store",
     "run_events",
     "run_query",
     "spill_directory",
+    "unreadable_runs",
+    "write_file",
 ]
 
 __getattr__ = lazy_exports(
     __name__,
     {
         "RunLocked": "_lock",
+        "named_damage": "_integrity",
+        "unreadable_runs": "_integrity",
         "event_dicts": "_read",
         "export_run": "_read",
         "run_events": "_read",
+        "write_file": "_read",
         "connect": "_views",
         "query_arrow": "_views",
         "run_query": "_views",

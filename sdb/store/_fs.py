@@ -7,6 +7,13 @@ or profile (the AWS SDK inside Arrow reads them). Writes are atomic per file: lo
 temporary file renamed into place, on S3 a single PUT (an object is invisible until complete).
 Transient object-store errors (connection refused, timeouts, 5xx, throttling) are retried with
 backoff for up to ``SDB_S3_RETRY_SECONDS`` (default 60); anything else fails at once.
+
+**Nothing is written through a link.** A store is data, and a symbolic link planted in it
+(``diffs/a..b -> ~/``, ``runs/r/run.json -> ~/.bashrc``) must not make sdbctl write outside it: every
+local write (:meth:`Location.make_dir`, :meth:`Location.write_bytes`, the writer's lock) first checks,
+with ``os.lstat``, that neither its target nor any folder between the store's root and it is a link
+(:meth:`Location.refuse_links`), and opens its file with ``O_NOFOLLOW``. The store's root itself is
+what the user named, link or not.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import contextlib
 import mmap
 import os
 import random
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +41,7 @@ T = TypeVar("T")
 _CHUNK = 8 << 20  # bytes read at a time when an object's checksum is computed
 ENDPOINT_ENV = "SDB_S3_ENDPOINT"
 RETRY_ENV = "SDB_S3_RETRY_SECONDS"
+NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)  #: open() flag: fail on a symbolic link instead of following it
 
 
 def retry_budget() -> float:
@@ -106,6 +115,14 @@ def checksum(data: bytes | mmap.mmap | pa.Buffer) -> str:
     """xxh3-64 of ``data`` as 16 hex digits: the checksum a run's manifest keeps for each part."""
     with memoryview(data) as view:
         return str(xxhash.xxh3_64_hexdigest(view))
+
+
+def linked(path: str) -> SdbError:
+    """The one line for a symbolic link found where sdbctl was to write in a store."""
+    return SdbError(
+        f"{path}: is a symbolic link inside the store, and sdbctl never writes through a link "
+        "(the store is damaged: remove the link)"
+    )
 
 
 @dataclass(frozen=True)
@@ -229,8 +246,27 @@ class Location:
 
     # -- writing -------------------------------------------------------------------------------
 
+    def refuse_links(self, path: str) -> None:
+        """Refuse (one line naming it) to write at ``path`` when it, or a folder between the store's
+        root and it, is a symbolic link: sdbctl never writes through a link in a store. A local store
+        only (an object store has no links); what does not exist yet is made a real file or folder."""
+        if self.remote:
+            return
+        current = Path(self.base)
+        for part in Path(path).relative_to(current).parts:
+            current = current / part
+            try:
+                mode = os.lstat(current).st_mode
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                raise SdbError(f"{current}: cannot write ({exc.strerror or exc})") from None
+            if stat.S_ISLNK(mode):
+                raise linked(str(current))
+
     def make_dir(self, path: str) -> None:
         if not self.remote:  # object stores have no directories: a key's prefix is enough
+            self.refuse_links(path)
             Path(path).mkdir(parents=True, exist_ok=True)
 
     def write_bytes(self, path: str, data: bytes | pa.Buffer) -> None:
@@ -238,10 +274,11 @@ class Location:
         if not self.remote:
             # plain os calls: a writer thread re-takes the GIL after each, and every re-take can wait
             # for the switch interval while the recording thread runs (open() makes several more)
+            self.refuse_links(path)
             target = Path(path)
             tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NO_FOLLOW, 0o666)
                 try:
                     view = memoryview(data)
                     while view:

@@ -24,6 +24,15 @@ event-schema footer.
 Cost: each part's bytes are read once per process (mapped locally, streamed from S3; xxh3 runs at
 memory speed) plus its footer; a part already checked in this process, unchanged since (same size
 and modification time), is not read again.
+
+**What the checksum cannot see.** A part whose page was damaged and whose checksum was recomputed
+to match (or a run with no checksums), and a payload that is not JSON, pass these checks; they fail
+when the rows are read, in DuckDB or in Python, with whatever error that reader raises. A read that
+fails so is named (:func:`named_damage`): each part of the runs it read is then decoded in full
+and every payload parsed (:func:`unreadable`), and the first fault found is the run's one-line
+:class:`DamagedRun` naming the part or the event (a read of the whole store leaves such runs out with
+a warning: :func:`unreadable_runs`). This costs nothing until a read fails; an error that no damage
+explains is raised as it was.
 """
 
 from __future__ import annotations
@@ -31,14 +40,16 @@ from __future__ import annotations
 import fnmatch
 import re
 import threading
-from collections.abc import Iterable
-from typing import Final
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, Final
 
+import orjson
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from sdbctl.sdb.errors import SchemaError, SdbError
+from sdbctl.sdb.errors import QueryError, SchemaError, SdbError
 from sdbctl.sdb.events import DIVERGENCE_SCHEMA, check_schema
 from sdbctl.sdb.store._layout import PART_GLOB, Store, damaged_warning, one_line, warn_skipped
 from sdbctl.sdb.store._manifest import PartFile, RunManifest
@@ -248,3 +259,91 @@ def readable_divergences(store: Store) -> list[str]:
             continue
         kept.append(path)
     return kept
+
+
+# -- damage that only reading the rows shows -------------------------------------------------------
+
+# the kinds whose payload every writer of sdbctl makes a JSON object (inputs and states may be any JSON)
+_OBJECT_PAYLOADS: Final = frozenset({"llm", "action", "effect", "gate", "error"})
+# DuckDB's errors about the SQL itself, raised before a row is read: no damage can explain them
+_SQL_ERRORS: Final = frozenset({"ParserException", "BinderException", "CatalogException"})
+
+
+def bad_payload(run: str, session: object, seq: object, payload: object, kind: object = None) -> DamagedRun | None:
+    """The :class:`DamagedRun` of an event whose payload is not JSON (or, for a kind whose payload is
+    always an object, not a JSON object), naming its run, session and seq; None for a sound payload."""
+    what = "not JSON"
+    if isinstance(payload, str):
+        try:
+            value = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if kind not in _OBJECT_PAYLOADS or isinstance(value, dict):
+                return None
+            what = "not a JSON object"
+    return DamagedRun(f"run {run!r} is damaged: the payload of event {seq} of session {session!r} is {what}")
+
+
+def unreadable(store: Store, run_id: str) -> DamagedRun | None:
+    """The first fault of ``run_id``'s rows that its manifest's checks cannot see (see the module
+    docstring): a part that does not decode, or a payload that is not JSON. Every part is decoded in
+    full and every payload parsed, a batch at a time: slow, so only after a read of the run failed."""
+    manifest = store.manifest(run_id)
+    run = manifest.run_id
+    for path in checked_parts(store, manifest, store.loc.file_infos(store.run_dir(run))):
+        name = path.rsplit("/", 1)[-1]
+        try:
+            with store.loc.fs.open_input_file(path) as file:
+                for batch in pq.ParquetFile(file).iter_batches():
+                    batch.validate(full=True)
+                    rows: dict[str, list[Any]] = batch.select(["session_id", "seq", "kind", "payload"]).to_pydict()
+                    for session, seq, kind, payload in zip(*rows.values(), strict=True):
+                        found = bad_payload(run, session, seq, payload, kind)
+                        if found is not None:
+                            return DamagedRun(f"{found} (part {name})")
+        except (pa.ArrowException, OSError, ValueError, KeyError) as exc:  # pyarrow's decoding errors
+            return DamagedRun(f"run {run!r} is damaged: part {name} cannot be decoded ({_first_line(exc)})")
+    return None
+
+
+def _the_datas(exc: BaseException) -> bool:
+    """Whether a failed read may be its data's fault: any error but sdbctl's own (a query DuckDB
+    refused apart) and DuckDB's about the SQL itself. :func:`sdb.store.run_query` raises its
+    :class:`QueryError` from None: DuckDB's error is still its ``__context__``."""
+    if isinstance(exc, SdbError) and not isinstance(exc, QueryError):
+        return False
+    cause = exc.__context__ if isinstance(exc, QueryError) else exc
+    return type(cause).__name__ not in _SQL_ERRORS
+
+
+@contextmanager
+def named_damage(store: Store, runs: Iterable[str | None]) -> Iterator[None]:
+    """A read of ``runs`` (ids or ``@latest``; None left out) that fails on what their rows hold is
+    the first damaged run's one-line :class:`DamagedRun` naming the part or the event, never a
+    traceback; an error that no damage explains is raised as it was (see the module docstring)."""
+    try:
+        yield
+    except Exception as exc:
+        if not _the_datas(exc):
+            raise
+        for run in dict.fromkeys(r for r in runs if r is not None):
+            found = unreadable(store, run)
+            if found is not None:
+                raise found from None
+        raise
+
+
+def unreadable_runs(store: Store, exc: Exception) -> list[str]:
+    """After a read of the whole store failed with ``exc``: the runs whose rows are damaged (see
+    :func:`unreadable`), each left out with a warning naming it; none when the error is not the
+    data's (the caller then raises it)."""
+    if not _the_datas(exc):
+        return []
+    left_out = []
+    for manifest in store.manifests():
+        found = unreadable(store, manifest.run_id)
+        if found is not None:
+            warn_skipped(damaged_warning(manifest.run_id, one_line(found)))
+            left_out.append(manifest.run_id)
+    return left_out

@@ -14,12 +14,18 @@ cannot be read, is not a valid manifest, names another run, or whose parts on di
 lists) is its one-line error for a command that names it, and is skipped with a warning naming it by
 what reads the store as a whole; ``sdbctl rm`` removes it all the same.
 
-**The order of runs** (``runs``, ``@latest``, ``rm --keep-last`` / ``--older-than``) is their creation
-time, but a time is only believed up to now: a ``created`` after now (a clock ahead, or a planted
-``9999-...``) is replaced by the time the store received the manifest (its file's modification time),
-and when that is in the future too, the run sorts first, so that no claimed date can make a run
-``@latest``. A damaged run is placed by its file's time. ``@latest`` is the last run in that order;
-when that run is damaged, ``@latest`` is its error, never an older run in its place.
+**The order of runs** (``runs``, ``rm --keep-last`` / ``--older-than``, and ``@latest`` of a store this
+machine never wrote) is their creation time, but a time is only believed up to now: a ``created``
+after now (a clock ahead, or a planted ``9999-...``) is replaced by the time the store received the
+manifest (its file's modification time), and when that is in the future too, the run sorts first.
+A damaged run is placed by its file's time.
+
+**@latest** is the newest run THIS MACHINE wrote to the store: a date just ahead of now is believed
+once that time has passed, so the store's own dates cannot be what chooses it. Each run this machine
+creates is appended to a log in :meth:`Store.machine_dir` (outside the store) with this machine's
+clock, and ``@latest`` is the newest of those that still exist. For a store this machine never wrote,
+it is the last run in the order above, and a line on stderr says so; either way the run it names is
+said on stderr. When that run is damaged, ``@latest`` is its error, never an older run in its place.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from sdbctl.sdb.errors import RunNotFound, SchemaError, SdbError, UsageError
 from sdbctl.sdb.names import did_you_mean
 from sdbctl.sdb.store._fs import Location
 from sdbctl.sdb.store._manifest import RUN_ID_PATTERN, RunManifest, parse_manifest
+from sdbctl.sdb.text import visible
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -51,9 +58,10 @@ LATEST: Final = "@latest"
 _RUN_ID = re.compile(RUN_ID_PATTERN)
 _EPOCH: Final = dt.datetime.min.replace(tzinfo=dt.UTC)  # where a run with no believable time sorts
 _log = logging.getLogger(__name__)
-_skipped: set[str] = set()  # damaged runs and diffs already warned about in this process
+_skipped: set[str] = set()  # damaged runs and diffs warned about, and @latest said, in this process
 
 CACHE_DIR_ENV = "SDB_CACHE_DIR"  #: where this machine's directories for stores live (default: the user's cache dir)
+CREATED_LOG: Final = "created-runs.log"  #: in a store's machine_dir: the runs this machine created (@latest)
 
 
 def one_line(exc: BaseException) -> str:
@@ -65,7 +73,7 @@ def warn_skipped(problem: str) -> None:
     """Say once per process, on stderr, that a damaged run or diff was skipped (``problem`` names it)."""
     if problem not in _skipped:
         _skipped.add(problem)
-        _log.warning("sdbctl: warning: %s", problem)
+        _log.warning("sdbctl: warning: %s", visible(problem))  # a folder's name may hold escapes: shown as such
 
 
 def resolve_store(path: str | os.PathLike[str] | None = None) -> str:
@@ -120,10 +128,12 @@ class RunEntry:
 
 
 def damaged_warning(run_id: str, problem: str) -> str:
-    """The one line said when the damaged run ``run_id`` is listed or skipped (``problem``: its error)."""
+    """The one line said when the damaged run ``run_id`` is listed or skipped (``problem``: its error).
+    A folder whose name is not a run id cannot be named to ``sdbctl rm``: it is to be removed by hand."""
+    remove = f"sdbctl rm {run_id} removes it" if _RUN_ID.fullmatch(run_id) else "not a run id: remove its folder"
     if problem.startswith(f"run {run_id!r}"):
-        return f"{problem}; not read (sdbctl rm {run_id} removes it)"
-    return f"run {run_id!r} is damaged, not read (sdbctl rm {run_id} removes it): {problem}"
+        return f"{problem}; not read ({remove})"
+    return f"run {run_id!r} is damaged, not read ({remove}): {problem}"
 
 
 def _believed(claimed: list[dt.datetime | None], now: dt.datetime) -> dt.datetime:
@@ -241,18 +251,63 @@ class Store:
         return entries
 
     def resolve(self, ref: str) -> str:
-        """A run id from a reference: the id itself, or ``@latest`` for the newest run (see the module
-        docstring: never a run whose only claim to be newest is a date in the future, and never an
-        older run in the place of a damaged newest one)."""
+        """A run id from a reference: the id itself, or ``@latest`` (:meth:`latest`; never an older run
+        in the place of a damaged one)."""
         if ref != LATEST:
             return check_run_id(ref)
-        entries = self.entries()
-        if not entries:
-            raise RunNotFound(f"store {self.uri} has no runs, so {LATEST} names nothing")
-        newest = entries[-1]
+        newest = self.latest()
         if newest.problem is not None:
             raise SchemaError(f"{LATEST} is run {newest.run_id!r}, which is damaged: {newest.problem}")
         return newest.run_id
+
+    def note_created(self, run_id: str) -> None:
+        """Append ``run_id`` to this machine's log of the runs it created in this store, with this
+        machine's clock (:meth:`latest` prefers them). Best effort: a log that cannot be written loses
+        that preference only, never the run."""
+        try:
+            path = self.machine_dir(CREATED_LOG)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as log:  # one short line: one append
+                log.write(f"{dt.datetime.now(dt.UTC).isoformat()} {run_id}\n")
+        except (OSError, RuntimeError):  # RuntimeError: no home directory to hold it
+            pass
+
+    def _created_here(self) -> list[str]:
+        """The runs this machine's log says it created in this store, oldest first by its clock."""
+        try:
+            text = self.machine_dir(CREATED_LOG).read_text(encoding="utf-8", errors="replace")
+        except (OSError, RuntimeError):
+            return []
+        rows = []
+        for i, line in enumerate(text.splitlines()):
+            when, _, run_id = line.partition(" ")
+            try:
+                rows.append((_parse_time(when), i, check_run_id(run_id)))
+            except (ValueError, UsageError):  # a torn line: skipped
+                continue
+        return [run_id for _, _, run_id in sorted(rows)]
+
+    def latest(self) -> RunEntry:
+        """The run ``@latest`` names (see the module docstring), sound or damaged: the newest run this
+        machine created in this store that still exists, else (a store it never wrote) the last in the
+        store's own order. Which one, and by which rule, is said once on stderr for a sound run."""
+        entries = self.entries()
+        if not entries:
+            raise RunNotFound(f"store {self.uri} has no runs, so {LATEST} names nothing")
+        by_id = {e.run_id: e for e in entries}
+        mine = [by_id[r] for r in self._created_here() if r in by_id]
+        newest = mine[-1] if mine else entries[-1]
+        if newest.problem is None:
+            said = (
+                f"{LATEST} is run {newest.run_id!r}, the newest run this machine wrote to this store"
+                if mine
+                else f"{LATEST} resolved to {newest.run_id!r} from the store's own dates "
+                "(this machine wrote none of its runs)"
+            )
+            if said not in _skipped:
+                _skipped.add(said)
+                _log.warning("sdbctl: %s", said)
+        return newest
 
     def _read_manifest(self, run_id: str) -> RunManifest:
         """The manifest in ``runs/<run_id>/``; unreadable, invalid, or naming another run: a SchemaError."""
@@ -271,13 +326,14 @@ class Store:
 
     def manifest(self, run_id: str) -> RunManifest:
         """The manifest of ``run_id`` (or ``@latest``); an unknown id is a :class:`RunNotFound` listing
-        the known runs (the damaged ones apart), a damaged manifest its :class:`SchemaError`."""
+        the five newest known runs, newest first (the damaged ones apart), a damaged manifest its
+        :class:`SchemaError`."""
         run_id = self.resolve(run_id)
         if not self.loc.is_file(self.loc.path("runs", run_id, MANIFEST_NAME)):
-            entries = self.entries()
+            entries = self.entries()[::-1]  # newest first, in the order of @latest
             known = [e.run_id for e in entries if e.problem is None]
             more = f" and {len(known) - 5} more (sdbctl runs lists them)" if len(known) > 5 else ""
-            hint = f"; known runs: {', '.join(known[-5:])}{more}" if known else "; the store has no sound runs"
+            hint = f"; known runs: {', '.join(known[:5])}{more}" if known else "; the store has no sound runs"
             damaged = [e.run_id for e in entries if e.problem is not None]
             if damaged:
                 hint += f"; damaged, left out: {', '.join(damaged[:5])}" + (" ..." if len(damaged) > 5 else "")

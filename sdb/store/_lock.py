@@ -1,10 +1,12 @@
 """One writer per run: a lock held by whoever writes a run, from opening it to closing it.
 
 In a local store the lock is ``flock`` on ``runs/<run_id>/.writer.lock`` (the file holds the pid of
-the holder, for the error message). The operating system drops it when the holder's process ends,
-however it ends (SIGKILL included), so a dead writer never blocks the run: there is no stale lock
-to clean up. The lock file is opened close-on-exec, so a command that a recording starts
-(``sdbctl record -- CMD``) does not inherit it.
+the holder, for the error message), opened without following a link: a lock file (or run folder)
+planted as a symbolic link is refused, naming it, so that no store can make sdbctl truncate a file
+elsewhere. The operating system drops it when the holder's process ends, however it ends (SIGKILL
+included), so a dead writer never blocks the run: there is no stale lock to clean up. The lock file
+is opened close-on-exec, so a command that a recording starts (``sdbctl record -- CMD``) does not
+inherit it.
 
 In an S3 store the lock is the object ``runs/<run_id>/.writer.lock``, created with a conditional PUT
 (``If-None-Match: *``: only if no such object exists), which pyarrow's S3 filesystem cannot send, so
@@ -37,6 +39,7 @@ This module holds the local lock; the S3 one is :mod:`sdb.store._s3_lock` (the p
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 import weakref
@@ -44,6 +47,7 @@ from typing import TYPE_CHECKING, Final
 
 import sdbctl.sdb.store as package
 from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.store._fs import NO_FOLLOW, linked
 from sdbctl.sdb.store._layout import Store
 
 if TYPE_CHECKING:
@@ -80,7 +84,13 @@ class RunLock:
         import fcntl
 
         path = f"{store.run_dir(run_id)}/{LOCK_NAME}"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        store.loc.refuse_links(path)  # a lock planted as a link to a file elsewhere: never truncated
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | NO_FOLLOW, 0o666)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # made a link since it was looked at
+                raise linked(path) from None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -6,25 +6,34 @@ the event schema and its version, so an exported Parquet file is itself a readab
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import secrets
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, TypeVar
 
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sdbctl.sdb.errors import UsageError
+from sdbctl.sdb.errors import SdbError, UsageError
 from sdbctl.sdb.events import EVENT_SCHEMA
+from sdbctl.sdb.store._integrity import bad_payload, named_damage
 from sdbctl.sdb.store._layout import Store
 from sdbctl.sdb.store._views import connect, query_arrow
 
 ExportFormat = Literal["jsonl", "parquet"]
+T = TypeVar("T")
 
 
 def run_events(store: Store, run_id: str, *, session: str | None = None, kind: str | None = None) -> pa.Table:
     """Events of ``run_id`` (optionally one session and one kind), ordered by session then seq."""
     run_id = store.resolve(run_id)
+    with named_damage(store, [run_id]):  # a damaged page: the run's one line, naming the part
+        return _run_events(store, run_id, session, kind)
+
+
+def _run_events(store: Store, run_id: str, session: str | None, kind: str | None) -> pa.Table:
     con = connect(store, run_id)
     where = []
     if session is not None:
@@ -41,10 +50,16 @@ def run_events(store: Store, run_id: str, *, session: str | None = None, kind: s
 
 
 def event_dicts(table: pa.Table) -> Iterator[dict[str, Any]]:
-    """Rows as dicts with ``payload`` parsed back into JSON values and ``ts`` as ISO-8601 text."""
+    """Rows as dicts with ``payload`` parsed back into JSON values and ``ts`` as ISO-8601 text; a
+    payload that is not JSON is its run's one-line :class:`DamagedRun` naming the event."""
     for batch in table.to_batches(max_chunksize=10_000):
         for row in batch.to_pylist():
-            row["payload"] = orjson.loads(row["payload"])
+            try:
+                row["payload"] = orjson.loads(row["payload"])
+            except (orjson.JSONDecodeError, TypeError):
+                found = bad_payload(row["run_id"], row["session_id"], row["seq"], row["payload"])
+                assert found is not None  # it did not parse
+                raise found from None
             row["ts"] = row["ts"].isoformat()
             yield row
 
@@ -60,22 +75,51 @@ def write_jsonl(table: pa.Table, out: IO[bytes]) -> int:
 
 def export_run(store: Store, run_id: str, fmt: ExportFormat, out: Path | IO[bytes]) -> int:
     """Export every event of ``run_id`` to ``out`` as JSONL or one Parquet file; returns the count."""
+    if not isinstance(out, Path):
+        if fmt == "parquet":
+            raise UsageError("--format parquet needs --out PATH (Parquet cannot go to standard output)")
+        return write_jsonl(run_events(store, run_id), out)
+    check_output(out)  # before the run is read: a wrong path is said at once
     table = run_events(store, run_id)
     if fmt == "parquet":
-        if not isinstance(out, Path):
-            raise UsageError("--format parquet needs --out PATH (Parquet cannot go to standard output)")
-        table = table.cast(EVENT_SCHEMA)
-        tmp = out.with_name(f".{out.name}.tmp")
-        pq.write_table(table, tmp, compression="zstd")
-        tmp.replace(out)
+        events = table.cast(EVENT_SCHEMA)
+        write_file(out, lambda fh: pq.write_table(events, fh, compression="zstd"))
         return table.num_rows
-    if isinstance(out, Path):
-        tmp = out.with_name(f".{out.name}.tmp")
-        with open(tmp, "wb") as fh:
-            n = write_jsonl(table, fh)
-        tmp.replace(out)
-        return n
-    return write_jsonl(table, out)
+    return write_file(out, lambda fh: write_jsonl(table, fh))
+
+
+def check_output(out: Path) -> None:
+    """Refuse an output path that cannot be a file, naming it as the user gave it: a directory, or a
+    file in a folder that does not exist."""
+    if out.is_dir():
+        raise UsageError(f"{out}: is a directory; give a file name (e.g. {out / 'events.jsonl'})")
+    folder = out.parent
+    if not folder.exists():
+        raise UsageError(f"{out}: no such directory {folder}")
+    if not folder.is_dir():
+        raise UsageError(f"{out}: {folder} is not a directory")
+
+
+def write_file(out: Path, write: Callable[[IO[bytes]], T]) -> T:
+    """Write the file ``out`` the user named, whole or not at all: ``write`` fills a hidden temporary
+    file of a name no other file has, beside it, which is renamed over ``out`` once complete. Any
+    failure (a bad path, a full disk, a read error, Ctrl-C) removes it, so nothing is left behind, and
+    an OS error of the file's is one line naming ``out``, never the temporary name."""
+    check_output(out)
+    tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
+    created = False
+    try:
+        with open(tmp, "xb") as fh:  # exclusive: never a file that was there already
+            created = True
+            result = write(fh)
+        os.replace(tmp, out)
+    except BaseException as exc:
+        if created:
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename in (None, str(tmp)):  # not a store file's, which it names
+            raise SdbError(f"{out}: cannot write ({exc.strerror or exc})") from None
+        raise
+    return result
 
 
 def _quote(text: str) -> str:

@@ -32,6 +32,7 @@ from sdbctl.sdb.store._lock import LOCK_NAME, RunLock
 from sdbctl.sdb.store._manifest import PartFile, RunManifest, RunStatus, manifest_bytes, parse_manifest
 
 COMPRESSION: Final = "zstd"
+NO_EVENTS: Final = "no events"  #: the ``interrupted`` reason of a run closed with no event (never complete)
 
 
 class RunExists(SdbError):
@@ -242,7 +243,9 @@ class RunWriter:
             meta=meta or {},
             **fields,
         )
-        return cls(store, manifest)
+        writer = cls(store, manifest)
+        store.note_created(run_id)  # this machine's own record of the runs it wrote: what @latest prefers
+        return writer
 
     @property
     def run_id(self) -> str:
@@ -294,13 +297,16 @@ class RunWriter:
             return path
 
     def close(self, status: RunStatus = "complete", *, interrupted: str | None = None) -> RunManifest:
-        """Mark the run finished (``complete``) or cut short (``partial``). Idempotent."""
+        """Mark the run finished (``complete``) or cut short (``partial``). Idempotent. A run with no
+        event is never complete: it is left ``partial``, interrupted by "no events" (nothing to diff)."""
         with self._lock:
             if self._closed:
                 return self.manifest
             self._closed = True
             if self.shard:  # the driver publishes the manifest
                 return self.manifest
+            if status == "complete" and self.manifest.events == 0:
+                status, interrupted = "partial", NO_EVENTS
             self.manifest.status = status
             self.manifest.finished = utc_now()
             self.manifest.interrupted = interrupted
