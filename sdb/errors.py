@@ -35,6 +35,10 @@ class UsageError(SdbError):
     """Arguments that do not make sense together."""
 
 
+class RunLocked(SdbError):
+    """Another process is writing that run (:mod:`sdb.store._lock`)."""
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C (SIGINT) while a command wrote to a store: what it left there and what to do next, for the
     one line the CLI prints. Still a :class:`KeyboardInterrupt`, so the process ends as interrupted

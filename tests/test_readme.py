@@ -106,6 +106,20 @@ def _anchors(text: str) -> set[str]:
     return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.*)$", text, re.M)}
 
 
+def test_nothing_cites_a_file_outside_the_checkout() -> None:
+    """A clone holds the repository only: the design is docs/design.md, not a file of ``../shared/``."""
+    files = [
+        *PAGES,
+        *(p for d in ("cli", "sdb", "patterns", "recorders", "fixtures", "sdbctl") for p in (REPO / d).rglob("*.py")),
+    ]
+    cited = [
+        f"{f.relative_to(REPO)}: {m}"
+        for f in files
+        for m in re.findall(r"\.\./shared/\S*|shared/[A-Z]\S*", f.read_text())
+    ]
+    assert cited == []
+
+
 def test_every_relative_link_reaches_a_file_and_heading() -> None:
     broken = []
     for page, text in TEXTS.items():

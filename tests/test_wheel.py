@@ -11,6 +11,8 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+FOLDERS = ("cli", "sdb", "patterns", "recorders", "fixtures")
+SHIPPED = {".py", ".txt", ".md", ".jsonl", ".yaml", ".toml", ".csv"}  # pyproject.toml's package-data, and code
 
 
 def test_built_wheel_installs_and_runs(tmp_path: Path) -> None:
@@ -27,9 +29,19 @@ def test_built_wheel_installs_and_runs(tmp_path: Path) -> None:
         assert not [n for n in zf.namelist() if n.endswith((".so", ".pyd", ".c", ".h"))], zf.namelist()
         tops = {name.split("/", 1)[0] for name in zf.namelist() if "/" in name and ".dist-info" not in name}
         packages = {name.rsplit("/", 1)[0] for name in zf.namelist() if name.startswith("sdbctl/")}
+        names = set(zf.namelist())
     # one installed name: no tests, no benchmarks, no generic cli/fixtures that another project could shadow
     assert tops == {"sdbctl"}, tops
-    assert {f"sdbctl/{p}" for p in ("cli", "sdb", "patterns", "recorders", "fixtures")} <= packages, packages
+    assert {f"sdbctl/{p}" for p in FOLDERS} <= packages, packages
+    # each folder installed whole under sdbctl/ (pyproject.toml's package-dir), its modules and its data
+    shipped = {n for n in names if n.startswith("sdbctl/")}
+    checkout = {
+        f"sdbctl/{path.relative_to(REPO).as_posix()}"
+        for folder in FOLDERS
+        for path in (REPO / folder).rglob("*")
+        if path.is_file() and path.suffix in SHIPPED and "__pycache__" not in path.parts
+    }
+    assert checkout - shipped == set(), sorted(checkout - shipped)
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
@@ -59,6 +71,16 @@ def test_built_wheel_installs_and_runs(tmp_path: Path) -> None:
         check=True,
     ).stdout
     assert str(env_dir) in where and str(REPO) not in where
+    # Python run in the root of a checkout finds its sdbctl/__init__.py first, which holds no folder:
+    # the installed ones are found all the same
+    inside = subprocess.run(
+        [str(py), "-c", "import sdbctl.recorders.sdk as m; print(m.__file__)"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert str(env_dir) in inside, inside
     run = subprocess.run(
         [str(py), "-m", "sdbctl.fixtures.sample_run", "--customers", "3", "--run-id", "w"], cwd=work, check=True
     )

@@ -15,7 +15,6 @@ from sdbctl.sdb.diff._commits import compare_commits
 from sdbctl.sdb.diff._compared import mark_first
 from sdbctl.sdb.diff._config import LAYERS, DiffConfig, Rule
 from sdbctl.sdb.diff._coverage import drop_sessions, lacking_sessions
-from sdbctl.sdb.diff._drift import drift_of
 from sdbctl.sdb.diff._noise import check_self_replay
 from sdbctl.sdb.diff._outcomes import OutcomeConfig, compare_outcomes, load_outcome_config, session_outcomes
 from sdbctl.sdb.diff._power import DEFAULT_TARGET
@@ -23,7 +22,7 @@ from sdbctl.sdb.diff._results import DiffResult
 from sdbctl.sdb.diff._save import save_divergences
 from sdbctl.sdb.diff._staging import mode_claims, provider_errors, shape, stage
 from sdbctl.sdb.diff._steps import compare_steps
-from sdbctl.sdb.diff._summary import build_summary
+from sdbctl.sdb.diff._summary import build_summary, drift_of
 from sdbctl.sdb.diff._workloads import consulted_workloads
 from sdbctl.sdb.errors import SdbError
 from sdbctl.sdb.store import RunManifest, Store, connect, named_damage

@@ -11,19 +11,13 @@ lies above zero. Beside the verdict, what the test could have seen: the smallest
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from sdbctl.sdb.diff._power import DEFAULT_TARGET, drift_power
-
-if TYPE_CHECKING:
-    from sdbctl.sdb.diff._compared import Compared
-    from sdbctl.sdb.diff._config import DiffConfig
-    from sdbctl.sdb.diff._results import DiffResult
 
 
 @dataclass(frozen=True)
@@ -89,48 +83,4 @@ def drift_test(
         min_detectable=detectable,
         target=target,
         sessions_needed=needed,
-    )
-
-
-def drift_of(
-    compared: Compared,
-    con: Any,
-    config: DiffConfig,
-    cand_rates: Mapping[str, float],
-    *,
-    self_replay: DiffResult | None,
-    resamples: int,
-    seed: int,
-    target: float = DEFAULT_TARGET,
-    noise_note: str | None = None,
-) -> DriftResult | None:
-    """The drift test of a diff: the candidate's per-session rates (``cand_rates``) against the noise
-    floor of a self-replay of the base model (``self_replay``: its diff against the base; ``noise_note``
-    said beside its name, such as that its model could not be checked), else of the candidate's
-    repeats against each other; None with neither, or no session in common."""
-    if self_replay is not None:
-        noise_rates, source = self_replay.session_rates, f"self-replay {self_replay.candidate_run}"
-        source += f"; {noise_note}" if noise_note else ""
-    elif len(compared.repeats) > 1:
-        found = compared.repeat_noise(con, config)
-        # a session whose repeats gave nothing to disagree on (none committed anything) has no noise:
-        # it stays in the test, so a candidate that lost whole sessions is not judged on the rest
-        noise_rates = {s: found.get(s, 0.0) for s in cand_rates}
-        source = f"{len(compared.repeats)} repeats of the candidate"
-    else:
-        return None
-    sessions = sorted(set(cand_rates) & set(noise_rates))
-    if not sessions:
-        return None
-    units: Counter[str] = Counter()
-    for layer in config.layers:
-        units.update(compared.units.get(layer, Counter()))
-    return drift_test(
-        [cand_rates[x] for x in sessions],
-        [noise_rates[x] for x in sessions],
-        source=source,
-        resamples=resamples,
-        seed=seed,
-        units=[units[x] for x in sessions],
-        target=target,
     )

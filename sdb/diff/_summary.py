@@ -1,19 +1,20 @@
 """The summary of a comparison: its headline figures over the configured layers, each layer's own,
-the counts by reason, action and pattern, each session's first divergence and its changed ends."""
+the counts by reason, action and pattern, each session's first divergence and its changed ends, and
+its drift test (the candidate against the noise floor, :mod:`sdb.diff._drift`)."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from sdbctl.sdb.diff._cached import cached_answers
 from sdbctl.sdb.diff._compared import Compared
 from sdbctl.sdb.diff._config import LAYERS, DiffConfig
-from sdbctl.sdb.diff._drift import DriftResult
+from sdbctl.sdb.diff._drift import DriftResult, drift_test
 from sdbctl.sdb.diff._outcomes import REPEAT_SUFFIX, OutcomeSummary
-from sdbctl.sdb.diff._power import power_text
-from sdbctl.sdb.diff._results import DiffSummary, FirstDivergence, LayerCounts, TerminalChange
+from sdbctl.sdb.diff._power import DEFAULT_TARGET, power_text
+from sdbctl.sdb.diff._results import DiffResult, DiffSummary, FirstDivergence, LayerCounts, TerminalChange
 
 _TERMINAL = f"""
 WITH t AS (SELECT run_id, session_id, arg_max(name, seq) AS last FROM events
@@ -78,6 +79,50 @@ def left_out_text(s: DiffSummary) -> str | None:
         f"{n} session(s) of the base that run {run!r} lacks"
         + (" (from every figure)" if run == s.candidate_run else " (from the drift test)")
         for run, n in s.left_out.items()
+    )
+
+
+def drift_of(
+    compared: Compared,
+    con: Any,
+    config: DiffConfig,
+    cand_rates: Mapping[str, float],
+    *,
+    self_replay: DiffResult | None,
+    resamples: int,
+    seed: int,
+    target: float = DEFAULT_TARGET,
+    noise_note: str | None = None,
+) -> DriftResult | None:
+    """The drift test of a diff: the candidate's per-session rates (``cand_rates``) against the noise
+    floor of a self-replay of the base model (``self_replay``: its diff against the base; ``noise_note``
+    said beside its name, such as that its model could not be checked), else of the candidate's
+    repeats against each other; None with neither, or no session in common."""
+    if self_replay is not None:
+        noise_rates, source = self_replay.session_rates, f"self-replay {self_replay.candidate_run}"
+        source += f"; {noise_note}" if noise_note else ""
+    elif len(compared.repeats) > 1:
+        found = compared.repeat_noise(con, config)
+        # a session whose repeats gave nothing to disagree on (none committed anything) has no noise:
+        # it stays in the test, so a candidate that lost whole sessions is not judged on the rest
+        noise_rates = {s: found.get(s, 0.0) for s in cand_rates}
+        source = f"{len(compared.repeats)} repeats of the candidate"
+    else:
+        return None
+    sessions = sorted(set(cand_rates) & set(noise_rates))
+    if not sessions:
+        return None
+    units: Counter[str] = Counter()
+    for layer in config.layers:
+        units.update(compared.units.get(layer, Counter()))
+    return drift_test(
+        [cand_rates[x] for x in sessions],
+        [noise_rates[x] for x in sessions],
+        source=source,
+        resamples=resamples,
+        seed=seed,
+        units=[units[x] for x in sessions],
+        target=target,
     )
 
 

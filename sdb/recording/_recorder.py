@@ -125,9 +125,10 @@ class Recorder:
             sid, actor, pattern = str(sid), str(actor), str(pattern)  # a str subclass: plain str
             if not utf8(sid, actor, pattern):
                 raise PayloadError("session id, actor and pattern must be UTF-8 text (no lone surrogate)")
+        session = Session(sid, actor, pattern, append=self._queue.append, next_seq=self._counter(sid), clock=self.clock)
         if self._redactor is not None:
-            return RedactingSession(Session(self, sid, actor, pattern), self._redactor)  # type: ignore[return-value]
-        return Session(self, sid, actor, pattern)
+            return RedactingSession(session, self._redactor)  # type: ignore[return-value]
+        return session
 
     def _counter(self, session_id: str) -> Callable[[], int]:
         counter = self._counters.get(session_id)  # one atomic lookup: a session asked again

@@ -4,14 +4,11 @@ takes the session's next ``seq`` and queues one row. That is all the caller pays
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from sdbctl.sdb.errors import PayloadError
 from sdbctl.sdb.events import STATUSES, canonical_bytes, digest, gate_status, llm_name
 from sdbctl.sdb.recording._fields import INT64_MAX, INT64_MIN, check_count, check_latency, usage, utf8, wrong_field
-
-if TYPE_CHECKING:
-    from sdbctl.sdb.recording._recorder import Recorder
 
 _STATUSES: Final = frozenset(STATUSES)
 
@@ -33,18 +30,28 @@ class Session:
     """One agent episode inside a run. Every method records one event and returns its ``seq``.
 
     ``seq`` is gap-free and 0-based per session, also when several threads record into one session.
+    The recorder (:meth:`Recorder.session`) gives it what it writes with: ``append`` queues a row,
+    ``next_seq`` takes the session's next ``seq``, ``clock`` gives an event's time (ns since the epoch).
     """
 
-    __slots__ = ("_append", "_clock", "_next_seq", "actor", "pattern", "recorder", "session_id")
+    __slots__ = ("_append", "_clock", "_next_seq", "actor", "pattern", "session_id")
 
-    def __init__(self, recorder: Recorder, session_id: str, actor: str, pattern: str) -> None:
-        self.recorder = recorder
+    def __init__(
+        self,
+        session_id: str,
+        actor: str,
+        pattern: str,
+        *,
+        append: Callable[[tuple[Any, ...]], None],
+        next_seq: Callable[[], int],
+        clock: Callable[[], int],
+    ) -> None:
         self.session_id = session_id
         self.actor = actor
         self.pattern = pattern
-        self._append = recorder._queue.append
-        self._next_seq: Callable[[], int] = recorder._counter(session_id)
-        self._clock = recorder.clock
+        self._append = append
+        self._next_seq = next_seq
+        self._clock = clock
 
     def __enter__(self) -> Session:
         return self

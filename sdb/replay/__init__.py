@@ -33,8 +33,8 @@ from sdbctl.sdb.replay._options import (
     ReplayOptions,
     prompt_versions,
 )
+from sdbctl.sdb.replay._prepare import PreparedReplay, prepare, replay
 from sdbctl.sdb.replay._results import SESSION_STATUSES, ReplayProgress, ReplayResult, SessionOutcome
-from sdbctl.sdb.replay._run import PreparedReplay, prepare, replay
 
 __all__ = [
     "EXECUTORS",

@@ -5,13 +5,12 @@ executor and each Ray shard run it alike."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shlex
 import signal
 import threading
 import types
 from collections.abc import Callable, Collection, Coroutine, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from sdbctl.sdb.replay._cache import CacheError, ResponseCache, cache_endpoint, 
 from sdbctl.sdb.replay._calling import Caller, in_flight
 from sdbctl.sdb.replay._job import Job
 from sdbctl.sdb.replay._limits import Limiter
-from sdbctl.sdb.replay._options import DEFAULT_SEED, MAX_REPEAT, MODES, RECORDED, Executor, ReplayOptions
+from sdbctl.sdb.replay._options import DEFAULT_SEED, MAX_REPEAT, MODES, RECORDED, ReplayOptions
 from sdbctl.sdb.replay._results import ReplayProgress, ReplayResult, clock
 from sdbctl.sdb.replay._session import repeat_of, replay_sessions
 from sdbctl.sdb.replay._step import replay_steps
@@ -496,60 +495,3 @@ class Replayer:
         p = self.progress
         done = f" ({p.done}/{p.total} steps)" if p.total else ""
         return Interrupted(f"run {run_id} is left partial{done}", "resume it with", resume_args(run_id, self.opts))
-
-
-@dataclass(frozen=True)
-class PreparedReplay:
-    """A replay checked and ready to run: :func:`prepare` has raised whatever refuses it (bad input,
-    a missing run, an agent or a model that does not fit) before any progress bar or run exists."""
-
-    replayer: Replayer  #: the replay, its options final (those saved, when resuming)
-    executor: Executor  #: where it runs
-
-    def run(self, on_progress: Callable[[ReplayProgress], None] | None = None) -> ReplayResult:
-        """Run it, telling ``on_progress`` the counters as they change. Ctrl-C raises
-        :class:`Interrupted`, saying which run it left partial and how to resume it."""
-        try:
-            if self.executor.kind == "ray":
-                from sdbctl.sdb.replay._ray import replay_on_ray
-
-                return replay_on_ray(self.replayer, self.executor, on_progress=on_progress)
-            return self.replayer.run(on_progress)
-        except KeyboardInterrupt:
-            raise self.replayer.interrupted() from None
-
-
-def prepare(
-    store: Store | str | os.PathLike[str] | None,
-    source_run: str | None,
-    opts: ReplayOptions,
-    *,
-    resume: str | None = None,
-    executor: Executor | None = None,
-    passed: Collection[str] | None = None,
-) -> PreparedReplay:
-    """Check a replay of ``source_run`` (or the resumption of the partial replay ``resume``) in
-    ``store`` (a store, or where to open one), to run here or, with ``Executor(kind="ray")``, on Ray.
-    ``passed`` names the fields of ``opts`` the user set (the CLI knows; None: those not default): with
-    ``resume``, one that differs from the run's is refused."""
-    if resume is None and not (source_run and opts.model):
-        raise UsageError("replay needs RUN and --model (or --resume RUN_ID)")
-    where = executor or Executor()
-    if where.kind == "ray":
-        from sdbctl.sdb.replay._ray import require_ray  # Ray is an optional extra
-
-        require_ray()
-    return PreparedReplay(Replayer(Store.open(store), source_run or "", opts, resume=resume, passed=passed), where)
-
-
-def replay(
-    store: Store | str | os.PathLike[str] | None,
-    source_run: str | None,
-    opts: ReplayOptions,
-    *,
-    resume: str | None = None,
-    on_progress: Callable[[ReplayProgress], None] | None = None,
-    executor: Executor | None = None,
-) -> ReplayResult:
-    """:func:`prepare` the replay and run it: the one call for callers with no progress bar to open."""
-    return prepare(store, source_run, opts, resume=resume, executor=executor).run(on_progress)

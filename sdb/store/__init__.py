@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sdbctl.sdb.errors import RunLocked
 from sdbctl.sdb.lazy import lazy_exports
 from sdbctl.sdb.store._fs import Location
 from sdbctl.sdb.store._layout import CACHE_DIR_ENV, LATEST, RunEntry, Store, check_run_id, diff_key, resolve_store
@@ -21,7 +22,6 @@ from sdbctl.sdb.store._manifest import RunManifest, RunStatus
 
 if TYPE_CHECKING:
     from sdbctl.sdb.store._integrity import named_damage, unreadable_runs
-    from sdbctl.sdb.store._lock import RunLocked
     from sdbctl.sdb.store._read import event_dicts, export_run, run_events, write_file
     from sdbctl.sdb.store._views import connect, query_arrow, run_query, spill_directory
     from sdbctl.sdb.store._writer import RunExists, RunWriter
@@ -58,7 +58,6 @@ __all__ = [
 __getattr__ = lazy_exports(
     __name__,
     {
-        "RunLocked": "_lock",
         "named_damage": "_integrity",
         "unreadable_runs": "_integrity",
         "event_dicts": "_read",

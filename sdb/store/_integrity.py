@@ -37,8 +37,6 @@ explains is raised as it was.
 
 from __future__ import annotations
 
-import fnmatch
-import re
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -51,18 +49,12 @@ import pyarrow.parquet as pq
 
 from sdbctl.sdb.errors import QueryError, SchemaError, SdbError
 from sdbctl.sdb.events import DIVERGENCE_SCHEMA, check_schema
-from sdbctl.sdb.store._layout import PART_GLOB, Store, damaged_warning, one_line, warn_skipped
+from sdbctl.sdb.store._layout import Store, damaged_warning, one_line, warn_skipped
+from sdbctl.sdb.store._listing import DamagedRun, check_listing, run_parts
 from sdbctl.sdb.store._manifest import PartFile, RunManifest
-
-# events-NNNNN.parquet (a writer of the run) or events-<shard>-NNNNN.parquet (a shard of a Ray replay)
-PART_NAME: Final = re.compile(r"events-(?:(?P<shard>[a-z0-9]{1,16})-)?(?P<n>[0-9]{5,})\.parquet")
 
 _checked: dict[tuple[str, str, int, int | None], PartFile] = {}  # (store, path, size, mtime) -> as read
 _checked_lock = threading.Lock()
-
-
-class DamagedRun(SchemaError):
-    """A run whose parts on disk are not the parts its manifest lists (missing, extra or changed)."""
 
 
 def describe_part(store: Store, info: pafs.FileInfo, expected: PartFile | None = None, run: str = "") -> PartFile:
@@ -94,57 +86,13 @@ def describe_part(store: Store, info: pafs.FileInfo, expected: PartFile | None =
     return part
 
 
-def part_key(name: str) -> tuple[str, int] | None:
-    """(writer prefix, number) of a part name a writer of sdbctl publishes, else None."""
-    m = PART_NAME.fullmatch(name)
-    if m is None:
-        return None
-    shard = m.group("shard")
-    return (f"events-{shard}-" if shard else "events-", int(m.group("n")))
-
-
-def check_listing(manifest: RunManifest, on_disk: Iterable[pafs.FileInfo]) -> list[str]:
-    """The names of the parts ``manifest`` does not list (a partial run's latest), after checking what
-    a listing of the run's directory shows against the manifest without reading a part: each listed
-    part there with its size, no part a complete run's writer did not publish, the numbering of the
-    unlisted ones (see the module docstring); a mismatch is a one-line :class:`DamagedRun`. This is
-    all ``sdbctl runs`` checks; :func:`checked_parts` reads the parts too."""
-    run = manifest.run_id
-    parts = _parts(on_disk)
-    if manifest.part_files is None:
-        counted, found = manifest.parts, len(parts)
-        if found < counted or (found > counted and manifest.status == "complete"):
-            raise DamagedRun(
-                f"run {run!r} is damaged: {found} part(s) on disk, its manifest counts {counted} "
-                "(a part is missing or extra; the run predates per-part checksums, so which one is not known)"
-            )
-        return sorted(parts)
-    listed = {p.name: p for p in manifest.part_files}
-    for name, entry in listed.items():
-        if name not in parts:
-            raise DamagedRun(
-                f"run {run!r} is damaged: part {name} is missing (its manifest lists it, {entry.rows} events)"
-            )
-    unlisted = sorted(set(parts) - set(listed))
-    if unlisted and manifest.status == "complete":
-        raise DamagedRun(
-            f"run {run!r} is damaged: part {unlisted[0]} is not in its manifest (no writer of the run published it)"
-        )
-    _check_numbering(run, listed, unlisted)
-    for name, entry in listed.items():
-        size = parts[name].size
-        if size is not None and size != entry.size:
-            raise DamagedRun(f"run {run!r} is damaged: part {name} has {size} bytes, its manifest says {entry.size}")
-    return unlisted
-
-
 def checked_parts(store: Store, manifest: RunManifest, on_disk: Iterable[pafs.FileInfo]) -> list[str]:
     """The paths of ``manifest``'s run to read, after checking them against the manifest (see the
     module docstring); a mismatch is a one-line :class:`DamagedRun`. ``on_disk``: the files of the
     run's directory, listed *after* the manifest was read (a writer publishes a part, then the
     manifest: the other order could see a part listed that the listing missed)."""
     run = manifest.run_id
-    parts = _parts(on_disk)
+    parts = run_parts(on_disk)
     unlisted = check_listing(manifest, parts.values())
     if manifest.part_files is None:  # written before parts were listed: counted, and each footer read
         for info in parts.values():
@@ -163,31 +111,6 @@ def checked_parts(store: Store, manifest: RunManifest, on_disk: Iterable[pafs.Fi
     return sorted(i.path for i in parts.values())
 
 
-def _parts(on_disk: Iterable[pafs.FileInfo]) -> dict[str, pafs.FileInfo]:
-    return {i.path.rsplit("/", 1)[-1]: i for i in on_disk if _is_part(i.path)}
-
-
-def _check_numbering(run: str, listed: dict[str, PartFile], unlisted: list[str]) -> None:
-    """Unlisted parts of a partial run must be the ones its writers would have published next."""
-    numbers: dict[str, list[int]] = {}
-    for name in [*listed, *unlisted]:
-        key = part_key(name)
-        if key is None:
-            raise DamagedRun(f"run {run!r} is damaged: {name} is not a part name sdbctl writes")
-        numbers.setdefault(key[0], []).append(key[1])
-    for name in unlisted:
-        prefix, n = part_key(name) or ("", 0)
-        last_listed = max((k[1] for k in map(part_key, listed) if k is not None and k[0] == prefix), default=-1)
-        if n < last_listed:
-            raise DamagedRun(
-                f"run {run!r} is damaged: part {name} is not in its manifest, which lists later parts of its writer"
-            )
-    for prefix, seen in numbers.items():
-        missing = sorted(set(range(max(seen) + 1)) - set(seen))
-        if missing:
-            raise DamagedRun(f"run {run!r} is damaged: part {prefix}{missing[0]:05d}.parquet is missing")
-
-
 def _check_footer(store: Store, info: pafs.FileInfo) -> None:
     _read_footer(store, info.path)
 
@@ -201,10 +124,6 @@ def _read_footer(store: Store, path: str) -> pq.FileMetaData:
         raise SchemaError(f"{where}: not a readable Parquet file ({_first_line(exc)})") from None
     check_schema(footer.schema.to_arrow_schema(), where)
     return footer
-
-
-def _is_part(path: str) -> bool:
-    return fnmatch.fnmatch(path.rsplit("/", 1)[-1], PART_GLOB)
 
 
 def _first_line(exc: BaseException) -> str:

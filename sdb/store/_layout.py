@@ -44,6 +44,7 @@ import xxhash
 from sdbctl.sdb.errors import RunNotFound, SchemaError, SdbError, UsageError
 from sdbctl.sdb.names import did_you_mean
 from sdbctl.sdb.store._fs import Location
+from sdbctl.sdb.store._listing import PART_GLOB, check_listing
 from sdbctl.sdb.store._manifest import RUN_ID_PATTERN, RunManifest, parse_manifest
 from sdbctl.sdb.text import visible
 
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 DEFAULT_STORE: Final = ".sdb"
 STORE_ENV: Final = "SDB_STORE"
 MANIFEST_NAME: Final = "run.json"
-PART_GLOB: Final = "events-*.parquet"
+LOCK_NAME: Final = ".writer.lock"  # a run's writer lock (sdb.store._lock): a local file, or an S3 object
 LATEST: Final = "@latest"
 _RUN_ID = re.compile(RUN_ID_PATTERN)
 _EPOCH: Final = dt.datetime.min.replace(tzinfo=dt.UTC)  # where a run with no believable time sorts
@@ -223,10 +224,8 @@ class Store:
 
         A run is checked as far as its manifest and the list of its files go (one listing of the
         store, no part read): a part its manifest lists that is missing, or of another size, makes it
-        damaged here already; a part's bytes are checked when the run is read (:mod:`_integrity`).
-        With ``warn``, each damaged run is a warning on stderr (:func:`warn_skipped`)."""
-        from sdbctl.sdb.store._integrity import check_listing
-
+        damaged here already (:mod:`_listing`); a part's bytes are checked when the run is read
+        (:mod:`_integrity`). With ``warn``, each damaged run is a warning on stderr (:func:`warn_skipped`)."""
         now = dt.datetime.now(dt.UTC)
         entries = []
         for run_id, files in self._run_files().items():

@@ -22,7 +22,7 @@ token) and since when; the server must honour conditional writes (AWS S3, MinIO 
   replaced or gone has lost the lock, and its writer stops there: no part and no manifest more, the
   run left partial to the new holder, and one error line (exit 2).
 * Nothing drops the object of a writer that was SIGKILLed, so a lock whose time is more than
-  :data:`STALE_AFTER` heartbeats old is stale, as is, at once, one whose holder was a process of
+  :data:`sdb.store._s3_lock.STALE_AFTER` heartbeats old is stale, as is, at once, one whose holder was a process of
   this same machine (boot and pid namespace) that no longer exists. A stale lock is taken over:
   deleted only if it is still the object read (``If-Match``), then created again with
   ``If-None-Match: *``; whoever loses that race is refused. The age is the object store's own: the
@@ -43,22 +43,15 @@ import errno
 import os
 import sys
 import weakref
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 import sdbctl.sdb.store as package
-from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.errors import RunLocked
 from sdbctl.sdb.store._fs import NO_FOLLOW, linked
-from sdbctl.sdb.store._layout import Store
+from sdbctl.sdb.store._layout import LOCK_NAME, Store
 
 if TYPE_CHECKING:
     from sdbctl.sdb.store._s3_lock import S3Lock
-
-LOCK_NAME: Final = ".writer.lock"
-STALE_AFTER: Final = 3  # heartbeats an S3 lock may miss before it counts as its holder's, dead
-
-
-class RunLocked(SdbError):
-    """Another process is writing that run."""
 
 
 class RunLock:

@@ -16,12 +16,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
-from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.errors import RunLocked, SdbError
 from sdbctl.sdb.store._fs import retry_budget
-from sdbctl.sdb.store._layout import Store
-from sdbctl.sdb.store._lock import LOCK_NAME, STALE_AFTER, RunLocked
+from sdbctl.sdb.store._layout import LOCK_NAME, Store
 from sdbctl.sdb.store._s3_client import (
     CONFLICT,
     MISSING,
@@ -34,6 +33,7 @@ from sdbctl.sdb.store._s3_client import (
 )
 
 T = TypeVar("T")
+STALE_AFTER: Final = 3  # heartbeats a lock may miss before it counts as its holder's, dead
 
 
 def _machine() -> str | None:

@@ -26,9 +26,10 @@ import pyarrow as pa
 import sdbctl.sdb as sdb
 from sdbctl.sdb.errors import SdbError
 from sdbctl.sdb.events import EVENT_SCHEMA, SCHEMA_VERSION
-from sdbctl.sdb.store._integrity import checked_parts, describe_part, part_key
-from sdbctl.sdb.store._layout import MANIFEST_NAME, PART_GLOB, Store
-from sdbctl.sdb.store._lock import LOCK_NAME, RunLock
+from sdbctl.sdb.store._integrity import checked_parts, describe_part
+from sdbctl.sdb.store._layout import LOCK_NAME, MANIFEST_NAME, Store
+from sdbctl.sdb.store._listing import PART_GLOB, part_key
+from sdbctl.sdb.store._lock import RunLock
 from sdbctl.sdb.store._manifest import PartFile, RunManifest, RunStatus, manifest_bytes, parse_manifest
 
 COMPRESSION: Final = "zstd"
