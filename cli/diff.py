@@ -174,7 +174,7 @@ def _print_divergences(columns: list[str], rows: list[list[Any]], limit: int) ->
 
     shown = rows if limit <= 0 else rows[:limit]
     if shown:
-        narrow_first = ["base seq", "cand seq", "rep", "layer", "step"]  # what a narrow terminal leaves out
+        narrow_first = ["base seq", "cand seq", "step", "layer", "rep"]  # what a narrow terminal leaves out
         print_table(columns, shown, widths={"fields": 70, "action": 40}, drop=narrow_first)
         note(f"* {FIRST_MARK}; gated layers first")
     if len(shown) < len(rows):

@@ -123,7 +123,7 @@ def record(
             TimeElapsedColumn(),
             console=err_console,
             transient=True,
-            disable=json,
+            disable=json or not err_console.is_terminal,  # else an empty line on a pipe
         ) as progress,
     ):
         task = progress.add_task(workload.name, total=None)

@@ -154,13 +154,13 @@ def replay(
             BarColumn(),
             MofNCompleteColumn(),
             TaskProgressColumn(),
-            TextColumn("{task.fields[rate]} steps/s"),
+            TextColumn("{task.fields[rate]} calls/s"),
             TimeRemainingColumn(),
             TimeElapsedColumn(),
             TextColumn("[yellow]{task.fields[div]} diverged[/] [red]{task.fields[err]} errors[/]"),
             console=err_console,
             transient=True,
-            disable=json,
+            disable=json or not err_console.is_terminal,  # else an empty line on a pipe
         ) as bar,
     ):
         task = bar.add_task("replay", total=None, rate="-", div=0, err=0)

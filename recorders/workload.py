@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdbctl.recorders.sdk import Recorder
-from sdbctl.sdb.agents import AgentContext, Workload
+from sdbctl.sdb.agents import AgentContext, Workload, check_simulator
 from sdbctl.sdb.errors import Interrupted, SdbError, UsageError
 from sdbctl.sdb.providers import ProviderError, resolve
 
@@ -90,6 +90,7 @@ def record_workload(
     check_sessions(sessions)
     spec = model or workload.baseline_model
     provider = resolve(spec)
+    check_simulator(spec, workload, "the recording")  # after resolve: typos first
     opts = workload.options(dict(options or {}))
     for name, version in (prompts or {}).items():
         workload.prompts.check(f"{name}@{version}")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from sdbctl.sdb.boundary import Boundary, Commit, Crossing, Guard
-from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.errors import SdbError, UsageError
 from sdbctl.sdb.events import EventSink
 from sdbctl.sdb.prompts import PromptLibrary
 from sdbctl.sdb.providers import Provider
@@ -270,3 +270,21 @@ def load_agent(ref: str) -> Workload:
     if not isinstance(obj, Workload):
         raise AgentError(f"agent {ref!r}: {type(obj).__name__} is not a workload (needs sessions() and run_session())")
     return obj
+
+
+def check_simulator(model: str, workload: Workload | None, subject: str) -> None:
+    """A simulator answers its own workload's questions only: ``sim:triage@v2`` for the renewal agent
+    is refused, naming the simulators that fit (``subject``: what is refused, e.g. ``run 'base'``), for
+    record and replay alike, before it gives nothing but parse failures."""
+    if not model.startswith("sim:") or workload is None:
+        return
+    baseline = str(getattr(workload, "baseline_model", "") or "")
+    if not baseline.startswith("sim:"):
+        return
+    family = baseline[4:].split("@", 1)[0]
+    asked = model[4:].split("@", 1)[0]
+    if asked != family:
+        raise UsageError(
+            f"{subject} is of agent {workload.name!r}, whose simulators are sim:{family}@vN (e.g. {baseline}); "
+            f"{model} simulates another workload"
+        )

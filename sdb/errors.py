@@ -46,6 +46,6 @@ class Interrupted(KeyboardInterrupt):
 
     def __init__(self, left: str, then: str = "", command: tuple[str, ...] = ()) -> None:
         super().__init__(left)
-        self.left = left  #: what the store holds now ("run R is left partial (12/66 steps)")
+        self.left = left  #: what the store holds now ("run R is left partial (12/66 model calls)")
         self.then = then  #: what to do ("resume it with")
         self.command = command  #: the sdbctl arguments that do it, without the store's

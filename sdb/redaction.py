@@ -50,10 +50,14 @@ DEFAULT_RULES: dict[str, str] = {
     "huggingface_token": r"\bhf_[A-Za-z0-9]{30,}",
     # the whole block, or to the end of the text when it was cut before its END line
     "private_key": r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?s:.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
-    "api_key_header": r"(?i)\b(?:x-)?api-key[\"']?\s*:\s*[\"']?(?P<secret>[^\s\"',;]+)",
+    "api_key_header": r"(?i)\b(?:(?:x-)?api-key|ocp-apim-subscription-key)[\"']?\s*:\s*[\"']?(?P<secret>[^\s\"',;]+)",
     # in a query, or in a fragment (where implicit OAuth puts its access_token)
-    "api_key_param": r"(?i)[?&#](?:api[_-]?key|(?:access|auth|id|refresh)[_-]?token|token|key|secret|password|auth|sig"
+    "api_key_param": r"(?i)[?&#](?:api(?:[_-]|%5F|%2D)?key|(?:access|auth|id|refresh)[_-]?token|token|key"
+    r"|(?:client[_-]?)?secret|password|passwd|auth|sig"
     r"|x-amz-signature|x-amz-security-token)=(?P<secret>[^\s&#\"'<>]+)",
+    # a form body's (or a query's first) credential: the names that are one whatever precedes them
+    "form_secret": r"(?i)(?<![A-Za-z0-9_%.\-])(?:password|passwd|client[_-]?secret|api(?:[_-]|%5F)?key)="
+    r"(?P<secret>(?!\[REDACTED)[^\s&#\"'<>]+)",
     # a presigned URL's parameters written out of a query (X-Amz-Credential's key id: aws_access_key)
     "aws_presigned": r"(?i)\bx-amz-(?:signature|security-token)=(?P<secret>(?!\[REDACTED)[^\s&#\"'<>]+)",
     # "api_key": "...", 'password': '...': the whole quoted value (escaped quotes inside it too)
@@ -67,6 +71,8 @@ DEFAULT_RULES: dict[str, str] = {
     "slack_webhook": r"\bhooks\.slack\.com/(?:services|workflows|triggers)/(?P<secret>[A-Za-z0-9_/\-]{8,})",
     "gitlab_token": r"\bgl(?:pat|dt|rt|ptt|cbt|ft|imt|oas|soat)-[A-Za-z0-9_\-]{20,}",
     "npm_token": r"\bnpm_[A-Za-z0-9]{36}\b",
+    "sendgrid_key": r"\bSG\.[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{16,}",
+    "groq_key": r"\bgsk_[A-Za-z0-9]{20,}",
     # starts only where a run of address characters starts: linear, however long the text
     "email": r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b",
 }

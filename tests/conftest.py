@@ -85,7 +85,7 @@ def assert_one_line_error(out: Outcome, *needles: str) -> None:
     """Bad input's contract: exit 2, one line on stderr naming the problem (each of ``needles``), no
     traceback."""
     assert out.returncode == 2, (out.stdout, out.stderr)
-    lines = out.stderr.strip().splitlines()
+    lines = out.stderr.rstrip("\n").splitlines()  # an empty line before it is a second line
     assert len(lines) == 1, out.stderr
     assert "Traceback" not in out.stderr
     for needle in needles:

@@ -324,3 +324,35 @@ def test_chat_export_says_plainly_which_calls_it_leaves_out_and_why(sdbctl: CLI,
     assert f"{left_out} model calls of 6 sessions left out" in note, note
     assert "only the last call" in note, note  # why: one conversation per session, its last call's
     assert "outside their last call's history" not in note
+
+
+# -- from a newcomer's review of the first fixes --------------------------------------------------------
+
+
+def test_record_refuses_another_workloads_simulator_as_replay_does(sdbctl: CLI) -> None:
+    out = sdbctl("record", "contract-renewal", "-n", "2", "--model", "sim:triage@v1", "--run-id", "x")
+    assert_one_line_error(out, "sim:triage@v1 simulates another workload", "sim:renewal@v1")
+    assert sdbctl("runs", "--json").stdout.strip() in ("", "[]")  # nothing recorded
+
+
+def test_an_error_of_a_command_with_a_progress_bar_is_one_line_with_no_empty_line_before(sdbctl: CLI) -> None:
+    out = sdbctl("record", "contract-renewal", "-n", "2", "--run-id", "a/b")
+    assert_one_line_error(out, "'a/b'")
+    assert out.stderr.startswith("sdbctl: error:"), repr(out.stderr)
+
+
+def test_session_only_options_are_refused_in_step_mode(sdbctl: CLI) -> None:
+    assert sdbctl("record", "contract-renewal", "-n", "2", "--run-id", "base").returncode == 0
+    assert_one_line_error(sdbctl("replay", "base", "-m", "sim:renewal@v1", "--spine", "p3"), "--spine", "session")
+    out = sdbctl("replay", "base", "-m", "sim:renewal@v1", "--on-divergence", "continue")
+    assert_one_line_error(out, "--on-divergence", "session")
+
+
+def test_the_divergence_table_at_80_columns_keeps_the_repeat_and_the_first_mark(sdbctl: CLI) -> None:
+    assert sdbctl("record", "contract-renewal", "-n", "20", "--run-id", "base").returncode == 0
+    assert sdbctl("replay", "base", "-m", "sim:renewal@v2", "--repeat", "2", "--run-id", "cand").returncode == 0
+    out = sdbctl("diff", "base", "cand", "--limit", "3", env={"COLUMNS": "80"})
+    assert out.returncode == 0, out.stderr
+    header = next(line for line in out.stdout.splitlines() if "session" in line and "reason" in line)
+    assert "rep" in header and "layer" in header and "base seq" not in header, out.stdout
+    assert "*" in out.stdout

@@ -214,3 +214,39 @@ def test_ordinary_text_near_the_new_rules_is_untouched(tmp_path: Path) -> None:
         "X-Amz-Signature is a query parameter of presigned URLs.",
     ):
         assert redactor.text(text) == text
+
+
+# second review, item 3: shapes the defaults still missed; each: text, the secret, the rule that must catch it
+REVIEW2_MISSED = [
+    ("Ocp-Apim-Subscription-Key: 0123456789abcdef0123456789abcdef", "0123456789abcdef", "api_key_header"),
+    ('{"ocp-apim-subscription-key": "a1b2c3d4e5f6"}', "a1b2c3d4e5f6", "api_key_header"),
+    ("key SG.AbCdEfGhIjKlMnOpQrStUv.wXyZ0123456789AbCdEfGhIjKlMnOpQrStUvWxYz012", "SG.AbCdEfGh", "sendgrid_key"),
+    ("POST /oauth/token body: grant_type=password&password=hunter2pw", "hunter2pw", "api_key_param"),
+    ("password=hunter2pw&user=ann", "hunter2pw", "form_secret"),
+    ("https://login.example.com/token?client_id=app&client_secret=Zx9y8W7v", "Zx9y8W7v", "api_key_param"),
+    ("client_secret=Zx9y8W7v&grant_type=client_credentials", "Zx9y8W7v", "form_secret"),
+    ("GET https://api.example.com/v1/x?api%5Fkey=9f8e7d6c5b4a&page=2", "9f8e7d6c5b4a", "api_key_param"),
+    ("export GROQ_API_KEY=gsk_" + "Ab1Cd2Ef3Gh4" * 4, "gsk_Ab1Cd2", "groq_key"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "secret", "rule"), REVIEW2_MISSED, ids=[f"{r}-{i}" for i, (_, _, r) in enumerate(REVIEW2_MISSED)]
+)
+def test_the_defaults_catch_azure_sendgrid_groq_and_form_secrets(
+    tmp_path: Path, text: str, secret: str, rule: str
+) -> None:
+    out = load_redactor(tmp_path).text(text)
+    assert secret not in out, out
+    assert f"[REDACTED:{rule}]" in out, out
+
+
+def test_ordinary_text_near_the_review2_rules_is_untouched(tmp_path: Path) -> None:
+    redactor = load_redactor(tmp_path)
+    for text in (
+        "SG.1 is a section number; the gsk_ prefix marks a Groq key; an Ocp-Apim-Subscription-Key header.",
+        "Choose a strong password = one you do not reuse; the client secret rotates yearly.",
+        "Set key=value and sort=asc; the api%5F prefix is URL-encoded; passwords=3 attempts.",
+        "Ocp-Apim-Subscription-Key is sent on every call to the gateway.",
+    ):
+        assert redactor.text(text) == text

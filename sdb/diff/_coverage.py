@@ -28,6 +28,11 @@ def lacking_sessions(con: Any, base: str, run: str, *, allow_partial: bool) -> s
         for s in row
     }
     lacking = ours - theirs
+    if ours and lacking == ours:  # --allow-partial leaves out what is lacking, not every session
+        raise SdbError(
+            f"nothing to compare: run {run!r} shares none of the {len(ours)} sessions of the base {base!r} "
+            f"(e.g. {min(ours)!r})"
+        )
     if lacking and not allow_partial:
         first = min(lacking)
         raise SdbError(

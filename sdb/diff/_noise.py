@@ -14,6 +14,7 @@ model of the recorded step.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sdbctl.sdb.errors import SdbError
@@ -58,7 +59,24 @@ def model_identity(spec: str) -> str:
 def run_models(con: Any, run_id: str) -> list[str]:
     """The identities of the models ``run_id``'s llm events name (none named: an empty list)."""
     rows = con.execute("SELECT DISTINCT model FROM events WHERE run_id = ? AND kind = 'llm'", [run_id]).fetchall()
-    return sorted({model_identity(r[0]) for r in rows if r[0] is not None} - _NO_MODEL)
+    return _identities(r[0] for r in rows)
+
+
+def repeat_models(con: Any, run_id: str, repeat: str) -> dict[int, list[str]]:
+    """Per repeat (``repeat``: the SQL expression of an event's repeat index), the identities of the
+    models its llm events name, as :func:`run_models` reads them: every repeat a run holds is a key."""
+    found: dict[int, list[str]] = {}
+    for rep, models in con.execute(
+        f"SELECT {repeat} AS rep, list(DISTINCT model) FILTER (WHERE kind = 'llm') FROM events "
+        "WHERE run_id = ? GROUP BY 1",
+        [run_id],
+    ).fetchall():
+        found[int(rep)] = _identities(models or ())
+    return found
+
+
+def _identities(specs: Iterable[str | None]) -> list[str]:
+    return sorted({model_identity(s) for s in specs if s is not None} - _NO_MODEL)
 
 
 def check_self_replay(store: Store, base: str, noise: str) -> str | None:
@@ -73,14 +91,14 @@ def check_self_replay(store: Store, base: str, noise: str) -> str | None:
     if noise_models != base_models:
         raise SdbError(
             f"noise run {noise!r} is not a self-replay of the base {base!r}: its events name model "
-            f"{_listed(noise_models)}, the base's {_listed(base_models)}; replay the base with its own model "
+            f"{listed(noise_models)}, the base's {listed(base_models)}; replay the base with its own model "
             "for a noise floor"
         )
     base_prompts, noise_prompts = run_prompts(con, base), run_prompts(con, noise)
     if noise_prompts != base_prompts:  # another prompt version is a change, not the model's own noise
         raise SdbError(
             f"noise run {noise!r} is not a self-replay of the base {base!r}: its events name prompt "
-            f"{_listed(noise_prompts)}, the base's {_listed(base_prompts)}; replay the base with its own "
+            f"{listed(noise_prompts)}, the base's {listed(base_prompts)}; replay the base with its own "
             "prompts for a noise floor"
         )
     return None
@@ -92,5 +110,6 @@ def run_prompts(con: Any, run_id: str) -> list[str]:
     return sorted({r[0] for r in rows if r[0]})
 
 
-def _listed(models: list[str]) -> str:
+def listed(models: list[str]) -> str:
+    """``models`` for a one-line message, each escaped for the terminal."""
     return ", ".join(visible(m) for m in models) or "none"

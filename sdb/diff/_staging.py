@@ -19,7 +19,10 @@ from typing import Any
 import pyarrow as pa
 
 from sdbctl.sdb.diff._config import DiffConfig, Rule
+from sdbctl.sdb.diff._noise import listed, repeat_models
 from sdbctl.sdb.diff._outcomes import REPEAT_SUFFIX
+from sdbctl.sdb.errors import SchemaError
+from sdbctl.sdb.events import MAX_REPEAT
 from sdbctl.sdb.store import RunManifest
 
 # {llm} joins each action to the llm event it answers (dropped for a run with no llm events);
@@ -59,8 +62,25 @@ def rows(con: Any, sql: str, params: list[Any] | dict[str, Any]) -> list[dict[st
 # a step-mode replay marks each llm (and provider error) event it writes with the source step it
 # answered, `replay.source_seq` (a session-mode replay marks only cached answers, `replay.cached`); the
 # LIKE spares parsing the payloads that cannot have the key
-_FORCED = """SELECT 1 FROM events WHERE run_id = ? AND kind IN ('llm', 'error') AND payload LIKE '%"source_seq":%'
-             AND json_extract(payload, '$.replay.source_seq') IS NOT NULL LIMIT 1"""
+# LIKE spares parsing the payloads that cannot have the key. Every such event of a run must say the
+# same: one event marked otherwise would choose the comparison of the whole run (a damaged run)
+_MODES = """SELECT count(*) FILTER (WHERE forced), count(*) FILTER (WHERE NOT forced),
+             min(session_id) FILTER (WHERE forced), min(session_id) FILTER (WHERE NOT forced)
+             FROM (SELECT session_id, CASE WHEN payload LIKE '%"source_seq":%'
+                   THEN json_extract(payload, '$.replay.source_seq') IS NOT NULL ELSE false END AS forced
+                   FROM events WHERE run_id = ? AND kind IN ('llm', 'error'))"""
+# a repeat index an event holds (its llm or error payload's, its session id's ID#rK) that no replay
+# writes: 0 <= K < MAX_REPEAT, a whole number
+_BAD_STEP_REPEAT = """SELECT session_id, json_extract(payload, '$.replay.repeat') FROM events
+    WHERE run_id = $run AND kind IN ('llm', 'error') AND payload LIKE '%"repeat":%'
+    AND json_extract(payload, '$.replay.repeat') IS NOT NULL
+    AND NOT coalesce(json_type(payload, '$.replay.repeat') IN ('BIGINT', 'UBIGINT')
+                     AND try_cast(json_extract(payload, '$.replay.repeat') AS BIGINT) BETWEEN 0 AND $top, false)
+    LIMIT 1"""
+_BAD_SESSION_REPEAT = f"""SELECT session_id FROM (SELECT DISTINCT session_id FROM events WHERE run_id = $run)
+    WHERE regexp_matches(session_id, '{REPEAT_SUFFIX}')
+    AND NOT coalesce(try_cast(regexp_extract(session_id, '{REPEAT_SUFFIX}', 1) AS BIGINT) <= $top, false) LIMIT 1"""
+_EVENT_REPEAT = f"coalesce(try_cast(regexp_extract(session_id, '{REPEAT_SUFFIX}', 1) AS BIGINT), 0)"
 _TRIALS = f"""SELECT 1 FROM (SELECT DISTINCT session_id FROM events WHERE run_id = ?)
               WHERE try_cast(regexp_extract(session_id, '{REPEAT_SUFFIX}', 1) AS BIGINT) > 0 LIMIT 1"""
 
@@ -82,11 +102,51 @@ class Shape:
 
 
 def shape(con: Any, run: str) -> Shape:
-    """The :class:`Shape` of ``run``, read from its events."""
-    forced = bool(con.execute(_FORCED, [run]).fetchall())
+    """The :class:`Shape` of ``run``, read from its events; a :class:`SchemaError` naming ``run`` when
+    its events contradict each other on what it is (its mode, its repeats): the run is damaged."""
+    marked, unmarked, one, other = con.execute(_MODES, [run]).fetchone()
+    if marked and unmarked:
+        raise SchemaError(
+            f"run {run!r} is damaged: it holds events of both a step-mode and a session-mode replay: {marked} "
+            f"llm or error event(s) (e.g. of session {one!r}) carry $.replay.source_seq, {unmarked} (e.g. of "
+            f"session {other!r}) do not"
+        )
+    forced = bool(marked)
     trials = not forced and bool(con.execute(_TRIALS, [run]).fetchall())
+    _check_repeats(con, run, trials)
     has_llm = bool(con.execute("SELECT 1 FROM events WHERE run_id = ? AND kind = 'llm' LIMIT 1", [run]).fetchall())
     return Shape(run, forced, trials, has_llm)
+
+
+def _check_repeats(con: Any, run: str, trials: bool) -> None:
+    """Refuse repeat indexes no replay writes, and repeats (sessions ``ID#rK``) of one run that share no
+    model with its first repeat: planted repeats (another run's sessions) would dilute a drift or
+    inflate a rate. Sharing, not equal sets: an imported trial may have one answer of another model."""
+
+    params = {"run": run, "top": MAX_REPEAT - 1}
+    found = con.execute(_BAD_STEP_REPEAT, params).fetchone()
+    if found is not None:
+        raise SchemaError(
+            f"run {run!r} is damaged: an llm or error event of session {found[0]!r} holds repeat index "
+            f"{str(found[1])[:40]!r} (a replay writes whole numbers 0 to {MAX_REPEAT - 1})"
+        )
+    if not trials:
+        return
+    found = con.execute(_BAD_SESSION_REPEAT, params).fetchone()
+    if found is not None:
+        raise SchemaError(
+            f"run {run!r} is damaged: session {found[0]!r} has a repeat index out of range "
+            f"(a replay writes repeats 0 to {MAX_REPEAT - 1})"
+        )
+    models = repeat_models(con, run, _EVENT_REPEAT)
+    first = min(models)
+    for rep, named in sorted(models.items()):
+        if named != models[first] and not set(named) & set(models[first]):
+            raise SchemaError(
+                f"run {run!r} is damaged: its repeat {rep} (sessions ID#r{rep}) names model "
+                f"{listed(named)}, its repeat {first} {listed(models[first])}: the repeats of one run ask "
+                "the same model"
+            )
 
 
 def mode_claims(manifest: RunManifest, found: Shape) -> list[Rule]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sdbctl.sdb.events._canonical import action_digest, canonical_bytes, canonical_json, digest, json_or_text, loads
-from sdbctl.sdb.events._kinds import KINDS, STATUSES, gate_status, llm_name
+from sdbctl.sdb.events._kinds import KINDS, MAX_REPEAT, STATUSES, gate_status, llm_name
 from sdbctl.sdb.events._sink import EventSink, MemorySink
 from sdbctl.sdb.lazy import lazy_exports
 
@@ -35,6 +35,7 @@ __all__ = [
     "DIVERGENCE_SCHEMA",
     "EVENT_SCHEMA",
     "KINDS",
+    "MAX_REPEAT",
     "SCHEMA_VERSION",
     "STATUSES",
     "VERSION_KEY",

@@ -9,6 +9,8 @@ Status = Literal["ok", "parse_failed", "invalid", "gated", "error"]
 
 KINDS: Final[tuple[str, ...]] = ("input", "llm", "action", "gate", "effect", "state", "error")
 STATUSES: Final[tuple[str, ...]] = ("ok", "parse_failed", "invalid", "gated", "error")
+# the most repeats of a replay: repeat indexes (``$.replay.repeat``, sessions ``ID#rK``) are 0 to MAX_REPEAT - 1
+MAX_REPEAT: Final = 1000
 
 # what a guard's decision says when it allows: any of these words (any case, spaces around), or True
 ALLOW_WORDS: Final = frozenset({"allow", "allowed", "approve", "approved", "pass", "passed", "ok", "accept"})

@@ -23,6 +23,7 @@ sharded over Ray workers writing into the same run.
 
 from __future__ import annotations
 
+from sdbctl.sdb.events import MAX_REPEAT
 from sdbctl.sdb.replay._cache import CacheError, cache_endpoint, cache_key, cache_path
 from sdbctl.sdb.replay._options import (
     EXECUTORS,
@@ -38,6 +39,7 @@ from sdbctl.sdb.replay._results import SESSION_STATUSES, ReplayProgress, ReplayR
 
 __all__ = [
     "EXECUTORS",
+    "MAX_REPEAT",
     "MODES",
     "ON_DIVERGENCE",
     "RECORDED",

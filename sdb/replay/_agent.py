@@ -21,23 +21,6 @@ def choose_agent(manifest_agent: str | None, given: str | None) -> Workload | No
         return None
 
 
-def check_simulator(model: str, run: str, agent: str | None, workload: Workload | None) -> None:
-    """A simulator answers its own workload's questions only: ``sim:triage@v2`` on a renewal run is
-    refused, naming the simulators that fit."""
-    if not model.startswith("sim:") or workload is None:
-        return
-    baseline = str(getattr(workload, "baseline_model", "") or "")
-    if not baseline.startswith("sim:"):
-        return
-    family = baseline[4:].split("@", 1)[0]
-    asked = model[4:].split("@", 1)[0]
-    if asked != family:
-        raise UsageError(
-            f"run {run!r} is of agent {agent!r}, whose simulators are sim:{family}@vN (e.g. {baseline}); "
-            f"{model} simulates another workload"
-        )
-
-
 def no_agent(run: str, agent: str | None, needs: str) -> UsageError:
     """The refusal of what ``needs`` an agent when none can be loaded, saying how to name one."""
     if agent and agent not in workload_names():

@@ -8,13 +8,18 @@ It lives under the user's cache directory (``$SDB_CACHE_DIR``, else ``$XDG_CACHE
 ``~/.cache/sdbctl``), in a folder named by a digest of the store's resolved location, and never in the
 store: a store travels, its cache keys are computable, so a cache that arrived with one could answer
 for a model that was never asked. Such a cache is read only when the user names it (``--cache-from``),
-read-only, and its answers are counted as cached like any other.
+read-only, and its answers are counted as cached like any other. Such a file is hostile until shown
+otherwise: it must hold a real table ``completions`` (a view, however it recurses, is refused), it is
+opened ``immutable`` (no ``-wal``/``-shm`` file is made beside it, no lock taken; only when a ``-wal``
+is already there, holding its latest writes, is it opened plainly read-only), and every query on
+it runs under a time budget (:data:`QUERY_BUDGET`), so no file can hang a replay.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -29,6 +34,7 @@ if TYPE_CHECKING:
     from sdbctl.sdb.store import Store
 
 CACHE_FILE = "responses.sqlite"
+QUERY_BUDGET = 10.0  #: seconds one query on a --cache-from file may take (a lookup by key takes microseconds)
 
 
 class CacheError(SdbError):
@@ -86,9 +92,17 @@ class ResponseCache:
             if read_only:
                 if not path.is_file():
                     raise CacheError(f"response cache {path}: no such file")
-                self._db = sqlite3.connect(
-                    f"{path.absolute().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=60
-                )
+                # immutable: no -wal/-shm made beside it, no lock; unless a -wal already there holds
+                # its latest writes (a cache in use elsewhere), which only a plain read-only open reads
+                pending = path.with_name(path.name + "-wal").exists()
+                mode = "ro" if pending else "ro&immutable=1"
+                self._db = sqlite3.connect(f"{path.absolute().as_uri()}?mode={mode}", uri=True, check_same_thread=False)
+                self._deadline = 0.0
+                self._db.set_progress_handler(self._over_budget, 10_000)
+                if not self._query(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'completions'"
+                ).fetchone():
+                    raise sqlite3.DatabaseError("no table completions")  # a view is not followed
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
@@ -96,17 +110,29 @@ class ResponseCache:
                 self._db.execute(
                     "CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, completion BLOB NOT NULL)"
                 )
-            self._db.execute("SELECT key, completion FROM completions LIMIT 0").fetchall()  # its shape, now
+            self._query("SELECT key, completion FROM completions LIMIT 0").fetchall()  # its shape, now
         except sqlite3.Error as exc:
             self._fail(exc)
         except OSError as exc:
             raise CacheError(f"response cache {path}: {exc.strerror or exc}") from None
+
+    def _over_budget(self) -> bool:
+        """SQLite's progress handler on a --cache-from file: True stops the query running too long."""
+        return time.monotonic() > self._deadline
+
+    def _query(self, sql: str, params: tuple[str, ...] = ()) -> sqlite3.Cursor:
+        """``sql`` on the cache; on a --cache-from file, within :data:`QUERY_BUDGET` from now."""
+        if self.read_only:
+            self._deadline = time.monotonic() + QUERY_BUDGET
+        return self._db.execute(sql, params)
 
     def _fail(self, exc: sqlite3.Error) -> NoReturn:
         db = getattr(self, "_db", None)
         if db is not None:
             db.close()
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        if self.read_only and reason == "interrupted":
+            reason = f"a query took longer than {QUERY_BUDGET:g}s"
         raise CacheError(f"response cache {self.path}: not a response cache ({reason}){self._hint}") from None
 
     @property
@@ -118,7 +144,7 @@ class ResponseCache:
         """The completion cached under ``key``, or None; a damaged entry is a :class:`CacheError`."""
         try:
             with self._lock:
-                row = self._db.execute("SELECT completion FROM completions WHERE key = ?", (key,)).fetchone()
+                row = self._query("SELECT completion FROM completions WHERE key = ?", (key,)).fetchone()
         except sqlite3.Error as exc:
             self._fail(exc)
         return _completion(self.path, key, row[0], self._hint) if row else None

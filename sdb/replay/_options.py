@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdbctl.sdb.errors import UsageError
+from sdbctl.sdb.events import MAX_REPEAT  # a saved ``repeat`` beyond it is refused, never run
 
 RECORDED = "recorded"  #: the model spec that answers with the recorded answers (zero divergence)
 MODES = ("step", "session")  #: step: ask each recorded step again; session: run the agent again
 ON_DIVERGENCE = ("stop", "continue")  #: session mode, at an action with no recorded effect
 EXECUTORS = ("local", "ray")  #: this process, or sessions sharded over Ray workers
-MAX_REPEAT = 1000  #: the most repeats of a replay (a saved ``repeat`` beyond it is refused, never run)
 DEFAULT_SEED = 0  #: the seed a replay asks with unless told (``record --seed``'s default)
 
 
@@ -59,6 +59,9 @@ class ReplayOptions:
             raise UsageError(f"--mode must be step or session, not {self.mode!r}")
         if self.on_divergence not in ON_DIVERGENCE:
             raise UsageError("--on-divergence must be stop or continue")
+        if self.mode == "step" and (self.on_divergence != "stop" or self.agent_options):  # else silently unused
+            given = "--on-divergence" if self.on_divergence != "stop" else "--spine"
+            raise UsageError(f"{given} applies to --mode session only (step mode runs no agent)")
         if self.cache_from is not None and (not self.cache or self.repeat > 1 or self.model == RECORDED):
             why = "--no-cache" if not self.cache else "--repeat" if self.repeat > 1 else "--model recorded"
             raise UsageError(f"--cache-from {self.cache_from}: no cache is read with {why}")

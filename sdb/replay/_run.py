@@ -14,18 +14,19 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from sdbctl.sdb.agents import Workload
+from sdbctl.sdb.agents import Workload, check_simulator
 from sdbctl.sdb.boundary import load_actions_setting
 from sdbctl.sdb.errors import Interrupted, SchemaError, SdbError, UsageError
+from sdbctl.sdb.events import MAX_REPEAT
 from sdbctl.sdb.providers import resolve
 from sdbctl.sdb.recording import Recorder, manifest_fields, new_run_id
 from sdbctl.sdb.redaction import load_redactor, url_without_secrets
-from sdbctl.sdb.replay._agent import check_simulator, choose_agent, no_agent
+from sdbctl.sdb.replay._agent import choose_agent, no_agent
 from sdbctl.sdb.replay._cache import CacheError, ResponseCache, cache_endpoint, cache_path, check_cache
 from sdbctl.sdb.replay._calling import Caller, in_flight
 from sdbctl.sdb.replay._job import Job
 from sdbctl.sdb.replay._limits import Limiter
-from sdbctl.sdb.replay._options import DEFAULT_SEED, MAX_REPEAT, MODES, RECORDED, ReplayOptions
+from sdbctl.sdb.replay._options import DEFAULT_SEED, MODES, RECORDED, ReplayOptions
 from sdbctl.sdb.replay._results import ReplayProgress, ReplayResult, clock
 from sdbctl.sdb.replay._session import repeat_of, replay_sessions
 from sdbctl.sdb.replay._step import replay_steps
@@ -366,7 +367,7 @@ class Replayer:
         self.provider = (
             None if self.recorded else resolve(opts.model, {"base_url": opts.base_url} if opts.base_url else None)
         )
-        check_simulator(opts.model, self.source_run, self.source.agent, self.workload)  # after resolve: typos first
+        check_simulator(opts.model, self.workload, f"run {self.source_run!r}")  # after resolve: typos first
         # this machine's, never the store's (see sdb.replay._cache); a Ray shard is handed the driver's
         self.cache_path = cache_file or cache_path(store)
         if opts.cache and not self.recorded:  # a damaged cache is refused before the run is created
@@ -493,5 +494,5 @@ class Replayer:
         if status == "complete":
             return Interrupted(f"run {run_id} was complete already")
         p = self.progress
-        done = f" ({p.done}/{p.total} steps)" if p.total else ""
+        done = f" ({p.done}/{p.total} model calls)" if p.total else ""
         return Interrupted(f"run {run_id} is left partial{done}", "resume it with", resume_args(run_id, self.opts))

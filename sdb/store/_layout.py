@@ -23,7 +23,9 @@ A damaged run is placed by its file's time.
 **@latest** is the newest run THIS MACHINE wrote to the store: a date just ahead of now is believed
 once that time has passed, so the store's own dates cannot be what chooses it. Each run this machine
 creates is appended to a log in :meth:`Store.machine_dir` (outside the store) with this machine's
-clock, and ``@latest`` is the newest of those that still exist. For a store this machine never wrote,
+clock and the ``created`` its manifest got, and ``@latest`` is the newest of those that still exist
+with that same ``created`` (another store moved to the same path may hold a run of the same id).
+A damaged manifest cannot show it, so counts as not written here. For a store this machine never wrote,
 it is the last run in the order above, and a line on stderr says so; either way the run it names is
 said on stderr. When that run is damaged, ``@latest`` is its error, never an older run in its place.
 """
@@ -259,32 +261,36 @@ class Store:
             raise SchemaError(f"{LATEST} is run {newest.run_id!r}, which is damaged: {newest.problem}")
         return newest.run_id
 
-    def note_created(self, run_id: str) -> None:
-        """Append ``run_id`` to this machine's log of the runs it created in this store, with this
-        machine's clock (:meth:`latest` prefers them). Best effort: a log that cannot be written loses
-        that preference only, never the run."""
+    def note_created(self, run_id: str, created: str) -> None:
+        """Append ``run_id`` and its manifest's ``created`` to this machine's log of the runs it created
+        in this store, with this machine's clock (:meth:`latest` prefers them). Best effort: a log that
+        cannot be written loses that preference only, never the run."""
         try:
             path = self.machine_dir(CREATED_LOG)
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a", encoding="utf-8") as log:  # one short line: one append
-                log.write(f"{dt.datetime.now(dt.UTC).isoformat()} {run_id}\n")
+                log.write(f"{dt.datetime.now(dt.UTC).isoformat()} {run_id} {created}\n")
         except (OSError, RuntimeError):  # RuntimeError: no home directory to hold it
             pass
 
-    def _created_here(self) -> list[str]:
-        """The runs this machine's log says it created in this store, oldest first by its clock."""
+    def _created_here(self) -> list[tuple[str, str]]:
+        """The runs this machine's log says it created in this store, as (id, the manifest's
+        ``created``), oldest first by its clock; a line of an older log (no ``created``) is skipped."""
         try:
             text = self.machine_dir(CREATED_LOG).read_text(encoding="utf-8", errors="replace")
         except (OSError, RuntimeError):
             return []
         rows = []
         for i, line in enumerate(text.splitlines()):
-            when, _, run_id = line.partition(" ")
+            when, _, rest = line.partition(" ")
+            run_id, _, created = rest.partition(" ")
+            if not created:  # an older log's line, or a torn one: it cannot show which run was written
+                continue
             try:
-                rows.append((_parse_time(when), i, check_run_id(run_id)))
+                rows.append((_parse_time(when), i, check_run_id(run_id), created))
             except (ValueError, UsageError):  # a torn line: skipped
                 continue
-        return [run_id for _, _, run_id in sorted(rows)]
+        return [(run_id, created) for _, _, run_id, created in sorted(rows)]
 
     def latest(self) -> RunEntry:
         """The run ``@latest`` names (see the module docstring), sound or damaged: the newest run this
@@ -294,7 +300,11 @@ class Store:
         if not entries:
             raise RunNotFound(f"store {self.uri} has no runs, so {LATEST} names nothing")
         by_id = {e.run_id: e for e in entries}
-        mine = [by_id[r] for r in self._created_here() if r in by_id]
+        mine = [  # only the run this machine wrote: the same id with the same manifest's creation time
+            by_id[r]
+            for r, created in self._created_here()
+            if r in by_id and (manifest := by_id[r].manifest) is not None and manifest.created == created
+        ]
         newest = mine[-1] if mine else entries[-1]
         if newest.problem is None:
             said = (

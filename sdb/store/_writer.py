@@ -245,7 +245,7 @@ class RunWriter:
             **fields,
         )
         writer = cls(store, manifest)
-        store.note_created(run_id)  # this machine's own record of the runs it wrote: what @latest prefers
+        store.note_created(run_id, manifest.created)  # this machine's record of its runs: what @latest prefers
         return writer
 
     @property
