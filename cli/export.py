@@ -27,7 +27,12 @@ def export(
         typer.Option("--format", "-f", help="jsonl (events), parquet (events) or chat (one conversation per session)."),
     ] = ExportFormat.jsonl,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output file; JSONL and chat go to stdout when omitted.")
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output file (its extension must fit --format); JSONL and chat go to stdout when omitted or -.",
+        ),
     ] = None,
     store: StoreOption = None,
 ) -> None:
@@ -43,8 +48,17 @@ def export(
     Example: sdbctl export RUN --format parquet --out run.parquet  ·  sdbctl export RUN --format chat -o chat.jsonl
     """
     from sdbctl.cli._render import note
+    from sdbctl.sdb.errors import UsageError
     from sdbctl.sdb.store import Store
 
+    if out is not None and str(out) == "-":  # the usual spelling of standard output
+        out = None
+    if out is not None and out.suffix.lower() in (".parquet", ".jsonl", ".json", ".ndjson"):
+        is_parquet = out.suffix.lower() == ".parquet"
+        if is_parquet != (fmt == ExportFormat.parquet):
+            raise UsageError(f"--out {out}: a {out.suffix} file for --format {fmt.value}; name the format that fits")
+    if out is None and fmt == ExportFormat.parquet:
+        raise UsageError("--format parquet needs --out FILE (Parquet is not written to a terminal or a pipe)")
     target: Any = out if out is not None else sys.stdout.buffer
     if fmt == ExportFormat.chat:
         import sdbctl.fixtures.workloads

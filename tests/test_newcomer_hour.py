@@ -184,8 +184,9 @@ def test_export_into_a_missing_directory_names_the_users_path_and_leaves_nothing
 ) -> None:
     ok(sdbctl("record", "contract-renewal", "-n", "3", "--run-id", "base"))
     before = _listing(tmp_path)
-    out = sdbctl("export", "base", "--format", fmt, "-o", "/nonexistent/dir/x.jsonl")
-    assert_one_line_error(out, "/nonexistent/dir/x.jsonl", "no such directory /nonexistent/dir")
+    path = f"/nonexistent/dir/x.{'parquet' if fmt == 'parquet' else 'jsonl'}"
+    out = sdbctl("export", "base", "--format", fmt, "-o", path)
+    assert_one_line_error(out, path, "no such directory /nonexistent/dir")
     assert ".tmp" not in out.stderr
     assert _listing(tmp_path) == before
 
@@ -356,3 +357,12 @@ def test_the_divergence_table_at_80_columns_keeps_the_repeat_and_the_first_mark(
     header = next(line for line in out.stdout.splitlines() if "session" in line and "reason" in line)
     assert "rep" in header and "layer" in header and "base seq" not in header, out.stdout
     assert "*" in out.stdout
+
+
+def test_export_takes_dash_as_stdout_and_refuses_a_file_of_another_format(sdbctl: CLI, tmp_path: Path) -> None:
+    assert sdbctl("record", "contract-renewal", "-n", "2", "--run-id", "base").returncode == 0
+    out = sdbctl("export", "base", "-o", "-")
+    assert out.returncode == 0 and out.stdout.startswith("{") and not (tmp_path / "-").exists()
+    assert_one_line_error(sdbctl("export", "base", "-o", "x.parquet"), "x.parquet", "--format jsonl")
+    assert_one_line_error(sdbctl("export", "base", "-f", "parquet", "-o", "x.jsonl"), "x.jsonl")
+    assert not (tmp_path / "x.parquet").exists() and not (tmp_path / "x.jsonl").exists()
