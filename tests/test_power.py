@@ -182,7 +182,10 @@ def test_a_test_that_cannot_run_is_null_and_said(sdbctl: CLI, weak: Path, tmp_pa
     summary = json.loads(out.stdout)["summary"]
     assert "drift" not in summary and summary["outcomes"] is None  # no noise floor, no outcomes: no test
     text = sdbctl("diff", "base", "plain").stdout
-    assert "drift test: not run (no noise floor" in text and "outcome test: not run (no outcomes" in text
+    assert (
+        "drift test: not run (no noise floor" in text
+        and "outcome test: not run (it needs outcomes in both runs)" in text
+    )
     html = (tmp_path / "r.html").read_text()
     assert "no drift test" in html and "no outcome test" in html
 

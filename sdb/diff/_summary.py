@@ -64,7 +64,7 @@ def power_lines(s: DiffSummary) -> list[str]:
         f"outcome test (McNemar at alpha {outcomes.alpha:g}, {outcomes.sessions} sessions): "
         + power_text(outcomes.min_detectable, outcomes.target, outcomes.sessions_needed)
         if outcomes is not None
-        else "outcome test: not run (no outcomes on both sides)",
+        else "outcome test: not run (it needs outcomes in both runs)",
     ]
     left = left_out_text(s)
     return lines + ([left] if left else [])
