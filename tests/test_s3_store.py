@@ -118,7 +118,9 @@ def test_an_outage_longer_than_the_retries_leaves_a_partial_run_that_resumes(sdb
     assert sdbctl("record", "contract-renewal", "-n", "30", "--run-id", "base", env=env).returncode == 0
     expected = json.loads(sdbctl("replay", "base", "--model", "recorded", "--json", env=env).stdout)["steps"]
     with LLMServer() as model:
-        model.delay = 0.1  # 99 steps, about 10 s: the outage below starts well before the replay could end
+        # 99 steps, about 20 s: the outage below starts well before the replay could end, also on a loaded
+        # machine (at 0.1 s a fresh-clone run once saw the replay end before the outage began)
+        model.delay = 0.2
 
         def outage() -> None:
             wait_until(lambda: any("/runs/cut/events-" in k for k in s3.keys("runs")), 60, "a part written")
