@@ -251,6 +251,15 @@ def sdbctl_process(tmp_path: Path) -> CLI:
 
 
 @pytest.fixture
+def machine_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This machine's directory for stores (``SDB_CACHE_DIR``: the response cache, the runs it wrote),
+    apart from the test's folder and its stores, the same for the commands and the test's own calls."""
+    root = tmp_path / "machine-cache"
+    monkeypatch.setenv("SDB_CACHE_DIR", str(root))
+    return root
+
+
+@pytest.fixture
 def store(tmp_path: Path) -> Path:
     return tmp_path / ".sdb"
 

@@ -25,12 +25,7 @@ sdbctl.fixtures.workloads.register_all()
 V1, V2 = "sim:renewal@v1", "sim:renewal@v2"
 
 
-@pytest.fixture(autouse=True)
-def machine_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """This machine's cache directory, apart from the test's folder and the store."""
-    root = tmp_path / "machine-cache"
-    monkeypatch.setenv("SDB_CACHE_DIR", str(root))
-    return root
+pytestmark = pytest.mark.usefixtures("machine_cache")  # this machine's directories: the test's own
 
 
 def _replay(sdbctl: CLI, *args: str) -> dict[str, Any]:

@@ -24,12 +24,7 @@ sdbctl.fixtures.workloads.register_all()
 V2 = "sim:renewal@v2"
 
 
-@pytest.fixture(autouse=True)
-def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """This machine's directory for stores: the same for the commands and this test's own calls."""
-    root = tmp_path / "machine"
-    monkeypatch.setenv("SDB_CACHE_DIR", str(root))
-    return root
+pytestmark = pytest.mark.usefixtures("machine_cache")  # this machine's directories: the test's own
 
 
 def _plant(store: Path, copy_of: str, folder: str, created: dt.datetime) -> None:

@@ -20,9 +20,7 @@ sdbctl.fixtures.workloads.register_all()
 V1 = "sim:renewal@v1"
 
 
-@pytest.fixture(autouse=True)
-def machine_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SDB_CACHE_DIR", str(tmp_path / "machine-cache"))
+pytestmark = pytest.mark.usefixtures("machine_cache")  # this machine's directories: the test's own
 
 
 def _agent_args(store: Path, run_id: str, **changes: Any) -> None:

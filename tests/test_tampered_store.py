@@ -17,12 +17,7 @@ from tests.test_cache_trust import _plant
 V2 = "sim:renewal@v2"
 
 
-@pytest.fixture(autouse=True)
-def machine_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """This machine's cache directory, apart from the test's folder and the stores."""
-    root = tmp_path / "machine-cache"
-    monkeypatch.setenv("SDB_CACHE_DIR", str(root))
-    return root
+pytestmark = pytest.mark.usefixtures("machine_cache")  # this machine's directories: the test's own
 
 
 def _edit(manifest: Path, **changes: Any) -> None:
