@@ -128,7 +128,7 @@ def diff(
         emit([as_json(d) for d in _ordered(result)], _divergence_fields(), fmt)
     else:
         _print_summary(result.summary)
-        _print_divergences(_COLUMNS, _divergence_rows(result), limit)
+        _print_divergences(_COLUMNS, _divergence_rows(result, limit), limit, len(result.divergences))
 
 
 _COLUMNS = ["session", "step", "rep", "base seq", "cand seq", "layer", "reason", "action", "fields"]
@@ -149,8 +149,10 @@ def _ordered(result: DiffResult) -> list[Divergence]:
     return sorted(result.divergences, key=lambda d: (d.layer not in gated, d.after_first))
 
 
-def _divergence_rows(result: DiffResult) -> list[list[Any]]:
-    """One table row per divergence (:data:`_COLUMNS`), ``*`` marking :data:`sdb.diff.FIRST_MARK`."""
+def _divergence_rows(result: DiffResult, limit: int = 0) -> list[list[Any]]:
+    """One table row per divergence (:data:`_COLUMNS`), ``*`` marking :data:`sdb.diff.FIRST_MARK`; the
+    first ``limit`` only (0: all), read from the diff's file without the others."""
+    shown = result.divergences.first(limit, result.summary.layers) if limit > 0 else _ordered(result)
     return [
         [
             d.session_id,
@@ -163,12 +165,13 @@ def _divergence_rows(result: DiffResult) -> list[list[Any]]:
             d.base_action if d.base_action == d.candidate_action else f"{d.base_action} -> {d.candidate_action}",
             d.changes() + (f"similarity {d.similarity:.2f}" if d.similarity is not None else ""),
         ]
-        for d in _ordered(result)
+        for d in shown
     ]
 
 
-def _print_divergences(columns: list[str], rows: list[list[Any]], limit: int) -> None:
-    """The table of divergences, cut at ``limit`` rows (0: all), with a note of what was cut."""
+def _print_divergences(columns: list[str], rows: list[list[Any]], limit: int, total: int) -> None:
+    """The table of divergences, cut at ``limit`` rows (0: all), with a note of what was cut (of
+    ``total``)."""
     from sdbctl.cli._render import note, print_table
     from sdbctl.sdb.diff import FIRST_MARK
 
@@ -177,8 +180,8 @@ def _print_divergences(columns: list[str], rows: list[list[Any]], limit: int) ->
         narrow_first = ["base seq", "cand seq", "step", "layer", "rep"]  # what a narrow terminal leaves out
         print_table(columns, shown, widths={"fields": 70, "action": 40}, drop=narrow_first)
         note(f"* {FIRST_MARK}; gated layers first")
-    if len(shown) < len(rows):
-        note(f"{len(rows) - len(shown)} more divergences; use --limit 0, --json, or sdbctl query ... FROM divergences")
+    if len(shown) < total:
+        note(f"{total - len(shown)} more divergences; use --limit 0, --json, or sdbctl query ... FROM divergences")
 
 
 def _print_summary(s: DiffSummary) -> None:

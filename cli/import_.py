@@ -90,7 +90,18 @@ def import_chat(
     map_file: Annotated[
         Path | None,
         typer.Option(
-            "--map", help="TOML map: dotted paths of messages, session, repeat, outcome, model; effect_error."
+            "--map",
+            help="TOML map: dotted paths of conversations, messages, session, repeat, outcome, model, tools, "
+            "tool_error; effect_error.",
+        ),
+    ] = None,
+    tools_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--tools",
+            metavar="FILE",
+            help="JSON tool definitions (an OpenAI tools list, Anthropic's, or an object with one under "
+            '"tools") put in every imported request, instead of any the log holds.',
         ),
     ] = None,
     run_id: Annotated[str | None, typer.Option("--run-id", help="Id of the new run (default: generated).")] = None,
@@ -105,20 +116,25 @@ def import_chat(
     Each assistant message is an llm event (step call-NNN) and its actions: one per tool call, or
     `message` for a text answer (JSON in a text answer is speech, unless the project's
     [tool.sdbctl.boundary] says actions = "json_text"); each
-    tool message is the effect of its call (a reused call id answers the earliest unanswered call with
-    it). Anthropic tool_use / tool_result blocks are read too. Several
+    tool message is the effect of its call (by tool_call_id, or id; a reused call id answers the
+    earliest unanswered call with it). Tool calls are read in the OpenAI shape, flat ({"id", "name",
+    "arguments"}, arguments an object or a JSON string), and as Anthropic tool_use / tool_result
+    blocks. Several
     FILEs make one run. A bad item is FILE:LINE (JSON lines), FILE[i] (an array element) or FILE, exit 2,
     no run written. Payloads are redacted by [tool.sdbctl.redact].
 
     The map (optional; every key too) names dotted paths in each conversation object:
 
     \b
+        conversations = "simulations"  # the list of conversations in each file's object (default: none)
         messages = "traj"        # the messages list        (default "messages")
         session = "task_id"      # the session id           (default "id"; none: conv-N, N its position)
         repeat = "trial"         # trial number: ID, ID#r1, ID#r2 ... by rank (default "repeat")
         outcome = "reward"       # a number in [0, 1] or a boolean: a state event `outcome` (default "outcome")
-        model = "info.model"     # the model: llm events are openai:MODEL (default "model")
+        model = "info.model"     # the model: llm events are openai:MODEL (default "model"; else in the file)
+        tools = "info.tools"     # tool definitions for every request (default "tools"; else in the file)
         effect_error = "^Error"  # a regular expression: a tool result whose text matches it failed
+        tool_error = "error"     # a tool result whose value there is truthy failed
         actions = "json_text"    # must match the project's [tool.sdbctl.boundary] actions, if given
 
     A key set to "" is not read. A path the map names that matches nothing in any conversation is an
@@ -128,13 +144,20 @@ def import_chat(
 
     \b
     Example: sdbctl import chat trial-a.jsonl trial-b.jsonl --map map.toml --run-id airline
+    Example: sdbctl import chat results.json --map tau2-map.toml --tools tools.json
     """
     from sdbctl.cli._render import note
     from sdbctl.recorders.importers import import_chat as run_import
 
     with _all_or_nothing(store):
         summary = run_import(
-            str(store) if store else None, files, map_file, run_id=run_id, skip_bad=skip_bad, note=note
+            str(store) if store else None,
+            files,
+            map_file,
+            run_id=run_id,
+            skip_bad=skip_bad,
+            note=note,
+            tools_path=tools_file,
         )
     _report(summary, json, "bad conversations")
 

@@ -31,6 +31,24 @@ def replay(
     prompt: Annotated[
         list[str] | None, typer.Option("--prompt", "-p", help="Re-render this template version, NAME@VERSION.")
     ] = None,
+    system: Annotated[
+        str | None,
+        typer.Option(
+            "--system",
+            metavar="FILE",
+            help="Step mode: replace the system prompt of every recorded request with this file's text (for "
+            "traffic without templates). Without --model: the run's own model, on the server --base-url names.",
+        ),
+    ] = None,
+    system_from: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--system-from",
+            metavar="AGENT=FILE",
+            help="As --system, for one agent's requests: AGENT is an actor of the run, or a file holding the "
+            "system prompt its requests were recorded with. Repeatable; --system then covers the rest.",
+        ),
+    ] = None,
     mode: Annotated[
         str, typer.Option("--mode", help="step (ask each recorded step) or session (closed loop).")
     ] = "step",
@@ -106,6 +124,10 @@ def replay(
     as sdbctl never sends credentials to an endpoint a store names; an option that differs from the
     run's is refused.
 
+    Recorded or imported traffic has no template to re-render: --system FILE replaces the system prompt
+    of its requests instead (--system-from AGENT=FILE for one agent's), and the manifest keeps each
+    file's name and digest.
+
     Example: sdbctl replay @latest --model sim:renewal@v2 --prompt offer@v2 --concurrency 16
     """
     from rich.progress import (
@@ -121,13 +143,15 @@ def replay(
     import sdbctl.fixtures.workloads
     from sdbctl.cli._interrupted import say_when_interrupted
     from sdbctl.cli._render import err_console, note, print_json
-    from sdbctl.sdb.replay import Executor, ReplayOptions, ReplayProgress, prepare, prompt_versions
+    from sdbctl.sdb.replay import Executor, ReplayOptions, ReplayProgress, prepare, prompt_versions, system_change
     from sdbctl.sdb.results import as_json
+    from sdbctl.sdb.text import visible
 
     sdbctl.fixtures.workloads.register_all()
     opts = ReplayOptions(
         model=model or "",
         prompts=prompt_versions(prompt or []),
+        system=system_change(system, system_from or []),
         mode=mode,
         repeat=repeat,
         concurrency=concurrency,
@@ -147,6 +171,8 @@ def replay(
     where = Executor(kind=executor, address=address, workers=workers, setup=("sdbctl.fixtures.workloads:register_all",))
     passed = {_FIELDS.get(p, p) for p in ctx.params if _given(ctx, p)}
     ready = prepare(store, run_id, opts, resume=resume, executor=where, passed=passed)  # refusals before the bar
+    for line in ready.notes:  # each one line, however wide the terminal
+        err_console.print(visible(line), style="dim", soft_wrap=True, highlight=False, markup=False)
     with (
         say_when_interrupted(store),
         Progress(
@@ -189,7 +215,13 @@ def replay(
 
 
 #: command-line parameters named apart from the ReplayOptions field they set
-_FIELDS = {"prompt": "prompts", "no_cache": "cache", "new_run_id": "run_id", "spine": "agent_options"}
+_FIELDS = {
+    "prompt": "prompts",
+    "no_cache": "cache",
+    "new_run_id": "run_id",
+    "spine": "agent_options",
+    "system_from": "system",
+}
 
 
 def _given(ctx: typer.Context, name: str) -> bool:

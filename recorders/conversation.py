@@ -26,7 +26,7 @@ import xxhash
 from sdbctl.sdb.boundary import Boundary, load_actions_setting, write_actions
 from sdbctl.sdb.events import canonical_bytes
 from sdbctl.sdb.recording import Recorder, Session
-from sdbctl.sdb.redaction import Redactor
+from sdbctl.sdb.redaction import HistoryRedactor, Redactor, shared_prefix
 
 SESSION_HEADER = "X-SDB-Session"
 
@@ -44,9 +44,14 @@ class _Call:
 @dataclass
 class _Conversation:
     session: Session
+    history: HistoryRedactor  # its requests' history is redacted once, not on every call
     calls: dict[str, list[_Call]] = field(default_factory=dict)  # call id -> its calls, in order (ids are reused)
     answered: dict[str, int] = field(default_factory=dict)  # call id -> how many of its calls have a result
     llm_calls: int = 0
+    # the messages of the last request scanned for tool results, and the scan's state at their end
+    scanned: list[Any] = field(default_factory=list)
+    names: dict[str, list[str]] = field(default_factory=dict)
+    seen: dict[str, int] = field(default_factory=dict)
 
     def next_unanswered(self, name: str) -> str | None:
         """The id of the oldest call of tool ``name`` that has no result yet (by action seq)."""
@@ -80,6 +85,14 @@ class _Capture:
 
 def _digest(messages: list[Any]) -> str:
     return xxhash.xxh3_64_hexdigest(canonical_bytes(messages))
+
+
+def _messages(response: Any) -> list[Any]:
+    """The messages of a chat-completions answer's choices (none for another shape)."""
+    choices = response.get("choices") if isinstance(response, Mapping) else None
+    if not isinstance(choices, list):
+        return []
+    return [c.get("message") for c in choices if isinstance(c, Mapping) and isinstance(c.get("message"), Mapping)]
 
 
 def session_key(header: str | None, request: Mapping[str, Any]) -> str:
@@ -129,7 +142,9 @@ class ConversationRecorder:
     def _conversation(self, session_id: str) -> _Conversation:
         found = self.conversations.get(session_id)
         if found is None:
-            found = self.conversations[session_id] = _Conversation(self.recorder.session(session_id))
+            found = self.conversations[session_id] = _Conversation(
+                self.recorder.session(session_id), HistoryRedactor(self.redactor)
+            )
         return found
 
     def session_for(self, header: str | None, request: Mapping[str, Any]) -> str:
@@ -168,13 +183,19 @@ class ConversationRecorder:
         """Record the tool results in ``request`` that were not recorded yet, each linked to its call.
 
         A request carries the whole history again, so the k-th tool message with id X in it answers
-        the k-th call with id X, and is recorded only when no earlier request held it."""
+        the k-th call with id X, and is recorded only when no earlier request held it. A request that
+        extends the last one scanned is scanned from where that one ended."""
         messages = request.get("messages")
         if not isinstance(messages, list):
             return
-        names: dict[str, list[str]] = {}  # call id -> the tool names of the calls with that id, in order
-        seen: dict[str, int] = {}  # call id -> tool messages with that id so far
-        for message in messages:
+        conv = self._conversation(session_id)
+        start = len(conv.scanned)
+        if not start or shared_prefix(conv.scanned, messages) < start:
+            start, conv.names, conv.seen = 0, {}, {}
+        names = conv.names  # call id -> the tool names of the calls with that id, in order
+        seen = conv.seen  # call id -> tool messages with that id so far
+        conv.scanned = messages
+        for message in messages[start:]:
             if not isinstance(message, Mapping):
                 continue
             for call in message.get("tool_calls") or []:
@@ -263,8 +284,10 @@ class ConversationRecorder:
         differ's unit), then the actions the boundary finds in the answer. Returns the llm seq."""
         conv = self._conversation(session_id)
         self._failed.discard(session_id)
-        req = self.redactor.redact(request)
+        req = conv.history.redact(request)
         resp = self.redactor.redact(response)
+        for raw, done in zip(_messages(response), _messages(resp), strict=False):
+            conv.history.remember(raw, done)  # the next request holds it again: redacted once
         conv.llm_calls += 1
         step = f"call-{conv.llm_calls:03d}"
         seq = conv.session.llm(

@@ -13,6 +13,7 @@ manifests and should not pay a quarter of a second for them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ class Timeline:
     run_id: str
     sessions: list[str]
     events: pa.Table
+    whole: bool = False  #: llm payloads with their request whole (``show --full``)
 
     @property
     def columns(self) -> list[str]:
@@ -67,10 +69,12 @@ class Timeline:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         from sdbctl.sdb.store import event_dicts
 
-        return event_dicts(self.events)
+        return event_dicts(self.events, whole=self.whole)
 
 
-def timeline(store: Store, ref: str, *, session: str | None = None, kind: str | None = None) -> Timeline:
+def timeline(
+    store: Store, ref: str, *, session: str | None = None, kind: str | None = None, whole: bool = False
+) -> Timeline:
     """The timeline of run ``ref`` (an id or ``@latest``); an unknown kind or session is a one-line error."""
     from sdbctl.sdb.events import KINDS
     from sdbctl.sdb.names import check_choice
@@ -81,7 +85,7 @@ def timeline(store: Store, ref: str, *, session: str | None = None, kind: str | 
     run_id = store.resolve(ref)  # @latest: the output names the run it is
     table = run_events(store, run_id, session=session, kind=kind)
     sessions = table.column("session_id").unique().to_pylist() if table.num_rows else []
-    return Timeline(run_id, [str(s) for s in sessions], table)
+    return Timeline(run_id, [str(s) for s in sessions], table, whole)
 
 
 def check_read_only(sql: str) -> None:
@@ -124,9 +128,11 @@ def read_only_query(store: Store, sql: str, run_id: str | None = None) -> tuple[
 def _query(
     store: Store, sql: str, run_id: str | None = None, *, runs: list[str] | None = None
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    from sdbctl.sdb.store import connect, run_query, spill_directory
+    from sdbctl.sdb.store import add_requests_view, connect, run_query, spill_directory
 
     con = connect(store, run_id, runs=runs, divergences=True)
+    if re.search(r"\brequests\b", sql, re.IGNORECASE):
+        add_requests_view(con)
     allowed = [str(spill_directory())]
     if not store.loc.remote:
         allowed.append(str(Path(store.root).resolve()))

@@ -16,6 +16,8 @@ Headers are never recorded at all: redaction is for the text inside request and 
 
 from __future__ import annotations
 
+import functools
+import operator
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -24,12 +26,22 @@ from pathlib import Path
 from typing import Any
 
 from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.events import plain_json, same_json
 from sdbctl.sdb.settings import read_table
 
 # keys whose text value is a credential, whatever its shape: in a JSON (or Python) text, and as the key of
 # a payload's mapping (a tool's arguments) under the rule secret_field
 _SECRET_KEYS = r"api[_-]?key|(?:access|refresh|auth|id)[_-]?token|(?:client[_-]?)?secret|password|passwd"
 _SECRET_KEY = re.compile(rf"(?i:{_SECRET_KEYS})")
+_PLAIN = frozenset({int, float, bool, type(None)})
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret_key(key: str) -> bool:
+    """Whether a payload's key names a credential (its text value is then redacted whole)."""
+    return _SECRET_KEY.fullmatch(key) is not None
+
+
 SECRET_FIELD = "secret_field"
 
 DEFAULT_RULES: dict[str, str] = {
@@ -88,29 +100,191 @@ class Redactor:
     def names(self) -> list[str]:
         return [name for name, _ in self.rules]
 
+    @functools.cached_property
+    def _subs(self) -> tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...]:
+        return tuple((pattern, _replacement(name, pattern)) for name, pattern in self.rules)
+
+    @functools.cached_property
+    def _any(self) -> Any:
+        """A pattern that matches wherever any rule could (:func:`_maybe_secret`), or None."""
+        return _maybe_secret([pattern for _, pattern in self.rules])
+
+    @functools.cached_property
+    def _loose(self) -> Any:
+        """:attr:`_any` when it is RE2's over the loosened rules (which finds a rule's match inside a
+        JSON text too), else None."""
+        found = self._any
+        return found if found is not None and type(found).__module__.startswith("re2") else None
+
+    @functools.cached_property
+    def _fields(self) -> bool:
+        return any(name == SECRET_FIELD for name, _ in self.rules)
+
+    @functools.cached_property
+    def _short(self) -> dict[str, str]:
+        """Short texts already redacted: a log's keys and small values come back thousands of times."""
+        return {}
+
     def text(self, value: str) -> str:
-        for name, pattern in self.rules:
-            value = pattern.sub(_replacement(name, pattern), value)
+        short = len(value) <= 64
+        if short:
+            done = self._short.get(value)
+            if done is not None:
+                return done
+        original = value
+        found = self._any
+        if found is None or found.search(value) is not None:
+            for pattern, replacement in self._subs:
+                value = pattern.sub(replacement, value)
+        if short:
+            if len(self._short) >= 65_536:
+                self._short.clear()
+            self._short[original] = value
         return value
 
     def redact(self, value: Any) -> Any:
+        """A copy of ``value`` with every string (and key) redacted; a structure whose JSON text no
+        rule can match anywhere (:func:`_maybe_secret`, over its strings as they are: a text with no
+        escape) is returned as it is, unwalked."""
         if not self.rules:
             return value
-        if isinstance(value, str):
+        kind = type(value)
+        if kind is dict or kind is list:
+            found = self._loose
+            text = plain_json(value) if found is not None else None
+            if text is not None and b"\\" not in text and found.search(text.decode()) is None:
+                return value
+        return self._walk(value)
+
+    def _walk(self, value: Any) -> Any:
+        kind = type(value)
+        if kind in _PLAIN:  # numbers, booleans and null: nothing to redact, the common case first
+            return value
+        if kind is str or isinstance(value, str):
             return self.text(value)
-        if isinstance(value, Mapping):  # keys too: a tool's result may be keyed by an address
-            fields = any(name == SECRET_FIELD for name, _ in self.rules)
-            return {
-                (self.text(k) if isinstance(k, str) else k): (
-                    f"[REDACTED:{SECRET_FIELD}]"
-                    if fields and isinstance(k, str) and isinstance(v, str) and v and _SECRET_KEY.fullmatch(k)
-                    else self.redact(v)
-                )
-                for k, v in value.items()
-            }
-        if isinstance(value, list | tuple):
-            return [self.redact(v) for v in value]
+        if kind is dict or isinstance(value, Mapping):  # keys too: a tool's result may be keyed by an address
+            fields, text, redact, out = self._fields, self.text, self._walk, {}
+            for k, v in value.items():
+                if type(k) is str or isinstance(k, str):
+                    if fields and isinstance(v, str) and v and _secret_key(k):
+                        out[text(k)] = f"[REDACTED:{SECRET_FIELD}]"
+                        continue
+                    k = text(k)
+                out[k] = v if type(v) in _PLAIN else redact(v)
+            return out
+        if kind is list or kind is tuple or isinstance(value, list | tuple):
+            redact = self._walk
+            return [v if type(v) in _PLAIN else redact(v) for v in value]
         return value
+
+
+def _group_end(source: str, start: int) -> int:
+    """The index of the ``)`` that closes the group opened at ``source[start]`` (escapes and
+    character classes skipped); -1 when there is none."""
+    depth, i, in_class = 0, start, False
+    while i < len(source):
+        c = source[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            i += 2 if source[i + 1 : i + 2] == "]" or source[i + 1 : i + 3] == "^]" else 1
+            i += 1 if source[i - 1 : i] == "^" and source[i : i + 1] == "]" else 0
+            continue
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return -1
+
+
+def _loosened(source: str) -> str | None:
+    """``source`` with what only narrows a match taken out: negative lookarounds, word boundaries and
+    anchors dropped, positive lookarounds made part of the match, named groups made plain. It
+    matches in any text that holds a match of the rule (None: it could not be done)."""
+    if re.search(r"\\[1-9]|\(\?P=", source):
+        return None  # a back-reference: groups cannot be renumbered
+    out, i, in_class = [], 0, False
+    while i < len(source):
+        c = source[i]
+        if c == "\\":
+            two = source[i : i + 2]
+            out.append("" if not in_class and two in ("\\b", "\\B", "\\A", "\\Z", "\\z") else two)
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+            out.append(c)
+            i += 1
+            continue
+        if c == "[":
+            in_class = True
+            end = i + 1 + (source[i + 1 : i + 2] == "^")
+            end += source[end : end + 1] == "]"  # a ] first in a class is a character
+            out.append(source[i:end])
+            i = end
+            continue
+        if c in "^$":  # anchors: a rule's match inside a longer text (a JSON text) is found too
+            i += 1
+            continue
+        if source.startswith(("(?=", "(?<="), i):  # what must be beside the match: it is in the text too
+            out.append("(?:")
+            i += 3 if source.startswith("(?=", i) else 4
+            continue
+        if source.startswith(("(?!", "(?<!"), i):
+            end = _group_end(source, i)
+            if end < 0:
+                return None
+            i = end + 1
+            continue
+        if source.startswith("(?P<", i):
+            close = source.find(">", i)
+            if close < 0:
+                return None
+            out.append("(?:")
+            i = close + 1
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _maybe_secret(patterns: list[re.Pattern[str]]) -> Any:
+    """One pattern that matches wherever any of ``patterns`` could, found in one pass: RE2 (linear
+    time, ~50x Python's ``re`` on these rules) over the rules loosened to what RE2 reads
+    (:func:`_loosened`), else Python's ``re`` over the rules side by side; None when neither can be
+    built. A text it does not match is one no rule changes: it only spares the rules' passes.
+    Python's ``re`` keeps the rules' anchors, so it is never used over a JSON text (the caller
+    checks the module of what it gets)."""
+    parts, strict = [], []
+    for pattern in patterns:
+        source = re.sub(r"^\(\?[aiLmsux]+\)", "", pattern.pattern)  # its flags, scoped below
+        flags = "".join(f for f, bit in (("i", re.I), ("m", re.M), ("s", re.S), ("x", re.X)) if pattern.flags & bit)
+        scope = f"(?{flags}:" if flags else "(?:"
+        loose = _loosened(source)
+        parts.append(None if loose is None else scope + loose + ")")
+        strict.append(scope + re.sub(r"\(\?P<\w+>", "(?:", source) + ")")
+    if not patterns:
+        return None
+    if all(p is not None for p in parts):
+        try:
+            import re2  # type: ignore[import-untyped]
+
+            return re2.compile("|".join(p for p in parts if p is not None))
+        except Exception:
+            pass
+    if any(re.search(r"\\[1-9]|\(\?P=", p.pattern) for p in patterns):
+        return None
+    try:
+        return re.compile("|".join(strict))
+    except re.error:
+        return None
 
 
 def _replacement(name: str, pattern: re.Pattern[str]) -> str | Callable[[re.Match[str]], str]:
@@ -170,6 +344,53 @@ def load_redactor(directory: Path | None = None) -> Redactor:
         raise SdbError(f'{where}: redact.rules must be a table of NAME = "REGEX"')
     rules.update(extra)
     return build(rules, where)
+
+
+def shared_prefix(before: list[Any], items: list[Any]) -> int:
+    """How many leading items of ``items`` are those of ``before``, as canonical JSON tells values
+    apart (``True`` is not ``1``)."""
+    if len(before) <= len(items) and all(map(operator.is_, before, items)):  # the same objects: a log's history
+        return len(before)
+    n, limit = 0, min(len(before), len(items))
+    while n < limit and same_json(before[n], items[n]):
+        n += 1
+    return n
+
+
+class HistoryRedactor:
+    """One conversation's requests redacted one after another: a request repeats its history, whose
+    items were redacted with the call before, so only the new items of each list are redacted again
+    (redaction is per value, so the result is what :meth:`Redactor.redact` gives for the whole)."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
+        self._lists: dict[str, tuple[list[Any], list[Any]]] = {}  # key -> (items as given, redacted)
+        self._known: dict[int, tuple[Any, Any]] = {}  # id -> (a value redacted already, its redaction)
+
+    def remember(self, value: Any, redacted: Any) -> None:
+        """``value`` (an answer's message, which the next request holds again) is redacted already.
+        Only the last few are kept: a proxied request is parsed anew, and never holds them."""
+        if len(self._known) >= 16:
+            self._known.clear()
+        self._known[id(value)] = (value, redacted)
+
+    def _item(self, item: Any) -> Any:
+        known = self._known.pop(id(item), None)
+        return known[1] if known is not None and known[0] is item else self.redactor.redact(item)
+
+    def redact(self, request: Any) -> Any:
+        r = self.redactor
+        if not r.rules or not isinstance(request, Mapping):
+            return r.redact(request)
+        lists = {k: v for k, v in request.items() if type(k) is str and type(v) is list}
+        out = r.redact({k: v for k, v in request.items() if k not in lists})
+        for key, items in lists.items():
+            before, done = self._lists.get(key, ([], []))
+            n = shared_prefix(before, items)
+            redacted = done[:n] + [self._item(item) for item in items[n:]]
+            self._lists[key] = (items, redacted)
+            out[r.text(key)] = redacted
+        return out
 
 
 class RedactingSession:

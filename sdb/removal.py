@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from sdbctl.sdb.errors import SchemaError, SdbError, UsageError
+from sdbctl.sdb.events import with_requests
 from sdbctl.sdb.replay import cache_key, cache_path
 from sdbctl.sdb.store import LATEST, RunManifest, Store, connect
 
@@ -106,12 +107,14 @@ def _cache_keys(store: Store, m: RunManifest | None) -> list[str]:
     except SchemaError:  # a damaged part: the run goes, its keys cannot be known
         return []
     keys = []
-    for model, payload in con.execute("SELECT model, payload FROM events WHERE kind = 'llm'").fetchall():
-        try:
-            request = orjson.loads(payload).get("request")
-        except (orjson.JSONDecodeError, AttributeError):  # not an object: no request to key
-            continue
-        keys.append(cache_key(str(model), request, seed, endpoint))
+    sql = "SELECT session_id, seq, model, payload FROM events WHERE kind = 'llm' ORDER BY session_id, seq"
+    rows = (dict(zip(("session_id", "seq", "model", "payload"), r, strict=True)) for r in con.execute(sql).fetchall())
+    try:
+        for row, _, request in with_requests(rows, f"run {m.run_id}"):
+            if request is not None:  # a payload that is not an object: no request to key
+                keys.append(cache_key(str(row["model"]), request, seed, endpoint))
+    except SchemaError:  # a damaged chain of requests: the run goes, the keys found so far with it
+        pass
     return keys
 
 

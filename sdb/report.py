@@ -134,9 +134,13 @@ def _timelines(store: Store, result: DiffResult, limit: int) -> str:
             marks.setdefault((result.base_run, d.session_id), set()).add(d.base_seq)
         if d.candidate_seq is not None:
             marks.setdefault((result.candidate_run, d.session_id), set()).add(d.candidate_seq)
+    shown: dict[str, list[Divergence]] = {s: [] for s in sessions}
+    for d in result.divergences:  # one pass over the diff's file, not one per session
+        if d.session_id in shown:
+            shown[d.session_id].append(d)
     out = []
     for s in sessions:
-        divs = [d for d in result.divergences if d.session_id == s]
+        divs = shown[s]
         gated = sorted((d for d in divs if d.layer in layers), key=lambda d: (d.after_first, d.repeat))
         folded = [d for d in divs if d.layer not in layers]
         items = "".join(_item(d) for d in gated)

@@ -22,8 +22,8 @@ def ok(out: Any) -> Any:
 
 
 def shown_events(sdbctl: CLI, run: str) -> list[dict[str, Any]]:
-    """Every event of ``run``, as ``sdbctl show --json`` prints them."""
-    return list(json.loads(ok(sdbctl("show", run, "--limit", "0", "--json")).stdout))
+    """Every event of ``run``, as ``sdbctl show --json --full`` prints them (llm requests whole)."""
+    return list(json.loads(ok(sdbctl("show", run, "--limit", "0", "--json", "--full")).stdout))
 
 
 def by_session(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

@@ -10,8 +10,9 @@ import orjson
 
 from sdbctl.recorders.workload import RecordSummary, record_workload
 from sdbctl.sdb.agents import load_agent
-from sdbctl.sdb.events import read_events
-from sdbctl.sdb.store import Store, connect, run_query
+from sdbctl.sdb.events import read_events, whole_payload, with_requests
+from sdbctl.sdb.query import read_only_query
+from sdbctl.sdb.store import Store
 
 
 def record_run(store: Path, workload: str, run_id: str, sessions: int = 30, **kw: Any) -> RecordSummary:
@@ -21,18 +22,29 @@ def record_run(store: Path, workload: str, run_id: str, sessions: int = 30, **kw
 
 
 def query_rows(store: Path, sql: str) -> list[tuple[Any, ...]]:
-    """The rows of ``sql`` over the store's views (``events``, ``runs``, ...)."""
-    return run_query(connect(Store.open(store)), sql)[1]
+    """The rows of ``sql`` over the store's views (``events``, ``runs``, ``requests`` ...), as
+    ``sdbctl query`` runs it."""
+    return read_only_query(Store.open(store), sql)[1]
 
 
 def run_events(store: Path, run_id: str, *, payloads: bool = False) -> list[dict[str, Any]]:
     """Every event of the run as a dict, by session then ``seq``; ``payloads``: each payload parsed from
     its JSON text."""
-    rows = read_events(Store.open(store).part_paths(run_id)).to_pylist()
-    if payloads:
+    rows = sorted(
+        read_events(Store.open(store).part_paths(run_id)).to_pylist(), key=lambda e: (e["session_id"], e["seq"])
+    )
+    if payloads:  # each llm payload with its request whole, as every reader of the store gets it
+        llm = {(r["session_id"], r["seq"]): body for r, body, _ in with_requests_whole(rows)}
         for row in rows:
-            row["payload"] = orjson.loads(row["payload"])
-    return sorted(rows, key=lambda e: (e["session_id"], e["seq"]))
+            row["payload"] = llm.get((row["session_id"], row["seq"])) or orjson.loads(row["payload"])
+    return rows
+
+
+def with_requests_whole(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any], Any]]:
+    """The llm events of ``rows`` (ordered by session and seq) as ``(row, payload with its request
+    whole, request)``."""
+    llm = [r for r in rows if r["kind"] == "llm"]
+    return [(row, whole_payload(body, request), request) for row, body, request in with_requests(llm, "test")]
 
 
 def action_digests(store: Path, run_id: str) -> list[tuple[str, int, int]]:

@@ -242,7 +242,7 @@ def test_bad_parquet_is_exit_2_and_nothing_is_touched(sdbctl: CLI, sample_run: s
     else:
         first = store / "runs" / "sample" / "events-00000.parquet"
         table = pq.read_table(first)
-        pq.write_table(table.replace_schema_metadata({b"sdb.schema_version": b"2"}), bad)
+        pq.write_table(table.replace_schema_metadata({b"sdb.schema_version": b"3"}), bad)
     before = _tree_digest(store)
     # a query naming the run (store-wide, a damaged run is skipped with a warning: test_damaged_store.py)
     query = ("query", "SELECT count(*) FROM events", "--run", "sample")

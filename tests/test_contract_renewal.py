@@ -51,11 +51,16 @@ def test_hundred_customers_show_every_pattern_a_gated_discount_and_every_termina
 
 
 def test_every_llm_event_records_template_variables_and_rendered_messages(baseline: Path) -> None:
-    rows = query_rows(baseline, "SELECT prompt, payload FROM events WHERE run_id = 'v1' AND kind = 'llm' LIMIT 50")
-    for prompt, payload in rows:
+    rows = query_rows(
+        baseline,
+        "SELECT e.prompt, e.payload, r.request FROM events e JOIN requests r USING (run_id, session_id, seq) "
+        "WHERE e.run_id = 'v1' AND e.kind = 'llm' LIMIT 50",
+    )
+    assert len(rows) == 50
+    for prompt, payload, request in rows:
         body = json.loads(payload)
         assert prompt.count("@") == 1 and body["variables"]["customer_id"]
-        messages = body["request"]["messages"]
+        messages = json.loads(request)["messages"]
         assert messages[0]["role"] == "system" and body["variables"]["customer_id"] in messages[1]["content"]
 
 

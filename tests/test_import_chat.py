@@ -272,9 +272,11 @@ def test_defaults_ids_booleans_models_unknown_results_and_model_parse_failures(s
     manifest = json.loads((tmp_path / ".sdb" / "runs" / "trials" / "run.json").read_text())
     assert manifest["repeat"] == 3 and manifest["mode"] == "record"
     rows = query_rows(
-        sdbctl, "SELECT session_id, payload FROM events WHERE run_id = 'trials' AND step = 'call-001' AND kind = 'llm'"
+        sdbctl,
+        "SELECT e.session_id, r.request FROM events e JOIN requests r USING (run_id, session_id, seq) "
+        "WHERE e.run_id = 'trials' AND e.step = 'call-001' AND e.kind = 'llm'",
     )
-    assert [json.loads(p)["request"]["messages"][0]["content"] for _, p in rows] == ["cancel ABC123"] * 3
+    assert [json.loads(p)["messages"][0]["content"] for _, p in rows] == ["cancel ABC123"] * 3
 
 
 def test_secrets_never_reach_the_store(sdbctl: CLI, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import pytest
 from sdbctl.fixtures.agents.weather_model import answer as weather_answer
 from sdbctl.sdb.store import Store, connect, query_arrow
 from tests.conftest import CLI, assert_one_line_error
+from tests.helpers import with_requests_whole
 from tests.llm_server import LLMServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,8 +43,9 @@ def _rows(tmp_path: Path, run_id: str) -> list[dict[str, Any]]:
     rows = query_arrow(
         con, "SELECT session_id, seq, parent, kind, actor, name, step, payload FROM events ORDER BY session_id, seq"
     ).to_pylist()
+    whole = {(r["session_id"], r["seq"]): body for r, body, _ in with_requests_whole(rows)}
     for row in rows:
-        row["payload"] = json.loads(row["payload"])
+        row["payload"] = whole.get((row["session_id"], row["seq"])) or json.loads(row["payload"])
     return rows
 
 

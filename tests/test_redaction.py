@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sdbctl.sdb.errors import SdbError
-from sdbctl.sdb.redaction import DEFAULT_RULES, load_redactor
+from sdbctl.sdb.redaction import DEFAULT_RULES, Redactor, _replacement, load_redactor
 
 SECRETS = {
     "openai_key": "sk-proj-abcdefghijklmnopqrstuvwxyz012345",
@@ -250,3 +252,68 @@ def test_ordinary_text_near_the_review2_rules_is_untouched(tmp_path: Path) -> No
         "Ocp-Apim-Subscription-Key is sent on every call to the gateway.",
     ):
         assert redactor.text(text) == text
+
+
+def _one_rule_at_a_time(redactor: Redactor, text: str) -> str:
+    """What the rules make of ``text`` applied one after another, with no prefilter."""
+    for name, pattern in redactor.rules:
+        text = pattern.sub(_replacement(name, pattern), text)
+    return text
+
+
+SAMPLES = [
+    "sk-proj-" + "a1" * 15, "AKIA" + "Z" * 16, "ghp_" + "x" * 36, "AIza" + "b" * 35, "xoxb-1234567890ab",
+    "Bearer abcdefghijklmnop0123", "Authorization: Basic dXNlcjpwYXNz", "https://u:p4ss@host/x", "sk_live_abcdefghij12",
+    "eyJhbGciOi.eyJzdWIiOi.sig", 'aws_secret_access_key = "' + "A" * 40 + '"', "hf_" + "c" * 30,
+    "-----BEGIN RSA PRIVATE KEY-----\nabc", "x-api-key: k3y", "?api_key=s3cr3t&", "password=hunter2",
+    "X-Amz-Signature=abc", '"password": "pw"', "Authorization: Token abc", "Cookie: a=b; c=d",
+    "hooks.slack.com/services/T000/B000/XXXX", "glpat-" + "d" * 20, "npm_" + "e" * 36,
+    "SG." + "f" * 16 + "." + "g" * 16, "gsk_" + "h" * 20, "mia.li@example.com", "é-mia@example.com",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(SAMPLES) | st.text(alphabet="aeAZ09 _-.:=@/?&#\"'é\n", max_size=40), max_size=4).map(
+        "".join
+    )
+)
+def test_the_one_pass_prefilter_never_skips_a_text_a_rule_changes(text: str) -> None:
+    """The prefilter (RE2 over the rules loosened, or the rules side by side) only spares passes:
+    a text gives exactly what the rules applied one by one give."""
+    redactor = load_redactor()
+    assert redactor.text(text) == _one_rule_at_a_time(redactor, text)
+
+
+def test_every_sample_secret_is_seen_by_the_prefilter() -> None:
+    redactor = load_redactor()
+    found = redactor._any
+    assert found is not None and type(found).__module__.startswith("re2")  # the fast one is the one in use
+    for sample in SAMPLES:
+        assert found.search(sample) is not None, sample
+        assert redactor.text(sample) != sample and redactor.text(sample) == _one_rule_at_a_time(redactor, sample)
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.sampled_from(SAMPLES)
+    | st.text(alphabet='aZ09 _-:=@/"é\n', max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["password", "note", "api_key", "Basic abcd1234", "x"]), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON_VALUES)
+def test_a_structure_whose_json_text_holds_no_secret_is_kept_and_any_other_is_walked(value: object) -> None:
+    """The one pass over a structure's JSON text only spares the walk: the result is the walk's."""
+    redactor = load_redactor()
+    assert redactor.redact(value) == redactor._walk(value)
+    assert redactor.redact({"auth": "Basic dXNlcjpwYXNz"}) == {
+        "auth": "Basic [REDACTED:basic_auth]"
+    }  # an anchored rule

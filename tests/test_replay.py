@@ -14,10 +14,11 @@ import pytest
 import sdbctl.fixtures.workloads
 from sdbctl.recorders.sdk import Recorder
 from sdbctl.sdb.errors import SdbError
+from sdbctl.sdb.query import read_only_query
 from sdbctl.sdb.replay import ReplayOptions, replay
 from sdbctl.sdb.store import Store, connect, run_query
 from tests.conftest import CLI, SDBCTL, assert_one_line_error, wait_until
-from tests.helpers import record_run
+from tests.helpers import record_run, run_events
 from tests.llm_server import LLMServer, as_plain_json, simulator_answer
 
 sdbctl.fixtures.workloads.register_all()
@@ -191,10 +192,8 @@ def test_sigkill_then_resume_asks_no_finished_step_again(sdbctl: CLI, store: Pat
         proc.wait()
         assert Store.open(store).manifest("killed").status == "partial"
         finished = {
-            LLMServer.key(json.loads(p)["request"])
-            for (p,) in run_query(
-                connect(Store.open(store), "killed"), "SELECT payload FROM events WHERE kind = 'llm'"
-            )[1]
+            LLMServer.key(json.loads(r))
+            for (r,) in read_only_query(Store.open(store), "SELECT request FROM requests", "killed")[1]
         }
         total = run_query(connect(Store.open(store), "src"), "SELECT count(*) FROM events WHERE kind = 'llm'")[1][0][0]
         assert 0 < len(finished) < total
@@ -215,16 +214,11 @@ def test_sigkill_then_resume_asks_no_finished_step_again(sdbctl: CLI, store: Pat
 def test_new_prompt_version_changes_the_rendered_messages_and_nothing_else(store: Path) -> None:
     record_run(store, "contract-renewal", "src", sessions=6)
     replay(Store.open(store), "src", ReplayOptions(model="recorded", prompts={"offer": "v2"}, run_id="p2"))
-    sql = (
-        "SELECT session_id, step, prompt, payload FROM events WHERE run_id = '{}' AND kind = 'llm' "
-        "ORDER BY session_id, seq"
-    )
-    con = connect(Store.open(store))
-    before, after = run_query(con, sql.format("src"))[1], run_query(con, sql.format("p2"))[1]
+    llm = {run: [e for e in run_events(store, run, payloads=True) if e["kind"] == "llm"] for run in ("src", "p2")}
+    before, after = ([(e["session_id"], e["step"], e["prompt"], e["payload"]) for e in llm[r]] for r in ("src", "p2"))
     assert len(before) == len(after)
     changed = 0
-    for (s1, st1, p1, b1), (s2, st2, p2, b2) in zip(before, after, strict=True):
-        r1, r2 = json.loads(b1), json.loads(b2)
+    for (s1, st1, p1, r1), (s2, st2, p2, r2) in zip(before, after, strict=True):
         assert (s1, st1) == (s2, st2) and r1["variables"] == r2["variables"]
         assert {k: v for k, v in r1["request"].items() if k != "messages"} == {
             k: v for k, v in r2["request"].items() if k != "messages"

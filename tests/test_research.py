@@ -144,7 +144,7 @@ def test_v3_cites_unfetched_sources_and_answers_malformed_and_the_boundary_rejec
 def test_the_simulator_reads_only_the_request(baseline: Path) -> None:
     """Every recorded request, asked again, is answered with the recorded response."""
     model = resolve("sim:research@v1")
-    llm = [json.loads(e["payload"]) for e in run_events(baseline, "v1") if e["kind"] == "llm"][:40]
+    llm = [e["payload"] for e in run_events(baseline, "v1", payloads=True) if e["kind"] == "llm"][:40]
 
     async def again() -> list[dict[str, Any]]:
         return [(await model.complete(body["request"])).response for body in llm]
@@ -154,8 +154,8 @@ def test_the_simulator_reads_only_the_request(baseline: Path) -> None:
 
 def test_noise_makes_a_version_disagree_with_itself_across_repeats(baseline: Path) -> None:
     request = next(
-        json.loads(e["payload"])["request"]
-        for e in run_events(baseline, "v1")
+        e["payload"]["request"]
+        for e in run_events(baseline, "v1", payloads=True)
         if e["kind"] == "llm" and e["name"] == "synthesize"
     )
 

@@ -12,7 +12,15 @@ import pytest
 
 from sdbctl.recorders.sdk import Recorder
 from sdbctl.sdb.errors import RunNotFound, SchemaError, StoreNotFound, UsageError
-from sdbctl.sdb.events import EVENT_SCHEMA, VERSION_KEY, action_digest, canonical_json, read_events, read_file_schema
+from sdbctl.sdb.events import (
+    EVENT_SCHEMA,
+    SCHEMA_VERSION,
+    VERSION_KEY,
+    action_digest,
+    canonical_json,
+    read_events,
+    read_file_schema,
+)
 from sdbctl.sdb.query import RUN_COLUMNS, TIMELINE, run_rows, timeline
 from sdbctl.sdb.store import RunExists, Store, connect, run_query
 
@@ -43,7 +51,7 @@ def test_every_column_round_trips_with_its_type(store: Path) -> None:
     table = read_events(parts)
     for field in EVENT_SCHEMA:
         assert table.schema.field(field.name).type == field.type, field.name
-    assert read_file_schema(parts[0]).metadata[VERSION_KEY] == b"1"
+    assert read_file_schema(parts[0]).metadata[VERSION_KEY] == SCHEMA_VERSION.encode() == b"2"
     rows = table.to_pylist()
     assert [r["seq"] for r in rows] == list(range(7))
     assert [r["kind"] for r in rows] == ["input", "llm", "action", "gate", "effect", "state", "error"]

@@ -2,16 +2,25 @@
 conversations (the ``messages`` lists that eval harnesses and agent frameworks log) as a run, and back.
 
 **Input.** A file holds a JSON array of conversation objects, JSON lines of them, or one object (also
-pretty-printed). Several files make one run. An optional TOML map names, as dotted paths into each
-conversation object, where things are; every key is optional::
+pretty-printed); with the map's ``conversations``, each of those is a file's object holding a list of
+conversation objects at that path (tau2-bench's results: ``simulations``). Several files make one run.
+An optional TOML map names, as dotted paths into each conversation object, where things are; every
+key is optional::
 
+    conversations = "simulations"  # the list of conversations in each file's object (default: none)
     messages = "traj"          # the messages list (default "messages")
     session = "task_id"        # the session id (default "id")
     repeat = "trial"           # the trial number of the session (default "repeat")
     outcome = "reward"         # success or reward: a number in [0, 1] or a boolean (default "outcome")
-    model = "info.model"       # the model (default "model")
+    model = "info.model"       # the model (default "model"; else in the file's object)
+    tools = "info.tools"       # tool definitions for every request (default "tools"; else in the file's)
     effect_error = "^Error"    # a regular expression: a tool result whose text matches it failed
+    tool_error = "error"       # a path in a tool result message: a truthy value there marks it failed
     actions = "json_text"      # must be the project's [tool.sdbctl.boundary] actions (a map states it)
+
+``tools_path`` (``--tools FILE``) gives tool definitions (an OpenAI or Anthropic list, or an object with
+one under ``tools``) for every request instead, since logs rarely keep them and a step-mode replay asks
+the candidate with them; the manifest's ``meta.tools`` says where the requests' definitions came from.
 
 The defaults are the keys :func:`export_chat` writes, so an exported file imports back with no map.
 A key set to ``""`` is not read at all (``outcome = ""`` ignores an ``outcome`` field that means
@@ -24,7 +33,9 @@ ids do not move under ``--skip-bad``); a session id that is an integer is writte
 **Events**, per conversation, through :class:`recorders.conversation.ConversationRecorder`, exactly
 as the recording proxy writes live traffic:
 
-- each ``assistant`` message is one call: an ``llm`` event (step ``call-NNN``, name ``chat``, model
+- each ``assistant`` message is one call (but one that opens the conversation, with no message
+  before it, which no request could have asked for, such as the greeting tau2-bench's orchestrator
+  writes for the agent: it is history only): an ``llm`` event (step ``call-NNN``, name ``chat``, model
   ``openai:MODEL``, or ``chat`` when no model is known) whose request is ``{"messages": <the messages
   before it>}`` (+ ``model``, + ``tools`` when the object carries a ``tools`` list) and whose
   response is ``{"choices": [{"index": 0, "message": <the message>, "finish_reason": ...}]}``; then
@@ -36,10 +47,15 @@ as the recording proxy writes live traffic:
   like). Tool-call arguments that are a JSON string are
   kept as the model wrote them: a string that is not JSON is the model's parse failure (action
   ``?``, status ``parse_failed``), as the OpenTelemetry importer records it;
-- each ``tool`` message is an ``effect`` of its call (``{"call_id", "content"}``), status ``error``
-  when ``effect_error`` matches its text or it carries ``"is_error": true`` (what the chat export
-  writes for a failed call), else ``ok``. Ids are reused in real logs: a result answers the earliest
-  unanswered call with its id; a result whose id matches no call is an effect named ``?``;
+- tool calls are read in the OpenAI shape and flat (``{"id", "name", "arguments"}``, tau2-bench),
+  stored in the OpenAI shape; arguments that are an object are written as canonical JSON text;
+- each ``tool`` message is an ``effect`` of its call (``{"call_id", "content"}``; the call named by
+  its ``tool_call_id``, else its ``id``), status ``error`` when ``effect_error`` matches its text, its
+  value at ``tool_error`` is truthy, or it carries ``"is_error": true`` (what the chat export writes
+  for a failed call), else ``ok``. A user message's own tool calls (tau2-bench's user simulator) and
+  their results never reached the agent: they are left out. Ids are reused in real logs: a result
+  answers the earliest unanswered call with its id; a result whose id matches no call is an effect
+  named ``?``;
 - Anthropic content blocks are read too: ``tool_use`` blocks of an assistant message are its tool
   calls (normalised to OpenAI ``tool_calls``, arguments as a JSON string, text blocks joined as the
   content, other blocks such as ``thinking`` dropped), and each ``tool_result`` block of a user
@@ -81,6 +97,7 @@ from typing import Any
 
 from sdbctl.recorders.conversation import ConversationRecorder
 from sdbctl.recorders.importers._chat_map import load_chat_map
+from sdbctl.recorders.importers._chat_messages import load_tools
 from sdbctl.recorders.importers._chat_read import Conversation, ranked_sessions, read_conversations
 from sdbctl.recorders.importers._summary import ImportSummary
 from sdbctl.sdb.errors import PayloadError, SdbError
@@ -91,20 +108,24 @@ from sdbctl.sdb.redaction import Redactor, load_redactor
 _TICK_NS = 1_000_000  # one millisecond per event
 
 
-def _write(conversations: ConversationRecorder, session: str, conv: Conversation) -> None:
+def _write(
+    conversations: ConversationRecorder, session: str, conv: Conversation, tools: list[Any] | None = None
+) -> None:
     """The events of one conversation, written as the recording proxy writes live traffic: each
-    answer is a call with the messages before it as its request, each tool result its effect."""
+    answer is a call with the messages before it as its request (with ``tools``, else the
+    conversation's own definitions), each tool result its effect."""
+    defined = tools if tools is not None else conv.tools
     spec = f"openai:{conv.model}" if conv.model else "chat"
     history: list[dict[str, Any]] = []
     for item in conv.messages:
         message = item.message
         role = message["role"]
-        if role == "assistant":
+        if role == "assistant" and history:  # one with nothing before it was asked nothing: history only
             request: dict[str, Any] = {"messages": list(history)}
             if conv.model:
                 request["model"] = conv.model
-            if conv.tools is not None:
-                request["tools"] = conv.tools
+            if defined is not None:
+                request["tools"] = defined
             response = {"choices": [{"index": 0, "message": message, "finish_reason": item.finish}]}
             conversations.answer(session, request, response, model=spec, latency_ms=None)
         elif item.status is not None:  # a tool result
@@ -125,13 +146,17 @@ def import_chat(
     skip_bad: bool = False,
     redactor: Redactor | None = None,
     note: Callable[[str], None] | None = None,
+    tools_path: Path | None = None,
 ) -> ImportSummary:
     """Import the conversations of ``paths`` (with the map in ``map_path``, else the defaults) into a
-    new run; nothing is written unless all input is good (or ``skip_bad``). Once it is written,
-    ``note`` is told which of the default paths were found (when the map leaves any to a default)."""
+    new run; nothing is written unless all input is good (or ``skip_bad``). The tool definitions of
+    ``tools_path`` (``--tools``) go in every request, instead of any the log holds. Once it is
+    written, ``note`` is told which of the default paths were found (when the map leaves any to a
+    default)."""
     if not paths:
         raise SdbError("import chat: no FILE given")
     m = load_chat_map(map_path)
+    tools = load_tools(tools_path) if tools_path is not None else None
     rules = redactor if redactor is not None else load_redactor()
     found, bad, defaults = read_conversations(paths, m, rules, skip_bad=skip_bad)
     named, repeat, duplicates = ranked_sessions(found, skip_bad)
@@ -139,6 +164,10 @@ def import_chat(
     if not named:
         where = str(paths[0]) if len(paths) == 1 else ", ".join(str(p) for p in paths)
         raise SdbError(f"{where}: no conversation to import" + (f" ({bad} bad skipped)" if bad else ""))
+    if tools_path is not None:  # where the requests' definitions came from: shown, never read back
+        source: str | None = f"--tools {tools_path}"
+    else:
+        source = f'tools = "{m.tools}"' if any(conv.tools is not None for _, conv in named) else None
     ticks = itertools.count(1)
     recorder = Recorder(
         store,
@@ -148,6 +177,7 @@ def import_chat(
             "imported_from": [str(p) for p in paths],
             "map": str(map_path) if map_path is not None else None,
             "fields": m.as_dict(),
+            "tools": source,
             "redaction": rules.names,
             "skipped": bad,
         },
@@ -160,7 +190,7 @@ def import_chat(
     try:
         for session, conv in named:
             try:
-                _write(conversations, session, conv)
+                _write(conversations, session, conv, tools)
             except (PayloadError, RecursionError) as exc:  # found only as it is written: all or nothing
                 reason = "JSON nested too deep" if isinstance(exc, RecursionError) else str(exc)
                 raise SdbError(f"{conv.where}: {reason}") from None

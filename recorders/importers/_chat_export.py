@@ -135,7 +135,7 @@ def export_chat(store: Store, run_id: str, report: ChatExport | None = None) -> 
     report = report if report is not None else ChatExport()
     table = run_events(store, run_id)
     passed = run_outcomes(store, run_id)
-    for session, events in itertools.groupby(event_dicts(table), key=lambda e: str(e["session_id"])):
+    for session, events in itertools.groupby(event_dicts(table, whole=True), key=lambda e: str(e["session_id"])):
         conversation = _session_chat(session, list(events), report, passed.get(session))
         if conversation is not None:
             report.conversations += 1

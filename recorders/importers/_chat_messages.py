@@ -1,6 +1,8 @@
 """Chat messages as the requests of a run hold them: OpenAI-shaped, whatever the log wrote (OpenAI
-``tool_calls``, Anthropic ``tool_use`` / ``tool_result`` blocks), each checked so that a bad one is an
-error naming its place (``messages[3].tool_calls[0]: ...``) before anything is written."""
+``tool_calls``, flat ``{"id", "name", "arguments"}`` calls as tau2-bench writes them, Anthropic
+``tool_use`` / ``tool_result`` blocks; a tool result by ``tool_call_id`` or ``id``), each checked so that
+a bad one is an error naming its place (``messages[3].tool_calls[0]: ...``) before anything is written;
+and tool definitions, OpenAI-shaped, from a log or a ``--tools`` file."""
 
 from __future__ import annotations
 
@@ -8,10 +10,16 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from sdbctl.sdb.errors import PayloadError
-from sdbctl.sdb.events import loads
+from sdbctl.recorders.importers._input import get_path, read_text
+from sdbctl.sdb.errors import PayloadError, SdbError
+from sdbctl.sdb.events import canonical_json, loads
+
+# the keys of an OpenAI chat message: what a request holds of a logged message; the rest is the log's
+# own bookkeeping (tau2-bench's turn_idx, timestamp, cost, usage, raw_data), never sent to a model
+OPENAI_KEYS = frozenset(("role", "content", "name", "tool_calls", "tool_call_id", "function_call", "refusal", "audio"))
 
 
 @dataclass
@@ -22,6 +30,23 @@ class Message:
     message: dict[str, Any]  # OpenAI-shaped, as the requests hold it
     status: str | None = None  # a tool message: ok / error
     finish: str | None = None  # an assistant message: its finish reason
+    flagged: bool | None = None  # a tool message: its value at the map's tool_error path, None without one
+
+
+@dataclass(frozen=True)
+class ResultRule:
+    """What marks a tool result failed, besides ``is_error: true``: its text matching ``pattern``
+    (the map's ``effect_error``), or a truthy value at the dotted path ``flag`` (``tool_error``)."""
+
+    pattern: re.Pattern[str] | None = None
+    flag: str | None = None
+
+    def judge(self, text: str, result: Mapping[str, Any]) -> tuple[str, bool | None]:
+        """The status of a tool result (``ok`` / ``error``) and its flag (None where it has none)."""
+        value = get_path(result, self.flag) if self.flag else None
+        flagged = None if value is None else bool(value)
+        failed = result.get("is_error") is True or bool(flagged) or bool(self.pattern and self.pattern.search(text))
+        return ("error" if failed else "ok"), flagged
 
 
 def _text(content: Any) -> str:
@@ -38,8 +63,9 @@ def _text(content: Any) -> str:
 
 
 def _arguments(value: Any, where: str, name: str) -> str:
-    """Tool-call arguments as the JSON string OpenAI carries: an object is serialised; a string is kept
-    as the model wrote it (the boundary records a parse failure when it is not JSON)."""
+    """Tool-call arguments as the JSON string OpenAI carries: an object is written as canonical JSON
+    (the text whose parse the boundary digests); a string is kept as the model wrote it (the boundary
+    records a parse failure when it is not JSON)."""
     if value is None:
         return "{}"
     if isinstance(value, str):
@@ -51,7 +77,7 @@ def _arguments(value: Any, where: str, name: str) -> str:
             pass  # not JSON: the model's parse failure, recorded as such
         return value
     if isinstance(value, Mapping):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return canonical_json(value)
     raise ValueError(
         f"{where}: arguments of {name!r} are a {type(value).__name__}, neither an object nor a JSON string"
     )
@@ -70,9 +96,13 @@ def _tool_name(value: Any, where: str) -> str:
 
 
 def _openai_call(call: Any, where: str) -> dict[str, Any]:
+    """A tool call, OpenAI-shaped: ``{"id", "function": {"name", "arguments"}}``, or flat ``{"id", "name",
+    "arguments"}`` (tau2-bench; other keys such as its ``requestor`` dropped)."""
     if not isinstance(call, Mapping):
         raise ValueError(f"{where}: a tool call must be an object, not {type(call).__name__}")
     fn = call.get("function")
+    if fn is None and "name" in call:  # flat
+        fn = {"name": call.get("name"), "arguments": call.get("arguments")}
     name = _tool_name(fn.get("name") if isinstance(fn, Mapping) else None, where)
     args = _arguments(fn.get("arguments") if isinstance(fn, Mapping) else None, where, name)
     out: dict[str, Any] = {"type": "function", "function": {"name": name, "arguments": args}}
@@ -119,21 +149,20 @@ def assistant_message(message: Mapping[str, Any], where: str) -> Message:
     return Message(out, finish=reason)
 
 
-def _status(text: str, is_error: Any, pattern: re.Pattern[str] | None) -> str:
-    return "error" if is_error is True or (pattern is not None and pattern.search(text)) else "ok"
-
-
-def _tool(message: Mapping[str, Any], where: str, pattern: re.Pattern[str] | None) -> Message:
-    call_id = _call_id(message.get("tool_call_id"), f"{where}.tool_call_id")
+def _tool(message: Mapping[str, Any], where: str, rule: ResultRule) -> Message:
+    """A tool message; one with no ``tool_call_id`` but an ``id`` (tau2-bench) answers the call so named."""
+    key = "id" if "tool_call_id" not in message and "id" in message else "tool_call_id"
+    call_id = _call_id(message.get(key), f"{where}.{key}")
     text = _text(message.get("content"))
-    out = {k: v for k, v in message.items() if k != "is_error"}
+    out = {k: v for k, v in message.items() if k not in ("is_error", "tool_call_id", key)}
     out["content"] = text
-    if call_id is None:
-        out.pop("tool_call_id", None)
-    return Message(out, status=_status(text, message.get("is_error"), pattern))
+    if call_id is not None:
+        out["tool_call_id"] = call_id
+    status, flagged = rule.judge(text, message)
+    return Message(out, status=status, flagged=flagged)
 
 
-def _user(message: Mapping[str, Any], where: str, pattern: re.Pattern[str] | None) -> list[Message]:
+def _user(message: Mapping[str, Any], where: str, rule: ResultRule) -> list[Message]:
     """A user message; Anthropic ``tool_result`` blocks in it are tool messages (then the rest)."""
     content = message.get("content")
     if not isinstance(content, list) or not any(
@@ -151,16 +180,30 @@ def _user(message: Mapping[str, Any], where: str, pattern: re.Pattern[str] | Non
         tool: dict[str, Any] = {"role": "tool", "content": text}
         if call_id is not None:
             tool = {"role": "tool", "tool_call_id": call_id, "content": text}
-        out.append(Message(tool, status=_status(text, block.get("is_error"), pattern)))
+        status, flagged = rule.judge(text, block)
+        out.append(Message(tool, status=status, flagged=flagged))
     if rest:
         out.append(Message({**message, "content": rest}))
     return out
 
 
-def openai_messages(raw: list[Any], where: str, pattern: re.Pattern[str] | None) -> list[Message]:
-    """The messages list at ``where``, each checked and OpenAI-shaped; a tool result whose text matches
-    ``pattern`` failed. A bad message is a ValueError naming it (``messages[3]: ...``)."""
+def _user_call_ids(calls: Any, where: str) -> set[str]:
+    """The ids of a user message's own tool calls (None: it made none)."""
+    if calls is None:
+        return set()
+    if not isinstance(calls, list):
+        raise ValueError(f"{where} must be a list, not {type(calls).__name__}")
+    return {c["id"] for c in calls if isinstance(c, Mapping) and isinstance(c.get("id"), str)}
+
+
+def openai_messages(raw: list[Any], where: str, rule: ResultRule) -> list[Message]:
+    """The messages list at ``where``, each checked and OpenAI-shaped; ``rule`` says which tool results
+    failed. A bad message is a ValueError naming it (``messages[3]: ...``). Each keeps the keys of an
+    OpenAI message (:data:`OPENAI_KEYS`) only. A user message's own tool calls (tau2-bench's user
+    simulator acts on its phone) and the results that answer them never reached the agent: they are
+    left out, and so is a user message that held nothing else."""
     out: list[Message] = []
+    users: set[str] = set()  # the ids of the user's own calls not answered yet
     for i, message in enumerate(raw):
         at = f"{where}[{i}]"
         if not isinstance(message, Mapping):
@@ -171,27 +214,84 @@ def openai_messages(raw: list[Any], where: str, pattern: re.Pattern[str] | None)
         if role == "assistant":
             out.append(assistant_message(message, at))
         elif role in ("tool", "function"):
-            out.append(_tool(message, at, pattern))
+            result = _tool(message, at, rule)
+            if result.message.get("tool_call_id") in users:
+                users.discard(result.message["tool_call_id"])
+                continue
+            out.append(result)
         elif role == "user":
-            out += _user(message, at, pattern)
+            if "tool_calls" in message:  # not a key of an OpenAI user message
+                users.update(_user_call_ids(message["tool_calls"], f"{at}.tool_calls"))
+                message = {k: v for k, v in message.items() if k != "tool_calls"}
+                if message.get("content") in (None, "", []):
+                    continue
+            out += _user(message, at, rule)
         else:
             out.append(Message(dict(message)))
+    for item in out:
+        if not OPENAI_KEYS.issuperset(item.message):
+            item.message = {k: v for k, v in item.message.items() if k in OPENAI_KEYS}
     return out
 
 
-def openai_tools(value: Any) -> list[Any] | None:
-    """The object's tool definitions, OpenAI-shaped (Anthropic ``input_schema`` ones converted)."""
+def _tool_definition(tool: Any, at: str) -> dict[str, Any]:
+    """One tool definition, OpenAI chat-shaped: an OpenAI one kept; Anthropic's (``name``,
+    ``input_schema``) and the Responses API's flat one (``type: function``, ``name``) converted; a
+    provider's built-in tool (another ``type``) kept as it is."""
+    if not isinstance(tool, Mapping):
+        raise ValueError(f"{at} must be a tool definition (an object), not {type(tool).__name__}")
+    fn = tool.get("function")
+    if isinstance(fn, Mapping) and isinstance(fn.get("name"), str) and fn["name"]:
+        return dict(tool)
+    name = tool.get("name")
+    flat = "input_schema" in tool or tool.get("type") == "function"
+    if fn is None and flat and isinstance(name, str) and name:
+        out: dict[str, Any] = {"name": name}
+        if tool.get("description") is not None:
+            out["description"] = tool["description"]
+        schema = tool.get("input_schema", tool.get("parameters"))
+        if schema is not None:
+            out["parameters"] = schema
+        return {"type": "function", "function": out}
+    if fn is None and isinstance(tool.get("type"), str) and tool["type"] != "function":
+        return dict(tool)
+    raise ValueError(
+        f"{at} is neither an OpenAI tool definition "
+        '({"type": "function", "function": {"name", ...}}) nor an Anthropic one ({"name", "input_schema"})'
+    )
+
+
+def openai_tools(value: Any, where: str = "tools") -> list[Any] | None:
+    """The tool definitions at ``where`` (None: none), OpenAI-shaped (see :func:`_tool_definition`); a
+    bad one is a ValueError naming it (``tools[1] ...``)."""
     if value is None:
         return None
-    if not isinstance(value, list) or not all(isinstance(t, Mapping) for t in value):
-        raise ValueError("tools must be a list of tool definitions (objects)")
-    out: list[Any] = []
-    for tool in value:
-        if "input_schema" in tool and "function" not in tool:
-            fn = {"name": tool.get("name"), "parameters": tool.get("input_schema")}
-            if tool.get("description") is not None:
-                fn["description"] = tool["description"]
-            out.append({"type": "function", "function": fn})
-        else:
-            out.append(dict(tool))
-    return out
+    if not isinstance(value, list):
+        raise ValueError(f"{where} must be a list of tool definitions, not {type(value).__name__}")
+    return [_tool_definition(tool, f"{where}[{i}]") for i, tool in enumerate(value)]
+
+
+def load_tools(path: Path) -> list[Any]:
+    """The tool definitions of a ``--tools`` file: a JSON list of OpenAI or Anthropic definitions, or an
+    object with such a list under ``tools``; a bad file is one line naming it."""
+    text = read_text(path, SdbError)
+    try:
+        value = loads(text)
+    except json.JSONDecodeError as exc:
+        raise SdbError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except PayloadError as exc:
+        raise SdbError(f"{path}: {exc}") from None
+    if isinstance(value, Mapping) and "tools" in value:
+        value = value["tools"]
+    if not isinstance(value, list):
+        raise SdbError(
+            f"{path}: must hold a list of tool definitions (OpenAI's or Anthropic's), or an object with one under "
+            f'"tools"; not {type(value).__name__}'
+        )
+    if not value:
+        raise SdbError(f"{path}: no tool definition in the list")
+    try:
+        tools = openai_tools(value)
+    except ValueError as exc:
+        raise SdbError(f"{path}: {exc}") from None
+    return tools or []

@@ -1,6 +1,7 @@
 """Reading chat logs: the conversation objects of each file (a JSON array, JSON lines or one
-object), each checked into a :class:`Conversation`, and the trials of one session id ranked into
-``ID``, ``ID#r1`` ... (see :mod:`._chat`)."""
+object; or the list at the map's ``conversations`` path in each of those), each checked into a
+:class:`Conversation`, and the trials of one session id ranked into ``ID``, ``ID#r1`` ... (see
+:mod:`._chat`)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from sdbctl.recorders.importers._chat_map import ChatMap, check_paths
-from sdbctl.recorders.importers._chat_messages import Message, openai_messages, openai_tools
+from sdbctl.recorders.importers._chat_messages import Message, ResultRule, openai_messages, openai_tools
 from sdbctl.recorders.importers._input import get_path, read_text
 from sdbctl.sdb.errors import PayloadError, SdbError
 from sdbctl.sdb.events import canonical_bytes, loads
 from sdbctl.sdb.redaction import Redactor
+from sdbctl.sdb.text import visible
 
 # session ID#rK is repeat K of session ID (the project's convention, which the differ reads)
 REPEATED = re.compile(r"^(.*)#r([0-9]+)$")
@@ -77,9 +79,30 @@ def _documents(path: Path) -> Iterator[tuple[str, Any]]:
             yield f"{path}:{number}", _Bad(f"{path}:{number}: {exc}")
 
 
-def _conversation(where: str, index: int, obj: Any, m: ChatMap, redactor: Redactor) -> Conversation:
-    """The conversation object ``obj`` (the ``index``-th read), checked; a ValueError says what is wrong
-    and the caller adds where. The session id and the model are redacted here, before any event."""
+def _unpack(where: str, obj: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """(place, value) of each conversation in the list at ``path`` of a file's object ``obj``
+    (``FILE: simulations[3]``); nothing there, or not a list, is a :class:`_Bad` naming the file and
+    the path."""
+    found = get_path(obj, path) if isinstance(obj, dict) else None
+    if found is None:
+        has = (
+            "has the keys " + (", ".join(visible(str(k)) for k in list(obj)[:20]) or "(none)")
+            if isinstance(obj, dict)
+            else f"is a {type(obj).__name__}, not an object"
+        )
+        raise _Bad(f"{where}: no conversation list at conversations = {path!r}: the file's object {has}")
+    if not isinstance(found, list):
+        raise _Bad(f"{where}: conversations = {path!r} is a {type(found).__name__} there, not a list of conversations")
+    for i, item in enumerate(found):
+        yield f"{where}: {path}[{i}]", item
+
+
+def _conversation(
+    where: str, index: int, obj: Any, m: ChatMap, redactor: Redactor, file: dict[str, Any] | None = None
+) -> Conversation:
+    """The conversation object ``obj`` (the ``index``-th read; ``file`` the object of the file holding
+    it, when the map names ``conversations``), checked; a ValueError says what is wrong and the caller
+    adds where. The session id and the model are redacted here, before any event."""
     if not isinstance(obj, dict):
         raise ValueError(f"a conversation must be a JSON object, not {type(obj).__name__}")
     try:
@@ -92,7 +115,7 @@ def _conversation(where: str, index: int, obj: Any, m: ChatMap, redactor: Redact
         raise ValueError(f"no messages list at {m.messages!r} (found {got})")
     if not raw:
         raise ValueError(f"the messages list at {m.messages!r} is empty")
-    messages = openai_messages(raw, m.messages, m.effect_error)
+    messages = openai_messages(raw, m.messages, ResultRule(m.effect_error, m.tool_error))
     sid: Any = get_path(obj, m.session) if m.session else None
     if sid is None:
         sid = f"conv-{index}"
@@ -113,6 +136,8 @@ def _conversation(where: str, index: int, obj: Any, m: ChatMap, redactor: Redact
     model = get_path(obj, m.model) if m.model else None
     if model is None and isinstance(obj.get("model"), str):
         model = obj["model"]
+    if model is None and m.model and file is not None:
+        model = get_path(file, m.model)
     if model is not None and (not isinstance(model, str) or not model.strip()):
         raise ValueError(f"the model at {m.model!r} must be a non-empty string, not {model!r}")
     return Conversation(
@@ -121,9 +146,19 @@ def _conversation(where: str, index: int, obj: Any, m: ChatMap, redactor: Redact
         repeat=repeat,
         outcome=outcome,
         model=redactor.text(model) if model is not None else None,
-        tools=openai_tools(obj.get("tools")),
+        tools=_tools(obj, file, m.tools),
         messages=messages,
     )
+
+
+def _tools(obj: dict[str, Any], file: dict[str, Any] | None, path: str | None) -> list[Any] | None:
+    """The tool definitions at ``path`` in the conversation, else in its file's object; OpenAI-shaped."""
+    if path is None:
+        return None
+    value = get_path(obj, path)
+    if value is None and file is not None:
+        value = get_path(file, path)
+    return openai_tools(value, path)
 
 
 def read_conversations(
@@ -133,29 +168,47 @@ def read_conversations(
     the note of the default paths found (:func:`check_paths`). The first bad item raises a one-line
     :class:`SdbError` unless ``skip_bad``; a path of the map that matches nothing anywhere always does,
     before any single conversation is judged by it."""
-    read: list[tuple[str, int, Any]] = []
+    read: list[tuple[str, int, Any, Any]] = []  # (where, index, conversation, its file's object)
     bad = 0
     index = itertools.count()
     for path in paths:
         try:
             for where, obj in _documents(path):
-                read.append((where, next(index), obj))
+                if m.conversations is None or isinstance(obj, _Bad):
+                    read.append((where, next(index), obj, None))
+                    continue
+                try:
+                    read += [(at, next(index), item, obj) for at, item in _unpack(where, obj, m.conversations)]
+                except _Bad as exc:  # the file's object holds no list there: one bad item
+                    read.append((where, next(index), exc, None))
         except _Bad as exc:  # the whole file: not text, or a broken pretty-printed document
             if not skip_bad:
                 raise SdbError(str(exc)) from None
             bad += 1
-    note = check_paths(m, [(where, obj) for where, _, obj in read if isinstance(obj, dict)])
+    note = check_paths(m, [(where, obj, file) for where, _, obj, file in read if isinstance(obj, dict)])
     conversations: list[Conversation] = []
-    for where, n, obj in read:
+    for where, n, obj, file in read:
         try:
             if isinstance(obj, _Bad):
                 raise obj
-            conversations.append(_conversation(where, n, obj, m, redactor))
+            conversations.append(_conversation(where, n, obj, m, redactor, file))
         except (_Bad, ValueError) as exc:
             if not skip_bad:
                 raise SdbError(str(exc) if isinstance(exc, _Bad) else f"{where}: {exc}") from None
             bad += 1
+    _check_tool_error(m, conversations)
     return conversations, bad, note
+
+
+def _check_tool_error(m: ChatMap, conversations: list[Conversation]) -> None:
+    """A ``tool_error`` path that no tool result has (while there are some) is a map error, as any path
+    a map names that matches nothing: it would mark no failure."""
+    results = [item for conv in conversations for item in conv.messages if item.status is not None]
+    if m.tool_error and results and all(item.flagged is None for item in results):
+        raise SdbError(
+            f'{m.source}: tool_error = "{visible(m.tool_error)}" matches nothing in any of the {len(results)} '
+            "tool results: name the key of a tool result that marks it failed"
+        )
 
 
 def _own_ids(conversations: list[Conversation], skip_bad: bool) -> tuple[list[Conversation], int]:

@@ -39,7 +39,7 @@ from typing import Any
 from sdbctl.recorders.importers._input import get_path, read_map
 from sdbctl.recorders.importers._summary import ImportSummary
 from sdbctl.sdb.errors import PayloadError, SdbError
-from sdbctl.sdb.events import COLUMNS, KINDS, batch_from_columns, canonical_bytes, digest, loads
+from sdbctl.sdb.events import COLUMNS, KINDS, RequestChain, batch_from_columns, canonical_bytes, digest, loads
 from sdbctl.sdb.recording import new_run_id
 from sdbctl.sdb.redaction import load_redactor
 from sdbctl.sdb.store import RunWriter, Store, check_run_id
@@ -177,15 +177,20 @@ def import_jsonl(
     columns: list[list[Any]] = [[] for _ in COLUMNS]
     seqs: dict[str, int] = {}
     last_llm: dict[str, int] = {}
+    chain = RequestChain()  # the session's requests, stored as what is new (sdb.events._linear)
     rid = check_run_id(run_id) if run_id else new_run_id()
     for r in records:
+        if r["session"] not in seqs:  # records are by session: a new one starts its chain
+            chain = RequestChain()
         seq = seqs.get(r["session"], 0)
         seqs[r["session"]] = seq + 1
         kind, name, parent = r["kind"], r["name"], None
         r["args"] = redactor.redact(r["args"])
         if kind == "llm":
             request, response = redactor.redact(r["request"] or {}), redactor.redact(r["response"] or {})
-            body, det = {"request": request, "response": response}, canonical_bytes(request)
+            member, det, state = chain.encode(request)
+            chain.keep(seq, state)
+            body: Any = b"{" + member + b',"response":' + canonical_bytes(response) + b"}"
             last_llm[r["session"]] = seq
         elif kind == "action":
             body, det = {"args": r["args"]}, canonical_bytes(r["args"])
@@ -206,7 +211,7 @@ def import_jsonl(
             "name": name,
             "model": r["model"] if kind == "llm" else None,
             "prompt": None,
-            "payload": canonical_bytes(body).decode(),
+            "payload": (body if isinstance(body, bytes) else canonical_bytes(body)).decode(),
             "digest": digest(name, det),
             "status": "error" if kind == "error" else "ok",
             "latency_ms": None,

@@ -1,5 +1,9 @@
 """The differ: align each session of two runs, compare digests in DuckDB, explain mismatches with DeepDiff.
 
+The divergences are written to a Parquet file as they are found and summarised in DuckDB, never held
+as a list (:mod:`sdb.diff._found`); a :class:`DiffResult` reads them back from that file
+(:class:`Divergences`).
+
 What is compared is the *model's* actions: ``action`` events whose parent is an ``llm`` event (the
 proposals that crossed, or failed to cross, the boundary); in a run with no ``llm`` event at all (a
 tool-call log), every action. Each action has a *layer* (``write``, ``read``, ``speech``; see
@@ -52,6 +56,7 @@ from sdbctl.sdb.diff._results import (
     DiffResult,
     DiffSummary,
     Divergence,
+    Divergences,
     FirstDivergence,
     LayerCounts,
     TerminalChange,
@@ -71,6 +76,7 @@ __all__ = [
     "DiffResult",
     "DiffSummary",
     "Divergence",
+    "Divergences",
     "DriftResult",
     "FirstDivergence",
     "Flips",

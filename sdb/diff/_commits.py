@@ -25,6 +25,7 @@ from sdbctl.sdb.diff._align import align_by_name, reordered
 from sdbctl.sdb.diff._compared import Compared, Pending, divergence
 from sdbctl.sdb.diff._config import LAYERS, DiffConfig
 from sdbctl.sdb.diff._explain import explain
+from sdbctl.sdb.diff._found import Found
 from sdbctl.sdb.diff._results import Divergence
 from sdbctl.sdb.diff._states import states_by_commit
 
@@ -58,50 +59,29 @@ def compare_commits(con: Any, base: str, candidate: str, config: DiffConfig) -> 
     """Compare the committed actions of every session of the staged tables ``b`` and ``c``."""
     repeats = [int(r[0]) for r in con.execute("SELECT DISTINCT rep FROM c ORDER BY 1").fetchall()] or [0]
     units: dict[str, Counter[str]] = {layer: Counter() for layer in LAYERS}
-    diverged: dict[str, Counter[str]] = {layer: Counter() for layer in LAYERS}
     mismatched: list[tuple[str, int, str]] = []
     for session_id, rep, layer, nb, _nc, same in con.execute(_LISTS).fetchall():
         if same:
             units[layer][session_id] += nb
         else:
             mismatched.append((session_id, int(rep), layer))
-    divergences: list[Divergence] = []
-    pending: Pending = []
-    if mismatched:
-        con.register(
-            "mm",
-            pa.table(
-                {
-                    "session_id": [m[0] for m in mismatched],
-                    "rep": pa.array([m[1] for m in mismatched], pa.int64()),
-                    "layer": [m[2] for m in mismatched],
-                }
-            ),
-        )
-        # the actions of the mismatched groups as whole columns (one Arrow conversion each), sliced per
-        # group: Python never sees an equal group, and builds a dict only for an action that diverges
-        base_groups = _groups(
-            con, "SELECT b.* FROM b JOIN (SELECT DISTINCT session_id, layer FROM mm) USING (session_id, layer)", False
-        )
-        cand_groups = _groups(con, "SELECT c.* FROM c JOIN mm USING (session_id, rep, layer)", True)
-        work = [
-            (session_id, rep, base_groups.get((session_id, 0, layer)), cand_groups.get((session_id, rep, layer)))
-            for session_id, rep, layer in sorted(mismatched)
-        ]
-        found, positions, pending = _sessions(work)
-        divergences += found
-        for layer, session_id, n in positions:
-            units[layer][session_id] += n
-    _payloads(con, base, [b for _, b, _ in pending])
-    _payloads(con, candidate, [c for _, _, c in pending])
-    divergences += explain(pending, config, True)
-    states, state_units = states_by_commit(con, base, candidate)
-    divergences += states
+    found = Found("commit")
+    try:
+        # the mismatched groups a chunk at a time: their actions and divergences are in memory for one
+        # chunk only, then written out (sdb.diff._found)
+        mismatched.sort()
+        for start in range(0, len(mismatched), CHUNK):
+            divs, positions = _compare_chunk(con, base, candidate, config, mismatched[start : start + CHUNK])
+            found.add(divs)
+            for layer, session_id, n in positions:
+                units[layer][session_id] += n
+        states, state_units = states_by_commit(con, base, candidate)
+        found.add(states)
+    except BaseException:
+        found.discard()
+        raise
     for session_id, n in state_units.items():
         units["write"][session_id] += n
-    divergences.sort(key=lambda d: (d.session_id, d.repeat, d.layer, d.order))
-    for d in divergences:
-        diverged[d.layer][d.session_id] += 1
     failures = sum(
         n
         for (n,) in con.execute(
@@ -116,14 +96,48 @@ def compare_commits(con: Any, base: str, candidate: str, config: DiffConfig) -> 
         return _repeat_noise(con, config.layers)
 
     return Compared(
-        divergences,
+        found,
         units,
-        diverged,
         repeats,
         attempts={"base": _attempts(con, "b"), "candidate": _attempts(con, "c")},
         parse_failures=int(failures),
         noise=noise,
     )
+
+
+#: mismatched (session, repeat, layer) groups read and explained at a time
+CHUNK = 20_000
+
+
+def _compare_chunk(
+    con: Any, base: str, candidate: str, config: DiffConfig, mismatched: Sequence[tuple[str, int, str]]
+) -> tuple[list[Divergence], list[tuple[str, str, int]]]:
+    """The divergences of some mismatched groups, and the positions compared per group."""
+    con.register(
+        "mm",
+        pa.table(
+            {
+                "session_id": pa.array([m[0] for m in mismatched], pa.string()),
+                "rep": pa.array([m[1] for m in mismatched], pa.int64()),
+                "layer": pa.array([m[2] for m in mismatched], pa.string()),
+            }
+        ),
+    )
+    # the actions of the mismatched groups as whole columns (one Arrow conversion each), sliced per
+    # group: Python never sees an equal group, and builds a dict only for an action that diverges
+    base_groups = _groups(
+        con, "SELECT b.* FROM b JOIN (SELECT DISTINCT session_id, layer FROM mm) USING (session_id, layer)", False
+    )
+    cand_groups = _groups(con, "SELECT c.* FROM c JOIN mm USING (session_id, rep, layer)", True)
+    con.unregister("mm")
+    work = [
+        (session_id, rep, base_groups.get((session_id, 0, layer)), cand_groups.get((session_id, rep, layer)))
+        for session_id, rep, layer in mismatched
+    ]
+    divergences, positions, pending = _sessions(work)
+    _payloads(con, base, [b for _, b, _ in pending])
+    _payloads(con, candidate, [c for _, _, c in pending])
+    return divergences + explain(pending, config, True), positions
 
 
 def _payloads(con: Any, run: str, rows: list[dict[str, Any]]) -> None:

@@ -1,5 +1,6 @@
-"""What a comparison (by step or by commit) hands to the summary: the divergences and the units
-counted, in one shape for both, so the summary, the drift test and the gate need not know which ran."""
+"""What a comparison (by step or by commit) hands to the summary: the divergences (written as they
+were found: :mod:`sdb.diff._found`) and the units counted, in one shape for both, so the summary, the
+drift test and the gate need not know which ran."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdbctl.sdb.diff._config import DiffConfig
+from sdbctl.sdb.diff._found import Found
 from sdbctl.sdb.diff._results import Divergence
 
 # same-action pairs whose digests differ, waiting to be explained in one batch (base row, candidate row)
@@ -22,13 +24,14 @@ class Compared:
 
     A unit is a (step, repeat) in a comparison by step, and an aligned position (a pair of committed
     actions, or one side's unpaired action) in a comparison by commit; both counts include every
-    repeat. Over several layers, their units add up.
+    repeat. Over several layers, their units add up. ``diverged`` is counted over the divergences
+    once they are in order (:func:`sdb.diff._summary.count_diverged`).
     """
 
-    divergences: list[Divergence]
+    found: Found  #: the divergences, as they were found
     units: dict[str, Counter[str]]  #: layer -> session -> units compared
-    diverged: dict[str, Counter[str]]  #: layer -> session -> units with a divergence
     repeats: list[int]  #: the candidate's repeat indexes
+    diverged: dict[str, Counter[str]] = field(default_factory=dict)  #: layer -> session -> units with a divergence
     #: by commit: side -> layer -> status -> uncommitted actions
     attempts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     parse_failures: int = 0  #: the candidate's parse failures the base did not have
@@ -89,12 +92,3 @@ def divergence(
         pattern=side.get("pattern"),
         layer=side.get("layer") or "write",
     )
-
-
-def mark_first(divs: list[Divergence]) -> None:
-    """``after_first`` on every divergence but the first of its (session, repeat, layer), in order."""
-    seen: set[tuple[str, int, str]] = set()
-    for d in divs:
-        key = (d.session_id, d.repeat, d.layer)
-        d.after_first = key in seen
-        seen.add(key)

@@ -44,10 +44,10 @@ def lacking_sessions(con: Any, base: str, run: str, *, allow_partial: bool) -> s
 
 
 def drop_sessions(compared: Compared, sessions: set[str]) -> None:
-    """Leave ``sessions`` out of ``compared``: their divergences and their units."""
+    """Leave ``sessions`` out of ``compared``'s units (their divergences are left out as they are put in
+    order: :meth:`sdb.diff._found.Found.finish`)."""
     if not sessions:
         return
-    compared.divergences[:] = [d for d in compared.divergences if d.session_id not in sessions]
     for counter in (*compared.units.values(), *compared.diverged.values()):
         for s in sessions:
             counter.pop(s, None)

@@ -12,7 +12,6 @@ import orjson
 
 from sdbctl.sdb.agents import Workload, pure_actions, success_states
 from sdbctl.sdb.diff._commits import compare_commits
-from sdbctl.sdb.diff._compared import mark_first
 from sdbctl.sdb.diff._config import LAYERS, DiffConfig, Rule
 from sdbctl.sdb.diff._coverage import drop_sessions, lacking_sessions
 from sdbctl.sdb.diff._noise import check_self_replay
@@ -22,7 +21,7 @@ from sdbctl.sdb.diff._results import DiffResult
 from sdbctl.sdb.diff._save import save_divergences
 from sdbctl.sdb.diff._staging import mode_claims, provider_errors, shape, stage
 from sdbctl.sdb.diff._steps import compare_steps
-from sdbctl.sdb.diff._summary import build_summary, drift_of
+from sdbctl.sdb.diff._summary import build_summary, count_diverged, drift_of
 from sdbctl.sdb.diff._workloads import consulted_workloads
 from sdbctl.sdb.errors import SdbError
 from sdbctl.sdb.store import RunManifest, Store, connect, named_damage
@@ -211,8 +210,13 @@ def _diff_runs(
         compared = compare_commits(con, base, candidate, config)
     else:
         compared = compare_steps(con, base, candidate, config, closed_loop, errors)
+    try:
+        divergences = compared.found.finish(con, base, candidate, lacking)  # in order, firsts marked
+    except BaseException:
+        compared.found.discard()
+        raise
     drop_sessions(compared, lacking)
-    mark_first(compared.divergences)
+    compared.diverged = count_diverged(con, divergences, by_step=not by_commit)
     if not any(compared.units[layer] for layer in LAYERS):
         raise SdbError(
             f"nothing to compare between {base!r} and {candidate!r}: neither run has a model action "
@@ -246,6 +250,7 @@ def _diff_runs(
         )
     summary = build_summary(
         compared,
+        divergences,
         config,
         con,
         base,
@@ -280,7 +285,7 @@ def _diff_runs(
         base,
         candidate,
         summary,
-        compared.divergences,
+        divergences,
         [
             {
                 "session_id": e["session_id"],

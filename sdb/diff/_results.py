@@ -3,9 +3,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import heapq
+import os
+import shutil
+import weakref
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, overload
+
+import orjson
+import pyarrow.parquet as pq
 
 from sdbctl.sdb.diff._config import Rule
 from sdbctl.sdb.diff._drift import DriftResult
@@ -67,6 +75,115 @@ class Divergence:
             "similarity": self.similarity,
             "after_first": self.after_first,
         }
+
+
+#: a diff with at most this many divergences keeps them once read whole (every output of a small diff
+#: reads them several times); a larger one reads them again from its file on every pass
+KEPT = 10_000
+_READ = 4096  #: rows read from the file at a time
+
+
+def _divergence(row: dict[str, Any], order: int) -> Divergence:
+    """A row of the divergences file as a :class:`Divergence` (``fields`` parsed back from JSON)."""
+    row.pop("base_run", None)
+    row.pop("candidate_run", None)
+    row["fields"] = orjson.loads(row["fields"]) if row["fields"] else []
+    return Divergence(**row, order=order)
+
+
+def _remove(folder: Path, pid: int) -> None:
+    if os.getpid() == pid:  # never from a forked child (sdb.diff._parallel) that inherited the object
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class Divergences(Sequence[Divergence]):
+    """The divergences of a diff in the order every output lists them (by session, repeat, then step or
+    place in the session; :mod:`sdb.diff._found`), read back from the Parquet file the diff wrote:
+    never all in memory at once unless a caller asks for them whole, and then only up to
+    :data:`KEPT` (beyond, each pass streams the file again). ``len`` costs nothing; :meth:`first`
+    reads a bounded sample. The file is the one the diff saves (``divergences.parquet``); its
+    temporary folder goes when this object does."""
+
+    def __init__(self, path: Path, count: int, folder: Path | None = None) -> None:
+        self.path = path  #: the Parquet file
+        self._count = count
+        self._kept: list[Divergence] | None = [] if count == 0 else None
+        if folder is not None:
+            weakref.finalize(self, _remove, folder, os.getpid())
+
+    def __len__(self) -> int:
+        return self._count
+
+    def batches(self) -> Iterator[list[Divergence]]:
+        """The divergences in order, a few thousand at a time."""
+        if self._kept is not None:
+            yield self._kept
+            return
+        start = 0
+        for batch in pq.ParquetFile(self.path).iter_batches(batch_size=_READ):
+            rows = batch.to_pylist()
+            yield [_divergence(row, start + i) for i, row in enumerate(rows)]
+            start += len(rows)
+
+    def __iter__(self) -> Iterator[Divergence]:
+        if self._kept is None and self._count <= KEPT:
+            self._kept = [d for batch in self.batches() for d in batch]
+        for batch in self.batches():
+            yield from batch
+
+    @overload
+    def __getitem__(self, index: int) -> Divergence: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Divergence]: ...
+
+    def __getitem__(self, index: int | slice) -> Divergence | list[Divergence]:
+        if self._kept is None and self._count <= KEPT:
+            self._kept = [d for batch in self.batches() for d in batch]
+        if self._kept is not None:
+            return self._kept[index]
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self._count)
+            wanted = set(range(start, stop, step))
+            found = {i: d for i, d in self._enumerate(max(wanted, default=-1)) if i in wanted}
+            return [found[i] for i in range(start, stop, step)]
+        position = index + self._count if index < 0 else index
+        if not 0 <= position < self._count:
+            raise IndexError("divergence index out of range")
+        return next(d for i, d in self._enumerate(position) if i == position)
+
+    def _enumerate(self, last: int) -> Iterator[tuple[int, Divergence]]:
+        """(position, divergence) up to position ``last``: the file read no further."""
+        for i, d in enumerate(self):
+            if i > last:
+                return
+            yield i, d
+
+    def first(self, n: int, layers: Collection[str] = ()) -> list[Divergence]:
+        """The first ``n`` divergences in the order the tables print them: those in ``layers`` (the
+        gated ones) first, in each the first of its session, repeat and layer (``after_first`` false)
+        first, else in order. Reads the file once, keeping ``n``."""
+
+        def key(item: tuple[int, Divergence]) -> tuple[bool, bool, int]:
+            i, d = item
+            return (d.layer not in layers, d.after_first, i)
+
+        return [d for _, d in heapq.nsmallest(n, enumerate(self), key=key)] if n > 0 else []
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Divergences({self._count} in {self.path})"
+
+
+def divergences_from(path: Path, count: int, folder: Path | None = None) -> Divergences:
+    """The divergences of the file at ``path`` (``count`` rows), its ``folder`` removed with them."""
+    return Divergences(path, count, folder)
 
 
 @dataclass(kw_only=True)
@@ -169,7 +286,7 @@ class DiffResult:
     base_run: str
     candidate_run: str
     summary: DiffSummary
-    divergences: list[Divergence]
+    divergences: Divergences  #: read back from the diff's file (see :class:`Divergences`)
     errors: list[dict[str, Any]]  #: the candidate's provider errors: ``{session_id, step, seq, message}``
     session_rates: dict[str, float] = field(default_factory=dict)  #: per session: share of units diverged
 

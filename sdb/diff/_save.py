@@ -3,10 +3,9 @@ find it again."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from sdbctl.sdb.diff._results import DiffResult
 from sdbctl.sdb.events import DIVERGENCE_SCHEMA
@@ -15,17 +14,9 @@ from sdbctl.sdb.store import Store
 
 
 def divergence_table(result: DiffResult) -> pa.Table:
-    """The divergences of ``result`` as rows of the ``divergences`` view (``fields`` as JSON text)."""
-    divs = result.divergences
-    columns: dict[str, list[Any]] = {
-        name: [getattr(d, name) for d in divs]
-        for name in DIVERGENCE_SCHEMA.names
-        if name not in ("fields", "base_run", "candidate_run")
-    }
-    columns["fields"] = [orjson.dumps(d.fields, default=str).decode() for d in divs]
-    columns["base_run"] = [result.base_run] * len(divs)
-    columns["candidate_run"] = [result.candidate_run] * len(divs)
-    return pa.table({name: columns[name] for name in DIVERGENCE_SCHEMA.names}, schema=DIVERGENCE_SCHEMA)
+    """The divergences of ``result`` as rows of the ``divergences`` view (``fields`` as JSON text): the
+    file the diff wrote (:mod:`sdb.diff._found`), read whole."""
+    return pq.read_table(result.divergences.path, schema=DIVERGENCE_SCHEMA)
 
 
 def save_divergences(store: Store, result: DiffResult) -> None:
@@ -37,6 +28,7 @@ def save_divergences(store: Store, result: DiffResult) -> None:
     for name in ("divergences.parquet", "summary.json"):
         store.loc.refuse_links(f"{folder}/{name}")
     store.loc.make_dir(folder)
-    store.loc.write_parquet(divergence_table(result), f"{folder}/divergences.parquet")
+    # the file the diff wrote as it went (sdb.diff._found), published as it is
+    store.loc.write_bytes(f"{folder}/divergences.parquet", result.divergences.path.read_bytes())
     summary = orjson.dumps(as_json(result.summary), default=str, option=orjson.OPT_INDENT_2)
     store.loc.write_bytes(f"{folder}/summary.json", summary + b"\n")

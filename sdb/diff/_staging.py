@@ -43,11 +43,13 @@ LEFT JOIN (SELECT session_id, parent, bool_and(kind = 'effect' AND status = 'ok'
 LEFT JOIN {effects} se ON se.session_id = a.session_id AND se.name = a.name
 LEFT JOIN layers ly ON ly.name = a.name
 """
-_LLM_JOIN = """JOIN (SELECT session_id, seq, payload FROM events WHERE run_id = $run AND kind = 'llm') l
+# (the llm event's repeat is taken from its payload inside the subquery: the join then holds a number
+# per llm event, not its payload, which for a large run is most of the diff's memory)
+_LLM_JOIN = """JOIN (SELECT session_id, seq, {repeat} AS rep FROM events WHERE run_id = $run AND kind = 'llm') l
   ON l.session_id = a.session_id AND l.seq = a.parent"""
 # the repeat index lives in the llm payload of a step-mode replay with --repeat (parse it only there),
 # and in the session id (ID#rK) of a session-mode replay with --repeat or an import of trials
-_REPEAT = "coalesce(try_cast(json_extract(l.payload, '$.replay.repeat') AS BIGINT), 0)"
+_REPEAT = "coalesce(try_cast(json_extract(payload, '$.replay.repeat') AS BIGINT), 0)"
 _SESSION_REPEAT = f"coalesce(try_cast(regexp_extract(a.session_id, '{REPEAT_SUFFIX}', 1) AS BIGINT), 0)"
 _SESSION_ID = f"regexp_replace(a.session_id, '{REPEAT_SUFFIX}', '')"
 
@@ -71,11 +73,12 @@ _MODES = """SELECT count(*) FILTER (WHERE forced), count(*) FILTER (WHERE NOT fo
                    FROM events WHERE run_id = ? AND kind IN ('llm', 'error'))"""
 # a repeat index an event holds (its llm or error payload's, its session id's ID#rK) that no replay
 # writes: 0 <= K < MAX_REPEAT, a whole number
-_BAD_STEP_REPEAT = """SELECT session_id, json_extract(payload, '$.replay.repeat') FROM events
-    WHERE run_id = $run AND kind IN ('llm', 'error') AND payload LIKE '%"repeat":%'
-    AND json_extract(payload, '$.replay.repeat') IS NOT NULL
-    AND NOT coalesce(json_type(payload, '$.replay.repeat') IN ('BIGINT', 'UBIGINT')
-                     AND try_cast(json_extract(payload, '$.replay.repeat') AS BIGINT) BETWEEN 0 AND $top, false)
+# (each payload parsed once, then its repeat judged: parsing the payloads is most of the cost)
+_BAD_STEP_REPEAT = """SELECT session_id, r FROM (
+        SELECT session_id, json_extract(payload, '$.replay.repeat') AS r FROM events
+        WHERE run_id = $run AND kind IN ('llm', 'error') AND payload LIKE '%"repeat":%')
+    WHERE r IS NOT NULL
+    AND NOT coalesce(json_type(r) IN ('BIGINT', 'UBIGINT') AND try_cast(r AS BIGINT) BETWEEN 0 AND $top, false)
     LIMIT 1"""
 _BAD_SESSION_REPEAT = f"""SELECT session_id FROM (SELECT DISTINCT session_id FROM events WHERE run_id = $run)
     WHERE regexp_matches(session_id, '{REPEAT_SUFFIX}')
@@ -181,7 +184,7 @@ def _load(con: Any, table: str, found: Shape, *, base_side: bool, split_repeats:
     run, has_llm = found.run_id, found.has_llm
     session_repeats = found.trials if split_repeats is None else split_repeats and found.trials
     step_repeats = found.forced and has_llm and not base_side
-    rep = _SESSION_REPEAT if session_repeats else _REPEAT if step_repeats else "0"
+    rep = _SESSION_REPEAT if session_repeats else "l.rep" if step_repeats else "0"
     con.execute(
         f"CREATE TEMP TABLE {table}_effects AS SELECT DISTINCT session_id, name FROM events "
         "WHERE run_id = ? AND kind = 'effect'",
@@ -192,7 +195,7 @@ def _load(con: Any, table: str, found: Shape, *, base_side: bool, split_repeats:
         rep=rep,
         effects=f"{table}_effects",
         parented="AND parent IS NOT NULL" if has_llm else "",
-        llm=_LLM_JOIN if has_llm else "",
+        llm=_LLM_JOIN.format(repeat=_REPEAT if step_repeats else "0") if has_llm else "",
     )
     if base_side and session_repeats:  # the base is its repeat 0
         sql = f"SELECT * FROM ({sql}) WHERE rep = 0"
@@ -203,7 +206,7 @@ def model_action_names(con: Any, found: Shape) -> list[str]:
     """The names of the run's model actions (as :data:`_ACTIONS` takes them) that the boundary knew: a
     name it refused (``invalid``, or a reply it could not parse) is the model's error, in any workload."""
     parented = "AND parent IS NOT NULL" if found.has_llm else ""
-    llm = _LLM_JOIN if found.has_llm else ""
+    llm = _LLM_JOIN.format(repeat="0") if found.has_llm else ""
     sql = (
         "SELECT DISTINCT a.name FROM (SELECT session_id, seq, name, parent, status FROM events "
         f"WHERE run_id = $run AND kind = 'action' {parented}) a {llm} "

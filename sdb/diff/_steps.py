@@ -11,7 +11,7 @@ not compared. When the candidate ran the agent, states (``state_changed``) and g
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -20,8 +20,8 @@ from sdbctl.sdb.diff._align import align, reordered
 from sdbctl.sdb.diff._compared import Compared, Pending, divergence
 from sdbctl.sdb.diff._config import LAYERS, DiffConfig
 from sdbctl.sdb.diff._explain import explain
+from sdbctl.sdb.diff._found import Found
 from sdbctl.sdb.diff._results import Divergence
-from sdbctl.sdb.diff._staging import rows
 from sdbctl.sdb.diff._states import states_by_step
 
 _FAILED = ("parse_failed", "invalid")
@@ -68,55 +68,89 @@ def compare_steps(
         {"base": base} if closed_loop else {},
     ).fetchall():
         units.setdefault(layer, Counter())[session] = n * len(repeats)
-    base_rows: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    cand_rows: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
-    if groups:
-        keys = pa.table(
-            {"session_id": [g[0] for g in groups], "step": [g[1] for g in groups], "rep": [g[2] for g in groups]}
-        )
-        con.register("g", keys)
-        for row in rows(
-            con,
-            "SELECT b.*, e.payload FROM b JOIN (SELECT DISTINCT session_id, step FROM g) USING (session_id, step) "
-            "JOIN events e ON e.run_id = $run AND e.session_id = b.raw_sid AND e.seq = b.seq "
-            "ORDER BY session_id, step, seq",
-            {"run": base},
-        ):
-            base_rows[(row["session_id"], row["step"])].append(row)
-        for row in rows(
-            con,
-            "SELECT c.*, e.payload FROM c JOIN g USING (session_id, step, rep) JOIN events e ON e.run_id = $run "
-            "AND e.session_id = c.raw_sid AND e.seq = c.seq ORDER BY session_id, step, seq",
-            {"run": candidate},
-        ):
-            cand_rows[(row["session_id"], row["step"], row["rep"])].append(row)
-    divergences: list[Divergence] = []
-    pending: Pending = []
+    found = Found("step")
+    failures = 0
+    wanted: dict[tuple[str, str], list[int]] = defaultdict(list)
     for session_id, step, rep in sorted(groups):
-        if (session_id, step) in errored:
-            continue
-        divergences += _classify(
-            session_id,
-            step,
-            rep,
-            base_rows[(session_id, step)],
-            cand_rows[(session_id, step, rep)],
-            closed_loop,
-            pending,
-        )
-    divergences += explain(pending, config, closed_loop)
-    if closed_loop:
-        divergences += states_by_step(con, base, candidate)
-    divergences.sort(key=lambda d: (d.session_id, d.repeat, d.step or "", _seq(d.base_seq), _seq(d.candidate_seq)))
-    failures = sum(1 for d in divergences if d.reason == "parse_failed" and d.candidate_seq is not None)
-    diverged: dict[str, Counter[str]] = {layer: Counter() for layer in LAYERS}
-    for layer, session, _step, _rep in {(d.layer, d.session_id, d.step or "", d.repeat) for d in divergences}:
-        diverged[layer][session] += 1
+        if (session_id, step) not in errored:
+            wanted[(session_id, step)].append(rep)
+    try:
+        # the mismatched groups' actions stream in (session, step) order; their divergences are
+        # explained and written out every CHUNK, never all in memory (sdb.diff._found)
+        divergences: list[Divergence] = []
+        pending: Pending = []
+        for session_id, step, base_rows, cand_rows in _mismatched_rows(con, base, candidate, wanted):
+            for rep in wanted[(session_id, step)]:
+                divergences += _classify(session_id, step, rep, base_rows, cand_rows.get(rep, []), closed_loop, pending)
+            if len(pending) >= CHUNK or len(divergences) >= CHUNK:
+                failures += _write(found, divergences + explain(pending, config, closed_loop))
+                divergences, pending = [], []
+        failures += _write(found, divergences + explain(pending, config, closed_loop))
+        if closed_loop:
+            found.add(states_by_step(con, base, candidate))
+    except BaseException:
+        found.discard()
+        raise
 
     def noise(con: Any, config: DiffConfig) -> dict[str, float]:
         return _repeat_disagreement(con, config.layers)
 
-    return Compared(divergences, units, diverged, repeats, parse_failures=failures, noise=noise)
+    return Compared(found, units, repeats, parse_failures=failures, noise=noise)
+
+
+#: divergences (or pairs left to explain) held before they are explained and written out
+CHUNK = 20_000
+
+# both runs' actions of the mismatched groups, with their payloads, in one stream sorted by group
+_ROWS = """
+SELECT 'b' AS side, b.*, e.payload FROM b JOIN (SELECT DISTINCT session_id, step FROM g) USING (session_id, step)
+  JOIN events e ON e.run_id = $base AND e.session_id = b.raw_sid AND e.seq = b.seq
+UNION ALL
+SELECT 'c' AS side, c.*, e.payload FROM c JOIN g USING (session_id, step, rep)
+  JOIN events e ON e.run_id = $candidate AND e.session_id = c.raw_sid AND e.seq = c.seq
+ORDER BY session_id, step, side, rep, seq
+"""
+
+
+def _write(found: Found, divergences: list[Divergence]) -> int:
+    """Hand ``divergences`` to ``found``; the candidate's parse failures among them."""
+    found.add(divergences)
+    return sum(1 for d in divergences if d.reason == "parse_failed" and d.candidate_seq is not None)
+
+
+def _mismatched_rows(
+    con: Any, base: str, candidate: str, wanted: dict[tuple[str, str], list[int]]
+) -> Iterator[tuple[str, str, list[dict[str, Any]], dict[int, list[dict[str, Any]]]]]:
+    """Per mismatched (session, step): the base's actions and the candidate's by repeat, in seq order,
+    with their payloads, read as one stream (DuckDB sorts it, spilling past its memory cap)."""
+    keys = [(s, st, rep) for (s, st), reps in wanted.items() for rep in reps]
+    con.register(
+        "g",
+        pa.table(
+            {
+                "session_id": pa.array([k[0] for k in keys], pa.string()),
+                "step": pa.array([k[1] for k in keys], pa.string()),
+                "rep": pa.array([k[2] for k in keys], pa.int64()),
+            }
+        ),
+    )
+    current: tuple[str, str] | None = None
+    base_rows: list[dict[str, Any]] = []
+    cand_rows: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for batch in con.sql(_ROWS, params={"base": base, "candidate": candidate}).to_arrow_reader(4096):
+        for row in batch.to_pylist():
+            key = (row["session_id"], row["step"])
+            if key != current:
+                if current is not None:
+                    yield current[0], current[1], base_rows, cand_rows
+                current, base_rows, cand_rows = key, [], defaultdict(list)
+            if row.pop("side") == "b":
+                base_rows.append(row)
+            else:
+                cand_rows[row["rep"]].append(row)
+    if current is not None:
+        yield current[0], current[1], base_rows, cand_rows
+    con.unregister("g")
 
 
 def _classify(
@@ -164,10 +198,6 @@ def _classify(
                 div("args_changed", b, c)
                 pending.append((out.pop(), b, c))
     return out
-
-
-def _seq(seq: int | None) -> int:
-    return -1 if seq is None else seq
 
 
 def _repeat_disagreement(con: Any, layers: Sequence[str]) -> dict[str, float]:

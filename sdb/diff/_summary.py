@@ -12,9 +12,17 @@ from sdbctl.sdb.diff._cached import cached_answers
 from sdbctl.sdb.diff._compared import Compared
 from sdbctl.sdb.diff._config import LAYERS, DiffConfig
 from sdbctl.sdb.diff._drift import DriftResult, drift_test
+from sdbctl.sdb.diff._found import quoted
 from sdbctl.sdb.diff._outcomes import REPEAT_SUFFIX, OutcomeSummary
 from sdbctl.sdb.diff._power import DEFAULT_TARGET, power_text
-from sdbctl.sdb.diff._results import DiffResult, DiffSummary, FirstDivergence, LayerCounts, TerminalChange
+from sdbctl.sdb.diff._results import (
+    DiffResult,
+    DiffSummary,
+    Divergences,
+    FirstDivergence,
+    LayerCounts,
+    TerminalChange,
+)
 
 _TERMINAL = f"""
 WITH t AS (SELECT run_id, session_id, arg_max(name, seq) AS last FROM events
@@ -126,12 +134,36 @@ def drift_of(
     )
 
 
-def _counts(values: Counter[str]) -> dict[str, int]:
-    return dict(sorted(values.items()))
+def _found(divergences: Divergences) -> str:
+    """A FROM clause over the diff's divergences, ``file_row_number`` their order."""
+    return f"read_parquet({quoted(divergences.path)}, file_row_number = true)"
+
+
+def count_diverged(con: Any, divergences: Divergences, *, by_step: bool) -> dict[str, Counter[str]]:
+    """Layer -> session -> units with a divergence, counted in DuckDB over the diff's divergences: by
+    step a unit is a (step, repeat), by commit each divergence is one aligned position."""
+    unit = "count(DISTINCT (coalesce(step, ''), repeat))" if by_step else "count(*)"
+    out: dict[str, Counter[str]] = {layer: Counter() for layer in LAYERS}
+    for layer, session_id, n in con.execute(
+        f"SELECT layer, session_id, {unit} FROM {_found(divergences)} GROUP BY ALL"
+    ).fetchall():
+        out.setdefault(layer, Counter())[session_id] = int(n)
+    return out
+
+
+def _counted(con: Any, divergences: Divergences, what: str, layers: Sequence[str] | None) -> dict[str, int]:
+    """``what`` -> divergences (in ``layers``; None: every layer), sorted by ``what``."""
+    where = "WHERE list_contains($layers, layer)" if layers is not None else ""
+    found = con.execute(
+        f"SELECT {what}, count(*) FROM {_found(divergences)} {where} GROUP BY 1",
+        {"layers": list(layers)} if layers is not None else {},
+    ).fetchall()
+    return dict(sorted((str(k), int(n)) for k, n in found))
 
 
 def build_summary(
     compared: Compared,
+    divergences: Divergences,
     config: DiffConfig,
     con: Any,
     base: str,
@@ -144,9 +176,11 @@ def build_summary(
     drift: DriftResult | None,
     left_out: dict[str, int] | None = None,
 ) -> DiffSummary:
-    """The :class:`DiffSummary` of ``compared`` (``errors``: the candidate's provider errors)."""
-    divs = compared.divergences
+    """The :class:`DiffSummary` of ``compared`` (``errors``: the candidate's provider errors), its
+    counts of divergences taken in DuckDB over their file, never from a list of them."""
     units, diverged, sessions, hit = compared.totals(config.layers)
+    layers = list(config.layers)
+    per_layer = _counted(con, divergences, "layer", None)
     by_layer = {}
     for layer in LAYERS:
         lu, ld, ls, lh = compared.totals((layer,))
@@ -155,35 +189,38 @@ def build_summary(
             steps_diverged=ld,
             sessions_compared=len(ls),
             sessions_diverged=len(lh),
-            divergences=sum(1 for d in divs if d.layer == layer),
+            divergences=per_layer.get(layer, 0),
             attempts=compared.attempts_in((layer,)),
         )
     first: dict[str, FirstDivergence] = {}
-    for d in divs:
-        if d.layer in config.layers and not d.after_first and d.repeat == min(compared.repeats):
-            first.setdefault(
-                d.session_id,
-                FirstDivergence(
-                    step=d.step,
-                    reason=d.reason,
-                    layer=d.layer,
-                    base_seq=d.base_seq,
-                    candidate_seq=d.candidate_seq,
-                    action=d.candidate_action or d.base_action,
-                ),
-            )
+    for session_id, step, reason, layer, base_seq, cand_seq, action in con.execute(
+        "SELECT session_id, step, reason, layer, base_seq, candidate_seq, "
+        "coalesce(nullif(candidate_action, ''), base_action) "
+        f"FROM {_found(divergences)} WHERE list_contains($layers, layer) AND NOT after_first "
+        "AND repeat = $rep QUALIFY row_number() OVER (PARTITION BY session_id ORDER BY file_row_number) = 1 "
+        "ORDER BY file_row_number",
+        {"layers": layers, "rep": min(compared.repeats)},
+    ).fetchall():
+        first[session_id] = FirstDivergence(
+            step=step, reason=reason, layer=layer, base_seq=base_seq, candidate_seq=cand_seq, action=action
+        )
     terminal = con.execute(_TERMINAL, [base, candidate, base, candidate]).fetchall()
     k = max(1, len(compared.repeats))
     pass_k = None
     if k > 1 and sessions:
-        bad = {(d.session_id, d.repeat) for d in divs if d.layer in config.layers}
+        bad = {
+            (str(s), int(r))
+            for s, r in con.execute(
+                f"SELECT DISTINCT session_id, repeat FROM {_found(divergences)} WHERE list_contains($layers, layer)",
+                {"layers": layers},
+            ).fetchall()
+        }
         pass_k = sum(all((s, r) not in bad for r in compared.repeats) for s in sessions) / len(sessions)
-    gated = [d for d in divs if d.layer in config.layers]
     cached, answers = cached_answers(con, candidate)
     return DiffSummary(
         base_run=base,
         candidate_run=candidate,
-        layers=list(config.layers),
+        layers=layers,
         repeats=k,
         steps_compared=units,
         steps_diverged=diverged,
@@ -192,15 +229,17 @@ def build_summary(
         session_ids=sorted(sessions),
         sessions_diverged=len(hit),
         session_divergence_rate=len(hit) / len(sessions) if sessions else 0.0,
-        divergences=len(divs),
+        divergences=len(divergences),
         errors=errors,
         parse_failures=compared.parse_failures,
         attempts=compared.attempts_in(config.layers),
         by_layer=by_layer,
-        by_reason=_counts(Counter(d.reason for d in gated)),
-        by_action=_counts(Counter(d.candidate_action or d.base_action or "?" for d in gated)),
-        by_pattern=_counts(Counter(d.pattern or "" for d in gated)),
-        by_reason_all_layers=_counts(Counter(d.reason for d in divs)),
+        by_reason=_counted(con, divergences, "reason", layers),
+        by_action=_counted(
+            con, divergences, "coalesce(nullif(candidate_action, ''), nullif(base_action, ''), '?')", layers
+        ),
+        by_pattern=_counted(con, divergences, "coalesce(pattern, '')", layers),
+        by_reason_all_layers=_counted(con, divergences, "reason", None),
         first_divergence=first,
         terminal_changes=[TerminalChange(session_id=s, base=b, candidate=c) for s, b, c in terminal],
         pass_k=pass_k,

@@ -1,7 +1,8 @@
 """The event: sdbctl's data contract. One row per event, written as Parquet with a versioned schema.
 
 This module is the package's whole interface; its modules are private. ``_canonical`` (JSON and
-digests), ``_kinds`` (the closed vocabularies) and ``_sink`` (the :class:`EventSink` protocol) are
+digests), ``_kinds`` (the closed vocabularies), ``_linear`` (llm requests stored as deltas) and
+``_sink`` (the :class:`EventSink` protocol) are
 cheap and imported with the package; ``_schema`` (the Arrow schema and its checks) and ``_queue``
 (the recorder's queue) import pyarrow and are imported on first use of their names
 (:func:`sdb.lazy.lazy_exports`).
@@ -11,8 +12,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sdbctl.sdb.events._canonical import action_digest, canonical_bytes, canonical_json, digest, json_or_text, loads
+from sdbctl.sdb.events._canonical import (
+    action_digest,
+    canonical_bytes,
+    canonical_json,
+    digest,
+    json_or_text,
+    loads,
+    plain_json,
+    same_json,
+)
 from sdbctl.sdb.events._kinds import KINDS, MAX_REPEAT, STATUSES, gate_status, llm_name
+from sdbctl.sdb.events._linear import (
+    DELTA_KEY,
+    RequestChain,
+    RequestChains,
+    session_requests,
+    whole_payload,
+    with_requests,
+)
 from sdbctl.sdb.events._sink import EventSink, MemorySink
 from sdbctl.sdb.lazy import lazy_exports
 
@@ -32,6 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COLUMNS",
+    "DELTA_KEY",
     "DIVERGENCE_SCHEMA",
     "EVENT_SCHEMA",
     "KINDS",
@@ -42,6 +61,8 @@ __all__ = [
     "EventQueue",
     "EventSink",
     "MemorySink",
+    "RequestChain",
+    "RequestChains",
     "action_digest",
     "batch_from_columns",
     "canonical_bytes",
@@ -52,8 +73,13 @@ __all__ = [
     "json_or_text",
     "llm_name",
     "loads",
+    "plain_json",
     "read_events",
     "read_file_schema",
+    "same_json",
+    "session_requests",
+    "whole_payload",
+    "with_requests",
 ]
 
 __getattr__ = lazy_exports(

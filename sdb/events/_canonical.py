@@ -127,6 +127,27 @@ def _key_clash(value: Any) -> str | None:
     return None
 
 
+def plain_json(value: Any) -> bytes | None:
+    """orjson's text of ``value`` with sorted keys, not checked: canonical JSON exactly when ``value``
+    holds no integral float, NaN or infinity (a value read back from canonical JSON, for one); None
+    when orjson cannot write it."""
+    try:
+        return _dumps(value, json_default, ORJSON_OPTIONS)
+    except TypeError:
+        return None
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` are one JSON value as canonical JSON tells them apart (``True`` is not
+    ``1``): the same object, or equal values that orjson writes alike."""
+    if a is b:
+        return True
+    if a != b:
+        return False
+    text = plain_json(a)
+    return text is not None and text == plain_json(b)
+
+
 def no_integral_float(out: bytes) -> bool:
     """True when orjson's text surely holds no integral float, so it is already canonical.
 

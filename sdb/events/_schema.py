@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 
 from sdbctl.sdb.errors import SchemaError
 
-SCHEMA_VERSION: Final = "1"
+SCHEMA_VERSION: Final = "2"
+READABLE_VERSIONS: Final = ("1", "2")  # 1: every llm request whole; 2: requests may be deltas (sdb.events._linear)
 VERSION_KEY: Final = b"sdb.schema_version"
 KIND_TYPE: Final = pa.dictionary(pa.int8(), pa.string())
 
@@ -74,10 +75,10 @@ def check_schema(schema: pa.Schema, source: str) -> None:
     version = meta.get(VERSION_KEY)
     if version is None:
         raise SchemaError(f"{source}: not an sdbctl event file (no {VERSION_KEY.decode()} in its metadata)")
-    if version.decode() != SCHEMA_VERSION:
+    if version.decode() not in READABLE_VERSIONS:
         raise SchemaError(
             f"{source}: event schema version {version.decode()!r} is not supported "
-            f"(this sdbctl reads version {SCHEMA_VERSION!r}); upgrade sdbctl to read it"
+            f"(this sdbctl reads versions {', '.join(READABLE_VERSIONS)}); upgrade sdbctl to read it"
         )
     missing = [name for name in COLUMNS if name not in schema.names]
     if missing:

@@ -6,7 +6,7 @@ grammar), and the constrained answer as a chat-completions ``tool_calls`` answer
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sdbctl.sdb.providers._base import ProviderError
@@ -98,6 +98,59 @@ def chat_messages(request: Mapping[str, Any]) -> list[dict[str, str]]:
         else:
             out.insert(0, {"role": "system", "content": instruction})
     return out
+
+
+def _role(message: Any) -> Any:
+    return message.get("role") if isinstance(message, Mapping) else None
+
+
+def _history_units(messages: list[Any]) -> list[list[Any]]:
+    """``messages`` in the units history is dropped by: one message each, except that a tool result
+    goes with the message before it (the assistant call it answers, or that call's other results)."""
+    units: list[list[Any]] = []
+    for m in messages:
+        if _role(m) in ("tool", "function") and units and _role(units[-1][0]) == "assistant":
+            units[-1].append(m)
+        else:
+            units.append([m])
+    return units
+
+
+def _droppable(units: list[list[Any]]) -> list[int]:
+    """The units history may drop, oldest first: all but the system messages and the last one."""
+    return [i for i, u in enumerate(units[:-1]) if _role(u[0]) not in ("system", "developer")]
+
+
+def shortest_history(messages: list[Any]) -> list[Any]:
+    """What :func:`fit_history` keeps at the most: the system messages and the last exchange."""
+    units = _history_units(messages)
+    gone = set(_droppable(units))
+    return [m for i, u in enumerate(units) if i not in gone for m in u]
+
+
+def fit_history(messages: list[Any], fits: Callable[[list[Any]], bool]) -> tuple[list[Any], int] | None:
+    """``messages`` with the fewest of their oldest non-system messages dropped for ``fits`` to hold,
+    and how many were dropped; None when even the system messages and the last exchange (the last
+    message, with the call it answers) do not fit. Messages go whole, a tool result with its call."""
+    if fits(messages):
+        return messages, 0
+    units = _history_units(messages)
+    droppable = _droppable(units)
+
+    def without(k: int) -> list[Any]:
+        gone = set(droppable[:k])
+        return [m for i, u in enumerate(units) if i not in gone for m in u]
+
+    if not droppable or not fits(without(len(droppable))):
+        return None
+    low, high = 1, len(droppable)  # the fewest units to drop: fits(without(high)) holds, and not at 0
+    while low < high:
+        mid = (low + high) // 2
+        if fits(without(mid)):
+            high = mid
+        else:
+            low = mid + 1
+    return without(high), sum(len(units[i]) for i in droppable[:high])
 
 
 def response_format(request: Mapping[str, Any]) -> dict[str, Any] | None:

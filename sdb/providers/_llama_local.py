@@ -10,10 +10,18 @@ standard ``tool_calls`` answer, so a 135M model answers in the agent's format. A
 ``max_tokens`` is kept as text, and the boundary counts it as ``parse_failed``.
 
 Parameters, from the spec (``llama:smollm2-135m?temperature=0.7&seed=3``), else from the request:
-``temperature`` (else 1, the OpenAI default), ``seed``, ``max_tokens`` (else 256); ``n_ctx`` (4096) from
-the spec only. Without a seed in either, the replay's seed is used; the repeat index is added to any
-of them, so that repeats at a temperature above 0 are draws of their own while a run stays
-reproducible. Seeds are taken modulo 2**31 (llama.cpp reads 0xFFFFFFFF as "random").
+``temperature`` (else 1, the OpenAI default), ``seed``, ``max_tokens`` (else 256); ``n_ctx`` (4096) and
+``truncate`` from the spec only. Without a seed in either, the replay's seed is used; the repeat index
+is added to any of them, so that repeats at a temperature above 0 are draws of their own while a run
+stays reproducible. Seeds are taken modulo 2**31 (llama.cpp reads 0xFFFFFFFF as "random").
+
+The prompt and ``max_tokens`` of answer must fit ``n_ctx``, as OpenAI counts a request: the prompt's
+tokens are counted before asking, by the model's tokenizer on the very prompt its chat format makes.
+A request over it is a :class:`ProviderError` of kind ``context_exceeded`` (a step replay records it
+as that step's provider error), unless ``?truncate=history``: the fewest oldest non-system messages are
+dropped for it to fit (whole messages, a tool result with the call it answers; never the last
+exchange), and the response says so under ``truncated`` (``strategy``, ``dropped_messages``,
+``prompt_tokens``, ``n_ctx``), which the step's llm event keeps.
 
 Each model is prompted in its own chat format: the GGUF file's template (SmolLM2's ChatML), and for
 Gemma 3, whose file carries none (llama-cpp-python would fall back to Llama 2's ``[INST]`` format),
@@ -45,11 +53,19 @@ from urllib.parse import urlencode
 from sdbctl.sdb.events import canonical_json, loads
 from sdbctl.sdb.names import did_you_mean
 from sdbctl.sdb.providers._base import Completion, ProviderError, UnknownModel
-from sdbctl.sdb.providers._llama_format import as_openai, chat_messages, compile_grammar, response_format
+from sdbctl.sdb.providers._llama_format import (
+    as_openai,
+    chat_messages,
+    compile_grammar,
+    fit_history,
+    response_format,
+    shortest_history,
+)
 from sdbctl.sdb.providers._llama_models import INSTALL, MODELS, TEMPLATES, is_gguf
 
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-PARAMS = ("temperature", "seed", "max_tokens", "n_ctx")
+PARAMS = ("temperature", "seed", "max_tokens", "n_ctx", "truncate")
+TRUNCATE = ("history",)  # what ``?truncate=`` may name
 IGNORED = ("base_url",)  # options every family is handed; a local model has no URL
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_N_CTX = 4096
@@ -64,7 +80,7 @@ def _installed() -> bool:
 
 
 _POOL: ThreadPoolExecutor | None = None
-_LOCAL = threading.local()  # each pool thread's own models: {(path, n_ctx): Llama}
+_LOCAL = threading.local()  # each pool thread's own models: {(path, n_ctx): (Llama, its chat formatter)}
 # one load at a time: llama-cpp-python silences a load by pointing the process's stdout and stderr at
 # /dev/null and back, and two loads at once restore each other's /dev/null (seen: a replay's --json
 # output lost)
@@ -92,35 +108,56 @@ def _silence(llama_cpp: Any) -> None:
         llama_cpp.llama_log_set(_QUIET[0], None)
 
 
-def _load(path: Path, n_ctx: int, template: tuple[str, str, str] | None) -> Any:
-    """This pool thread's context of the model at ``path``, loaded on its first call."""
-    models: dict[tuple[Path, int], Any] = _LOCAL.__dict__.setdefault("models", {})
+def _formatter(llm: Any, template: tuple[str, str, str] | None) -> Any:
+    """The chat formatter ``llm`` prompts with: ``template``, else the GGUF file's own (made as
+    llama-cpp-python makes it; also where llama-cpp-python would swap in a built-in format it
+    recognises), else llama-cpp-python's fallback, Llama 2's format. Held here, and handed to ``llm``,
+    so that the prompt whose tokens are counted is the very one the model reads."""
+    from llama_cpp import llama_chat_format
+
+    if template is not None:
+        text, bos, eos = template
+        return llama_chat_format.Jinja2ChatFormatter(text, eos_token=eos, bos_token=bos)
+    text = llm.metadata.get("tokenizer.chat_template")
+    if not text:
+        return llama_chat_format.format_llama2
+    eos_id, bos_id = llm.token_eos(), llm.token_bos()
+    return llama_chat_format.Jinja2ChatFormatter(
+        text,
+        eos_token=llm.detokenize([eos_id], special=True).decode("utf-8", "replace") if eos_id != -1 else "",
+        bos_token=llm.detokenize([bos_id], special=True).decode("utf-8", "replace") if bos_id != -1 else "",
+        stop_token_ids=[eos_id],
+    )
+
+
+def _load(path: Path, n_ctx: int, template: tuple[str, str, str] | None) -> tuple[Any, Any]:
+    """This pool thread's context of the model at ``path``, loaded on its first call, and the chat
+    formatter it prompts with (:func:`_formatter`)."""
+    models: dict[tuple[Path, int], tuple[Any, Any]] = _LOCAL.__dict__.setdefault("models", {})
     if (path, n_ctx) not in models:
         if path in _FAILED:
             raise ProviderError(_FAILED[path], retryable=False, kind="llama.cpp")
         import llama_cpp
         from llama_cpp import Llama
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        from llama_cpp.llama_chat_format import chat_formatter_to_chat_completion_handler
 
-        handler = None
-        if template is not None:
-            text, bos, eos = template
-            handler = Jinja2ChatFormatter(text, eos_token=eos, bos_token=bos).to_chat_handler()
         _silence(llama_cpp)
         try:
             with _LOADING:
-                models[path, n_ctx] = Llama(
+                llm = Llama(
                     model_path=str(path),
                     n_ctx=n_ctx,
                     n_threads=1,
                     n_threads_batch=1,
                     verbose=False,
                     seed=0,
-                    chat_handler=handler,
                 )
         except (ValueError, RuntimeError, OSError) as exc:
             _FAILED[path] = f"llama: cannot load {path} ({exc})"
             raise ProviderError(_FAILED[path], retryable=False, kind="llama.cpp") from None
+        formatter = _formatter(llm, template)
+        llm.chat_handler = chat_formatter_to_chat_completion_handler(formatter)
+        models[path, n_ctx] = (llm, formatter)
     return models[path, n_ctx]
 
 
@@ -163,6 +200,9 @@ class LlamaLocal:
         self.n_ctx = int(_number(given, "n_ctx", int, self.spec) or DEFAULT_N_CTX)
         if (self.max_tokens is not None and self.max_tokens < 1) or self.n_ctx < 64:
             raise UnknownModel(f"model spec {self.spec!r}: max_tokens must be 1 or more and n_ctx 64 or more")
+        self.truncate = given.get("truncate")
+        if self.truncate is not None and self.truncate not in TRUNCATE:
+            raise UnknownModel(f"model spec {self.spec!r}: truncate must be 'history', not {self.truncate!r}")
         if model in MODELS:
             self.path = MODELS[model]()
         elif model.endswith(".gguf"):
@@ -200,19 +240,62 @@ class LlamaLocal:
         # the canonical form (sorted keys), as a store holds it: the prompt and the grammar follow the
         # order of the schema's properties, so a live request and its recorded copy must read alike
         request = loads(canonical_json(request))
-        llm = _load(self.path, self.n_ctx, self.template)
+        llm, formatter = _load(self.path, self.n_ctx, self.template)
         temperature, most = self._settings(request)
         constrained = compile_grammar(response_format(request))
+        turns, note = self._fit(llm, formatter, request, most)
         started = time.perf_counter()
         llm.reset()  # no prefix of the last call reused: an answer depends on its request alone
         raw = llm.create_chat_completion(
-            messages=chat_messages(request),
-            grammar=constrained,
-            temperature=temperature,
-            seed=seed,
-            max_tokens=most,
+            messages=turns, grammar=constrained, temperature=temperature, seed=seed, max_tokens=most
         )
-        return as_openai(raw, tools=bool(request.get("tools")), model=self.spec), (time.perf_counter() - started) * 1000
+        response = as_openai(raw, tools=bool(request.get("tools")), model=self.spec)
+        if note is not None:
+            response["truncated"] = note  # the step says so: its llm event holds the response
+        return response, (time.perf_counter() - started) * 1000
+
+    def _fit(
+        self, llm: Any, formatter: Any, request: Mapping[str, Any], most: int
+    ) -> tuple[list[dict[str, str]], dict[str, Any] | None]:
+        """The turns to prompt with, and the note of what was dropped to fit them (None: nothing).
+        The prompt and up to ``most`` tokens of answer must fit the context, as OpenAI counts a
+        request; the prompt's tokens are counted by the model's own tokenizer, on the very prompt
+        its chat format makes. Over the context: ``context_exceeded``, unless ``?truncate=history``
+        drops the oldest messages (:func:`fit_history`) so that it fits."""
+        n_ctx = int(llm.n_ctx())
+
+        def prompt_tokens(messages: list[Any]) -> int:
+            made = formatter(messages=chat_messages({**request, "messages": messages}))
+            return len(llm.tokenize(made.prompt.encode("utf-8"), add_bos=not made.added_special, special=True))
+
+        messages = list(request.get("messages") or [])
+        needed = prompt_tokens(messages)
+        if needed + most <= n_ctx:
+            return chat_messages(request), None
+
+        def over(prompt: int) -> str:
+            return (
+                f"the request needs {prompt + most:,} tokens ({prompt:,} of prompt + {most:,} for the answer), "
+                f"over the context of {n_ctx:,} (n_ctx)"
+            )
+
+        if self.truncate != "history":
+            raise ProviderError(
+                f"{self.spec}: {over(needed)} (?truncate=history drops its oldest messages to fit)",
+                retryable=False,
+                kind="context_exceeded",
+            )
+        found = fit_history(messages, lambda kept: prompt_tokens(kept) + most <= n_ctx)
+        if found is None:
+            least = prompt_tokens(shortest_history(messages))
+            raise ProviderError(
+                f"{self.spec}: even with only the system messages and the last exchange, {over(least)}",
+                retryable=False,
+                kind="context_exceeded",
+            )
+        kept, dropped = found
+        note = {"strategy": "history", "dropped_messages": dropped, "prompt_tokens": prompt_tokens(kept)}
+        return chat_messages({**request, "messages": kept}), {**note, "n_ctx": n_ctx}
 
     async def complete(self, request: dict[str, Any], *, seed: int = 0, repeat: int = 0) -> Completion:
         chosen = self.seed if self.seed is not None else request.get("seed")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sdbctl.sdb.errors import PayloadError, SdbError
-from sdbctl.sdb.events import EventQueue, canonical_bytes
+from sdbctl.sdb.events import EventQueue, RequestChains, canonical_bytes
 from sdbctl.sdb.recording._fields import int_clock, utf8
 from sdbctl.sdb.recording._manifest import manifest_fields, new_counter, new_run_id, resumed_counters
 from sdbctl.sdb.recording._session import Session
@@ -90,6 +90,7 @@ class Recorder:
         self._queue = EventQueue(flush_events, self._wake.set, self._gated)
         self._units = 0  # unit() blocks open, in any thread
         self._counters_lock = threading.Lock()
+        self._chains = RequestChains()  # each session's last requests: an llm event stores what is new
         self._side: dict[str, Any] = {}
         self._flush_lock = threading.Lock()
         self._close_once = threading.Lock()  # acquired once, by the first close(), never released
@@ -125,7 +126,15 @@ class Recorder:
             sid, actor, pattern = str(sid), str(actor), str(pattern)  # a str subclass: plain str
             if not utf8(sid, actor, pattern):
                 raise PayloadError("session id, actor and pattern must be UTF-8 text (no lone surrogate)")
-        session = Session(sid, actor, pattern, append=self._queue.append, next_seq=self._counter(sid), clock=self.clock)
+        session = Session(
+            sid,
+            actor,
+            pattern,
+            append=self._queue.append,
+            next_seq=self._counter(sid),
+            clock=self.clock,
+            chain=self._chains.get(sid),
+        )
         if self._redactor is not None:
             return RedactingSession(session, self._redactor)  # type: ignore[return-value]
         return session

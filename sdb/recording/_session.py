@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from sdbctl.sdb.errors import PayloadError
-from sdbctl.sdb.events import STATUSES, canonical_bytes, digest, gate_status, llm_name
+from sdbctl.sdb.events import STATUSES, RequestChain, canonical_bytes, digest, gate_status, llm_name
 from sdbctl.sdb.recording._fields import INT64_MAX, INT64_MIN, check_count, check_latency, usage, utf8, wrong_field
 
 _STATUSES: Final = frozenset(STATUSES)
@@ -31,10 +31,12 @@ class Session:
 
     ``seq`` is gap-free and 0-based per session, also when several threads record into one session.
     The recorder (:meth:`Recorder.session`) gives it what it writes with: ``append`` queues a row,
-    ``next_seq`` takes the session's next ``seq``, ``clock`` gives an event's time (ns since the epoch).
+    ``next_seq`` takes the session's next ``seq``, ``clock`` gives an event's time (ns since the epoch),
+    ``chain`` the session's last requests, from which an llm event stores only what is new
+    (:mod:`sdb.events._linear`; None: every request whole).
     """
 
-    __slots__ = ("_append", "_clock", "_next_seq", "actor", "pattern", "session_id")
+    __slots__ = ("_append", "_chain", "_clock", "_next_seq", "actor", "pattern", "session_id")
 
     def __init__(
         self,
@@ -45,8 +47,10 @@ class Session:
         append: Callable[[tuple[Any, ...]], None],
         next_seq: Callable[[], int],
         clock: Callable[[], int],
+        chain: RequestChain | None = None,
     ) -> None:
         self.session_id = session_id
+        self._chain = chain
         self.actor = actor
         self.pattern = pattern
         self._append = append
@@ -69,7 +73,7 @@ class Session:
         self,
         kind: str,
         name: str,
-        payload: bytes,
+        payload: bytes | tuple[bytes, bytes, Any],
         digest_body: bytes,
         step: str | None,
         parent: int | None,
@@ -84,7 +88,11 @@ class Session:
     ) -> int:
         """Take the next seq and queue one row (the columns after run_id, in schema order). The fields
         are checked first, so a name that is not UTF-8 text is a PayloadError, never a
-        UnicodeEncodeError from the digest of ``name`` and ``digest_body``."""
+        UnicodeEncodeError from the digest of ``name`` and ``digest_body``.
+
+        An llm event's payload is ``(head, tail, request)``: its request member is encoded by the
+        session's chain between the two, under the chain's lock, and its digest is of the whole
+        request (``digest_body`` is then unused)."""
         if not (  # the common case, plain strings and an int parent, in one expression
             type(name) is str
             and (step is None or type(step) is str)
@@ -98,29 +106,42 @@ class Session:
             )
         ):
             raise PayloadError(wrong_field(name, step, parent, actor, pattern))
-        dig = digest(name, digest_body)
-        seq = self._next_seq()
-        self._append(
-            (
-                self.session_id,
-                seq,
-                step,
-                parent,
-                self._clock(),
-                kind,
-                actor or self.actor,
-                pattern or self.pattern,
-                name,
-                model,
-                prompt,
-                payload,
-                dig,
-                status,
-                latency_ms,
-                tokens_in,
-                tokens_out,
+        if isinstance(payload, bytes):
+            dig = digest(name, digest_body)
+            seq = self._next_seq()
+            self._append(
+                (
+                    self.session_id,
+                    seq,
+                    step,
+                    parent,
+                    self._clock(),
+                    kind,
+                    actor or self.actor,
+                    pattern or self.pattern,
+                    name,
+                    model,
+                    prompt,
+                    payload,
+                    dig,
+                    status,
+                    latency_ms,
+                    tokens_in,
+                    tokens_out,
+                )
             )
-        )
+            return seq
+        head, tail, request = payload
+        chain = self._chain or RequestChain()  # no chain: a chain of one, which stores the request whole
+        with chain.lock:
+            member, whole, state = chain.encode(request)  # a request that is not JSON: no seq taken
+            dig = digest(name, whole)
+            seq = self._next_seq()
+            row = (self.session_id, seq, step, parent, self._clock(), kind, actor or self.actor,
+                   pattern or self.pattern, name, model, prompt, head + member + tail, dig, status,
+                   latency_ms, tokens_in, tokens_out)  # fmt: skip
+            self._append(row)
+            chain.keep(seq, state)  # queued: the next delta may start from it
         return seq
 
     def input(
@@ -155,7 +176,9 @@ class Session:
         replay: Mapping[str, Any] | None = None,
         content_missing: bool = False,
     ) -> int:
-        """A model call: the whole request, the raw response, and the prompt ``name@version``.
+        """A model call: the request, the raw response, and the prompt ``name@version``. The request
+        is stored as what is new since an earlier call of the session (``request_delta``) when it
+        shares its history with one, and is read back whole (:func:`sdb.events.session_requests`).
 
         ``content_missing`` marks a call whose messages were not captured (a trace recorded without
         content): it is kept for its place, model, timing and tokens, and a step-mode replay skips it.
@@ -177,21 +200,20 @@ class Session:
             raise PayloadError("model and prompt must be UTF-8 text (no lone surrogate)")
         if prompt is not None and "@" not in prompt:
             raise PayloadError(f"prompt {prompt!r} must be NAME@VERSION, e.g. offer@v3")
-        req = canonical_bytes(request)
-        parts = [b'{"replay":', canonical_bytes(replay)] if replay is not None else [b"{"]
-        parts += [b"," if replay is not None else b"", b'"request":', req, b',"response":', canonical_bytes(response)]
+        head = b"{" + (b'"content":"missing",' if content_missing else b"")
+        if replay is not None:
+            head += b'"replay":' + canonical_bytes(replay) + b","
+        tail = b',"response":' + canonical_bytes(response)
         if variables is not None:
-            parts += [b',"variables":', canonical_bytes(variables)]
-        if content_missing:
-            parts.append(b',"content":"missing"')
-        parts.append(b"}")
+            tail += b',"variables":' + canonical_bytes(variables)
+        tail += b"}"
         if tokens_in is None or tokens_out is None:
             uin, uout = usage(response)
             tokens_in = uin if tokens_in is None else tokens_in
             tokens_out = uout if tokens_out is None else tokens_out
         label = llm_name(name, prompt)
         return self._put(
-            "llm", label, b"".join(parts), req, step, parent, "ok", actor, pattern,
+            "llm", label, (head, tail, request), b"", step, parent, "ok", actor, pattern,
             model, prompt, latency_ms, tokens_in, tokens_out,
         )  # fmt: skip
 

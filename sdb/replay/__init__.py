@@ -36,6 +36,7 @@ from sdbctl.sdb.replay._options import (
 )
 from sdbctl.sdb.replay._prepare import PreparedReplay, prepare, replay
 from sdbctl.sdb.replay._results import SESSION_STATUSES, ReplayProgress, ReplayResult, SessionOutcome
+from sdbctl.sdb.replay._system import SystemChange, SystemFile, SystemRule, system_change
 
 __all__ = [
     "EXECUTORS",
@@ -51,10 +52,14 @@ __all__ = [
     "ReplayProgress",
     "ReplayResult",
     "SessionOutcome",
+    "SystemChange",
+    "SystemFile",
+    "SystemRule",
     "cache_endpoint",
     "cache_key",
     "cache_path",
     "prepare",
     "prompt_versions",
     "replay",
+    "system_change",
 ]

@@ -10,6 +10,7 @@ from typing import Any
 
 from sdbctl.sdb.errors import UsageError
 from sdbctl.sdb.events import MAX_REPEAT  # a saved ``repeat`` beyond it is refused, never run
+from sdbctl.sdb.replay._system import SystemChange
 
 RECORDED = "recorded"  #: the model spec that answers with the recorded answers (zero divergence)
 MODES = ("step", "session")  #: step: ask each recorded step again; session: run the agent again
@@ -39,6 +40,7 @@ class ReplayOptions:
     agent_options: Mapping[str, Any] | None = None  #: session mode: the agent's options (None: its defaults)
     allow_partial: bool = False  #: replay a partial (interrupted) source run anyway
     agent: str | None = None  #: the agent named on the command line (never taken from a store)
+    system: SystemChange | None = None  #: ``--system`` / ``--system-from``: new system prompts (step mode)
 
     def __post_init__(self) -> None:
         """NaN passes no comparison, so each check says what is allowed rather than what is not."""
@@ -62,6 +64,16 @@ class ReplayOptions:
         if self.mode == "step" and (self.on_divergence != "stop" or self.agent_options):  # else silently unused
             given = "--on-divergence" if self.on_divergence != "stop" else "--spine"
             raise UsageError(f"{given} applies to --mode session only (step mode runs no agent)")
+        if self.system is not None and self.mode != "step":  # session mode's requests are the agent's own
+            raise UsageError(
+                "--system and --system-from apply to step mode: a session-mode replay runs the agent, whose "
+                "code writes its system prompt; use --prompt NAME@VERSION for a workload's templates"
+            )
+        if self.system is not None and self.model == RECORDED:
+            raise UsageError(
+                "--system with --model recorded: the recorded answers do not change with the system prompt; "
+                "name the model to ask (--model, or --base-url alone for the run's own model)"
+            )
         if self.cache_from is not None and (not self.cache or self.repeat > 1 or self.model == RECORDED):
             why = "--no-cache" if not self.cache else "--repeat" if self.repeat > 1 else "--model recorded"
             raise UsageError(f"--cache-from {self.cache_from}: no cache is read with {why}")

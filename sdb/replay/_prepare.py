@@ -12,6 +12,7 @@ from sdbctl.sdb.replay._options import Executor, ReplayOptions
 from sdbctl.sdb.replay._ray import replay_on_ray, require_ray
 from sdbctl.sdb.replay._results import ReplayProgress, ReplayResult
 from sdbctl.sdb.replay._run import Replayer
+from sdbctl.sdb.replay._step import survey
 from sdbctl.sdb.store import Store
 
 
@@ -22,6 +23,7 @@ class PreparedReplay:
 
     replayer: Replayer  #: the replay, its options final (those saved, when resuming)
     executor: Executor  #: where it runs
+    notes: tuple[str, ...] = ()  #: what to tell the user before it runs, one line each (stderr)
 
     def run(self, on_progress: Callable[[ReplayProgress], None] | None = None) -> ReplayResult:
         """Run it, telling ``on_progress`` the counters as they change. Ctrl-C raises
@@ -47,12 +49,14 @@ def prepare(
     ``store`` (a store, or where to open one), to run here or, with ``Executor(kind="ray")``, on Ray.
     ``passed`` names the fields of ``opts`` the user set (the CLI knows; None: those not default): with
     ``resume``, one that differs from the run's is refused."""
-    if resume is None and not (source_run and opts.model):
+    if resume is None and not (source_run and (opts.model or opts.system is not None)):
         raise UsageError("replay needs RUN and --model (or --resume RUN_ID)")
     where = executor or Executor()
     if where.kind == "ray":
         require_ray()  # Ray is an optional extra
-    return PreparedReplay(Replayer(Store.open(store), source_run or "", opts, resume=resume, passed=passed), where)
+    replayer = Replayer(Store.open(store), source_run or "", opts, resume=resume, passed=passed)
+    notes = survey(replayer.store, replayer.source_run, replayer.opts, asks_model=not replayer.recorded)
+    return PreparedReplay(replayer, where, replayer.notes + notes)
 
 
 def replay(

@@ -5,6 +5,7 @@ executor and each Ray shard run it alike."""
 from __future__ import annotations
 
 import asyncio
+import re
 import shlex
 import signal
 import threading
@@ -30,6 +31,7 @@ from sdbctl.sdb.replay._options import DEFAULT_SEED, MODES, RECORDED, ReplayOpti
 from sdbctl.sdb.replay._results import ReplayProgress, ReplayResult, clock
 from sdbctl.sdb.replay._session import repeat_of, replay_sessions
 from sdbctl.sdb.replay._step import replay_steps
+from sdbctl.sdb.replay._system import SystemChange
 from sdbctl.sdb.store import RunManifest, RunWriter, Store, connect
 
 #: saved options that say how the run asks (its answers depend on them): a resume takes them from the
@@ -204,6 +206,7 @@ def _resumed(
             then = "a resume completes the run as it began, and a store never chooses it: pass it again"
             raise _differs(flag, getattr(given, name), resume, stored, then)
         values[name] = getattr(given, name)
+    _same_system(resume, saved.get("system"), given.system)
     # the seed is the command line's (DEFAULT_SEED unless given), never the saved one, which must agree
     seed = given.seed if "seed" in given_set else None
     said = saved.get("seed")
@@ -220,6 +223,90 @@ def _resumed(
     except UsageError as exc:  # a saved value no replay takes
         raise UsageError(f"run {resume!r}: its run.json's meta.replay holds what no replay takes: {exc}") from None
     return opts, partial.source_run
+
+
+def _system_key(saved: object) -> tuple[object, tuple[tuple[object, ...], ...]]:
+    """What a ``meta.replay.system`` says, as compared: ``--system``'s digest and each ``--system-from``
+    rule's AGENT and digests (the file names may differ: a file moved is the same prompt)."""
+    if saved is None:
+        return None, ()
+    if not isinstance(saved, Mapping) or not isinstance(saved.get("system_from", []), list):
+        raise ValueError("not a --system record")
+    default = saved.get("system")
+    rules = [r if isinstance(r, Mapping) else {} for r in saved.get("system_from") or []]
+    return (
+        default.get("xxh3") if isinstance(default, Mapping) else default,
+        tuple((r.get("agent"), r.get("xxh3"), r.get("old_xxh3")) for r in rules),
+    )
+
+
+def _shown_system(saved: object) -> str:
+    """``--system FILE (xxh3 D) --system-from AGENT=FILE (xxh3 D)``, or ``--system (none)``."""
+    if not isinstance(saved, Mapping):
+        return "--system (none)"
+    default, rules = saved.get("system"), saved.get("system_from") or []
+    shown = (
+        [f"--system {_shown(default.get('file'))} (xxh3 {_shown(default.get('xxh3'))})"]
+        if isinstance(default, Mapping)
+        else []
+    )
+    shown += [
+        f"--system-from {_shown(r.get('agent'))}={_shown(r.get('file'))} (xxh3 {_shown(r.get('xxh3'))})"
+        for r in rules
+        if isinstance(r, Mapping)
+    ]
+    return " ".join(shown) or "--system (none)"
+
+
+def _same_system(resume: str, stored: object, given: SystemChange | None) -> None:
+    """``--system`` and ``--system-from`` must be the run's, compared by digest: the files are read
+    from the command line's paths, never from the names a manifest keeps (shown, never opened)."""
+    mine = given.saved() if given is not None else None
+    try:
+        same = _system_key(mine) == _system_key(stored)
+    except ValueError:
+        raise UsageError(f"run {resume!r}: its run.json's meta.replay.system is not a --system record") from None
+    if not same:
+        raise UsageError(
+            f"{_shown_system(mine)} differs from run {resume!r}, replayed with {_shown_system(stored)}: a resume "
+            "completes the run as it began, and a store never chooses a file to read: pass the same files again"
+        )
+
+
+#: a model name the run's events may give ``--system`` alone: no spec parameters (``?base_url=``), no spaces
+_PLAIN_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
+
+
+def own_model(store: Store, run_id: str, base_url: str | None) -> str:
+    """The model ``--system`` without ``--model`` asks: the one the run's llm events name (their
+    ``model`` column), as ``openai:NAME`` (a bare name too) or ``anthropic:NAME``, on the server
+    ``--base-url`` names. A store never chooses an endpoint, a file or code: without ``--base-url``
+    it is refused, and so is any other model (``llama:`` loads a file, ``py:`` runs code)."""
+    if not base_url:
+        raise UsageError(
+            f"--system without --model asks run {run_id}'s own model on a server you name: pass --base-url URL "
+            "(a store never chooses an endpoint), or --model SPEC"
+        )
+    rows = (
+        connect(store, run_id)
+        .execute("SELECT DISTINCT model FROM events WHERE kind = 'llm' AND model IS NOT NULL ORDER BY 1")
+        .fetchall()
+    )
+    names = [str(r[0]) for r in rows]
+    if len(names) != 1:
+        raise UsageError(
+            f"--system without --model: run {run_id}'s llm events name {len(names)} models "
+            f"({', '.join(names) or 'none'}): pass --model naming the one to ask"
+        )
+    family, sep, name = names[0].partition(":")
+    if not sep:
+        family, name = "openai", names[0]
+    if family not in ("openai", "anthropic") or not _PLAIN_MODEL.fullmatch(name):
+        raise UsageError(
+            f"--system without --model: run {run_id}'s model {names[0]!r} is no openai: or anthropic: model "
+            "name; pass --model naming the one to ask"
+        )
+    return f"{family}:{name}"
 
 
 def _agent_settings(source: RunManifest, opts: ReplayOptions, workload: Workload | None) -> tuple[int, dict[str, Any]]:
@@ -272,6 +359,11 @@ def resume_args(run_id: str, opts: ReplayOptions) -> tuple[str, ...]:
         args += ["--spine", str(opts.agent_options["spine"])]
     if opts.agent:
         args += ["--agent", opts.agent]
+    if opts.system is not None:
+        for rule in opts.system.rules:
+            args += ["--system-from", f"{rule.agent}={rule.new.path}"]
+        if opts.system.default is not None:
+            args += ["--system", opts.system.default.path]
     if opts.cache_from:
         args += ["--cache-from", opts.cache_from]
     if opts.allow_partial:
@@ -352,6 +444,11 @@ class Replayer:
                 f"run {self.source_run!r} is partial ({self.source.interrupted or 'its writer did not finish'}): "
                 "a replay of half a run diffs as drift; complete it first, or pass --allow-partial"
             )
+        self.notes: tuple[str, ...] = ()  #: what prepare() says before the run (one line each)
+        if not opts.model:  # --system alone: the run's own model, on the server the command line names
+            opts = self.opts = replace(opts, model=own_model(store, self.source_run, opts.base_url))
+            where = url_without_secrets(opts.base_url)
+            self.notes = (f"replay: asking run {self.source_run}'s own model, {opts.model}, at {where}",)
         self.workload = choose_agent(self.source.agent, opts.agent)
         self.seed, self.agent_options = _agent_settings(self.source, opts, self.workload)
         # settled here, so that a Ray shard and a resume are handed them, never the manifest's
@@ -395,6 +492,7 @@ class Replayer:
             "base_url": url_without_secrets(opts.base_url),  # a password in it never reaches the manifest
             "endpoint": cache_endpoint(self.provider),  # the server asked, as the cache keys name it (for rm)
             "seed": self.seed,
+            "system": opts.system.saved() if opts.system is not None else None,  # names and digests
         }
         return {
             "source_run": self.source_run,

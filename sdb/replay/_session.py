@@ -19,7 +19,7 @@ import orjson
 from sdbctl.sdb.agents import AgentContext, SessionItem, Workload
 from sdbctl.sdb.boundary import EXECUTE, StopSession, ValidAction
 from sdbctl.sdb.errors import SdbError, UsageError
-from sdbctl.sdb.events import canonical_bytes, digest
+from sdbctl.sdb.events import canonical_bytes, digest, with_requests
 from sdbctl.sdb.providers import Completion, Provider, ProviderError
 from sdbctl.sdb.recording import Session
 from sdbctl.sdb.replay._calling import CachedCompletion, Caller, without_model
@@ -49,11 +49,15 @@ def _recorded(store: Store, run_id: str) -> defaultdict[str, _Recorded]:
         "WHERE kind IN ('llm', 'action', 'effect', 'input') ORDER BY session_id, seq",
     )
     book: defaultdict[str, _Recorded] = defaultdict(_Recorded)
-    for row in rows.to_pylist():
+    listed = rows.to_pylist()
+    llm = [row for row in listed if row["kind"] == "llm"]
+    requests = {(row["session_id"], row["seq"]): request for row, _, request in with_requests(llm, f"run {run_id}")}
+    for row in listed:
         entry = book[row["session_id"]]
         body = orjson.loads(row["payload"])
         if row["kind"] == "llm":
-            entry.answers[without_model(body.get("request") or {})].append(body.get("response"))
+            request = requests[(row["session_id"], row["seq"])]
+            entry.answers[without_model(request or {})].append(body.get("response"))
             name, at, version = (row["prompt"] or "").partition("@")
             if at:
                 entry.prompts.setdefault(name, version)  # the first a session names (one, as agents ask)

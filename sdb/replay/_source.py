@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
-import orjson
 import pyarrow as pa
 
 from sdbctl.sdb.errors import QueryError
+from sdbctl.sdb.events import with_requests
 from sdbctl.sdb.store import Store, connect, query_arrow
 
 
@@ -40,11 +40,11 @@ WITH a AS (
 SELECT l.session_id, l.seq, l.step, l.actor, l.pattern, l.model, l.prompt, l.payload, a.digests
 FROM events l LEFT JOIN a ON a.session_id = l.session_id AND a.parent = l.seq
 WHERE l.kind = 'llm' {where}
+ORDER BY l.session_id, l.seq
 """
 
 
-def _step(row: dict[str, Any]) -> SourceStep:
-    body = orjson.loads(row["payload"])
+def _step(row: dict[str, Any], body: dict[str, Any], request: Any) -> SourceStep:
     return SourceStep(
         session_id=row["session_id"],
         seq=row["seq"],
@@ -53,7 +53,7 @@ def _step(row: dict[str, Any]) -> SourceStep:
         pattern=row["pattern"],
         model=row["model"],
         prompt=row["prompt"],
-        request=body.get("request") or {},
+        request=request or {},
         response=body.get("response"),
         variables=body.get("variables"),
         actions=tuple(int(d) for d in row["digests"] or ()),
@@ -64,9 +64,10 @@ def _step(row: dict[str, Any]) -> SourceStep:
 def iter_steps(
     store: Store, run_id: str, *, batch: int = 2_000, sessions: Iterable[str] | None = None
 ) -> Iterator[list[SourceStep]]:
-    """Every ``llm`` event of ``run_id`` (or of ``sessions``) with its child actions' digests, in the
-    order of the files, ``batch`` steps at a time: streamed, not sorted, so that a replay of millions
-    of steps holds one batch of requests in memory, not the run (step mode needs no order)."""
+    """Every ``llm`` event of ``run_id`` (or of ``sessions``) with its child actions' digests and its
+    request whole, by session and seq, ``batch`` steps at a time: streamed, so that a replay of
+    millions of steps holds one batch of requests (and one session's stored payloads) in memory, not
+    the run. Requests rebuilt from one session share their history's messages."""
     con = connect(store, run_id)
     where = ""
     if sessions is not None:
@@ -76,9 +77,10 @@ def iter_steps(
         reader = con.sql(_STEPS_SQL.format(where=where)).to_arrow_reader(batch)
     except duckdb.Error as exc:
         raise QueryError(f"run {run_id}: cannot read its steps ({str(exc).splitlines()[0]})") from None
+    rows = (row for record_batch in reader or () for row in record_batch.to_pylist())
     pending: list[SourceStep] = []
-    for record_batch in reader or ():
-        pending.extend(_step(row) for row in record_batch.to_pylist())
+    for row, body, request in with_requests(rows, f"run {run_id}"):
+        pending.append(_step(row, body, request))
         if len(pending) >= batch:
             yield pending
             pending = []

@@ -1,7 +1,8 @@
 """Step mode: every recorded ``llm`` step asked again with its recorded context, its prompt re-rendered
-where a new version is given; the answer crosses the boundary rules and its actions are written with
-the source's session and step. Effects are never executed, so no agent code is needed. Each step's
-events are written as one unit, so a resumed replay asks no finished step again."""
+where a new version is given, its system prompt replaced where ``--system`` asks; the answer crosses
+the boundary rules and its actions are written with the source's session and step. Effects are never
+executed, so no agent code is needed. Each step's events are written as one unit, so a resumed replay
+asks no finished step again."""
 
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ from sdbctl.sdb.recording import Session
 from sdbctl.sdb.redaction import load_redactor
 from sdbctl.sdb.replay._calling import CachedCompletion
 from sdbctl.sdb.replay._job import Job
+from sdbctl.sdb.replay._options import ReplayOptions
 from sdbctl.sdb.replay._source import SourceStep, count_steps, finished_units, iter_steps
+from sdbctl.sdb.store import Store
 
 
 def _request(job: Job, step: SourceStep) -> tuple[dict[str, Any], str | None]:
-    """The step's request, its prompt re-rendered where a new version was asked for."""
+    """The step's request, its prompt re-rendered where a new version was asked for, and its system
+    prompt the one ``--system`` / ``--system-from`` give it (chosen by the recorded request)."""
     request = dict(step.request)
     prompt = step.prompt
     if prompt and job.opts.prompts and job.workload is not None:
@@ -32,9 +36,58 @@ def _request(job: Job, step: SourceStep) -> tuple[dict[str, Any], str | None]:
             new = job.workload.prompts.render(f"{name}@{version}", step.variables)
             request["messages"] = new + list(request.get("messages", []))[len(old) :]
             prompt = f"{name}@{version}"
+    if job.opts.system is not None:  # chosen by the recorded request (its actor, its system prompt)
+        request = job.opts.system.apply(step.actor, step.request, request)
     if job.caller is not None and "model" in request:
         request["model"] = job.caller.spec
     return request, prompt
+
+
+def survey(store: Store, run_id: str, opts: ReplayOptions, *, asks_model: bool) -> tuple[str, ...]:
+    """What a step replay says before it asks (one line each): how many requests each ``--system`` rule
+    replaces (a rule that matches none is a :class:`UsageError` naming it and the run's actors), and,
+    when a model is asked, that no request carries tool definitions, so the candidate can answer only
+    with text. Read from the requests the replay asks (:attr:`SourceStep.request`), in one pass that
+    stops at the first request with tools when no rule needs counting."""
+    change = opts.system
+    if opts.mode != "step" or (change is None and not asks_model):
+        return ()
+    labels = change.labels if change is not None else ()
+    replaced, matched = [0] * len(labels), [0] * len(labels)  # by the first rule that matches; by any
+    actors: set[str] = set()
+    asked = tools = False
+    for chunk in iter_steps(store, run_id):
+        for step in chunk:
+            if step.content_missing:
+                continue
+            asked = True
+            tools = tools or bool(step.request.get("tools"))
+            if change is not None:
+                actors.add(step.actor)
+                found = change.matching(step.actor, step.request)
+                for n in found:
+                    matched[n] += 1
+                if found:
+                    replaced[found[0]] += 1
+        if tools and change is None:
+            break
+    notes = []
+    if change is not None:
+        for rule, n in zip(change.rules, matched, strict=False):
+            if not n:
+                prompt = ", and no request's recorded system prompt is that file's text" if rule.old else ""
+                raise UsageError(
+                    f"{rule.label} matches no request of run {run_id}: it has no actor {rule.agent}{prompt} "
+                    f"(its actors: {', '.join(sorted(actors)) or 'none'})"
+                )
+        each = ", ".join(f"{n} by {label}" for label, n in zip(labels, replaced, strict=True))
+        notes.append(f"replay: system prompt replaced in {sum(replaced)} requests: {each}")
+    if asks_model and asked and not tools:
+        notes.append(
+            f"replay: run {run_id}'s requests carry no tool definitions: the candidate can answer only with "
+            "text (import with --tools FILE)"
+        )
+    return tuple(notes)
 
 
 def _boundary(job: Job) -> Boundary:

@@ -23,7 +23,7 @@ from sdbctl.sdb.store._manifest import RunManifest, RunStatus
 if TYPE_CHECKING:
     from sdbctl.sdb.store._integrity import named_damage, unreadable_runs
     from sdbctl.sdb.store._read import event_dicts, export_run, run_events, write_file
-    from sdbctl.sdb.store._views import connect, query_arrow, run_query, spill_directory
+    from sdbctl.sdb.store._views import add_requests_view, connect, query_arrow, run_query, spill_directory
     from sdbctl.sdb.store._writer import RunExists, RunWriter
 
 HEARTBEAT_SECONDS: float = 10.0  # how often the holder of an S3 lock rewrites it (read when a lock is taken)
@@ -40,6 +40,7 @@ __all__ = [
     "RunStatus",
     "RunWriter",
     "Store",
+    "add_requests_view",
     "check_run_id",
     "connect",
     "diff_key",
@@ -64,6 +65,7 @@ __getattr__ = lazy_exports(
         "export_run": "_read",
         "run_events": "_read",
         "write_file": "_read",
+        "add_requests_view": "_views",
         "connect": "_views",
         "query_arrow": "_views",
         "run_query": "_views",

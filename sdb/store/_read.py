@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sdbctl.sdb.errors import SdbError, UsageError
-from sdbctl.sdb.events import EVENT_SCHEMA
+from sdbctl.sdb.events import EVENT_SCHEMA, canonical_json, session_requests, whole_payload
 from sdbctl.sdb.store._integrity import bad_payload, named_damage
 from sdbctl.sdb.store._layout import Store
 from sdbctl.sdb.store._views import connect, query_arrow
@@ -49,9 +49,14 @@ def _run_events(store: Store, run_id: str, session: str | None, kind: str | None
     return table
 
 
-def event_dicts(table: pa.Table) -> Iterator[dict[str, Any]]:
+def event_dicts(table: pa.Table, *, whole: bool = False) -> Iterator[dict[str, Any]]:
     """Rows as dicts with ``payload`` parsed back into JSON values and ``ts`` as ISO-8601 text; a
-    payload that is not JSON is its run's one-line :class:`DamagedRun` naming the event."""
+    payload that is not JSON is its run's one-line :class:`DamagedRun` naming the event.
+
+    ``whole``: each llm payload with its request whole, as it was asked (a request may be stored as
+    what is new since an earlier call, :mod:`sdb.events._linear`); ``table`` must then be ordered by
+    run, session and seq and hold every llm event of its sessions. One session is held at a time."""
+    session: list[dict[str, Any]] = []
     for batch in table.to_batches(max_chunksize=10_000):
         for row in batch.to_pylist():
             try:
@@ -61,13 +66,32 @@ def event_dicts(table: pa.Table) -> Iterator[dict[str, Any]]:
                 assert found is not None  # it did not parse
                 raise found from None
             row["ts"] = row["ts"].isoformat()
-            yield row
+            if not whole:
+                yield row
+                continue
+            if session and (row["session_id"], row["run_id"]) != (session[0]["session_id"], session[0]["run_id"]):
+                yield from _whole(session)
+                session = []
+            session.append(row)
+    if session:
+        yield from _whole(session)
+
+
+def _whole(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One session's rows, each llm payload with its request whole."""
+    llm = [row for row in rows if row["kind"] == "llm"]
+    if llm:
+        at = f"run {rows[0]['run_id']} session {rows[0]['session_id']}"
+        requests = session_requests(((row["seq"], row["payload"]) for row in llm), at)
+        for row, (_, request) in zip(llm, requests, strict=True):
+            row["payload"] = whole_payload(row["payload"], request)
+    return rows
 
 
 def write_jsonl(table: pa.Table, out: IO[bytes]) -> int:
     """Write ``table`` as newline-delimited JSON, one event per line; returns the line count."""
     n = 0
-    for row in event_dicts(table):
+    for row in event_dicts(table, whole=True):
         out.write(orjson.dumps(row) + b"\n")
         n += 1
     return n
@@ -82,10 +106,23 @@ def export_run(store: Store, run_id: str, fmt: ExportFormat, out: Path | IO[byte
     check_output(out)  # before the run is read: a wrong path is said at once
     table = run_events(store, run_id)
     if fmt == "parquet":
-        events = table.cast(EVENT_SCHEMA)
+        events = _whole_requests(table).cast(EVENT_SCHEMA)
         write_file(out, lambda fh: pq.write_table(events, fh, compression="zstd"))
         return table.num_rows
     return write_file(out, lambda fh: write_jsonl(table, fh))
+
+
+def _whole_requests(table: pa.Table) -> pa.Table:
+    """``table`` with each llm payload's request whole (an export is read by other tools)."""
+    kinds = table.column("kind").cast(pa.string()).to_pylist()
+    if "llm" not in kinds:
+        return table
+    texts = table.column("payload").to_pylist()
+    payloads = [
+        canonical_json(row["payload"]) if kind == "llm" else text
+        for row, kind, text in zip(event_dicts(table, whole=True), kinds, texts, strict=True)
+    ]
+    return table.set_column(table.schema.get_field_index("payload"), "payload", pa.array(payloads, pa.string()))
 
 
 def check_output(out: Path) -> None:

@@ -1,4 +1,5 @@
-"""DuckDB over the store: views ``events``, ``runs`` and ``divergences`` laid over the files on demand.
+"""DuckDB over the store: views ``events``, ``runs`` and ``divergences`` laid over the files on demand
+(and ``requests``, the llm requests whole, for a query that names it).
 
 ``events`` reads the Parquet parts directly (``read_parquet`` locally, an Arrow dataset through
 pyarrow's S3 filesystem for an object store), after each run's parts have been checked against its
@@ -24,7 +25,7 @@ import duckdb
 import pyarrow as pa
 
 from sdbctl.sdb.errors import QueryError
-from sdbctl.sdb.events import DIVERGENCE_SCHEMA, EVENT_SCHEMA
+from sdbctl.sdb.events import DIVERGENCE_SCHEMA, EVENT_SCHEMA, canonical_json, with_requests
 from sdbctl.sdb.store._integrity import readable_divergences, verified_paths
 from sdbctl.sdb.store._layout import Store
 
@@ -113,6 +114,32 @@ def connect(
     con.register("_runs", pa.Table.from_pylist(rows, schema=RUNS_SCHEMA))
     con.execute("CREATE VIEW runs AS SELECT * FROM _runs")
     return con
+
+
+_REQUEST_FIELDS: list[pa.Field[Any]] = [
+    pa.field("run_id", pa.string()),
+    pa.field("session_id", pa.string()),
+    pa.field("seq", pa.int64()),
+    pa.field("request", pa.string()),
+]
+REQUESTS_SCHEMA = pa.schema(_REQUEST_FIELDS)
+_LLM_ROWS = "SELECT run_id, session_id, seq, payload FROM events WHERE kind = 'llm' ORDER BY run_id, session_id, seq"
+
+
+def add_requests_view(con: duckdb.DuckDBPyConnection, batch: int = 1_000) -> None:
+    """The view ``requests``: every llm event's request whole, as canonical JSON text (``run_id,
+    session_id, seq, request``), rebuilt from what the events store (:mod:`sdb.events._linear`). It
+    is built when a query names it: its text grows with the square of a conversation's length."""
+    reader = con.sql(_LLM_ROWS).to_arrow_reader(batch)
+    rows = (row for record_batch in reader for row in record_batch.to_pylist())
+    columns: dict[str, list[Any]] = {name: [] for name in REQUESTS_SCHEMA.names}
+    for row, _, request in with_requests(rows, "events"):
+        columns["run_id"].append(row["run_id"])
+        columns["session_id"].append(row["session_id"])
+        columns["seq"].append(row["seq"])
+        columns["request"].append(None if request is None else canonical_json(request))
+    con.register("_requests", pa.table(columns, schema=REQUESTS_SCHEMA))
+    con.execute("CREATE VIEW requests AS SELECT * FROM _requests")
 
 
 def run_query(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
