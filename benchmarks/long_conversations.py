@@ -7,6 +7,10 @@ their results, replies); its messages are of real size (a tool result of ~700 by
 
     python -m benchmarks.long_conversations [--turns 1000] [--sessions 10000] [--calls 30]
 
+``--sessions 0`` leaves the corpus out. Run with another installation's Python (the script imports
+only ``benchmarks``) to measure that version: the "before" figures in benchmarks/README.md are
+b4509d1's, the commit before linear storage.
+
 Targets (issue 22): the 1,000-turn conversation imports in <= 3 s, and ``show``, ``export --format
 chat``, ``diff`` and ``replay`` on it each peak at <= 300 MB; the corpus imports at >= 5 MB/s of JSON.
 """
@@ -54,8 +58,8 @@ def _conversation(sid: str, calls: int, rng: random.Random) -> dict[str, Any]:
     return {"id": sid, "model": "gpt-4o", "outcome": 1.0, "messages": messages}
 
 
-def _run(args: list[str], cwd: Path) -> tuple[float, float]:
-    """Run ``sdbctl ARGS`` in ``cwd``: (seconds, peak MB of that process)."""
+def _run(args: list[str], cwd: Path) -> tuple[float, float | str]:
+    """Run ``sdbctl ARGS`` in ``cwd``: (seconds, peak MB of that process, or why it failed)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "sdbctl.cli.main", *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -63,8 +67,8 @@ def _run(args: list[str], cwd: Path) -> tuple[float, float]:
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) not in (0, 1):
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        raise SystemExit(f"sdbctl {' '.join(args)} failed: {err}")
+        err = proc.stderr.read().decode().strip().splitlines() if proc.stderr else []
+        return seconds, "failed: " + (err[-1][:60] if err else f"exit {os.waitstatus_to_exitcode(status)}")
     return seconds, usage.ru_maxrss / 1024
 
 
@@ -98,8 +102,11 @@ def main() -> None:
         print(f"stored: {stored / 1e6:.2f} MB of Parquet")
         print(f"{'command':<26} {'seconds':>8} {'peak MB':>8}  target")
         for label, seconds, peak, target in rows:
-            print(f"{label:<26} {seconds:>8.2f} {peak:>8.0f}  {target}")
+            shown = f"{peak:>8.0f}" if isinstance(peak, float) else peak
+            print(f"{label:<26} {seconds:>8.2f} {shown}  {target}")
 
+        if not opts.sessions:
+            return
         corpus = root / "corpus.jsonl"
         with corpus.open("w") as fh:
             for s in range(opts.sessions):
@@ -108,7 +115,7 @@ def main() -> None:
         seconds, peak = _run(["import", "chat", str(corpus), "--run-id", "corpus"], root)
         print(
             f"corpus: {opts.sessions} sessions x {opts.calls} calls, {size / 1e6:.0f} MB of JSON imported in "
-            f"{seconds:.1f} s = {size / 1e6 / seconds:.1f} MB/s (target >= 5 MB/s), peak {peak:.0f} MB"
+            f"{seconds:.1f} s = {size / 1e6 / seconds:.1f} MB/s (target >= 5 MB/s), peak {peak} MB"
         )
 
 

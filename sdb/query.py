@@ -132,7 +132,7 @@ def _query(
 
     con = connect(store, run_id, runs=runs, divergences=True)
     if re.search(r"\brequests\b", sql, re.IGNORECASE):
-        add_requests_view(con)
+        add_requests_view(con, store, run_id, runs=runs)
     allowed = [str(spill_directory())]
     if not store.loc.remote:
         allowed.append(str(Path(store.root).resolve()))

@@ -27,6 +27,7 @@ from typing import Any
 
 from sdbctl.sdb.errors import SdbError
 from sdbctl.sdb.events import plain_json, same_json
+from sdbctl.sdb.events._canonical import json_default
 from sdbctl.sdb.settings import read_table
 
 # keys whose text value is a credential, whatever its shape: in a JSON (or Python) text, and as the key of
@@ -175,7 +176,12 @@ class Redactor:
         if kind is list or kind is tuple or isinstance(value, list | tuple):
             redact = self._walk
             return [v if type(v) in _PLAIN else redact(v) for v in value]
-        return value
+        if isinstance(value, int | float):
+            return value
+        try:  # a pydantic model, a dataclass, a set ...: redacted as the JSON value it is written as
+            return self._walk(json_default(value))
+        except TypeError:
+            return value
 
 
 def _group_end(source: str, start: int) -> int:
@@ -204,10 +210,17 @@ def _group_end(source: str, start: int) -> int:
     return -1
 
 
+# Python's ``re`` reads \s, \d and \w as Unicode classes, RE2 as ASCII ones: spelled out for RE2
+_SPACES = r"\s\x0b\x1c-\x1f\x85\xa0\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}"
+_RE2_CLASS = {"\\s": _SPACES, "\\d": r"\p{Nd}", "\\w": r"\p{L}\p{N}\p{M}_"}
+
+
 def _loosened(source: str) -> str | None:
-    """``source`` with what only narrows a match taken out: negative lookarounds, word boundaries and
-    anchors dropped, positive lookarounds made part of the match, named groups made plain. It
-    matches in any text that holds a match of the rule (None: it could not be done)."""
+    r"""``source`` for RE2, with what only narrows a match taken out: lookarounds, word boundaries and
+    anchors dropped (a positive lookbehind that opens the rule, and a positive lookahead that ends
+    it, kept as part of the match: they are beside it in the text), named groups made plain, and
+    ``\s``, ``\d``, ``\w`` spelled out as Python reads them. It matches in any text that holds a
+    match of the rule (None: it could not be done)."""
     if re.search(r"\\[1-9]|\(\?P=", source):
         return None  # a back-reference: groups cannot be renumbered
     out, i, in_class = [], 0, False
@@ -215,7 +228,14 @@ def _loosened(source: str) -> str | None:
         c = source[i]
         if c == "\\":
             two = source[i : i + 2]
-            out.append("" if not in_class and two in ("\\b", "\\B", "\\A", "\\Z", "\\z") else two)
+            if in_class:
+                if two in ("\\S", "\\D", "\\W"):
+                    return None  # ASCII in RE2: narrower than Python's inside a class
+                out.append(_RE2_CLASS.get(two, two))
+            elif two in ("\\b", "\\B", "\\A", "\\Z", "\\z"):
+                pass
+            else:
+                out.append(f"[{_RE2_CLASS[two]}]" if two in _RE2_CLASS else two)
             i += 2
             continue
         if in_class:
@@ -233,15 +253,18 @@ def _loosened(source: str) -> str | None:
         if c in "^$":  # anchors: a rule's match inside a longer text (a JSON text) is found too
             i += 1
             continue
-        if source.startswith(("(?=", "(?<="), i):  # what must be beside the match: it is in the text too
-            out.append("(?:")
-            i += 3 if source.startswith("(?=", i) else 4
-            continue
-        if source.startswith(("(?!", "(?<!"), i):
+        if source.startswith(("(?=", "(?<=", "(?!", "(?<!"), i):
             end = _group_end(source, i)
             if end < 0:
                 return None
-            i = end + 1
+            opening = (i == 0 and source.startswith("(?<=", i)) or (
+                end == len(source) - 1 and source.startswith("(?=", i)
+            )
+            if opening:  # beside the match, at its edge: consumed, it is in the text too
+                out.append("(?:")
+                i += 3 if source.startswith("(?=", i) else 4
+            else:
+                i = end + 1
             continue
         if source.startswith("(?P<", i):
             close = source.find(">", i)
@@ -276,7 +299,9 @@ def _maybe_secret(patterns: list[re.Pattern[str]]) -> Any:
         try:
             import re2  # type: ignore[import-untyped]
 
-            return re2.compile("|".join(p for p in parts if p is not None))
+            options = re2.Options()
+            options.log_errors = False  # a rule RE2 cannot read falls back, silently
+            return re2.compile("|".join(p for p in parts if p is not None), options)
         except Exception:
             pass
     if any(re.search(r"\\[1-9]|\(\?P=", p.pattern) for p in patterns):

@@ -237,3 +237,77 @@ def test_a_tampered_delta_is_one_line_naming_the_run(sdbctl: CLI, tmp_path: Path
     ):
         assert_one_line_error(sdbctl(*args), "run a session", "its request starts from llm event 9")
     assert sdbctl("show", "a", "--json").returncode == 0  # the stored events are shown as they are
+
+
+def test_a_delta_never_starts_from_an_event_another_threads_unit_still_holds(store: Path) -> None:
+    """Thread A's llm event held in its unit() block is not queued yet: the main thread's next call
+    stores its request whole, so a flush in between leaves a readable run."""
+    import threading
+
+    from sdbctl.recorders.sdk import Recorder
+
+    history = [{"role": "user", "content": "a"}]
+    inside, release = threading.Event(), threading.Event()
+    rec = Recorder(store=store, run_id="u", handle_signals=False)
+    session = rec.session("s")
+
+    def in_a_unit() -> None:
+        with rec.unit():
+            session.llm({"messages": history}, {"choices": []}, model="m")
+            inside.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=in_a_unit)
+    thread.start()
+    assert inside.wait(10)
+    session.llm({"messages": [*history, {"role": "user", "content": "b"}]}, {"choices": []}, model="m")
+    rec.flush()  # the main thread's event is on disk, thread A's is not
+    part = read_only_query(Store.open(store), "SELECT seq, payload FROM events", "u")[1]
+    assert [seq for seq, _ in part] == [1] and '"request_delta"' not in part[0][1]
+    release.set()
+    thread.join()
+    rec.close()
+    assert len(read_back(store, "u")["timeline"]) == 2
+
+
+def test_a_request_holding_a_numpy_array_records_as_before(store: Path) -> None:
+    import numpy as np
+
+    from sdbctl.recorders.sdk import Recorder
+
+    first: list[Any] = [{"role": "user", "content": "a"}]
+    asked: list[dict[str, Any]] = [{"messages": first, "embedding": np.arange(3)}]
+    asked.append({"messages": [*first, {"role": "user", "content": np.array([1.5])}], "embedding": np.arange(4)})
+    with Recorder(store=store, run_id="np", handle_signals=False) as rec:
+        session = rec.session("s")
+        for request in asked:
+            session.llm(request, {"choices": []}, model="m")
+    assert_identical(store, "np", {("s", seq): canonical_bytes(r) for seq, r in enumerate(asked)})
+
+
+@pytest.mark.parametrize(
+    ("bodies", "message"),
+    [
+        ([(0, {"request": {"m": [1]}}), (0, {"request": {"m": [2]}})], "two llm events of the session have seq 0"),
+        ([(0, {"request": {"m": [1]}}), (1, {"request": {}, "request_delta": {"from": 0}})], "both a request and"),
+        ([(0, {"request": "text"}), (1, {"request_delta": {"from": 0, "same": ["m"]}})], "not an earlier llm event"),
+        (
+            [(0, {"request": {"m": [1]}}), (1, {"request_delta": {"from": True, "same": ["m"]}})],
+            "starts from llm event True",
+        ),
+    ],
+)
+def test_a_damaged_chain_is_one_line(bodies: list[tuple[int, Any]], message: str) -> None:
+    with pytest.raises(SchemaError, match=message):
+        list(session_requests(bodies, "run r session s"))
+
+
+def test_the_requests_view_streams_one_run_or_the_store(sdbctl: CLI, tmp_path: Path) -> None:
+    chat = REPO / "fixtures" / "chat"
+    for run, trial in (("a", "trial-a.jsonl"), ("b", "trial-b.jsonl")):
+        assert sdbctl("import", "chat", str(chat / trial), "--map", str(chat / "map.toml"), "--run-id", run)
+    store = tmp_path / ".sdb"
+    one = read_only_query(Store.open(store), "SELECT run_id, count(*) FROM requests GROUP BY 1", "a")[1]
+    every = dict(read_only_query(Store.open(store), "SELECT run_id, count(*) FROM requests GROUP BY 1")[1])
+    assert one == [("a", every["a"])] and set(every) == {"a", "b"}
+    assert every == {r: len(read_back(store, r)["timeline"]) for r in ("a", "b")}

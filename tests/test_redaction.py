@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sdbctl.sdb.errors import SdbError
-from sdbctl.sdb.redaction import DEFAULT_RULES, Redactor, _replacement, load_redactor
+from sdbctl.sdb.redaction import DEFAULT_RULES, Redactor, _replacement, build, load_redactor
 
 SECRETS = {
     "openai_key": "sk-proj-abcdefghijklmnopqrstuvwxyz012345",
@@ -269,14 +269,24 @@ SAMPLES = [
     "X-Amz-Signature=abc", '"password": "pw"', "Authorization: Token abc", "Cookie: a=b; c=d",
     "hooks.slack.com/services/T000/B000/XXXX", "glpat-" + "d" * 20, "npm_" + "e" * 36,
     "SG." + "f" * 16 + "." + "g" * 16, "gsk_" + "h" * 20, "mia.li@example.com", "é-mia@example.com",
+    "Authorization: Bearer\u00a0abcdefghijklmnopqrstuvwxyz", "Basic\u2003dXNlcjpwYXNz", "Basic\x0bdXNlcjpwYXNz",
+    "aws_secret_access_key =\u3000" + "A" * 40, "key abcdefgh1jklmnopqrstuvwxyzABCDEF", "tok_ñññññ",
+    "ACCT\u0661\u0662\u0663\u0664",
 ]  # fmt: skip
+# user rules RE2 reads differently from Python's re: a lookahead that opens the rule, Unicode classes
+USER_RULES = {"token32": r"\b(?=[A-Za-z0-9]*\d)[A-Za-z0-9]{32}\b", "tok": r"tok_\w{5}", "acct": r"ACCT\d{4}"}
+
+
+def _redactor_with_user_rules() -> Redactor:
+    return build({**DEFAULT_RULES, **USER_RULES}, "test")
 
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.lists(st.sampled_from(SAMPLES) | st.text(alphabet="aeAZ09 _-.:=@/?&#\"'é\n", max_size=40), max_size=4).map(
-        "".join
-    )
+    st.lists(
+        st.sampled_from(SAMPLES) | st.text(alphabet="aeAZ09 _-.:=@/?&#\"'é\n\u00a0\u3000\x0b\u0661", max_size=40),
+        max_size=4,
+    ).map("".join)
 )
 def test_the_one_pass_prefilter_never_skips_a_text_a_rule_changes(text: str) -> None:
     """The prefilter (RE2 over the rules loosened, or the rules side by side) only spares passes:
@@ -286,7 +296,7 @@ def test_the_one_pass_prefilter_never_skips_a_text_a_rule_changes(text: str) -> 
 
 
 def test_every_sample_secret_is_seen_by_the_prefilter() -> None:
-    redactor = load_redactor()
+    redactor = _redactor_with_user_rules()
     found = redactor._any
     assert found is not None and type(found).__module__.startswith("re2")  # the fast one is the one in use
     for sample in SAMPLES:
@@ -299,7 +309,7 @@ JSON_VALUES = st.recursive(
     | st.booleans()
     | st.integers()
     | st.sampled_from(SAMPLES)
-    | st.text(alphabet='aZ09 _-:=@/"é\n', max_size=20),
+    | st.text(alphabet='aZ09 _-:=@/"é\n\u00a0\u0661', max_size=20),
     lambda inner: (
         st.lists(inner, max_size=3)
         | st.dictionaries(st.sampled_from(["password", "note", "api_key", "Basic abcd1234", "x"]), inner, max_size=3)
@@ -317,3 +327,16 @@ def test_a_structure_whose_json_text_holds_no_secret_is_kept_and_any_other_is_wa
     assert redactor.redact({"auth": "Basic dXNlcjpwYXNz"}) == {
         "auth": "Basic [REDACTED:basic_auth]"
     }  # an anchored rule
+
+
+def test_a_pydantic_model_in_a_payload_is_redacted_as_the_json_it_is_written_as() -> None:
+    """An OpenAI SDK message object appended to ``messages`` is written out by its model_dump: its
+    text is redacted too (it was written out whole before)."""
+    import pydantic
+
+    class Message(pydantic.BaseModel):
+        role: str
+        content: str
+
+    out = load_redactor().redact({"messages": [Message(role="user", content="key sk-abcdefghijklmnopqrstuvwxyz0123")]})
+    assert out == {"messages": [{"role": "user", "content": "key [REDACTED:openai_key]"}]}

@@ -6,19 +6,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sdbctl.sdb.diff._staging import mark
+
 if TYPE_CHECKING:
     from sdbctl.sdb.diff._results import DiffSummary
 
 _COUNT = """
-SELECT count(*) FILTER (WHERE coalesce(try_cast(json_extract(payload, '$.replay.cached') AS BOOLEAN), false)),
-       count(*)
-FROM events WHERE run_id = ? AND kind = 'llm'
+SELECT count(*) FILTER (WHERE coalesce(try_cast(cached AS BOOLEAN), false)), count(*)
+FROM marks WHERE run_id = ? AND kind = 'llm'
 """
 
 
 def cached_answers(con: Any, run_id: str) -> tuple[int, int]:
     """(answers that came from a cache, answers) of ``run_id``'s llm events, on a DuckDB connection
-    with the ``events`` view (:func:`sdb.store.connect`)."""
+    with the ``events`` view (:func:`sdb.store.connect`), from the marks the diff read once."""
+    mark(con, run_id)
     cached, answers = con.execute(_COUNT, [run_id]).fetchone()
     return int(cached), int(answers)
 

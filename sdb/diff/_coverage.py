@@ -10,19 +10,20 @@ from typing import Any
 
 from sdbctl.sdb.diff._compared import Compared
 from sdbctl.sdb.diff._outcomes import REPEAT_SUFFIX
+from sdbctl.sdb.diff._staging import mark
 from sdbctl.sdb.errors import SdbError
 
 
 def lacking_sessions(con: Any, base: str, run: str, *, allow_partial: bool) -> set[str]:
     """The sessions of the staged base (table ``b``) that ``run`` has no event for (a session ``ID#rK``
     of a run of repeats counts for ``ID``); an SdbError naming ``run`` when there are any, unless
-    ``allow_partial``."""
+    ``allow_partial``. ``run``'s sessions are those :func:`sdb.diff._staging.mark` read."""
+    mark(con, run)
     ours = {r[0] for r in con.execute("SELECT DISTINCT session_id FROM b").fetchall()}
     theirs = {
         s
         for row in con.execute(
-            f"SELECT DISTINCT session_id, regexp_replace(session_id, '{REPEAT_SUFFIX}', '') FROM events "
-            "WHERE run_id = ?",
+            f"SELECT session_id, regexp_replace(session_id, '{REPEAT_SUFFIX}', '') FROM sessions WHERE run_id = ?",
             [run],
         ).fetchall()
         for s in row

@@ -19,7 +19,7 @@ from sdbctl.sdb.diff._outcomes import OutcomeConfig, compare_outcomes, load_outc
 from sdbctl.sdb.diff._power import DEFAULT_TARGET
 from sdbctl.sdb.diff._results import DiffResult
 from sdbctl.sdb.diff._save import save_divergences
-from sdbctl.sdb.diff._staging import mode_claims, provider_errors, shape, stage
+from sdbctl.sdb.diff._staging import mark, mode_claims, provider_errors, shape, stage
 from sdbctl.sdb.diff._steps import compare_steps
 from sdbctl.sdb.diff._summary import build_summary, count_diverged, drift_of
 from sdbctl.sdb.diff._workloads import consulted_workloads
@@ -185,6 +185,9 @@ def _diff_runs(
     if not allow_partial:
         refuse_partial(base_manifest, cand_manifest)
     con = connect(store, runs=(base, candidate))  # the two runs only: the rest of the store is not read
+    # the diff scans both runs a dozen times: each part's footer parsed once, not at every scan
+    con.execute("SET parquet_metadata_cache = true")
+    mark(con, base, candidate)  # their llm payloads parsed once, in one scan
     base_shape, cand_shape = shape(con, base), shape(con, candidate)  # from the events, not the manifests
     closed_loop = cand_shape.closed
     both_closed = closed_loop and base_shape.closed

@@ -34,22 +34,22 @@ SELECT {sid} AS session_id, a.session_id AS raw_sid, coalesce(a.step, '') AS ste
        a.status, a.pattern, {rep} AS rep, coalesce(ly.layer, 'write') AS layer,
        (a.status = 'ok' AND coalesce(f.ok, se.name IS NULL AND a.name NOT IN (SELECT name FROM needs_effect)))
          AS committed
-FROM (SELECT session_id, seq, step, name, digest, status, pattern, parent FROM events
-      WHERE run_id = $run AND kind = 'action' {parented}) a
+FROM {actions} a
 {llm}
-LEFT JOIN (SELECT session_id, parent, bool_and(kind = 'effect' AND status = 'ok') AS ok FROM events
-           WHERE run_id = $run AND kind IN ('effect', 'error') AND parent IS NOT NULL GROUP BY ALL) f
+LEFT JOIN (SELECT session_id, parent, bool_and(kind = 'effect' AND status = 'ok') AS ok FROM {effects}
+           WHERE parent IS NOT NULL GROUP BY ALL) f
   ON f.session_id = a.session_id AND f.parent = a.seq
-LEFT JOIN {effects} se ON se.session_id = a.session_id AND se.name = a.name
+LEFT JOIN (SELECT DISTINCT session_id, name FROM {effects} WHERE kind = 'effect') se
+  ON se.session_id = a.session_id AND se.name = a.name
 LEFT JOIN layers ly ON ly.name = a.name
 """
 # (the llm event's repeat is taken from its payload inside the subquery: the join then holds a number
 # per llm event, not its payload, which for a large run is most of the diff's memory)
-_LLM_JOIN = """JOIN (SELECT session_id, seq, {repeat} AS rep FROM events WHERE run_id = $run AND kind = 'llm') l
+_LLM_JOIN = """JOIN (SELECT session_id, seq, {repeat} AS rep FROM marks WHERE run_id = $run AND kind = 'llm') l
   ON l.session_id = a.session_id AND l.seq = a.parent"""
-# the repeat index lives in the llm payload of a step-mode replay with --repeat (parse it only there),
+# the repeat index lives in the llm payload of a step-mode replay with --repeat (table marks),
 # and in the session id (ID#rK) of a session-mode replay with --repeat or an import of trials
-_REPEAT = "coalesce(try_cast(json_extract(payload, '$.replay.repeat') AS BIGINT), 0)"
+_REPEAT = "coalesce(try_cast(repeat AS BIGINT), 0)"
 _SESSION_REPEAT = f"coalesce(try_cast(regexp_extract(a.session_id, '{REPEAT_SUFFIX}', 1) AS BIGINT), 0)"
 _SESSION_ID = f"regexp_replace(a.session_id, '{REPEAT_SUFFIX}', '')"
 
@@ -61,30 +61,38 @@ def rows(con: Any, sql: str, params: list[Any] | dict[str, Any]) -> list[dict[st
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
-# a step-mode replay marks each llm (and provider error) event it writes with the source step it
-# answered, `replay.source_seq` (a session-mode replay marks only cached answers, `replay.cached`); the
-# LIKE spares parsing the payloads that cannot have the key
-# LIKE spares parsing the payloads that cannot have the key. Every such event of a run must say the
-# same: one event marked otherwise would choose the comparison of the whole run (a damaged run)
+# What a replay wrote into the payload of each llm (and provider error) event, `$.replay`: a step-mode
+# replay the source step it answered (`source_seq`) and its repeat (`repeat`), a session-mode replay
+# whether the answer came from a cache (`cached`). Read once per run into temp table `marks` (the
+# payloads are most of a run's bytes: parsing them once for every question cost a large diff seconds);
+# the LIKE spares parsing the payloads that cannot have the key
+_MARKS = """INSERT INTO marks
+SELECT run_id, session_id, seq, kind, m[1], coalesce(m[2] IS NOT NULL, false), m[3] FROM (
+    SELECT run_id, session_id, seq, kind, CASE WHEN payload LIKE '%"replay":%'
+           THEN json_extract(payload, ['$.replay.repeat', '$.replay.source_seq', '$.replay.cached']) END AS m
+    FROM events WHERE run_id IN ({runs}) AND kind IN ('llm', 'error'))"""
+_MARKS_TABLE = """CREATE TEMP TABLE IF NOT EXISTS marks
+    (run_id VARCHAR, session_id VARCHAR, seq BIGINT, kind VARCHAR, repeat JSON, forced BOOLEAN, cached JSON);
+    CREATE TEMP TABLE IF NOT EXISTS sessions (run_id VARCHAR, session_id VARCHAR);
+    CREATE TEMP TABLE IF NOT EXISTS marked (run_id VARCHAR)"""
+# each run's session ids, read once beside the marks (asked for by several checks)
+_SESSIONS = "INSERT INTO sessions SELECT DISTINCT run_id, session_id FROM events WHERE run_id IN ({runs})"
+# Every marked event of a run must say the same: one event marked otherwise would choose the
+# comparison of the whole run (a damaged run)
 _MODES = """SELECT count(*) FILTER (WHERE forced), count(*) FILTER (WHERE NOT forced),
-             min(session_id) FILTER (WHERE forced), min(session_id) FILTER (WHERE NOT forced)
-             FROM (SELECT session_id, CASE WHEN payload LIKE '%"source_seq":%'
-                   THEN json_extract(payload, '$.replay.source_seq') IS NOT NULL ELSE false END AS forced
-                   FROM events WHERE run_id = ? AND kind IN ('llm', 'error'))"""
+             min(session_id) FILTER (WHERE forced), min(session_id) FILTER (WHERE NOT forced),
+             count(*) FILTER (WHERE kind = 'llm') FROM marks WHERE run_id = ?"""
 # a repeat index an event holds (its llm or error payload's, its session id's ID#rK) that no replay
 # writes: 0 <= K < MAX_REPEAT, a whole number
-# (each payload parsed once, then its repeat judged: parsing the payloads is most of the cost)
-_BAD_STEP_REPEAT = """SELECT session_id, r FROM (
-        SELECT session_id, json_extract(payload, '$.replay.repeat') AS r FROM events
-        WHERE run_id = $run AND kind IN ('llm', 'error') AND payload LIKE '%"repeat":%')
-    WHERE r IS NOT NULL
-    AND NOT coalesce(json_type(r) IN ('BIGINT', 'UBIGINT') AND try_cast(r AS BIGINT) BETWEEN 0 AND $top, false)
+_BAD_STEP_REPEAT = """SELECT session_id, repeat FROM marks WHERE run_id = $run AND repeat IS NOT NULL
+    AND NOT coalesce(json_type(repeat) IN ('BIGINT', 'UBIGINT') AND try_cast(repeat AS BIGINT) BETWEEN 0 AND $top,
+                     false)
     LIMIT 1"""
-_BAD_SESSION_REPEAT = f"""SELECT session_id FROM (SELECT DISTINCT session_id FROM events WHERE run_id = $run)
+_BAD_SESSION_REPEAT = f"""SELECT session_id FROM (SELECT session_id FROM sessions WHERE run_id = $run)
     WHERE regexp_matches(session_id, '{REPEAT_SUFFIX}')
     AND NOT coalesce(try_cast(regexp_extract(session_id, '{REPEAT_SUFFIX}', 1) AS BIGINT) <= $top, false) LIMIT 1"""
 _EVENT_REPEAT = f"coalesce(try_cast(regexp_extract(session_id, '{REPEAT_SUFFIX}', 1) AS BIGINT), 0)"
-_TRIALS = f"""SELECT 1 FROM (SELECT DISTINCT session_id FROM events WHERE run_id = ?)
+_TRIALS = f"""SELECT 1 FROM (SELECT session_id FROM sessions WHERE run_id = ?)
               WHERE try_cast(regexp_extract(session_id, '{REPEAT_SUFFIX}', 1) AS BIGINT) > 0 LIMIT 1"""
 
 
@@ -107,7 +115,8 @@ class Shape:
 def shape(con: Any, run: str) -> Shape:
     """The :class:`Shape` of ``run``, read from its events; a :class:`SchemaError` naming ``run`` when
     its events contradict each other on what it is (its mode, its repeats): the run is damaged."""
-    marked, unmarked, one, other = con.execute(_MODES, [run]).fetchone()
+    mark(con, run)
+    marked, unmarked, one, other, llm = con.execute(_MODES, [run]).fetchone()
     if marked and unmarked:
         raise SchemaError(
             f"run {run!r} is damaged: it holds events of both a step-mode and a session-mode replay: {marked} "
@@ -117,8 +126,20 @@ def shape(con: Any, run: str) -> Shape:
     forced = bool(marked)
     trials = not forced and bool(con.execute(_TRIALS, [run]).fetchall())
     _check_repeats(con, run, trials)
-    has_llm = bool(con.execute("SELECT 1 FROM events WHERE run_id = ? AND kind = 'llm' LIMIT 1", [run]).fetchall())
-    return Shape(run, forced, trials, has_llm)
+    return Shape(run, forced, trials, bool(llm))
+
+
+def mark(con: Any, *runs: str) -> None:
+    """Read the replay marks of ``runs``' llm and error events into temp table ``marks`` (see
+    :data:`_MARKS`) and their session ids into ``sessions``, in one scan each; a run already read is
+    not read again."""
+    con.execute(_MARKS_TABLE)
+    known = {r[0] for r in con.execute("SELECT run_id FROM marked").fetchall()}
+    new = [r for r in dict.fromkeys(runs) if r not in known]
+    if new:
+        con.execute(_MARKS.format(runs=", ".join("?" * len(new))), new)
+        con.execute(_SESSIONS.format(runs=", ".join("?" * len(new))), new)
+        con.executemany("INSERT INTO marked VALUES (?)", [[r] for r in new])
 
 
 def _check_repeats(con: Any, run: str, trials: bool) -> None:
@@ -163,13 +184,20 @@ def mode_claims(manifest: RunManifest, found: Shape) -> list[Rule]:
 def stage(con: Any, config: DiffConfig, base: Shape, candidate: Shape, *, by_commit: bool) -> None:
     """Stage both runs: the layer of every action name (table ``layers``), then ``b`` and ``c``. By
     commit, a base of trials is its repeat 0; a step-mode replay keeps the session ids its source had."""
-    names = [
-        r[0]
-        for r in con.execute(
-            "SELECT DISTINCT name FROM events WHERE run_id IN (?, ?) AND kind = 'action'",
-            [base.run_id, candidate.run_id],
-        ).fetchall()
-    ]
+    # each run's events read once for the staging: its model actions, then its effects (and errors)
+    for table, found in (("b", base), ("c", candidate)):
+        parented = "AND parent IS NOT NULL" if found.has_llm else ""
+        con.execute(
+            f"CREATE TEMP TABLE {table}_actions AS SELECT session_id, seq, step, name, digest, status, pattern, "
+            f"parent FROM events WHERE run_id = ? AND kind = 'action' {parented}",
+            [found.run_id],
+        )
+        con.execute(
+            f"CREATE TEMP TABLE {table}_effects AS SELECT session_id, parent, name, kind, status FROM events "
+            "WHERE run_id = ? AND kind IN ('effect', 'error')",
+            [found.run_id],
+        )
+    names = [r[0] for r in con.execute("SELECT name FROM b_actions UNION SELECT name FROM c_actions").fetchall()]
     con.register("layers", pa.table({"name": names, "layer": [config.layer(n) for n in names]}))
     con.register("needs_effect", pa.table({"name": pa.array([n for n in names if config.needs(n)], pa.string())}))
     split = by_commit or candidate.trials
@@ -185,27 +213,24 @@ def _load(con: Any, table: str, found: Shape, *, base_side: bool, split_repeats:
     session_repeats = found.trials if split_repeats is None else split_repeats and found.trials
     step_repeats = found.forced and has_llm and not base_side
     rep = _SESSION_REPEAT if session_repeats else "l.rep" if step_repeats else "0"
-    con.execute(
-        f"CREATE TEMP TABLE {table}_effects AS SELECT DISTINCT session_id, name FROM events "
-        "WHERE run_id = ? AND kind = 'effect'",
-        [run],
-    )
     sql = _ACTIONS.format(
         sid=_SESSION_ID if session_repeats else "a.session_id",
         rep=rep,
+        actions=f"{table}_actions",
         effects=f"{table}_effects",
-        parented="AND parent IS NOT NULL" if has_llm else "",
         llm=_LLM_JOIN.format(repeat=_REPEAT if step_repeats else "0") if has_llm else "",
     )
     if base_side and session_repeats:  # the base is its repeat 0
         sql = f"SELECT * FROM ({sql}) WHERE rep = 0"
-    con.execute(f"CREATE TEMP TABLE {table} AS {sql}", {"run": run})
+    con.execute(f"CREATE TEMP TABLE {table} AS {sql}", {"run": run} if has_llm else None)  # $run: the llm join's
+    con.execute(f"DROP TABLE {table}_actions; DROP TABLE {table}_effects")
 
 
 def model_action_names(con: Any, found: Shape) -> list[str]:
     """The names of the run's model actions (as :data:`_ACTIONS` takes them) that the boundary knew: a
     name it refused (``invalid``, or a reply it could not parse) is the model's error, in any workload."""
     parented = "AND parent IS NOT NULL" if found.has_llm else ""
+    mark(con, found.run_id)
     llm = _LLM_JOIN.format(repeat="0") if found.has_llm else ""
     sql = (
         "SELECT DISTINCT a.name FROM (SELECT session_id, seq, name, parent, status FROM events "

@@ -104,10 +104,10 @@ CHUNK = 20_000
 # both runs' actions of the mismatched groups, with their payloads, in one stream sorted by group
 _ROWS = """
 SELECT 'b' AS side, b.*, e.payload FROM b JOIN (SELECT DISTINCT session_id, step FROM g) USING (session_id, step)
-  JOIN events e ON e.run_id = $base AND e.session_id = b.raw_sid AND e.seq = b.seq
+  JOIN events e ON e.run_id = $base AND e.kind = 'action' AND e.session_id = b.raw_sid AND e.seq = b.seq
 UNION ALL
 SELECT 'c' AS side, c.*, e.payload FROM c JOIN g USING (session_id, step, rep)
-  JOIN events e ON e.run_id = $candidate AND e.session_id = c.raw_sid AND e.seq = c.seq
+  JOIN events e ON e.run_id = $candidate AND e.kind = 'action' AND e.session_id = c.raw_sid AND e.seq = c.seq
 ORDER BY session_id, step, side, rep, seq
 """
 

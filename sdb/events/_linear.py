@@ -38,14 +38,22 @@ WINDOW: Final = 4  # the earlier calls of a session a delta may start from (agen
 CHAINS: Final = 4096  # the sessions a writer keeps its last requests for (an older one stores its next request whole)
 
 
+def _equal(a: Any, b: Any) -> bool:
+    """``a == b``, False where a comparison has no truth value (a numpy array) or fails."""
+    try:
+        return bool(a == b)
+    except (ValueError, TypeError):
+        return False
+
+
 def _extend_from(base: list[Any], items: list[Any]) -> int:
     """How many leading items of ``base`` begin ``items`` (compared as values; the writer checks the
     result byte for byte, so a ``True`` taken for a ``1`` costs a whole request, never a wrong one)."""
     n = len(base)
-    if len(items) >= n and items[:n] == base:
+    if len(items) >= n and _equal(items[:n], base):
         return n
     k, limit = 0, min(n, len(items))
-    while k < limit and items[k] == base[k]:
+    while k < limit and _equal(items[k], base[k]):
         k += 1
     return k
 
@@ -73,7 +81,7 @@ def _delta(base: Mapping[str, Any], request: Mapping[str, Any]) -> tuple[dict[st
                 values[key] = value
             kept += n
             whole = whole and n == len(old)
-        elif old == value:
+        elif _equal(old, value):
             same.append(key)
             kept += 1
         else:
@@ -128,7 +136,8 @@ class RequestChain:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self._recent: list[tuple[int, dict[str, Any]]] = []  # (seq, request as read back), oldest first
+        # (seq, request as read back, the thread whose unit() still holds its event, else None), oldest first
+        self._recent: list[tuple[int, dict[str, Any], int | None]] = []
 
     def encode(self, request: Any) -> tuple[bytes, bytes, dict[str, Any] | None]:
         """``(member, whole, state)``: the payload member for ``request`` (``"request":...`` or, when it
@@ -145,7 +154,10 @@ class RequestChain:
         not a walk of its history."""
         if isinstance(request, Mapping) and self._recent:
             best: tuple[int, int, dict[str, Any], dict[str, Any]] | None = None
-            for base_seq, base in reversed(self._recent):  # the newest first
+            me = threading.get_ident()
+            for base_seq, base, owner in reversed(self._recent):  # the newest first
+                if owner is not None and owner != me:  # held in another thread's unit(): maybe not queued yet
+                    continue
                 delta, kept, complete = _delta(base, request)
                 if kept and (best is None or kept > best[0]):
                     best = (kept, base_seq, base, delta)
@@ -162,11 +174,13 @@ class RequestChain:
         whole = canonical_bytes(request)
         return b'"request":' + whole, whole, orjson.loads(whole) if isinstance(request, Mapping) else None
 
-    def keep(self, seq: int, state: dict[str, Any] | None) -> None:
-        """Remember the request of llm event ``seq`` (``state`` from :meth:`encode`) for the next ones."""
+    def keep(self, seq: int, state: dict[str, Any] | None, *, shared: bool = True) -> None:
+        """Remember the request of llm event ``seq`` (``state`` from :meth:`encode`) for the next ones;
+        not ``shared``: its event is held in this thread's unit() block, so only this thread's next
+        events (queued after it) may start from it."""
         if state is None:
             return
-        self._recent.append((seq, state))
+        self._recent.append((seq, state, None if shared else threading.get_ident()))
         if len(self._recent) > WINDOW:
             del self._recent[0]
 
@@ -207,16 +221,25 @@ def session_requests(bodies: Iterable[tuple[int, Any]], where: str) -> Iterator[
         if isinstance(delta, dict) and type(delta.get("from")) is int:
             last_use[delta["from"]] = i
     held: dict[int, dict[str, Any]] = {}
+    previous: int | None = None
     for i, (seq, body) in enumerate(rows):
         at = f"{where} seq {seq}"
+        if previous is not None and seq <= previous:
+            raise SchemaError(f"{at}: two llm events of the session have seq {seq}, or they are out of order")
+        previous = seq
         delta = body.get(DELTA_KEY) if isinstance(body, dict) else None
         if delta is None:
             request = body.get("request") if isinstance(body, dict) else None
         else:
+            if "request" in body:
+                raise SchemaError(f"{at}: its payload holds both a request and a request_delta")
             start = delta.get("from") if isinstance(delta, dict) else None
-            base = held.get(start) if isinstance(start, int) else None
-            if base is None or not isinstance(start, int):
-                raise SchemaError(f"{at}: its request starts from llm event {start!r}, which is not before it")
+            base = held.get(start) if type(start) is int else None
+            if base is None or type(start) is not int:
+                raise SchemaError(
+                    f"{at}: its request starts from llm event {start!r}, which is not an earlier llm event "
+                    "of the session with a request"
+                )
             request = _apply(base, delta, at)
             if last_use.get(start) == i:
                 del held[start]
@@ -249,7 +272,8 @@ def with_requests(rows: Iterable[dict[str, Any]], where: str) -> Iterator[tuple[
 
 
 def _one_session(rows: list[tuple[dict[str, Any], Any]], where: str) -> Iterator[tuple[dict[str, Any], Any, Any]]:
-    at = f"{where} session {rows[0][0]['session_id']}"
+    run = rows[0][0].get("run_id")
+    at = f"{f'run {run}' if run is not None else where} session {rows[0][0]['session_id']}"
     requests = session_requests(((row["seq"], body) for row, body in rows), at)
     for (row, body), (_, request) in zip(rows, requests, strict=True):
         yield row, body, request

@@ -59,15 +59,16 @@ class EventQueue:
         self._wake = wake
         self._gated = gated
 
-    def append(self, row: tuple[Any, ...]) -> None:
-        """Queue one row; while ``gate`` is set (recorder closed, a unit() block open) ``gated`` decides."""
+    def append(self, row: tuple[Any, ...]) -> bool:
+        """Queue one row; while ``gate`` is set (recorder closed, a unit() block open) ``gated`` decides.
+        False when the row is held back (this thread's unit() block) rather than queued now."""
         if self.gate:
-            self._gated(row)
-            return
+            return self._gated(row) is not False
         items = self._items
         items.extend(row)
         if len(items) == self._flush_items:  # once: the writer goes on while the queue stays that long
             self._wake()
+        return True
 
     def append_held(self, values: list[Any]) -> None:
         """Queue the flattened rows of a unit() block with one ``list.extend``: no flush splits them."""

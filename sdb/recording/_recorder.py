@@ -146,9 +146,9 @@ class Recorder:
                 counter = self._counters.setdefault(session_id, new_counter())
         return counter.__next__
 
-    def _gated(self, row: tuple[Any, ...]) -> None:
+    def _gated(self, row: tuple[Any, ...]) -> bool:
         """An event recorded while the queue's gate is up: the recorder is closed, or a unit() block is
-        open in some thread (this one's events are held until its block ends)."""
+        open in some thread (this one's events are held until its block ends: False)."""
         if self._closed:
             raise SdbError(f"run {self.run_id}: recorder is closed; this event would be lost")
         if self._failure is not None:  # nothing more can be written: stop the caller now, not at close
@@ -156,8 +156,9 @@ class Recorder:
         held = getattr(self._local, "unit", None)
         if held is not None:
             held.extend(row)
-        else:
-            self._queue.append_held(list(row))
+            return False
+        self._queue.append_held(list(row))
+        return True
 
     def _set_gate(self) -> None:
         # a failed write (a full disk, a lost S3 lock) raises the gate too: the next event stops the caller

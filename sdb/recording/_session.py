@@ -44,7 +44,7 @@ class Session:
         actor: str,
         pattern: str,
         *,
-        append: Callable[[tuple[Any, ...]], None],
+        append: Callable[[tuple[Any, ...]], bool | None],
         next_seq: Callable[[], int],
         clock: Callable[[], int],
         chain: RequestChain | None = None,
@@ -140,8 +140,8 @@ class Session:
             row = (self.session_id, seq, step, parent, self._clock(), kind, actor or self.actor,
                    pattern or self.pattern, name, model, prompt, head + member + tail, dig, status,
                    latency_ms, tokens_in, tokens_out)  # fmt: skip
-            self._append(row)
-            chain.keep(seq, state)  # queued: the next delta may start from it
+            queued = self._append(row) is not False
+            chain.keep(seq, state, shared=queued)  # held in this thread's unit(): only this thread starts from it
         return seq
 
     def input(

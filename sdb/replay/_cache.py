@@ -17,6 +17,7 @@ it runs under a time budget (:data:`QUERY_BUDGET`), so no file can hang a replay
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -27,7 +28,7 @@ import orjson
 import xxhash
 
 from sdbctl.sdb.errors import SdbError
-from sdbctl.sdb.events import canonical_bytes
+from sdbctl.sdb.events import canonical_bytes, plain_json
 from sdbctl.sdb.redaction import url_without_secrets
 
 if TYPE_CHECKING:
@@ -42,22 +43,28 @@ QUERY_BUDGET = 10.0  #: seconds one query on a --cache-from file may take (a loo
 #: crash, only without its last commits after a power loss, and a lost entry is a miss (the default,
 #: FULL, flushed on every commit: ~100 us of a step's ~350 us). The page cache (32 MiB instead of
 #: 2 MiB) keeps the b-tree's upper pages in memory as the cache grows to hundreds of thousands of
-#: random keys.
-_WRITER_PRAGMAS = ("PRAGMA synchronous=NORMAL", "PRAGMA cache_size=-32768")
+#: random keys. The checkpoints that copy the -wal into the file (and flush both to the disk) are
+#: :class:`_Checkpointer`'s, in a thread of its own; the writer makes one itself only when the -wal
+#: has grown to 10,000 pages (~40 MB: that thread fell behind), so that the -wal stays bounded.
+_WRITER_PRAGMAS = ("PRAGMA synchronous=NORMAL", "PRAGMA cache_size=-32768", "PRAGMA wal_autocheckpoint=10000")
+CHECKPOINT_EVERY = 256  #: answers written between two checkpoints (~2 pages each: SQLite's default is 1,000 pages)
 
 
 class CacheError(SdbError):
     """A response cache that is not one: not SQLite, a foreign table, an entry that is no completion."""
 
 
-def cache_key(provider: str, request: Any, seed: int, endpoint: str | None = None) -> str:
+def cache_key(provider: str, request: Any, seed: int, endpoint: str | None = None, *, plain: bool = False) -> str:
     """The key an answer is cached under; ``sdbctl rm`` rebuilds it from a run's llm events. A provider
     that asks a server names it (``endpoint``, its base URL without secrets: :func:`cache_endpoint`):
-    two servers answering to one model name are two models."""
+    two servers answering to one model name are two models. ``plain``: the caller knows the request
+    is made of values read back from canonical JSON, which :func:`plain_json` writes as they were
+    (the same bytes, so the same key), without looking for what canonical JSON would change."""
     key: dict[str, Any] = {"provider": provider, "request": request, "seed": seed}
     if endpoint is not None:  # a provider with no server (a simulator, a local model): keys as before
         key["endpoint"] = endpoint
-    return xxhash.xxh3_128_hexdigest(canonical_bytes(key))
+    text = plain_json(key) if plain else None
+    return xxhash.xxh3_128_hexdigest(text if text is not None else canonical_bytes(key))
 
 
 def cache_endpoint(provider: object) -> str | None:
@@ -97,6 +104,8 @@ class ResponseCache:
         self.path = path
         self.read_only = read_only
         self._lock = threading.Lock()
+        self._checkpointer: _Checkpointer | None = None
+        self._puts = 0
         try:
             if read_only:
                 if not path.is_file():
@@ -122,6 +131,8 @@ class ResponseCache:
                     "CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, completion BLOB NOT NULL)"
                 )
             self._query("SELECT key, completion FROM completions LIMIT 0").fetchall()  # its shape, now
+            if not read_only:
+                self._checkpointer = _Checkpointer(path)
         except sqlite3.Error as exc:
             self._fail(exc)
         except OSError as exc:
@@ -138,6 +149,10 @@ class ResponseCache:
         return self._db.execute(sql, params)
 
     def _fail(self, exc: sqlite3.Error) -> NoReturn:
+        checkpointer = getattr(self, "_checkpointer", None)
+        if checkpointer is not None:
+            checkpointer.close()
+            self._checkpointer = None
         db = getattr(self, "_db", None)
         if db is not None:
             db.close()
@@ -164,14 +179,56 @@ class ResponseCache:
         if self.read_only:
             raise CacheError(f"response cache {self.path}: read-only")
         try:
-            with self._lock:
+            with self._lock:  # committed before it returns: in the -wal, which outlives a killed process
                 self._db.execute("INSERT OR REPLACE INTO completions VALUES (?, ?)", (key, orjson.dumps(completion)))
+                self._puts += 1
         except sqlite3.Error as exc:
             self._fail(exc)
+        if self._puts % CHECKPOINT_EVERY == 0 and self._checkpointer is not None:
+            self._checkpointer.due()
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         with self._lock:
+            self._db.close()  # the last connection to close checkpoints the -wal into the file, and deletes it
+
+
+class _Checkpointer:
+    """Copies the cache's -wal into its file, in a thread and on a connection of its own, when
+    :meth:`due`: a checkpoint flushes the -wal and the file to the disk (``synchronous=NORMAL``), tens
+    of milliseconds the event loop would otherwise wait for every few hundred answers. Each answer is
+    committed by the writer all the same; a checkpoint only moves committed pages, so one that fails
+    or never runs (a killed process) loses nothing: the next connection to open the file reads the -wal."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
+        self._due = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="sdb-cache-checkpoint", daemon=True)
+        self._thread.start()
+
+    def due(self) -> None:
+        self._due.set()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self._due.wait()
+                self._due.clear()
+                if self._stopping:
+                    return
+                # PASSIVE: never waits for the writer, which goes on committing meanwhile; an error is
+                # the writer's to meet (a damaged file), and it checkpoints itself at 10,000 pages
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
             self._db.close()
+
+    def close(self) -> None:
+        self._stopping = True
+        self._due.set()
+        self._thread.join()
 
 
 def check_cache(path: Path, *, read_only: bool) -> None:

@@ -45,12 +45,14 @@ class Caller:
         self.spec = provider.spec
         self.endpoint = cache_endpoint(provider)  #: in every cache key: server A's answers never serve B
 
-    async def ask(self, request: dict[str, Any], *, seed: int, repeat: int) -> Completion:
+    async def ask(self, request: dict[str, Any], *, seed: int, repeat: int, plain: bool = False) -> Completion:
         """The model's answer to ``request``: from this machine's cache or the one named by
-        ``--cache-from`` (a :class:`CachedCompletion`), else asked (paced, retried, cached)."""
+        ``--cache-from`` (a :class:`CachedCompletion`), else asked (paced, retried, cached). ``plain``:
+        the request is made of values read back from canonical JSON (a recorded step's), so its cache
+        key need not check it (:func:`cache_key`)."""
         cache = self.cache
         asks = cache is not None or self.source is not None
-        key = cache_key(self.spec, request, seed, self.endpoint) if asks else ""
+        key = cache_key(self.spec, request, seed, self.endpoint, plain=plain) if asks else ""
         for where in (cache, self.source):
             hit = where.get(key) if where is not None else None
             if hit is not None:

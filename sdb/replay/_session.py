@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import xxhash
 
 from sdbctl.sdb.agents import AgentContext, SessionItem, Workload
 from sdbctl.sdb.boundary import EXECUTE, StopSession, ValidAction
@@ -41,6 +42,12 @@ class _Recorded:
     prompts: dict[str, str] = field(default_factory=dict)  #: template name -> the version its llm events name
 
 
+def _answer_key(request: Mapping[str, Any]) -> bytes:
+    """The key of a recorded answer: a digest of its request apart from the model, so that a long
+    conversation's session holds 16 bytes per call, not its requests' text."""
+    return xxhash.xxh3_128_digest(without_model(request))
+
+
 def _recorded(store: Store, run_id: str) -> defaultdict[str, _Recorded]:
     """Every session of ``run_id`` as its replay consults it."""
     rows = query_arrow(
@@ -57,7 +64,7 @@ def _recorded(store: Store, run_id: str) -> defaultdict[str, _Recorded]:
         body = orjson.loads(row["payload"])
         if row["kind"] == "llm":
             request = requests[(row["session_id"], row["seq"])]
-            entry.answers[without_model(request or {})].append(body.get("response"))
+            entry.answers[_answer_key(request or {})].append(body.get("response"))
             name, at, version = (row["prompt"] or "").partition("@")
             if at:
                 entry.prompts.setdefault(name, version)  # the first a session names (one, as agents ask)
@@ -322,7 +329,7 @@ class _SessionProvider:
             if isinstance(done, CachedCompletion):
                 self.cached.append(done.response)
             return done
-        queue = self.answers.get(without_model(request))
+        queue = self.answers.get(_answer_key(request))
         if not queue:
             raise StopSession("the agent asked a question the recorded run never asked")
         return Completion(queue.popleft())

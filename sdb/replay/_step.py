@@ -121,7 +121,9 @@ class _StepReplay:
                 completion = Completion(response if isinstance(response, dict) else {"content": response})
             else:
                 try:
-                    completion = await job.caller.ask(request, seed=job.seed, repeat=repeat)
+                    # a recorded request read back from canonical JSON (a re-rendered prompt is checked)
+                    plain = prompt == step.prompt
+                    completion = await job.caller.ask(request, seed=job.seed, repeat=repeat, plain=plain)
                 except ProviderError as exc:
                     error = exc
             with job.rec.unit():

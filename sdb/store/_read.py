@@ -106,23 +106,27 @@ def export_run(store: Store, run_id: str, fmt: ExportFormat, out: Path | IO[byte
     check_output(out)  # before the run is read: a wrong path is said at once
     table = run_events(store, run_id)
     if fmt == "parquet":
-        events = _whole_requests(table).cast(EVENT_SCHEMA)
-        write_file(out, lambda fh: pq.write_table(events, fh, compression="zstd"))
+        write_file(out, lambda fh: _write_whole(table, fh))
         return table.num_rows
     return write_file(out, lambda fh: write_jsonl(table, fh))
 
 
-def _whole_requests(table: pa.Table) -> pa.Table:
-    """``table`` with each llm payload's request whole (an export is read by other tools)."""
+def _write_whole(table: pa.Table, fh: IO[bytes], batch: int = 2_000) -> None:
+    """``table`` as one Parquet file, each llm payload's request whole (an export is read by other
+    tools), written ``batch`` events at a time: a long conversation's requests are never all held."""
     kinds = table.column("kind").cast(pa.string()).to_pylist()
-    if "llm" not in kinds:
-        return table
     texts = table.column("payload").to_pylist()
-    payloads = [
-        canonical_json(row["payload"]) if kind == "llm" else text
-        for row, kind, text in zip(event_dicts(table, whole=True), kinds, texts, strict=True)
-    ]
-    return table.set_column(table.schema.get_field_index("payload"), "payload", pa.array(payloads, pa.string()))
+    rows = event_dicts(table, whole=True)
+    index = table.schema.get_field_index("payload")
+    with pq.ParquetWriter(fh, EVENT_SCHEMA, compression="zstd") as writer:
+        for start in range(0, table.num_rows, batch):
+            part = table.slice(start, batch)
+            payloads = []
+            for i in range(start, start + part.num_rows):
+                row = next(rows)
+                payloads.append(canonical_json(row["payload"]) if kinds[i] == "llm" else texts[i])
+            part = part.set_column(index, "payload", pa.array(payloads, pa.string()))
+            writer.write_table(part.cast(EVENT_SCHEMA))
 
 
 def check_output(out: Path) -> None:

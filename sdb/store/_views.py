@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,19 +126,37 @@ REQUESTS_SCHEMA = pa.schema(_REQUEST_FIELDS)
 _LLM_ROWS = "SELECT run_id, session_id, seq, payload FROM events WHERE kind = 'llm' ORDER BY run_id, session_id, seq"
 
 
-def add_requests_view(con: duckdb.DuckDBPyConnection, batch: int = 1_000) -> None:
-    """The view ``requests``: every llm event's request whole, as canonical JSON text (``run_id,
-    session_id, seq, request``), rebuilt from what the events store (:mod:`sdb.events._linear`). It
-    is built when a query names it: its text grows with the square of a conversation's length."""
-    reader = con.sql(_LLM_ROWS).to_arrow_reader(batch)
-    rows = (row for record_batch in reader for row in record_batch.to_pylist())
-    columns: dict[str, list[Any]] = {name: [] for name in REQUESTS_SCHEMA.names}
-    for row, _, request in with_requests(rows, "events"):
-        columns["run_id"].append(row["run_id"])
-        columns["session_id"].append(row["session_id"])
-        columns["seq"].append(row["seq"])
-        columns["request"].append(None if request is None else canonical_json(request))
-    con.register("_requests", pa.table(columns, schema=REQUESTS_SCHEMA))
+def add_requests_view(
+    con: duckdb.DuckDBPyConnection,
+    store: Store,
+    run_id: str | None = None,
+    *,
+    runs: Sequence[str] | None = None,
+    batch: int = 500,
+) -> None:
+    """The view ``requests`` on ``con``: every llm event's request whole, as canonical JSON text
+    (``run_id, session_id, seq, request``), of ``run_id`` (or ``runs``, or the store), rebuilt from
+    what the events store (:mod:`sdb.events._linear`). It is a stream, read from a connection of its
+    own as the query asks for rows, ``batch`` requests at a time: its text grows with the square of a
+    conversation's length, its memory does not. A stream is read once: a query reads it once."""
+    source = connect(store, run_id, runs=runs, divergences=False)
+    reader = source.sql(_LLM_ROWS).to_arrow_reader(batch)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        rows = (row for record_batch in reader for row in record_batch.to_pylist())
+        columns: dict[str, list[Any]] = {name: [] for name in REQUESTS_SCHEMA.names}
+        for row, _, request in with_requests(rows, "events"):
+            columns["run_id"].append(row["run_id"])
+            columns["session_id"].append(row["session_id"])
+            columns["seq"].append(row["seq"])
+            columns["request"].append(None if request is None else canonical_json(request))
+            if len(columns["seq"]) >= batch:
+                yield pa.RecordBatch.from_pydict(columns, schema=REQUESTS_SCHEMA)
+                columns = {name: [] for name in REQUESTS_SCHEMA.names}
+        if columns["seq"]:
+            yield pa.RecordBatch.from_pydict(columns, schema=REQUESTS_SCHEMA)
+
+    con.register("_requests", pa.RecordBatchReader.from_batches(REQUESTS_SCHEMA, batches()))
     con.execute("CREATE VIEW requests AS SELECT * FROM _requests")
 
 

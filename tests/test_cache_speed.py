@@ -1,0 +1,116 @@
+"""The response cache's cost (issue 22 item 6): its key computed without checking again a request read
+back from canonical JSON, the same key as every earlier version gave (a cache written before still
+answers); its checkpoints (the disk flushes of ``synchronous=NORMAL``) in a thread of their own, not
+in the replay's event loop, while every answer is still committed before ``put`` returns."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import xxhash
+
+from sdbctl.sdb.events import canonical_bytes
+from sdbctl.sdb.replay import cache_key
+from sdbctl.sdb.replay._cache import CHECKPOINT_EVERY, ResponseCache
+from tests.conftest import wait_until
+
+
+def _key_as_before(provider: str, request: Any, seed: int, endpoint: str | None = None) -> str:
+    """The key as the cache computed it until issue 22: one canonical text of the whole key."""
+    key: dict[str, Any] = {"provider": provider, "request": request, "seed": seed}
+    if endpoint is not None:
+        key["endpoint"] = endpoint
+    return xxhash.xxh3_128_hexdigest(canonical_bytes(key))
+
+
+REQUESTS: list[Any] = [
+    {"model": "m", "messages": [{"role": "user", "content": 'hé \u2028 "q"'}], "temperature": 0},
+    {"model": "m", "messages": [{"role": "assistant", "content": None, "tool_calls": []}], "top_p": 0.5},
+    {"model": "m", "temperature": 1.0, "n": [2.0, 1e16, 0.25], "stop": None},  # integral floats: written as ints
+    {"b": {"z": 1, "a": [True, False, None]}, "a": "null 1.0 +"},  # keys out of order, look-alikes in text
+    {1: "int key", "x": {"2": 3}},  # a key that is not a string
+    "just text",
+    None,
+    [1, 2.5, {"k": "v"}],
+]
+
+
+@pytest.mark.parametrize("request_", REQUESTS)
+@pytest.mark.parametrize("endpoint", [None, "http://127.0.0.1:8000/v1"])
+@pytest.mark.parametrize(("provider", "seed"), [("openai:gpt-x", 0), ("sim:renewal@v2", 7), ("p\u00e9", -3)])
+def test_the_key_is_the_one_earlier_versions_wrote(
+    request_: Any, endpoint: str | None, provider: str, seed: int
+) -> None:
+    assert cache_key(provider, request_, seed, endpoint) == _key_as_before(provider, request_, seed, endpoint)
+
+
+def test_a_bool_seed_is_not_keyed_as_the_int_it_equals() -> None:
+    request = {"model": "m"}
+    assert cache_key("p", request, True) == _key_as_before("p", request, True)
+    assert cache_key("p", request, 1) == _key_as_before("p", request, 1)
+    assert cache_key("p", request, True) != cache_key("p", request, 1)
+
+
+@pytest.mark.parametrize("request_", [r for r in REQUESTS if not (isinstance(r, dict) and 1 in r)])
+def test_a_request_read_back_from_canonical_json_keys_alike_unchecked(request_: Any) -> None:
+    stored = orjson.loads(canonical_bytes(request_))  # what a step replay reads from the store
+    expected = _key_as_before("openai:m", request_, 3, "http://h/v1")
+    assert cache_key("openai:m", stored, 3, "http://h/v1", plain=True) == expected
+    assert cache_key("openai:m", stored, 3, "http://h/v1") == expected
+
+
+def _rows_in_the_file(path: Path) -> int:
+    """The answers the cache's file holds, without its -wal (opened immutable: the -wal is not read)."""
+    db = sqlite3.connect(f"{path.as_uri()}?mode=ro&immutable=1", uri=True)
+    try:
+        return int(db.execute("SELECT count(*) FROM completions").fetchone()[0])
+    except sqlite3.OperationalError:  # no table yet: its creation is still in the -wal
+        return 0
+    finally:
+        db.close()
+
+
+def test_the_writer_leaves_checkpoints_to_a_thread_of_the_cache(tmp_path: Path) -> None:
+    path = tmp_path / "responses.sqlite"
+    cache = ResponseCache(path)
+    # the writer checkpoints only when its thread fell behind by 10,000 pages (SQLite's default: 1,000)
+    assert cache._db.execute("PRAGMA wal_autocheckpoint").fetchone() == (10_000,)
+    assert [t for t in threading.enumerate() if t.name == "sdb-cache-checkpoint"]
+    n = 2 * CHECKPOINT_EVERY
+    for i in range(n):
+        cache.put(f"k{i}", {"response": {"n": i}, "truth": None})
+    wait_until(lambda: _rows_in_the_file(path) >= CHECKPOINT_EVERY, 30, "the checkpoint thread copied the answers")
+    cache.close()
+    assert not [t for t in threading.enumerate() if t.name == "sdb-cache-checkpoint"]  # stopped with the cache
+    assert not path.with_name(path.name + "-wal").exists() and _rows_in_the_file(path) == n  # all in the file
+
+
+_PUT_AND_DIE = """
+import os, signal, sys
+from pathlib import Path
+from sdbctl.sdb.replay._cache import CHECKPOINT_EVERY, ResponseCache
+cache = ResponseCache(Path(sys.argv[1]))
+for i in range(3 * CHECKPOINT_EVERY + 7):  # checkpoints due and running while answers go on arriving
+    cache.put(f"k{i}", {"response": {"n": i}, "truth": None})
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_process_killed_while_its_cache_checkpoints_loses_no_answer(tmp_path: Path) -> None:
+    path = tmp_path / "responses.sqlite"
+    done = subprocess.run([sys.executable, "-c", _PUT_AND_DIE, str(path)], env=os.environ.copy(), check=False)
+    assert done.returncode == -signal.SIGKILL
+    cache = ResponseCache(path)
+    n = 3 * CHECKPOINT_EVERY + 7
+    assert [cache.get(f"k{i}") for i in range(n)] == [{"response": {"n": i}, "truth": None} for i in range(n)]
+    assert cache._db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    cache.close()
