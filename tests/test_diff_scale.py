@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -202,25 +198,6 @@ def test_the_diff_table_prints_the_first_divergences_and_counts_the_rest(sdbctl:
 
 
 # -- the response cache --------------------------------------------------------------------------
-
-_PUT_AND_DIE = """
-import os, signal, sys
-from pathlib import Path
-from sdbctl.sdb.replay._cache import ResponseCache
-cache = ResponseCache(Path(sys.argv[1]))
-for i in range(50):
-    cache.put(f"k{i}", {"response": {"n": i}, "truth": None})
-os.kill(os.getpid(), signal.SIGKILL)
-"""
-
-
-def test_every_answer_is_in_the_cache_the_moment_put_returns_even_if_the_process_is_killed(tmp_path: Path) -> None:
-    path = tmp_path / "responses.sqlite"
-    done = subprocess.run([sys.executable, "-c", _PUT_AND_DIE, str(path)], env=os.environ.copy(), check=False)
-    assert done.returncode == -signal.SIGKILL
-    cache = ResponseCache(path)
-    assert [cache.get(f"k{i}") for i in range(50)] == [{"response": {"n": i}, "truth": None} for i in range(50)]
-    cache.close()
 
 
 def test_the_cache_does_not_flush_the_disk_on_every_answer(tmp_path: Path) -> None:
