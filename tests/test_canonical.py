@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sdbctl.sdb.errors import PayloadError
-from sdbctl.sdb.events import action_digest, canonical_json
+from sdbctl.sdb.events import action_digest, canonical_bytes, canonical_json, check_json
 
 json_values = st.recursive(
     st.none()
@@ -89,3 +89,29 @@ def test_int_and_float_of_same_number_share_a_digest(n: int) -> None:
 )
 def test_integral_floats_anywhere_are_normalised_and_strings_untouched(value: Any, text: str) -> None:
     assert canonical_json(value) == text
+
+
+_ANY = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**65), 2**65)
+    | st.floats()
+    | st.text(max_size=3)
+    | st.sampled_from(["\ud800", 1.0, -0.0]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(_ANY)
+def test_check_json_refuses_exactly_what_canonical_json_refuses(value: Any) -> None:
+    """The check a whole log's object gets before it is written refuses what writing it would, with
+    the same words (NaN, infinities, integers past 64 bits, lone surrogates), and nothing else."""
+    try:
+        canonical_bytes(value)
+    except PayloadError as exc:
+        with pytest.raises(PayloadError) as checked:
+            check_json(value)
+        assert str(checked.value) == str(exc)
+    else:
+        check_json(value)

@@ -18,7 +18,7 @@ from sdbctl.recorders.importers._chat_map import ChatMap, check_paths
 from sdbctl.recorders.importers._chat_messages import Message, ResultRule, openai_messages, openai_tools
 from sdbctl.recorders.importers._input import get_path, read_text
 from sdbctl.sdb.errors import PayloadError, SdbError
-from sdbctl.sdb.events import canonical_bytes, loads
+from sdbctl.sdb.events import check_json, loads
 from sdbctl.sdb.redaction import Redactor
 from sdbctl.sdb.text import visible
 
@@ -106,7 +106,7 @@ def _conversation(
     if not isinstance(obj, dict):
         raise ValueError(f"a conversation must be a JSON object, not {type(obj).__name__}")
     try:
-        canonical_bytes(obj)
+        check_json(obj)
     except PayloadError as exc:
         raise ValueError(str(exc).replace("payload", "the conversation", 1)) from None
     raw = get_path(obj, m.messages)

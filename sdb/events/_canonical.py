@@ -203,22 +203,41 @@ def canonical_bytes(value: Any) -> bytes:
     return _slow(value, keys=False)
 
 
-def _plain_floats(value: Any) -> bool:
-    """True when ``value`` is made of the plain JSON types only and none of its floats is integral,
-    NaN or infinite, so orjson's text is already canonical. Only looks (the slow path rebuilds the
-    value); any other type sends the value down the slow path."""
+def check_json(value: Any) -> None:
+    """Raise :class:`PayloadError` where :func:`canonical_bytes` would, without writing the canonical
+    text: a whole log's object is checked before its parts are written, and an integral float in it
+    (a ``"reward": 1.0``), which canonical JSON only rewrites, no longer costs a copy of it all."""
+    if type(value) is str:
+        canonical_bytes(value)
+        return
+    try:
+        out = _dumps(value, json_default, ORJSON_OPTIONS)
+    except TypeError:
+        _slow(value, keys=True)
+        return
+    if out.find(b"null") >= 0 and not _plain_floats(
+        value, integral=True
+    ):  # orjson writes NaN and the infinities as null
+        _slow(value, keys=False)
+
+
+def _plain_floats(value: Any, integral: bool = False) -> bool:
+    """True when ``value`` is made of the plain JSON types only and none of its floats is integral
+    (unless ``integral``), NaN or infinite, so orjson's text is already canonical (or, ``integral``,
+    canonical JSON would keep it). Only looks (the slow path rebuilds the value); any other type
+    sends the value down the slow path."""
     kind = type(value)
     if kind is dict:
         items: Any = value.values()
     elif kind is list or kind is tuple:
         items = value
     elif kind is float:
-        return not value.is_integer() and _isfinite(value)
+        return (integral or not value.is_integer()) and _isfinite(value)
     else:
         return kind in _ATOMS
     atoms = _ATOMS
     for item in items:  # noqa: SIM110 - a loop: all() over a generator costs more per item
-        if type(item) not in atoms and not _plain_floats(item):
+        if type(item) not in atoms and not _plain_floats(item, integral):
             return False
     return True
 
@@ -250,6 +269,18 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+_DECODER: Final = json.JSONDecoder(object_pairs_hook=_unique_keys)
+
+
+def _parse(text: str | bytes) -> Any:
+    """``json.loads(text, object_pairs_hook=_unique_keys)`` without making a decoder a call."""
+    if isinstance(text, str):
+        if text.startswith("\ufeff"):  # json.loads's own error for it
+            return json.loads(text, object_pairs_hook=_unique_keys)
+        return _DECODER.decode(text)
+    return _DECODER.decode(text.decode(json.detect_encoding(text), "surrogatepass"))
+
+
 def loads(text: str | bytes, *, check: bool = True) -> Any:
     """JSON text read into a value that canonical JSON writes back as it is: what importers read.
 
@@ -260,7 +291,7 @@ def loads(text: str | bytes, *, check: bool = True) -> Any:
     ``NaN``, ``Infinity`` and ``1e400``), an integer outside 64 bits, a lone surrogate (``"\\ud800"``).
     """
     try:
-        value = json.loads(text, object_pairs_hook=_unique_keys)
+        value = _parse(text)
     except RecursionError:
         raise PayloadError("JSON nested too deep") from None
     except json.JSONDecodeError:

@@ -46,9 +46,41 @@ def _equal(a: Any, b: Any) -> bool:
         return False
 
 
+def _text(value: Any) -> bytes:
+    """The canonical JSON of ``value``, a value parsed from canonical JSON (so orjson writes it so)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def _written(texts: Mapping[str, bytes]) -> bytes:
+    """The JSON text of an object whose values' texts are ``texts``, keys sorted as orjson sorts them
+    (by code point): what orjson writes for that object, put together with one copy."""
+    parts = [b"{"]
+    for key, text in sorted(texts.items()):
+        parts += (_text(key), b":", text, b",")
+    parts[-1] = b"}"
+    return b"".join(parts) if texts else b"{}"
+
+
+def _extended(old: list[Any], old_text: bytes, items: Any, text: bytes) -> tuple[int, int]:
+    """``(n, at)``: ``items`` (whose JSON text is ``text``) begins with the first ``n`` items of
+    ``old`` (whose canonical JSON is ``old_text``), byte for byte, and its text has, at ``at``, the
+    ``,`` or ``]`` after them; ``(0, 0)`` when none. A conversation's history is the common case: a
+    text that begins with the other's (JSON values delimit themselves), found without a walk."""
+    n = len(old)
+    if n and text[len(old_text) - 1 : len(old_text)] == b"," and text.startswith(memoryview(old_text)[:-1]):
+        return n, len(old_text) - 1
+    n = _extend_from(old, list(items))  # an edited history: the equal values, then checked as text
+    if not n:
+        return 0, 0
+    prefix = b"[" + b",".join(_text(x) for x in old[:n])
+    if text.startswith(prefix) and text[len(prefix) : len(prefix) + 1] in (b",", b"]"):
+        return n, len(prefix)
+    return 0, 0
+
+
 def _extend_from(base: list[Any], items: list[Any]) -> int:
-    """How many leading items of ``base`` begin ``items`` (compared as values; the writer checks the
-    result byte for byte, so a ``True`` taken for a ``1`` costs a whole request, never a wrong one)."""
+    """How many leading items of ``base`` begin ``items``, compared as values (the caller checks
+    them as text: a ``True`` taken for a ``1`` costs a whole value, never a wrong one)."""
     n = len(base)
     if len(items) >= n and _equal(items[:n], base):
         return n
@@ -58,43 +90,75 @@ def _extend_from(base: list[Any], items: list[Any]) -> int:
     return k
 
 
-def _delta(base: Mapping[str, Any], request: Mapping[str, Any]) -> tuple[dict[str, Any], int, bool]:
-    """The delta of ``request`` from ``base`` (without its ``from``), how many values and list items
-    it takes from ``base`` (the larger, the better the start), and whether it takes all of them."""
-    whole = len(base) <= len(request)
-    same: list[str] = []
-    extend: dict[str, list[Any]] = {}
-    values: dict[str, Any] = {}
-    kept = 0
-    for key, value in request.items():
-        if type(key) is not str or key not in base:
-            values[key] = value
-            continue
-        old = base[key]
-        if isinstance(value, list | tuple) and type(old) is list:
-            n = _extend_from(old, list(value))
-            if n == len(old) == len(value):
-                same.append(key)
-            elif n:
-                extend[key] = [n, list(value[n:])]
+class _Delta:
+    """A delta of one request from one earlier request, as the writer found it by comparing their
+    values' canonical JSON (``texts``): the keys whose text is the same, the lists whose text begins
+    with the earlier one's, and the values given anew."""
+
+    __slots__ = ("at", "complete", "extend", "kept", "same", "values")
+
+    def __init__(
+        self,
+        base: Mapping[str, Any],
+        base_texts: Mapping[str, bytes],
+        request: Mapping[str, Any],
+        texts: Mapping[str, bytes],
+    ) -> None:
+        self.complete = len(base) <= len(request)  # it takes all of base: an older one cannot hold more
+        self.same: list[str] = []
+        self.extend: dict[str, list[Any]] = {}
+        self.at: dict[str, int] = {}  # where each extended list's new items begin in its text
+        self.values: dict[str, Any] = {}
+        self.kept = 0  # the values and list items it takes from base (the larger, the better the start)
+        for key, value in request.items():
+            old = base.get(key, _MISSING)
+            if old is _MISSING:
+                self.values[key] = value
+                continue
+            listed = type(old) is list
+            if texts[key] == base_texts[key]:
+                self.same.append(key)
+                self.kept += len(old) if listed else 1
+            elif listed and isinstance(value, list | tuple):
+                n, at = _extended(old, base_texts[key], value, texts[key])
+                if n:
+                    self.extend[key] = [n, list(value[n:])]
+                    self.at[key] = at
+                else:
+                    self.values[key] = value
+                self.kept += n
+                self.complete = self.complete and n == len(old)
             else:
-                values[key] = value
-            kept += n
-            whole = whole and n == len(old)
-        elif _equal(old, value):
-            same.append(key)
-            kept += 1
-        else:
-            values[key] = value
-            whole = False
-    delta: dict[str, Any] = {}
-    if same:
-        delta["same"] = sorted(same)
-    if extend:
-        delta["extend"] = extend
-    if values:
-        delta["set"] = values
-    return delta, kept, whole
+                self.values[key] = value
+                self.complete = False
+
+    def body(self, start: int) -> dict[str, Any]:
+        """The ``request_delta`` member, starting from llm event ``start``."""
+        out: dict[str, Any] = {"from": start}
+        if self.same:
+            out["same"] = sorted(self.same)
+        if self.extend:
+            out["extend"] = self.extend
+        if self.values:
+            out["set"] = self.values
+        return out
+
+    def as_given(self, stored: Mapping[str, Any], texts: Mapping[str, bytes]) -> bool:
+        """Whether the new values of ``stored`` (this delta as its canonical JSON reads back) are
+        written as the request's were (``texts``), byte for byte: a ``True`` stored for a ``1``, or an
+        integral float or a NaN made canonical, are not."""
+        for key, value in stored.get("set", {}).items():
+            if _text(value) != texts[key]:
+                return False
+        for key, (_, items) in stored.get("extend", {}).items():
+            text, at = texts[key], self.at[key]
+            tail = b"," + _text(items)[1:] if items else b"]"
+            if len(text) - at != len(tail) or not text.endswith(tail):
+                return False
+        return True
+
+
+_MISSING: Final = object()
 
 
 def _apply(base: Mapping[str, Any], delta: Any, where: str) -> dict[str, Any]:
@@ -132,14 +196,17 @@ class RequestChain:
     Its ``lock`` is held while the next llm event is encoded, takes its seq and is queued, so that a
     delta starts from an event queued before it (a flushed prefix of the queue is always readable)."""
 
-    __slots__ = ("_recent", "lock")
+    __slots__ = ("_recent", "_texts", "lock")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         # (seq, request as read back, the thread whose unit() still holds its event, else None), oldest first
         self._recent: list[tuple[int, dict[str, Any], int | None]] = []
+        # the canonical JSON of each value of requests in _recent, by seq (for a request stored whole:
+        # once a delta needed it)
+        self._texts: dict[int, Mapping[str, bytes]] = {}
 
-    def encode(self, request: Any) -> tuple[bytes, bytes, dict[str, Any] | None]:
+    def encode(self, request: Any) -> tuple[bytes, bytes, Any]:
         """``(member, whole, state)``: the payload member for ``request`` (``"request":...`` or, when it
         shares values with one of the session's last requests, ``"request_delta":...``), the canonical
         JSON of the whole request (its digest's), and what to :meth:`keep` once the event has its seq.
@@ -150,43 +217,66 @@ class RequestChain:
         request given, byte for byte; else the request is stored whole. The request read back is
         made of values parsed from canonical JSON, so orjson writes it as canonical JSON, and equal
         texts make the request's canonical JSON too (a ``True`` taken for a ``1``, an integral float
-        or a NaN makes them differ). So a long conversation costs two serialisations per call, in C,
-        not a walk of its history."""
-        if isinstance(request, Mapping) and self._recent:
-            best: tuple[int, int, dict[str, Any], dict[str, Any]] | None = None
-            me = threading.get_ident()
-            for base_seq, base, owner in reversed(self._recent):  # the newest first
-                if owner is not None and owner != me:  # held in another thread's unit(): maybe not queued yet
-                    continue
-                delta, kept, complete = _delta(base, request)
-                if kept and (best is None or kept > best[0]):
-                    best = (kept, base_seq, base, delta)
-                if complete:  # it extends all of that one: an older one cannot hold more
+        or a NaN makes them differ). The delta is found by comparing the texts of the request's values
+        with those of the earlier one's (kept with it), and only its new values are checked again, so a
+        long conversation costs one serialisation of the request per call (its digest's, put together
+        from its values' by :func:`_written`), in C, not a walk or a second write of its history."""
+        if isinstance(request, Mapping) and self._recent and all(type(k) is str for k in request):
+            texts: dict[str, bytes] = {}
+            for key, value in request.items():
+                text = plain_json(value)
+                if text is None:  # not JSON: canonical_bytes says why, below
                     break
-            if best is not None:
-                _, base_seq, base, delta = best
-                delta["from"] = base_seq
-                encoded = canonical_bytes(delta)  # the new values checked here
-                state = _apply(base, orjson.loads(encoded), "request")
-                whole = plain_json(request)
-                if whole is not None and whole == plain_json(state):
-                    return b'"request_delta":' + encoded, whole, state
+                texts[key] = text
+            else:
+                found = self._delta(request, texts)
+                if found is not None:
+                    delta, base_seq, base = found
+                    encoded = canonical_bytes(delta.body(base_seq))  # the new values checked here
+                    stored = orjson.loads(encoded)
+                    if delta.as_given(stored, texts):
+                        state = _apply(base, stored, "request")
+                        return b'"request_delta":' + encoded, _written(texts), (state, texts)
         whole = canonical_bytes(request)
-        return b'"request":' + whole, whole, orjson.loads(whole) if isinstance(request, Mapping) else None
+        return b'"request":' + whole, whole, (orjson.loads(whole), None) if isinstance(request, Mapping) else None
 
-    def keep(self, seq: int, state: dict[str, Any] | None, *, shared: bool = True) -> None:
+    def _delta(
+        self, request: Mapping[str, Any], texts: Mapping[str, bytes]
+    ) -> tuple[_Delta, int, dict[str, Any]] | None:
+        """The delta of ``request`` from the one of the session's last requests it takes the most from
+        (the newest first, stopping at one it takes whole), with that one's seq and request."""
+        best: tuple[_Delta, int, dict[str, Any]] | None = None
+        me = threading.get_ident()
+        for base_seq, base, owner in reversed(self._recent):
+            if owner is not None and owner != me:  # held in another thread's unit(): maybe not queued yet
+                continue
+            base_texts = self._texts.get(base_seq)
+            if base_texts is None:  # a request stored whole: its values written once, when first needed
+                base_texts = self._texts[base_seq] = {key: _text(value) for key, value in base.items()}
+            delta = _Delta(base, base_texts, request, texts)
+            if delta.kept and (best is None or delta.kept > best[0].kept):
+                best = (delta, base_seq, base)
+            if delta.complete:
+                break
+        return best
+
+    def keep(self, seq: int, state: Any, *, shared: bool = True) -> None:
         """Remember the request of llm event ``seq`` (``state`` from :meth:`encode`) for the next ones;
         not ``shared``: its event is held in this thread's unit() block, so only this thread's next
         events (queued after it) may start from it."""
         if state is None:
             return
-        self._recent.append((seq, state, None if shared else threading.get_ident()))
+        request, texts = state
+        self._recent.append((seq, request, None if shared else threading.get_ident()))
+        if texts is not None:  # the newest only: the next call's start, almost always (memory)
+            self._texts = {seq: texts}
         if len(self._recent) > WINDOW:
-            del self._recent[0]
+            self._texts.pop(self._recent.pop(0)[0], None)
 
     def forget(self, seq: int) -> None:
         """Drop the request of ``seq``, an event that was not queued after all."""
         self._recent = [entry for entry in self._recent if entry[0] != seq]
+        self._texts.pop(seq, None)
 
 
 class RequestChains:
