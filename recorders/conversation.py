@@ -24,9 +24,9 @@ from typing import Any
 import xxhash
 
 from sdbctl.sdb.boundary import Boundary, load_actions_setting, write_actions
-from sdbctl.sdb.events import canonical_bytes
+from sdbctl.sdb.events import canonical_bytes, shared_prefix
 from sdbctl.sdb.recording import Recorder, Session
-from sdbctl.sdb.redaction import HistoryRedactor, Redactor, shared_prefix
+from sdbctl.sdb.redaction import HistoryRedactor, Redactor
 
 SESSION_HEADER = "X-SDB-Session"
 

@@ -17,7 +17,6 @@ Headers are never recorded at all: redaction is for the text inside request and 
 from __future__ import annotations
 
 import functools
-import operator
 import re
 import sys
 import urllib.parse
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from sdbctl.sdb.errors import SdbError
-from sdbctl.sdb.events import plain_json, same_json
+from sdbctl.sdb.events import plain_json, shared_prefix
 from sdbctl.sdb.events._canonical import json_default
 from sdbctl.sdb.settings import read_table
 
@@ -422,17 +421,6 @@ def load_redactor(directory: Path | None = None) -> Redactor:
         raise SdbError(f'{where}: redact.rules must be a table of NAME = "REGEX"')
     rules.update(extra)
     return build(rules, where)
-
-
-def shared_prefix(before: list[Any], items: list[Any]) -> int:
-    """How many leading items of ``items`` are those of ``before``, as canonical JSON tells values
-    apart (``True`` is not ``1``)."""
-    if len(before) <= len(items) and all(map(operator.is_, before, items)):  # the same objects: a log's history
-        return len(before)
-    n, limit = 0, min(len(before), len(items))
-    while n < limit and same_json(before[n], items[n]):
-        n += 1
-    return n
 
 
 class HistoryRedactor:

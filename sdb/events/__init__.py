@@ -22,6 +22,7 @@ from sdbctl.sdb.events._canonical import (
     loads,
     plain_json,
     same_json,
+    shared_prefix,
 )
 from sdbctl.sdb.events._kinds import KINDS, MAX_REPEAT, STATUSES, gate_status, llm_name
 from sdbctl.sdb.events._linear import (
@@ -80,6 +81,7 @@ __all__ = [
     "read_file_schema",
     "same_json",
     "session_requests",
+    "shared_prefix",
     "whole_payload",
     "with_requests",
 ]

@@ -21,6 +21,7 @@ import decimal
 import enum
 import json
 import math
+import operator
 import pathlib
 from collections.abc import Mapping
 from typing import Any, Final
@@ -142,10 +143,24 @@ def same_json(a: Any, b: Any) -> bool:
     ``1``): the same object, or equal values that orjson writes alike."""
     if a is b:
         return True
-    if a != b:
-        return False
+    try:
+        if a != b:
+            return False
+    except (ValueError, TypeError):  # a comparison with no truth value (a numpy array): the texts decide
+        pass
     text = plain_json(a)
     return text is not None and text == plain_json(b)
+
+
+def shared_prefix(before: list[Any], items: list[Any]) -> int:
+    """How many leading items of ``items`` are those of ``before``, as canonical JSON tells values
+    apart (``True`` is not ``1``)."""
+    if len(before) <= len(items) and all(map(operator.is_, before, items)):  # the same objects: a log's history
+        return len(before)
+    n, limit = 0, min(len(before), len(items))
+    while n < limit and same_json(before[n], items[n]):
+        n += 1
+    return n
 
 
 def no_integral_float(out: bytes) -> bool:

@@ -31,19 +31,11 @@ from typing import Any, Final
 import orjson
 
 from sdbctl.sdb.errors import SchemaError
-from sdbctl.sdb.events._canonical import canonical_bytes, plain_json
+from sdbctl.sdb.events._canonical import canonical_bytes, plain_json, shared_prefix
 
 DELTA_KEY: Final = "request_delta"
 WINDOW: Final = 4  # the earlier calls of a session a delta may start from (agents of one session take turns)
 CHAINS: Final = 4096  # the sessions a writer keeps its last requests for (an older one stores its next request whole)
-
-
-def _equal(a: Any, b: Any) -> bool:
-    """``a == b``, False where a comparison has no truth value (a numpy array) or fails."""
-    try:
-        return bool(a == b)
-    except (ValueError, TypeError):
-        return False
 
 
 def _text(value: Any) -> bytes:
@@ -69,25 +61,13 @@ def _extended(old: list[Any], old_text: bytes, items: Any, text: bytes) -> tuple
     n = len(old)
     if n and text[len(old_text) - 1 : len(old_text)] == b"," and text.startswith(memoryview(old_text)[:-1]):
         return n, len(old_text) - 1
-    n = _extend_from(old, list(items))  # an edited history: the equal values, then checked as text
+    n = shared_prefix(old, list(items))  # an edited history: the values canonical JSON tells equal
     if not n:
         return 0, 0
     prefix = b"[" + b",".join(_text(x) for x in old[:n])
     if text.startswith(prefix) and text[len(prefix) : len(prefix) + 1] in (b",", b"]"):
         return n, len(prefix)
     return 0, 0
-
-
-def _extend_from(base: list[Any], items: list[Any]) -> int:
-    """How many leading items of ``base`` begin ``items``, compared as values (the caller checks
-    them as text: a ``True`` taken for a ``1`` costs a whole value, never a wrong one)."""
-    n = len(base)
-    if len(items) >= n and _equal(items[:n], base):
-        return n
-    k, limit = 0, min(n, len(items))
-    while k < limit and _equal(items[k], base[k]):
-        k += 1
-    return k
 
 
 class _Delta:
