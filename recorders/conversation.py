@@ -302,6 +302,7 @@ class ConversationRecorder:
             content_missing=content_missing,
             tokens_in=tokens_in,
             tokens_out=tokens_out,
+            history_unchanged=True,  # the history redactor's items: values this recorder made, never changed
         )
         self.llm_events += 1
         if content_missing:

@@ -23,6 +23,7 @@ its whole request.
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
@@ -68,6 +69,21 @@ def _extended(old: list[Any], old_text: bytes, items: Any, text: bytes) -> tuple
     if text.startswith(prefix) and text[len(prefix) : len(prefix) + 1] in (b",", b"]"):
         return n, len(prefix)
     return 0, 0
+
+
+def _appended(known: tuple[list[Any], bytes], items: list[Any]) -> bytes | None:
+    """The text of ``items`` when they begin with the very objects ``known`` holds (with their
+    list's text) and nothing changes a value once handed over: only the new items are written."""
+    before, text = known
+    n = len(before)
+    if not n or len(items) < n or not all(map(operator.is_, before, items)):
+        return None
+    parts = [plain_json(item) for item in items[n:]]
+    if not parts:
+        return text
+    if None in parts:
+        return None
+    return b"".join((text[:-1], b",", b",".join(parts), b"]"))  # type: ignore[arg-type]
 
 
 class _Delta:
@@ -176,7 +192,7 @@ class RequestChain:
     Its ``lock`` is held while the next llm event is encoded, takes its seq and is queued, so that a
     delta starts from an event queued before it (a flushed prefix of the queue is always readable)."""
 
-    __slots__ = ("_recent", "_texts", "lock")
+    __slots__ = ("_given", "_recent", "_texts", "lock")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -185,8 +201,10 @@ class RequestChain:
         # the canonical JSON of each value of requests in _recent, by seq (for a request stored whole:
         # once a delta needed it)
         self._texts: dict[int, Mapping[str, bytes]] = {}
+        # the last request's lists as given (their items, the objects) with their texts
+        self._given: dict[str, tuple[list[Any], bytes]] = {}
 
-    def encode(self, request: Any) -> tuple[bytes, bytes, Any]:
+    def encode(self, request: Any, *, unchanged: bool = False) -> tuple[bytes, bytes, Any]:
         """``(member, whole, state)``: the payload member for ``request`` (``"request":...`` or, when it
         shares values with one of the session's last requests, ``"request_delta":...``), the canonical
         JSON of the whole request (its digest's), and what to :meth:`keep` once the event has its seq.
@@ -200,13 +218,19 @@ class RequestChain:
         or a NaN makes them differ). The delta is found by comparing the texts of the request's values
         with those of the earlier one's (kept with it), and only its new values are checked again, so a
         long conversation costs one serialisation of the request per call (its digest's, put together
-        from its values' by :func:`_written`), in C, not a walk or a second write of its history."""
+        from its values' by :func:`_written`), in C, not a walk or a second write of its history.
+        ``unchanged`` (the caller never changes a value it handed over): a list whose leading items
+        are the objects of the previous request's list has that list's text and its new items'."""
         if isinstance(request, Mapping) and self._recent and all(type(k) is str for k in request):
             texts: dict[str, bytes] = {}
+            given = self._given if unchanged else {}
             for key, value in request.items():
-                text = plain_json(value)
-                if text is None:  # not JSON: canonical_bytes says why, below
-                    break
+                known = given.get(key) if type(value) is list else None
+                text = _appended(known, value) if known is not None else None
+                if text is None:
+                    text = plain_json(value)
+                    if text is None:  # not JSON: canonical_bytes says why, below
+                        break
                 texts[key] = text
             else:
                 found = self._delta(request, texts)
@@ -216,9 +240,10 @@ class RequestChain:
                     stored = orjson.loads(encoded)
                     if delta.as_given(stored, texts):
                         state = _apply(base, stored, "request")
-                        return b'"request_delta":' + encoded, _written(texts), (state, texts)
+                        lists = {k: (list(v), texts[k]) for k, v in request.items() if type(v) is list}
+                        return b'"request_delta":' + encoded, _written(texts), (state, texts, lists)
         whole = canonical_bytes(request)
-        return b'"request":' + whole, whole, (orjson.loads(whole), None) if isinstance(request, Mapping) else None
+        return b'"request":' + whole, whole, (orjson.loads(whole), None, None) if isinstance(request, Mapping) else None
 
     def _delta(
         self, request: Mapping[str, Any], texts: Mapping[str, bytes]
@@ -246,10 +271,11 @@ class RequestChain:
         events (queued after it) may start from it."""
         if state is None:
             return
-        request, texts = state
+        request, texts, lists = state
         self._recent.append((seq, request, None if shared else threading.get_ident()))
         if texts is not None:  # the newest only: the next call's start, almost always (memory)
             self._texts = {seq: texts}
+        self._given = lists or {}
         if len(self._recent) > WINDOW:
             self._texts.pop(self._recent.pop(0)[0], None)
 

@@ -73,7 +73,7 @@ class Session:
         self,
         kind: str,
         name: str,
-        payload: bytes | tuple[bytes, bytes, Any],
+        payload: bytes | tuple[bytes, bytes, Any, bool],
         digest_body: bytes,
         step: str | None,
         parent: int | None,
@@ -90,9 +90,9 @@ class Session:
         are checked first, so a name that is not UTF-8 text is a PayloadError, never a
         UnicodeEncodeError from the digest of ``name`` and ``digest_body``.
 
-        An llm event's payload is ``(head, tail, request)``: its request member is encoded by the
-        session's chain between the two, under the chain's lock, and its digest is of the whole
-        request (``digest_body`` is then unused)."""
+        An llm event's payload is ``(head, tail, request, history_unchanged)``: its request member is
+        encoded by the session's chain between the two, under the chain's lock, and its digest is of
+        the whole request (``digest_body`` is then unused)."""
         if not (  # the common case, plain strings and an int parent, in one expression
             type(name) is str
             and (step is None or type(step) is str)
@@ -131,10 +131,10 @@ class Session:
                 )
             )
             return seq
-        head, tail, request = payload
+        head, tail, request, unchanged = payload
         chain = self._chain or RequestChain()  # no chain: a chain of one, which stores the request whole
         with chain.lock:
-            member, whole, state = chain.encode(request)  # a request that is not JSON: no seq taken
+            member, whole, state = chain.encode(request, unchanged=unchanged)  # not JSON: no seq taken
             dig = digest(name, whole)
             seq = self._next_seq()
             row = (self.session_id, seq, step, parent, self._clock(), kind, actor or self.actor,
@@ -175,10 +175,14 @@ class Session:
         pattern: str | None = None,
         replay: Mapping[str, Any] | None = None,
         content_missing: bool = False,
+        history_unchanged: bool = False,
     ) -> int:
         """A model call: the request, the raw response, and the prompt ``name@version``. The request
         is stored as what is new since an earlier call of the session (``request_delta``) when it
         shares its history with one, and is read back whole (:func:`sdb.events.session_requests`).
+        ``history_unchanged``: the caller never changes a value after handing it over (a log's parsed
+        messages), so a list's leading items that are the very objects of the previous call's are
+        not written again (its text is kept; the recorders of :mod:`recorders.conversation` say so).
 
         ``content_missing`` marks a call whose messages were not captured (a trace recorded without
         content): it is kept for its place, model, timing and tokens, and a step-mode replay skips it.
@@ -213,7 +217,7 @@ class Session:
             tokens_out = uout if tokens_out is None else tokens_out
         label = llm_name(name, prompt)
         return self._put(
-            "llm", label, (head, tail, request), b"", step, parent, "ok", actor, pattern,
+            "llm", label, (head, tail, request, history_unchanged), b"", step, parent, "ok", actor, pattern,
             model, prompt, latency_ms, tokens_in, tokens_out,
         )  # fmt: skip
 
