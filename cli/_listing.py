@@ -97,9 +97,9 @@ def emit(
     as its JSON text."""
     records, total = _records(rows, columns)
     if fmt is Format.json:
-        from sdbctl.cli._render import print_json
+        from sdbctl.cli._render import print_json_array
 
-        print_json(list(records))
+        print_json_array(records)
     elif fmt is Format.jsonl:
         from sdbctl.cli._render import json_bytes
 

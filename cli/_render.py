@@ -120,6 +120,18 @@ def print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
+def print_json_array(values: Iterable[Any]) -> None:
+    """Write ``values`` as :func:`print_json` writes their list, one at a time: a long run's events
+    (``show --full --json``) are never all held."""
+    out = sys.stdout.buffer
+    first = True
+    for value in values:
+        out.write((b"[\n  " if first else b",\n  ") + json_bytes(value, indent=True).replace(b"\n", b"\n  "))
+        first = False
+    out.write(b"[]\n" if first else b"\n]\n")
+    out.flush()
+
+
 def data(value: Any) -> str:
     """A recorded value for a rich markup string: control characters shown, markup escaped, so that a
     model's ``[/INST]`` or ``[link=...]`` prints as the literal text it is."""
