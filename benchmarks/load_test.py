@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -107,16 +108,17 @@ def main() -> None:
                     peak,
                 )
             )
+        load = os.getloadavg()[0]  # a shared machine: the diff's wall time moves with the others' work
         seconds, out, peak = phase("diff", [sdbctl, "diff", "base", "cand", "--limit", "3"], work)
         rows.append(("diff (events of both runs)", seconds, base_events + events(sdbctl, work, "cand"), peak))
-        diff = (seconds, peak, json.loads((work / ".sdb" / "diffs" / "base..cand" / "summary.json").read_text()))
+        diff = (seconds, peak, json.loads((work / ".sdb" / "diffs" / "base..cand" / "summary.json").read_text()), load)
         size = sum(p.stat().st_size for p in (work / ".sdb").rglob("*.parquet")) / 1e6
     print(f"\n{args.sessions:,} sessions, {base_events:,} recorded events; store {size:,.0f} MB of Parquet\n")
     print(f"{'phase':<28} {'seconds':>9} {'items':>11} {'items/s':>10} {'peak RSS':>10}")
     for name, secs, items, peak in rows:
         print(f"{name:<28} {secs:9.1f} {items:11,} {items / secs:10,.0f} {peak:8,.0f} MB")
     print(out.strip().splitlines()[-1] if out.strip() else "")
-    seconds, peak, summary = diff
+    seconds, peak, summary, load = diff
     share = summary["session_divergence_rate"]
     print(
         f"\ndiff: {summary['sessions_diverged']:,} of {summary['sessions_compared']:,} sessions diverged "
@@ -125,6 +127,7 @@ def main() -> None:
     )
     for what, got, target, unit in (("wall time", seconds, 10, "s"), ("peak RSS", peak, 1024, "MB")):
         print(f"  {what}: {got:,.1f} {unit} (target <= {target:,} {unit}: {'met' if got <= target else 'NOT met'})")
+    print(f"  load average when the diff started: {load:.2f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -82,6 +82,12 @@ def cache_cost(steps: int, rounds: int, concurrency: int) -> None:
         f"cache writing / uncached: {ratio:.3f} (the cache costs {1 - ratio:.1%}; target: costs <= "
         f"{1 - CACHE_TARGET:.0%}, ratio >= {CACHE_TARGET:.2f}): {verdict}"
     )
+    rounds_wall = (w / u for w, u in zip(figures["cache writing"], figures["uncached"], strict=True))
+    rounds_cpu = (u / w for w, u in zip(cpu["cache writing"], cpu["uncached"], strict=True))
+    print(
+        f"each round, cache writing / uncached: {', '.join(f'{r:.3f}' for r in rounds_wall)} "
+        f"(by CPU per step: {', '.join(f'{r:.3f}' for r in rounds_cpu)})"
+    )
     print(f"cache hits / uncached: {rates['cache hits'] / rates['uncached']:.3f}")
     # the engine's CPU per step moves less than its wall time with the machine's neighbours
     per_step = {name: statistics.median(values) for name, values in cpu.items()}

@@ -1,10 +1,13 @@
 """The response cache's cost (issue 22 item 6): its key computed without checking again a request read
 back from canonical JSON, the same key as every earlier version gave (a cache written before still
 answers); its checkpoints (the disk flushes of ``synchronous=NORMAL``) in a thread of their own, not
-in the replay's event loop, while every answer is still committed before ``put`` returns."""
+in the replay's event loop, while every answer is still committed before ``put`` returns; a step
+replay's lookups made a batch at a time, not one query per step."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -19,9 +22,12 @@ import pytest
 import xxhash
 
 from sdbctl.sdb.events import canonical_bytes
-from sdbctl.sdb.replay import cache_key
-from sdbctl.sdb.replay._cache import CHECKPOINT_EVERY, ResponseCache
-from tests.conftest import wait_until
+from sdbctl.sdb.providers import Completion
+from sdbctl.sdb.replay import ReplayOptions, cache_key
+from sdbctl.sdb.replay._cache import CHECKPOINT_EVERY, CacheError, ResponseCache
+from sdbctl.sdb.replay._calling import CachedCompletion, Caller
+from sdbctl.sdb.replay._results import ReplayProgress
+from tests.conftest import CLI, wait_until
 
 
 def _key_as_before(provider: str, request: Any, seed: int, endpoint: str | None = None) -> str:
@@ -113,4 +119,80 @@ def test_a_process_killed_while_its_cache_checkpoints_loses_no_answer(tmp_path: 
     n = 3 * CHECKPOINT_EVERY + 7
     assert [cache.get(f"k{i}") for i in range(n)] == [{"response": {"n": i}, "truth": None} for i in range(n)]
     assert cache._db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    cache.close()
+
+
+def _counting_lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The keys looked up one query each (:meth:`ResponseCache.get`), as the test's replays do them."""
+    single: list[str] = []
+    get = ResponseCache.get
+
+    def counted(self: ResponseCache, key: str) -> dict[str, Any] | None:
+        single.append(key)
+        return get(self, key)
+
+    monkeypatch.setattr(ResponseCache, "get", counted)
+    return single
+
+
+def test_a_step_replay_looks_its_answers_up_a_batch_at_a_time(
+    sdbctl: CLI, machine_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert sdbctl("record", "contract-renewal", "-n", "12", "--run-id", "base").returncode == 0
+    single = _counting_lookups(monkeypatch)
+    runs = []
+    for run_id in ("writes", "hits"):
+        done = sdbctl("replay", "base", "-m", "sim:renewal@v2", "--run-id", run_id, "--json")
+        assert done.returncode == 0, done.stderr
+        runs.append(json.loads(done.stdout))
+    writes, hits = runs
+    assert writes["steps_done"] == writes["model_calls"] == hits["steps_done"] == hits["cache_hits"] > 20
+    assert hits["model_calls"] == 0 and writes["cache_hits"] == 0
+    assert single == []  # no query per step: each batch of steps looked up at once
+
+
+class _Counting:
+    """A provider that answers every request alike and counts the requests it was asked."""
+
+    spec = "test:counting"
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def complete(self, request: dict[str, Any], *, seed: int = 0, repeat: int = 0) -> Completion:
+        self.asked += 1
+        return Completion({"content": f"answer {self.asked}"})
+
+
+def test_a_request_answered_within_its_batch_is_answered_from_the_cache_when_asked_again(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "responses.sqlite")
+    old = {"model": "m", "messages": [{"role": "user", "content": "cached before"}]}
+    new = {"model": "m", "messages": [{"role": "user", "content": "new"}]}
+    model = _Counting()
+    caller = Caller(model, ReplayOptions(model="test:counting"), cache, ReplayProgress())
+    cache.put(caller.key(old, seed=1), {"response": {"content": "from before"}, "truth": None})
+    keys = [caller.key(r, seed=1, plain=True) for r in (old, new, new)]
+    caller.look_up(keys)
+
+    async def ask_all() -> list[Completion]:
+        return [await caller.ask(r, seed=1, repeat=0, key=k) for r, k in zip((old, new, new), keys, strict=True)]
+
+    first, second, third = asyncio.run(ask_all())
+    cache.close()
+    assert isinstance(first, CachedCompletion) and first.response == {"content": "from before"}
+    assert not isinstance(second, CachedCompletion) and second.response == {"content": "answer 1"}
+    assert isinstance(third, CachedCompletion) and third.response == {"content": "answer 1"}
+    assert model.asked == 1
+
+
+def test_a_batch_lookup_finds_what_single_lookups_find(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "responses.sqlite")
+    for i in range(0, 1_200, 3):
+        cache.put(f"k{i}", {"response": {"n": i}, "truth": {"t": i} if i % 2 else None})
+    keys = [f"k{i}" for i in range(1_200)] + ["k3", "missing"]  # over two batches of a query, a key twice
+    found = cache.get_many(iter(keys))
+    assert found == {k: hit for k in keys if (hit := cache.get(k)) is not None} and len(found) == 400
+    cache.put("k0", {"response": "not a completion", "truth": None})
+    with pytest.raises(CacheError, match="entry k0 is not a completion object"):
+        cache.get_many(["k0"])
     cache.close()

@@ -15,11 +15,17 @@ from sdbctl.sdb.diff._commits import compare_commits
 from sdbctl.sdb.diff._config import LAYERS, DiffConfig, Rule
 from sdbctl.sdb.diff._coverage import drop_sessions, lacking_sessions
 from sdbctl.sdb.diff._noise import check_self_replay
-from sdbctl.sdb.diff._outcomes import OutcomeConfig, compare_outcomes, load_outcome_config, session_outcomes
+from sdbctl.sdb.diff._outcomes import (
+    OutcomeConfig,
+    compare_outcomes,
+    last_states,
+    load_outcome_config,
+    session_outcomes,
+)
 from sdbctl.sdb.diff._power import DEFAULT_TARGET
 from sdbctl.sdb.diff._results import DiffResult
 from sdbctl.sdb.diff._save import save_divergences
-from sdbctl.sdb.diff._staging import mark, mode_claims, provider_errors, shape, stage
+from sdbctl.sdb.diff._staging import mark, mode_claims, provider_errors, read_runs, shape, stage
 from sdbctl.sdb.diff._steps import compare_steps
 from sdbctl.sdb.diff._summary import build_summary, count_diverged, drift_of
 from sdbctl.sdb.diff._workloads import consulted_workloads
@@ -198,12 +204,15 @@ def _diff_runs(
             "(use --align step or auto)"
         )
     by_commit = both_closed and alignment != "step"
+    read_runs(con, base_shape, cand_shape)  # their actions, effects and errors read once, in one scan
+    last_states(con, base, candidate)  # and their sessions' terminal states, in one scan for both
     # a name read from a store selects among the workloads registered in this process, never code to
     # import, and only a workload the runs' events fit (sdb.diff._workloads)
     workloads = consulted_workloads(
         con,
         [(base_manifest, base_shape), (cand_manifest, cand_shape)],
         success_from_workload=outcome_config.success is None,
+        staged=True,
     )
     config = _agent_rules(config, workloads)
     stage(con, config, base_shape, cand_shape, by_commit=by_commit)

@@ -83,13 +83,31 @@ def session_outcomes(
     return out
 
 
+# each session's terminal state (as _TERMINAL takes it), of runs not yet read, into temp table last_states
+_LAST_STATES = f"""INSERT INTO last_states SELECT run_id, session_id, t FROM (
+    SELECT run_id, session_id, {_TERMINAL} AS t FROM events WHERE run_id IN ({{runs}}) AND kind = 'state'
+    GROUP BY ALL)
+    WHERE t IS NOT NULL"""
+_LAST_STATES_TABLE = """CREATE TEMP TABLE IF NOT EXISTS last_states (run_id VARCHAR, session_id VARCHAR, last VARCHAR);
+    CREATE TEMP TABLE IF NOT EXISTS last_states_read (run_id VARCHAR)"""
+
+
+def last_states(con: Any, *runs: str) -> None:
+    """Read the terminal state of every session of ``runs`` that has one into temp table
+    ``last_states`` (``run_id, session_id, last``), in one scan for all of them; a run already read is
+    not read again (the workload check and the summary both ask)."""
+    con.execute(_LAST_STATES_TABLE)
+    known = {r[0] for r in con.execute("SELECT run_id FROM last_states_read").fetchall()}
+    new = [r for r in dict.fromkeys(runs) if r not in known]
+    if new:
+        con.execute(_LAST_STATES.format(runs=", ".join("?" * len(new))), new)
+        con.executemany("INSERT INTO last_states_read VALUES (?)", [[r] for r in new])
+
+
 def terminal_states(con: Any, run_id: str) -> list[str]:
     """The terminal states the sessions of ``run_id`` ended in (as :func:`session_outcomes` reads them)."""
-    rows = con.execute(
-        f"SELECT DISTINCT t FROM (SELECT {_TERMINAL} AS t FROM events WHERE run_id = ? AND kind = 'state' "
-        "GROUP BY session_id) WHERE t IS NOT NULL ORDER BY 1",
-        [run_id],
-    ).fetchall()
+    last_states(con, run_id)
+    rows = con.execute("SELECT DISTINCT last FROM last_states WHERE run_id = ? ORDER BY 1", [run_id]).fetchall()
     return [r[0] for r in rows]
 
 

@@ -10,9 +10,11 @@ import weakref
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal, cast, overload
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sdbctl.sdb.diff._config import Rule
@@ -162,13 +164,35 @@ class Divergences(Sequence[Divergence]):
     def first(self, n: int, layers: Collection[str] = ()) -> list[Divergence]:
         """The first ``n`` divergences in the order the tables print them: those in ``layers`` (the
         gated ones) first, in each the first of its session, repeat and layer (``after_first`` false)
-        first, else in order. Reads the file once, keeping ``n``."""
+        first, else in order. Reads the file once, keeping ``n``; beyond :data:`KEPT` divergences, the
+        order is taken over the two columns it needs and only the ``n`` rows become objects (a table of
+        3 of 50,000 divergences made them all: a second)."""
 
         def key(item: tuple[int, Divergence]) -> tuple[bool, bool, int]:
             i, d = item
             return (d.layer not in layers, d.after_first, i)
 
-        return [d for _, d in heapq.nsmallest(n, enumerate(self), key=key)] if n > 0 else []
+        if n <= 0:
+            return []
+        if self._kept is not None or self._count <= KEPT:
+            return [d for _, d in heapq.nsmallest(n, enumerate(self), key=key)]
+        table = pq.read_table(self.path, columns=["layer", "after_first"])
+        gated = pc.is_in(table["layer"], value_set=pa.array(list(layers), pa.string()))
+        order = pa.table(
+            {
+                "other": pc.invert(gated),
+                "after_first": table["after_first"],
+                "i": pa.array(range(len(table)), pa.int64()),
+            }
+        )
+        keys: list[tuple[str, Literal["ascending", "descending"]]] = [
+            ("other", "ascending"),
+            ("after_first", "ascending"),
+            ("i", "ascending"),
+        ]
+        picked = cast(list[int], order.take(pc.sort_indices(order, keys)[:n])["i"].to_pylist())
+        rows = pq.read_table(self.path).take(pa.array(picked, pa.int64())).to_pylist()
+        return [_divergence(row, i) for i, row in zip(picked, rows, strict=True)]
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sequence) or isinstance(other, str):

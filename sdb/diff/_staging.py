@@ -65,14 +65,21 @@ def rows(con: Any, sql: str, params: list[Any] | dict[str, Any]) -> list[dict[st
 # replay the source step it answered (`source_seq`) and its repeat (`repeat`), a session-mode replay
 # whether the answer came from a cache (`cached`). Read once per run into temp table `marks` (the
 # payloads are most of a run's bytes: parsing them once for every question cost a large diff seconds);
-# the LIKE spares parsing the payloads that cannot have the key
+# the LIKE spares parsing the payloads that cannot have the key, and the prefix test before it (a
+# replay's canonical payload starts with the key) spares the LIKE a scan of each long payload that has
+# it: a filter only, the extraction decides whatever the payload. The same scan keeps each error's step
+# and name, and a provider error's payload (:func:`provider_errors`)
 _MARKS = """INSERT INTO marks
-SELECT run_id, session_id, seq, kind, m[1], coalesce(m[2] IS NOT NULL, false), m[3] FROM (
-    SELECT run_id, session_id, seq, kind, CASE WHEN payload LIKE '%"replay":%'
-           THEN json_extract(payload, ['$.replay.repeat', '$.replay.source_seq', '$.replay.cached']) END AS m
+SELECT run_id, session_id, seq, kind, m[1], coalesce(m[2] IS NOT NULL, false), m[3], step, name, error FROM (
+    SELECT run_id, session_id, seq, kind,
+           CASE WHEN kind = 'error' THEN step END AS step, CASE WHEN kind = 'error' THEN name END AS name,
+           CASE WHEN starts_with(payload, '{{"replay":') OR payload LIKE '%"replay":%'
+           THEN json_extract(payload, ['$.replay.repeat', '$.replay.source_seq', '$.replay.cached']) END AS m,
+           CASE WHEN kind = 'error' AND name = 'provider' THEN payload END AS error
     FROM events WHERE run_id IN ({runs}) AND kind IN ('llm', 'error'))"""
 _MARKS_TABLE = """CREATE TEMP TABLE IF NOT EXISTS marks
-    (run_id VARCHAR, session_id VARCHAR, seq BIGINT, kind VARCHAR, repeat JSON, forced BOOLEAN, cached JSON);
+    (run_id VARCHAR, session_id VARCHAR, seq BIGINT, kind VARCHAR, repeat JSON, forced BOOLEAN, cached JSON,
+     step VARCHAR, name VARCHAR, error VARCHAR);
     CREATE TEMP TABLE IF NOT EXISTS sessions (run_id VARCHAR, session_id VARCHAR);
     CREATE TEMP TABLE IF NOT EXISTS marked (run_id VARCHAR)"""
 # each run's session ids, read once beside the marks (asked for by several checks)
@@ -181,28 +188,51 @@ def mode_claims(manifest: RunManifest, found: Shape) -> list[Rule]:
     return [Rule("mode", (str(manifest.mode),), f"manifest of run {manifest.run_id!r}; its events say {said}", False)]
 
 
+# both runs' events the staging reads, in one scan of the store for both (a scan of a run of thousands
+# of parts costs most of a second, whichever of the runs it keeps): the model's actions (answering an llm
+# event, or every action of a run with none), and the effects and errors (the states stay out: with them
+# the load test's diff peaked ~70 MB higher, for half a second)
+_STAGED = """CREATE TEMP TABLE staged AS
+SELECT run_id, kind, session_id, seq, step, name, digest, status, pattern, parent FROM events
+WHERE run_id IN ($base, $candidate)
+  AND (kind IN ('effect', 'error') OR kind = 'action'
+       AND (parent IS NOT NULL OR run_id = $base AND $base_every OR run_id = $candidate AND $candidate_every))"""
+
+
+def read_runs(con: Any, base: Shape, candidate: Shape) -> None:
+    """Read both runs' actions, effects and errors into temp table ``staged`` (see :data:`_STAGED`), which
+    the workload check and the staging read instead of the store; a no-op once read. :func:`stage`
+    drops it once ``b`` and ``c`` hold what the comparison needs."""
+    if con.execute("SELECT 1 FROM duckdb_tables() WHERE temporary AND table_name = 'staged'").fetchall():
+        return
+    con.execute(
+        _STAGED,
+        {
+            "base": base.run_id,
+            "candidate": candidate.run_id,
+            "base_every": not base.has_llm,
+            "candidate_every": not candidate.has_llm,
+        },
+    )
+
+
 def stage(con: Any, config: DiffConfig, base: Shape, candidate: Shape, *, by_commit: bool) -> None:
     """Stage both runs: the layer of every action name (table ``layers``), then ``b`` and ``c``. By
     commit, a base of trials is its repeat 0; a step-mode replay keeps the session ids its source had."""
-    # each run's events read once for the staging: its model actions, then its effects (and errors)
-    for table, found in (("b", base), ("c", candidate)):
-        parented = "AND parent IS NOT NULL" if found.has_llm else ""
-        con.execute(
-            f"CREATE TEMP TABLE {table}_actions AS SELECT session_id, seq, step, name, digest, status, pattern, "
-            f"parent FROM events WHERE run_id = ? AND kind = 'action' {parented}",
-            [found.run_id],
-        )
-        con.execute(
-            f"CREATE TEMP TABLE {table}_effects AS SELECT session_id, parent, name, kind, status FROM events "
-            "WHERE run_id = ? AND kind IN ('effect', 'error')",
-            [found.run_id],
-        )
-    names = [r[0] for r in con.execute("SELECT name FROM b_actions UNION SELECT name FROM c_actions").fetchall()]
+    read_runs(con, base, candidate)  # each run's events read once (a no-op when already read)
+    names = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT name FROM staged WHERE run_id IN (?, ?) AND kind = 'action'",
+            [base.run_id, candidate.run_id],
+        ).fetchall()
+    ]
     con.register("layers", pa.table({"name": names, "layer": [config.layer(n) for n in names]}))
     con.register("needs_effect", pa.table({"name": pa.array([n for n in names if config.needs(n)], pa.string())}))
     split = by_commit or candidate.trials
     _load(con, "b", base, base_side=True, split_repeats=split)
     _load(con, "c", candidate, base_side=False)
+    con.execute("DROP TABLE staged")
 
 
 def _load(con: Any, table: str, found: Shape, *, base_side: bool, split_repeats: bool | None = None) -> None:
@@ -216,35 +246,37 @@ def _load(con: Any, table: str, found: Shape, *, base_side: bool, split_repeats:
     sql = _ACTIONS.format(
         sid=_SESSION_ID if session_repeats else "a.session_id",
         rep=rep,
-        actions=f"{table}_actions",
-        effects=f"{table}_effects",
+        actions="(SELECT * FROM staged WHERE run_id = $run AND kind = 'action')",
+        effects="(SELECT * FROM staged WHERE run_id = $run AND kind IN ('effect', 'error'))",
         llm=_LLM_JOIN.format(repeat=_REPEAT if step_repeats else "0") if has_llm else "",
     )
     if base_side and session_repeats:  # the base is its repeat 0
         sql = f"SELECT * FROM ({sql}) WHERE rep = 0"
-    con.execute(f"CREATE TEMP TABLE {table} AS {sql}", {"run": run} if has_llm else None)  # $run: the llm join's
-    con.execute(f"DROP TABLE {table}_actions; DROP TABLE {table}_effects")
+    con.execute(f"CREATE TEMP TABLE {table} AS {sql}", {"run": run})
 
 
-def model_action_names(con: Any, found: Shape) -> list[str]:
+def model_action_names(con: Any, found: Shape, *, staged: bool = False) -> list[str]:
     """The names of the run's model actions (as :data:`_ACTIONS` takes them) that the boundary knew: a
-    name it refused (``invalid``, or a reply it could not parse) is the model's error, in any workload."""
+    name it refused (``invalid``, or a reply it could not parse) is the model's error, in any workload.
+    ``staged``: read where :func:`read_runs` staged the run's actions, not in the store."""
     parented = "AND parent IS NOT NULL" if found.has_llm else ""
     mark(con, found.run_id)
     llm = _LLM_JOIN.format(repeat="0") if found.has_llm else ""
+    actions = f"(SELECT * FROM {'staged' if staged else 'events'} WHERE run_id = $run AND kind = 'action' {parented})"
     sql = (
-        "SELECT DISTINCT a.name FROM (SELECT session_id, seq, name, parent, status FROM events "
-        f"WHERE run_id = $run AND kind = 'action' {parented}) a {llm} "
+        f"SELECT DISTINCT a.name FROM (SELECT session_id, seq, name, parent, status FROM {actions}) a {llm} "
         "WHERE coalesce(a.status, '') NOT IN ('invalid', 'parse_failed') ORDER BY 1"
     )
     return [r[0] for r in con.execute(sql, {"run": found.run_id}).fetchall()]
 
 
 def provider_errors(con: Any, run: str) -> list[dict[str, Any]]:
-    """The provider errors of ``run``, in order: their steps are reported apart, not compared."""
+    """The provider errors of ``run``, in order: their steps are reported apart, not compared. Read
+    with the marks (:func:`mark`), in the same scan."""
+    mark(con, run)
     return rows(
         con,
-        "SELECT session_id, coalesce(step, '') AS step, seq, name, payload FROM events "
+        "SELECT session_id, coalesce(step, '') AS step, seq, name, error AS payload FROM marks "
         "WHERE run_id = ? AND kind = 'error' AND name = 'provider' ORDER BY session_id, seq",
         [run],
     )

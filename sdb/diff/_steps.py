@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from sdbctl.sdb.diff._align import align, reordered
+from sdbctl.sdb.diff._align import Pair, align, reordered
 from sdbctl.sdb.diff._compared import Compared, Pending, divergence
 from sdbctl.sdb.diff._config import LAYERS, DiffConfig
 from sdbctl.sdb.diff._explain import explain
@@ -171,12 +171,16 @@ def _classify(
 
     bd = [int(r["digest"]) for r in base]
     cd = [int(r["digest"]) for r in cand]
-    if reordered(bd, cd) and all(r["status"] == "ok" for r in cand):
+    if len(bd) == 1 and len(cd) == 1:  # most mismatched steps: one action each, nothing to align or reorder
+        pairs = [Pair(0, 0, bd[0] == cd[0])]
+    elif reordered(bd, cd) and all(r["status"] == "ok" for r in cand):
         for bb, cc in zip(base, cand, strict=True):
             if bb["digest"] != cc["digest"]:
                 div("reordered", bb, cc)
         return out
-    for pair in align(bd, cd):
+    else:
+        pairs = align(bd, cd)
+    for pair in pairs:
         b: dict[str, Any] | None = base[pair.base] if pair.base is not None else None
         c: dict[str, Any] | None = cand[pair.candidate] if pair.candidate is not None else None
         failed = [x["status"] for x in (c, b) if x is not None and x["status"] in _FAILED]

@@ -13,7 +13,7 @@ from sdbctl.sdb.diff._compared import Compared
 from sdbctl.sdb.diff._config import LAYERS, DiffConfig
 from sdbctl.sdb.diff._drift import DriftResult, drift_test
 from sdbctl.sdb.diff._found import quoted
-from sdbctl.sdb.diff._outcomes import REPEAT_SUFFIX, OutcomeSummary
+from sdbctl.sdb.diff._outcomes import REPEAT_SUFFIX, OutcomeSummary, last_states
 from sdbctl.sdb.diff._power import DEFAULT_TARGET, power_text
 from sdbctl.sdb.diff._results import (
     DiffResult,
@@ -24,12 +24,10 @@ from sdbctl.sdb.diff._results import (
     TerminalChange,
 )
 
+# the sessions whose terminal state changed (each run's read once: sdb.diff._outcomes.last_states)
 _TERMINAL = f"""
-WITH t AS (SELECT run_id, session_id, arg_max(name, seq) AS last FROM events
-           WHERE run_id IN (?, ?) AND kind = 'state' AND name NOT LIKE 'replay:%' AND name <> 'outcome'
-           GROUP BY ALL)
-SELECT b.session_id, b.last, c.last FROM (SELECT * FROM t WHERE run_id = ?) b
-JOIN (SELECT * FROM t WHERE run_id = ? AND NOT regexp_matches(session_id, '{REPEAT_SUFFIX}')) c
+SELECT b.session_id, b.last, c.last FROM (SELECT * FROM last_states WHERE run_id = ?) b
+JOIN (SELECT * FROM last_states WHERE run_id = ? AND NOT regexp_matches(session_id, '{REPEAT_SUFFIX}')) c
   USING (session_id)
 WHERE b.last <> c.last ORDER BY 1
 """
@@ -204,7 +202,8 @@ def build_summary(
         first[session_id] = FirstDivergence(
             step=step, reason=reason, layer=layer, base_seq=base_seq, candidate_seq=cand_seq, action=action
         )
-    terminal = con.execute(_TERMINAL, [base, candidate, base, candidate]).fetchall()
+    last_states(con, base, candidate)
+    terminal = con.execute(_TERMINAL, [base, candidate]).fetchall()
     k = max(1, len(compared.repeats))
     pass_k = None
     if k > 1 and sessions:

@@ -27,17 +27,22 @@ _SHOWN = 5  # names listed in a message, then "..."
 
 
 def consulted_workloads(
-    con: Any, runs: Sequence[tuple[RunManifest, Shape]], *, success_from_workload: bool
+    con: Any,
+    runs: Sequence[tuple[RunManifest, Shape]],
+    *,
+    success_from_workload: bool,
+    staged: bool = False,
 ) -> list[tuple[str, Workload]]:
     """The registered workload the runs name, as ``[(name, workload)]`` (empty when they name none).
     Each run naming one is checked against its events (its terminal states too when
     ``success_from_workload``: the config gives no ``[outcome] success``), then the runs must all name
-    it; else a one-line :class:`SchemaError`."""
+    it; else a one-line :class:`SchemaError`. ``staged``: the runs' actions are read where
+    :func:`sdb.diff._staging.read_runs` staged them, not in the store."""
     found: list[tuple[str, Workload]] = []
     for manifest, shape in runs:
         workload = registered_workload(manifest.agent) if manifest.agent else None
         if workload is not None:
-            _check_fits(con, manifest, shape, workload, states=success_from_workload)
+            _check_fits(con, manifest, shape, workload, states=success_from_workload, staged=staged)
             found.append((manifest.agent or "", workload))
     if found and len({m.agent for m, _ in runs}) > 1:
         said = [f"run {m.run_id!r} {_names(m)}" for m, _ in runs]
@@ -56,12 +61,14 @@ def _names(manifest: RunManifest) -> str:
     return f"names workload {manifest.agent!r}"
 
 
-def _check_fits(con: Any, manifest: RunManifest, shape: Shape, workload: Workload, *, states: bool) -> None:
+def _check_fits(
+    con: Any, manifest: RunManifest, shape: Shape, workload: Workload, *, states: bool, staged: bool
+) -> None:
     """A one-line :class:`SchemaError` when the run's events do not fit ``workload`` (see the module)."""
     name = manifest.agent
     vocabulary = action_vocabulary(workload)
     if vocabulary is not None:
-        foreign = [a for a in model_action_names(con, shape) if a not in vocabulary]
+        foreign = [a for a in model_action_names(con, shape, staged=staged) if a not in vocabulary]
         if foreign:
             raise SchemaError(
                 f"run {manifest.run_id!r} is damaged: its manifest names workload {name!r}, but its model's "

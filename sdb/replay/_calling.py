@@ -3,7 +3,7 @@ counted in the replay's progress. Both modes ask through it, so they pace and ca
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -44,20 +44,56 @@ class Caller:
         self.policy = RetryPolicy(attempts=max(1, opts.retries))
         self.spec = provider.spec
         self.endpoint = cache_endpoint(provider)  #: in every cache key: server A's answers never serve B
+        self._known: dict[str, dict[str, Any]] = {}  # what look_up found, by key
+        self._looked: set[str] = set()  # the keys look_up looked for (found or not), not answered since
 
-    async def ask(self, request: dict[str, Any], *, seed: int, repeat: int, plain: bool = False) -> Completion:
-        """The model's answer to ``request``: from this machine's cache or the one named by
-        ``--cache-from`` (a :class:`CachedCompletion`), else asked (paced, retried, cached). ``plain``:
-        the request is made of values read back from canonical JSON (a recorded step's), so its cache
-        key need not check it (:func:`cache_key`)."""
-        cache = self.cache
-        asks = cache is not None or self.source is not None
-        key = cache_key(self.spec, request, seed, self.endpoint, plain=plain) if asks else ""
-        for where in (cache, self.source):
+    def key(self, request: Mapping[str, Any], *, seed: int, plain: bool = False) -> str:
+        """The cache key ``request`` is looked up under ("" when no cache is read). ``plain``: the
+        request is made of values read back from canonical JSON (a recorded step's), so its key need
+        not check it (:func:`cache_key`)."""
+        if self.cache is None and self.source is None:
+            return ""
+        return cache_key(self.spec, request, seed, self.endpoint, plain=plain)
+
+    def look_up(self, keys: Iterable[str]) -> None:
+        """Look up a batch of keys (:meth:`key`) about to be asked, in one query per cache instead of one
+        per ask (~10 us of a step's CPU): ``ask(..., key=)`` then takes what was found, or asks the model
+        for what was not. Replaces the previous batch's lookups; a key answered since is looked up again
+        when asked, so two asks of one request in a batch still ask the model once where they did."""
+        self._known.clear()
+        self._looked.clear()
+        wanted = set(keys)
+        wanted.discard("")
+        for where in (self.cache, self.source):
+            if where is not None and wanted:
+                found = where.get_many(wanted)
+                self._known.update(found)
+                self._looked.update(wanted)
+                wanted.difference_update(found)
+
+    def _cached(self, key: str) -> dict[str, Any] | None:
+        """The completion cached under ``key``: as :meth:`look_up` found it, else from each cache in turn."""
+        if key in self._looked:
+            return self._known.get(key)
+        for where in (self.cache, self.source):
             hit = where.get(key) if where is not None else None
             if hit is not None:
-                self.progress.cached += 1
-                return CachedCompletion(self.redactor.redact(hit["response"]), truth=hit.get("truth"))
+                return hit
+        return None
+
+    async def ask(
+        self, request: dict[str, Any], *, seed: int, repeat: int, plain: bool = False, key: str | None = None
+    ) -> Completion:
+        """The model's answer to ``request``: from this machine's cache or the one named by
+        ``--cache-from`` (a :class:`CachedCompletion`), else asked (paced, retried, cached). ``plain``:
+        see :meth:`key`; ``key``: the request's key, where the caller made it (:meth:`look_up`)."""
+        cache = self.cache
+        if key is None:
+            key = self.key(request, seed=seed, plain=plain)
+        hit = self._cached(key) if key else None
+        if hit is not None:
+            self.progress.cached += 1
+            return CachedCompletion(self.redactor.redact(hit["response"]), truth=hit.get("truth"))
 
         def retried(attempt: int, error: ProviderError, pause: float) -> None:
             self.progress.retried += 1
@@ -70,6 +106,7 @@ class Caller:
             # Ray worker, a SIGKILL) loses no answer it was given, and a resumed run asks nothing twice
             if cache is not None:  # a simulator's ground truth is kept with its answer
                 cache.put(key, {"response": done.response, "truth": done.truth})
+                self._looked.discard(key)  # answered now: a second ask of it in the batch finds it
             return done
 
         return await call_with_retries(

@@ -7,7 +7,7 @@ asks no finished step again."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, NamedTuple
 
 from sdbctl.sdb.boundary import Boundary, load_actions_setting, write_actions
 from sdbctl.sdb.errors import UsageError
@@ -96,6 +96,16 @@ def _boundary(job: Job) -> Boundary:
     return replay_boundary() if callable(replay_boundary) else Boundary("replay", open_vocabulary=True)
 
 
+class _Unit(NamedTuple):
+    """One step to ask (its repeat), with the request and prompt it is asked with and its cache key."""
+
+    step: SourceStep
+    repeat: int
+    request: dict[str, Any]
+    prompt: str | None
+    key: str
+
+
 class _StepReplay:
     """One step-mode pass over the source run: the boundary, the concurrency gate and the sessions."""
 
@@ -109,11 +119,25 @@ class _StepReplay:
         # (never the run's manifest, which would choose the verdict)
         self.text_actions = load_actions_setting().text_actions
 
-    async def one(self, step: SourceStep, repeat: int) -> None:
-        """Ask ``step`` (repeat ``repeat``) and write its answer, or its error, as one unit."""
-        job = self.job
-        async with self.gate:
+    def prepare(self, units: list[tuple[SourceStep, int]]) -> list[_Unit]:
+        """Each unit's request and prompt (:func:`_request`) and cache key, the keys looked up in the
+        caches at once (:meth:`Caller.look_up`) rather than one query per step."""
+        job, caller = self.job, self.job.caller
+        prepared = []
+        for step, repeat in units:
             request, prompt = _request(job, step)
+            # a recorded request read back from canonical JSON (a re-rendered prompt is checked)
+            key = caller.key(request, seed=job.seed, plain=prompt == step.prompt) if caller is not None else ""
+            prepared.append(_Unit(step, repeat, request, prompt, key))
+        if caller is not None:
+            caller.look_up(unit.key for unit in prepared)
+        return prepared
+
+    async def one(self, unit: _Unit) -> None:
+        """Ask ``unit``'s step (its repeat) and write its answer, or its error, as one unit."""
+        job = self.job
+        step, repeat, request, prompt = unit.step, unit.repeat, unit.request, unit.prompt
+        async with self.gate:
             completion: Completion | None = None
             error: ProviderError | None = None
             if job.caller is None:
@@ -121,9 +145,7 @@ class _StepReplay:
                 completion = Completion(response if isinstance(response, dict) else {"content": response})
             else:
                 try:
-                    # a recorded request read back from canonical JSON (a re-rendered prompt is checked)
-                    plain = prompt == step.prompt
-                    completion = await job.caller.ask(request, seed=job.seed, repeat=repeat, plain=plain)
+                    completion = await job.caller.ask(request, seed=job.seed, repeat=repeat, key=unit.key)
                 except ProviderError as exc:
                     error = exc
             with job.rec.unit():
@@ -220,7 +242,7 @@ async def replay_steps(job: Job) -> None:
             else:
                 todo.append(unit)
         job.tick()
-        await asyncio.gather(*(steps.one(s, r) for s, r in todo))
+        await asyncio.gather(*(steps.one(unit) for unit in steps.prepare(todo)))
     for outcome in job.outcomes.values():
         if outcome.steps == 0 and outcome.resumed_steps:
             outcome.status = "resumed"
