@@ -134,6 +134,7 @@ class ConversationRecorder:
         self._failed: set[str] = set()  # sessions whose last call failed (a retry is the same call)
         self.boundary = Boundary("conversation", open_vocabulary=True)
         self.conversations: dict[str, _Conversation] = {}
+        self.sessions = 0  #: the sessions written to (closed ones included)
         self.llm_events = 0
         self.actions = 0
         self.effects = 0
@@ -145,7 +146,16 @@ class ConversationRecorder:
             found = self.conversations[session_id] = _Conversation(
                 self.recorder.session(session_id), HistoryRedactor(self.redactor)
             )
+            self.sessions += 1
         return found
+
+    def close(self, session_id: str) -> None:
+        """Let go of a conversation that is over (an importer's, once its last message is written):
+        what was kept to record its next call (history, calls, redactions) is dropped, and the
+        writer's chain of its requests with it. A later call of that session starts anew (its
+        request then stored whole)."""
+        if self.conversations.pop(session_id, None) is not None:
+            self.recorder.forget_session(session_id)
 
     def session_for(self, header: str | None, request: Mapping[str, Any]) -> str:
         """The session of a call: the ``X-SDB-Session`` header, else the conversation it continues.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import decimal
 import json
+import re
 from typing import Any
 
 import pytest
@@ -11,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sdbctl.sdb.errors import PayloadError
-from sdbctl.sdb.events import action_digest, canonical_bytes, canonical_json, check_json
+from sdbctl.sdb.events import action_digest, canonical_bytes, canonical_json, check_json, loads
+from sdbctl.sdb.events._canonical import _unique_keys
 
 json_values = st.recursive(
     st.none()
@@ -115,3 +117,41 @@ def test_check_json_refuses_exactly_what_canonical_json_refuses(value: Any) -> N
         assert str(checked.value) == str(exc)
     else:
         check_json(value)
+
+
+def _render(node: Any, space: str) -> str:
+    """JSON text of a tree whose objects are lists of (key, value) pairs (so a key may come twice)."""
+    if isinstance(node, tuple):
+        return "{" + f",{space}".join(f"{json.dumps(k)}:{space}{_render(v, space)}" for k, v in node) + "}"
+    if isinstance(node, list):
+        return "[" + f",{space}".join(_render(v, space) for v in node) + "]"
+    return json.dumps(node, ensure_ascii=False)
+
+
+_KEYS = st.sampled_from(["a", "b", "a:b", "é", "x\\y", '"q"', "\u2028"])
+_PAIRS = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | st.text(alphabet='a:"\\é\n\x01', max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.lists(st.tuples(_KEYS, inner), max_size=3).map(tuple),
+    max_leaves=10,
+)
+
+
+@given(_PAIRS, st.sampled_from(["", " ", "\n  "]), st.booleans())
+def test_loads_reads_as_the_checking_parser_reads(tree: Any, space: str, as_bytes: bool) -> None:
+    """The fast reading (orjson, then the colons counted) gives what the standard library's parser
+    with its duplicate-key check gives, value for value and error for error: a key twice, a colon in
+    a key or a text, integers beyond 64 bits, escapes, any spacing."""
+    text = _render(tree, space)
+    given_text: str | bytes = text.encode() if as_bytes else text
+    try:
+        expected: Any = json.loads(text, object_pairs_hook=_unique_keys)
+    except PayloadError as exc:
+        with pytest.raises(PayloadError, match=re.escape(str(exc))):
+            loads(given_text, check=False)
+        return
+    got = loads(given_text, check=False)
+    assert got == expected and json.dumps(got) == json.dumps(expected)  # 1 and 1.0, True and 1 told apart

@@ -99,6 +99,7 @@ from sdbctl.recorders.conversation import ConversationRecorder
 from sdbctl.recorders.importers._chat_map import load_chat_map
 from sdbctl.recorders.importers._chat_messages import load_tools
 from sdbctl.recorders.importers._chat_read import Conversation, ranked_sessions, read_conversations
+from sdbctl.recorders.importers._input import bulk
 from sdbctl.recorders.importers._summary import ImportSummary
 from sdbctl.sdb.errors import PayloadError, SdbError
 from sdbctl.sdb.events import json_or_text
@@ -155,6 +156,20 @@ def import_chat(
     default)."""
     if not paths:
         raise SdbError("import chat: no FILE given")
+    with bulk():
+        return _import_chat(store, paths, map_path, run_id, skip_bad, redactor, note, tools_path)
+
+
+def _import_chat(
+    store: str | Path | None,
+    paths: list[Path],
+    map_path: Path | None,
+    run_id: str | None,
+    skip_bad: bool,
+    redactor: Redactor | None,
+    note: Callable[[str], None] | None,
+    tools_path: Path | None,
+) -> ImportSummary:
     m = load_chat_map(map_path)
     tools = load_tools(tools_path) if tools_path is not None else None
     rules = redactor if redactor is not None else load_redactor()
@@ -187,13 +202,16 @@ def import_chat(
         clock=lambda: next(ticks) * _TICK_NS,
     )
     conversations = ConversationRecorder(recorder, rules, text_actions=m.text_actions)
+    named.reverse()  # taken from the end, in order: each conversation is let go once written
     try:
-        for session, conv in named:
+        while named:
+            session, conv = named.pop()
             try:
                 _write(conversations, session, conv, tools)
             except (PayloadError, RecursionError) as exc:  # found only as it is written: all or nothing
                 reason = "JSON nested too deep" if isinstance(exc, RecursionError) else str(exc)
                 raise SdbError(f"{conv.where}: {reason}") from None
+            conversations.close(session)
         recorder.close()
     except BaseException:
         recorder.close("partial")
@@ -201,4 +219,4 @@ def import_chat(
         raise
     if note is not None and defaults is not None:
         note(defaults)
-    return ImportSummary(recorder.run_id, recorder.events_written, len(conversations.conversations), bad)
+    return ImportSummary(recorder.run_id, recorder.events_written, conversations.sessions, bad)

@@ -3,12 +3,29 @@ object; one place, so that a bad map or a binary log reads the same to the user 
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from sdbctl.sdb.errors import SdbError
+
+
+@contextlib.contextmanager
+def bulk() -> Iterator[None]:
+    """Python's cyclic garbage collector paused while a log is read and written: each of its full
+    passes walks every object alive, and a log's parsed conversations are millions of them (a fifth
+    of a large import's time), while an import makes almost no cycles (a few hundred objects in a
+    310 MB corpus), which the next pass after it frees."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 def get_path(obj: Any, dotted: str) -> Any:

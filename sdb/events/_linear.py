@@ -303,6 +303,11 @@ class RequestChains:
                 self._chains.move_to_end(session_id)
             return chain
 
+    def drop(self, session_id: str) -> None:
+        """Let go of a session's chain (a session that is over): its next request is stored whole."""
+        with self._lock:
+            self._chains.pop(session_id, None)
+
 
 def session_requests(bodies: Iterable[tuple[int, Any]], where: str) -> Iterator[tuple[int, Any]]:
     """Each llm event's request, whole, from one session's llm payloads (``(seq, parsed payload)``,

@@ -139,6 +139,12 @@ class Recorder:
             return RedactingSession(session, self._redactor)  # type: ignore[return-value]
         return session
 
+    def forget_session(self, session_id: str) -> None:
+        """A session that is over: the requests kept to store its next one as a delta are let go
+        (a bulk import's memory stays that of the sessions still open). Its seq goes on if it is
+        asked again."""
+        self._chains.drop(session_id)
+
     def _counter(self, session_id: str) -> Callable[[], int]:
         counter = self._counters.get(session_id)  # one atomic lookup: a session asked again
         if counter is None:
