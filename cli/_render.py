@@ -122,7 +122,10 @@ def print_json(value: Any) -> None:
 
 def print_json_array(values: Iterable[Any]) -> None:
     """Write ``values`` as :func:`print_json` writes their list, one at a time: a long run's events
-    (``show --full --json``) are never all held."""
+    (``show --full --json``) are never all held. Each value is written as :func:`json_bytes` writes it
+    (one that needs the standard library's writer, a HUGEINT, no longer has every other value written
+    by that writer too). A read that fails partway (a run found damaged) leaves the array unclosed
+    on standard output, and its one-line error on standard error with exit 2, as ``--jsonl`` does."""
     out = sys.stdout.buffer
     first = True
     for value in values:

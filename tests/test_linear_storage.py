@@ -372,3 +372,34 @@ def test_any_sequence_of_requests_reads_back_as_its_canonical_json(
     assert len(bodies) == sum(1 for r in requests if "nan" not in repr(r))
     for seq, back in session_requests(bodies, "s"):
         assert canonical_bytes(back) == canonical_bytes(requests[seq])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("unchanged", [False, True])
+def test_a_nan_where_the_last_request_had_null_is_refused_not_stored_as_null(bad: float, unchanged: bool) -> None:
+    """orjson writes NaN and the infinities as ``null``: a request holding one where the session's last
+    request held ``null`` (a key kept, or a history item) is refused as it was before linear
+    storage, never stored as that ``null``."""
+    item: dict[str, Any] = {"a": None}
+    chain = _linear.RequestChain()
+    _, _, state = chain.encode({"model": "m", "t": None, "messages": [item]}, unchanged=unchanged)
+    chain.keep(1, state)
+    with pytest.raises(PayloadError, match="not a JSON number"):
+        chain.encode({"model": "m", "t": bad, "messages": [item]}, unchanged=unchanged)
+    item["a"] = bad  # the history's item itself (a caller that does change what it handed over)
+    with pytest.raises(PayloadError, match="not a JSON number"):
+        chain.encode({"model": "m", "t": None, "messages": [{"a": bad}, {"y": 1}]}, unchanged=unchanged)
+    with pytest.raises(PayloadError, match="not a JSON number"):
+        chain.encode({"model": "m", "t": None, "messages": [item, {"y": 1}]}, unchanged=False)
+
+
+def test_a_request_that_is_not_a_dict_is_refused_as_the_first_call_of_a_session_is() -> None:
+    import types
+
+    chain = _linear.RequestChain()
+    _, _, state = chain.encode({"a": 1, "b": [1]})
+    chain.keep(1, state)
+    with pytest.raises(PayloadError):
+        canonical_bytes(types.MappingProxyType({"a": 1, "b": [1, 2]}))
+    with pytest.raises(PayloadError):
+        chain.encode(types.MappingProxyType({"a": 1, "b": [1, 2]}))

@@ -204,7 +204,7 @@ def canonical_bytes(value: Any) -> bytes:
         for item in value.values():
             kind = type(item)
             if kind is float:
-                if not _plain_floats(item):  # the one rule of a float written as it is
+                if not plain_floats(item):  # the one rule of a float written as it is
                     return _slow(value, keys=False)
             elif kind not in _ATOMS:
                 break  # nested: let the text decide
@@ -213,7 +213,7 @@ def canonical_bytes(value: Any) -> bytes:
     # orjson writes NaN and the infinities as null: a "null" anywhere (also inside a string) is looked at
     if no_integral_float(out) and out.find(b"null") < 0:
         return out
-    if _plain_floats(value):  # a model's answer with "content": null, mostly: its floats were fine
+    if plain_floats(value):  # a model's answer with "content": null, mostly: its floats were fine
         return out
     return _slow(value, keys=False)
 
@@ -230,13 +230,13 @@ def check_json(value: Any) -> None:
     except TypeError:
         _slow(value, keys=True)
         return
-    if out.find(b"null") >= 0 and not _plain_floats(
+    if out.find(b"null") >= 0 and not plain_floats(
         value, integral=True
     ):  # orjson writes NaN and the infinities as null
         _slow(value, keys=False)
 
 
-def _plain_floats(value: Any, integral: bool = False) -> bool:
+def plain_floats(value: Any, integral: bool = False) -> bool:
     """True when ``value`` is made of the plain JSON types only and none of its floats is integral
     (unless ``integral``), NaN or infinite, so orjson's text is already canonical (or, ``integral``,
     canonical JSON would keep it). Only looks (the slow path rebuilds the value); any other type
@@ -252,7 +252,7 @@ def _plain_floats(value: Any, integral: bool = False) -> bool:
         return kind in _ATOMS
     atoms = _ATOMS
     for item in items:  # noqa: SIM110 - a loop: all() over a generator costs more per item
-        if type(item) not in atoms and not _plain_floats(item, integral):
+        if type(item) not in atoms and not plain_floats(item, integral):
             return False
     return True
 
