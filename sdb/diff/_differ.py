@@ -193,6 +193,9 @@ def _diff_runs(
     con = connect(store, runs=(base, candidate))  # the two runs only: the rest of the store is not read
     # the diff scans both runs a dozen times: each part's footer parsed once, not at every scan
     con.execute("SET parquet_metadata_cache = true")
+    # every result the diff keeps is ordered by its query (ORDER BY), so DuckDB need not keep the parts'
+    # row order while it scans them: their scans run in parallel (~10% of a 100,000-session diff)
+    con.execute("SET preserve_insertion_order = false")
     mark(con, base, candidate)  # their llm payloads parsed once, in one scan
     base_shape, cand_shape = shape(con, base), shape(con, candidate)  # from the events, not the manifests
     closed_loop = cand_shape.closed
