@@ -190,7 +190,7 @@ class Redactor:
             return value
 
 
-_FLAT: Final = frozenset({str, int, float, bool, type(None)})
+_FLAT: Final = _PLAIN | {str}  # a flat message's values
 _ESCAPES: Final = ((b'\\"', b'"'), (b"\\n", b"\n"), (b"\\r", b"\r"), (b"\\t", b"\t"), (b"\\b", b"\b"), (b"\\f", b"\f"))
 
 

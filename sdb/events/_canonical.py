@@ -204,7 +204,7 @@ def canonical_bytes(value: Any) -> bytes:
         for item in value.values():
             kind = type(item)
             if kind is float:
-                if not plain_floats(item):  # the one rule of a float written as it is
+                if not _plain_floats(item):  # the one rule of a float written as it is
                     return _slow(value, keys=False)
             elif kind not in _ATOMS:
                 break  # nested: let the text decide
@@ -213,30 +213,31 @@ def canonical_bytes(value: Any) -> bytes:
     # orjson writes NaN and the infinities as null: a "null" anywhere (also inside a string) is looked at
     if no_integral_float(out) and out.find(b"null") < 0:
         return out
-    if plain_floats(value):  # a model's answer with "content": null, mostly: its floats were fine
+    if _plain_floats(value):  # a model's answer with "content": null, mostly: its floats were fine
         return out
     return _slow(value, keys=False)
+
+
+def written_as_is(value: Any) -> bytes | None:
+    """orjson's text of ``value`` (:func:`plain_json`), or None where it is not the value's own:
+    orjson writes NaN and the infinities as ``null`` (a ``null`` in the text sends the value through a
+    walk of its floats; anything the walk cannot tell, such as a numpy value, gives None). Not
+    canonical JSON: an integral float stays ``1.0``."""
+    text = plain_json(value)
+    if text is not None and text.find(b"null") >= 0 and not _plain_floats(value, integral=True):
+        return None
+    return text
 
 
 def check_json(value: Any) -> None:
     """Raise :class:`PayloadError` where :func:`canonical_bytes` would, without writing the canonical
     text: a whole log's object is checked before its parts are written, and an integral float in it
     (a ``"reward": 1.0``), which canonical JSON only rewrites, no longer costs a copy of it all."""
-    if type(value) is str:
-        canonical_bytes(value)
-        return
-    try:
-        out = _dumps(value, json_default, ORJSON_OPTIONS)
-    except TypeError:
-        _slow(value, keys=True)
-        return
-    if out.find(b"null") >= 0 and not plain_floats(
-        value, integral=True
-    ):  # orjson writes NaN and the infinities as null
-        _slow(value, keys=False)
+    if written_as_is(value) is None:
+        canonical_bytes(value)  # says what is wrong (or writes a value whose keys are not strings)
 
 
-def plain_floats(value: Any, integral: bool = False) -> bool:
+def _plain_floats(value: Any, integral: bool = False) -> bool:
     """True when ``value`` is made of the plain JSON types only and none of its floats is integral
     (unless ``integral``), NaN or infinite, so orjson's text is already canonical (or, ``integral``,
     canonical JSON would keep it). Only looks (the slow path rebuilds the value); any other type
@@ -252,7 +253,7 @@ def plain_floats(value: Any, integral: bool = False) -> bool:
         return kind in _ATOMS
     atoms = _ATOMS
     for item in items:  # noqa: SIM110 - a loop: all() over a generator costs more per item
-        if type(item) not in atoms and not plain_floats(item, integral):
+        if type(item) not in atoms and not _plain_floats(item, integral):
             return False
     return True
 

@@ -32,7 +32,7 @@ from typing import Any, Final
 import orjson
 
 from sdbctl.sdb.errors import SchemaError
-from sdbctl.sdb.events._canonical import canonical_bytes, plain_floats, plain_json, shared_prefix
+from sdbctl.sdb.events._canonical import canonical_bytes, shared_prefix, written_as_is
 
 DELTA_KEY: Final = "request_delta"
 WINDOW: Final = 4  # the earlier calls of a session a delta may start from (agents of one session take turns)
@@ -78,23 +78,12 @@ def _appended(known: tuple[list[Any], bytes], items: list[Any]) -> bytes | None:
     n = len(before)
     if not n or len(items) < n or not all(map(operator.is_, before, items)):
         return None
-    parts = [_written_as_is(item) for item in items[n:]]
+    parts = [written_as_is(item) for item in items[n:]]
     if not parts:
         return text
     if None in parts:
         return None
     return b"".join((text[:-1], b",", b",".join(parts), b"]"))  # type: ignore[arg-type]
-
-
-def _written_as_is(value: Any) -> bytes | None:
-    """orjson's text of ``value``, or None where it is not the value's own: orjson writes NaN and the
-    infinities as ``null``, which would then read as the same as an earlier ``null`` (a ``null`` in
-    the text sends the value through a walk of its floats; anything it cannot tell, such as a numpy
-    value, is left to :func:`canonical_bytes`, which says what is wrong)."""
-    text = plain_json(value)
-    if text is not None and text.find(b"null") >= 0 and not plain_floats(value, integral=True):
-        return None
-    return text
 
 
 class _Delta:
@@ -239,7 +228,7 @@ class RequestChain:
                 known = given.get(key) if type(value) is list else None
                 text = _appended(known, value) if known is not None else None
                 if text is None:
-                    text = _written_as_is(value)
+                    text = written_as_is(value)
                     if text is None:  # not JSON as it is: canonical_bytes says why, below
                         break
                 texts[key] = text
@@ -289,11 +278,6 @@ class RequestChain:
         self._given = lists or {}
         if len(self._recent) > WINDOW:
             self._texts.pop(self._recent.pop(0)[0], None)
-
-    def forget(self, seq: int) -> None:
-        """Drop the request of ``seq``, an event that was not queued after all."""
-        self._recent = [entry for entry in self._recent if entry[0] != seq]
-        self._texts.pop(seq, None)
 
 
 class RequestChains:
