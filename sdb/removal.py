@@ -24,7 +24,7 @@ import orjson
 
 from sdbctl.sdb.errors import SchemaError, SdbError, UsageError
 from sdbctl.sdb.events import with_requests
-from sdbctl.sdb.replay import cache_key, cache_path
+from sdbctl.sdb.replay import cache_key, cache_path, settle_journals
 from sdbctl.sdb.store import LATEST, RunManifest, Store, connect
 
 _AGE = re.compile(r"^(\d+)([smhdw])$")
@@ -149,6 +149,7 @@ def remove_runs(store: Store, run_ids: list[str], *, dry_run: bool = False) -> R
         for folder in diffs:
             store.loc.delete_dir(folder)
         if keys:
+            settle_journals(cache)  # a killed replay's answers still in its journal go too
             with sqlite3.connect(cache, timeout=60) as db:
                 before = db.total_changes
                 db.executemany("DELETE FROM completions WHERE key = ?", [(k,) for k in keys])

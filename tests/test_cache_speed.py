@@ -1,8 +1,9 @@
 """The response cache's cost (issue 22 item 6): its key computed without checking again a request read
 back from canonical JSON, the same key as every earlier version gave (a cache written before still
 answers); its checkpoints (the disk flushes of ``synchronous=NORMAL``) in a thread of their own, not
-in the replay's event loop, while every answer is still committed before ``put`` returns; a step
-replay's lookups made a batch at a time, not one query per step."""
+in the replay's event loop, while every answer is still kept before ``put`` returns (in the journal
+of tests/test_cache_journal.py, then SQLite a batch at a time); a step replay's lookups made a batch at
+a time, not one query per step."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import xxhash
 from sdbctl.sdb.events import canonical_bytes
 from sdbctl.sdb.providers import Completion
 from sdbctl.sdb.replay import ReplayOptions, cache_key
-from sdbctl.sdb.replay._cache import CHECKPOINT_EVERY, CacheError, ResponseCache
+from sdbctl.sdb.replay._cache import JOURNAL_BATCH, CacheError, ResponseCache
 from sdbctl.sdb.replay._calling import CachedCompletion, Caller
 from sdbctl.sdb.replay._results import ReplayProgress
 from tests.conftest import CLI, wait_until
@@ -79,8 +80,8 @@ def _rows_in_the_file(path: Path) -> int:
     db = sqlite3.connect(f"{path.as_uri()}?mode=ro&immutable=1", uri=True)
     try:
         return int(db.execute("SELECT count(*) FROM completions").fetchone()[0])
-    except sqlite3.OperationalError:  # no table yet: its creation is still in the -wal
-        return 0
+    except sqlite3.DatabaseError:  # no table yet (its creation is still in the -wal), or a checkpoint
+        return 0  # copying pages in meanwhile: immutable, the file is read without a lock
     finally:
         db.close()
 
@@ -91,10 +92,10 @@ def test_the_writer_leaves_checkpoints_to_a_thread_of_the_cache(tmp_path: Path) 
     # the writer checkpoints only when its thread fell behind by 10,000 pages (SQLite's default: 1,000)
     assert cache._db.execute("PRAGMA wal_autocheckpoint").fetchone() == (10_000,)
     assert [t for t in threading.enumerate() if t.name == "sdb-cache-checkpoint"]
-    n = 2 * CHECKPOINT_EVERY
+    n = 2 * JOURNAL_BATCH  # each batch of the journal's answers committed, then a checkpoint due
     for i in range(n):
         cache.put(f"k{i}", {"response": {"n": i}, "truth": None})
-    wait_until(lambda: _rows_in_the_file(path) >= CHECKPOINT_EVERY, 30, "the checkpoint thread copied the answers")
+    wait_until(lambda: _rows_in_the_file(path) >= JOURNAL_BATCH, 30, "the checkpoint thread copied the answers")
     cache.close()
     assert not [t for t in threading.enumerate() if t.name == "sdb-cache-checkpoint"]  # stopped with the cache
     assert not path.with_name(path.name + "-wal").exists() and _rows_in_the_file(path) == n  # all in the file
@@ -103,9 +104,9 @@ def test_the_writer_leaves_checkpoints_to_a_thread_of_the_cache(tmp_path: Path) 
 _PUT_AND_DIE = """
 import os, signal, sys
 from pathlib import Path
-from sdbctl.sdb.replay._cache import CHECKPOINT_EVERY, ResponseCache
+from sdbctl.sdb.replay._cache import JOURNAL_BATCH, ResponseCache
 cache = ResponseCache(Path(sys.argv[1]))
-for i in range(3 * CHECKPOINT_EVERY + 7):  # checkpoints due and running while answers go on arriving
+for i in range(2 * JOURNAL_BATCH + 7):  # checkpoints due and running while answers go on arriving
     cache.put(f"k{i}", {"response": {"n": i}, "truth": None})
 os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -115,11 +116,14 @@ def test_a_process_killed_while_its_cache_checkpoints_loses_no_answer(tmp_path: 
     path = tmp_path / "responses.sqlite"
     done = subprocess.run([sys.executable, "-c", _PUT_AND_DIE, str(path)], env=os.environ.copy(), check=False)
     assert done.returncode == -signal.SIGKILL
-    cache = ResponseCache(path)
-    n = 3 * CHECKPOINT_EVERY + 7
+    n = 2 * JOURNAL_BATCH + 7
+    (journal,) = path.parent.glob(path.name + ".answers-*")  # the last answers are only in its journal
+    cache = ResponseCache(path)  # which the next writer takes in
+    assert not journal.exists()
     assert [cache.get(f"k{i}") for i in range(n)] == [{"response": {"n": i}, "truth": None} for i in range(n)]
     assert cache._db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     cache.close()
+    assert _rows_in_the_file(path) == n
 
 
 def _counting_lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:

@@ -181,3 +181,46 @@ def test_the_cache_key_names_the_endpoint_so_server_b_is_asked(sdbctl: CLI, stor
     assert sdbctl("gate", "on-b", "--base", "base").returncode == 1  # B's own (v2) answers: FAIL
     removed = json.loads(sdbctl("rm", "on-b", "--json").stdout)
     assert removed["cache_entries"] == on_b["steps"]  # its keys rebuilt with its endpoint
+
+
+_PUT_AND_DIE = """
+import os, signal, sys
+from pathlib import Path
+import orjson
+from sdbctl.sdb.replay._cache import ResponseCache
+cache = ResponseCache(Path(sys.argv[1]))
+for key, blob in orjson.loads(sys.argv[2]):
+    cache.put(key, orjson.loads(blob))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_rm_takes_in_a_killed_replays_journal_before_it_deletes(sdbctl: CLI, store: Path) -> None:
+    """A replay killed before its answers went into SQLite leaves them in its journal (a dead writer's):
+    ``rm`` of the run must delete them too, not let the next cache opener bring them back."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from sdbctl.sdb.replay._cache import ResponseCache
+
+    assert sdbctl("record", "contract-renewal", "-n", "3", "--run-id", "base").returncode == 0
+    _replay(sdbctl, "-m", V2, "--run-id", "step1")
+    path = cache_path(Store.open(store))
+    with sqlite3.connect(path) as db:
+        rows = [(k, bytes(v).decode()) for k, v in db.execute("SELECT key, completion FROM completions")]
+    assert rows
+    # the same answers left in a killed writer's journal, as a replay killed mid-batch leaves them
+    done = subprocess.run(
+        [sys.executable, "-c", _PUT_AND_DIE, str(path), orjson.dumps(rows).decode()],
+        env=os.environ.copy(),
+        check=False,
+        capture_output=True,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    removed = json.loads(sdbctl("rm", "step1", "--json").stdout)
+    assert removed["cache_entries"] == len(rows)
+    ResponseCache(path).close()  # the next writer takes in whatever journal is left
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM completions").fetchone()[0] == 0

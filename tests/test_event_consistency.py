@@ -63,9 +63,11 @@ def _rewrite(run: Path, change: Callable[[Rows], Rows]) -> None:
 
 
 def _replay_mark(row: dict[str, Any], **mark: Any) -> dict[str, Any]:
+    """``row`` marked so in its payload and in its column ``replay`` (which the diff reads)."""
     payload = json.loads(row["payload"])
     payload["replay"] = {**payload.get("replay", {}), **mark}
-    return {**row, "payload": json.dumps(payload)}
+    column = json.dumps(payload["replay"], sort_keys=True, separators=(",", ":"))
+    return {**row, "payload": json.dumps(payload), "replay": column}
 
 
 def test_one_event_claiming_step_mode_in_a_session_mode_replay_is_damaged(sdbctl: CLI, runs: Path) -> None:

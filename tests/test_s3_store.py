@@ -301,7 +301,7 @@ def test_without_boto3_an_s3_store_is_read_but_not_written(
 def _one_event_batch(run_id: str) -> Any:
     from sdbctl.sdb.events import batch_from_columns
 
-    row = [run_id, "s", 0, None, None, 0, "input", "agent", "", "x", None, None, "{}", 0, "ok", None, None, None]
+    row = [run_id, "s", 0, None, None, 0, "input", "agent", "", "x", None, None, "{}", 0, "ok", None, None, None, None]
     return batch_from_columns([[value] for value in row])
 
 

@@ -51,7 +51,7 @@ def test_every_column_round_trips_with_its_type(store: Path) -> None:
     table = read_events(parts)
     for field in EVENT_SCHEMA:
         assert table.schema.field(field.name).type == field.type, field.name
-    assert read_file_schema(parts[0]).metadata[VERSION_KEY] == SCHEMA_VERSION.encode() == b"2"
+    assert read_file_schema(parts[0]).metadata[VERSION_KEY] == SCHEMA_VERSION.encode() == b"3"
     rows = table.to_pylist()
     assert [r["seq"] for r in rows] == list(range(7))
     assert [r["kind"] for r in rows] == ["input", "llm", "action", "gate", "effect", "state", "error"]

@@ -175,7 +175,7 @@ def test_on_s3_an_empty_run_gives_its_id_back_once_its_writer_is_gone(s3: S3Serv
 def _one_event_batch(run_id: str) -> pa.RecordBatch:
     from sdbctl.sdb.events import batch_from_columns
 
-    row = [run_id, "s", 0, None, None, 0, "input", "agent", "", "x", None, None, "{}", 0, "ok", None, None, None]
+    row = [run_id, "s", 0, None, None, 0, "input", "agent", "", "x", None, None, "{}", 0, "ok", None, None, None, None]
     return batch_from_columns([[value] for value in row])
 
 

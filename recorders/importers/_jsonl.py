@@ -217,6 +217,7 @@ def import_jsonl(
             "latency_ms": None,
             "tokens_in": None,
             "tokens_out": None,
+            "replay": None,  # an import is no replay
         }
         for i, column in enumerate(COLUMNS):
             columns[i].append(row[column])

@@ -43,11 +43,11 @@ LEFT JOIN (SELECT DISTINCT session_id, name FROM {effects} WHERE kind = 'effect'
   ON se.session_id = a.session_id AND se.name = a.name
 LEFT JOIN layers ly ON ly.name = a.name
 """
-# (the llm event's repeat is taken from its payload inside the subquery: the join then holds a number
-# per llm event, not its payload, which for a large run is most of the diff's memory)
+# (the llm event's repeat is taken from its mark inside the subquery: the join then holds a number
+# per llm event)
 _LLM_JOIN = """JOIN (SELECT session_id, seq, {repeat} AS rep FROM marks WHERE run_id = $run AND kind = 'llm') l
   ON l.session_id = a.session_id AND l.seq = a.parent"""
-# the repeat index lives in the llm payload of a step-mode replay with --repeat (table marks),
+# the repeat index lives in the replay mark of a step-mode replay's llm event with --repeat (table marks),
 # and in the session id (ID#rK) of a session-mode replay with --repeat or an import of trials
 _REPEAT = "coalesce(try_cast(repeat AS BIGINT), 0)"
 _SESSION_REPEAT = f"coalesce(try_cast(regexp_extract(a.session_id, '{REPEAT_SUFFIX}', 1) AS BIGINT), 0)"
@@ -61,22 +61,24 @@ def rows(con: Any, sql: str, params: list[Any] | dict[str, Any]) -> list[dict[st
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
-# What a replay wrote into the payload of each llm (and provider error) event, `$.replay`: a step-mode
-# replay the source step it answered (`source_seq`) and its repeat (`repeat`), a session-mode replay
-# whether the answer came from a cache (`cached`). Read once per run into temp table `marks` (the
-# payloads are most of a run's bytes: parsing them once for every question cost a large diff seconds);
-# the LIKE spares parsing the payloads that cannot have the key, and the prefix test before it (a
-# replay's canonical payload starts with the key) spares the LIKE a scan of each long payload that has
-# it: a filter only, the extraction decides whatever the payload. The same scan keeps each error's step
-# and name, and a provider error's payload (:func:`provider_errors`)
+# The replay mark of each llm (and provider error) event, its column ``replay`` (the same JSON as its
+# payload's `$.replay`; the column decides, should a damaged part's two disagree): a step-mode replay's
+# the source step it answered (`source_seq`) and its repeat (`repeat`), a session-mode replay's whether
+# the answer came from a cache (`cached`). Read once per run into temp table `marks`, from the column:
+# the payloads are most of a run's bytes, and decompressing them for the marks cost the load test's
+# diff 2.7 s. The same scan keeps each error's step and name; a provider error's payload
+# (:func:`provider_errors`) is read by a second scan, of the provider errors only, when there are any.
 _MARKS = """INSERT INTO marks
-SELECT run_id, session_id, seq, kind, m[1], coalesce(m[2] IS NOT NULL, false), m[3], step, name, error FROM (
+SELECT run_id, session_id, seq, kind, m[1], coalesce(m[2] IS NOT NULL, false), m[3], step, name, NULL FROM (
     SELECT run_id, session_id, seq, kind,
            CASE WHEN kind = 'error' THEN step END AS step, CASE WHEN kind = 'error' THEN name END AS name,
-           CASE WHEN starts_with(payload, '{{"replay":') OR payload LIKE '%"replay":%'
-           THEN json_extract(payload, ['$.replay.repeat', '$.replay.source_seq', '$.replay.cached']) END AS m,
-           CASE WHEN kind = 'error' AND name = 'provider' THEN payload END AS error
+           json_extract(replay, ['$.repeat', '$.source_seq', '$.cached']) AS m
     FROM events WHERE run_id IN ({runs}) AND kind IN ('llm', 'error'))"""
+_PROVIDER_PAYLOADS = """UPDATE marks SET error = e.payload
+FROM (SELECT run_id, session_id, seq, payload FROM events
+      WHERE run_id IN ({runs}) AND kind = 'error' AND name = 'provider') e
+WHERE marks.run_id = e.run_id AND marks.session_id = e.session_id AND marks.seq = e.seq"""
+_HAS_PROVIDER_ERRORS = "SELECT 1 FROM marks WHERE run_id IN ({runs}) AND kind = 'error' AND name = 'provider' LIMIT 1"
 _MARKS_TABLE = """CREATE TEMP TABLE IF NOT EXISTS marks
     (run_id VARCHAR, session_id VARCHAR, seq BIGINT, kind VARCHAR, repeat JSON, forced BOOLEAN, cached JSON,
      step VARCHAR, name VARCHAR, error VARCHAR);
@@ -89,7 +91,7 @@ _SESSIONS = "INSERT INTO sessions SELECT DISTINCT run_id, session_id FROM events
 _MODES = """SELECT count(*) FILTER (WHERE forced), count(*) FILTER (WHERE NOT forced),
              min(session_id) FILTER (WHERE forced), min(session_id) FILTER (WHERE NOT forced),
              count(*) FILTER (WHERE kind = 'llm') FROM marks WHERE run_id = ?"""
-# a repeat index an event holds (its llm or error payload's, its session id's ID#rK) that no replay
+# a repeat index an event holds (its llm or error event's mark, its session id's ID#rK) that no replay
 # writes: 0 <= K < MAX_REPEAT, a whole number
 _BAD_STEP_REPEAT = """SELECT session_id, repeat FROM marks WHERE run_id = $run AND repeat IS NOT NULL
     AND NOT coalesce(json_type(repeat) IN ('BIGINT', 'UBIGINT') AND try_cast(repeat AS BIGINT) BETWEEN 0 AND $top,
@@ -138,14 +140,17 @@ def shape(con: Any, run: str) -> Shape:
 
 def mark(con: Any, *runs: str) -> None:
     """Read the replay marks of ``runs``' llm and error events into temp table ``marks`` (see
-    :data:`_MARKS`) and their session ids into ``sessions``, in one scan each; a run already read is
-    not read again."""
+    :data:`_MARKS`) and their session ids into ``sessions``, in one scan each (and a provider error's
+    payload, in one more where there are provider errors); a run already read is not read again."""
     con.execute(_MARKS_TABLE)
     known = {r[0] for r in con.execute("SELECT run_id FROM marked").fetchall()}
     new = [r for r in dict.fromkeys(runs) if r not in known]
     if new:
-        con.execute(_MARKS.format(runs=", ".join("?" * len(new))), new)
-        con.execute(_SESSIONS.format(runs=", ".join("?" * len(new))), new)
+        runs_sql = ", ".join("?" * len(new))
+        con.execute(_MARKS.format(runs=runs_sql), new)
+        if con.execute(_HAS_PROVIDER_ERRORS.format(runs=runs_sql), new).fetchall():
+            con.execute(_PROVIDER_PAYLOADS.format(runs=runs_sql), new)
+        con.execute(_SESSIONS.format(runs=runs_sql), new)
         con.executemany("INSERT INTO marked VALUES (?)", [[r] for r in new])
 
 
@@ -272,7 +277,7 @@ def model_action_names(con: Any, found: Shape, *, staged: bool = False) -> list[
 
 def provider_errors(con: Any, run: str) -> list[dict[str, Any]]:
     """The provider errors of ``run``, in order: their steps are reported apart, not compared. Read
-    with the marks (:func:`mark`), in the same scan."""
+    with the marks (:func:`mark`)."""
     mark(con, run)
     return rows(
         con,

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         check_schema,
         read_events,
         read_file_schema,
+        version_columns,
     )
 
 __all__ = [
@@ -82,6 +83,7 @@ __all__ = [
     "same_json",
     "session_requests",
     "shared_prefix",
+    "version_columns",
     "whole_payload",
     "with_requests",
 ]
@@ -99,5 +101,6 @@ __getattr__ = lazy_exports(
         "check_schema": "_schema",
         "read_events": "_schema",
         "read_file_schema": "_schema",
+        "version_columns": "_schema",
     },
 )

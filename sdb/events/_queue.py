@@ -34,6 +34,7 @@ _MAYBE_CONSTANT: Final = tuple(
         "latency_ms",
         "tokens_in",
         "tokens_out",
+        "replay",
     )
 )
 

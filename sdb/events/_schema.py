@@ -1,8 +1,8 @@
 """The Arrow schema of an event file, its version, and the checks a reader makes before trusting one.
 
 The version is written into the Parquet key-value metadata under ``sdb.schema_version``. A reader
-refuses a file of another version, a file with no version (not ours), and a file missing a column,
-each with one line naming the file: such a file is never misread.
+refuses a file of another version, a file with no version (not ours), and a file missing a column
+its version has, each with one line naming the file: such a file is never misread.
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ import pyarrow.parquet as pq
 
 from sdbctl.sdb.errors import SchemaError
 
-SCHEMA_VERSION: Final = "2"
-READABLE_VERSIONS: Final = ("1", "2")  # 1: every llm request whole; 2: requests may be deltas (sdb.events._linear)
+SCHEMA_VERSION: Final = "3"
+# 1: every llm request whole; 2: requests may be deltas (sdb.events._linear); 3: the column ``replay``
+READABLE_VERSIONS: Final = ("1", "2", "3")
+#: the columns a version before 3 lacks: the store's ``events`` view derives them (sdb.store._views)
+ADDED_IN_3: Final = ("replay",)
 VERSION_KEY: Final = b"sdb.schema_version"
 KIND_TYPE: Final = pa.dictionary(pa.int8(), pa.string())
 
@@ -40,6 +43,8 @@ _FIELDS: Final[list[pa.Field[Any]]] = [
     pa.field("latency_ms", pa.float64()),
     pa.field("tokens_in", pa.int64()),
     pa.field("tokens_out", pa.int64()),
+    # the replay mark the event was written with (canonical JSON, as in its payload's "replay"), else null
+    pa.field("replay", pa.string()),
 ]
 EVENT_SCHEMA: Final = pa.schema(_FIELDS, metadata={VERSION_KEY: SCHEMA_VERSION.encode()})
 
@@ -69,8 +74,9 @@ def batch_from_columns(columns: Sequence[Sequence[Any]]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=EVENT_SCHEMA)
 
 
-def check_schema(schema: pa.Schema, source: str) -> None:
-    """Raise :class:`SchemaError` unless ``schema`` is an event schema of the version we read."""
+def check_schema(schema: pa.Schema, source: str) -> str:
+    """The schema version of ``schema``; a :class:`SchemaError` unless it is an event schema of a
+    version we read, with every column of that version."""
     meta = schema.metadata or {}
     version = meta.get(VERSION_KEY)
     if version is None:
@@ -80,9 +86,15 @@ def check_schema(schema: pa.Schema, source: str) -> None:
             f"{source}: event schema version {version.decode()!r} is not supported "
             f"(this sdbctl reads versions {', '.join(READABLE_VERSIONS)}); upgrade sdbctl to read it"
         )
-    missing = [name for name in COLUMNS if name not in schema.names]
+    missing = [name for name in version_columns(version.decode()) if name not in schema.names]
     if missing:
         raise SchemaError(f"{source}: missing event column(s) {', '.join(missing)}")
+    return version.decode()
+
+
+def version_columns(version: str) -> tuple[str, ...]:
+    """The event columns a file of schema ``version`` holds (a readable version)."""
+    return COLUMNS if version == SCHEMA_VERSION else tuple(c for c in COLUMNS if c not in ADDED_IN_3)
 
 
 def read_file_schema(path: Path | str) -> pa.Schema:
@@ -96,12 +108,17 @@ def read_file_schema(path: Path | str) -> pa.Schema:
 
 
 def read_events(paths: Iterable[Path | str]) -> pa.Table:
-    """Read event files into one table after checking each; an empty list gives an empty table."""
+    """Read event files into one table after checking each; an empty list gives an empty table. A
+    file of a version before 3 has no ``replay``: null here (the store's ``events`` view derives it)."""
     tables = []
     for path in paths:
-        read_file_schema(path)
+        version = read_file_schema(path).metadata[VERSION_KEY].decode()
         try:
-            tables.append(pq.read_table(path, columns=list(COLUMNS)))
+            table = pq.read_table(path, columns=list(version_columns(version)))
+            for name in COLUMNS[table.num_columns :]:  # the columns added since: at the end
+                field = EVENT_SCHEMA.field(name)
+                table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+            tables.append(table)
         except (pa.ArrowException, OSError) as exc:
             raise SchemaError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
     if not tables:

@@ -85,10 +85,13 @@ class Session:
         latency_ms: float | None = None,
         tokens_in: int | None = None,
         tokens_out: int | None = None,
+        replay: bytes | None = None,
     ) -> int:
-        """Take the next seq and queue one row (the columns after run_id, in schema order). The fields
-        are checked first, so a name that is not UTF-8 text is a PayloadError, never a
-        UnicodeEncodeError from the digest of ``name`` and ``digest_body``.
+        """Take the next seq and queue one row (the columns after run_id, in schema order). ``replay``
+        is the canonical JSON of the replay mark the event was written with (column ``replay``: the
+        one rule, here, for every event of a recording). The fields are checked first, so a name that
+        is not UTF-8 text is a PayloadError, never a UnicodeEncodeError from the digest of ``name`` and
+        ``digest_body``.
 
         An llm event's payload is ``(head, tail, request, history_unchanged)``: its request member is
         encoded by the session's chain between the two, under the chain's lock, and its digest is of
@@ -128,6 +131,7 @@ class Session:
                     latency_ms,
                     tokens_in,
                     tokens_out,
+                    replay,
                 )
             )
             return seq
@@ -139,7 +143,7 @@ class Session:
             seq = self._next_seq()
             row = (self.session_id, seq, step, parent, self._clock(), kind, actor or self.actor,
                    pattern or self.pattern, name, model, prompt, head + member + tail, dig, status,
-                   latency_ms, tokens_in, tokens_out)  # fmt: skip
+                   latency_ms, tokens_in, tokens_out, replay)  # fmt: skip
             queued = self._append(row) is not False
             chain.keep(seq, state, shared=queued)  # held in this thread's unit(): only this thread starts from it
         return seq
@@ -205,8 +209,9 @@ class Session:
         if prompt is not None and "@" not in prompt:
             raise PayloadError(f"prompt {prompt!r} must be NAME@VERSION, e.g. offer@v3")
         head = b"{" + (b'"content":"missing",' if content_missing else b"")
-        if replay is not None:
-            head += b'"replay":' + canonical_bytes(replay) + b","
+        mark = None if replay is None else _own(canonical_bytes(replay))
+        if mark is not None:
+            head += b'"replay":' + mark + b","
         tail = b',"response":' + canonical_bytes(response)
         if variables is not None:
             tail += b',"variables":' + canonical_bytes(variables)
@@ -218,7 +223,7 @@ class Session:
         label = llm_name(name, prompt)
         return self._put(
             "llm", label, (head, tail, request, history_unchanged), b"", step, parent, "ok", actor, pattern,
-            model, prompt, latency_ms, tokens_in, tokens_out,
+            model, prompt, latency_ms, tokens_in, tokens_out, mark,
         )  # fmt: skip
 
     def action(
@@ -240,17 +245,18 @@ class Session:
         ``error`` says why a proposal failed (the parse reason, or the field errors of ``invalid``).
         """
         body = canonical_bytes(args)
-        if call_id is None and error is None and replay is None:
+        mark = None if replay is None else _own(canonical_bytes(replay))
+        if call_id is None and error is None and mark is None:
             payload = b'{"args":' + body + b"}"
         else:
             payload = b'{"args":' + body + b',"call_id":' + canonical_bytes(call_id)
             if error is not None:
                 payload += b',"error":' + canonical_bytes(error)
-            if replay is not None:
-                payload += b',"replay":' + canonical_bytes(replay)
+            if mark is not None:
+                payload += b',"replay":' + mark
             payload += b"}"
         _check_status(status)
-        return self._put("action", name, payload, body, step, parent, status, actor, pattern)
+        return self._put("action", name, payload, body, step, parent, status, actor, pattern, replay=mark)
 
     def gate(
         self,
@@ -315,7 +321,11 @@ class Session:
     ) -> int:
         """An error at ``name`` (a provider failure, a handler exception); counted apart from divergence."""
         fields = {"detail": detail, "message": message}
+        mark = None
         if replay is not None:
             fields["replay"] = replay
+            mark = _own(canonical_bytes(replay))
         body = _own(canonical_bytes(fields))
-        return self._put("error", name, body, canonical_bytes(message), step, parent, "error", actor, pattern)
+        return self._put(
+            "error", name, body, canonical_bytes(message), step, parent, "error", actor, pattern, replay=mark
+        )

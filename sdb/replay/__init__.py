@@ -24,7 +24,7 @@ sharded over Ray workers writing into the same run.
 from __future__ import annotations
 
 from sdbctl.sdb.events import MAX_REPEAT
-from sdbctl.sdb.replay._cache import CacheError, cache_endpoint, cache_key, cache_path
+from sdbctl.sdb.replay._cache import CacheError, cache_endpoint, cache_key, cache_path, settle_journals
 from sdbctl.sdb.replay._options import (
     EXECUTORS,
     MODES,
@@ -61,5 +61,6 @@ __all__ = [
     "prepare",
     "prompt_versions",
     "replay",
+    "settle_journals",
     "system_change",
 ]

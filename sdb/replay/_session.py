@@ -216,6 +216,7 @@ class _SessionReplay:
                 sink.state("replay:finished", {"terminal": None, "error": str(exc)})
             with job.rec.unit():
                 sink.write_to(job.rec.session(sink.session_id))
+            job.rec.forget_session(sink.session_id)  # written whole: its requests need not be kept
             outcome.steps = sink.steps
             if sink.digests != entry.actions:
                 job.progress.divergences += 1

@@ -106,6 +106,9 @@ class _Unit(NamedTuple):
     key: str
 
 
+STEP_BATCH = 2_000  #: source steps read, prepared and asked at a time
+
+
 class _StepReplay:
     """One step-mode pass over the source run: the boundary, the concurrency gate and the sessions."""
 
@@ -118,6 +121,15 @@ class _StepReplay:
         # how an open vocabulary reads a text answer: the project's setting, as its recording read it
         # (never the run's manifest, which would choose the verdict)
         self.text_actions = load_actions_setting().text_actions
+
+    def finished(self, chunk: list[SourceStep]) -> None:
+        """Let go of the sessions ``chunk`` ended: the source comes by session, so every session of a
+        batch but its last is over once the batch is written. Each held its session and the requests
+        kept to store its next call as a delta: kept for every session, a 100,000-session replay grew
+        to gigabytes."""
+        for session_id in dict.fromkeys(s.session_id for s in chunk[:-1]) if chunk else ():
+            if session_id != chunk[-1].session_id and self.sinks.pop(session_id, None) is not None:
+                self.job.rec.forget_session(session_id)
 
     def prepare(self, units: list[tuple[SourceStep, int]]) -> list[_Unit]:
         """Each unit's request and prompt (:func:`_request`) and cache key, the keys looked up in the
@@ -231,7 +243,7 @@ async def replay_steps(job: Job) -> None:
     job.tick()
     steps = _StepReplay(job)
     # a batch of steps at a time: memory holds one batch of requests however long the run
-    for chunk in iter_steps(job.store, job.source.run_id, sessions=job.sessions):
+    for chunk in iter_steps(job.store, job.source.run_id, batch=STEP_BATCH, sessions=job.sessions):
         asked = [s for s in chunk if not s.content_missing]
         job.progress.no_content += len(chunk) - len(asked)
         todo = []
@@ -243,6 +255,7 @@ async def replay_steps(job: Job) -> None:
                 todo.append(unit)
         job.tick()
         await asyncio.gather(*(steps.one(unit) for unit in steps.prepare(todo)))
+        steps.finished(chunk)
     for outcome in job.outcomes.values():
         if outcome.steps == 0 and outcome.resumed_steps:
             outcome.status = "resumed"

@@ -26,9 +26,9 @@ memory speed) plus its footer; a part already checked in this process, unchanged
 and modification time), is not read again.
 
 **What the checksum cannot see.** A part whose page was damaged and whose checksum was recomputed
-to match (or a run with no checksums), and a payload that is not JSON, pass these checks; they fail
-when the rows are read, in DuckDB or in Python, with whatever error that reader raises. A read that
-fails so is named (:func:`named_damage`): each part of the runs it read is then decoded in full
+to match (or a run with no checksums), and a payload (or a replay mark) that is not JSON, pass these
+checks; they fail when the rows are read, in DuckDB or in Python, with whatever error that reader
+raises. A read that fails so is named (:func:`named_damage`): each part of the runs it read is then decoded in full
 and every payload parsed (:func:`unreadable`), and the first fault found is the run's one-line
 :class:`DamagedRun` naming the part or the event (a read of the whole store leaves such runs out with
 a warning: :func:`unreadable_runs`). This costs nothing until a read fails; an error that no damage
@@ -53,7 +53,8 @@ from sdbctl.sdb.store._layout import Store, damaged_warning, one_line, warn_skip
 from sdbctl.sdb.store._listing import DamagedRun, check_listing, run_parts
 from sdbctl.sdb.store._manifest import PartFile, RunManifest
 
-_checked: dict[tuple[str, str, int, int | None], PartFile] = {}  # (store, path, size, mtime) -> as read
+# (store, path, size, mtime) -> the part as read, and its schema version
+_checked: dict[tuple[str, str, int, int | None], tuple[PartFile, str]] = {}
 _checked_lock = threading.Lock()
 
 
@@ -61,6 +62,13 @@ def describe_part(store: Store, info: pafs.FileInfo, expected: PartFile | None =
     """What a writer records of the part ``info``: its name, rows, size and checksum, read from the
     file itself (a footer that is not an event file's is refused, naming the file). With
     ``expected`` (the manifest's entry), a checksum that differs is a :class:`DamagedRun` of ``run``."""
+    return _described(store, info, expected, run)[0]
+
+
+def _described(
+    store: Store, info: pafs.FileInfo, expected: PartFile | None = None, run: str = ""
+) -> tuple[PartFile, str]:
+    """:func:`describe_part`, and the part's schema version (read from its footer once)."""
     key = (store.uri, info.path, int(info.size or 0), info.mtime_ns)
     with _checked_lock:
         known = _checked.get(key)
@@ -70,7 +78,7 @@ def describe_part(store: Store, info: pafs.FileInfo, expected: PartFile | None =
         except OSError as exc:
             raise SchemaError(f"{info.path}: cannot be read ({_first_line(exc)})") from None
     else:
-        digest = known.xxh3
+        digest = known[0].xxh3
     name = info.path.rsplit("/", 1)[-1]
     if expected is not None and digest != expected.xxh3:
         raise DamagedRun(
@@ -79,11 +87,11 @@ def describe_part(store: Store, info: pafs.FileInfo, expected: PartFile | None =
         )
     if known is not None:
         return known
-    footer = _read_footer(store, info.path)
+    footer, version = _read_footer(store, info.path)
     part = PartFile(name=name, rows=footer.num_rows, size=int(info.size or 0), xxh3=digest)
     with _checked_lock:
-        _checked[key] = part
-    return part
+        _checked[key] = (part, version)
+    return part, version
 
 
 def checked_parts(store: Store, manifest: RunManifest, on_disk: Iterable[pafs.FileInfo]) -> list[str]:
@@ -91,39 +99,42 @@ def checked_parts(store: Store, manifest: RunManifest, on_disk: Iterable[pafs.Fi
     module docstring); a mismatch is a one-line :class:`DamagedRun`. ``on_disk``: the files of the
     run's directory, listed *after* the manifest was read (a writer publishes a part, then the
     manifest: the other order could see a part listed that the listing missed)."""
+    return sorted(part_versions(store, manifest, on_disk))
+
+
+def part_versions(store: Store, manifest: RunManifest, on_disk: Iterable[pafs.FileInfo]) -> dict[str, str]:
+    """:func:`checked_parts`, each path with the schema version its footer says (the ``events`` view
+    reads each part as its version wrote it: one run may hold parts of two versions)."""
     run = manifest.run_id
     parts = run_parts(on_disk)
     unlisted = check_listing(manifest, parts.values())
+    versions: dict[str, str] = {}
     if manifest.part_files is None:  # written before parts were listed: counted, and each footer read
         for info in parts.values():
-            _check_footer(store, info)
-        return sorted(i.path for i in parts.values())
+            versions[info.path] = _read_footer(store, info.path)[1]
+        return versions
     for entry in manifest.part_files:
         name = entry.name
         info = parts[name]
-        found = describe_part(store, info, entry, run)
+        found, versions[info.path] = _described(store, info, entry, run)
         if found.rows != entry.rows:
             raise DamagedRun(
                 f"run {run!r} is damaged: part {name} has {found.rows} events, its manifest says {entry.rows}"
             )
     for name in unlisted:  # a partial run's parts published after its manifest was last written
-        _check_footer(store, parts[name])
-    return sorted(i.path for i in parts.values())
+        versions[parts[name].path] = _read_footer(store, parts[name].path)[1]
+    return versions
 
 
-def _check_footer(store: Store, info: pafs.FileInfo) -> None:
-    _read_footer(store, info.path)
-
-
-def _read_footer(store: Store, path: str) -> pq.FileMetaData:
-    """The footer of the part at ``path``, checked to be an event file's; else a one-line SchemaError."""
+def _read_footer(store: Store, path: str) -> tuple[pq.FileMetaData, str]:
+    """The footer of the part at ``path``, checked to be an event file's, and its schema version;
+    else a one-line SchemaError."""
     where = f"s3://{path}" if store.loc.remote else path
     try:
         footer = store.loc.read_footer(path)
     except (pa.ArrowException, OSError) as exc:
         raise SchemaError(f"{where}: not a readable Parquet file ({_first_line(exc)})") from None
-    check_schema(footer.schema.to_arrow_schema(), where)
-    return footer
+    return footer, check_schema(footer.schema.to_arrow_schema(), where)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -133,14 +144,16 @@ def _first_line(exc: BaseException) -> str:
 
 def verified_paths(
     store: Store, manifests: list[RunManifest], *, skip_damaged: bool = False
-) -> tuple[list[RunManifest], list[str]]:
-    """The runs of ``manifests`` (read just before) to read, and their parts, each run checked
+) -> tuple[list[RunManifest], dict[str, str]]:
+    """The runs of ``manifests`` (read just before) to read, and their parts (path: schema version,
+    in path order), each run checked
     against its manifest: one listing of the run's directory, or of every run's for more than one
     run. A damaged run is its :class:`DamagedRun`, or with ``skip_damaged`` (a read of the whole
     store) left out with a warning naming it."""
     if len(manifests) == 1 and not skip_damaged:
         run = manifests[0].run_id
-        return manifests, checked_parts(store, manifests[0], store.loc.file_infos(store.run_dir(run)))
+        found = part_versions(store, manifests[0], store.loc.file_infos(store.run_dir(run)))
+        return manifests, dict(sorted(found.items()))
     by_run: dict[str, list[pafs.FileInfo]] = {}
     prefix = store.runs_dir + "/"
     for info in store.loc.file_infos(store.runs_dir, recursive=True) if manifests else []:
@@ -148,17 +161,17 @@ def verified_paths(
         if name and "/" not in name:  # a run's own files, not what may sit in folders below it
             by_run.setdefault(run, []).append(info)
     kept: list[RunManifest] = []
-    paths: list[str] = []
+    paths: dict[str, str] = {}
     for manifest in manifests:
         try:
-            paths.extend(checked_parts(store, manifest, by_run.get(manifest.run_id, [])))
+            paths.update(part_versions(store, manifest, by_run.get(manifest.run_id, [])))
         except SchemaError as exc:
             if not skip_damaged:
                 raise
             warn_skipped(damaged_warning(manifest.run_id, one_line(exc)))
             continue
         kept.append(manifest)
-    return kept, sorted(paths)
+    return kept, dict(sorted(paths.items()))
 
 
 def readable_divergences(store: Store) -> list[str]:
@@ -204,9 +217,17 @@ def bad_payload(run: str, session: object, seq: object, payload: object, kind: o
     return DamagedRun(f"run {run!r} is damaged: the payload of event {seq} of session {session!r} is {what}")
 
 
+def _json_or_none(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+
+
 def unreadable(store: Store, run_id: str) -> DamagedRun | None:
     """The first fault of ``run_id``'s rows that its manifest's checks cannot see (see the module
-    docstring): a part that does not decode, or a payload that is not JSON. Every part is decoded in
+    docstring): a part that does not decode, a payload that is not JSON, or a replay mark (column
+    ``replay``) that is not a JSON object. Every part is decoded in
     full and every payload parsed, a batch at a time: slow, so only after a read of the run failed."""
     manifest = store.manifest(run_id)
     run = manifest.run_id
@@ -217,10 +238,17 @@ def unreadable(store: Store, run_id: str) -> DamagedRun | None:
                 for batch in pq.ParquetFile(file).iter_batches():
                     batch.validate(full=True)
                     rows: dict[str, list[Any]] = batch.select(["session_id", "seq", "kind", "payload"]).to_pydict()
+                    marks = batch.column("replay").to_pylist() if "replay" in batch.schema.names else []
                     for session, seq, kind, payload in zip(*rows.values(), strict=True):
                         found = bad_payload(run, session, seq, payload, kind)
                         if found is not None:
                             return DamagedRun(f"{found} (part {name})")
+                    for i, mark in enumerate(marks):
+                        if mark is not None and not isinstance(_json_or_none(mark), dict):
+                            return DamagedRun(
+                                f"run {run!r} is damaged: the replay mark of event {rows['seq'][i]} of session "
+                                f"{rows['session_id'][i]!r} is not a JSON object (part {name})"
+                            )
         except (pa.ArrowException, OSError, ValueError, KeyError) as exc:  # pyarrow's decoding errors
             return DamagedRun(f"run {run!r} is damaged: part {name} cannot be decoded ({_first_line(exc)})")
     return None

@@ -19,13 +19,13 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import duckdb
 import pyarrow as pa
 
 from sdbctl.sdb.errors import QueryError
-from sdbctl.sdb.events import DIVERGENCE_SCHEMA, EVENT_SCHEMA, canonical_json, with_requests
+from sdbctl.sdb.events import DIVERGENCE_SCHEMA, EVENT_SCHEMA, canonical_json, version_columns, with_requests
 from sdbctl.sdb.store._integrity import readable_divergences, verified_paths
 from sdbctl.sdb.store._layout import Store
 
@@ -54,21 +54,57 @@ def _sql_list(paths: list[str]) -> str:
     return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
 
 
-def _view(con: duckdb.DuckDBPyConnection, store: Store, name: str, paths: list[str], schema: pa.Schema) -> None:
-    """``name`` over the Parquet files ``paths``: DuckDB's own reader for a local store; an Arrow
-    dataset through pyarrow's filesystem for an object store, so no DuckDB extension is fetched."""
-    if not paths:
-        con.register(f"_empty_{name}", schema.empty_table())
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM _empty_{name}")
-    elif not store.loc.remote:
-        columns = ", ".join(schema.names)
-        con.execute(f"CREATE VIEW {name} AS SELECT {columns} FROM read_parquet({_sql_list(paths)})")
-    else:
+# The column ``replay`` of a part written before schema version 3, which has none: the mark its
+# writer put into the payload (``$.replay``) of an llm, action or error event, which is what a version 3
+# writer puts into the column. Read only for such parts (a version 3 part's column is read as it is: the
+# diff never decompresses its payloads for the marks). The prefix test and the LIKE spare parsing a
+# payload that cannot hold the key (a replay's canonical llm payload starts with it): a filter only.
+_DERIVED: Final = {
+    "replay": """CASE WHEN kind IN ('llm', 'action', 'error')
+        AND (starts_with(payload, '{"replay":') OR payload LIKE '%"replay":%')
+        THEN CAST(json_extract(payload, '$.replay') AS VARCHAR) END"""
+}
+
+
+def _event_groups(parts: dict[str, str]) -> list[tuple[list[str], str]]:
+    """The event parts by schema version (``parts``: path to version), each group with the SELECT list
+    that gives its files the current columns: a column its version lacks is derived (:data:`_DERIVED`)."""
+    by_version: dict[str, list[str]] = {}
+    for path, version in parts.items():
+        by_version.setdefault(version, []).append(path)
+    groups = []
+    for version, paths in sorted(by_version.items(), reverse=True):
+        has = version_columns(version)
+        columns = ", ".join(n if n in has else f"{_DERIVED[n]} AS {n}" for n in EVENT_SCHEMA.names)
+        groups.append((paths, columns))
+    return groups
+
+
+def _view(
+    con: duckdb.DuckDBPyConnection,
+    store: Store,
+    name: str,
+    groups: Sequence[tuple[list[str], str]],
+    schema: pa.Schema,
+) -> None:
+    """``name`` over the Parquet files of ``groups`` (each: files, and the SELECT list that gives them
+    ``schema``'s columns), one after the other (UNION ALL): DuckDB's own reader for a local store; an
+    Arrow dataset through pyarrow's filesystem for an object store, so no DuckDB extension is fetched
+    (a column the files lack is null in the dataset; the SELECT list derives it)."""
+    sources = []
+    for i, (paths, columns) in enumerate(g for g in groups if g[0]):
+        if not store.loc.remote:
+            sources.append(f"SELECT {columns} FROM read_parquet({_sql_list(paths)})")
+            continue
         import pyarrow.dataset as ds
 
         dataset = ds.dataset(paths, schema=schema, format="parquet", filesystem=store.loc.fs)
-        con.register(f"_{name}_dataset", dataset)
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}_dataset")
+        con.register(f"_{name}_dataset_{i}", dataset)
+        sources.append(f"SELECT {columns} FROM _{name}_dataset_{i}")
+    if not sources:
+        con.register(f"_empty_{name}", schema.empty_table())
+        sources.append(f"SELECT * FROM _empty_{name}")
+    con.execute(f"CREATE VIEW {name} AS " + " UNION ALL ".join(sources))
 
 
 MEMORY_ENV = "SDB_DUCKDB_MEMORY"
@@ -107,9 +143,9 @@ def connect(
     # listed after the manifests were read: see checked_parts
     manifests, parts = verified_paths(store, manifests, skip_damaged=whole)
     con = duckdb.connect(":memory:", config=_duckdb_config())
-    _view(con, store, "events", parts, EVENT_SCHEMA)
+    _view(con, store, "events", _event_groups(parts), EVENT_SCHEMA)
     saved = readable_divergences(store) if (whole if divergences is None else divergences) else []
-    _view(con, store, "divergences", saved, DIVERGENCE_SCHEMA)
+    _view(con, store, "divergences", [(saved, ", ".join(DIVERGENCE_SCHEMA.names))], DIVERGENCE_SCHEMA)
     rows = [m.model_dump(include=set(RUNS_SCHEMA.names)) for m in manifests]
     con.register("_runs", pa.Table.from_pylist(rows, schema=RUNS_SCHEMA))
     con.execute("CREATE VIEW runs AS SELECT * FROM _runs")
