@@ -36,3 +36,15 @@ AlignOption = Annotated[
         help="auto: by commit over whole sessions when both runs ran the agent, else by step; session; step.",
     ),
 ]
+IgnoreOption = Annotated[
+    list[str] | None, typer.Option("--ignore", help="ACTION.FIELD never compared (repeatable; * = any action).")
+]
+UnorderedOption = Annotated[
+    list[str] | None, typer.Option("--unordered", help="ACTION.FIELD: a list compared as a multiset.")
+]
+NumericToleranceOption = Annotated[
+    list[str] | None, typer.Option("--numeric-tolerance", help="ACTION=X: numbers within X are equal.")
+]
+TextOption = Annotated[
+    list[str] | None, typer.Option("--text", help="ACTION=case,whitespace: text normalised before comparing.")
+]

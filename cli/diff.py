@@ -8,7 +8,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from sdbctl.cli._listing import CsvFlag, Format, JsonlFlag, emit, pick_format
-from sdbctl.cli._options import AlignOption, AllowPartialOption, JsonOption, LayersOption, StoreOption
+from sdbctl.cli._options import (
+    AlignOption,
+    AllowPartialOption,
+    IgnoreOption,
+    JsonOption,
+    LayersOption,
+    NumericToleranceOption,
+    StoreOption,
+    TextOption,
+    UnorderedOption,
+)
 from sdbctl.sdb.errors import UsageError
 from sdbctl.sdb.results import SKIP, as_json
 
@@ -51,19 +61,13 @@ def diff(
             help="The difference, in points, whose sessions needed the drift and outcome tests report.",
         ),
     ] = 5.0,
-    html_file: Annotated[Path | None, typer.Option("--html", help="Write the self-contained HTML report.")] = None,
-    ignore: Annotated[
-        list[str] | None, typer.Option("--ignore", help="ACTION.FIELD never compared (repeatable; * = any action).")
+    html_file: Annotated[
+        Path | None, typer.Option("--html", help="Write the page of `sdbctl view` as one self-contained file.")
     ] = None,
-    unordered: Annotated[
-        list[str] | None, typer.Option("--unordered", help="ACTION.FIELD: a list compared as a multiset.")
-    ] = None,
-    numeric_tolerance: Annotated[
-        list[str] | None, typer.Option("--numeric-tolerance", help="ACTION=X: numbers within X are equal.")
-    ] = None,
-    text: Annotated[
-        list[str] | None, typer.Option("--text", help="ACTION=case,whitespace: text normalised before comparing.")
-    ] = None,
+    ignore: IgnoreOption = None,
+    unordered: UnorderedOption = None,
+    numeric_tolerance: NumericToleranceOption = None,
+    text: TextOption = None,
     layers: LayersOption = None,
     align: AlignOption = "auto",
     allow_partial: AllowPartialOption = False,
@@ -119,9 +123,9 @@ def diff(
         power_target=min_detectable / 100,
     )
     if html_file is not None:
-        from sdbctl.sdb.report import render_html
+        from sdbctl.sdb.view import write_file
 
-        html_file.write_text(render_html(st, result), encoding="utf-8")
+        write_file(html_file, st, result, config=config)
     if fmt is Format.json:
         print_json(result.as_dict())
     elif fmt is not Format.table:

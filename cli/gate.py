@@ -50,7 +50,9 @@ def gate(
         Path | None,
         typer.Option("--markdown", help="Write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY)."),
     ] = None,
-    html_file: Annotated[Path | None, typer.Option("--html", help="Write the self-contained HTML report.")] = None,
+    html_file: Annotated[
+        Path | None, typer.Option("--html", help="Write the page of `sdbctl view` as one self-contained file.")
+    ] = None,
     max_negative_flips: Annotated[
         float | None,
         typer.Option(

@@ -24,6 +24,7 @@ from sdbctl.cli.replay import replay
 from sdbctl.cli.rm import rm
 from sdbctl.cli.runs import runs
 from sdbctl.cli.show import show
+from sdbctl.cli.view import view
 from sdbctl.sdb import __version__
 from sdbctl.sdb.errors import SdbError, UsageError
 from sdbctl.sdb.text import visible
@@ -108,6 +109,7 @@ app.command()(gate)
 app.command()(diagnose)
 app.command()(demo)
 app.command()(rm)
+app.command()(view)
 app.add_typer(patterns.app, name="patterns", cls=_Commands)
 app.add_typer(import_.app, name="import", cls=_Commands)
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from sdbctl.sdb.diff import DiffResult, Divergence, flip_lines, left_out_text, named, power_lines, rules_text
 from sdbctl.sdb.gate import Verdict
-from sdbctl.sdb.report import render_html
 from sdbctl.sdb.store import Store
 from sdbctl.sdb.text import markdown_cell, visible
+from sdbctl.sdb.view import write_file
 
 STEP_SUMMARY = "GITHUB_STEP_SUMMARY"  # the file GitHub Actions shows on the run's page
 
@@ -153,7 +153,7 @@ def write_ci_files(
     if junit_file is not None:
         junit_file.write_text(junit(result, verdict), encoding="utf-8")
     if html_file is not None:
-        html_file.write_text(render_html(store, result, verdict), encoding="utf-8")
+        write_file(html_file, store, result, verdict)
     if markdown_file is None and not step_summary:
         return
     text = markdown(result, verdict)

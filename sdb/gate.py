@@ -324,6 +324,21 @@ def _power_check(s: DiffSummary, t: Thresholds, limit: float) -> Check:
     return Check("power", f"min detectable <= {limit:g} points (80% power)", measured, ok)
 
 
+def base_and_candidate(
+    store: Store, candidate: str, base: str | None = None, *, hint: str = "name the base with --base RUN"
+) -> tuple[str, str]:
+    """The base run and the candidate's id: ``base``, else the run ``candidate`` was replayed from. The
+    manifest's ``source_run`` is the store's word: it only proposes which run to compare (the gate
+    prints it with the verdict; CI names --base), it never sets anything of the verdict."""
+    manifest = store.manifest(candidate)  # an unknown run is named first
+    base_run = base or manifest.source_run
+    if not base_run:
+        raise UsageError(f"run {manifest.run_id!r} has no source run; {hint}")
+    if base_run == manifest.run_id:
+        raise UsageError(f"run {manifest.run_id!r}: its manifest names itself as its source run; {hint}")
+    return base_run, manifest.run_id
+
+
 def run_gate(
     store: Store,
     candidate: str,
@@ -337,19 +352,12 @@ def run_gate(
     """Diff ``candidate`` against ``base`` (default: the run it was replayed from) with the project's
     ``[diff]`` and ``[outcome]`` settings, counting the thresholds' layers, and judge the diff against
     the thresholds of :func:`load_thresholds` (``overrides``: the flags)."""
-    manifest = store.manifest(candidate)  # an unknown run is named before a bad threshold
-    base_run = base or manifest.source_run  # the manifest's word, printed with the verdict; CI names --base
-    if not base_run:
-        raise UsageError(f"run {manifest.run_id!r} has no source run; name the base with --base RUN")
-    if base_run == manifest.run_id:
-        raise UsageError(
-            f"run {manifest.run_id!r}: its manifest names itself as its source run; name the base with --base RUN"
-        )
+    base_run, candidate_run = base_and_candidate(store, candidate, base)  # before a bad threshold
     thresholds = load_thresholds(overrides=overrides)
     result = diff_runs(
         store,
         base_run,
-        manifest.run_id,
+        candidate_run,
         load_config().with_layers(thresholds.layers),
         noise_run=noise_run,
         allow_partial=allow_partial,

@@ -5,8 +5,8 @@ NULs or line breaks; a name may hold a right-to-left override (U+202E, ``invoice
 as ``invoiceexe.jpg``) or another invisible format character, or code points XML cannot carry (U+FFFE,
 a lone surrogate). Printed raw they recolour or retitle the terminal, disguise a name, make an XML
 report unparseable, or break a Markdown table row; shown as ``\\x1b``, ``\\n``, ``\\u202e`` they are
-what they are: data. One rule (:func:`visible`), used by the tables, CSV, the JUnit file, the
-Markdown summary and the HTML report alike.
+what they are: data. One rule (:func:`visible`), used by the tables, CSV, the JUnit file and the
+Markdown summary alike (the page of ``sdbctl view`` shows them escaped by the same rule, in its script).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import unicodedata
 # C0 and C1 control characters and DEL, each as a visible escape
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
 _CONTROL.update({0x0A: "\\n", 0x09: "\\t", 0x0D: "\\r"})
-# in a markup document (the HTML report) its own line breaks and tabs stay: they render as spaces
-_CONTROL_IN_MARKUP = {c: e for c, e in _CONTROL.items() if c not in (0x09, 0x0A, 0x0D)}
 # format characters (bidi overrides and isolates, zero-width ones, soft hyphen, BOM, tags), surrogates,
 # and line and paragraph separators: shown as \uXXXX, as are the noncharacters (U+FFFE, U+FDD0, ...)
 _SHOWN = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
@@ -48,12 +46,6 @@ def visible(text: str) -> str:
     """``text`` with every control and format character shown as an escape (``\\x1b``, ``\\n``,
     ``\\u202e``): nothing left that a terminal acts on, that hides or reorders text, or that XML cannot hold."""
     return _unicode_visible(text.translate(_CONTROL))
-
-
-def visible_markup(document: str) -> str:
-    """A whole markup document (the HTML report) under the rule of :func:`visible`, but for its own
-    line breaks and tabs. Its template holds none of the other characters: all it changes is data."""
-    return _unicode_visible(document.translate(_CONTROL_IN_MARKUP))
 
 
 def csv_text(text: str) -> str:

@@ -56,3 +56,14 @@ def ground_truth(store: Path, run_id: str) -> list[dict[str, Any]]:
     """The simulator's ground truth of a replayed run (``truth.jsonl``): what each step's answer changed."""
     text = (store / "runs" / run_id / "truth.jsonl").read_text(encoding="utf-8")
     return [json.loads(line) for line in text.splitlines()]
+
+
+def embedded_view(path: Path) -> dict[str, Any]:
+    """The data a ``--html`` file (the page of ``sdbctl view`` as one file) embeds, parsed: its header
+    (summary, verdict), the sessions' rows, the details and the note of what was left out."""
+    text = path.read_text(encoding="utf-8")
+    start = text.index('<script type="application/json" id="sdb-data">') + len(
+        '<script type="application/json" id="sdb-data">'
+    )
+    data: dict[str, Any] = json.loads(text[start : text.index("</script>", start)])
+    return data
