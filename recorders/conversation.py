@@ -23,6 +23,7 @@ from typing import Any
 
 import xxhash
 
+from sdbctl.sdb.agents import AgentError, SessionItem
 from sdbctl.sdb.boundary import Boundary, load_actions_setting, write_actions
 from sdbctl.sdb.events import canonical_bytes, shared_prefix
 from sdbctl.sdb.recording import Recorder, Session
@@ -118,6 +119,38 @@ def maybe_json(value: Any) -> Any:
         except json.JSONDecodeError:
             return value
     return value
+
+
+class RecordedInputs:
+    """What a framework agent's session-mode adapter shares: its sessions are the inputs it was given,
+    by the recorded session's id, and it takes no options."""
+
+    name: str
+    inputs: Mapping[str, Any]
+
+    def options(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        if given:
+            raise AgentError(f"agent {self.name!r} takes no options (given: {', '.join(sorted(given))})")
+        return {}
+
+    def sessions(self, n: int | None, seed: int, options: Mapping[str, Any]) -> list[SessionItem]:
+        items = [SessionItem(str(k), v) for k, v in self.inputs.items()]
+        return items if n is None else items[:n]
+
+
+class OneSession:
+    """One session's event sink where :class:`ConversationRecorder` expects a recorder: whatever
+    session it asks for is that one (a framework agent replayed in session mode writes its events
+    into the session the replay hands it)."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+
+    def session(self, session_id: str) -> Any:
+        return self.sink
+
+    def forget_session(self, session_id: str) -> None:
+        return None
 
 
 class ConversationRecorder:
@@ -289,9 +322,11 @@ class ConversationRecorder:
         content_missing: bool = False,
         tokens_in: int | None = None,
         tokens_out: int | None = None,
+        step: str | None = None,
     ) -> int:
         """Record one answered call: the llm event (``step`` = the n-th call of the conversation, the
-        differ's unit), then the actions the boundary finds in the answer. Returns the llm seq."""
+        differ's unit, unless the caller names it), then the actions the boundary finds in the answer.
+        Returns the llm seq."""
         conv = self._conversation(session_id)
         self._failed.discard(session_id)
         req = conv.history.redact(request)
@@ -299,7 +334,7 @@ class ConversationRecorder:
         for raw, done in zip(_messages(response), _messages(resp), strict=False):
             conv.history.remember(raw, done)  # the next request holds it again: redacted once
         conv.llm_calls += 1
-        step = f"call-{conv.llm_calls:03d}"
+        step = step or f"call-{conv.llm_calls:03d}"
         seq = conv.session.llm(
             req,
             resp,

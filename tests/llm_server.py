@@ -1,5 +1,5 @@
-"""A real HTTP server on 127.0.0.1 speaking the OpenAI chat-completions and Anthropic Messages
-protocols, for tests and benchmarks. It answers like ``sim:renewal@v1`` (or a given function), and
+"""A real HTTP server on 127.0.0.1 speaking the OpenAI chat-completions (and Responses) and Anthropic
+Messages protocols, for tests and benchmarks. It answers like ``sim:renewal@v1`` (or a given function), and
 can be told to fail: a 429 with Retry-After, a 500, an answer slower than the client's timeout.
 It counts every request by the digest of its body, so tests can prove a step was never asked twice.
 """
@@ -185,6 +185,8 @@ class LLMServer:
                     self._stream(server.answer(body), body)
                 elif self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(200, server.answer(body))
+                elif self.path.rstrip("/").endswith("/responses"):
+                    self._send(200, server.responses(body))
                 else:
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -243,6 +245,82 @@ class LLMServer:
             ],
             "stop_reason": "tool_use",
             "usage": {"input_tokens": 10, "output_tokens": 5},
+        }
+
+    def responses(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A Responses API answer: the request read as chat messages (instructions as the system
+        message, input items as messages, function tools as chat tools), answered, and the answer's
+        message as output items; the request's instructions, tools and settings echoed, as OpenAI does."""
+        messages: list[dict[str, Any]] = []
+        if body.get("instructions"):
+            messages.append({"role": "system", "content": body["instructions"]})
+        items = body.get("input")
+        for item in [{"role": "user", "content": items}] if isinstance(items, str) else items or []:
+            kind = item.get("type", "message")
+            if kind == "message":
+                content = item.get("content")
+                if isinstance(content, list):
+                    content = "".join(str(p.get("text", "")) for p in content)
+                messages.append({"role": item["role"], "content": content})
+            elif kind == "function_call":
+                call = {
+                    "id": item["call_id"],
+                    "type": "function",
+                    "function": {"name": item["name"], "arguments": item["arguments"]},
+                }
+                if messages and messages[-1]["role"] == "assistant" and messages[-1].get("tool_calls"):
+                    messages[-1]["tool_calls"].append(call)
+                else:
+                    messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            elif kind == "function_call_output":
+                messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]})
+        tools = [
+            {"type": "function", "function": {k: t[k] for k in ("name", "description", "parameters") if k in t}}
+            for t in body.get("tools") or []
+            if t.get("type") == "function"
+        ]
+        answer = self.answer({"model": body.get("model"), "messages": messages, "tools": tools})
+        message = answer["choices"][0]["message"]
+        output: list[dict[str, Any]] = []
+        if message.get("content"):
+            text = {"type": "output_text", "text": message["content"], "annotations": []}
+            output.append(
+                {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed", "content": [text]}
+            )
+        for n, call in enumerate(message.get("tool_calls") or []):
+            fn = call["function"]
+            output.append(
+                {
+                    "type": "function_call",
+                    "id": f"fc_{n}",
+                    "call_id": call["id"],
+                    "name": fn["name"],
+                    "arguments": fn["arguments"],
+                    "status": "completed",
+                }
+            )
+        usage = answer.get("usage") or {"prompt_tokens": 10, "completion_tokens": 5}
+        return {
+            "id": f"resp_{self.total}",
+            "object": "response",
+            "created_at": 1,
+            "status": "completed",
+            "model": body.get("model"),
+            "instructions": body.get("instructions"),
+            "output": output,
+            "tools": body.get("tools") or [],
+            "tool_choice": body.get("tool_choice", "auto"),
+            "parallel_tool_calls": body.get("parallel_tool_calls", True),
+            "temperature": body.get("temperature"),
+            "top_p": body.get("top_p"),
+            "max_output_tokens": body.get("max_output_tokens"),
+            "usage": {
+                "input_tokens": usage["prompt_tokens"],
+                "output_tokens": usage["completion_tokens"],
+                "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"],
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": 0},
+            },
         }
 
     @property

@@ -5,7 +5,9 @@ Content can sit in four places, newest first: the ``gen_ai.input.messages`` /
 values; the same names on a ``gen_ai.client.inference.operation.details`` span event); the older
 indexed attributes ``gen_ai.prompt.N.*`` / ``gen_ai.completion.N.*``; the older span events
 ``gen_ai.{system,user,assistant,tool}.message`` and ``gen_ai.choice``; and the ``gen_ai.prompt`` /
-``gen_ai.completion`` attributes of ``gen_ai.content.prompt`` / ``gen_ai.content.completion`` events.
+``gen_ai.completion`` attributes of ``gen_ai.content.prompt`` / ``gen_ai.content.completion`` events;
+and, where none of these is, Google ADK's own ``gcp.vertex.agent.*`` attributes (``_adk``). A tool
+span's arguments and result: the semconv attributes, else PydanticAI's version 2 or ADK's own.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from sdbctl.recorders.importers._adk import TOOL_ARGUMENTS, TOOL_RESPONSE, standard_attributes
 from sdbctl.recorders.importers._otlp import Span
 from sdbctl.sdb.events import json_or_text
 
@@ -85,6 +88,7 @@ def from_parts(messages: Any) -> list[dict[str, Any]] | None:
             continue
         texts: list[str] = []
         calls: list[dict[str, Any]] = []
+        answered = False  # tool results, sent as messages of their own
         for part in parts:
             if not isinstance(part, Mapping):
                 continue
@@ -102,7 +106,8 @@ def from_parts(messages: Any) -> list[dict[str, Any]] | None:
             elif kind == "tool_call_response":
                 response = part.get("response", part.get("result"))
                 out.append({"role": "tool", "tool_call_id": part.get("id"), "content": _text(response)})
-        if texts or calls or message.get("role") != "tool":
+                answered = True
+        if texts or calls or not (answered or message.get("role") == "tool"):  # PydanticAI, ADK: results as "user"
             entry: dict[str, Any] = {"role": message.get("role", "user"), "content": "".join(texts) if texts else None}
             if calls:
                 entry["tool_calls"] = calls
@@ -204,8 +209,9 @@ def _calls(calls: Any) -> list[dict[str, Any]]:
 
 
 def _details(span: Span) -> dict[str, Any]:
-    """The span's attributes, with a ``gen_ai.client.inference.operation.details`` event's merged in."""
-    attrs = dict(span.attributes)
+    """The span's attributes, with a ``gen_ai.client.inference.operation.details`` event's merged in,
+    over what ADK's own attributes stand for (read only where the standard ones are absent)."""
+    attrs = {**standard_attributes(span.attributes), **span.attributes}
     for name, event_attrs in span.events:
         if name == "gen_ai.client.inference.operation.details":
             attrs.update(event_attrs)
@@ -236,6 +242,8 @@ def inference(span: Span) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:
     event_in, event_out = _event_messages(span)
     system = json_or_text(attrs.get("gen_ai.system_instructions"))
     messages = from_parts(attrs["gen_ai.input.messages"]) if "gen_ai.input.messages" in attrs else None
+    if messages is not None:  # an answer's own finish reason is not part of what is sent back (PydanticAI)
+        messages = [{k: v for k, v in m.items() if k != "finish_reason"} for m in messages]
     messages = messages if messages is not None else _indexed(attrs, "prompt") or event_in
     if messages is not None and system:
         parts = system if isinstance(system, list) else [{"type": "text", "content": system}]
@@ -296,12 +304,19 @@ def model_spec(span: Span) -> str:
     return f"{provider}:{model}"
 
 
+_TOOL_ARGUMENTS = ("gen_ai.tool.call.arguments", "tool_arguments", TOOL_ARGUMENTS)  # semconv, PydanticAI 2, ADK
+_TOOL_RESULTS = ("gen_ai.tool.call.result", "tool_response", TOOL_RESPONSE)
+
+
 def tool_call(span: Span) -> tuple[str | None, str, Any, Any, bool]:
-    """(call id, tool name, arguments, result, result captured) of an ``execute_tool`` span."""
+    """(call id, tool name, arguments, result, result captured) of an ``execute_tool`` span; the
+    arguments and result under the semconv names, else PydanticAI's version 2 or ADK's own."""
     attrs = span.attributes
     call_id = attrs.get("gen_ai.tool.call.id")
     name = attrs.get("gen_ai.tool.name") or span.name.removeprefix("execute_tool ").strip() or "?"
-    args = json_or_text(attrs["gen_ai.tool.call.arguments"]) if "gen_ai.tool.call.arguments" in attrs else None
-    captured = "gen_ai.tool.call.result" in attrs
-    result = json_or_text(attrs["gen_ai.tool.call.result"]) if captured else None
-    return (str(call_id) if call_id else None), str(name), args, result, captured
+    args_key = next((k for k in _TOOL_ARGUMENTS if k in attrs), None)
+    args = json_or_text(attrs[args_key]) if args_key is not None else None
+    # ADK writes "{}" where content capture is off (so does a tool returning an empty object: rare)
+    result_key = next((k for k in _TOOL_RESULTS if k in attrs and (k, attrs[k]) != (TOOL_RESPONSE, "{}")), None)
+    result = json_or_text(attrs[result_key]) if result_key is not None else None
+    return (str(call_id) if call_id else None), str(name), args, result, result_key is not None

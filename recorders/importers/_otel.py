@@ -5,8 +5,10 @@ together): an inference span (``gen_ai.operation.name`` = chat / text_completion
 or the older attributes) becomes an ``llm`` event and the actions in its answer; the tool results its
 request carries, and ``execute_tool`` spans, become ``effect`` events linked to their call; an
 ``invoke_agent`` span becomes an ``input`` event and names the actor of the spans below it. Parentage
-gives ``parent``. A span recorded without content still imports, marked ``content: missing``, and a
-step-mode replay skips it. Other spans (HTTP, database, ...) are ignored and counted.
+gives ``parent``; of two nested inference spans (ADK's ``call_llm`` around ``generate_content``) only
+one is imported, the one holding the content. A span recorded without content still imports, marked
+``content: missing``, and a step-mode replay skips it. Other spans (HTTP, database, ...) are ignored
+and counted.
 
 All or nothing: every file is read and checked before the run is created; a bad line or span is a
 one-line ``FILE:LINE: what is wrong``. Content held as JSON text inside an attribute (messages, tool
@@ -60,6 +62,20 @@ def _nearest(span: Span, by_id: dict[str, Span], found: dict[str, Any]) -> Any:
     return None
 
 
+def _doubles(members: list[Span], by_id: dict[str, Span]) -> set[str]:
+    """The inference spans that repeat another: a model call inside another one is the same call seen
+    twice (ADK's ``call_llm`` around its ``generate_content``, a framework's span around an instrumented
+    client's). The one holding the content is kept; the outer one when both or neither do."""
+    calls = {s.span_id: s for s in members if operation(s) == "chat"}
+    dropped: set[str] = set()
+    for span in calls.values():
+        outer = _nearest(span, by_id, calls)
+        if outer is not None:
+            inner_only = inference(span)[2] and not inference(outer)[2]
+            dropped.add(outer.span_id if inner_only else span.span_id)
+    return dropped
+
+
 def import_otel(
     store: str | Path | None,
     paths: list[Path],
@@ -103,9 +119,10 @@ def import_otel(
             by_id = {s.span_id: s for s in members}
             events: dict[str, int] = {}  # span id -> seq of the event it became
             agents: dict[str, str] = {}  # invoke_agent span id -> agent name
+            doubles = _doubles(members, by_id)
             for span in _ordered(members):
                 op = operation(span)
-                if op is None:
+                if op is None or span.span_id in doubles:
                     continue
                 clock[0] = span.start_ns
                 parent = _nearest(span, by_id, events)
