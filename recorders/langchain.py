@@ -37,26 +37,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, cast
 
-from langchain_core.callbacks import (
-    AsyncCallbackHandler,
-    AsyncCallbackManagerForLLMRun,
-    BaseCallbackHandler,
-    CallbackManagerForLLMRun,
-)
-from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage, convert_to_messages, convert_to_openai_messages
-from langchain_core.outputs import ChatGeneration, ChatResult, LLMResult
-from langchain_core.runnables import Runnable
-from pydantic import ConfigDict
-
 from sdbctl.recorders.conversation import ConversationRecorder, OneSession, RecordedInputs, maybe_json
 from sdbctl.sdb.agents import AgentContext, SessionItem
 from sdbctl.sdb.boundary import EXECUTE, ValidAction, load_actions_setting
+from sdbctl.sdb.errors import SdbError
 from sdbctl.sdb.events import EventSink, canonical_bytes, digest
 from sdbctl.sdb.prompts import PromptLibrary
 from sdbctl.sdb.recording import Recorder
 from sdbctl.sdb.redaction import load_redactor
 from sdbctl.sdb.store import Store
+
+try:
+    from langchain_core.callbacks import (
+        AsyncCallbackHandler,
+        AsyncCallbackManagerForLLMRun,
+        BaseCallbackHandler,
+        CallbackManagerForLLMRun,
+    )
+    from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
+    from langchain_core.messages import (
+        AIMessage,
+        BaseMessage,
+        ToolMessage,
+        convert_to_messages,
+        convert_to_openai_messages,
+    )
+    from langchain_core.outputs import ChatGeneration, ChatResult, LLMResult
+    from langchain_core.runnables import Runnable
+    from pydantic import ConfigDict
+except ImportError as exc:  # LangChain is an optional extra: say how to get it, in one line
+    raise SdbError("sdbctl.recorders.langchain needs LangChain: pip install 'sdbctl[langchain]'") from exc
 
 __all__ = ["AsyncSdbCallbackHandler", "LangGraphAgent", "SdbCallbackHandler"]
 

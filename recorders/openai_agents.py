@@ -36,8 +36,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
-import httpx2
-
 from sdbctl.recorders.conversation import ConversationRecorder, OneSession, RecordedInputs, maybe_json
 from sdbctl.sdb.agents import AgentContext, SessionItem
 from sdbctl.sdb.boundary import EXECUTE, ValidAction, load_actions_setting
@@ -48,6 +46,7 @@ from sdbctl.sdb.recording import Recorder
 from sdbctl.sdb.redaction import Redactor, load_redactor
 
 try:
+    import httpx2  # the SDK's own HTTP client (openai-agents requires it): the replay's in-process transport
     from agents import RunHooks
     from agents.tracing import TracingProcessor
 except ImportError as exc:  # the SDK is an optional extra: say how to get it, in one line
