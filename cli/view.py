@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -64,7 +65,7 @@ def view(
     from sdbctl.cli._render import err_console
     from sdbctl.sdb.diff import load_config, tolerance_flags
     from sdbctl.sdb.store import Store
-    from sdbctl.sdb.view import ViewData, ViewServer, diff_to_view, runs_to_view
+    from sdbctl.sdb.view import ViewData, ViewServer, diff_to_view, redirect_file, runs_to_view
 
     sdbctl.fixtures.workloads.register_all()  # the workloads a run may name: their code, never a store's
     st = Store.open(store)
@@ -74,6 +75,7 @@ def view(
     ).with_layers(layers)
     data: ViewData | None = None
     server: ViewServer | None = None
+    page: Path | None = None
     try:  # Ctrl-C, while the diff is computed or while the page is served, stops it: one line, exit 0
         with err_console.status(f"comparing {base} -> {candidate} ...", spinner="dots"):
             result = diff_to_view(
@@ -84,11 +86,14 @@ def view(
         print(server.url, flush=True)
         err_console.print(f"serving {result.base_run} -> {result.candidate_run}; Ctrl-C stops", highlight=False)
         if not no_browser:
-            webbrowser.open(server.url)
+            page = redirect_file(server.url)  # the token never on the browser's command line
+            webbrowser.open(page.as_uri())
         server.serve_forever()
     except KeyboardInterrupt:
         err_console.print("stopped", highlight=False)
     finally:
+        if page is not None:
+            page.unlink(missing_ok=True)
         if server is not None:
             server.server_close()
         if data is not None:

@@ -277,3 +277,13 @@ def test_an_object_store_reads_the_parts_of_both_versions_alike(store: Path, mon
         got = con.execute("SELECT * FROM marks ORDER BY session_id, seq").fetchall()
         view = con.execute("SELECT session_id, seq, kind, replay FROM events ORDER BY session_id, seq").fetchall()
     assert (got, view) == expected
+
+
+@pytest.mark.parametrize("kind", [pa.int64(), pa.list_(pa.string()), pa.binary()])
+def test_a_replay_column_of_another_type_is_refused(kind: pa.DataType) -> None:
+    """A mark of another type would be read as no mark (the run's marks silently lost): refused, one line."""
+    from sdbctl.sdb.events._schema import EVENT_SCHEMA, check_schema
+
+    schema = EVENT_SCHEMA.set(EVENT_SCHEMA.get_field_index("replay"), pa.field("replay", kind))
+    with pytest.raises(SchemaError, match=r"part\.parquet: event column replay is .*, not a string"):
+        check_schema(schema.with_metadata(EVENT_SCHEMA.metadata), "part.parquet")

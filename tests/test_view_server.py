@@ -170,6 +170,9 @@ def test_the_json_routes_answer_with_the_token(served: Served) -> None:
     unknown = served.get("/api/session?id=no-such-session", token=served.token)
     assert unknown.status_code == 404 and "no-such-session" in unknown.json()["error"]
     assert served.get("/api/sessions?offset=-1", token=served.token).status_code == 400
+    # beyond what a query's integer holds: refused as the others are, not a 500
+    huge = served.get("/api/sessions?offset=" + "9" * 30, token=served.token)
+    assert huge.status_code == 400 and "offset" in huge.json()["error"], huge.text
 
 
 def test_no_path_reaches_the_file_system(served: Served) -> None:
@@ -302,3 +305,33 @@ def test_an_error_answering_is_a_500_logged_once_and_the_server_goes_on(capfd: p
     out, err = capfd.readouterr()
     assert out == ""  # no request log
     assert err.count("RuntimeError: a bug on two lines") == 1 and len(err.splitlines()) == 1, err
+
+
+def test_the_browser_is_opened_on_a_private_page_never_with_the_token_on_its_command_line(
+    sdbctl: CLI, runs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The browser's command line is readable by every user of the machine (``ps``): it is given a
+    file only this user can read, which sends it on to the URL with the token; the file goes with the
+    server."""
+    import os
+    import stat
+    import webbrowser
+    from urllib.parse import urlsplit as split
+    from urllib.request import url2pathname
+
+    opened: list[str] = []
+
+    def fake_open(url: str, *args: object, **kwargs: object) -> bool:
+        opened.append(url)
+        page = Path(url2pathname(split(url).path))
+        assert stat.S_IMODE(os.stat(page).st_mode) == 0o600
+        assert "?token=" in page.read_text(encoding="utf-8")
+        raise KeyboardInterrupt  # as Ctrl-C: the command stops the server, exit 0
+
+    monkeypatch.setattr(webbrowser, "open", fake_open)
+    out = sdbctl("view", "base", "v3", "--store", str(runs))
+    assert out.returncode == 0, out.stderr
+    url = out.stdout.splitlines()[0]
+    token = url.split("token=", 1)[1]
+    assert len(opened) == 1 and opened[0].startswith("file://") and token not in opened[0], opened
+    assert not Path(url2pathname(split(opened[0]).path)).exists()

@@ -89,6 +89,9 @@ def check_schema(schema: pa.Schema, source: str) -> str:
     missing = [name for name in version_columns(version.decode()) if name not in schema.names]
     if missing:
         raise SchemaError(f"{source}: missing event column(s) {', '.join(missing)}")
+    for name in ADDED_IN_3:  # a mark of another type would be read as no mark at all (a run's marks lost)
+        if name in schema.names and not pa.types.is_string(schema.field(name).type):
+            raise SchemaError(f"{source}: event column {name} is {schema.field(name).type}, not a string")
     return version.decode()
 
 

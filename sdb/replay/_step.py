@@ -127,8 +127,11 @@ class _StepReplay:
         batch but its last is over once the batch is written. Each held its session and the requests
         kept to store its next call as a delta: kept for every session, a 100,000-session replay grew
         to gigabytes."""
-        for session_id in dict.fromkeys(s.session_id for s in chunk[:-1]) if chunk else ():
-            if session_id != chunk[-1].session_id and self.sinks.pop(session_id, None) is not None:
+        if not chunk:
+            return
+        last = chunk[-1].session_id  # it may go on in the next batch
+        for session_id in [*dict.fromkeys(s.session_id for s in chunk), *self.sinks]:
+            if session_id != last and self.sinks.pop(session_id, None) is not None:
                 self.job.rec.forget_session(session_id)
 
     def prepare(self, units: list[tuple[SourceStep, int]]) -> list[_Unit]:

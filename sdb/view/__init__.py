@@ -5,6 +5,6 @@
 from sdbctl.sdb.view._data import ViewData
 from sdbctl.sdb.view._open import diff_to_view, runs_to_view
 from sdbctl.sdb.view._page import render_file, write_file
-from sdbctl.sdb.view._server import ViewServer
+from sdbctl.sdb.view._server import ViewServer, redirect_file
 
-__all__ = ["ViewData", "ViewServer", "diff_to_view", "render_file", "runs_to_view", "write_file"]
+__all__ = ["ViewData", "ViewServer", "diff_to_view", "redirect_file", "render_file", "runs_to_view", "write_file"]

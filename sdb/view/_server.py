@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import errno
 import hmac
+import html
+import os
 import secrets
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
@@ -127,9 +131,12 @@ def _int(query: dict[str, list[str]], name: str, default: int | None = None) -> 
         number = int(value)
     except ValueError:
         raise _Refused(400, f"the parameter {name} must be a whole number, not {value!r}") from None
-    if number < 0:
-        raise _Refused(400, f"the parameter {name} must be 0 or more, not {number}")
+    if not 0 <= number <= _LARGEST:
+        raise _Refused(400, f"the parameter {name} must be a whole number from 0 to {_LARGEST}, not {value[:40]}")
     return number
+
+
+_LARGEST: Final = 2**62  # an offset or seq beyond what a query's integer holds is refused, not a 500
 
 
 def _sessions(view: ViewData, q: dict[str, list[str]]) -> dict[str, Any]:
@@ -191,3 +198,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """No request log: stdout holds the URL only, and stderr the errors."""
+
+
+def redirect_file(url: str) -> Path:
+    """A page, readable by this user only (mode 0600), that sends the browser to ``url``: what the
+    browser is opened on, so that the token is never on a command line (another user's ``ps`` would
+    read it there), as Jupyter does. The caller deletes it when the server stops."""
+    fd, name = tempfile.mkstemp(prefix="sdbctl-view-", suffix=".html")
+    link = html.escape(url, quote=True)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(
+            f'<!doctype html><meta charset="utf-8"><meta name="referrer" content="no-referrer">'
+            f'<meta http-equiv="refresh" content="0;url={link}"><p><a href="{link}">sdbctl view</a></p>\n'
+        )
+    return Path(name)
