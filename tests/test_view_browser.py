@@ -26,6 +26,7 @@ RLO = "\u202e"
 
 try:
     from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
 except ImportError:  # pragma: no cover - the dev extras install it
     sync_playwright = None  # type: ignore[assignment]
 
@@ -241,8 +242,20 @@ def test_repeats_are_grouped_with_their_agreement_and_open_where_they_diverged(
         page.click('.srow[data-session="0"]')
         page.wait_for_function("() => document.querySelector('.dhead .reps a.current')?.textContent === '1'")
         assert "session=0&rep=1" in page.url and page.locator(".arow.current .cell.gap.base").count() == 1
-        page.click(".dhead .reps a:not(.current)")
-        page.wait_for_function("() => document.querySelector('.dhead .reps a.current')?.textContent === '0'")
+        # the detail is drawn again when its data arrives: click once nothing is in flight, and again if
+        # the click landed on the drawing it replaced
+        page.wait_for_load_state("networkidle")
+        for _ in range(3):
+            page.click(".dhead .reps a:not(.current)")
+            try:
+                page.wait_for_function(
+                    "() => document.querySelector('.dhead .reps a.current')?.textContent === '0'", timeout=10_000
+                )
+                break
+            except PlaywrightTimeout:
+                page.wait_for_load_state("networkidle")
+        else:
+            raise AssertionError("repeat 0 never opened")
         assert "no divergence in this repeat" in page.inner_text(".dhead")
         assert problems == []
 
