@@ -48,3 +48,4 @@ NumericToleranceOption = Annotated[
 TextOption = Annotated[
     list[str] | None, typer.Option("--text", help="ACTION=case,whitespace: text normalised before comparing.")
 ]
+NoiseOption = Annotated[str | None, typer.Option("--noise", help="A self-replay of the base model: the noise floor.")]

@@ -14,6 +14,7 @@ from sdbctl.cli._options import (
     IgnoreOption,
     JsonOption,
     LayersOption,
+    NoiseOption,
     NumericToleranceOption,
     StoreOption,
     TextOption,
@@ -45,9 +46,7 @@ def diff(
     base: Annotated[str, typer.Argument(metavar="BASE", help="The base run (usually the recording).")],
     candidate: Annotated[str, typer.Argument(metavar="CANDIDATE", help="The run to compare (usually a replay).")],
     limit: Annotated[int, typer.Option("--limit", "-n", help="Divergences to print in the table; 0 for all.")] = 30,
-    noise: Annotated[
-        str | None, typer.Option("--noise", help="A self-replay of the base model: the noise floor.")
-    ] = None,
+    noise: NoiseOption = None,
     resamples: Annotated[
         int, typer.Option("--resamples", callback=_resamples, help="Bootstrap resamples of the sessions.")
     ] = 10_000,

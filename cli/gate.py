@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sdbctl.cli._options import AlignOption, AllowPartialOption, JsonOption, LayersOption, StoreOption
+from sdbctl.cli._options import AlignOption, AllowPartialOption, JsonOption, LayersOption, NoiseOption, StoreOption
 
 if TYPE_CHECKING:
     from sdbctl.sdb.gate import Verdict
@@ -35,9 +35,7 @@ def gate(
         bool | None,
         typer.Option("--noise-aware/--no-noise-aware", help="Fail on drift above the noise floor, not on raw rates."),
     ] = None,
-    noise: Annotated[
-        str | None, typer.Option("--noise", help="A self-replay of the base model: the noise floor.")
-    ] = None,
+    noise: NoiseOption = None,
     junit_file: Annotated[
         Path | None,
         typer.Option(

@@ -12,6 +12,7 @@ from sdbctl.cli._options import (
     AllowPartialOption,
     IgnoreOption,
     LayersOption,
+    NoiseOption,
     NumericToleranceOption,
     StoreOption,
     TextOption,
@@ -32,9 +33,7 @@ def view(
     no_browser: Annotated[
         bool, typer.Option("--no-browser", help="Print the URL only; do not open a browser.")
     ] = False,
-    noise: Annotated[
-        str | None, typer.Option("--noise", help="A self-replay of the base model: the noise floor.")
-    ] = None,
+    noise: NoiseOption = None,
     ignore: IgnoreOption = None,
     unordered: UnorderedOption = None,
     numeric_tolerance: NumericToleranceOption = None,
