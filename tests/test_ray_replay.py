@@ -101,10 +101,11 @@ def test_the_rate_limit_is_global_across_workers(sdbctl: CLI, cluster: str) -> N
         times = sorted(model.times)
     assert result["steps_done"] == len(times) >= 8
     gaps = sorted(b - a for a, b in itertools.pairwise(times))
-    # 300 per minute is one call per 0.2 s for the whole cluster; per-worker limits would allow 0.1 s. The
-    # mean and the median say which (one gap may be short when the call before it arrived late, on a
-    # machine busy with other tests: the limiter spaces the sending, the server sees the arrivals)
-    assert (times[-1] - times[0]) / len(gaps) >= 0.18 and gaps[len(gaps) // 2] >= 0.15, gaps
+    # 300 per minute is one call per 0.2 s for the whole cluster; per-worker limits would allow two calls
+    # per 0.2 s, a mean gap of 0.1 s. The mean and the median say which, with room for a call that arrived
+    # late on a machine busy with other tests (the limiter spaces the sending, the server sees the
+    # arrivals): a first call late by 0.26 s once left a mean of 0.178 s and a median of 0.195 s
+    assert (times[-1] - times[0]) / len(gaps) >= 0.15 and gaps[len(gaps) // 2] >= 0.15, gaps
 
 
 def test_a_worker_killed_mid_replay_loses_no_step_and_asks_none_twice(

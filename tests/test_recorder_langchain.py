@@ -163,18 +163,18 @@ def _json(out: Any) -> Any:
     return json.loads(out.stdout)
 
 
-def _replays(sdbctl_process: CLI, run: str, other: LLMServer) -> set[tuple[str, str | None]]:
-    """``run`` replayed in step mode by the CLI (a process): with its recorded answers it diffs empty;
-    under ``other``'s answers, the (session, step) of each divergence."""
-    same = _json(sdbctl_process("replay", run, "--model", "recorded", "--run-id", f"{run}-same", "--json"))
+def _replays(sdbctl: CLI, run: str, other: LLMServer) -> set[tuple[str, str | None]]:
+    """``run`` replayed in step mode by the CLI: with its recorded answers it diffs empty; under
+    ``other``'s answers, the (session, step) of each divergence."""
+    same = _json(sdbctl("replay", run, "--model", "recorded", "--run-id", f"{run}-same", "--json"))
     assert same["divergences"] == 0 and same["errors"] == 0 and same["steps"] > 0
-    assert _json(sdbctl_process("diff", run, f"{run}-same", "--json"))["divergences"] == []
-    again = sdbctl_process(
+    assert _json(sdbctl("diff", run, f"{run}-same", "--json"))["divergences"] == []
+    again = sdbctl(
         "replay", run, "--model", "openai:gpt-x", "--base-url", other.url, "--run-id", f"{run}-other", "--json",
         env={"OPENAI_API_KEY": API_KEY},
     )  # fmt: skip
     assert _json(again)["errors"] == 0
-    diff = _json(sdbctl_process("diff", run, f"{run}-other", "--json"))
+    diff = _json(sdbctl("diff", run, f"{run}-other", "--json"))
     return {(d["session_id"], d["step"]) for d in diff["divergences"]}
 
 
@@ -186,7 +186,7 @@ def _no_secret(store: Path) -> None:
 
 
 def test_a_langgraph_agent_is_recorded_and_replays(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sdbctl_process: CLI
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sdbctl: CLI
 ) -> None:
     monkeypatch.chdir(tmp_path)
     with LLMServer(weather_model()) as server:
@@ -231,14 +231,14 @@ def test_a_langgraph_agent_is_recorded_and_replays(
 
     # converting is skipped under the other answer set: the second call of each city that had weather
     with LLMServer(weather_model(convert=False)) as other:
-        assert _replays(sdbctl_process, "graph", other) == {
+        assert _replays(sdbctl, "graph", other) == {
             ("paris", "call-002/agent/s3"),
             ("oslo", "call-002/agent/s3"),
         }
 
 
 def test_a_plain_langchain_tool_loop_is_recorded_async_and_replays(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sdbctl_process: CLI
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sdbctl: CLI
 ) -> None:
     monkeypatch.chdir(tmp_path)
 
@@ -268,7 +268,7 @@ def test_a_plain_langchain_tool_loop_is_recorded_async_and_replays(
     assert [e["status"] for e in failed] == ["error"]  # raised out of the tool: the loop handled it
     _no_secret(tmp_path / ".sdb")
     with LLMServer(weather_model(convert=False)) as other:
-        assert _replays(sdbctl_process, "loop", other) == {("loop-oslo", "call-002")}
+        assert _replays(sdbctl, "loop", other) == {("loop-oslo", "call-002")}
 
 
 def test_sessions_are_thread_ids_else_root_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -378,7 +378,7 @@ workload = make()  # what `--agent weather_agent.py:workload` runs again
 
 
 def test_session_mode_runs_the_graph_again_serving_recorded_tool_results(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sdbctl_process: CLI
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sdbctl: CLI, sdbctl_process: CLI
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "weather_agent.py").write_text(AGENT)
@@ -398,7 +398,7 @@ def test_session_mode_runs_the_graph_again_serving_recorded_tool_results(
         ("oslo", "complete", 3),
         ("paris", "complete", 3),
     ]
-    assert _json(sdbctl_process("diff", "graph", "again", "--json"))["divergences"] == []
+    assert _json(sdbctl("diff", "graph", "again", "--json"))["divergences"] == []
     replayed = [e for e in _events(tmp_path / ".sdb", "again") if e["kind"] == "effect"]
     assert [(e["name"], e["actor"]) for e in replayed] == [("get_weather", "tools"), ("to_fahrenheit", "tools")] * 2
     recorded = [e for e in _events(tmp_path / ".sdb", "graph") if e["kind"] == "effect"]
@@ -415,7 +415,7 @@ def test_session_mode_runs_the_graph_again_serving_recorded_tool_results(
     # another model answers in Celsius at once: both sessions diverge, no tool call lacks its result
     summary = session_replay(weather_model(convert=False), "celsius")
     assert summary["divergences"] == 2 and summary["stopped_sessions"] == 0, summary
-    diverged = {d["session_id"] for d in _json(sdbctl_process("diff", "graph", "celsius", "--json"))["divergences"]}
+    diverged = {d["session_id"] for d in _json(sdbctl("diff", "graph", "celsius", "--json"))["divergences"]}
     assert diverged == {"paris", "oslo"}
     # another converts a degree off: a tool call the record has no result for, where each session stops
     summary = session_replay(weather_model(offset=1), "off")

@@ -183,7 +183,9 @@ def one(rows: list[dict[str, Any]], **where: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("api", ["responses", "chat"])
-def test_a_two_agent_program_is_recorded_and_replays(sdbctl_process: CLI, tmp_path: Path, api: str) -> None:
+def test_a_two_agent_program_is_recorded_and_replays(
+    sdbctl: CLI, sdbctl_process: CLI, tmp_path: Path, api: str
+) -> None:
     with LLMServer(support_model(1.0)) as server:
         said = run_program(tmp_path, server, api, "support", "Please refund order A-17")
         assert said == "Done: refunded 42.5 on A-17"
@@ -258,7 +260,7 @@ def test_a_two_agent_program_is_recorded_and_replays(sdbctl_process: CLI, tmp_pa
     same = sdbctl_process("replay", "support", "--model", "recorded", "--run-id", "same", "--json")
     assert same.returncode == 0, same.stderr
     assert json.loads(same.stdout)["divergences"] == 0 and json.loads(same.stdout)["steps"] == 4
-    diff = sdbctl_process("diff", "support", "same", "--json")
+    diff = sdbctl("diff", "support", "same", "--json")
     assert diff.returncode == 0, diff.stderr
     summary = json.loads(diff.stdout)["summary"]
     assert summary["divergences"] == 0 and summary["steps_compared"] == 3  # the three tool-calling steps
@@ -272,7 +274,7 @@ def test_a_two_agent_program_is_recorded_and_replays(sdbctl_process: CLI, tmp_pa
         assert again.returncode == 0, again.stderr
         assert other.total == 4  # every step asked once
     assert json.loads(again.stdout)["divergences"] == 1
-    diff = sdbctl_process("diff", "support", "half", "--json")
+    diff = sdbctl("diff", "support", "half", "--json")
     assert diff.returncode == 0, diff.stderr
     found = json.loads(diff.stdout)["divergences"]
     assert [(d["step"], d["reason"], d["action"]["base"]) for d in found] == [("call-003", "args_changed", "refund")]
@@ -464,7 +466,7 @@ def no_lookup(answer: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[d
 
 @pytest.mark.parametrize("api", ["chat", "responses"])
 def test_session_mode_runs_the_agents_again_serving_recorded_tool_results(
-    sdbctl_process: CLI, tmp_path: Path, api: str
+    sdbctl: CLI, sdbctl_process: CLI, tmp_path: Path, api: str
 ) -> None:
     (tmp_path / "support_agent.py").write_text(AGENT)
     (tmp_path / "record.py").write_text(RECORD)
@@ -502,7 +504,7 @@ def test_session_mode_runs_the_agents_again_serving_recorded_tool_results(
         ("trace_b5", "complete", 4),
     ]
     assert ran.read_text().split() == ["lookup_order", "refund"] * 2  # served, never run again
-    diff = sdbctl_process("diff", "support", "again", "--json")
+    diff = sdbctl("diff", "support", "again", "--json")
     assert diff.returncode == 0 and json.loads(diff.stdout)["divergences"] == [], diff.stdout
     shape = [(r["kind"], r["name"], r["actor"], r["payload"].get("args")) for r in events(tmp_path / ".sdb", "support")]
     replayed = [
@@ -519,7 +521,7 @@ def test_session_mode_runs_the_agents_again_serving_recorded_tool_results(
     with LLMServer(no_lookup(support_model(1.0))) as other:
         summary = replay("blind", "--model", "openai:gpt-4o-mini", "--base-url", other.url, env=key)
     assert summary["divergences"] == 2 and summary["stopped_sessions"] == 0, summary
-    diff = sdbctl_process("diff", "support", "blind", "--json")
+    diff = sdbctl("diff", "support", "blind", "--json")
     assert diff.returncode == 0, diff.stderr
     found = json.loads(diff.stdout)["divergences"]
     writes = sorted(

@@ -232,6 +232,48 @@ def test_the_served_page_sorts_filters_moves_aligns_and_links(browser: Browser, 
         assert problems == []
 
 
+# a request answered 0.4 s late when window.slowIf(url) says so (set by the test once the page is up)
+SLOW_REQUESTS = """(() => {
+  const fetch = window.fetch.bind(window);
+  window.fetch = (url, options) => window.slowIf && window.slowIf(String(url))
+    ? new Promise(done => setTimeout(done, 400)).then(() => fetch(url, options)) : fetch(url, options);
+})();"""
+
+
+def test_a_filters_list_is_not_replaced_by_an_earlier_filters_late_answer(browser: Browser, chat_store: Path) -> None:
+    """Two filter changes in a row: the earlier one's list, arriving last, must not replace the later's
+    (it did, at random, on a busy machine: "only sessions that differ" showed all five sessions)."""
+    with served(chat_store, "a", "b") as url, page_of(browser) as (page, problems):
+        page.add_init_script(SLOW_REQUESTS)
+        page.goto(url)
+        wait_list(page, lambda ids: len(ids) == 5, "five sessions")
+        late = "url => url.includes('/api/sessions') && !url.includes('differ_only=1')"
+        page.evaluate(f"() => {{ window.slowIf = {late}; }}")
+        page.select_option("#f-outcome", "pass->fail")  # answered late: two sessions
+        page.select_option("#f-outcome", "")  # answered late: five
+        page.check("#f-differ")  # answered at once: four
+        wait_list(page, lambda ids: len(ids) == 4, "the four sessions that differ")
+        page.wait_for_timeout(1000)  # the late answers have come by now
+        assert len(sids(page)) == 4 and page.inner_text("#list-count") == "4 sessions", sids(page)
+        assert problems == []
+
+
+def test_a_session_asked_for_last_is_the_one_shown_whatever_answers_last(browser: Browser, chat_store: Path) -> None:
+    """j pressed twice quickly: the first session's detail, arriving last, must not replace the second's."""
+    with served(chat_store, "a", "b") as url, page_of(browser) as (page, problems):
+        page.add_init_script(SLOW_REQUESTS)
+        page.goto(url)
+        ids = wait_list(page, lambda ids: len(ids) == 5, "five sessions")
+        page.wait_for_function("id => document.querySelector('.dhead h2 code')?.textContent === id", arg=ids[0])
+        page.evaluate(f"() => {{ window.slowIf = url => url.includes('/api/session?id={ids[1]}&'); }}")
+        page.locator("body").press("j")  # answered late
+        page.locator("body").press("j")  # answered at once
+        page.wait_for_function("id => document.querySelector('.dhead h2 code')?.textContent === id", arg=ids[2])
+        page.wait_for_timeout(1000)  # the late answer has come by now
+        assert page.inner_text(".dhead h2 code") == ids[2] and selected(page) == ids[2]
+        assert f"session={ids[2]}" in page.url and problems == []
+
+
 def test_repeats_are_grouped_with_their_agreement_and_open_where_they_diverged(
     browser: Browser, chat_store: Path
 ) -> None:

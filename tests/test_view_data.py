@@ -6,7 +6,7 @@ call's whole request, rebuilt from linear storage as ``sdbctl show --full`` prin
 from __future__ import annotations
 
 import json
-import time
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -265,8 +265,9 @@ def test_unknown_session_side_repeat_or_seq_is_a_usage_error(view: ViewData) -> 
             ask()
 
 
-def test_a_page_of_a_large_list_comes_back_fast(tmp_path: Path) -> None:
-    """A page of a large list is one indexed query (no object per session): here 3,000 sessions."""
+def test_a_page_of_a_large_list_is_served_from_the_prepared_list(tmp_path: Path) -> None:
+    """A page of a large list is one query on the list prepared when the view opened, never a new read
+    of the runs (which is what made it slow): with the store's files gone, pages still come, right."""
     store = tmp_path / ".sdb"
     n = 3_000
     for run in ("base", "cand"):
@@ -278,12 +279,11 @@ def test_a_page_of_a_large_list_comes_back_fast(tmp_path: Path) -> None:
     st = Store.open(store)
     data = ViewData.for_diff(st, diff_runs(st, "base", "cand", DiffConfig(), save=False), config=DiffConfig())
     try:
-        data.sessions(limit=200)
-        start = time.perf_counter()
+        first = data.sessions(limit=200)
+        shutil.rmtree(store)
         page = data.sessions(offset=600, limit=200, differ_only=True)
-        took = time.perf_counter() - start
         assert page["total"] == len([k for k in range(n) if k % 3 == 0 and k % 7]) and len(page["rows"]) == 200
-        assert took < 0.1, f"a page took {took:.3f}s"
+        assert first["total"] == n and len({r["session_id"] for r in page["rows"]}) == 200
     finally:
         data.close()
 

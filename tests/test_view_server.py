@@ -264,6 +264,9 @@ class _StandIn:
     def session(self, session_id: str, repeat: int = 0) -> dict[str, Any]:
         return {"session_id": session_id, "repeat": repeat, "rows": [{"text": HOSTILE + "\U0001f600"}]}
 
+    def details(self, keys: list[tuple[str, int]]) -> list[dict[str, Any]]:
+        return [self.session(session_id, repeat) for session_id, repeat in keys]
+
     def close(self) -> None:
         pass
 

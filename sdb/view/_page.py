@@ -74,11 +74,12 @@ def embedded(view: ViewData) -> dict[str, Any]:
     page = view.sessions(offset=0, limit=MAX_ROWS)
     rows: list[dict[str, Any]] = page["rows"]
     total = int(page["total"])
-    details: dict[str, Any] = {}
-    for row in rows[:MAX_DETAILS]:
-        repeats = row.get("repeats") or {}
-        for rep in range(int(repeats.get("n") or 1)):
-            details[f"{row['session_id']}#{rep}"] = view.session(row["session_id"], rep)
+    keys = [
+        (row["session_id"], rep)
+        for row in rows[:MAX_DETAILS]
+        for rep in range(int((row.get("repeats") or {}).get("n") or 1))
+    ]
+    details = {f"{sid}#{rep}": detail for (sid, rep), detail in zip(keys, view.details(keys), strict=True)}
     command = shlex.join(["sdbctl", "view", header["base_run"], header["candidate_run"]])  # pastes as it is
     note = None
     if total > len(rows):

@@ -206,6 +206,7 @@
   var list = { total: 0, pages: {}, pending: {}, gen: 0, sel: -1, selId: null };
   var detail = { data: null, divIdx: [], cur: -1, rows: [] };
   var filters = { layer: "", reason: "", action: "", outcome: "", text: "", differ_only: false };
+  var detailAsked = 0; // the sessions asked for so far: only the last one asked is shown
 
   function showError(where, err) {
     var node = el("p", "error", String(err && err.message ? err.message : err));
@@ -353,7 +354,9 @@
     list.pending = {};
     list.sel = -1;
     $("list").scrollTop = 0;
+    var gen = list.gen;
     return api.sessions(query(0)).then(function (res) {
+      if (gen !== list.gen) return res; // a later filter's list is on its way: this answer is stale
       list.pages[0] = res.rows;
       setTotal(res.total);
       relocateSelection();
@@ -700,10 +703,12 @@
     list.selId = id;
     relocateSelection();
     renderList();
+    var asked = ++detailAsked;
     api.session(id, rep).then(function (s) {
+      if (asked !== detailAsked) return; // another session was asked for since: this one is stale
       renderSession(s, seq, side);
     }, function (err) {
-      showError("detail", err);
+      if (asked === detailAsked) showError("detail", err);
     });
   }
 
