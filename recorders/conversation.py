@@ -35,11 +35,13 @@ SESSION_HEADER = "X-SDB-Session"
 @dataclass
 class _Call:
     """One tool call of a conversation: its action's seq (None for a call the record never saw, whose
-    result came anyway), its tool name and the step of the llm call that made it."""
+    result came anyway), its tool name, the step of the llm call that made it, and its arguments as
+    the action holds them."""
 
     seq: int | None
     name: str
     step: str | None
+    args: Any = None
 
 
 @dataclass
@@ -54,20 +56,20 @@ class _Conversation:
     names: dict[str, list[str]] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)
 
-    def next_unanswered(self, name: str) -> str | None:
-        """The id of the oldest call of tool ``name`` that has no result yet (by action seq)."""
-        best: tuple[int, str] | None = None
+    def next_unanswered(self, name: str, args: tuple[Any, ...] = ()) -> str | None:
+        """The id of the oldest call of tool ``name`` that has no result yet (by action seq), of those
+        whose arguments are one of ``args`` when there are any: calls of one tool made at once finish
+        in any order, and their arguments tell them apart."""
+        best: tuple[bool, int, str] | None = None
         for call_id, calls in self.calls.items():
             k = self.answered.get(call_id, 0)
             pending = calls[k] if k < len(calls) else None
-            if (
-                pending is not None
-                and pending.name == name
-                and pending.seq is not None
-                and (best is None or pending.seq < best[0])
-            ):
-                best = (pending.seq, call_id)
-        return best[1] if best is not None else None
+            if pending is None or pending.name != name or pending.seq is None:
+                continue
+            found = (pending.args not in args, pending.seq, call_id)  # a call with these arguments first
+            if best is None or found < best:
+                best = found
+        return best[2] if best is not None else None
 
 
 class _Capture:
@@ -76,11 +78,11 @@ class _Capture:
     def __init__(self, session: Session, actor: str | None) -> None:
         self.session = session
         self.actor = actor
-        self.calls: list[tuple[str | None, int, str]] = []
+        self.calls: list[tuple[str | None, int, str, Any]] = []
 
     def action(self, name: str, args: Any, **kwargs: Any) -> int:
         seq = self.session.action(name, args, actor=self.actor, **kwargs)
-        self.calls.append((kwargs.get("call_id"), seq, name))
+        self.calls.append((kwargs.get("call_id"), seq, name, args))
         return seq
 
 
@@ -284,7 +286,7 @@ class ConversationRecorder:
         gets an action first, with no llm parent, so the differ does not count it as a step."""
         conv = self._conversation(session_id)
         if call_id is None:  # a tool span with no call id: the oldest unanswered call of that tool
-            found = conv.next_unanswered(name)
+            found = conv.next_unanswered(name, () if args is None else (args, self.redactor.redact(args)))
             call_id = found if found is not None else f"{name}#{sum(conv.answered.values())}"
         calls = conv.calls.setdefault(call_id, [])
         done = conv.answered.get(call_id, 0)
@@ -354,9 +356,9 @@ class ConversationRecorder:
             return seq
         capture = _Capture(conv.session, actor)
         write_actions(capture.action, self.boundary, resp, seq, {"step": step}, text_actions=self.text_actions)
-        for call_id, action_seq, name in capture.calls:
+        for call_id, action_seq, name, args in capture.calls:
             if call_id:
-                conv.calls.setdefault(call_id, []).append(_Call(action_seq, name, step))
+                conv.calls.setdefault(call_id, []).append(_Call(action_seq, name, step, args))
         self.actions += len(capture.calls)
         return seq
 

@@ -26,13 +26,14 @@ its model answered by the replay's, its tool calls served their recorded results
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, cast
@@ -115,6 +116,7 @@ class _Tool:
     call_id: str | None
     args: Any
     actor: str | None
+    parent: uuid.UUID | None  # the run that ran it (a graph's tool node)
 
 
 def _graph_place(metadata: Mapping[str, Any] | None) -> tuple[str | None, str]:
@@ -217,6 +219,23 @@ def _messages_or_plain(value: Any) -> Any:
         return _plain(value)
 
 
+def _tool_messages(value: Any, depth: int = 0) -> Iterator[ToolMessage]:
+    """The ``ToolMessage``s in a node's output (``{"messages": [...]}``, a list, a ``Command``'s update)."""
+    if isinstance(value, ToolMessage):
+        yield value
+        return
+    if depth >= 4:
+        return
+    if isinstance(value, Mapping):
+        items: list[Any] = list(value.values())
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        items = [getattr(value, "update", None)]  # a Command (any other object: nothing)
+    for item in items:
+        yield from _tool_messages(item, depth + 1)
+
+
 def _tool_output(output: Any) -> tuple[Any, str]:
     """What a tool returned, as it returned it (text stays text: a session-mode replay serves it back
     to the model byte for byte), and its status: a ``ToolMessage`` with status ``error`` (a tool node
@@ -246,6 +265,9 @@ class _Recording:
         self.roots: dict[uuid.UUID, str] = {}  # root run ids whose session is the root run itself
         self.calls: dict[uuid.UUID, _Call] = {}
         self.tools: dict[uuid.UUID, _Tool] = {}
+        # tools that raised, by the run that ran them, with the exception's text: the model is given what
+        # that run (a tool node) made of the exception, which only its output says (see chain_end)
+        self.raised: dict[uuid.UUID, list[tuple[_Tool, str]]] = {}
         self.counts: dict[str, int] = {}  # session -> its llm calls so far
         self.failed = False
         self.closed = False
@@ -322,9 +344,17 @@ class _Recording:
             payload = self.conversations.redactor.redact(_plain(inputs))
             self.conversations.session(sid).input("invoke", payload)
 
-    def chain_end(self, run_id: uuid.UUID, parent: uuid.UUID | None) -> None:
-        """A root run is over: what was kept for its runs is let go, and a session named after the
-        root run is closed (a thread's session stays open: the thread may be invoked again)."""
+    def chain_end(self, run_id: uuid.UUID, parent: uuid.UUID | None, outputs: Any = None) -> None:
+        """A run is over: the tools it ran that raised get their effects, with the text its output
+        gave the model for each (a tool node's ``ToolMessage``, e.g. ``Error: ValueError(...)``), else
+        the exception's. A root run is over: what was kept for its runs is let go, and a session named
+        after the root run is closed (a thread's session stays open: the thread may be invoked again)."""
+        raised = self.raised.pop(run_id, [])
+        if raised:
+            given = {m.tool_call_id: m for m in _tool_messages(outputs)}
+            for tool, text in raised:
+                message = given.get(tool.call_id or "")
+                self._tool_result(tool, message.content if message is not None else text, "error")
         if parent is not None:
             self.sessions.pop(run_id, None)
             return
@@ -381,29 +411,36 @@ class _Recording:
     ) -> None:
         sid = self.session_of(run_id, parent, metadata)
         actor, _ = _graph_place(metadata)
-        self.tools[run_id] = _Tool(sid, name, call_id if isinstance(call_id, str) else None, args, actor)
+        self.tools[run_id] = _Tool(sid, name, call_id if isinstance(call_id, str) else None, args, actor, parent)
 
     def tool_end(self, output: Any, run_id: uuid.UUID, *, error: BaseException | None = None) -> None:
         tool = self.tools.pop(run_id, None)
         if tool is None:
             return
-        if error is not None:
-            result: Any = f"{type(error).__name__}: {error}"
-            status = "error"
+        if error is not None and tool.parent is not None:  # its effect waits for what the model is given
+            self.raised.setdefault(tool.parent, []).append((tool, f"{type(error).__name__}: {error}"))
+        elif error is not None:
+            self._tool_result(tool, f"{type(error).__name__}: {error}", "error")
         else:
             result, status = _tool_output(output)
-        call_id = tool.call_id
-        if call_id is None and isinstance(output, ToolMessage):
-            call_id = output.tool_call_id
-        self.conversations.tool_result(
-            tool.session, call_id, tool.name, result, args=tool.args, actor=tool.actor, status=status
-        )
+            if tool.call_id is None and isinstance(output, ToolMessage):
+                tool = dataclasses.replace(tool, call_id=output.tool_call_id)
+            self._tool_result(tool, result, status)
         self.ended(run_id)
+
+    def _tool_result(self, tool: _Tool, result: Any, status: str) -> None:
+        self.conversations.tool_result(
+            tool.session, tool.call_id, tool.name, result, args=tool.args, actor=tool.actor, status=status
+        )
 
     def close(self) -> None:
         with self.lock:
             if self.closed:
                 return
+            for raised in self.raised.values():  # runs that never ended: the exception's text
+                for tool, text in raised:
+                    self.guarded("tool error", self._tool_result, tool, text, "error")
+            self.raised.clear()
             self.closed = True
         try:
             if self.recorder is not None:
@@ -470,7 +507,7 @@ class SdbCallbackHandler(_Handler, BaseCallbackHandler):
     def on_chain_end(
         self, outputs: dict[str, Any], *, run_id: uuid.UUID, parent_run_id: uuid.UUID | None = None, **kwargs: Any
     ) -> None:
-        self._rec.guarded("chain", self._rec.chain_end, run_id, parent_run_id)
+        self._rec.guarded("chain", self._rec.chain_end, run_id, parent_run_id, outputs)
 
     def on_chain_error(
         self, error: BaseException, *, run_id: uuid.UUID, parent_run_id: uuid.UUID | None = None, **kwargs: Any

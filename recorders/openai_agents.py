@@ -81,7 +81,7 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     dump = getattr(value, "model_dump", None)
     if callable(dump):
-        return _plain(dump(mode="json", exclude_none=True))
+        return _plain(dump(mode="json", exclude_none=True, by_alias=True))  # wire names: "schema", not "schema_"
     return str(value)
 
 
@@ -103,6 +103,17 @@ def _chat_tool_choice(choice: Any) -> Any:
     if isinstance(choice, Mapping) and choice.get("type") == "function" and "name" in choice:
         return {"type": "function", "function": {"name": choice["name"]}}
     return choice
+
+
+def _chat_response_format(found: Any) -> dict[str, Any] | None:
+    """A Responses API ``text.format`` (an agent's ``output_type``) as a chat ``response_format``;
+    None for plain text."""
+    if not isinstance(found, Mapping) or found.get("type") not in ("json_schema", "json_object"):
+        return None
+    if found["type"] == "json_object":
+        return {"type": "json_object"}
+    schema = {k: found[k] for k in ("name", "description", "schema", "strict") if found.get(k) is not None}
+    return {"type": "json_schema", "json_schema": schema}
 
 
 def _settings(source: Mapping[str, Any]) -> dict[str, Any]:
@@ -168,21 +179,28 @@ def responses_call(response: Any, items: Any) -> tuple[dict[str, Any], dict[str,
     if hosted:
         request["hosted_tools"] = hosted
     request.update(_settings({**raw, "max_tokens": raw.get("max_output_tokens")}))
+    text = raw.get("text")
+    response_format = _chat_response_format(text.get("format") if isinstance(text, Mapping) else None)
+    if response_format is not None:
+        request["response_format"] = response_format
     message = _assistant(raw.get("output") or [])
     finish = "tool_calls" if message.get("tool_calls") else "stop"
     return request, _answer(message, finish, raw)
 
 
-def generation_call(data: Any, tools: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def generation_call(data: Any, sent: AgentRequest | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """A Chat Completions call's generation span as its request and answer. The SDK traces the
-    messages and settings it sent, not the tools: ``tools`` are the agent's, when they are known."""
+    messages and settings it sent, not the tools nor the response format: ``sent`` holds the agent's,
+    when they are known."""
     config = _plain(data.model_config) or {}
     request: dict[str, Any] = {"model": data.model, "messages": _plain(list(data.input or []))}
-    if tools:
-        request["tools"] = tools
+    if sent is not None and sent.tools:
+        request["tools"] = sent.tools
         if config.get("parallel_tool_calls") is not None:
             request["parallel_tool_calls"] = config["parallel_tool_calls"]
     request.update(_settings(config))
+    if sent is not None and sent.response_format is not None:
+        request["response_format"] = sent.response_format
     output = [o for o in _plain(list(data.output or [])) if isinstance(o, Mapping)]
     first = output[0] if output else {}
     usage = {"usage": data.usage} if isinstance(data.usage, Mapping) else {}
@@ -194,9 +212,14 @@ def generation_call(data: Any, tools: list[dict[str, Any]] | None = None) -> tup
 
 
 def tool_output(output: Any) -> Any:
-    """A tool's output as its effect holds it: JSON text as the data it holds when that data written
-    back (:func:`served_text`) is that very text, else the text, so that a session replay gives the
-    model what the tool gave it, character for character."""
+    """A tool's output as its effect holds it: what the SDK gave the model (a value not text, such as
+    a dict, as the SDK's own conversion makes it, usually its ``str()``), and that as JSON data when
+    the data written back (:func:`served_text`) is that very text, else as text, so that a session
+    replay gives the model what the tool gave it, character for character."""
+    if output is not None and not isinstance(output, str):
+        from agents.items import ItemHelpers
+
+        output = ItemHelpers._convert_tool_output(output)  # the SDK's rule (private, tested in our tests)
     text = _plain(output)
     data = maybe_json(text)
     if isinstance(text, str) and data is not text and served_text(data) != text:
@@ -217,15 +240,23 @@ def _ms(start: str | None, end: str | None) -> float | None:
         return None
 
 
-def agent_tools(agents: Iterable[Any]) -> dict[str, list[dict[str, Any]]]:
-    """The chat tools each agent sends (its function tools, then its handoffs), by agent name, for
-    ``agents`` and every agent they hand off to: built by the SDK's own converter, as its Chat
-    Completions model builds them."""
-    from agents import Agent, FunctionTool
+@dataclass(frozen=True)
+class AgentRequest:
+    """What a Chat Completions call of an agent sends besides what the SDK traces: its tools (its
+    function tools, then its handoffs) and the response format of its ``output_type``."""
+
+    tools: list[dict[str, Any]]
+    response_format: dict[str, Any] | None
+
+
+def agent_requests(agents: Iterable[Any]) -> dict[str, AgentRequest]:
+    """The :class:`AgentRequest` of ``agents`` and of every agent they hand off to, by agent name:
+    built by the SDK's own converter, as its Chat Completions model builds them."""
+    from agents import Agent, AgentOutputSchema, AgentOutputSchemaBase, FunctionTool
     from agents.handoffs import Handoff, handoff
     from agents.models.chatcmpl_converter import Converter
 
-    found: dict[str, list[dict[str, Any]]] = {}
+    found: dict[str, AgentRequest] = {}
     todo = list(agents)
     while todo:
         agent = todo.pop()
@@ -238,7 +269,14 @@ def agent_tools(agents: Iterable[Any]) -> dict[str, list[dict[str, Any]]]:
             tools.append(_plain(Converter.convert_handoff_tool(item if isinstance(item, Handoff) else handoff(item))))
             if isinstance(item, Agent):
                 todo.append(item)
-        found[agent.name] = tools
+        kind = agent.output_type  # as the SDK resolves it (run_internal.turn_preparation.get_output_schema)
+        schema = None
+        if isinstance(kind, AgentOutputSchemaBase):
+            schema = kind
+        elif kind is not None and kind is not str:
+            schema = AgentOutputSchema(kind)
+        response_format = Converter.convert_response_format(schema)
+        found[agent.name] = AgentRequest(tools, _plain(response_format) if isinstance(response_format, dict) else None)
     return found
 
 
@@ -285,7 +323,7 @@ class SdbTracingProcessor(TracingProcessor):
         meta: Mapping[str, Any] | None = None,
         agents: Iterable[Any] = (),
     ) -> None:
-        self._tools = agent_tools(agents)
+        self._requests = agent_requests(agents)
         rules = redactor if redactor is not None else load_redactor()
         acting = load_actions_setting()  # a malformed config is refused before the run is created
         self.recorder = Recorder(
@@ -408,7 +446,7 @@ class SdbTracingProcessor(TracingProcessor):
             model = getattr(data.response, "model", None) if data.response is not None else None
         else:
             missing = data.input is None or data.output is None
-            request, answer = generation_call(data, self._tools.get(actor or "")) if not missing else ({}, {})
+            request, answer = generation_call(data, self._requests.get(actor or "")) if not missing else ({}, {})
             model = data.model
         usage = answer.get("usage") or {}
         self.conversations.answer(
@@ -510,7 +548,10 @@ class _Replaying:
         their defaults when unset) by the recorder's own :func:`responses_call`; the chat answer is
         given back as output items."""
         body = json.loads(sent.content)
-        echo = {k: body.get(k) for k in ("model", "instructions", "tools", "temperature", "top_p", "max_output_tokens")}
+        echo = {
+            k: body.get(k)
+            for k in ("model", "instructions", "tools", "temperature", "top_p", "max_output_tokens", "text")
+        }
         echo.update(
             tool_choice=body.get("tool_choice", "auto"), parallel_tool_calls=body.get("parallel_tool_calls", True)
         )

@@ -314,6 +314,7 @@ class LLMServer:
             "temperature": body.get("temperature"),
             "top_p": body.get("top_p"),
             "max_output_tokens": body.get("max_output_tokens"),
+            "text": body.get("text") or {"format": {"type": "text"}},
             "usage": {
                 "input_tokens": usage["prompt_tokens"],
                 "output_tokens": usage["completion_tokens"],

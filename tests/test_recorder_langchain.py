@@ -227,6 +227,9 @@ def test_a_langgraph_agent_is_recorded_and_replays(
     failed = [e for e in events if e["session_id"] == "atlantis" and e["kind"] == "effect"]
     assert [(e["name"], e["status"]) for e in failed] == [("get_weather", "error")]  # the tool raised
     assert "no weather station in atlantis" in json.dumps(failed[0]["payload"])
+    # its result is the text the tool node gave the model for the exception (what a session replay serves)
+    given = [m["content"] for b in server.bodies for m in b["messages"] if m.get("tool_call_id") == "call-w-atlantis"]
+    assert given and failed[0]["payload"]["result"]["content"] == given[0]
     _no_secret(tmp_path / ".sdb")
 
     # converting is skipped under the other answer set: the second call of each city that had weather
