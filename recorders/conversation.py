@@ -243,7 +243,8 @@ class ConversationRecorder:
         for message in messages[start:]:
             if not isinstance(message, Mapping):
                 continue
-            for call in message.get("tool_calls") or []:
+            calls = message.get("tool_calls")
+            for call in calls if isinstance(calls, list) else []:
                 if isinstance(call, Mapping) and isinstance(call.get("id"), str):
                     fn = call.get("function")
                     name = fn.get("name") if isinstance(fn, Mapping) else None

@@ -450,3 +450,16 @@ def test_without_a_map_the_conventional_keys_found_and_not_found_are_said(sdbctl
     (tmp_path / "traj.jsonl").write_text(json.dumps({"id": "t", "traj": GOOD["messages"]}) + "\n")
     out = sdbctl("import", "chat", "traj.jsonl", "--skip-bad")
     assert_one_line_error(out, 'the default messages = "messages"', "has the keys id, traj", 'messages = "traj"')
+
+
+def test_conversations_without_a_model_call_are_refused_and_leave_no_run(sdbctl: CLI, tmp_path: Path) -> None:
+    """A greeting alone, a system prompt alone, a user's question unanswered: before, exit 0 and an empty
+    run left as `partial`; the importers are all or nothing."""
+    lines = [
+        {"id": "greeting", "messages": [{"role": "assistant", "content": "hello"}]},
+        {"id": "system", "messages": [{"role": "system", "content": "You help."}]},
+        {"id": "asked", "messages": [{"role": "user", "content": "hi?"}]},
+    ]
+    (tmp_path / "none.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert_one_line_error(sdbctl("import", "chat", "none.jsonl"), "none.jsonl: no conversation holds a model call")
+    assert json.loads(sdbctl("runs", "--json").stdout or "[]") == []

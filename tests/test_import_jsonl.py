@@ -57,6 +57,9 @@ def test_bad_lines_are_named_and_no_run_is_written(sdbctl: CLI, tmp_path: Path) 
         "unmapped": json.dumps({**good, "kind": "telemetry"}),
         "bad-order": json.dumps({**good, "seq": "yesterday"}),
         "bad-args": json.dumps({**good, "payload": {"args": [1, 2]}}),
+        # a request that is no object: imported before, its replay then ended in a traceback
+        "bad-request": json.dumps({**good, "kind": "llm", "payload": {"request": "hello"}}),
+        "list-request": json.dumps({**good, "kind": "llm", "payload": {"request": [1]}}),
     }
     for label, bad in cases.items():
         (tmp_path / f"{label}.jsonl").write_text(json.dumps(good) + "\n" + bad + "\n")

@@ -222,11 +222,16 @@ def test_malformed_traces_name_the_line_and_write_no_run(sdbctl: CLI, tmp_path: 
     bad_attrs["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"] = "gen_ai.operation.name=chat"
     bad_time = json.loads(good)
     bad_time["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["startTimeUnixNano"] = "yesterday"
+    bad_bool = json.loads(good)  # read as true before: bool("false")
+    bad_bool["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"].append(
+        {"key": "gen_ai.request.stream", "value": {"boolValue": "false"}}
+    )
     cases = {
         "truncated": (good[:-7], "not valid JSON"),
         "no-trace": (json.dumps(no_trace), "no traceId"),
         "wrong-type": (json.dumps(bad_attrs), "attributes must be a list"),
         "bad-time": (json.dumps(bad_time), "startTimeUnixNano 'yesterday'"),
+        "bad-bool": (json.dumps(bad_bool), "boolValue 'false' is not true or false"),
         "not-otlp": (json.dumps({"spans": []}), "no resourceSpans"),
     }
     for label, (bad, reason) in cases.items():
@@ -295,3 +300,51 @@ def test_embedding_spans_are_not_steps_and_finish_reasons_are_kept(sdbctl: CLI, 
     assert [r["step"] for r in llm] == ["call-001", "call-002"]  # the embedding is no step
     reasons = [r["payload"]["response"]["choices"][0]["finish_reason"] for r in llm]
     assert reasons == ["stop", "length"]
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "reason"),
+    [
+        ("gen_ai.response.finish_reasons", 5, "finish_reasons must be a list of strings, not 5"),
+        ("gen_ai.output.messages", '[{"role": "assistant", "tool_calls": 5}]', "output message 0: tool_calls must"),
+        ("gen_ai.output.messages", '[{"role": "assistant", "tool_calls": ["a", 1]}]', "output message 0: tool_calls"),
+        ("gen_ai.input.messages", '[{"role": "user", "content": "hi", "tool_calls": 5}]', "input message 0: tool"),
+    ],
+)
+def test_a_wrong_type_inside_a_spans_messages_is_one_line_naming_the_span(
+    sdbctl: CLI, tmp_path: Path, where: str, value: Any, reason: str
+) -> None:
+    """Types inside the message JSON, not only the OTLP envelope's: a traceback (exit 1) before."""
+    attrs: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "m",
+        "gen_ai.input.messages": '[{"role": "user", "content": "hi"}]',
+        "gen_ai.output.messages": '[{"role": "assistant", "content": "hello"}]',
+        where: value,
+    }
+    (tmp_path / "typed.jsonl").write_text(_otlp([_span("00000000000000c1", attrs)]) + "\n")
+    assert_one_line_error(sdbctl("import", "otel", "typed.jsonl"), "typed.jsonl:1: span 'chat gpt-4'", reason)
+    assert not (tmp_path / ".sdb" / "runs").exists() or not any((tmp_path / ".sdb" / "runs").iterdir())
+
+
+def test_azure_sdks_event_content_attribute_is_read(sdbctl: CLI, tmp_path: Path) -> None:
+    """Azure's AI Inference and AI Agents SDKs put each event's fields in `gen_ai.event.content` (JSON):
+    before, every message imported with no content, and not marked missing either."""
+
+    def event(name: str, fields: dict[str, Any]) -> dict[str, Any]:
+        return {"name": name, "timeUnixNano": "1", "attributes": [_attr("gen_ai.event.content", json.dumps(fields))]}
+
+    events = [
+        event("gen_ai.system.message", {"role": "system", "content": "You are terse."}),
+        event("gen_ai.user.message", {"role": "user", "content": "How many feet in a mile?"}),
+        event("gen_ai.choice", {"message": {"content": "5280 feet."}, "finish_reason": "stop", "index": 0}),
+    ]
+    attrs = {"gen_ai.operation.name": "chat", "gen_ai.system": "az.ai.inference", "gen_ai.request.model": "gpt-4o"}
+    (tmp_path / "azure.jsonl").write_text(_otlp([_span("00000000000000d1", attrs, events)]) + "\n")
+    assert sdbctl("import", "otel", "azure.jsonl", "--run-id", "az").returncode == 0
+    llm = next(r for r in _rows(tmp_path, "az") if r["kind"] == "llm")
+    assert llm["payload"]["request"]["messages"] == [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "How many feet in a mile?"},
+    ]
+    assert llm["payload"]["response"]["choices"][0]["message"]["content"] == "5280 feet."

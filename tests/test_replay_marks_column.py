@@ -287,3 +287,35 @@ def test_a_replay_column_of_another_type_is_refused(kind: pa.DataType) -> None:
     schema = EVENT_SCHEMA.set(EVENT_SCHEMA.get_field_index("replay"), pa.field("replay", kind))
     with pytest.raises(SchemaError, match=r"part\.parquet: event column replay is .*, not a string"):
         check_schema(schema.with_metadata(EVENT_SCHEMA.metadata), "part.parquet")
+
+
+@pytest.mark.parametrize(("run", "column"), [("base", "seq"), ("cand", "latency_ms"), ("cand", "ts")])
+def test_a_part_with_a_column_of_another_type_is_one_line_never_a_traceback(
+    store: Path, sdbctl: CLI, run: str, column: str
+) -> None:
+    """A well-formed part (its checksum matching) whose column holds text where a number or a time
+    belongs: before, a traceback and exit 1, which CI reads as a FAIL."""
+    _step_replay(store)
+    run_dir = store / "runs" / run
+    part = _parts(run_dir)[0]
+    table = pq.read_table(part)
+    as_text = pa.array([str(v) for v in table[column].to_pylist()], pa.string())
+    table = table.set_column(table.schema.get_field_index(column), column, as_text)
+    _write_part(run_dir, part, table.replace_schema_metadata(pq.read_schema(part).metadata))
+    for args in (("gate", "cand", "--base", "base"), ("diff", "base", "cand", "--html", "r.html"), ("show", run)):
+        assert_one_line_error(sdbctl(*args), part.name, f"event column {column} is string, not")
+
+
+def test_a_recorded_request_that_is_no_object_is_a_damaged_run_not_a_traceback(store: Path, sdbctl: CLI) -> None:
+    """A tampered part whose first llm event holds a request that is text: the replay ended in a
+    traceback (exit 1) where it read it; it is one line naming the run and the event."""
+    _step_replay(store)
+
+    def plant(rows: Rows) -> Rows:
+        first = next(i for i, r in enumerate(rows) if r["kind"] == "llm")
+        body = json.loads(rows[first]["payload"])
+        rows[first] = {**rows[first], "payload": json.dumps({**body, "request": "hello"})}
+        return rows
+
+    _rewrite(store / "runs" / "base", plant)
+    assert_one_line_error(sdbctl("replay", "base", "--model", "recorded"), "run 'base' is damaged", "not an object")

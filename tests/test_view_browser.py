@@ -329,6 +329,38 @@ def test_hostile_text_renders_as_text_in_the_served_page(browser: Browser, chat_
         assert problems == []
 
 
+# invisible characters of every kind sdb/text.py escapes: zero-width space and joiner, BOM, word joiner,
+# line and paragraph separators, a bidi override, a control character, a noncharacter
+INVISIBLE = "\u200b\u200d\ufeff\u2060\u2028\u2029\u202e\x07\ufffe"
+
+
+def test_invisible_characters_show_escaped_everywhere_on_the_page_even_in_the_action_filter(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """The filter's options held action names raw, and zero-width characters, the BOM and U+2028 went
+    through everywhere: a name could disguise itself. An emoji stays an emoji."""
+    from sdbctl.recorders.sdk import Recorder
+
+    for run, name in (("zb", "send_offer"), ("zc", f"send{INVISIBLE}offer")):
+        with Recorder(store=tmp_path / ".sdb", run_id=run) as rec:
+            s = rec.session(f"s{INVISIBLE}1")
+            llm = s.llm({"messages": []}, {}, model="m", step="a")
+            s.action(name, {"note": f"ok \U0001f600 {INVISIBLE}"}, step="a", parent=llm)
+    with served(tmp_path, "zb", "zc") as url, page_of(browser) as (page, problems):
+        page.goto(url)
+        wait_list(page, lambda ids: len(ids) == 1, "the session")
+        page.wait_for_selector(".arow")
+        shown = page.evaluate(
+            """() => { const w = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT); let all = "";
+                       while (w.nextNode()) all += w.currentNode.nodeValue; return all; }"""
+        )
+        options = page.eval_on_selector_all("#f-action option", "os => os.map(o => o.textContent)")
+        for text in (shown, *options):
+            assert not [c for c in INVISIBLE if c in text], [hex(ord(c)) for c in INVISIBLE if c in text]
+        assert any("send\\u200b\\u200d\\ufeff\\u2060\\u2028\\u2029\\u202e\\x07\\ufffeoffer" in o for o in options)
+        assert "\U0001f600" in shown and problems == []
+
+
 def test_the_html_file_is_the_same_page_with_its_data_inside(browser: Browser, chat_store: Path) -> None:
     out = run_cli(chat_store, "diff", "a", "h", "--html", "view-a-h.html")
     assert out.returncode == 0, out.stderr

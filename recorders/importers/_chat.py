@@ -212,6 +212,9 @@ def _import_chat(
                 reason = "JSON nested too deep" if isinstance(exc, RecursionError) else str(exc)
                 raise SdbError(f"{conv.where}: {reason}") from None
             conversations.close(session)
+        if not conversations.llm_events:  # conversations with no model call in them: nothing to replay
+            where = str(paths[0]) if len(paths) == 1 else ", ".join(str(p) for p in paths)
+            raise SdbError(f"{where}: no conversation holds a model call (an assistant message after a user's)")
         recorder.close()
     except BaseException:
         recorder.close("partial")

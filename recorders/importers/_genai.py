@@ -19,6 +19,7 @@ from typing import Any
 
 from sdbctl.recorders.importers._adk import TOOL_ARGUMENTS, TOOL_RESPONSE, standard_attributes
 from sdbctl.recorders.importers._otlp import Span
+from sdbctl.sdb.errors import PayloadError
 from sdbctl.sdb.events import json_or_text
 
 INFERENCE = frozenset({"chat", "text_completion", "generate_content"})
@@ -160,7 +161,10 @@ def _event_messages(span: Span) -> tuple[list[dict[str, Any]] | None, list[dict[
     """Messages and choices carried as span events (the older conventions)."""
     inputs: list[dict[str, Any]] = []
     choices: list[dict[str, Any]] = []
-    for name, attrs in span.events:
+    for name, given in span.events:
+        # Azure's AI Inference and AI Agents SDKs put the event's fields in one JSON attribute
+        packed = json_or_text(given.get("gen_ai.event.content"))
+        attrs = {**packed, **given} if isinstance(packed, Mapping) else given
         if name in _EVENT_ROLES:
             entry: dict[str, Any] = {"role": attrs.get("role", _EVENT_ROLES[name]), "content": _json_text(attrs)}
             if attrs.get("tool_calls") is not None:
@@ -236,6 +240,18 @@ def _tools(attrs: Mapping[str, Any]) -> list[dict[str, Any]] | None:
     return tools or None
 
 
+def _checked(messages: list[Any] | None, which: str) -> list[Any] | None:
+    """``messages`` as the chat shape needs them (objects, their ``tool_calls`` a list of objects), else
+    a :class:`PayloadError` naming what is wrong: a one-line error with the span's place."""
+    for k, message in enumerate(messages or []):
+        if not isinstance(message, Mapping):
+            raise PayloadError(f"{which} message {k} is {type(message).__name__}, not an object")
+        calls = message.get("tool_calls")
+        if calls is not None and not (isinstance(calls, list) and all(isinstance(c, Mapping) for c in calls)):
+            raise PayloadError(f"{which} message {k}: tool_calls must be a list of objects, not {calls!r:.60}")
+    return messages
+
+
 def inference(span: Span) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:
     """(request, response, content captured) of an inference span, in the OpenAI chat shape."""
     attrs = _details(span)
@@ -263,8 +279,12 @@ def inference(span: Span) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:
             request[param] = attrs[key]
     if messages is None or outputs is None:
         return request, None, False
+    _checked(messages, "input")
+    _checked(outputs, "output")
     reasons = attrs.get("gen_ai.response.finish_reasons") or []
     reasons = [reasons] if isinstance(reasons, str) else reasons
+    if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
+        raise PayloadError(f"gen_ai.response.finish_reasons must be a list of strings, not {reasons!r:.60}")
     choices = []
     for index, output in enumerate(outputs):
         message = {k: v for k, v in output.items() if k != "finish_reason"}

@@ -138,6 +138,9 @@ def _parse(path: Path, m: LogMap, skip_bad: bool) -> tuple[list[dict[str, Any]],
             name = get_path(obj, f["name"]) if "name" in f else None
             step = get_path(obj, f["step"]) if "step" in f else None
             model = get_path(obj, f["model"]) if "model" in f else None
+            request = get_path(obj, f["request"]) if "request" in f else None
+            if kind == "llm" and request is not None and not isinstance(request, dict):
+                raise ValueError(f"the request at {f['request']!r} is a {type(request).__name__}, not an object")
             records.append(
                 {
                     "session": str(session),
@@ -151,7 +154,7 @@ def _parse(path: Path, m: LogMap, skip_bad: bool) -> tuple[list[dict[str, Any]],
                     "ts": _ts_us(
                         get_path(obj, f["timestamp"]) if "timestamp" in f else None, order if order > 1e8 else now
                     ),
-                    "request": get_path(obj, f["request"]) if "request" in f else None,
+                    "request": request,
                     "response": get_path(obj, f["response"]) if "response" in f else None,
                 }
             )

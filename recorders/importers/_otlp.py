@@ -74,7 +74,9 @@ def any_value(value: Any) -> Any:
             return value[key]
     for key in ("boolValue", "bool_value"):
         if key in value:
-            return bool(value[key])
+            if not isinstance(value[key], bool):  # bool("false") would be True
+                raise BadSpan(f"boolValue {_shown(value[key])} is not true or false")
+            return value[key]
     for key in ("intValue", "int_value"):
         if key in value:
             try:

@@ -96,9 +96,12 @@ def parse_text(text: str) -> list[Proposal] | ParseFailure:
 def _openai_message(message: Mapping[str, Any]) -> list[Proposal] | ParseFailure:
     calls = message.get("tool_calls") or []
     if calls:
+        if not isinstance(calls, list) or not all(isinstance(c, Mapping) for c in calls):
+            return ParseFailure(f"tool_calls is not a list of tool calls: {calls!r:.60}")
         proposals = []
         for call in calls:
-            fn = call.get("function") or {}
+            fn = call.get("function")
+            fn = fn if isinstance(fn, Mapping) else {}
             name = fn.get("name")
             if not isinstance(name, str) or not name:
                 return ParseFailure(f"tool call {call.get('id')!r} has no function name")

@@ -92,7 +92,30 @@ def check_schema(schema: pa.Schema, source: str) -> str:
     for name in ADDED_IN_3:  # a mark of another type would be read as no mark at all (a run's marks lost)
         if name in schema.names and not pa.types.is_string(schema.field(name).type):
             raise SchemaError(f"{source}: event column {name} is {schema.field(name).type}, not a string")
+    for expected in EVENT_SCHEMA:  # a number held as text (or text as a number) fails later, as a traceback
+        if expected.name in schema.names and not _readable_as(schema.field(expected.name).type, expected.type):
+            raise SchemaError(
+                f"{source}: event column {expected.name} is {schema.field(expected.name).type}, not {expected.type}"
+            )
     return version.decode()
+
+
+def _readable_as(found: pa.DataType, expected: pa.DataType) -> bool:
+    """Whether a column of type ``found`` reads as ``expected``: the same kind of value (text, whole
+    number, number, time), whatever its width or encoding."""
+    if pa.types.is_dictionary(found):
+        found = found.value_type
+    if pa.types.is_dictionary(expected):
+        expected = expected.value_type
+    if pa.types.is_string(expected):
+        return pa.types.is_string(found) or pa.types.is_large_string(found)
+    if pa.types.is_integer(expected):
+        return pa.types.is_integer(found)
+    if pa.types.is_floating(expected):
+        return pa.types.is_floating(found) or pa.types.is_integer(found)
+    if pa.types.is_timestamp(expected):
+        return pa.types.is_timestamp(found)
+    return found == expected
 
 
 def version_columns(version: str) -> tuple[str, ...]:

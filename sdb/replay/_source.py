@@ -9,7 +9,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from sdbctl.sdb.errors import QueryError
+from sdbctl.sdb.errors import QueryError, SchemaError
 from sdbctl.sdb.events import with_requests
 from sdbctl.sdb.store import Store, connect, query_arrow
 
@@ -44,7 +44,12 @@ ORDER BY l.session_id, l.seq
 """
 
 
-def _step(row: dict[str, Any], body: dict[str, Any], request: Any) -> SourceStep:
+def _step(row: dict[str, Any], body: dict[str, Any], request: Any, run_id: str) -> SourceStep:
+    if request is not None and not isinstance(request, dict):  # a request is what a chat API is sent
+        raise SchemaError(
+            f"run {run_id!r} is damaged: the llm event {row['session_id']!r}#{row['seq']} holds a request "
+            f"that is a {type(request).__name__}, not an object"
+        )
     return SourceStep(
         session_id=row["session_id"],
         seq=row["seq"],
@@ -80,7 +85,7 @@ def iter_steps(
     rows = (row for record_batch in reader or () for row in record_batch.to_pylist())
     pending: list[SourceStep] = []
     for row, body, request in with_requests(rows, f"run {run_id}"):
-        pending.append(_step(row, body, request))
+        pending.append(_step(row, body, request, run_id))
         if len(pending) >= batch:
             yield pending
             pending = []

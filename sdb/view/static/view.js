@@ -10,16 +10,29 @@
   var ROW_H = 46; // px: one session row (the list is virtual: only the visible rows exist)
   var PAGE = 200; // rows fetched at once
   var OVERSCAN = 10;
-  // C0/C1 controls (tab and newline kept in free text), bidi marks, overrides and isolates
-  var HIDDEN = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
-  var HIDDEN_ALL = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
+  // sdb/text.py's rule: control and format characters (bidi overrides and isolates, zero-width ones,
+  // BOM, tags), surrogates, line and paragraph separators and noncharacters, each as a visible escape
+  // (tab and newline kept in free text)
+  var HIDDEN_ALL = /[\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}\uFDD0-\uFDEF\uFFFE\uFFFF]/u;
+  var HIDDEN = /(?![\t\n])[\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}\uFDD0-\uFDEF\uFFFE\uFFFF]/u;
+  var NAMED = { "\n": "\\n", "\t": "\\t", "\r": "\\r" };
   var timings = { listPaint: null, sessionRender: null, sessionRows: null };
   window.__sdbTimings = timings;
 
   // ---- text, always as text ------------------------------------------------------------------------
 
-  function hex4(ch) {
-    return "\\u" + ("0000" + ch.charCodeAt(0).toString(16)).slice(-4);
+  /** A hidden character as sdb/text.py shows it: \\n, \\x1b, \\u202e, \\U000e0001. */
+  function escaped(ch) {
+    var code = ch.codePointAt(0);
+    if (NAMED[ch]) return NAMED[ch];
+    if (code < 0x20 || (code >= 0x7f && code < 0xa0)) return "\\x" + ("0" + code.toString(16)).slice(-2);
+    if (code > 0xffff) return "\\U" + ("00000000" + code.toString(16)).slice(-8);
+    return "\\u" + ("0000" + code.toString(16)).slice(-4);
+  }
+
+  /** `value` as a plain string with every hidden character escaped (for an option's label, a title). */
+  function visible(value) {
+    return Array.from(String(value)).map(function (ch) { return HIDDEN_ALL.test(ch) ? escaped(ch) : ch; }).join("");
   }
 
   /** A fragment showing `value` as text; hidden characters as visible escapes (newlines kept if multiline). */
@@ -32,14 +45,15 @@
       return frag;
     }
     var plain = "";
-    for (var i = 0; i < s.length; i++) {
-      var ch = s.charAt(i);
+    var chars = Array.from(s); // by code point: an emoji's two halves are one character
+    for (var i = 0; i < chars.length; i++) {
+      var ch = chars[i];
       if (re.test(ch)) {
         if (plain) frag.appendChild(document.createTextNode(plain));
         plain = "";
         var mark = document.createElement("span");
         mark.className = "esc";
-        mark.textContent = hex4(ch);
+        mark.textContent = escaped(ch);
         frag.appendChild(mark);
       } else {
         plain += ch;
@@ -305,7 +319,7 @@
       if (v === "") return; // "no change": covered by "only sessions that differ"
       var opt = document.createElement("option");
       opt.value = v;
-      opt.textContent = label ? label(v) : v;
+      opt.textContent = visible(label ? label(v) : v);
       sel.appendChild(opt);
     });
   }
