@@ -271,13 +271,16 @@ def sample_run(store: Path) -> str:
     return record_sample(str(store), 10, run_id="sample")
 
 
-SLOWEST_FIRST = ("test_llama_models.py",)  # minutes of real-model answers: started first, the rest beside
+# minutes of real-model answers, then the files of a minute or more (framework processes, a Ray cluster,
+# an S3 server): started first, on both workers, so that none of them starts last and sets the wall time
+SLOWEST_FIRST = ("test_llama_models.py", "test_recorder_openai_agents.py", "test_ray_replay.py", "test_s3_store.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The slowest files first: on two workers (``-n 2 --dist loadfile``) they start at once and the
     other worker takes the rest, so they do not set the suite's wall time by starting last."""
-    items.sort(key=lambda item: item.path.name not in SLOWEST_FIRST)
+    first = {name: k for k, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: first.get(item.path.name, len(first)))
 
 
 def pytest_configure(config: pytest.Config) -> None:
