@@ -71,3 +71,34 @@ def test_bad_lines_are_named_and_no_run_is_written(sdbctl: CLI, tmp_path: Path) 
     assert json.loads(skipped.stdout)["skipped"] == 1 and json.loads(skipped.stdout)["events"] == 1
     (tmp_path / "bad-map.toml").write_text('session = "s"\n[kinds]\nx = "action"\n')
     assert_one_line_error(sdbctl("import", "jsonl", "truncated.jsonl", "--map", "bad-map.toml"), "needs order, kind")
+
+
+def test_an_answer_with_no_action_line_of_its_own_gets_the_actions_a_replay_reads_from_it(
+    sdbctl: CLI, tmp_path: Path
+) -> None:
+    """A log that writes a tool call as an action line but a text answer only as its llm line: the import
+    had no action for the text, so a `recorded` replay (which reads `message` from it) diverged."""
+    (tmp_path / "map.toml").write_text(MAP)
+    call = {"id": "c1", "type": "function", "function": {"name": "refund", "arguments": '{"order": 42}'}}
+    asked = {"model": "m", "messages": [{"role": "user", "content": "refund 42"}]}
+    lines = [
+        {"kind": "llm", "payload": {"request": asked, "response": {"choices": [
+            {"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [call]}}]}}},
+        {"kind": "action", "name": "refund", "payload": {"args": {"order": 42}}},
+        {"kind": "llm", "payload": {"request": {**asked, "messages": [*asked["messages"], {
+            "role": "assistant", "content": None, "tool_calls": [call]}, {"role": "tool", "tool_call_id": "c1",
+            "content": "ok"}]}, "response": {"choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Refunded."}}]}}},
+    ]  # fmt: skip
+    rows = [{"session_id": "s", "seq": k, "step": str(k), "model": "openai:m", **line} for k, line in enumerate(lines)]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert sdbctl("import", "jsonl", "log.jsonl", "--map", "map.toml", "--run-id", "log").returncode == 0
+    actions = json.loads(
+        sdbctl("query", "SELECT name, payload FROM events WHERE kind = 'action' ORDER BY seq", "--json").stdout
+    )
+    assert [(a["name"], json.loads(a["payload"])["args"]) for a in actions] == [
+        ("refund", {"order": 42}),  # the log's own line, kept as it is
+        ("message", {"content": "Refunded."}),  # read from the answer
+    ]
+    same = json.loads(sdbctl("replay", "log", "--model", "recorded", "--json").stdout)
+    assert same["divergences"] == 0 and same["steps"] == 2

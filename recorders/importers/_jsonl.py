@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import time
 from collections.abc import Mapping
@@ -38,6 +39,7 @@ from typing import Any
 
 from sdbctl.recorders.importers._input import get_path, read_map
 from sdbctl.recorders.importers._summary import ImportSummary
+from sdbctl.sdb.boundary import Boundary, load_actions_setting, write_actions
 from sdbctl.sdb.errors import PayloadError, SdbError
 from sdbctl.sdb.events import COLUMNS, KINDS, RequestChain, batch_from_columns, canonical_bytes, digest, loads
 from sdbctl.sdb.recording import new_run_id
@@ -166,6 +168,22 @@ def _parse(path: Path, m: LogMap, skip_bad: bool) -> tuple[list[dict[str, Any]],
     return records, skipped
 
 
+def _acted(records: list[dict[str, Any]]) -> set[int]:
+    """The indexes of the llm records followed by an action record of their own (one of the same session
+    before its next llm record): the others' actions are read from their answers."""
+    acted: set[int] = set()
+    last: int | None = None
+    session = None
+    for index, r in enumerate(records):
+        if r["session"] != session:
+            last, session = None, r["session"]
+        if r["kind"] == "llm":
+            last = index
+        elif r["kind"] == "action" and last is not None:
+            acted.add(last)
+    return acted
+
+
 def import_jsonl(
     store: str | Path | None, path: Path, map_path: Path, *, run_id: str | None = None, skip_bad: bool = False
 ) -> ImportSummary:
@@ -177,30 +195,18 @@ def import_jsonl(
     if not records:
         raise SdbError(f"{path}: no event to import")
     records.sort(key=lambda r: (r["session"], r["order"], r["line"]))
+    acted = _acted(records)
+    boundary = Boundary("jsonl", open_vocabulary=True)
+    text_actions = load_actions_setting().text_actions
     columns: list[list[Any]] = [[] for _ in COLUMNS]
     seqs: dict[str, int] = {}
     last_llm: dict[str, int] = {}
     chain = RequestChain()  # the session's requests, stored as what is new (sdb.events._linear)
     rid = check_run_id(run_id) if run_id else new_run_id()
-    for r in records:
-        if r["session"] not in seqs:  # records are by session: a new one starts its chain
-            chain = RequestChain()
+
+    def add(r: dict[str, Any], kind: str, name: str, parent: int | None, body: bytes, det: bytes, status: str) -> int:
         seq = seqs.get(r["session"], 0)
         seqs[r["session"]] = seq + 1
-        kind, name, parent = r["kind"], r["name"], None
-        r["args"] = redactor.redact(r["args"])
-        if kind == "llm":
-            request, response = redactor.redact(r["request"] or {}), redactor.redact(r["response"] or {})
-            member, det, state = chain.encode(request)
-            chain.keep(seq, state)
-            body: Any = b"{" + member + b',"response":' + canonical_bytes(response) + b"}"
-            last_llm[r["session"]] = seq
-        elif kind == "action":
-            body, det = {"args": r["args"]}, canonical_bytes(r["args"])
-            parent = last_llm.get(r["session"])
-        else:
-            body = r["args"]
-            det = canonical_bytes(body)
         row = {
             "run_id": rid,
             "session_id": r["session"],
@@ -214,9 +220,9 @@ def import_jsonl(
             "name": name,
             "model": r["model"] if kind == "llm" else None,
             "prompt": None,
-            "payload": (body if isinstance(body, bytes) else canonical_bytes(body)).decode(),
+            "payload": body.decode(),
             "digest": digest(name, det),
-            "status": "error" if kind == "error" else "ok",
+            "status": status,
             "latency_ms": None,
             "tokens_in": None,
             "tokens_out": None,
@@ -224,6 +230,34 @@ def import_jsonl(
         }
         for i, column in enumerate(COLUMNS):
             columns[i].append(row[column])
+        return seq
+
+    def derived(r: dict[str, Any], name: str, args: Any, *, parent: int, status: str = "ok", **more: Any) -> int:
+        """An action read from an llm record's answer (the boundary's sink), as a recorder writes it."""
+        held = {"args": args, **{k: more[k] for k in ("call_id", "error") if more.get(k) is not None}}
+        return add(r, "action", name, parent, canonical_bytes(held), canonical_bytes(args), status)
+
+    for index, r in enumerate(records):
+        if r["session"] not in seqs:  # records are by session: a new one starts its chain
+            chain = RequestChain()
+        kind, name = r["kind"], r["name"]
+        r["args"] = redactor.redact(r["args"])
+        if kind == "llm":
+            request, response = redactor.redact(r["request"] or {}), redactor.redact(r["response"] or {})
+            member, det, state = chain.encode(request)
+            seq = add(
+                r, kind, name, None, b"{" + member + b',"response":' + canonical_bytes(response) + b"}", det, "ok"
+            )
+            chain.keep(seq, state)
+            last_llm[r["session"]] = seq
+            if index not in acted and response:  # no action line of its own: the answer's, as a replay reads it
+                write_actions(functools.partial(derived, r), boundary, response, seq, {}, text_actions=text_actions)
+        elif kind == "action":
+            add(r, kind, name, last_llm.get(r["session"]), canonical_bytes({"args": r["args"]}),
+                canonical_bytes(r["args"]), "ok")  # fmt: skip
+        else:
+            add(r, kind, name, None, canonical_bytes(r["args"]), canonical_bytes(r["args"]),
+                "error" if kind == "error" else "ok")  # fmt: skip
     writer = RunWriter.create(
         Store.open(store, must_exist=False),
         rid,
