@@ -23,6 +23,18 @@ from sdbctl.sdb.events import canonical_bytes
 Answer = Callable[[dict[str, Any]], dict[str, Any]]
 
 
+def chat_completion(message: dict[str, Any], model: Any) -> dict[str, Any]:
+    """A chat completion answering with ``message`` (finish reason ``tool_calls`` when it calls a tool)."""
+    finish = "tool_calls" if message.get("tool_calls") else "stop"
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5},
+    }
+
+
 def simulator_answer(spec: str = "sim:renewal@v1") -> Answer:
     """Answer as the simulator ``spec`` would (the request's model name is ignored)."""
     import sdbctl.fixtures.workloads

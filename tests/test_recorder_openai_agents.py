@@ -17,7 +17,7 @@ import pytest
 from sdbctl.sdb.errors import SdbError
 from tests.conftest import CLI, cli_env
 from tests.helpers import run_events
-from tests.llm_server import LLMServer
+from tests.llm_server import LLMServer, chat_completion
 
 pytest.importorskip("agents", reason="needs the OpenAI Agents SDK: pip install openai-agents")
 
@@ -135,14 +135,7 @@ def support_model(factor: float) -> Callable[[dict[str, Any]], dict[str, Any]]:
                 message = call("refund", {"order_id": order["order_id"], "amount": order["total"] * factor})
             else:
                 message = {"role": "assistant", "content": "Sorry, I could not find that order."}
-        finish = "tool_calls" if message.get("tool_calls") else "stop"
-        return {
-            "id": "chatcmpl-1",
-            "object": "chat.completion",
-            "model": request.get("model"),
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5},
-        }
+        return chat_completion(message, request.get("model"))
 
     return answer
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import CLI, cli_env
 from tests.helpers import run_events
-from tests.llm_server import LLMServer
+from tests.llm_server import LLMServer, chat_completion
 
 pytest.importorskip("agents", reason="needs the OpenAI Agents SDK: pip install openai-agents")
 
@@ -90,14 +90,7 @@ def trip_model(request: dict[str, Any]) -> dict[str, Any]:
             for k, (name, args) in enumerate(calls)
         ]
         message = {"role": "assistant", "content": None, "tool_calls": tool_calls}
-    finish = "tool_calls" if message.get("tool_calls") else "stop"
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "model": request.get("model"),
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 5},
-    }
+    return chat_completion(message, request.get("model"))
 
 
 def given_to_model(body: dict[str, Any]) -> dict[str, str]:

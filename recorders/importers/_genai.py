@@ -240,16 +240,15 @@ def _tools(attrs: Mapping[str, Any]) -> list[dict[str, Any]] | None:
     return tools or None
 
 
-def _checked(messages: list[Any] | None, which: str) -> list[Any] | None:
-    """``messages`` as the chat shape needs them (objects, their ``tool_calls`` a list of objects), else
-    a :class:`PayloadError` naming what is wrong: a one-line error with the span's place."""
+def _checked(messages: list[Any] | None, which: str) -> None:
+    """A :class:`PayloadError` naming what is wrong unless ``messages`` are as the chat shape needs them
+    (objects, their ``tool_calls`` a list of objects): a one-line error with the span's place."""
     for k, message in enumerate(messages or []):
         if not isinstance(message, Mapping):
             raise PayloadError(f"{which} message {k} is {type(message).__name__}, not an object")
         calls = message.get("tool_calls")
         if calls is not None and not (isinstance(calls, list) and all(isinstance(c, Mapping) for c in calls)):
             raise PayloadError(f"{which} message {k}: tool_calls must be a list of objects, not {calls!r:.60}")
-    return messages
 
 
 def inference(span: Span) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:

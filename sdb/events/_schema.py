@@ -89,33 +89,29 @@ def check_schema(schema: pa.Schema, source: str) -> str:
     missing = [name for name in version_columns(version.decode()) if name not in schema.names]
     if missing:
         raise SchemaError(f"{source}: missing event column(s) {', '.join(missing)}")
-    for name in ADDED_IN_3:  # a mark of another type would be read as no mark at all (a run's marks lost)
-        if name in schema.names and not pa.types.is_string(schema.field(name).type):
-            raise SchemaError(f"{source}: event column {name} is {schema.field(name).type}, not a string")
-    for expected in EVENT_SCHEMA:  # a number held as text (or text as a number) fails later, as a traceback
-        if expected.name in schema.names and not _readable_as(schema.field(expected.name).type, expected.type):
-            raise SchemaError(
-                f"{source}: event column {expected.name} is {schema.field(expected.name).type}, not {expected.type}"
-            )
+    # a column of another kind of value is refused, whatever its width or encoding: a number held as
+    # text fails later as a traceback, and a mark of another type would read as no mark (a run's marks lost)
+    for expected in EVENT_SCHEMA:
+        if expected.name in schema.names:
+            found = schema.field(expected.name).type
+            wanted = _unreadable(found, expected.type)
+            if wanted is not None:
+                raise SchemaError(f"{source}: event column {expected.name} is {found}, not {wanted}")
     return version.decode()
 
 
-def _readable_as(found: pa.DataType, expected: pa.DataType) -> bool:
-    """Whether a column of type ``found`` reads as ``expected``: the same kind of value (text, whole
-    number, number, time), whatever its width or encoding."""
-    if pa.types.is_dictionary(found):
-        found = found.value_type
-    if pa.types.is_dictionary(expected):
-        expected = expected.value_type
+def _unreadable(found: pa.DataType, expected: pa.DataType) -> str | None:
+    """None when a column of type ``found`` reads as ``expected`` (the same kind of value: text, whole
+    number, number, time, whatever its width or encoding), else what it should hold, in words."""
+    found = found.value_type if pa.types.is_dictionary(found) else found
+    expected = expected.value_type if pa.types.is_dictionary(expected) else expected
     if pa.types.is_string(expected):
-        return pa.types.is_string(found) or pa.types.is_large_string(found)
+        return None if pa.types.is_string(found) else "a string"
     if pa.types.is_integer(expected):
-        return pa.types.is_integer(found)
+        return None if pa.types.is_integer(found) else "a whole number"
     if pa.types.is_floating(expected):
-        return pa.types.is_floating(found) or pa.types.is_integer(found)
-    if pa.types.is_timestamp(expected):
-        return pa.types.is_timestamp(found)
-    return found == expected
+        return None if pa.types.is_floating(found) or pa.types.is_integer(found) else "a number"
+    return None if pa.types.is_timestamp(found) else "a timestamp"
 
 
 def version_columns(version: str) -> tuple[str, ...]:
